@@ -1,0 +1,291 @@
+"""Local-disk benchmark: lsio against fio (same offsets, same queue depth) and Python peers.
+
+    python -m benchmarks.bench_local [--quick] [--workload a,b,c] [--repeats N]
+        [--warm-only | --cold-only] [--data-dir DIR] [--contenders NAME,...]
+        [--out docs/benchmarks.md] [--json results.json]
+
+Every contender runs in the same process run, round-robin (A B C A B C ...) for `--repeats`
+rounds; tables report medians. Before each single run the cache state is re-established: cold =
+`sync; echo 3 > /proc/sys/vm/drop_caches` (root only), warm = every data file read once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contenders import CONTENDERS, Contender, RunContext, RunFn
+from .harness import time_run, verify
+from .report import (
+    MemoryResult,
+    Sample,
+    Series,
+    filesystem_of,
+    format_machine,
+    format_memory_table,
+    format_table,
+    machine_details,
+    replace_section,
+)
+from .workloads import (
+    FULL_SPECS,
+    QUICK_SPECS,
+    State,
+    Workload,
+    WorkloadSpec,
+    can_drop_caches,
+    materialize,
+    set_state,
+)
+
+DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench")
+MEMORY_WORKLOADS = ("a", "b")
+MEMORY_CONTENDERS = ("lsio", "plain loop")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Config:
+    specs: tuple[WorkloadSpec, ...]
+    states: tuple[State, ...]
+    repeats: int
+    queue_depth: int
+    data_dir: Path
+    quick: bool
+    contenders: tuple[str, ...] | None  # None = all
+    memory: bool
+    out: Path | None
+    json_path: Path | None
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None) -> Config:
+    ap = argparse.ArgumentParser(description="lsio local-disk benchmark")
+    ap.add_argument("--quick", action="store_true", help="tiny data sets (smoke run)")
+    ap.add_argument("--workload", default="a,b,c", help="comma list of a, b, c")
+    ap.add_argument("--repeats", type=int, default=5, help="round-robin rounds (median)")
+    ap.add_argument("--queue-depth", type=int, default=64)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--contenders", default=None,
+                    help="comma list of contender names (default: all)")
+    state = ap.add_mutually_exclusive_group()
+    state.add_argument("--warm-only", action="store_true")
+    state.add_argument("--cold-only", action="store_true")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probe")
+    ap.add_argument("--out", type=Path, default=None, help="markdown file to update")
+    ap.add_argument("--json", type=Path, default=None, dest="json_path")
+    a = ap.parse_args(argv)
+
+    specs = QUICK_SPECS if a.quick else FULL_SPECS
+    keys = [k.strip() for k in a.workload.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in specs]
+    if unknown or a.repeats < 1:
+        ap.error(f"unknown workload(s) {unknown}" if unknown else "--repeats must be >= 1")
+    states: tuple[State, ...] = (("warm",) if a.warm_only else ("cold",) if a.cold_only
+                                 else ("cold", "warm"))
+    names = tuple(n.strip() for n in a.contenders.split(",")) if a.contenders else None
+    known = {c.name for c in CONTENDERS}
+    if names and (bad := [n for n in names if n not in known]):
+        ap.error(f"unknown contender(s) {bad}; known: {sorted(known)}")
+    return Config(specs=tuple(specs[k] for k in keys), states=states, repeats=a.repeats,
+                  queue_depth=a.queue_depth, data_dir=a.data_dir, quick=a.quick,
+                  contenders=names, memory=not a.no_memory, out=a.out, json_path=a.json_path)
+
+
+def usable_states(states: tuple[State, ...]) -> tuple[State, ...]:
+    if "cold" not in states:
+        return states
+    ok, why = can_drop_caches()
+    if ok:
+        return states
+    log(f"NOTE: cold runs are skipped: {why}.")
+    return tuple(s for s in states if s != "cold")
+
+
+def check_data_dir(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fstype, dev, _ = filesystem_of(data_dir)
+    if fstype in ("tmpfs", "ramfs"):
+        log(f"WARNING: {data_dir} is on {fstype}: O_DIRECT contenders will fail and cold runs "
+            "measure memory, not the disk. Use --data-dir on a real disk.")
+    else:
+        log(f"data dir {data_dir}: {fstype} on {dev}")
+
+
+# --------------------------------------------------------------------------- running
+
+
+def select(cfg: Config, wl: Workload) -> list[Contender]:
+    return [c for c in CONTENDERS
+            if wl.spec.kind in c.kinds and (cfg.contenders is None or c.name in cfg.contenders)]
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def prepare(contenders: list[Contender], wl: Workload, ctx: RunContext,
+            state: State) -> tuple[list[Series], dict[str, RunFn]]:
+    """Set up every contender once; a failing setup is recorded, not raised."""
+    series: list[Series] = []
+    fns: dict[str, RunFn] = {}
+    for c in contenders:
+        s = Series(workload=wl.key, state=state, contender=c.name, mode=c.mode)
+        try:
+            fns[c.name] = c.make(wl, ctx)
+        except Exception as e:  # noqa: BLE001 - a broken contender must not stop the run
+            s.error = _error(e)
+            log(f"  {c.name}: setup FAILED: {s.error}")
+        series.append(s)
+    return series, fns
+
+
+def run_once(runner: asyncio.Runner, fn: RunFn, wl: Workload, rnd: int) -> Sample:
+    """One timed, verified run; the returned buffers are released on return."""
+    seconds, payload = time_run(runner, fn)
+    nbytes, n_ops = verify(wl, payload)
+    return Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops)
+
+
+def run_state(cfg: Config, wl: Workload, state: State, runner: asyncio.Runner,
+              scratch: Path) -> list[Series]:
+    ctx = RunContext(state=state, queue_depth=cfg.queue_depth, scratch_dir=scratch)
+    with ctx.cleanup:
+        series, fns = prepare(select(cfg, wl), wl, ctx, state)
+        for rnd in range(cfg.repeats):
+            for s in series:
+                if s.error is not None:
+                    continue
+                tag = f"  [{wl.key} {state} {rnd + 1}/{cfg.repeats}] {s.contender}:"
+                set_state(wl, state)
+                try:
+                    sample = run_once(runner, fns[s.contender], wl, rnd)
+                except Exception as e:  # noqa: BLE001 - report, keep going
+                    s.error = _error(e)
+                    log(f"{tag} FAILED: {s.error}")
+                    continue
+                s.samples.append(sample)
+                log(f"{tag} {sample.seconds * 1e3:.1f} ms, "
+                    f"{sample.n_ops / sample.seconds:,.0f} ops/s")
+    return series
+
+
+def measure_memory(cfg: Config, workloads: dict[str, Workload]) -> list[MemoryResult]:
+    results = []
+    for key in MEMORY_WORKLOADS:
+        if key not in workloads:
+            continue
+        for name in MEMORY_CONTENDERS:
+            if cfg.contenders is not None and name not in cfg.contenders:
+                continue
+            set_state(workloads[key], "warm")
+            results.append(_memprobe(cfg, key, name))
+    return results
+
+
+def _memprobe(cfg: Config, key: str, contender: str) -> MemoryResult:
+    cmd = [sys.executable, "-m", "benchmarks.memprobe", "--data-dir", str(cfg.data_dir),
+           "--workload", key, "--contender", contender, "--queue-depth", str(cfg.queue_depth)]
+    cmd += ["--quick"] if cfg.quick else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PACKAGE_ROOT, timeout=3600)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return MemoryResult(key, contender, error=tail[0])
+    return MemoryResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(cfg: Config, results: list[Series],
+           memory: list[MemoryResult], details: dict[str, str], argv: Sequence[str]) -> str:
+    parts = ["## Local disk: lsio vs fio and Python peers (`benchmarks/bench_local.py`)", "",
+             f"Command: `python -m benchmarks.bench_local {shlex.join(argv)}`  ",
+             f"Median of {cfg.repeats} round-robin round(s); queue depth {cfg.queue_depth}; "
+             "cold = `sync; echo 3 > /proc/sys/vm/drop_caches` before every run, "
+             "warm = data read into the page cache before every run.", "",
+             format_machine(details), ""]
+    for spec in cfg.specs:
+        for state in cfg.states:
+            rows = [s for s in results if s.workload == spec.key and s.state == state]
+            if rows:
+                parts += [f"### ({spec.key}) {spec.title} — {state}", "", format_table(rows), ""]
+    if memory:
+        parts += ["### Peak memory of one read (fresh process, warm cache)", "",
+                  format_memory_table(memory), ""]
+    parts += ["Notes: *vs fio* compares with fio in the same I/O mode (O_DIRECT rows with "
+              "`fio direct=1`, buffered rows with `fio buffered`, lsio's automatic mode with the "
+              "faster of the two); fio replays the identical requests from an iolog "
+              "(`--ioengine=io_uring`) and is timed by its own `runtime`, the Python contenders "
+              "by wall clock around one call. Python peers read through the page cache. "
+              "Raw per-round numbers: `--json`."]
+    return "\n".join(parts) + "\n"
+
+
+def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[MemoryResult],
+              details: dict[str, str]) -> None:
+    doc = {
+        "machine": details,
+        "config": {"quick": cfg.quick, "repeats": cfg.repeats, "queue_depth": cfg.queue_depth,
+                   "states": list(cfg.states), "data_dir": str(cfg.data_dir)},
+        "workloads": {s.key: dataclasses.asdict(s) for s in cfg.specs},
+        "series": [dataclasses.asdict(s) for s in results],
+        "memory": [dataclasses.asdict(m) for m in memory],
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = parse_args(argv)
+    cfg = dataclasses.replace(cfg, states=usable_states(cfg.states))
+    if not cfg.states:
+        log("nothing to run")
+        return 1
+    check_data_dir(cfg.data_dir)
+
+    workloads: dict[str, Workload] = {}
+    for spec in cfg.specs:
+        log(f"preparing data for ({spec.key}) {spec.title} ...")
+        workloads[spec.key] = materialize(spec, cfg.data_dir)
+
+    results: list[Series] = []
+    with tempfile.TemporaryDirectory(prefix="lsio-bench-") as scratch, asyncio.Runner() as runner:
+        for spec in cfg.specs:
+            for state in cfg.states:
+                log(f"({spec.key}) {state}:")
+                results += run_state(cfg, workloads[spec.key], state, runner, Path(scratch))
+
+    memory = measure_memory(cfg, workloads) if cfg.memory else []
+    details = machine_details(cfg.data_dir)
+    text = render(cfg, results, memory, details, argv)
+    print(text)
+    if cfg.out is not None:
+        replace_section(cfg.out, text)
+        log(f"updated {cfg.out}")
+    if cfg.json_path is not None:
+        dump_json(cfg.json_path, cfg, results, memory, details)
+        log(f"wrote {cfg.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Result records, tables, machine details and the markdown section writer."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .contenders import FIO_BY_MODE, LSIO
+
+START_MARK = "<!-- bench_local:start -->"
+END_MARK = "<!-- bench_local:end -->"
+PACKAGES = ("lsio", "numpy", "cffi", "fsspec", "obstore", "zarr", "aiofiles", "uvloop")
+
+
+@dataclass(frozen=True)
+class Sample:
+    round: int
+    seconds: float
+    nbytes: int
+    n_ops: int
+
+
+@dataclass
+class Series:
+    """All rounds of one contender on one workload in one cache state."""
+
+    workload: str
+    state: str
+    contender: str
+    mode: str
+    samples: list[Sample] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.samples)
+
+    @property
+    def ops_per_s(self) -> float:
+        return statistics.median(s.n_ops / s.seconds for s in self.samples)
+
+    @property
+    def mb_per_s(self) -> float:
+        return statistics.median(s.nbytes / s.seconds / 1e6 for s in self.samples)
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Peak RSS of one read of a workload in a fresh process (bytes)."""
+
+    workload: str
+    contender: str
+    nbytes: int = 0
+    rss_before: int = 0
+    rss_peak: int = 0
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _reference(series: list[Series], name: str) -> Series | None:
+    for s in series:
+        if s.contender == name and s.ok:
+            return s
+    return None
+
+
+def _fio_reference(series: list[Series], mode: str) -> float | None:
+    """Median ops/s of fio in the same I/O mode; `auto` compares with the faster fio mode."""
+    names = list(FIO_BY_MODE.values()) if mode == "auto" else [FIO_BY_MODE[mode]]
+    refs = [r.ops_per_s for n in names if (r := _reference(series, n)) is not None]
+    return max(refs) if refs else None
+
+
+def _ratio(value: float, ref: float | None) -> str:
+    return f"{value / ref:.2f}x" if ref else "—"
+
+
+def format_table(series: list[Series]) -> str:
+    """Markdown table, one row per contender (same text is printed and written to the doc)."""
+    lsio = _reference(series, LSIO)
+    rows = ["| contender | I/O mode | ops/s | MB/s | vs fio | vs lsio | runs |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for s in series:
+        if not s.ok:
+            reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
+            rows.append(f"| {s.contender} | {s.mode} | FAILED | — | — | — | {reason} |")
+            continue
+        ops = s.ops_per_s
+        rows.append(
+            f"| {s.contender} | {s.mode} | {ops:,.0f} | {s.mb_per_s:,.1f} | "
+            f"{_ratio(ops, _fio_reference(series, s.mode))} | "
+            f"{_ratio(ops, lsio.ops_per_s if lsio else None)} | {len(s.samples)} |"
+        )
+    return "\n".join(rows)
+
+
+def format_memory_table(rows: list[MemoryResult]) -> str:
+    out = ["| workload | contender | bytes returned | RSS before read | peak RSS | "
+           "peak − before | (peak − before) / bytes |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.error is not None:
+            reason = r.error.replace("|", "/").replace("\n", " ")[:120]
+            out.append(f"| {r.workload} | {r.contender} | FAILED | — | — | — | {reason} |")
+            continue
+        extra = r.rss_peak - r.rss_before
+        ratio = f"{extra / r.nbytes:.2f}" if r.nbytes else "—"
+        out.append(f"| {r.workload} | {r.contender} | {_mib(r.nbytes)} | {_mib(r.rss_before)} | "
+                   f"{_mib(r.rss_peak)} | {_mib(extra)} | {ratio} |")
+    return "\n".join(out)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _run(cmd: list[str]) -> str:
+    if shutil.which(cmd[0]) is None:
+        return "not installed"
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({e})"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def filesystem_of(path: Path) -> tuple[str, str, str]:
+    """(fstype, device, mountpoint) of the mount holding `path`, from /proc/mounts."""
+    real = os.path.realpath(path)
+    best = ("unknown", "unknown", "")
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                dev, mnt, fstype = line.split()[:3]
+                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best[2]):
+                    best = (fstype, dev, mnt)
+    except OSError:
+        pass
+    return best
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_details(data_dir: Path) -> dict[str, str]:
+    fstype, dev, mnt = filesystem_of(data_dir)
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "nproc": str(os.cpu_count()),
+        "memory": _mem_total(),
+        "data dir": f"{data_dir} ({fstype} on {dev}, mounted at {mnt})",
+        "fio": _run(["fio", "--version"]),
+        "python": platform.python_version(),
+        "packages": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
+    }
+
+
+def format_machine(details: dict[str, str]) -> str:
+    return "\n".join(f"- **{k}**: {v}" for k, v in details.items())
+
+
+# --------------------------------------------------------------------------- markdown file
+
+
+def replace_section(path: Path, body: str) -> None:
+    """Write `body` between the bench_local markers of `path`, creating what is missing."""
+    section = f"{START_MARK}\n{body.rstrip()}\n{END_MARK}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = text.find(START_MARK), text.find(END_MARK)
+    if start != -1 and end > start:
+        text = text[:start] + section + text[end + len(END_MARK):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,24 @@
+"""Errors are mapped here, once: an errno from the kernel becomes the matching ``OSError``
+subclass (``FileNotFoundError``, ``IsADirectoryError``, ``PermissionError``...) naming the
+path, with the failing request attached."""
+
+from __future__ import annotations
+
+import os
+
+from ._request import Requests
+
+__all__ = ["request_error", "BackendWarning"]
+
+
+class BackendWarning(UserWarning):
+    """lsio fell back to a slower backend; the message says why and how to fix it."""
+
+
+def request_error(err: int, reqs: Requests, index: int) -> OSError:
+    """``OSError(err, strerror, path)`` for request ``index``, as ``open`` would raise it."""
+    path = reqs.paths[int(reqs.file[index])]
+    exc = OSError(err, os.strerror(err), path)  # OSError picks the subclass from errno
+    exc.request_index = index  # type: ignore[attr-defined]
+    exc.add_note(f"lsio: while reading {reqs.describe(index)}")
+    return exc

@@ -1,0 +1,326 @@
+"""The public reader: options, backend choice, and the request -> plan -> backend -> result
+flow. Every default tuning number lives here, with where it comes from."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import warnings
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _ring
+from ._errors import BackendWarning, request_error
+from ._plan import LINUX_MAX_RW, Plan, plan
+from ._request import Requests, normalize
+from ._results import Results
+from ._sync import run_sync
+from .backends._base import Backend, ReadResult
+from .backends.local import UringBackend
+from .backends.threads import ThreadsBackend
+
+__all__ = ["Reader", "backend_name", "default_reader"]
+
+DEFAULT_QUEUE_DEPTH = 64
+"""Reads in flight per call. fio reaches this machine's limits at iodepth 64 (FIELD_NOTES:
+120-150 k IOPS cold 4 KiB); see docs/benchmarks.md for the sweep behind keeping it."""
+
+DEFAULT_MAX_OPEN = 128
+"""Files open at once per call, further capped at a quarter of ``RLIMIT_NOFILE`` so
+100 000 files work under ``ulimit -n 256`` (the rest of the fds stay the program's)."""
+
+DEFAULT_THREADS = 32
+"""Fallback pool size: the 32-thread pool FIELD_NOTES measured as the best thread setup."""
+
+CACHED_FRACTION = 0.5
+"""``direct=None``: a file is read with O_DIRECT when less than this share of the span the
+call reads is in the page cache (``cachestat``), else through the page cache."""
+
+FALLBACK_ALIGN = 4096
+"""Direct-I/O alignment when the kernel does not report one (statx STATX_DIOALIGN)."""
+
+ARENA_ALIGN = 64
+"""Region alignment in the result arena for buffered reads: one cache line."""
+
+DirectMode = bool | None
+BackendName = Literal["uring", "threads"]
+
+_probe_result: list[str | None] = []
+_warned = False
+
+
+def _uring_problem() -> str | None:
+    if not _probe_result:
+        _probe_result.append(_ring.probe() if sys.platform == "linux" else
+                             f"io_uring needs Linux (this is {sys.platform})")
+    return _probe_result[0]
+
+
+def _choose_backend(name: str | None) -> str:
+    global _warned
+    requested = name or os.environ.get("LSIO_BACKEND") or None
+    if requested not in (None, "uring", "threads"):
+        raise ValueError(f"lsio: unknown backend {requested!r}; use 'uring' or 'threads'")
+    if requested == "threads":
+        return "threads"
+    problem = _uring_problem()
+    if problem is None:
+        return "uring"
+    hint = ("io_uring is blocked by Docker's default seccomp profile (run with "
+            "--security-opt seccomp=unconfined or a profile allowing io_uring_*) or by "
+            "sysctl kernel.io_uring_disabled=0/1; set LSIO_BACKEND=threads to silence this")
+    if requested == "uring" or os.environ.get("LSIO_REQUIRE_URING") == "1":
+        raise _ring.RingUnavailable(f"lsio: io_uring is required but unusable: {problem}. "
+                                    f"{hint}")
+    if not _warned:
+        _warned = True
+        warnings.warn(f"lsio: using the thread-pool backend because io_uring is unusable: "
+                      f"{problem}. {hint}", BackendWarning, stacklevel=4)
+    return "threads"
+
+
+def _aligned_empty(nbytes: int, align: int) -> npt.NDArray[np.uint8]:
+    raw = np.empty(nbytes + align, np.uint8)
+    skip = -raw.ctypes.data % align
+    return raw[skip : skip + nbytes]
+
+
+class _Tracker:
+    """Turns finished reads into finished requests, and their true lengths."""
+
+    def __init__(self, p: Plan) -> None:
+        self.plan = p
+        self.left = np.bincount(p.op_req, minlength=len(p.req_start)).astype(np.int64)
+        self.end = p.req_start + p.req_length
+        self.lengths = p.req_length.copy()
+        """True length of each request; final once the request is finished."""
+
+    def update(self, ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64]
+               ) -> npt.NDArray[np.int64]:
+        p = self.plan
+        short = done[ops] < p.op_length[ops]
+        if short.any():  # the file ended early (it shrank, or a direct read hit EOF)
+            s = ops[short]
+            np.minimum.at(self.end, p.op_req[s], p.op_offset[s] + done[s])
+        reqs = p.op_req[ops]
+        np.subtract.at(self.left, reqs, 1)
+        finished = np.unique(reqs[self.left[reqs] == 0])
+        self.lengths[finished] = np.clip(self.end[finished] - p.req_start[finished], 0,
+                                         p.req_length[finished])
+        return finished
+
+
+class Reader:
+    """Configuration for reading many chunks; the module functions use a default one.
+
+    Parameters
+    ----------
+    queue_depth
+        Reads in flight per call (default 64, see ``DEFAULT_QUEUE_DEPTH``).
+    direct
+        ``True``: O_DIRECT wherever the filesystem allows it; ``False``: always through the
+        page cache; ``None`` (default): per file, O_DIRECT when most of what the call reads
+        is not in the page cache, else buffered. Files on filesystems that refuse O_DIRECT
+        (tmpfs) are read buffered in every mode.
+    backend
+        ``"uring"``, ``"threads"`` or ``None`` (``$LSIO_BACKEND``, else io_uring when usable,
+        else threads with one :class:`lsio.BackendWarning`).
+    max_open_files
+        Files open at once per call (default 128, at most a quarter of ``ulimit -n``).
+    threads
+        Worker threads of the fallback backend.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_depth: int = DEFAULT_QUEUE_DEPTH,
+        direct: DirectMode = None,
+        backend: BackendName | None = None,
+        max_open_files: int | None = None,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        if not isinstance(queue_depth, int) or not 1 <= queue_depth <= _ring.RING_ENTRIES:
+            raise ValueError(f"lsio: queue_depth must be an int in 1..{_ring.RING_ENTRIES}, "
+                             f"got {queue_depth!r}")
+        if direct not in (None, True, False):
+            raise TypeError(f"lsio: direct must be None, True or False, got {direct!r}")
+        if max_open_files is not None and (not isinstance(max_open_files, int)
+                                           or max_open_files < 1):
+            raise ValueError(f"lsio: max_open_files must be a positive int, got "
+                             f"{max_open_files!r}")
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"lsio: threads must be a positive int, got {threads!r}")
+        self.queue_depth = queue_depth
+        self.direct = direct
+        self.max_open_files = max_open_files
+        self.backend = _choose_backend(backend)
+        """Name of the backend this reader uses: ``"uring"`` or ``"threads"``."""
+        self._backend: Backend = (UringBackend() if self.backend == "uring"
+                                  else ThreadsBackend(threads))
+
+    def __repr__(self) -> str:
+        return (f"lsio.Reader(backend={self.backend!r}, queue_depth={self.queue_depth}, "
+                f"direct={self.direct!r})")
+
+    def _max_open(self) -> int:
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError):  # pragma: no cover - not POSIX
+            soft = 1024
+        cap = max(1, soft // 4) if soft > 0 else DEFAULT_MAX_OPEN
+        return min(self.max_open_files or DEFAULT_MAX_OPEN, cap)
+
+    # -- the flow -------------------------------------------------------------------
+    async def _run(self, requests: Iterable[Any], out: Sequence[Any] | None,
+                   progress: Any = None) -> tuple[Requests, Plan, Results, ReadResult | None,
+                                                  _Tracker]:
+        reqs = normalize(requests)
+        caps = _check_out(out, len(reqs))
+        stat = await self._backend.stat(reqs.paths, queue_depth=self.queue_depth)
+        bad = np.flatnonzero(stat.err[reqs.file])
+        if len(bad):
+            raise request_error(int(stat.err[reqs.file[bad[0]]]), reqs, int(bad[0]))
+
+        direct = self._direct_modes(stat.align) if out is None else np.zeros(
+            len(reqs.paths), np.int32)
+        align = np.where(direct != _ring.DIRECT_OFF,
+                         np.where(stat.align > 0, stat.align, FALLBACK_ALIGN), 1)
+        p = plan(reqs.file, reqs.offset, reqs.length, file_size=stat.size,
+                 file_align=align.astype(np.int64), split_size=LINUX_MAX_RW,
+                 arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
+                 own_destinations=out is not None)
+        if out is None:
+            buffers: list[Any] = [_aligned_empty(p.arena_size, FALLBACK_ALIGN)]
+        else:
+            small = np.flatnonzero(caps < p.req_length)
+            if len(small):
+                i = int(small[0])
+                raise ValueError(f"lsio: out[{i}] holds {caps[i]} bytes but "
+                                 f"{reqs.describe(i)} returns {p.req_length[i]}")
+            buffers = list(out)
+        tracker = _Tracker(p)
+        results = Results(buffers, p.req_base, p.req_buf, tracker.lengths)
+        if p.nops == 0:
+            if progress is not None:
+                progress(np.arange(len(reqs), dtype=np.int64), results, tracker)
+            return reqs, p, results, None, tracker
+
+        on_progress = None
+        if progress is not None:
+            empty = np.flatnonzero(tracker.left == 0)
+            if len(empty):
+                progress(empty, results, tracker)
+
+            def on_progress(ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64],
+                            err: npt.NDArray[np.int32]) -> None:
+                ok = ops[err[ops] == 0]
+                finished = tracker.update(ok, done)
+                if len(finished):
+                    progress(finished, results, tracker)
+
+        res = await self._backend.read(
+            reqs.paths, stat, direct, p, buffers, queue_depth=self.queue_depth,
+            max_open=self._max_open(), on_progress=on_progress,
+        )
+        failed = np.flatnonzero(res.err)
+        if len(failed):
+            req = p.op_req[failed]
+            first = int(np.argmin(req))
+            raise request_error(int(res.err[failed[first]]), reqs, int(req[first]))
+        if progress is None:
+            tracker.update(np.arange(p.nops, dtype=np.int64), res.done)
+        return reqs, p, results, res, tracker
+
+    def _direct_modes(self, align: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+        if self._backend.name != "uring" or self.direct is False:
+            return np.zeros(len(align), np.int32)
+        # 0: the filesystem refuses O_DIRECT; odd alignments (not a power of two dividing
+        # 4096) would not tile the read-size cap, so those files stay buffered.
+        ok = (align != 0) & ((align < 0) | ((align <= 4096) & ((4096 % np.maximum(align, 1))
+                                                                == 0)))
+        mode = _ring.DIRECT_ON if self.direct else _ring.DIRECT_AUTO
+        return np.where(ok, mode, _ring.DIRECT_OFF).astype(np.int32)
+
+    async def read_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None
+                        ) -> Results:
+        """Read every request; the result is in request order.
+
+        On the first failing request, lsio stops starting new reads, waits for the reads in
+        flight, and raises that request's ``OSError`` (the lowest request index among the
+        failures seen); no partial results are returned.
+        """
+        return (await self._run(requests, out))[2]
+
+    def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None
+                       ) -> Results:
+        """Blocking :meth:`read_many`; safe to call from inside a running event loop."""
+        return run_sync(self.read_many(requests, out=out))
+
+    async def iter_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None
+                        ) -> AsyncIterator[tuple[int, memoryview]]:
+        """Yield ``(index, chunk)`` as each request completes (completion order)."""
+        queue: asyncio.Queue[npt.NDArray[np.int64] | None] = asyncio.Queue()
+        holder: list[Results] = []
+
+        def progress(finished: npt.NDArray[np.int64], results: Results,
+                     tracker: _Tracker) -> None:
+            if not holder:
+                holder.append(results)
+            queue.put_nowait(finished)
+
+        task = asyncio.ensure_future(self._run(requests, out, progress))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while True:
+                batch = await queue.get()
+                if batch is None:
+                    task.result()  # raises the read's error, if any
+                    return
+                for i in batch:
+                    yield int(i), holder[0][int(i)]
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+def _check_out(out: Sequence[Any] | None, n: int) -> npt.NDArray[np.int64]:
+    if out is None:
+        return np.zeros(0, np.int64)
+    if len(out) != n:
+        raise ValueError(f"lsio: out has {len(out)} buffers for {n} requests")
+    caps = np.zeros(n, np.int64)
+    for i, buf in enumerate(out):
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise TypeError(f"lsio: out[{i}] ({type(buf).__name__}) does not support the "
+                            "buffer protocol") from None
+        if view.readonly:
+            raise TypeError(f"lsio: out[{i}] is read-only")
+        if not view.c_contiguous:
+            raise ValueError(f"lsio: out[{i}] is not C-contiguous")
+        caps[i] = view.nbytes
+    return caps
+
+
+_default: Reader | None = None
+
+
+def default_reader() -> Reader:
+    """The reader behind ``lsio.read_many`` and friends (created on first use)."""
+    global _default
+    if _default is None:
+        _default = Reader()
+    return _default
+
+
+def backend_name() -> str:
+    """The backend the module-level functions use: ``"uring"`` or ``"threads"``."""
+    return default_reader().backend

@@ -1,0 +1,173 @@
+"""Requests: what the user asks for, checked early and turned into arrays.
+
+This is the first stage of the data flow (request -> plan -> backend -> result). Everything
+after it works on numpy arrays, never on per-request Python objects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Chunk", "Requests", "normalize"]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk to read: a whole file or a byte range of it."""
+
+    path: str | os.PathLike[str]
+    """Local path (``str`` or ``os.PathLike``)."""
+
+    offset: int = 0
+    """First byte to read. Negative counts from the end of the file, like HTTP ``bytes=-N``:
+    ``offset=-100`` with ``length=None`` reads the last 100 bytes."""
+
+    length: int | None = None
+    """Bytes to read, or ``None`` to read to the end of the file. A range that runs past the
+    end of the file returns the bytes that exist (possibly none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """A request list as arrays; ``file`` indexes ``paths``."""
+
+    paths: list[str]
+    """Distinct paths, in order of first appearance."""
+
+    file: npt.NDArray[np.int64]
+    """File index of each request."""
+
+    offset: npt.NDArray[np.int64]
+    """Requested offset (negative: from the end)."""
+
+    length: npt.NDArray[np.int64]
+    """Requested length, ``-1`` for "to the end of the file"."""
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def describe(self, index: int) -> str:
+        """Human text for request ``index``, for error messages."""
+        length = int(self.length[index])
+        return (
+            f"request #{index} (path={self.paths[int(self.file[index])]!r}, "
+            f"offset={int(self.offset[index])}, length={None if length < 0 else length})"
+        )
+
+
+def _bad(index: int, item: Any, why: str, exc: type[Exception] = ValueError) -> Exception:
+    return exc(f"lsio: request #{index} {item!r}: {why}")
+
+
+def normalize(requests: Iterable[Any]) -> Requests:
+    """Check every request and return them as arrays.
+
+    Raises ``TypeError`` or ``ValueError`` naming the first bad request; nothing is read
+    before the whole list is valid.
+    """
+    if isinstance(requests, (str, bytes, os.PathLike)):
+        raise TypeError(
+            "lsio: read_many takes a list of requests, not a single path; "
+            "wrap it: read_many([path])"
+        )
+    items = requests if isinstance(requests, (list, tuple)) else list(requests)
+    fast = _normalize_uniform(items)
+    return fast if fast is not None else _normalize_each(items)
+
+
+def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
+    """Fast path for the common shape: all ``(str, int, int|None)`` tuples or all ``Chunk``.
+
+    The checks run as C-speed passes over whole columns (``map``/``zip``/numpy), so a
+    million requests cost well under a second. Anything irregular returns ``None`` and the
+    per-item path finds and names the bad request.
+    """
+    if not items:
+        return None
+    first = type(items[0])
+    if first is Chunk:
+        if set(map(type, items)) != {Chunk}:
+            return None
+        paths = [c.path for c in items]
+        offs = [c.offset for c in items]
+        lens = [c.length for c in items]
+    elif first is tuple:
+        if set(map(len, items)) != {3} or set(map(type, items)) != {tuple}:
+            return None
+        paths, offs, lens = (list(col) for col in zip(*items))
+    else:
+        return None
+    if set(map(type, paths)) != {str} or set(map(type, offs)) != {int}:
+        return None
+    if not set(map(type, lens)) <= {int, type(None)}:
+        return None
+    ids: dict[str, int] = {}
+    file = np.fromiter((ids.setdefault(p, len(ids)) for p in paths), np.int64, len(paths))
+    if "" in ids or any("\0" in p for p in ids):
+        return None
+    try:
+        offset = np.array(offs, dtype=np.int64)
+        length = np.array([-1 if n is None else n for n in lens], dtype=np.int64)
+    except OverflowError:
+        return None
+    has_length = np.array([n is not None for n in lens])
+    if np.any(has_length & (length < 0)):
+        return None
+    return Requests(list(ids), file, offset, length)
+
+
+def _normalize_each(items: list[Any] | tuple[Any, ...]) -> Requests:
+    ids: dict[str, int] = {}
+    paths: list[str] = []
+    files: list[int] = []
+    offsets: list[int] = []
+    lengths: list[int] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Chunk):
+            path, offset, length = item.path, item.offset, item.length
+        elif isinstance(item, tuple) and len(item) in (1, 3):
+            path, offset, length = (item[0], 0, None) if len(item) == 1 else item
+        elif isinstance(item, (str, os.PathLike)):
+            path, offset, length = item, 0, None
+        else:
+            raise _bad(
+                index, item,
+                "expected lsio.Chunk(path, offset, length), (path,) or (path, offset, length)",
+                TypeError,
+            )
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if not isinstance(path, str):
+            raise _bad(index, item, f"path must be str or os.PathLike, not {type(path).__name__}",
+                       TypeError)
+        if not path or "\0" in path:
+            raise _bad(index, item, "path is empty or contains a NUL byte")
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
+            raise _bad(index, item, f"offset must be an int, not {type(offset).__name__}",
+                       TypeError)
+        if length is not None:
+            if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
+                raise _bad(index, item, f"length must be an int or None, not "
+                           f"{type(length).__name__}", TypeError)
+            if length < 0:
+                raise _bad(index, item, f"length must be >= 0 (got {length}); use None to "
+                           "read to the end of the file")
+        file = ids.get(path)
+        if file is None:
+            file = ids[path] = len(paths)
+            paths.append(path)
+        files.append(file)
+        offsets.append(int(offset))
+        lengths.append(-1 if length is None else int(length))
+    try:
+        offset_arr = np.array(offsets, dtype=np.int64)
+        length_arr = np.array(lengths, dtype=np.int64)
+    except OverflowError as exc:
+        raise ValueError(f"lsio: an offset or length does not fit in 64 bits: {exc}") from None
+    return Requests(paths, np.array(files, dtype=np.int64), offset_arr, length_arr)

@@ -1,0 +1,62 @@
+"""Results: the bytes of every request, in request order, as zero-copy views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Results"]
+
+
+class Results(Sequence[memoryview]):
+    """The chunks ``read_many`` returned, in request order.
+
+    Each item is a read-only ``memoryview`` of unsigned bytes (format ``"B"``): it supports
+    ``len()`` and the buffer protocol, so ``numpy.frombuffer(item, dtype)`` and
+    ``memoryview`` slicing cost no copy; ``bytes(item)`` copies. Items are views of a few
+    large buffers, which stay alive while any item does.
+    """
+
+    __slots__ = ("_views", "_base", "_start", "lengths")
+
+    def __init__(self, buffers: list[Any], base: npt.NDArray[np.int64],
+                 start: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None:
+        self._views = [memoryview(b).cast("B") for b in buffers]
+        self._base = base
+        self._start = start
+        self.lengths = lengths
+        """Length of every chunk, as an array (``len(results[i]) == results.lengths[i]``)."""
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes returned."""
+        return int(self.lengths.sum())
+
+    def _item(self, i: int) -> memoryview:
+        start = int(self._start[i])
+        view = self._views[int(self._base[i])][start : start + int(self.lengths[i])]
+        return view.toreadonly()
+
+    @overload
+    def __getitem__(self, index: int) -> memoryview: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[memoryview]: ...
+    def __getitem__(self, index: int | slice) -> memoryview | list[memoryview]:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"lsio.Results index {index} out of range for {n} chunks")
+        return self._item(index % n)
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return (self._item(i) for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"<lsio.Results: {len(self)} chunks, {self.nbytes} bytes>"

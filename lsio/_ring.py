@@ -1,0 +1,308 @@
+"""The only module that touches io_uring and the event loop.
+
+Theory of operation
+-------------------
+* One ring per event loop. A ring and the eventfd registered with it belong to the loop that
+  created them and are only ever touched from that loop's thread: zarr's sync API runs a loop
+  in its own thread and Jupyter has another, and both may use lsio at once.
+* The kernel signals the eventfd whenever it posts completions; ``loop.add_reader`` on it
+  wakes us. Waiting (the loop's selector) is split from processing (``lsio_pump``, one C call
+  that reaps every completion, advances each file's state machine and refills the submission
+  queue). Python runs once per wake-up, not once per chunk.
+* Work is described as batches of arrays (see ``_uring_build``). A batch stays referenced by
+  its ring until the kernel has completed every request of it, even when the task awaiting
+  it was cancelled: the kernel never writes into memory that was freed or reused.
+* Cached (page-cache) reads complete inside ``io_uring_submit``, so the pump keeps reaping
+  and refilling while that happens, up to a bound, and then yields to the loop.
+* Teardown: when the loop is garbage collected, at interpreter exit, or when the next ring is
+  created and finds its loop closed, the ring drains (blocking until the kernel is done
+  with every buffer), closes the files it opened, and closes the ring and the eventfd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._plan import LINUX_MAX_RW, Plan
+
+try:
+    from ._uring import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the build
+    ffi = lib = None
+    _IMPORT_ERROR: str | None = f"the lsio._uring extension is not built ({exc})"
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["Ring", "RingUnavailable", "StatResult", "ring_for_loop", "probe"]
+
+RING_ENTRIES = 512
+"""Submission queue size of every ring; readers cap their own depth below it. 512 leaves
+room for several readers at the default depth of 64 (completion queue: twice this)."""
+
+PUMP_BUDGET = 8192
+"""Completions handled per wake-up before yielding to the loop (~2 ms of cached reads)."""
+
+DIRECT_OFF, DIRECT_ON, DIRECT_AUTO = 0, 1, 2
+
+ProgressFn = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]], None]
+"""Called with (indices of reads just finished, bytes done per read, errno per read)."""
+
+
+class RingUnavailable(OSError):
+    """io_uring cannot be used here (not built, blocked by seccomp, disabled by sysctl)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatResult:
+    """What the stat phase learned about each file."""
+
+    size: npt.NDArray[np.int64]
+    """Size in bytes."""
+
+    align: npt.NDArray[np.int64]
+    """Direct-I/O offset alignment: >0 known, 0 filesystem refuses O_DIRECT, -1 unknown."""
+
+    err: npt.NDArray[np.int32]
+    """errno of the failed stat, 0 if it worked."""
+
+
+def _ptr(ctype: str, arr: npt.NDArray[Any]) -> Any:
+    return ffi.cast(ctype, arr.ctypes.data)
+
+
+def _path_table(paths: list[str]) -> tuple[bytes, npt.NDArray[np.uint64]]:
+    """All paths in one NUL-separated blob plus a ``char *`` per path, built without a
+    Python call per path."""
+    blob = ("\0".join(paths) + "\0").encode("utf-8", "surrogateescape")
+    ends = np.flatnonzero(np.frombuffer(blob, np.uint8) == 0)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.uint64)
+    base = int(ffi.cast("uintptr_t", ffi.from_buffer(blob)))
+    return blob, starts + np.uint64(base)
+
+
+class _Batch:
+    """One unit of work on a ring: arrays the C engine reads and writes, kept alive here."""
+
+    def __init__(self, ring: Ring, phase: int, paths: list[str], *, max_inflight: int,
+                 fail_fast: bool) -> None:
+        n = len(paths)
+        self.blob, self.path_ptrs = _path_table(paths)
+        self.c = ffi.new("lsio_batch *")
+        self.keep: list[Any] = []
+        c = self.c
+        c.phase = phase
+        c.slot = -1
+        c.fail_fast = int(fail_fast)
+        c.max_inflight = max_inflight
+        c.nfiles = n
+        c.paths = _ptr("const char **", self.path_ptrs)
+        self.fsize = self._arr("long long *", "fsize", np.zeros(n, np.int64))
+        self.falign = self._arr("int *", "falign", np.zeros(n, np.int32))
+        self.fdirect = self._arr("int *", "fdirect", np.zeros(n, np.int32))
+        self.ferr = self._arr("int *", "ferr", np.zeros(n, np.int32))
+        self._arr("int *", "fd", np.full(n, -1, np.int32))
+        self._arr("long long *", "active", np.zeros(n, np.int64))
+        self.seen = 0
+        self.on_progress: ProgressFn | None = None
+        self.future: asyncio.Future[None] = ring.loop.create_future()
+
+    def _arr(self, ctype: str, field: str, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        arr = np.ascontiguousarray(arr)
+        self.keep.append(arr)
+        setattr(self.c, field, _ptr(ctype, arr))
+        return arr
+
+    def set_log(self, size: int) -> None:
+        self.log = self._arr("long long *", "log", np.zeros(max(size, 1), np.int64))
+
+
+class Ring:
+    """An io_uring instance bound to one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if lib is None:
+            raise RingUnavailable(errno.ENOSYS, _IMPORT_ERROR)
+        err = ffi.new("int *")
+        ptr = lib.lsio_ring_new(RING_ENTRIES, 0, err)
+        if ptr == ffi.NULL:
+            raise RingUnavailable(err[0], f"io_uring_setup failed: {os.strerror(err[0])}")
+        # Weak: the ring must not keep its loop alive (the registry maps loop -> ring).
+        self._loop = weakref.ref(loop)
+        self._ptr = ptr
+        self._efd = lib.lsio_ring_eventfd(ptr)
+        self._live: dict[int, _Batch] = {}
+        self._slot_freed: asyncio.Event | None = None
+        loop.add_reader(self._efd, self._on_ready)
+        # The finalizer holds the C ring and the live batches (so their buffers outlive the
+        # kernel's use of them), never the loop itself.
+        self._finalizer = weakref.finalize(loop, _teardown, ptr, self._live)
+        self.closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - the loop is gone, so nobody can call us
+            raise RuntimeError("lsio: the ring's event loop no longer exists")
+        return loop
+
+    # -- waking and dispatching -------------------------------------------------------
+    def _on_ready(self) -> None:
+        try:
+            os.read(self._efd, 8)
+        except BlockingIOError:
+            pass
+        self._pump()
+
+    def _pump(self) -> None:
+        n = lib.lsio_pump(self._ptr, PUMP_BUDGET)
+        if n < 0:  # the ring itself failed: nothing in flight can be trusted to finish
+            exc = OSError(-n, f"io_uring_submit failed: {os.strerror(-n)}")
+            for b in list(self._live.values()):
+                if not b.future.done():
+                    b.future.set_exception(exc)
+            return
+        for b in list(self._live.values()):
+            c = b.c
+            if b.on_progress is not None and c.nlog != b.seen:
+                new = b.log[b.seen : c.nlog]
+                b.seen = c.nlog
+                b.on_progress(new, b.done, b.err)
+            if lib.lsio_batch_finished(c):
+                lib.lsio_ring_remove(self._ptr, c)
+                del self._live[id(b)]
+                if not b.future.done():
+                    b.future.set_result(None)
+                if self._slot_freed is not None:
+                    self._slot_freed.set()
+        if n >= PUMP_BUDGET:
+            self.loop.call_soon(self._pump)
+
+    async def _run(self, b: _Batch) -> None:
+        while lib.lsio_ring_add(self._ptr, b.c) < 0:
+            # Every slot taken (thousands of concurrent calls): wait for one to finish.
+            self._slot_freed = self._slot_freed or asyncio.Event()
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        self._live[id(b)] = b
+        self._pump()
+        try:
+            await asyncio.shield(b.future)
+        except asyncio.CancelledError:
+            # Stop submitting; the batch stays registered (and its memory alive) until the
+            # kernel has completed what is in flight and its files are closed.
+            b.c.stopping = 1
+            b.on_progress = None
+            self._pump()
+            raise
+
+    # -- the two operations the local backend needs -----------------------------------
+    async def stat(self, paths: list[str], *, queue_depth: int) -> StatResult:
+        """statx every path through the ring (no file is opened)."""
+        b = _Batch(self, lib.LSIO_PHASE_STAT, paths, max_inflight=queue_depth, fail_fast=False)
+        b.statbuf = np.zeros(256 * max(len(paths), 1), np.uint8)
+        b.c.statbuf = ffi.cast("unsigned char *", b.statbuf.ctypes.data)
+        b.set_log(len(paths))
+        await self._run(b)
+        return StatResult(b.fsize.copy(), b.falign.astype(np.int64), b.ferr.copy())
+
+    async def read(
+        self,
+        paths: list[str],
+        file_size: npt.NDArray[np.int64],
+        file_direct: npt.NDArray[np.int32],
+        plan: Plan,
+        addresses: npt.NDArray[np.uint64],
+        *,
+        queue_depth: int,
+        max_open: int,
+        on_progress: ProgressFn | None = None,
+        keepalive: Any = None,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """Execute a plan. ``addresses`` is the destination address of each read.
+
+        Returns bytes done and errno per read, and errno per file (failed open). The
+        destination memory (``keepalive``) stays referenced until the kernel is done.
+        """
+        if plan.nops and int(plan.op_length.max()) > LINUX_MAX_RW:
+            raise ValueError("plan has a read above Linux's read cap")
+        b = _Batch(self, lib.LSIO_PHASE_READ, paths, max_inflight=queue_depth, fail_fast=True)
+        b.keep.append(keepalive)
+        b.fsize[:] = file_size
+        b.fdirect[:] = file_direct
+        c = b.c
+        c.max_open = max_open
+        c.nops = plan.nops
+        b._arr("long long *", "fop_start", plan.file_op_start)
+        b._arr("long long *", "fop_end", plan.file_op_end)
+        b._arr("long long *", "fnext", plan.file_op_start.copy())
+        b._arr("long long *", "fpending", np.zeros(len(paths), np.int64))
+        b._arr("long long *", "ooff", plan.op_offset)
+        b._arr("long long *", "olen", plan.op_length)
+        b._arr("unsigned long long *", "oaddr", addresses)
+        done = b.done = b._arr("long long *", "odone", np.zeros(plan.nops, np.int64))
+        err = b.err = b._arr("int *", "oerr", np.zeros(plan.nops, np.int32))
+        b.set_log(plan.nops)
+        b.on_progress = on_progress
+        await self._run(b)
+        return done, err, b.ferr
+
+    def close(self) -> None:
+        """Drain and release the ring now (normally done by the loop's finalizer)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.loop.remove_reader(self._efd)
+        except Exception:  # noqa: BLE001 - the loop may already be closed
+            pass
+        self._finalizer()
+
+
+def _teardown(ptr: Any, live: dict[int, _Batch]) -> None:
+    lib.lsio_ring_drain(ptr)
+    for b in live.values():
+        lib.lsio_ring_remove(ptr, b.c)
+    live.clear()
+    lib.lsio_ring_free(ptr)
+
+
+_rings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ring] = weakref.WeakKeyDictionary()
+_rings_lock = threading.Lock()
+
+
+def ring_for_loop(loop: asyncio.AbstractEventLoop) -> Ring:
+    """The ring of ``loop``, created on first use. Call from the loop's own thread."""
+    ring = _rings.get(loop)
+    if ring is not None and not ring.closed:
+        return ring
+    with _rings_lock:
+        # Rings of loops that were closed but are still referenced somewhere: release now.
+        for other, r in list(_rings.items()):
+            if other.is_closed():
+                r.close()
+                del _rings[other]
+        ring = Ring(loop)
+        _rings[loop] = ring
+    return ring
+
+
+def probe() -> str | None:
+    """``None`` if a ring can be set up here, else the reason it cannot."""
+    if lib is None:
+        return _IMPORT_ERROR
+    err = ffi.new("int *")
+    ptr = lib.lsio_ring_new(8, 0, err)
+    if ptr == ffi.NULL:
+        return f"io_uring_setup failed: {os.strerror(err[0])} (errno {err[0]})"
+    lib.lsio_ring_free(ptr)
+    return None

@@ -1,0 +1,48 @@
+"""The blocking twins run their coroutine on one private daemon event-loop thread.
+
+This works from plain scripts and from inside a running loop (a Jupyter cell): the caller's
+thread blocks on a ``concurrent.futures.Future`` while lsio's own loop does the work, as
+zarr and fsspec do. No ``nest_asyncio``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["run_sync"]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def _get_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="lsio-sync-loop",
+                                      daemon=True)
+            thread.start()
+            _loop, _thread = loop, thread
+        return _loop
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on lsio's private loop thread and return its result."""
+    loop = _get_loop()
+    if threading.current_thread() is _thread:
+        coro.close()
+        raise RuntimeError("lsio: a *_sync function was called from lsio's own loop thread; "
+                           "await the async function instead")
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # e.g. KeyboardInterrupt: stop the work (its buffers stay safe)
+        raise

@@ -1,0 +1,464 @@
+"""cffi builder (API mode) for lsio's io_uring engine.
+
+Debian 12 ships liburing 2.3, whose ``io_uring_prep_*`` helpers are ``static inline``: they
+only exist once compiled, so ABI mode cannot reach them and this module compiles a small C
+extension against the system ``<liburing.h>``.
+
+The C side is deliberately small and batch-shaped. Python never touches an SQE or a CQE:
+
+* ``lsio_pump`` reaps every ready completion, advances each file's little state machine
+  (statx -> open -> read... -> close) and refills the submission queue up to the queue depth,
+  all in one call. Per-chunk work happens here, not in Python.
+* Batches describe their work as plain arrays (numpy memory) that Python allocates and keeps
+  alive: paths, sizes, per-op offset/length/destination address, and output arrays for bytes
+  done, errno and completion order.
+
+Feature flags are filled in by the compiler (``LSIO_HAS_*``), never guessed from versions.
+"""
+
+from __future__ import annotations
+
+from cffi import FFI
+
+CDEF = r"""
+static const int LSIO_HAS_STATX_DIOALIGN;
+static const int LSIO_PHASE_STAT;
+static const int LSIO_PHASE_READ;
+static const int LSIO_DIRECT_OFF;
+static const int LSIO_DIRECT_ON;
+static const int LSIO_DIRECT_AUTO;
+static const long long LSIO_MAX_RW;
+
+typedef struct lsio_batch {
+    int phase;
+    int slot;
+    int stopping;
+    int fail_fast;
+    long long inflight;
+    long long max_inflight;
+    long long nfiles;
+    const char **paths;
+    long long *fsize;
+    int *falign;
+    int *fdirect;
+    int *ferr;
+    int *fd;
+    long long *fop_start;
+    long long *fop_end;
+    long long *fnext;
+    long long *fpending;
+    long long nops;
+    long long *ooff;
+    long long *olen;
+    unsigned long long *oaddr;
+    long long *odone;
+    int *oerr;
+    long long next_file;
+    long long nopen;
+    long long max_open;
+    long long *active;
+    long long nactive;
+    long long *log;
+    long long nlog;
+    long long nerr;
+    unsigned char *statbuf;
+    double cached_fraction;
+} lsio_batch;
+
+typedef struct lsio_ring lsio_ring;
+
+lsio_ring *lsio_ring_new(unsigned queue_depth, unsigned setup_flags, int *err);
+int lsio_ring_eventfd(lsio_ring *r);
+int lsio_ring_fd(lsio_ring *r);
+void lsio_ring_free(lsio_ring *r);
+int lsio_ring_add(lsio_ring *r, lsio_batch *b);
+void lsio_ring_remove(lsio_ring *r, lsio_batch *b);
+int lsio_pump(lsio_ring *r, int max_cqes);
+int lsio_batch_finished(lsio_batch *b);
+long long lsio_ring_inflight(lsio_ring *r);
+int lsio_ring_drain(lsio_ring *r);
+"""
+
+SOURCE = r"""
+#include <liburing.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+
+#ifdef STATX_DIOALIGN
+static const int LSIO_HAS_STATX_DIOALIGN = 1;
+#else
+#define STATX_DIOALIGN 0x00002000U
+static const int LSIO_HAS_STATX_DIOALIGN = 0;
+#endif
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451  /* same number on every architecture (unified table) */
+#endif
+
+static const int LSIO_PHASE_STAT = 0;
+static const int LSIO_PHASE_READ = 1;
+static const int LSIO_DIRECT_OFF = 0;
+static const int LSIO_DIRECT_ON = 1;
+static const int LSIO_DIRECT_AUTO = 2;
+/* Linux read() returns at most 0x7ffff000 bytes; planned reads never exceed it. */
+static const long long LSIO_MAX_RW = 0x7ffff000LL;
+
+typedef struct lsio_batch {
+    int phase;
+    int slot;
+    int stopping;
+    int fail_fast;
+    long long inflight;
+    long long max_inflight;
+    long long nfiles;
+    const char **paths;
+    long long *fsize;
+    int *falign;
+    int *fdirect;
+    int *ferr;
+    int *fd;
+    long long *fop_start;
+    long long *fop_end;
+    long long *fnext;
+    long long *fpending;
+    long long nops;
+    long long *ooff;
+    long long *olen;
+    unsigned long long *oaddr;
+    long long *odone;
+    int *oerr;
+    long long next_file;
+    long long nopen;
+    long long max_open;
+    long long *active;
+    long long nactive;
+    long long *log;
+    long long nlog;
+    long long nerr;
+    unsigned char *statbuf;
+    double cached_fraction;
+} lsio_batch;
+
+#define MAX_SLOTS 4096
+enum { K_STATX = 1, K_OPEN = 2, K_READ = 3, K_CLOSE = 4 };
+
+typedef struct lsio_ring {
+    struct io_uring ring;
+    int efd;
+    unsigned qd;
+    long long inflight;
+    unsigned rr;               /* round-robin start in order[] */
+    int norder;                /* live batches, compact, for filling */
+    lsio_batch *order[MAX_SLOTS];
+    lsio_batch *slots[MAX_SLOTS];  /* slot -> batch, for completions */
+} lsio_ring;
+
+static inline uint64_t pack(int slot, int kind, long long idx) {
+    return ((uint64_t)slot << 40) | ((uint64_t)kind << 36) | (uint64_t)idx;
+}
+
+lsio_ring *lsio_ring_new(unsigned queue_depth, unsigned setup_flags, int *err) {
+    lsio_ring *r = calloc(1, sizeof(lsio_ring));
+    if (!r) { *err = ENOMEM; return NULL; }
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    /* A completion queue twice the submission queue; in-flight work is capped at the
+       queue depth, so it can never overflow. */
+    p.flags = setup_flags | IORING_SETUP_CQSIZE;
+    p.cq_entries = queue_depth * 2;
+    int ret = io_uring_queue_init_params(queue_depth, &r->ring, &p);
+    if (ret < 0) { *err = -ret; free(r); return NULL; }
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0) { *err = errno; io_uring_queue_exit(&r->ring); free(r); return NULL; }
+    ret = io_uring_register_eventfd(&r->ring, r->efd);
+    if (ret < 0) {
+        *err = -ret; close(r->efd); io_uring_queue_exit(&r->ring); free(r); return NULL;
+    }
+    r->qd = queue_depth;
+    *err = 0;
+    return r;
+}
+
+int lsio_ring_eventfd(lsio_ring *r) { return r->efd; }
+int lsio_ring_fd(lsio_ring *r) { return r->ring.ring_fd; }
+long long lsio_ring_inflight(lsio_ring *r) { return r->inflight; }
+
+void lsio_ring_free(lsio_ring *r) {
+    if (!r) return;
+    io_uring_unregister_eventfd(&r->ring);
+    io_uring_queue_exit(&r->ring);
+    close(r->efd);
+    free(r);
+}
+
+int lsio_ring_add(lsio_ring *r, lsio_batch *b) {
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        if (!r->slots[i]) {
+            r->slots[i] = b; b->slot = i; r->order[r->norder++] = b; return i;
+        }
+    }
+    return -1;
+}
+
+void lsio_ring_remove(lsio_ring *r, lsio_batch *b) {
+    if (b->slot >= 0 && r->slots[b->slot] == b) r->slots[b->slot] = NULL;
+    for (int i = 0; i < r->norder; i++) {
+        if (r->order[i] == b) { r->order[i] = r->order[--r->norder]; break; }
+    }
+    b->slot = -1;
+}
+
+int lsio_batch_finished(lsio_batch *b) {
+    if (b->inflight) return 0;
+    if (b->phase == 0) return b->stopping || b->nlog == b->nfiles;
+    return b->nopen == 0 && (b->stopping || b->nlog == b->nops);
+}
+
+static struct io_uring_sqe *get_sqe(lsio_ring *r, lsio_batch *b) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) {  /* cannot happen while inflight <= qd, but never hand out NULL */
+        io_uring_submit(&r->ring);
+        sqe = io_uring_get_sqe(&r->ring);
+    }
+    r->inflight++;
+    b->inflight++;
+    return sqe;
+}
+
+static void prep_read(lsio_ring *r, lsio_batch *b, long long file, long long op) {
+    struct io_uring_sqe *sqe = get_sqe(r, b);
+    long long done = b->odone[op];
+    long long want = b->olen[op] - done;
+    io_uring_prep_read(sqe, b->fd[file], (void *)(uintptr_t)(b->oaddr[op] + done),
+                       (unsigned)want, (unsigned long long)(b->ooff[op] + done));
+    io_uring_sqe_set_data64(sqe, pack(b->slot, K_READ, op));
+}
+
+static void prep_close(lsio_ring *r, lsio_batch *b, long long file) {
+    struct io_uring_sqe *sqe = get_sqe(r, b);
+    io_uring_prep_close(sqe, b->fd[file]);
+    io_uring_sqe_set_data64(sqe, pack(b->slot, K_CLOSE, file));
+    b->fd[file] = -1;
+}
+
+static void prep_open(lsio_ring *r, lsio_batch *b, long long file) {
+    struct io_uring_sqe *sqe = get_sqe(r, b);
+    int flags = O_RDONLY | O_CLOEXEC;
+    if (b->fdirect[file] == 1) flags |= O_DIRECT;
+    io_uring_prep_openat(sqe, AT_FDCWD, b->paths[file], flags, 0);
+    io_uring_sqe_set_data64(sqe, pack(b->slot, K_OPEN, file));
+}
+
+/* Binary search: which file owns op (ops are grouped by file, files in order). */
+static long long file_of_op(lsio_batch *b, long long op) {
+    long long lo = 0, hi = b->nfiles - 1;
+    while (lo < hi) {
+        long long mid = (lo + hi + 1) / 2;
+        if (b->fop_start[mid] <= op) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+static void fail(lsio_batch *b, int err) {
+    b->nerr++;
+    if (b->fail_fast) b->stopping = 1;
+    (void)err;
+}
+
+static void op_finished(lsio_ring *r, lsio_batch *b, long long file, long long op) {
+    b->log[b->nlog++] = op;
+    b->fpending[file]--;
+    if (b->fpending[file] == 0 && (b->fnext[file] == b->fop_end[file] || b->stopping)
+        && b->fd[file] >= 0) {
+        prep_close(r, b, file);
+    }
+}
+
+/* Decide O_DIRECT for a file in automatic mode: direct only if most of the span the
+   plan reads is absent from the page cache (cachestat, Linux 6.5+). */
+static void auto_direct(lsio_batch *b, long long file) {
+    long long first = b->fop_start[file], last = b->fop_end[file] - 1;
+    if (last < first) return;
+    struct { uint64_t off, len; } range;
+    struct { uint64_t cache, dirty, writeback, evicted, recently_evicted; } cs;
+    range.off = (uint64_t)b->ooff[first];
+    long long end = b->ooff[last] + b->olen[last];
+    range.len = (uint64_t)(end - b->ooff[first]);
+    if (range.len == 0) return;
+    long page = 4096;
+    if (syscall(__NR_cachestat, b->fd[file], &range, &cs, 0) != 0) return;
+    double pages = (double)((range.len + page - 1) / page);
+    if ((double)cs.cache >= b->cached_fraction * pages) return;
+    int fl = fcntl(b->fd[file], F_GETFL);
+    if (fl >= 0 && fcntl(b->fd[file], F_SETFL, fl | O_DIRECT) == 0) b->fdirect[file] = 1;
+}
+
+static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    int slot = (int)(ud >> 40);
+    int kind = (int)((ud >> 36) & 0xf);
+    long long idx = (long long)(ud & ((1ULL << 36) - 1));
+    int res = cqe->res;
+    lsio_batch *b = r->slots[slot];
+    r->inflight--;
+    if (!b) return;
+    b->inflight--;
+    switch (kind) {
+    case K_STATX: {
+        unsigned char *sx = b->statbuf + 256 * idx;
+        if (res < 0) { b->ferr[idx] = -res; fail(b, -res); }
+        else {
+            uint32_t mask; uint16_t mode; uint64_t size; uint32_t dio_off;
+            memcpy(&mask, sx + 0x00, 4);
+            memcpy(&mode, sx + 0x1c, 2);
+            memcpy(&size, sx + 0x28, 8);
+            memcpy(&dio_off, sx + 0x9c, 4);
+            b->fsize[idx] = (long long)size;
+            if ((mode & 0170000) == 0040000) { b->ferr[idx] = EISDIR; fail(b, EISDIR); }
+            /* -1: alignment unknown (old kernel); 0: filesystem refuses O_DIRECT */
+            b->falign[idx] = (mask & STATX_DIOALIGN) ? (int)dio_off : -1;
+        }
+        b->log[b->nlog++] = idx;
+        break;
+    }
+    case K_OPEN: {
+        if (res == -EINVAL && b->fdirect[idx] == 1) {
+            /* e.g. tmpfs refuses O_DIRECT: read this file through the page cache */
+            b->fdirect[idx] = 0;
+            prep_open(r, b, idx);
+            break;
+        }
+        if (res < 0) {
+            b->ferr[idx] = -res;
+            b->nopen--;
+            for (long long op = b->fnext[idx]; op < b->fop_end[idx]; op++) {
+                b->oerr[op] = -res;
+                b->log[b->nlog++] = op;
+            }
+            b->fnext[idx] = b->fop_end[idx];
+            fail(b, -res);
+            break;
+        }
+        b->fd[idx] = res;
+        if (b->fdirect[idx] == 2) { b->fdirect[idx] = 0; auto_direct(b, idx); }
+        if (b->stopping) { prep_close(r, b, idx); break; }
+        b->active[b->nactive++] = idx;
+        break;
+    }
+    case K_READ: {
+        long long op = idx;
+        long long file = file_of_op(b, op);
+        if (res == -EAGAIN || res == -EINTR) {
+            if (!b->stopping) { prep_read(r, b, file, op); break; }
+            b->oerr[op] = -res;
+        } else if (res < 0) {
+            b->oerr[op] = -res;
+            fail(b, -res);
+        } else if (res > 0) {
+            b->odone[op] += res;
+            if (b->odone[op] < b->olen[op] && b->ooff[op] + b->odone[op] < b->fsize[file]
+                && !b->stopping) {
+                prep_read(r, b, file, op);  /* short read: resume where it stopped */
+                break;
+            }
+        }
+        op_finished(r, b, file, op);
+        break;
+    }
+    case K_CLOSE:
+        b->nopen--;
+        break;
+    }
+}
+
+static void fill(lsio_ring *r, lsio_batch *b) {
+    if (b->stopping) {
+        /* Nothing new starts; files that are open with no read in flight are closed
+           now (the others close when their last read completes). */
+        while (b->nactive > 0 && r->inflight < (long long)r->qd) {  /* may pass max_inflight */
+            long long f = b->active[--b->nactive];
+            if (b->fpending[f] == 0 && b->fd[f] >= 0) prep_close(r, b, f);
+        }
+        return;
+    }
+    while (r->inflight < (long long)r->qd && b->inflight < b->max_inflight) {
+        if (b->phase == 0) {
+            if (b->next_file >= b->nfiles) return;
+            long long f = b->next_file++;
+            struct io_uring_sqe *sqe = get_sqe(r, b);
+            io_uring_prep_statx(sqe, AT_FDCWD, b->paths[f], 0,
+                                STATX_TYPE | STATX_SIZE | STATX_DIOALIGN,
+                                (struct statx *)(b->statbuf + 256 * f));
+            io_uring_sqe_set_data64(sqe, pack(b->slot, K_STATX, f));
+        } else if (b->nactive > 0) {
+            long long f = b->active[b->nactive - 1];
+            long long op = b->fnext[f]++;
+            b->fpending[f]++;
+            if (b->fnext[f] == b->fop_end[f]) b->nactive--;
+            prep_read(r, b, f, op);
+        } else if (b->next_file < b->nfiles && b->nopen < b->max_open) {
+            long long f = b->next_file++;
+            if (b->fop_start[f] == b->fop_end[f]) continue;
+            b->nopen++;
+            prep_open(r, b, f);
+        } else {
+            return;
+        }
+    }
+}
+
+int lsio_pump(lsio_ring *r, int max_cqes) {
+    int total = 0;
+    for (;;) {
+        struct io_uring_cqe *cqes[256];
+        unsigned n = io_uring_peek_batch_cqe(&r->ring, cqes, 256);
+        for (unsigned i = 0; i < n; i++) handle(r, cqes[i]);
+        io_uring_cq_advance(&r->ring, n);
+        total += (int)n;
+        for (int k = 0; k < r->norder; k++) {
+            if (r->inflight >= (long long)r->qd) break;
+            fill(r, r->order[(r->rr + k) % r->norder]);
+        }
+        r->rr = r->norder ? (r->rr + 1) % r->norder : 0;
+        int ret = io_uring_submit(&r->ring);
+        if (ret < 0 && ret != -EAGAIN && ret != -EBUSY && ret != -EINTR) return ret;
+        /* Cached reads complete inside submit: keep going while that happens, but hand
+           control back to the event loop now and then. */
+        if (n == 0 && io_uring_cq_ready(&r->ring) == 0) break;
+        if (total >= max_cqes) break;
+    }
+    return total;
+}
+
+/* Stop every batch and block until the kernel has finished with all of their memory and
+   every file they opened is closed. Used when a ring is torn down. */
+int lsio_ring_drain(lsio_ring *r) {
+    for (int i = 0; i < r->norder; i++) r->order[i]->stopping = 1;
+    for (;;) {
+        int ret = lsio_pump(r, 1 << 30);
+        if (ret < 0) return ret;
+        if (r->inflight == 0) return 0;  /* pump submitted every close it needed */
+        struct io_uring_cqe *cqe;
+        ret = io_uring_wait_cqe(&r->ring, &cqe);
+        if (ret < 0 && ret != -EINTR) return ret;
+    }
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "lsio._uring",
+    SOURCE,
+    libraries=["uring"],
+    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+)
+
+if __name__ == "__main__":  # pragma: no cover - manual build helper
+    ffibuilder.compile(verbose=True)
