@@ -129,9 +129,9 @@ def plan(
     count = np.where(length < 0, avail, np.minimum(length, avail))
     end = start + count
 
-    align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
-    if np.any(split_size % np.unique(align)):
+    if np.any(split_size % file_align):
         raise ValueError("split_size must be a multiple of every file's alignment")
+    align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
     rstart = np.where(count > 0, start // align * align, start)
     rend = np.where(count > 0, _round_up(end, align), start)
     rlen = rend - rstart
@@ -158,7 +158,8 @@ def plan(
 
     # Group by file, front to back inside each file.
     op_file = file[op_req]
-    order = np.lexsort((op_offset, op_file))
+    order = (np.argsort(op_offset) if len(file_size) == 1
+             else np.lexsort((op_offset, op_file)))
     op_file, op_offset, op_length = op_file[order], op_offset[order], op_length[order]
     op_req, op_buf = op_req[order], op_buf[order]
     nfiles = len(file_size)

@@ -27,6 +27,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["Ring", "RingUnavailable", "StatResult", "ring_for_loop", "probe"]
+__all__ = ["Ring", "RingUnavailable", "StatResult", "cached_share", "ring_for_loop", "probe"]
 
 RING_ENTRIES = 512
 """Submission queue size of every ring; readers cap their own depth below it. 512 leaves
@@ -52,7 +53,22 @@ room for several readers at the default depth of 64 (completion queue: twice thi
 PUMP_BUDGET = 8192
 """Completions handled per wake-up before yielding to the loop (~2 ms of cached reads)."""
 
-DIRECT_OFF, DIRECT_ON, DIRECT_AUTO = 0, 1, 2
+RING_FILES = 1024
+"""Registered-file table per ring (files open at once across all calls on the ring), capped
+at ``RLIMIT_NOFILE``, which the kernel applies to the table size. Direct descriptors use no
+process file descriptors."""
+
+DIRECT_OFF, DIRECT_ON = 0, 1
+
+
+def _new_ring(err: Any) -> Any:
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError):  # pragma: no cover
+        soft = RING_FILES
+    nfiles = RING_FILES if soft < 0 else max(1, min(RING_FILES, soft))
+    return lib.lsio_ring_new(RING_ENTRIES, nfiles, err)
 
 ProgressFn = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]], None]
 """Called with (indices of reads just finished, bytes done per read, errno per read)."""
@@ -93,7 +109,9 @@ def _path_table(paths: list[str]) -> tuple[bytes, npt.NDArray[np.uint64]]:
 class _Batch:
     """One unit of work on a ring: arrays the C engine reads and writes, kept alive here."""
 
-    def __init__(self, ring: Ring, phase: int, paths: list[str], *, max_inflight: int,
+    future: asyncio.Future[None]
+
+    def __init__(self, phase: int, paths: list[str], *, max_inflight: int,
                  fail_fast: bool) -> None:
         n = len(paths)
         self.blob, self.path_ptrs = _path_table(paths)
@@ -112,9 +130,9 @@ class _Batch:
         self.ferr = self._arr("int *", "ferr", np.zeros(n, np.int32))
         self._arr("int *", "fd", np.full(n, -1, np.int32))
         self._arr("long long *", "active", np.zeros(n, np.int64))
+        self._arr("int *", "fstate", np.zeros(n, np.int32))
         self.seen = 0
         self.on_progress: ProgressFn | None = None
-        self.future: asyncio.Future[None] = ring.loop.create_future()
 
     def _arr(self, ctype: str, field: str, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
         arr = np.ascontiguousarray(arr)
@@ -133,7 +151,7 @@ class Ring:
         if lib is None:
             raise RingUnavailable(errno.ENOSYS, _IMPORT_ERROR)
         err = ffi.new("int *")
-        ptr = lib.lsio_ring_new(RING_ENTRIES, 0, err)
+        ptr = _new_ring(err)
         if ptr == ffi.NULL:
             raise RingUnavailable(err[0], f"io_uring_setup failed: {os.strerror(err[0])}")
         # Weak: the ring must not keep its loop alive (the registry maps loop -> ring).
@@ -188,6 +206,7 @@ class Ring:
             self.loop.call_soon(self._pump)
 
     async def _run(self, b: _Batch) -> None:
+        b.future = self.loop.create_future()
         while lib.lsio_ring_add(self._ptr, b.c) < 0:
             # Every slot taken (thousands of concurrent calls): wait for one to finish.
             self._slot_freed = self._slot_freed or asyncio.Event()
@@ -208,7 +227,7 @@ class Ring:
     # -- the two operations the local backend needs -----------------------------------
     async def stat(self, paths: list[str], *, queue_depth: int) -> StatResult:
         """statx every path through the ring (no file is opened)."""
-        b = _Batch(self, lib.LSIO_PHASE_STAT, paths, max_inflight=queue_depth, fail_fast=False)
+        b = _Batch(lib.LSIO_PHASE_STAT, paths, max_inflight=queue_depth, fail_fast=False)
         b.statbuf = np.zeros(256 * max(len(paths), 1), np.uint8)
         b.c.statbuf = ffi.cast("unsigned char *", b.statbuf.ctypes.data)
         b.set_log(len(paths))
@@ -227,34 +246,63 @@ class Ring:
         max_open: int,
         on_progress: ProgressFn | None = None,
         keepalive: Any = None,
+        workers: int = 1,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         """Execute a plan. ``addresses`` is the destination address of each read.
 
         Returns bytes done and errno per read, and errno per file (failed open). The
         destination memory (``keepalive``) stays referenced until the kernel is done.
+        ``workers > 1`` splits the reads over that many threads with rings of their own
+        (for page-cache reads, which are CPU-bound); completions then arrive per piece.
         """
         if plan.nops and int(plan.op_length.max()) > LINUX_MAX_RW:
             raise ValueError("plan has a read above Linux's read cap")
-        b = _Batch(self, lib.LSIO_PHASE_READ, paths, max_inflight=queue_depth, fail_fast=True)
-        b.keep.append(keepalive)
-        b.fsize[:] = file_size
-        b.fdirect[:] = file_direct
-        c = b.c
-        c.max_open = max_open
-        c.nops = plan.nops
-        b._arr("long long *", "fop_start", plan.file_op_start)
-        b._arr("long long *", "fop_end", plan.file_op_end)
-        b._arr("long long *", "fnext", plan.file_op_start.copy())
-        b._arr("long long *", "fpending", np.zeros(len(paths), np.int64))
-        b._arr("long long *", "ooff", plan.op_offset)
-        b._arr("long long *", "olen", plan.op_length)
-        b._arr("unsigned long long *", "oaddr", addresses)
-        done = b.done = b._arr("long long *", "odone", np.zeros(plan.nops, np.int64))
-        err = b.err = b._arr("int *", "oerr", np.zeros(plan.nops, np.int32))
-        b.set_log(plan.nops)
-        b.on_progress = on_progress
-        await self._run(b)
-        return done, err, b.ferr
+        done = np.zeros(plan.nops, np.int64)
+        err = np.zeros(plan.nops, np.int32)
+
+        def batch(lo: int, hi: int) -> _Batch:
+            b = _Batch(lib.LSIO_PHASE_READ, paths, max_inflight=queue_depth, fail_fast=True)
+            b.keep.append(keepalive)
+            b.fsize[:] = file_size
+            b.fdirect[:] = file_direct
+            b.c.max_open = max_open
+            b.c.nops = hi - lo
+            b._arr("long long *", "fop_start", np.clip(plan.file_op_start, lo, hi))
+            b._arr("long long *", "fop_end", np.clip(plan.file_op_end, lo, hi))
+            b._arr("long long *", "fnext", np.clip(plan.file_op_start, lo, hi))
+            b._arr("long long *", "fpending", np.zeros(len(paths), np.int64))
+            b._arr("long long *", "ooff", plan.op_offset)
+            b._arr("long long *", "olen", plan.op_length)
+            b._arr("unsigned long long *", "oaddr", addresses)
+            b.done = b._arr("long long *", "odone", done)
+            b.err = b._arr("int *", "oerr", err)
+            b.set_log(hi - lo)
+            return b
+
+        if workers <= 1:
+            b = batch(0, plan.nops)
+            b.on_progress = on_progress
+            await self._run(b)
+            return done, err, b.ferr
+        # Page-cache reads are CPU copies done inside io_uring_enter: spread them over
+        # threads, each driving its own ring in C with the GIL released.
+        cuts = np.linspace(0, plan.nops, workers + 1).astype(np.int64)
+        pieces = [batch(int(a), int(z)) for a, z in zip(cuts[:-1], cuts[1:]) if z > a]
+        pool = _worker_pool(workers)
+
+        async def run(b: _Batch, lo: int, hi: int) -> None:
+            await self.loop.run_in_executor(pool, _run_on_thread_ring, b)
+            if on_progress is not None:
+                on_progress(np.arange(lo, hi, dtype=np.int64), done, err)
+
+        try:
+            await asyncio.shield(asyncio.gather(
+                *(run(b, int(a), int(z)) for b, a, z in zip(pieces, cuts[:-1], cuts[1:]))))
+        except asyncio.CancelledError:
+            for b in pieces:  # the worker threads see this at their next refill
+                b.c.stopping = 1
+            raise
+        return done, err, np.max([b.ferr for b in pieces], axis=0)
 
     def close(self) -> None:
         """Drain and release the ring now (normally done by the loop's finalizer)."""
@@ -296,12 +344,46 @@ def ring_for_loop(loop: asyncio.AbstractEventLoop) -> Ring:
     return ring
 
 
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_thread_rings = threading.local()
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="lsio-ring")
+        return _pool
+
+
+def _run_on_thread_ring(b: _Batch) -> None:
+    ptr = getattr(_thread_rings, "ptr", None)
+    if ptr is None:
+        err = ffi.new("int *")
+        ptr = _new_ring(err)
+        if ptr == ffi.NULL:
+            raise RingUnavailable(err[0], f"io_uring_setup failed: {os.strerror(err[0])}")
+        # Freed when the thread ends (the pool's threads live until interpreter exit).
+        _thread_rings.ptr = ptr
+        _thread_rings.finalizer = weakref.finalize(threading.current_thread(),
+                                                   lib.lsio_ring_free, ptr)
+    ret = lib.lsio_run_blocking(ptr, b.c)
+    if ret < 0:
+        raise OSError(-ret, f"io_uring failed: {os.strerror(-ret)}")
+
+
+def cached_share(path: str) -> float:
+    """Share of ``path``'s pages in the page cache (-1: unknown)."""
+    return float(lib.lsio_cached_share(os.fsencode(path)))
+
+
 def probe() -> str | None:
     """``None`` if a ring can be set up here, else the reason it cannot."""
     if lib is None:
         return _IMPORT_ERROR
     err = ffi.new("int *")
-    ptr = lib.lsio_ring_new(8, 0, err)
+    ptr = lib.lsio_ring_new(8, 8, err)
     if ptr == ffi.NULL:
         return f"io_uring_setup failed: {os.strerror(err[0])} (errno {err[0]})"
     lib.lsio_ring_free(ptr)

@@ -47,6 +47,7 @@ class Backend(Protocol):
         queue_depth: int,
         max_open: int,
         on_progress: ProgressFn | None,
+        workers: int = 1,
     ) -> ReadResult:
         """Execute ``plan``; read ``i`` lands in ``buffers[plan.op_base[i]]`` at
         ``plan.op_buf[i]``. Calls ``on_progress`` with the indices of finished reads."""

@@ -43,11 +43,13 @@ class UringBackend:
         queue_depth: int,
         max_open: int,
         on_progress: ProgressFn | None,
+        workers: int = 1,
     ) -> ReadResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         addresses, handles = _addresses(plan, buffers)
         done, err, file_err = await ring.read(
             paths, stat.size, file_direct, plan, addresses, queue_depth=queue_depth,
             max_open=max_open, on_progress=on_progress, keepalive=(buffers, handles),
+            workers=workers,
         )
         return ReadResult(done, err, file_err)

@@ -77,6 +77,7 @@ class ThreadsBackend:
         queue_depth: int,
         max_open: int,
         on_progress: ProgressFn | None,
+        workers: int = 1,
     ) -> ReadResult:
         done = np.zeros(plan.nops, np.int64)
         err = np.zeros(plan.nops, np.int32)

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
+REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
+
+.PHONY: setup sysdeps demo test bench clean
+
+sysdeps:
+	@scripts/system-deps.sh --bench
+
+# Rebuilt when the build inputs change (the cffi binding is compiled by `pip install`).
+$(VENV)/.installed: pyproject.toml setup.py lsio/_uring_build.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[test,bench]"
+	@touch $@
+
+setup: sysdeps $(VENV)/.installed
+
+demo: setup
+	$(PY) -m lsio demo
+
+test: setup
+	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) -m benchmarks.bench_local --out docs/benchmarks.md --json docs/bench_local.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info lsio/_uring*.so lsio/_uring.c

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages lsio needs: liburing (headers + library, to build the io_uring
+# binding) and, with --bench, fio (the benchmarks' and their smoke test's yardstick).
+# Uses apt-get when run as root on Debian/Ubuntu; otherwise prints the command to run.
+set -euo pipefail
+[ "$(uname -s)" = Linux ] || { echo "system-deps: not Linux, io_uring unavailable; lsio will use threads"; exit 0; }
+need=()
+[ -f /usr/include/liburing.h ] || need+=(liburing-dev)
+if [ "${1:-}" = "--bench" ]; then command -v fio >/dev/null || need+=(fio); fi
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "system-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+else
+  echo "lsio needs system packages: ${need[*]}. Install them with:"
+  echo "    sudo apt-get install -y ${need[*]}"
+  exit 1
+fi
