@@ -99,7 +99,7 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
         offs = [c.offset for c in items]
         lens = [c.length for c in items]
     elif first is tuple:
-        if set(map(len, items)) != {3}:
+        if set(map(type, items)) != {tuple} or set(map(len, items)) != {3}:
             return None
         # itemgetter columns: zip(*items) is ~10x slower on long lists
         paths, offs, lens = (list(map(itemgetter(k), items)) for k in range(3))
@@ -111,8 +111,11 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
         return None
     if any(type(p) is not str or not p or "\0" in p for p in ids):
         return None
+    # exact types: bool is an int subclass that numpy would silently accept
+    if set(map(type, offs)) != {int} or not set(map(type, lens)) <= {int, type(None)}:
+        return None
     offset = np.array(offs)
-    if offset.dtype != np.int64 or offset.ndim != 1:  # floats, None, huge ints, objects
+    if offset.dtype != np.int64:  # ints beyond 64 bits
         return None
     if None in lens:
         has = np.fromiter(map(_is_not_none, lens), bool, len(lens))
@@ -162,16 +165,18 @@ def _normalize_each(items: list[Any] | tuple[Any, ...]) -> Requests:
                        TypeError)
         if not path or "\0" in path:
             raise _bad(index, item, "path is empty or contains a NUL byte")
-        if not isinstance(offset, (int, np.integer)):
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
             raise _bad(index, item, f"offset must be an int, not {type(offset).__name__}",
                        TypeError)
         if length is not None:
-            if not isinstance(length, (int, np.integer)):
+            if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
                 raise _bad(index, item, f"length must be an int or None, not "
                            f"{type(length).__name__}", TypeError)
             if length < 0:
                 raise _bad(index, item, f"length must be >= 0 (got {length}); use None to "
                            "read to the end of the file")
+        if not -(2**63) <= offset < 2**63 or (length is not None and length >= 2**63):
+            raise _bad(index, item, "offset or length does not fit in 64 bits")
         file = ids.get(path)
         if file is None:
             file = ids[path] = len(paths)

@@ -86,19 +86,20 @@ class ThreadsBackend:
         stop = threading.Event()
         sizes = stat.size
 
-        def job(f: int, lo: int, hi: int) -> None:
+        def job(f: int, lo: int, hi: int) -> int:
+            """Read ops lo..hi of file f; returns one past the last op it finished."""
             if stop.is_set():
-                return
+                return lo
             try:
                 fd = os.open(paths[f], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError as exc:
                 file_err[f] = err[lo:hi] = exc.errno or errno.EIO
                 stop.set()
-                return
+                return hi
             try:
                 for i in range(lo, hi):
                     if stop.is_set():
-                        return
+                        return i
                     off, want = int(plan.op_offset[i]), int(plan.op_length[i])
                     dst = views[plan.op_base[i]][plan.op_buf[i]: plan.op_buf[i] + want]
                     got = 0
@@ -115,6 +116,7 @@ class ThreadsBackend:
                             break
                         got += n
                     done[i] = got
+                return hi
             finally:
                 os.close(fd)
 
@@ -131,9 +133,9 @@ class ThreadsBackend:
 
         async def run(f: int, lo: int, hi: int) -> None:
             async with limit:
-                await loop.run_in_executor(pool, job, f, lo, hi)
-            if on_progress is not None:
-                on_progress(np.arange(lo, hi, dtype=np.int64), done, err)
+                end = await loop.run_in_executor(pool, job, f, lo, hi)
+            if on_progress is not None and end > lo:  # skipped ops (stopped) are not done
+                on_progress(np.arange(lo, end, dtype=np.int64), done, err)
 
         try:
             await asyncio.gather(*(run(*j) for j in jobs))
