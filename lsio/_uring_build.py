@@ -35,6 +35,7 @@ typedef struct lsio_batch {
     int fail_fast;
     long long inflight;
     long long max_inflight;
+    long long io;
     long long nfiles;
     const char **paths;
     long long *fsize;
@@ -117,6 +118,7 @@ typedef struct lsio_batch {
     int fail_fast;
     long long inflight;
     long long max_inflight;
+    long long io;
     long long nfiles;
     const char **paths;
     long long *fsize;
@@ -252,6 +254,7 @@ static struct io_uring_sqe *get_sqe(lsio_ring *r, lsio_batch *b, int kind, long 
     }
     r->inflight++;
     b->inflight++;
+    if (kind == K_READ || kind == K_STATX) b->io++;  /* the queue depth counts I/O only */
     io_uring_sqe_set_data64(sqe, pack(b->slot, kind, idx));
     return sqe;
 }
@@ -357,6 +360,7 @@ static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
     r->inflight--;
     if (!b) return;
     b->inflight--;
+    if (kind == K_READ || kind == K_STATX) b->io--;
     switch (kind) {
     case K_STATX: {
         unsigned char *sx = b->statbuf + 256 * idx;
@@ -446,7 +450,8 @@ static void fill(lsio_ring *r, lsio_batch *b) {
         }
         return;
     }
-    while (r->inflight < (long long)r->qd && b->inflight < b->max_inflight) {
+    /* +3: room for a whole open -> read -> close chain */
+    while (r->inflight + 3 <= (long long)r->qd && b->io < b->max_inflight) {
         if (b->phase == 0) {
             if (b->next_file >= b->nfiles) return;
             long long f = b->next_file++;
