@@ -3,7 +3,6 @@ Python loop, print throughput and the ratio."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import shutil
@@ -12,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from ._reader import Reader
 
@@ -103,7 +102,8 @@ def run_demo() -> int:
             if n_lsio != n_plain:
                 raise RuntimeError(f"byte counts differ: lsio {n_lsio}, plain {n_plain}")
             rows.append((name, count / t_lsio, count / t_plain, n_lsio / t_lsio))
-        print(f"\n{'workload':40} {'lsio/s':>12} {'plain loop/s':>14} {'ratio':>7} {'lsio GB/s':>10}")
+        print(f"\n{'workload':40} {'lsio/s':>12} {'plain loop/s':>14} {'ratio':>7} "
+              f"{'lsio GB/s':>10}")
         for name, a, b, bw in rows:
             print(f"{name:40} {a:12,.0f} {b:14,.0f} {a / b:6.2f}x {bw / 1e9:10.2f}")
         return 0

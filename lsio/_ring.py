@@ -37,14 +37,16 @@ import numpy.typing as npt
 from ._plan import LINUX_MAX_RW, Plan
 
 try:
-    from ._uring import ffi, lib
+    from ._uring import ffi, lib  # type: ignore[import-not-found]
 except ImportError as exc:  # pragma: no cover - depends on the build
     ffi = lib = None
     _IMPORT_ERROR: str | None = f"the lsio._uring extension is not built ({exc})"
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["Ring", "RingUnavailable", "StatResult", "cached_share", "ring_for_loop", "probe"]
+__all__ = [
+    "Ring", "RingUnavailable", "StatResult", "cached_share", "ffi", "probe", "ring_for_loop",
+]
 
 RING_ENTRIES = 512
 """Submission queue size of every ring; readers cap their own depth below it. 512 leaves
@@ -110,6 +112,10 @@ class _Batch:
     """One unit of work on a ring: arrays the C engine reads and writes, kept alive here."""
 
     future: asyncio.Future[None]
+    log: npt.NDArray[np.int64]
+    done: npt.NDArray[np.int64]
+    err: npt.NDArray[np.int32]
+    statbuf: npt.NDArray[np.uint8]
 
     def __init__(self, phase: int, paths: list[str], *, max_inflight: int,
                  fail_fast: bool) -> None:
@@ -287,7 +293,8 @@ class Ring:
         # Page-cache reads are CPU copies done inside io_uring_enter: spread them over
         # threads, each driving its own ring in C with the GIL released.
         cuts = np.linspace(0, plan.nops, workers + 1).astype(np.int64)
-        pieces = [batch(int(a), int(z)) for a, z in zip(cuts[:-1], cuts[1:]) if z > a]
+        spans = [(int(a), int(z)) for a, z in zip(cuts[:-1], cuts[1:], strict=True) if z > a]
+        pieces = [batch(lo, hi) for lo, hi in spans]
         pool = _worker_pool(workers)
 
         async def run(b: _Batch, lo: int, hi: int) -> None:
@@ -296,8 +303,8 @@ class Ring:
                 on_progress(np.arange(lo, hi, dtype=np.int64), done, err)
 
         try:
-            await asyncio.shield(asyncio.gather(
-                *(run(b, int(a), int(z)) for b, a, z in zip(pieces, cuts[:-1], cuts[1:]))))
+            runs = (run(b, lo, hi) for b, (lo, hi) in zip(pieces, spans, strict=True))
+            await asyncio.shield(asyncio.gather(*runs))
         except asyncio.CancelledError:
             for b in pieces:  # the worker threads see this at their next refill
                 b.c.stopping = 1
