@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from .workloads import Request, State, Workload
 Mode = Literal["auto", "direct", "buffered"]
 Payload = Any
 THREADS = 32
-RunFn = Callable[[], Awaitable[Payload]]
+RunFn = Callable[[], Coroutine[Any, Any, Payload]]
 
 
 @dataclass
@@ -196,7 +196,12 @@ def fsspec_contender(wl: Workload, ctx: RunContext) -> RunFn:
 
 
 def obstore_contender(wl: Workload, ctx: RunContext) -> RunFn:
-    """Ranges: one `get_ranges` call (obstore coalesces). Files: `get_async` + gather."""
+    """Ranges: one `obstore.get_ranges` call (obstore coalesces nearby ranges itself).
+
+    Files: the sync `obstore.get(...).bytes()` (which releases the GIL) over a 32-thread pool.
+    On quick runs this beat `asyncio.gather` over `get_async` + `bytes_async` (with or without
+    a semaphore) by 2-3x cold and warm, and a plain sync loop cold.
+    """
     import obstore
     from obstore.store import LocalStore
 
@@ -204,14 +209,15 @@ def obstore_contender(wl: Workload, ctx: RunContext) -> RunFn:
     keys = [wl.relpath(p) for p in wl.paths]
     starts = [r.offset for r in wl.requests]
     lengths = [r.length for r in wl.requests]
+    pool = ThreadPoolExecutor(max_workers=THREADS)
+    ctx.cleanup.callback(pool.shutdown)
 
-    async def get_one(key: str) -> Payload:
-        result = await obstore.get_async(store, key)
-        return await result.bytes_async()
+    def get_one(key: str) -> Payload:
+        return obstore.get(store, key).bytes()
 
     async def run() -> Payload:
         if wl.whole_files:
-            return await asyncio.gather(*(get_one(k) for k in keys))
+            return list(pool.map(get_one, keys))
         return obstore.get_ranges(store, keys[0], starts=starts, lengths=lengths)
 
     return run
@@ -224,6 +230,7 @@ def zarr_contender(wl: Workload, ctx: RunContext) -> RunFn:
 
     store = LocalStore(wl.root, read_only=True)
     proto = default_buffer_prototype()
+    gets: list[tuple[str, RangeByteRequest | None]]
     if wl.whole_files:
         gets = [(wl.relpath(p), None) for p in wl.paths]
     else:
@@ -239,7 +246,7 @@ def zarr_contender(wl: Workload, ctx: RunContext) -> RunFn:
 def aiofiles_contender(wl: Workload, ctx: RunContext) -> RunFn:
     import aiofiles
 
-    async def read_one(sem: asyncio.Semaphore, r: Request) -> bytes:
+    async def read_one(sem: asyncio.Semaphore, r: Request) -> Payload:
         async with sem, aiofiles.open(r.path, "rb") as f:
             if wl.whole_files:
                 return await f.read()

@@ -2,9 +2,11 @@
 
     python -m benchmarks.memprobe --data-dir DIR --workload a [--quick] --contender lsio
 
-Prints one JSON object (a `report.MemoryResult`). `ru_maxrss` is the process's high-water mark,
-so the value before the read (after imports and request building) is subtracted from the value
-after it; the data must already exist (`bench_local` creates it).
+Prints one JSON object (a `report.MemoryResult`). After imports and request building the
+process's RSS high-water mark is reset (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0); the peak
+is read back after the read (`VmHWM`, cross-checked against `getrusage().ru_maxrss`). Note that a
+child process inherits the parent's `ru_maxrss` on Linux, so `ru_maxrss` alone is only usable when
+the parent is small. The data must already exist (`bench_local` creates it).
 """
 
 from __future__ import annotations
@@ -23,8 +25,28 @@ from .report import MemoryResult
 from .workloads import FULL_SPECS, QUICK_SPECS, materialize
 
 
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise KeyError(field)
+
+
+def _reset_peak() -> int:
+    """Reset the RSS high-water mark if the kernel allows; return the current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then VmHWM still includes the import peak: an over-estimate
+    return _status_bytes("VmRSS")
+
+
+def _peak() -> int:
+    hwm = _status_bytes("VmHWM")
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return min(hwm, maxrss)
 
 
 def probe(data_dir: Path, workload: str, quick: bool, contender: str, queue_depth: int) -> (
@@ -35,9 +57,9 @@ def probe(data_dir: Path, workload: str, quick: bool, contender: str, queue_dept
         ctx = RunContext(state="warm", queue_depth=queue_depth, scratch_dir=Path(scratch))
         with ctx.cleanup, asyncio.Runner() as runner:
             fn = by_name(contender).make(wl, ctx)
-            before = _maxrss_bytes()
+            before = _reset_peak()
             payload = runner.run(fn())
-            peak = _maxrss_bytes()
+            peak = _peak()
             nbytes, _ = verify(wl, payload)
     return MemoryResult(workload, contender, nbytes=nbytes, rss_before=before, rss_peak=peak)
 

@@ -105,7 +105,7 @@ def format_table(series: list[Series]) -> str:
 
 def format_memory_table(rows: list[MemoryResult]) -> str:
     out = ["| workload | contender | bytes returned | RSS before read | peak RSS | "
-           "peak − before | (peak − before) / bytes |",
+           "peak - before | (peak - before) / bytes |",
            "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.error is not None:
@@ -183,7 +183,7 @@ def _version(pkg: str) -> str:
 def machine_details(data_dir: Path) -> dict[str, str]:
     fstype, dev, mnt = filesystem_of(data_dir)
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "kernel": platform.release(),
         "cpu": _cpu_model(),
         "nproc": str(os.cpu_count()),

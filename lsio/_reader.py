@@ -71,6 +71,18 @@ def _uring_problem() -> str | None:
     return _probe_result[0]
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_level() -> int:
+    """``stacklevel`` that points a warning at the first frame outside lsio."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(
+            os.path.abspath(frame.f_code.co_filename)).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
+
+
 def _choose_backend(name: str | None) -> str:
     global _warned
     requested = name or os.environ.get("LSIO_BACKEND") or None
@@ -90,7 +102,7 @@ def _choose_backend(name: str | None) -> str:
     if not _warned:
         _warned = True
         warnings.warn(f"lsio: using the thread-pool backend because io_uring is unusable: "
-                      f"{problem}. {hint}", BackendWarning, stacklevel=4)
+                      f"{problem}. {hint}", BackendWarning, stacklevel=_caller_level())
     return "threads"
 
 

@@ -22,6 +22,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import os
 import threading
@@ -170,6 +171,10 @@ class Ring:
         # The finalizer holds the C ring and the live batches (so their buffers outlive the
         # kernel's use of them), never the loop itself.
         self._finalizer = weakref.finalize(loop, _teardown, ptr, self._live)
+        # At interpreter exit the loop may still be running in a daemon thread (lsio's own
+        # sync loop, a user's): tearing its ring down under it would crash. _at_exit
+        # releases only rings whose loop is idle; the kernel reclaims the rest.
+        self._finalizer.atexit = False
         self.closed = False
 
     @property
@@ -266,8 +271,11 @@ class Ring:
         done = np.zeros(plan.nops, np.int64)
         err = np.zeros(plan.nops, np.int32)
 
+        stop_flag = np.zeros(1, np.int32)
+
         def batch(lo: int, hi: int) -> _Batch:
             b = _Batch(lib.LSIO_PHASE_READ, paths, max_inflight=queue_depth, fail_fast=True)
+            b._arr("int *", "stop_flag", stop_flag)
             b.keep.append(keepalive)
             b.fsize[:] = file_size
             b.fdirect[:] = file_direct
@@ -297,14 +305,13 @@ class Ring:
         pieces = [batch(lo, hi) for lo, hi in spans]
         pool = _worker_pool(workers)
 
-        async def run(b: _Batch, lo: int, hi: int) -> None:
+        async def run(b: _Batch) -> None:
             await self.loop.run_in_executor(pool, _run_on_thread_ring, b)
-            if on_progress is not None:
-                on_progress(np.arange(lo, hi, dtype=np.int64), done, err)
+            if on_progress is not None and b.c.nlog:  # only the reads it finished
+                on_progress(b.log[: b.c.nlog].copy(), done, err)
 
         try:
-            runs = (run(b, lo, hi) for b, (lo, hi) in zip(pieces, spans, strict=True))
-            await asyncio.shield(asyncio.gather(*runs))
+            await asyncio.shield(asyncio.gather(*(run(b) for b in pieces)))
         except asyncio.CancelledError:
             for b in pieces:  # the worker threads see this at their next refill
                 b.c.stopping = 1
@@ -333,6 +340,13 @@ def _teardown(ptr: Any, live: dict[int, _Batch]) -> None:
 
 _rings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ring] = weakref.WeakKeyDictionary()
 _rings_lock = threading.Lock()
+
+
+@atexit.register
+def _at_exit() -> None:
+    for loop, ring in list(_rings.items()):
+        if not loop.is_running():
+            ring.close()
 
 
 def ring_for_loop(loop: asyncio.AbstractEventLoop) -> Ring:
@@ -375,6 +389,7 @@ def _run_on_thread_ring(b: _Batch) -> None:
         _thread_rings.ptr = ptr
         _thread_rings.finalizer = weakref.finalize(threading.current_thread(),
                                                    lib.lsio_ring_free, ptr)
+        _thread_rings.finalizer.atexit = False  # the kernel reclaims it at exit
     ret = lib.lsio_run_blocking(ptr, b.c)
     if ret < 0:
         raise OSError(-ret, f"io_uring failed: {os.strerror(-ret)}")

@@ -63,6 +63,7 @@ typedef struct lsio_batch {
     long long nerr;
     unsigned char *statbuf;
     int *fstate;
+    int *stop_flag;
 } lsio_batch;
 
 typedef struct lsio_ring lsio_ring;
@@ -91,6 +92,8 @@ SOURCE = r"""
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #ifdef STATX_DIOALIGN
@@ -146,12 +149,13 @@ typedef struct lsio_batch {
     long long nerr;
     unsigned char *statbuf;
     int *fstate;
+    int *stop_flag;
 } lsio_batch;
 
 #define MAX_SLOTS 4096
 enum { K_STATX = 1, K_OPEN = 2, K_READ = 3, K_CLOSE = 4 };
 /* fstate bits */
-enum { F_CHAIN = 1, F_RETRY_BUFFERED = 2, F_RESUME = 4, F_CANCELLED = 8 };
+enum { F_CHAIN = 1, F_RETRY_BUFFERED = 2, F_RESUME = 4, F_CANCELLED = 8, F_CLOSING = 16 };
 
 typedef struct lsio_ring {
     struct io_uring ring;
@@ -270,6 +274,7 @@ static struct io_uring_sqe *prep_read(lsio_ring *r, lsio_batch *b, long long fil
 }
 
 static void prep_close(lsio_ring *r, lsio_batch *b, long long file) {
+    b->fstate[file] |= F_CLOSING;  /* fd[] keeps the table entry until the close completes */
     struct io_uring_sqe *sqe = get_sqe(r, b, K_CLOSE, file);
     io_uring_prep_close_direct(sqe, (unsigned)b->fd[file]);
 }
@@ -286,7 +291,7 @@ static void start_file(lsio_ring *r, lsio_batch *b, long long file) {
     int chain = (b->fop_end[file] - b->fnext[file] == 1) || (b->fstate[file] & F_RESUME);
     struct io_uring_sqe *sqe = get_sqe(r, b, K_OPEN, file);
     io_uring_prep_openat_direct(sqe, AT_FDCWD, b->paths[file], flags, 0, (unsigned)entry);
-    if (!chain) { b->fstate[file] &= ~F_CHAIN; return; }
+    if (!chain) { b->fstate[file] = 0; return; }
     b->fstate[file] = F_CHAIN;
     sqe->flags |= IOSQE_IO_LINK;
     long long op = b->fnext[file] == b->fop_end[file] ? b->fnext[file] - 1 : b->fnext[file]++;
@@ -308,14 +313,18 @@ static long long file_of_op(lsio_batch *b, long long op) {
 
 static void fail(lsio_batch *b) {
     b->nerr++;
-    if (b->fail_fast) b->stopping = 1;
+    if (b->fail_fast) {
+        b->stopping = 1;
+        /* sibling batches of one call, on other threads' rings, stop too */
+        if (b->stop_flag) __atomic_store_n(b->stop_flag, 1, __ATOMIC_RELAXED);
+    }
 }
 
 static void op_finished(lsio_ring *r, lsio_batch *b, long long file, long long op) {
     b->log[b->nlog++] = op;
     b->fpending[file]--;
     if (b->fpending[file] == 0 && (b->fnext[file] == b->fop_end[file] || b->stopping)
-        && b->fd[file] >= 0) {
+        && b->fd[file] >= 0 && !(b->fstate[file] & F_CLOSING)) {
         prep_close(r, b, file);
     }
 }
@@ -441,12 +450,14 @@ static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
 }
 
 static void fill(lsio_ring *r, lsio_batch *b) {
+    if (b->stop_flag && __atomic_load_n(b->stop_flag, __ATOMIC_RELAXED)) b->stopping = 1;
     if (b->stopping) {
         /* Nothing new starts; files that are open with no read in flight are closed
            now (the others close when their last read completes). */
         while (b->nactive > 0 && r->inflight < (long long)r->qd) {
             long long f = b->active[--b->nactive];
-            if (b->fpending[f] == 0 && b->fd[f] >= 0) prep_close(r, b, f);
+            if (b->fpending[f] == 0 && b->fd[f] >= 0 && !(b->fstate[f] & F_CLOSING))
+                prep_close(r, b, f);
         }
         return;
     }
@@ -515,27 +526,48 @@ int lsio_run_blocking(lsio_ring *r, lsio_batch *b) {
     return ret < 0 ? ret : 0;
 }
 
-/* Share of a file's pages in the page cache (cachestat, Linux 6.5+), from four 1 MiB
-   windows spread over the file (cachestat walks every page of its range: a whole 2 GiB
-   file costs milliseconds); -1 if unknown. */
-double lsio_cached_share(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1.0;
-    off_t size = lseek(fd, 0, SEEK_END);
-    double share = size == 0 ? 1.0 : -1.0;
-    uint64_t cached = 0, pages = 0;
-    const uint64_t window = 1 << 20;
-    for (int k = 0; k < 4 && size > 0; k++) {
-        struct { uint64_t off, len; } range;
-        struct { uint64_t cache, dirty, writeback, evicted, recently_evicted; } cs;
-        range.off = ((uint64_t)size / 4 * k) & ~(uint64_t)4095;
-        range.len = (uint64_t)size - range.off < window ? (uint64_t)size - range.off : window;
-        if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) { pages = 0; break; }
-        cached += cs.cache;
-        pages += (range.len + 4095) / 4096;
-        if ((uint64_t)size <= window) break;
+/* Pages of [off, off+len) in the page cache: cachestat (Linux 6.5+), or mincore on a
+   read-only mapping where cachestat is refused (it wants write access or ownership). */
+static long long cached_pages(int fd, uint64_t off, uint64_t len) {
+    struct { uint64_t off, len; } range = {off, len};
+    struct { uint64_t cache, dirty, writeback, evicted, recently_evicted; } cs;
+    if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0) return (long long)cs.cache;
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+    if (map == MAP_FAILED) return -1;
+    size_t pages = (len + 4095) / 4096;
+    unsigned char vec[256];
+    long long cached = -1;
+    if (pages <= sizeof(vec) && mincore(map, len, vec) == 0) {
+        cached = 0;
+        for (size_t i = 0; i < pages; i++) cached += vec[i] & 1;
     }
-    if (pages) share = (double)cached / (double)pages;
+    munmap(map, len);
+    return cached;
+}
+
+/* Share of a regular file's pages in the page cache, from four 1 MiB windows spread over
+   it (looking at every page of a 2 GiB file costs milliseconds); -1 if unknown. Opens with
+   O_NONBLOCK so a FIFO never blocks the caller. */
+double lsio_cached_share(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return -1.0;
+    struct stat st;
+    double share = -1.0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        uint64_t size = (uint64_t)st.st_size, cached = 0, pages = 0;
+        const uint64_t window = 1 << 20;
+        share = size == 0 ? 1.0 : -1.0;
+        for (int k = 0; k < 4 && size > 0; k++) {
+            uint64_t o = (size / 4 * (uint64_t)k) & ~(uint64_t)4095;
+            uint64_t n = size - o < window ? size - o : window;
+            long long c = cached_pages(fd, o, n);
+            if (c < 0) { pages = 0; break; }
+            cached += (uint64_t)c;
+            pages += (n + 4095) / 4096;
+            if (size <= window) break;
+        }
+        if (pages) share = (double)cached / (double)pages;
+    }
     close(fd);
     return share;
 }

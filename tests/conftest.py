@@ -1,0 +1,134 @@
+"""Shared fixtures: data directories on a real disk and on tmpfs, the backend kit, and the
+session guard that makes CI fail (never skip) when io_uring is unusable on Linux."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lsio
+
+BACKENDS = ["uring", "threads"]
+
+REAL_DISK_ROOT = "/var/tmp"
+"""/tmp may be tmpfs, which refuses (or fakes) O_DIRECT; /var/tmp is on a real disk."""
+
+
+def _fs_type(path: str) -> str | None:
+    """Filesystem type of the mount holding ``path`` (longest matching mount point)."""
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mnt = parts[1].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, parts[2]
+    return fstype
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_uring_on_linux() -> None:
+    """On Linux the ring must work: a broken ring FAILS the session instead of silently
+    testing only the fallback."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        lsio.Reader(backend="uring")
+    except Exception as exc:  # noqa: BLE001 - any failure is fatal here
+        pytest.fail(f"io_uring is unusable on this Linux machine, refusing to test only the "
+                    f"thread fallback: {exc!r}", pytrace=False)
+
+
+def _make_tempdir(root: str, prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh directory on a real disk (O_DIRECT works there), removed afterwards."""
+    d = _make_tempdir(REAL_DISK_ROOT, "lsio-test-")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_data_dir() -> Iterator[Path]:
+    """Like ``data_dir`` but shared by a module (hypothesis tests need non-function scope)."""
+    d = _make_tempdir(REAL_DISK_ROOT, "lsio-test-mod-")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs_dir() -> Iterator[Path]:
+    """A fresh directory on tmpfs (/dev/shm), to check O_DIRECT falls back to buffered."""
+    if not os.path.isdir("/dev/shm") or _fs_type("/dev/shm") != "tmpfs":
+        pytest.skip("no tmpfs at /dev/shm")
+    d = _make_tempdir("/dev/shm", "lsio-test-")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> lsio.Reader:
+    """The conformance kit: every test using this runs once per backend.
+
+    Session scope: a Reader holds no per-call state (rings are per event loop, the thread
+    pool is shared), and hypothesis refuses function-scoped fixtures.
+    """
+    reader = lsio.Reader(backend=request.param)
+    assert reader.backend == request.param
+    return reader
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    """Deterministic bytes with no zero byte, so an unwritten (zeroed) byte never passes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 256, n, dtype=np.uint8).tobytes()
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 120, cwd: str | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (same venv); returns the finished process.
+
+    Used where a test needs a pristine ``lsio`` (backend selection, warnings), other
+    credentials (``setuid``), rlimits, or must survive a crash of the code under test.
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LSIO_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=full_env,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def check_ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, (
+        f"subprocess exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n"
+        f"--- stderr\n{proc.stderr}")
+    return proc.stdout

@@ -1,0 +1,314 @@
+"""The pure planner: table cases with ids, then a hypothesis property that executes plans
+against in-memory files. No I/O, no event loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsio._plan import LINUX_MAX_RW, Plan, plan
+
+EOF = -1  # length meaning "to the end of the file"
+
+
+def run_plan(sizes: list[int], requests: list[tuple[int, int, int]], *,
+             aligns: list[int] | None = None, split_size: int = 1 << 20,
+             arena_align: int = 64, own: bool = False) -> Plan:
+    arr = np.array(requests, np.int64).reshape(-1, 3)
+    return plan(
+        arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(),
+        file_size=np.array(sizes, np.int64),
+        file_align=np.array(aligns or [1] * len(sizes), np.int64),
+        split_size=split_size, arena_align=arena_align, own_destinations=own,
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    sizes: list[int]
+    requests: list[tuple[int, int, int]]
+    """(file, offset, length); offset < 0 counts from the end, length -1 reads to EOF."""
+    req_start: list[int]
+    req_length: list[int]
+    ops: list[tuple[int, int, int, int]]
+    """Expected reads in plan order: (file, offset, length, request)."""
+    aligns: list[int] | None = None
+    split_size: int = 1 << 20
+    arena_align: int = 64
+    own: bool = False
+    req_buf: list[int] | None = None
+    op_buf: list[int] | None = None
+    file_ops: list[tuple[int, int]] | None = None
+    """(file_op_start, file_op_end) of every file."""
+    arena_size: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+CASES = [
+    Case("whole-file", [100], [(0, 0, EOF)], [0], [100], [(0, 0, 100, 0)], req_buf=[0],
+         arena_size=128),
+    Case("range", [100], [(0, 10, 20)], [10], [20], [(0, 10, 20, 0)], req_buf=[0]),
+    Case("suffix-to-eof", [100], [(0, -10, EOF)], [90], [10], [(0, 90, 10, 0)]),
+    Case("suffix-with-length", [100], [(0, -10, 4)], [90], [4], [(0, 90, 4, 0)]),
+    Case("suffix-longer-than-file", [100], [(0, -500, EOF)], [0], [100], [(0, 0, 100, 0)]),
+    Case("suffix-longer-than-file-with-length", [100], [(0, -500, 30)], [0], [30],
+         [(0, 0, 30, 0)]),
+    Case("range-past-eof-clamped", [100], [(0, 90, 50)], [90], [10], [(0, 90, 10, 0)]),
+    Case("offset-beyond-eof", [100], [(0, 150, 10)], [100], [0], []),
+    Case("offset-beyond-eof-to-eof", [100], [(0, 1000, EOF)], [100], [0], []),
+    Case("offset-at-eof", [100], [(0, 100, EOF)], [100], [0], []),
+    Case("zero-length", [100], [(0, 10, 0)], [10], [0], [], arena_size=0),
+    Case("length-minus-one-reads-to-eof", [100], [(0, 30, EOF)], [30], [70],
+         [(0, 30, 70, 0)]),
+    Case("empty-file", [0], [(0, 0, EOF)], [0], [0], [], file_ops=[(0, 0)]),
+    Case("empty-file-suffix", [0], [(0, -5, EOF)], [0], [0], []),
+    Case("arena-regions-rounded-to-arena-align", [1000], [(0, 0, 10), (0, 100, 70)],
+         [0, 100], [10, 70], [(0, 0, 10, 0), (0, 100, 70, 1)], req_buf=[0, 64],
+         op_buf=[0, 64], arena_size=192),
+    Case("align-widens-both-ends", [20000], [(0, 5000, 3000), (0, 100, 10)],
+         [5000, 100], [3000, 10],
+         # sorted by offset: request 1's block comes first in the file
+         [(0, 0, 4096, 1), (0, 4096, 4096, 0)],
+         aligns=[4096], arena_align=4096, req_buf=[5000 - 4096, 4096 + 100],
+         op_buf=[4096, 0], arena_size=8192),
+    Case("align-read-crossing-a-block", [20000], [(0, 4000, 200)], [4000], [200],
+         [(0, 0, 8192, 0)], aligns=[4096], arena_align=4096, req_buf=[4000]),
+    Case("align-already-aligned-not-widened", [20000], [(0, 4096, 4096)], [4096], [4096],
+         [(0, 4096, 4096, 0)], aligns=[4096], arena_align=4096, req_buf=[0]),
+    Case("align-tail-past-eof", [5000], [(0, 4500, EOF)], [4500], [500],
+         [(0, 4096, 4096, 0)], aligns=[4096], arena_align=4096, req_buf=[404]),
+    Case("align-512", [5000], [(0, 1000, 100)], [1000], [100], [(0, 512, 1024, 0)],
+         aligns=[512], arena_align=4096, req_buf=[488]),
+    Case("align-zero-length-not-widened", [20000], [(0, 5000, 0)], [5000], [0], [],
+         aligns=[4096], arena_align=4096, arena_size=0),
+    Case("align-per-file", [20000, 20000], [(0, 5000, 10), (1, 5000, 10)],
+         [5000, 5000], [10, 10], [(0, 4096, 4096, 0), (1, 5000, 10, 1)],
+         aligns=[4096, 1], arena_align=4096, req_buf=[904, 4096]),
+    Case("split-unaligned", [30000], [(0, 1000, 20000)], [1000], [20000],
+         [(0, 1000, 8192, 0), (0, 9192, 8192, 0), (0, 17384, 3616, 0)],
+         split_size=8192, req_buf=[0], op_buf=[0, 8192, 16384]),
+    Case("split-exact-multiple", [30000], [(0, 0, 16384)], [0], [16384],
+         [(0, 0, 8192, 0), (0, 8192, 8192, 0)], split_size=8192),
+    Case("split-aligned", [30000], [(0, 1000, 20000)], [1000], [20000],
+         [(0, 0, 8192, 0), (0, 8192, 8192, 0), (0, 16384, 8192, 0)],
+         aligns=[4096], split_size=8192, arena_align=4096, req_buf=[1000],
+         op_buf=[0, 8192, 16384], arena_size=24576),
+    Case("split-to-eof", [20000], [(0, 0, EOF)], [0], [20000],
+         [(0, 0, 8192, 0), (0, 8192, 8192, 0), (0, 16384, 3616, 0)], split_size=8192),
+    Case("own-destinations-not-widened", [20000], [(0, 5000, 3000), (0, 100, 10)],
+         [5000, 100], [3000, 10], [(0, 100, 10, 1), (0, 5000, 3000, 0)],
+         aligns=[4096], arena_align=4096, own=True, req_buf=[0, 0], op_buf=[0, 0],
+         arena_size=0, extra={"req_base": [0, 1], "op_base": [1, 0]}),
+    Case("own-destinations-split", [30000], [(0, 1000, 20000)], [1000], [20000],
+         [(0, 1000, 8192, 0), (0, 9192, 8192, 0), (0, 17384, 3616, 0)],
+         split_size=8192, own=True, req_buf=[0], op_buf=[0, 8192, 16384], arena_size=0),
+    Case("many-files-unsorted",
+         [100, 200, 300],
+         [(2, 50, 10), (0, 0, 10), (1, 100, 5), (0, 50, 10), (2, 0, 10), (0, 20, 5)],
+         [50, 0, 100, 50, 0, 20], [10, 10, 5, 10, 10, 5],
+         [(0, 0, 10, 1), (0, 20, 5, 5), (0, 50, 10, 3), (1, 100, 5, 2), (2, 0, 10, 4),
+          (2, 50, 10, 0)],
+         file_ops=[(0, 3), (3, 4), (4, 6)]),
+    Case("file-without-reads-between-others", [100, 100, 100],
+         [(0, 0, 10), (1, 0, 0), (2, 0, 10)], [0, 0, 0], [10, 0, 10],
+         [(0, 0, 10, 0), (2, 0, 10, 2)], file_ops=[(0, 1), (1, 1), (1, 2)]),
+    Case("last-file-without-reads", [100, 100], [(0, 0, 10), (1, 200, 10)], [0, 100],
+         [10, 0], [(0, 0, 10, 0)], file_ops=[(0, 1), (1, 1)]),
+    Case("duplicates-get-their-own-reads", [100], [(0, 10, 5), (0, 10, 5)], [10, 10], [5, 5],
+         [(0, 10, 5, 0), (0, 10, 5, 1)], req_buf=[0, 64], arena_size=128),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_plan_table(case: Case) -> None:
+    p = run_plan(case.sizes, case.requests, aligns=case.aligns, split_size=case.split_size,
+                 arena_align=case.arena_align, own=case.own)
+    assert p.req_start.tolist() == case.req_start
+    assert p.req_length.tolist() == case.req_length
+    ops = list(zip(p.op_file.tolist(), p.op_offset.tolist(), p.op_length.tolist(),
+                   p.op_req.tolist()))
+    assert ops == case.ops
+    assert p.nops == len(case.ops)
+    if case.req_buf is not None:
+        assert p.req_buf.tolist() == case.req_buf
+    if case.op_buf is not None:
+        assert p.op_buf.tolist() == case.op_buf
+    if case.file_ops is not None:
+        assert list(zip(p.file_op_start.tolist(), p.file_op_end.tolist())) == case.file_ops
+    if case.arena_size is not None:
+        assert p.arena_size == case.arena_size
+    if case.own:
+        assert p.req_base.tolist() == list(range(len(case.requests)))
+    else:
+        assert not p.req_base.any() and not p.op_base.any()
+    for name, want in case.extra.items():
+        assert getattr(p, name).tolist() == want, name
+    for arr in (p.req_start, p.req_length, p.req_buf, p.op_offset, p.op_length, p.op_buf):
+        assert arr.dtype == np.int64
+
+
+@dataclass(frozen=True)
+class BadCase:
+    id: str
+    aligns: list[int]
+    split_size: int
+    match: str
+
+
+BAD_CASES = [
+    BadCase("split-zero", [1], 0, "split_size"),
+    BadCase("split-negative", [1], -4096, "split_size"),
+    BadCase("split-above-linux-cap", [1], LINUX_MAX_RW + 1, "split_size"),
+    BadCase("split-not-multiple-of-alignment", [4096], 6000, "multiple"),
+    BadCase("split-not-multiple-of-one-file", [1, 512, 4096], 2048, "multiple"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES, ids=[c.id for c in BAD_CASES])
+def test_plan_rejects_bad_knobs(case: BadCase) -> None:
+    n = len(case.aligns)
+    with pytest.raises(ValueError, match=case.match):
+        run_plan([10000] * n, [(f, 0, 10) for f in range(n)], aligns=case.aligns,
+                 split_size=case.split_size)
+
+
+def test_plan_empty_request_list() -> None:
+    p = plan(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+             file_size=np.zeros(0, np.int64), file_align=np.zeros(0, np.int64),
+             split_size=4096, arena_align=64, own_destinations=False)
+    assert p.nops == 0 and p.arena_size == 0 and len(p.req_start) == 0
+
+
+def test_plan_is_pure() -> None:
+    """The planner must not modify its inputs (the reader reuses them for errors)."""
+    file = np.array([1, 0, 1], np.int64)
+    offset = np.array([-10, 5, 3], np.int64)
+    length = np.array([-1, 100, 7], np.int64)
+    sizes = np.array([50, 60], np.int64)
+    aligns = np.array([4096, 1], np.int64)
+    copies = [a.copy() for a in (file, offset, length, sizes, aligns)]
+    plan(file, offset, length, file_size=sizes, file_align=aligns, split_size=8192,
+         arena_align=4096, own_destinations=False)
+    for a, b in zip((file, offset, length, sizes, aligns), copies):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- the property: executing a plan over in-memory files yields every request's bytes ----
+
+@st.composite
+def plan_inputs(draw: st.DrawFn) -> dict[str, object]:
+    nfiles = draw(st.integers(1, 4))
+    sizes = draw(st.lists(st.integers(0, 20_000), min_size=nfiles, max_size=nfiles))
+    aligns = draw(st.lists(st.sampled_from([1, 512, 4096]), min_size=nfiles,
+                           max_size=nfiles))
+    if max(aligns) > 1:
+        split_size = draw(st.sampled_from([4096, 8192, 12288, 65536]))
+    else:
+        split_size = draw(st.integers(1, 30_000))
+    request = st.tuples(
+        st.integers(0, nfiles - 1),
+        st.one_of(st.integers(-25_000, 25_000), st.integers(-5, 5)),
+        st.one_of(st.just(EOF), st.integers(0, 25_000), st.integers(0, 5)),
+    )
+    return {
+        "sizes": sizes,
+        "aligns": aligns,
+        "split_size": split_size,
+        "arena_align": draw(st.sampled_from([1, 64, 4096])),
+        "own": draw(st.booleans()),
+        "requests": draw(st.lists(request, max_size=30)),
+    }
+
+
+def expected_range(size: int, offset: int, length: int) -> tuple[int, int]:
+    """The reference semantics, written independently of the planner."""
+    start = max(size + offset, 0) if offset < 0 else min(offset, size)
+    end = size if length == EOF else min(start + length, size)
+    return start, end
+
+
+@settings(max_examples=300, deadline=None)
+@given(plan_inputs())
+def test_plan_property_executes_to_the_right_bytes(inp: dict) -> None:
+    sizes: list[int] = inp["sizes"]
+    aligns: list[int] = inp["aligns"]
+    split: int = inp["split_size"]
+    arena_align: int = inp["arena_align"]
+    own: bool = inp["own"]
+    requests: list[tuple[int, int, int]] = inp["requests"]
+    rng = np.random.default_rng(len(requests))
+    # No zero byte in the files: a destination byte no read wrote stays 0 and is caught.
+    files = [rng.integers(1, 256, s, dtype=np.uint8) for s in sizes]
+
+    p = run_plan(sizes, requests, aligns=aligns, split_size=split,
+                 arena_align=arena_align, own=own)
+    nreq = len(requests)
+    expected = [expected_range(sizes[f], o, n) for f, o, n in requests]
+    assert p.req_start.tolist() == [s for s, _ in expected]
+    assert p.req_length.tolist() == [e - s for s, e in expected]
+
+    # Destinations: one arena, or (own) one buffer per request, exactly req_length long.
+    if own:
+        assert p.arena_size == 0
+        buffers = [np.zeros(e - s, np.uint8) for s, e in expected]
+    else:
+        buffers = [np.zeros(p.arena_size, np.uint8)]
+
+    # Execute: a read past EOF returns the bytes that exist, as pread does.
+    written = [np.zeros(len(b), np.int64) for b in buffers]
+    for i in range(p.nops):
+        f, off, n = int(p.op_file[i]), int(p.op_offset[i]), int(p.op_length[i])
+        base, buf = int(p.op_base[i]), int(p.op_buf[i])
+        r = int(p.op_req[i])
+        assert 0 < n <= split
+        assert f == requests[r][0]
+        assert base == (r if own else 0)
+        # the planned length (not just the bytes that exist) must fit: the kernel may
+        # write that much if the file grew
+        assert 0 <= buf and buf + n <= len(buffers[base])
+        chunk = files[f][off : off + n]
+        buffers[base][buf : buf + len(chunk)] = chunk
+        written[base][buf : buf + n] += 1
+        if not own and aligns[f] > 1:
+            assert off % aligns[f] == 0 and n % aligns[f] == 0
+    for w in written:  # no two reads target the same destination byte
+        assert w.max(initial=0) <= 1
+
+    for r, (f, o, n) in enumerate(requests):
+        start, end = expected[r]
+        base, at = int(p.req_base[r]), int(p.req_buf[r])
+        view = buffers[base][at : at + (end - start)]
+        np.testing.assert_array_equal(view, files[f][start:end], err_msg=f"request {r}")
+        # this request's reads tile one contiguous file range that covers [start, end)
+        mine = np.flatnonzero(p.op_req == r)
+        if end == start:
+            assert len(mine) == 0
+            continue
+        offs, lens = p.op_offset[mine], p.op_length[mine]
+        order = np.argsort(offs)
+        offs, lens = offs[order], lens[order]
+        np.testing.assert_array_equal(offs[1:], offs[:-1] + lens[:-1])
+        assert offs[0] <= start and offs[-1] + lens[-1] >= end
+        if own or aligns[f] == 1:
+            assert offs[0] == start and offs[-1] + lens[-1] == end
+        else:
+            assert start - offs[0] < aligns[f] and offs[-1] + lens[-1] - end < aligns[f]
+            # the region (first read) starts on arena_align in the arena
+            first_buf = int(p.op_buf[mine][order][0])
+            assert first_buf % arena_align == 0
+            assert at == first_buf + (start - int(offs[0]))
+
+    # Grouped by file, in file order, front to back within a file.
+    assert np.all(np.diff(p.op_file) >= 0)
+    same = p.op_file[1:] == p.op_file[:-1]
+    assert np.all(np.diff(p.op_offset)[same] >= 0)
+    for f in range(len(sizes)):
+        lo, hi = int(p.file_op_start[f]), int(p.file_op_end[f])
+        assert np.all(p.op_file[lo:hi] == f)
+        assert hi - lo == int(np.count_nonzero(p.op_file == f))
+    assert nreq == len(p.req_start)
