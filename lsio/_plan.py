@@ -4,23 +4,31 @@ Theory of operation
 -------------------
 Planning never does I/O and never awaits. Its inputs are the request arrays, what the stat
 phase learned about each file (size, direct-I/O alignment) and the tuning knobs, all as
-required keyword arguments (their defaults live in one place: ``lsio._reader``). Its output
+required keyword arguments (their defaults live in one place: ``lsio._presets``). Its output
 is a :class:`Plan`: every read to issue (file, offset, length, destination) and, for every
 request, where its bytes will sit once the reads complete. Results are zero-copy slices of
 the destination buffers.
 
-Steps, all vectorised with numpy (no Python loop per request):
+Steps, all vectorised with numpy (sort, diff, cumsum; no Python loop per request):
 
 1. *Resolve*: negative offsets count from the end of the file; ranges are clamped to the
    file size (a range past EOF yields the bytes that exist).
 2. *Align*: for files read with O_DIRECT, each range is widened to the file's alignment; the
    request's view skips the extra head bytes.
-3. *Lay out*: each request gets a region of the destination arena, aligned so direct reads
-   land on aligned memory.
-4. *Split*: reads longer than ``split_size`` (at most Linux's 2,147,479,552-byte read cap)
-   become several reads issued in parallel.
-5. *Order*: reads are grouped by file and sorted by offset, so the engine opens each file
+3. *Group* (coalesce and deduplicate): requests are sorted by (file, offset); a request joins
+   the group before it when it overlaps it or the gap is at most ``max_gap`` (``None``: only
+   overlapping requests merge, which is deduplication alone), and while it starts within
+   ``max_read`` bytes of its cluster's first byte. Identical and overlapping requests
+   are read once and served as slices of the same bytes.
+4. *Lay out*: each group gets a region of the destination arena, aligned so direct reads land
+   on aligned memory.
+5. *Split*: a group longer than ``min(max_read, split_size)`` becomes several reads issued in
+   parallel (``split_size`` is at most Linux's 2,147,479,552-byte read cap).
+6. *Order*: reads are grouped by file and sorted by offset, so the engine opens each file
    once per call and reads it front to back.
+
+With ``own_destinations`` every request is its own group (its bytes must land in the caller's
+buffer for that request), so nothing is merged or widened.
 """
 
 from __future__ import annotations
@@ -54,6 +62,15 @@ class Plan:
     req_buf: I64
     """Offset of each request's first byte inside its destination buffer."""
 
+    req_group: I64
+    """The group (merged read) whose bytes serve each request; -1 for empty requests."""
+
+    group_start: I64
+    """File offset of each group's first byte (aligned for direct I/O)."""
+
+    group_end: I64
+    """File offset one past each group's last byte."""
+
     op_file: I64
     """File index of each read; reads are grouped by file, files in index order."""
 
@@ -61,7 +78,7 @@ class Plan:
     """File offset of each read."""
 
     op_length: I64
-    """Bytes of each read (never above ``split_size``)."""
+    """Bytes of each read (never above ``min(max_read, split_size)``)."""
 
     op_base: I64
     """Destination buffer of each read."""
@@ -69,8 +86,8 @@ class Plan:
     op_buf: I64
     """Offset of each read's first byte inside its destination buffer."""
 
-    op_req: I64
-    """The request each read serves."""
+    op_group: I64
+    """The group each read belongs to."""
 
     file_op_start: I64
     """First read of each file (reads of file ``f`` are ``file_op_start[f]:file_op_end[f]``)."""
@@ -85,9 +102,30 @@ class Plan:
     def nops(self) -> int:
         return len(self.op_offset)
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes the reads cover (requested bytes + merged gaps + alignment)."""
+        return int(self.op_length.sum())
+
 
 def _round_up(x: I64, to: I64 | int) -> I64:
     return -(-x // to) * to
+
+
+def _segment_cummax(values: I64, segment: I64) -> I64:
+    """Running maximum of ``values`` restarting at each new ``segment`` (sorted segments)."""
+    if not len(values):
+        return values
+    span = int(values.max()) - int(values.min()) + 1
+    if span * (int(segment.max()) + 1) < 2**62:  # lift each segment above the previous one
+        lifted = values - values.min() + segment * span
+        top: I64 = np.maximum.accumulate(lifted) - segment * span
+        return top + int(values.min())
+    out = values.copy()  # pragma: no cover - offsets near 2**62: a loop over segments
+    starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    for a, z in zip(starts, np.r_[starts[1:], len(values)], strict=True):
+        out[a:z] = np.maximum.accumulate(values[a:z])
+    return out
 
 
 def plan(
@@ -97,6 +135,8 @@ def plan(
     *,
     file_size: I64,
     file_align: I64,
+    max_gap: int | None,
+    max_read: int,
     split_size: int,
     arena_align: int,
     own_destinations: bool,
@@ -112,69 +152,126 @@ def plan(
     file_align
         Alignment each file's reads must respect (1 for buffered reads, the direct-I/O
         alignment for files read with O_DIRECT).
+    max_gap
+        Largest gap (bytes) between two requests on one file that are read as one; ``None``
+        merges only overlapping requests (deduplication without coalescing).
+    max_read
+        Largest merged read: a group never extends past ``max_read`` bytes from its first
+        byte, and reads longer than it are split.
     split_size
-        Largest single read; longer reads are split. Must be a multiple of every alignment.
+        Largest single read; longer reads are split into parts read in parallel. Must be a
+        multiple of every alignment and at most Linux's read cap.
     arena_align
-        Alignment of each request's region in the shared arena (and of direct-I/O memory).
+        Alignment of each group's region in the shared arena (and of direct-I/O memory).
     own_destinations
-        Every request has its own destination buffer (``req_base`` is the request index and
-        nothing is widened); otherwise requests share one arena.
+        Every request has its own destination buffer (``req_base`` is the request index;
+        nothing is merged or widened); otherwise requests share one arena.
     """
-    if split_size <= 0 or split_size > LINUX_MAX_RW:
+    if not 0 < split_size <= LINUX_MAX_RW:
         raise ValueError(f"split_size must be in 1..{LINUX_MAX_RW}, got {split_size}")
+    if max_read <= 0:
+        raise ValueError(f"max_read must be positive, got {max_read}")
+    if max_gap is not None and max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0 or None, got {max_gap}")
+    if np.any(split_size % file_align):
+        raise ValueError("split_size must be a multiple of every file's alignment")
     nreq = len(file)
     size = file_size[file]
     start = np.where(offset < 0, np.maximum(size + offset, 0), np.minimum(offset, size))
-    avail = size - start
-    count = np.where(length < 0, avail, np.minimum(length, avail))
+    count = np.where(length < 0, size - start, np.minimum(length, size - start))
     end = start + count
 
-    if np.any(split_size % file_align):
-        raise ValueError("split_size must be a multiple of every file's alignment")
     align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
-    rstart = np.where(count > 0, start // align * align, start)
-    rend = np.where(count > 0, _round_up(end, align), start)
-    rlen = rend - rstart
+    rstart = start // align * align
+    rend = _round_up(end, align)
 
+    # Largest read: aligned down so every part of a split stays aligned.
+    cap = min(max_read, split_size)
+    cap_align = int(file_align.max()) if len(file_align) and not own_destinations else 1
+    cap = max(cap // cap_align * cap_align, cap_align)
+
+    # -- group --------------------------------------------------------------------------
+    live = np.flatnonzero(count > 0)  # empty requests read nothing and belong to no group
+    if own_destinations:
+        order = live
+        first = np.ones(len(live), bool)
+    else:
+        order = live[np.lexsort((rstart[live], file[live]))]
+        f, a, e = file[order], rstart[order], rend[order]
+        reach = _segment_cummax(e, f)  # furthest byte of everything before, per file
+        first = np.ones(len(order), bool)
+        if max_gap is None:  # deduplicate only: merge what overlaps, not what just touches
+            first[1:] = (f[1:] != f[:-1]) | (a[1:] >= reach[:-1])
+        else:
+            first[1:] = (f[1:] != f[:-1]) | (a[1:] - reach[:-1] > max_gap)
+        # Windows of max_read bytes from each cluster's start keep groups bounded.
+        cluster = np.cumsum(first) - 1
+        cstart = a[first][cluster]
+        window = (a - cstart) // max_read
+        first[1:] |= window[1:] != window[:-1]
+    group_of_sorted = np.cumsum(first) - 1
+    ngroups = int(first.sum())
+    heads = np.flatnonzero(first)
+    if own_destinations:
+        gstart, gend = rstart[order], rend[order]
+        gfile = file[order]
+    else:
+        gstart = a[heads]
+        gend = np.maximum.reduceat(e, heads) if ngroups else np.zeros(0, np.int64)
+        gfile = f[heads]
+
+    req_group = np.full(nreq, -1, np.int64)
+    req_group[order] = group_of_sorted
+
+    # -- lay out -------------------------------------------------------------------------
+    glen = gend - gstart
     if own_destinations:
         req_base = np.arange(nreq, dtype=np.int64)
-        region_start = np.zeros(nreq, np.int64)
+        gbase = order.astype(np.int64)
+        gbuf = np.zeros(ngroups, np.int64)
         arena_size = 0
+        req_buf = np.zeros(nreq, np.int64)
     else:
         req_base = np.zeros(nreq, np.int64)
-        region = _round_up(rlen, arena_align)
-        region_start = np.cumsum(region) - region
+        gbase = np.zeros(ngroups, np.int64)
+        region = _round_up(glen, arena_align)
+        gbuf = np.cumsum(region) - region
         arena_size = int(region.sum())
-    req_buf = region_start + (start - rstart)
+        req_buf = np.zeros(nreq, np.int64)
+        req_buf[order] = gbuf[group_of_sorted] + (start[order] - gstart[group_of_sorted])
 
-    # Split every read into parts of at most split_size bytes.
-    nparts = _round_up(rlen, split_size) // split_size
-    op_req = np.repeat(np.arange(nreq, dtype=np.int64), nparts)
-    first_part = np.cumsum(nparts) - nparts
-    part = np.arange(len(op_req), dtype=np.int64) - np.repeat(first_part, nparts)
-    op_offset = rstart[op_req] + part * split_size
-    op_length = np.minimum(split_size, rend[op_req] - op_offset)
-    op_buf = region_start[op_req] + part * split_size
+    # -- split ---------------------------------------------------------------------------
+    nparts = _round_up(glen, cap) // cap
+    op_group = np.repeat(np.arange(ngroups, dtype=np.int64), nparts)
+    part = np.arange(len(op_group), dtype=np.int64) - np.repeat(np.cumsum(nparts) - nparts,
+                                                                nparts)
+    op_offset = gstart[op_group] + part * cap
+    op_length = np.minimum(cap, gend[op_group] - op_offset)
+    op_buf = gbuf[op_group] + part * cap
+    op_file = gfile[op_group]
+    # Own destinations come in request order, and a group cut by max_read inside an overlap
+    # starts before its predecessor ends: restore file, then offset order.
+    step = np.diff(op_offset)
+    if len(step) and not np.all((step >= 0) | (np.diff(op_file) != 0)) or own_destinations:
+        by_file = np.lexsort((op_offset, op_file))
+        op_group, op_offset, op_length = op_group[by_file], op_offset[by_file], op_length[by_file]
+        op_buf, op_file = op_buf[by_file], op_file[by_file]
 
-    # Group by file, front to back inside each file.
-    op_file = file[op_req]
-    order = (np.argsort(op_offset) if len(file_size) == 1
-             else np.lexsort((op_offset, op_file)))
-    op_file, op_offset, op_length = op_file[order], op_offset[order], op_length[order]
-    op_req, op_buf = op_req[order], op_buf[order]
-    nfiles = len(file_size)
-    files = np.arange(nfiles)
+    files = np.arange(len(file_size))
     return Plan(
         req_start=start,
         req_length=count,
         req_base=req_base,
         req_buf=req_buf,
+        req_group=req_group,
+        group_start=gstart,
+        group_end=gend,
         op_file=op_file,
         op_offset=op_offset,
         op_length=op_length,
-        op_base=req_base[op_req],
+        op_base=gbase[op_group],
         op_buf=op_buf,
-        op_req=op_req,
+        op_group=op_group,
         file_op_start=np.searchsorted(op_file, files, "left").astype(np.int64),
         file_op_end=np.searchsorted(op_file, files, "right").astype(np.int64),
         arena_size=arena_size,

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +18,7 @@ from . import _ring
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
 from ._plan import LINUX_MAX_RW, Plan, plan
+from ._presets import PRESETS, Preset, detect_preset
 from ._request import Requests, normalize
 from ._results import Results
 from ._sync import run_sync
@@ -25,10 +27,6 @@ from .backends.local import UringBackend
 from .backends.threads import ThreadsBackend
 
 __all__ = ["Reader", "backend_name", "default_reader"]
-
-DEFAULT_QUEUE_DEPTH = 64
-"""Reads in flight per call. fio reaches this machine's limits at iodepth 64 (FIELD_NOTES:
-120-150 k IOPS cold 4 KiB); see docs/benchmarks.md for the sweep behind keeping it."""
 
 DEFAULT_MAX_OPEN = 128
 """Files open at once per call, further capped at a quarter of ``RLIMIT_NOFILE`` so
@@ -115,27 +113,44 @@ def _looks_cached(paths: list[str]) -> bool:
 
 
 class _Tracker:
-    """Turns finished reads into finished requests, and their true lengths."""
+    """Turns finished reads into finished requests, and their true lengths.
+
+    A request is finished when every read of its group is; a read that came back short
+    (the file shrank, or an aligned direct read met EOF) lowers its group's end."""
 
     def __init__(self, p: Plan) -> None:
         self.plan = p
-        self.left = np.bincount(p.op_req, minlength=len(p.req_start)).astype(np.int64)
-        self.end = p.req_start + p.req_length
+        ngroups = len(p.group_start)
+        self.left = np.bincount(p.op_group, minlength=ngroups).astype(np.int64)
+        self.group_end = p.group_end.copy()
+        live = np.flatnonzero(p.req_group >= 0)
+        self.by_group = live[np.argsort(p.req_group[live], kind="stable")]
+        self.bounds = np.searchsorted(p.req_group[self.by_group], np.arange(ngroups + 1))
         self.lengths = p.req_length.copy()
         """True length of each request; final once the request is finished."""
+
+    def requests_of(self, groups: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Requests served by ``groups`` (vectorised concatenation of their slices)."""
+        lo, hi = self.bounds[groups], self.bounds[groups + 1]
+        n = hi - lo
+        idx = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        return self.by_group[idx]
 
     def update(self, ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64]
                ) -> npt.NDArray[np.int64]:
         p = self.plan
         short = done[ops] < p.op_length[ops]
-        if short.any():  # the file ended early (it shrank, or a direct read hit EOF)
+        if short.any():
             s = ops[short]
-            np.minimum.at(self.end, p.op_req[s], p.op_offset[s] + done[s])
-        reqs = p.op_req[ops]
-        np.subtract.at(self.left, reqs, 1)
-        finished = np.unique(reqs[self.left[reqs] == 0])
-        self.lengths[finished] = np.clip(self.end[finished] - p.req_start[finished], 0,
-                                         p.req_length[finished])
+            np.minimum.at(self.group_end, p.op_group[s], p.op_offset[s] + done[s])
+        groups = p.op_group[ops]
+        np.subtract.at(self.left, groups, 1)
+        finished = self.requests_of(np.unique(groups[self.left[groups] == 0]))
+        if short.any():
+            end = np.minimum(p.req_start[finished] + p.req_length[finished],
+                             self.group_end[p.req_group[finished]])
+            self.lengths[finished] = np.clip(end - p.req_start[finished], 0,
+                                             p.req_length[finished])
         return finished
 
 
@@ -144,8 +159,20 @@ class Reader:
 
     Parameters
     ----------
+    preset
+        Tuning for a kind of storage: ``"nvme"``, ``"hdd"``, ``"network_fs"``, ``"cloud"``
+        (see ``lsio.PRESETS``). ``None`` (default): picked per call from where the first
+        path lives (sysfs ``rotational``, the filesystem type, a URL scheme).
     queue_depth
-        Reads in flight per call (default 64, see ``DEFAULT_QUEUE_DEPTH``).
+        Reads in flight per call (default: the preset's; 64 for ``nvme``).
+    coalesce
+        Merge reads of one file separated by small gaps (default ``True``). Overlapping and
+        duplicate requests are always read once.
+    max_gap
+        Largest gap in bytes read through to merge two requests (default: the preset's).
+    max_read
+        Largest merged read, and the size long reads are split into (default: the
+        preset's).
     direct
         ``True``: O_DIRECT wherever the filesystem allows it; ``False``: always through the
         page cache; ``None`` (default): per file, O_DIRECT when most of what the call reads
@@ -163,15 +190,26 @@ class Reader:
     def __init__(
         self,
         *,
-        queue_depth: int = DEFAULT_QUEUE_DEPTH,
+        preset: str | None = None,
+        queue_depth: int | None = None,
+        coalesce: bool = True,
+        max_gap: int | None = None,
+        max_read: int | None = None,
         direct: DirectMode = None,
         backend: BackendName | None = None,
         max_open_files: int | None = None,
         threads: int = DEFAULT_THREADS,
     ) -> None:
-        if not isinstance(queue_depth, int) or not 1 <= queue_depth <= _ring.RING_ENTRIES:
+        if queue_depth is not None and (not isinstance(queue_depth, int) or isinstance(
+                queue_depth, bool) or not 1 <= queue_depth <= _ring.RING_ENTRIES):
             raise ValueError(f"lsio: queue_depth must be an int in 1..{_ring.RING_ENTRIES}, "
                              f"got {queue_depth!r}")
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"lsio: unknown preset {preset!r}; one of {sorted(PRESETS)}")
+        for name, value, low in (("max_gap", max_gap, 0), ("max_read", max_read, 1)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < low):
+                raise ValueError(f"lsio: {name} must be an int >= {low}, got {value!r}")
         if direct not in (None, True, False):
             raise TypeError(f"lsio: direct must be None, True or False, got {direct!r}")
         if max_open_files is not None and (not isinstance(max_open_files, int)
@@ -180,7 +218,11 @@ class Reader:
                              f"{max_open_files!r}")
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"lsio: threads must be a positive int, got {threads!r}")
+        self.preset = preset
         self.queue_depth = queue_depth
+        self.coalesce = coalesce
+        self.max_gap = max_gap
+        self.max_read = max_read
         self.direct = direct
         self.max_open_files = max_open_files
         self.backend = _choose_backend(backend)
@@ -189,8 +231,16 @@ class Reader:
                                   else ThreadsBackend(threads))
 
     def __repr__(self) -> str:
-        return (f"lsio.Reader(backend={self.backend!r}, queue_depth={self.queue_depth}, "
-                f"direct={self.direct!r})")
+        return (f"lsio.Reader(backend={self.backend!r}, preset={self.preset!r}, "
+                f"queue_depth={self.queue_depth}, direct={self.direct!r})")
+
+    def tuning(self, path: str) -> Preset:
+        """The knobs a call whose first request is ``path`` uses: the preset (named, or
+        detected from ``path``) with this reader's overrides."""
+        base = PRESETS[self.preset or detect_preset(path)]
+        tuned = base.with_(queue_depth=self.queue_depth, max_gap=self.max_gap,
+                           max_read=self.max_read)
+        return tuned if self.coalesce else replace(tuned, max_gap=None)
 
     def _max_open(self) -> int:
         try:
@@ -207,7 +257,8 @@ class Reader:
                                                   _Tracker]:
         reqs = normalize(requests)
         caps = _check_out(out, len(reqs))
-        stat = await self._backend.stat(reqs.paths, queue_depth=self.queue_depth)
+        tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
+        stat = await self._backend.stat(reqs.paths, queue_depth=tune.queue_depth)
         bad = np.flatnonzero(stat.err[reqs.file])
         if len(bad):
             raise request_error(int(stat.err[reqs.file[bad[0]]]), reqs, int(bad[0]))
@@ -219,7 +270,8 @@ class Reader:
         align = np.where(direct != _ring.DIRECT_OFF,
                          np.where(stat.align > 0, stat.align, FALLBACK_ALIGN), 1)
         p = plan(reqs.file, reqs.offset, reqs.length, file_size=stat.size,
-                 file_align=align.astype(np.int64), split_size=LINUX_MAX_RW,
+                 file_align=align.astype(np.int64), max_gap=tune.max_gap,
+                 max_read=tune.max_read, split_size=LINUX_MAX_RW,
                  arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
                  own_destinations=out is not None)
         if out is None:
@@ -240,7 +292,7 @@ class Reader:
 
         on_progress = None
         if progress is not None:
-            empty = np.flatnonzero(tracker.left == 0)
+            empty = np.flatnonzero(p.req_group < 0)  # nothing to read: finished already
             if len(empty):
                 progress(empty, results, tracker)
 
@@ -252,15 +304,17 @@ class Reader:
                     progress(finished, results, tracker)
 
         res = await self._backend.read(
-            reqs.paths, stat, direct, p, buffers, queue_depth=self.queue_depth,
+            reqs.paths, stat, direct, p, buffers, queue_depth=tune.queue_depth,
             max_open=self._max_open(), on_progress=on_progress,
             workers=_CORES if warm and p.nops >= PARALLEL_MIN_READS else 1,
         )
         failed = np.flatnonzero(res.err)
         if len(failed):
-            req = p.op_req[failed]
-            first = int(np.argmin(req))
-            raise request_error(int(res.err[failed[first]]), reqs, int(req[first]))
+            groups = np.unique(p.op_group[failed])
+            victims = tracker.requests_of(groups)
+            first = int(victims.min())
+            op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
+            raise request_error(int(res.err[op]), reqs, first)
         if progress is None and np.any(res.done != p.op_length):
             tracker.update(np.arange(p.nops, dtype=np.int64), res.done)
         return reqs, p, results, res, tracker

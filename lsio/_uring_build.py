@@ -81,6 +81,7 @@ int lsio_ring_drain(lsio_ring *r);
 int lsio_run_blocking(lsio_ring *r, lsio_batch *b);
 double lsio_cached_share(const char *path);
 int lsio_ring_free_files(lsio_ring *r);
+long long lsio_fs_type(const char *path);
 """
 
 SOURCE = r"""
@@ -94,6 +95,7 @@ SOURCE = r"""
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 
 #ifdef STATX_DIOALIGN
@@ -570,6 +572,13 @@ double lsio_cached_share(const char *path) {
     }
     close(fd);
     return share;
+}
+
+/* statfs f_type of the filesystem holding path (-errno on failure). */
+long long lsio_fs_type(const char *path) {
+    struct statfs sf;
+    if (statfs(path, &sf) != 0) return -(long long)errno;
+    return (long long)(unsigned long)sf.f_type & 0xffffffffLL;
 }
 
 /* Stop every batch and block until the kernel has finished with all of their memory and

@@ -217,7 +217,7 @@ async def test_concurrent_calls_on_one_loop(backend: lsio.Reader, medium_file: s
     calls = [ranges(medium_file, 50 + k, 100 + 37 * k, step=4096 + k) +
              [(small_files[k], -k, None)] for k in range(50)]
     results = await asyncio.gather(*(backend.read_many(c) for c in calls))
-    for r, c in zip(results, calls):
+    for r, c in zip(results, calls, strict=False):
         check(r, c)
 
 
@@ -241,7 +241,7 @@ async def test_more_concurrent_calls_than_ring_slots(small_files: list[str]) -> 
     reader = lsio.Reader(backend="uring")
     calls = [[(small_files[k % 300], k % 7, 5)] for k in range(4500)]
     results = await asyncio.gather(*(reader.read_many(c) for c in calls))
-    for r, c in zip(results, calls):
+    for r, c in zip(results, calls, strict=False):
         assert bytes(r[0]) == expected(*c[0])
 
 

@@ -17,14 +17,22 @@ EOF = -1  # length meaning "to the end of the file"
 
 def run_plan(sizes: list[int], requests: list[tuple[int, int, int]], *,
              aligns: list[int] | None = None, split_size: int = 1 << 20,
-             arena_align: int = 64, own: bool = False) -> Plan:
+             arena_align: int = 64, own: bool = False, max_gap: int | None = None,
+             max_read: int = 1 << 30) -> Plan:
     arr = np.array(requests, np.int64).reshape(-1, 3)
     return plan(
         arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(),
         file_size=np.array(sizes, np.int64),
         file_align=np.array(aligns or [1] * len(sizes), np.int64),
-        split_size=split_size, arena_align=arena_align, own_destinations=own,
+        max_gap=max_gap, max_read=max_read, split_size=split_size,
+        arena_align=arena_align, own_destinations=own,
     )
+
+
+def served(p: Plan, op: int) -> int | tuple[int, ...]:
+    """The requests the group of read ``op`` serves (an int when it is one request)."""
+    reqs = tuple(np.flatnonzero(p.req_group == p.op_group[op]).tolist())
+    return reqs[0] if len(reqs) == 1 else reqs
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,8 @@ class Case:
     """(file, offset, length); offset < 0 counts from the end, length -1 reads to EOF."""
     req_start: list[int]
     req_length: list[int]
-    ops: list[tuple[int, int, int, int]]
-    """Expected reads in plan order: (file, offset, length, request)."""
+    ops: list[tuple[int, int, int, int | tuple[int, ...]]]
+    """Expected reads in plan order: (file, offset, length, request(s) served)."""
     aligns: list[int] | None = None
     split_size: int = 1 << 20
     arena_align: int = 64
@@ -47,6 +55,8 @@ class Case:
     """(file_op_start, file_op_end) of every file."""
     arena_size: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    max_gap: int | None = None
+    max_read: int = 1 << 30
 
 
 CASES = [
@@ -74,8 +84,9 @@ CASES = [
          [5000, 100], [3000, 10],
          # sorted by offset: request 1's block comes first in the file
          [(0, 0, 4096, 1), (0, 4096, 4096, 0)],
-         aligns=[4096], arena_align=4096, req_buf=[5000 - 4096, 4096 + 100],
-         op_buf=[4096, 0], arena_size=8192),
+         # regions are laid out in file order, so request 1's block comes first too
+         aligns=[4096], arena_align=4096, req_buf=[4096 + 5000 - 4096, 100],
+         op_buf=[0, 4096], arena_size=8192),
     Case("align-read-crossing-a-block", [20000], [(0, 4000, 200)], [4000], [200],
          [(0, 0, 8192, 0)], aligns=[4096], arena_align=4096, req_buf=[4000]),
     Case("align-already-aligned-not-widened", [20000], [(0, 4096, 4096)], [4096], [4096],
@@ -119,19 +130,53 @@ CASES = [
          [(0, 0, 10, 0), (2, 0, 10, 2)], file_ops=[(0, 1), (1, 1), (1, 2)]),
     Case("last-file-without-reads", [100, 100], [(0, 0, 10), (1, 200, 10)], [0, 100],
          [10, 0], [(0, 0, 10, 0)], file_ops=[(0, 1), (1, 1)]),
-    Case("duplicates-get-their-own-reads", [100], [(0, 10, 5), (0, 10, 5)], [10, 10], [5, 5],
-         [(0, 10, 5, 0), (0, 10, 5, 1)], req_buf=[0, 64], arena_size=128),
+    # -- deduplicate (always) and coalesce (max_gap) ----------------------------------
+    Case("exact-duplicates-read-once", [100], [(0, 10, 5), (0, 10, 5)], [10, 10], [5, 5],
+         [(0, 10, 5, (0, 1))], req_buf=[0, 0], arena_size=64),
+    Case("overlap-read-once", [100], [(0, 10, 20), (0, 25, 20)], [10, 25], [20, 20],
+         [(0, 10, 35, (0, 1))], req_buf=[0, 15]),
+    Case("contained-read-once", [100], [(0, 0, 100), (0, 40, 10)], [0, 40], [100, 10],
+         [(0, 0, 100, (0, 1))], req_buf=[0, 40]),
+    Case("touching-not-merged-without-gap", [100], [(0, 0, 10), (0, 10, 10)], [0, 10],
+         [10, 10], [(0, 0, 10, 0), (0, 10, 10, 1)]),
+    Case("adjacent-merged-with-gap-0", [100], [(0, 0, 10), (0, 10, 10)], [0, 10], [10, 10],
+         [(0, 0, 20, (0, 1))], max_gap=0, req_buf=[0, 10]),
+    Case("gap-just-under-max-gap", [1000], [(0, 0, 10), (0, 109, 10)], [0, 109], [10, 10],
+         [(0, 0, 119, (0, 1))], max_gap=100, req_buf=[0, 109]),
+    Case("gap-equal-max-gap", [1000], [(0, 0, 10), (0, 110, 10)], [0, 110], [10, 10],
+         [(0, 0, 120, (0, 1))], max_gap=100),
+    Case("gap-just-over-max-gap", [1000], [(0, 0, 10), (0, 111, 10)], [0, 111], [10, 10],
+         [(0, 0, 10, 0), (0, 111, 10, 1)], max_gap=100),
+    Case("gap-measured-from-furthest-end", [1000], [(0, 0, 500), (0, 100, 10), (0, 550, 10)],
+         [0, 100, 550], [500, 10, 10], [(0, 0, 560, (0, 1, 2))], max_gap=50),
+    Case("max-read-caps-a-group", [10000], [(0, 0, 100), (0, 100, 100), (0, 200, 100),
+                                            (0, 300, 100)],
+         [0, 100, 200, 300], [100] * 4, [(0, 0, 200, (0, 1)), (0, 200, 200, (2, 3))],
+         max_gap=0, max_read=200),
+    Case("max-read-splits-a-long-request", [10000], [(0, 0, 500)], [0], [500],
+         [(0, 0, 200, 0), (0, 200, 200, 0), (0, 400, 100, 0)], max_gap=0, max_read=200),
+    Case("coalesce-never-crosses-files", [100, 100], [(0, 90, 10), (1, 0, 10)], [90, 0],
+         [10, 10], [(0, 90, 10, 0), (1, 0, 10, 1)], max_gap=1000),
+    Case("coalesce-unsorted-input", [1000], [(0, 300, 10), (0, 0, 10), (0, 150, 10)],
+         [300, 0, 150], [10, 10, 10], [(0, 0, 310, (0, 1, 2))], max_gap=200,
+         req_buf=[300, 0, 150]),
+    Case("coalesce-aligned-widening-merges-blocks", [20000], [(0, 100, 10), (0, 4200, 10)],
+         [100, 4200], [10, 10], [(0, 0, 8192, (0, 1))], aligns=[4096], arena_align=4096,
+         max_gap=0, req_buf=[100, 4200]),
+    Case("own-destinations-never-merge", [100], [(0, 10, 5), (0, 10, 5)], [10, 10], [5, 5],
+         [(0, 10, 5, 0), (0, 10, 5, 1)], own=True, max_gap=1000, arena_size=0),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_plan_table(case: Case) -> None:
     p = run_plan(case.sizes, case.requests, aligns=case.aligns, split_size=case.split_size,
-                 arena_align=case.arena_align, own=case.own)
+                 arena_align=case.arena_align, own=case.own, max_gap=case.max_gap,
+                 max_read=case.max_read)
     assert p.req_start.tolist() == case.req_start
     assert p.req_length.tolist() == case.req_length
     ops = list(zip(p.op_file.tolist(), p.op_offset.tolist(), p.op_length.tolist(),
-                   p.op_req.tolist()))
+                   [served(p, i) for i in range(p.nops)], strict=True))
     assert ops == case.ops
     assert p.nops == len(case.ops)
     if case.req_buf is not None:
@@ -139,7 +184,8 @@ def test_plan_table(case: Case) -> None:
     if case.op_buf is not None:
         assert p.op_buf.tolist() == case.op_buf
     if case.file_ops is not None:
-        assert list(zip(p.file_op_start.tolist(), p.file_op_end.tolist())) == case.file_ops
+        spans = zip(p.file_op_start.tolist(), p.file_op_end.tolist(), strict=True)
+        assert list(spans) == case.file_ops
     if case.arena_size is not None:
         assert p.arena_size == case.arena_size
     if case.own:
@@ -166,6 +212,8 @@ BAD_CASES = [
     BadCase("split-above-linux-cap", [1], LINUX_MAX_RW + 1, "split_size"),
     BadCase("split-not-multiple-of-alignment", [4096], 6000, "multiple"),
     BadCase("split-not-multiple-of-one-file", [1, 512, 4096], 2048, "multiple"),
+    BadCase("max-gap-negative", [1], 4096, "max_gap"),
+    BadCase("max-read-zero", [1], 4096, "max_read"),
 ]
 
 
@@ -174,13 +222,16 @@ def test_plan_rejects_bad_knobs(case: BadCase) -> None:
     n = len(case.aligns)
     with pytest.raises(ValueError, match=case.match):
         run_plan([10000] * n, [(f, 0, 10) for f in range(n)], aligns=case.aligns,
-                 split_size=case.split_size)
+                 split_size=case.split_size,
+                 max_gap=-1 if case.id == "max-gap-negative" else None,
+                 max_read=0 if case.id == "max-read-zero" else 1 << 30)
 
 
 def test_plan_empty_request_list() -> None:
     p = plan(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
              file_size=np.zeros(0, np.int64), file_align=np.zeros(0, np.int64),
-             split_size=4096, arena_align=64, own_destinations=False)
+             max_gap=0, max_read=4096, split_size=4096, arena_align=64,
+             own_destinations=False)
     assert p.nops == 0 and p.arena_size == 0 and len(p.req_start) == 0
 
 
@@ -192,9 +243,9 @@ def test_plan_is_pure() -> None:
     sizes = np.array([50, 60], np.int64)
     aligns = np.array([4096, 1], np.int64)
     copies = [a.copy() for a in (file, offset, length, sizes, aligns)]
-    plan(file, offset, length, file_size=sizes, file_align=aligns, split_size=8192,
-         arena_align=4096, own_destinations=False)
-    for a, b in zip((file, offset, length, sizes, aligns), copies):
+    plan(file, offset, length, file_size=sizes, file_align=aligns, max_gap=100,
+         max_read=8192, split_size=8192, arena_align=4096, own_destinations=False)
+    for a, b in zip((file, offset, length, sizes, aligns), copies, strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -222,6 +273,8 @@ def plan_inputs(draw: st.DrawFn) -> dict[str, object]:
         "arena_align": draw(st.sampled_from([1, 64, 4096])),
         "own": draw(st.booleans()),
         "requests": draw(st.lists(request, max_size=30)),
+        "max_gap": draw(st.one_of(st.none(), st.integers(0, 6000))),
+        "max_read": draw(st.integers(1, 40_000)),
     }
 
 
@@ -245,8 +298,14 @@ def test_plan_property_executes_to_the_right_bytes(inp: dict) -> None:
     # No zero byte in the files: a destination byte no read wrote stays 0 and is caught.
     files = [rng.integers(1, 256, s, dtype=np.uint8) for s in sizes]
 
+    max_gap: int | None = inp["max_gap"]
+    max_read: int = inp["max_read"]
     p = run_plan(sizes, requests, aligns=aligns, split_size=split,
-                 arena_align=arena_align, own=own)
+                 arena_align=arena_align, own=own, max_gap=max_gap, max_read=max_read)
+    again = run_plan(sizes, requests, aligns=aligns, split_size=split,
+                     arena_align=arena_align, own=own, max_gap=max_gap, max_read=max_read)
+    for name in Plan.__slots__:  # deterministic
+        np.testing.assert_array_equal(getattr(p, name), getattr(again, name), err_msg=name)
     nreq = len(requests)
     expected = [expected_range(sizes[f], o, n) for f, o, n in requests]
     assert p.req_start.tolist() == [s for s, _ in expected]
@@ -260,14 +319,14 @@ def test_plan_property_executes_to_the_right_bytes(inp: dict) -> None:
         buffers = [np.zeros(p.arena_size, np.uint8)]
 
     # Execute: a read past EOF returns the bytes that exist, as pread does.
+    cap = min(split, max_read)
     written = [np.zeros(len(b), np.int64) for b in buffers]
     for i in range(p.nops):
         f, off, n = int(p.op_file[i]), int(p.op_offset[i]), int(p.op_length[i])
         base, buf = int(p.op_base[i]), int(p.op_buf[i])
-        r = int(p.op_req[i])
-        assert 0 < n <= split
-        assert f == requests[r][0]
-        assert base == (r if own else 0)
+        assert 0 < n <= max(cap, max(aligns) if not own else 1)  # never above the caps
+        if not own and max(aligns) <= cap:
+            assert n <= cap
         # the planned length (not just the bytes that exist) must fit: the kernel may
         # write that much if the file grew
         assert 0 <= buf and buf + n <= len(buffers[base])
@@ -279,29 +338,44 @@ def test_plan_property_executes_to_the_right_bytes(inp: dict) -> None:
     for w in written:  # no two reads target the same destination byte
         assert w.max(initial=0) <= 1
 
-    for r, (f, o, n) in enumerate(requests):
+    for r, (f, _o, _n) in enumerate(requests):
         start, end = expected[r]
         base, at = int(p.req_base[r]), int(p.req_buf[r])
         view = buffers[base][at : at + (end - start)]
         np.testing.assert_array_equal(view, files[f][start:end], err_msg=f"request {r}")
-        # this request's reads tile one contiguous file range that covers [start, end)
-        mine = np.flatnonzero(p.op_req == r)
-        if end == start:
-            assert len(mine) == 0
-            continue
+        assert (p.req_group[r] < 0) == (end == start)  # empty requests read nothing
+        if own:
+            assert base == r
+
+    # Every group's reads tile its span; the span holds its requests plus merged gaps only.
+    for g in range(len(p.group_start)):
+        mine = np.flatnonzero(p.op_group == g)
         offs, lens = p.op_offset[mine], p.op_length[mine]
-        order = np.argsort(offs)
-        offs, lens = offs[order], lens[order]
         np.testing.assert_array_equal(offs[1:], offs[:-1] + lens[:-1])
-        assert offs[0] <= start and offs[-1] + lens[-1] >= end
-        if own or aligns[f] == 1:
-            assert offs[0] == start and offs[-1] + lens[-1] == end
+        assert offs[0] == p.group_start[g] and offs[-1] + lens[-1] == p.group_end[g]
+        members = np.flatnonzero(p.req_group == g)
+        assert len(members) and len({requests[r][0] for r in members}) == 1
+        if own:
+            assert len(members) == 1
+        f = requests[members[0]][0]
+        a = 1 if own else aligns[f]
+        ranges = sorted((expected[r][0] // a * a, -(-expected[r][1] // a) * a)
+                        for r in members)
+        covered, reach, gaps = 0, ranges[0][0], []
+        for lo, hi in ranges:
+            if lo > reach:
+                gaps.append(lo - reach)
+            covered += max(0, hi - max(lo, reach))
+            reach = max(reach, hi)
+        assert p.group_start[g] == ranges[0][0] and p.group_end[g] == reach
+        if max_gap is None or own:
+            assert not gaps  # deduplication only: nothing read that nobody asked for
         else:
-            assert start - offs[0] < aligns[f] and offs[-1] + lens[-1] - end < aligns[f]
-            # the region (first read) starts on arena_align in the arena
-            first_buf = int(p.op_buf[mine][order][0])
+            assert all(gap <= max_gap for gap in gaps)
+        assert int(lens.sum()) == covered + sum(gaps)
+        first_buf = int(p.op_buf[mine][0])
+        if not own:
             assert first_buf % arena_align == 0
-            assert at == first_buf + (start - int(offs[0]))
 
     # Grouped by file, in file order, front to back within a file.
     assert np.all(np.diff(p.op_file) >= 0)

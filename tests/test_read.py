@@ -9,9 +9,10 @@ import errno
 import os
 import pathlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def check_results(results: lsio.Results, requests: list[Any]) -> None:
     assert len(results) == len(requests)
     want = [expected_bytes(*as_tuple(r)) for r in requests]
     got = [bytes(v) for v in results]
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
         assert g == w, f"request #{i} {requests[i]!r}: got {len(g)} bytes, want {len(w)}"
     assert results.lengths.tolist() == [len(w) for w in want]
     assert results.nbytes == sum(map(len, want))
@@ -595,7 +596,7 @@ async def test_out_numpy_slices(backend: lsio.Reader, files: dict[int, str]) -> 
         out.append(arena[pos : pos + len(w) + 16])  # 16 spare bytes each
         pos += len(w) + 16
     results = await backend.read_many(requests, out=out)
-    for i, (w, o) in enumerate(zip(want, out)):
+    for i, (w, o) in enumerate(zip(want, out, strict=False)):
         assert bytes(results[i]) == w
         assert bytes(o[: len(w)]) == w, f"out[{i}] did not receive the bytes"
         assert (o[len(w) :] == 0xEE).all(), f"out[{i}] written past the chunk"
@@ -852,7 +853,7 @@ async def test_results_survive_later_calls(backend: lsio.Reader, files: dict[int
     kept_items = list(first)
     del first
     gc.collect()
-    for k in range(5):
+    for _k in range(5):
         other = await backend.read_many([(b_path, 0, None), (a_path, 7, 5000)])
         assert bytes(other[0]) == expected_bytes(b_path)
         del other
