@@ -46,6 +46,13 @@ PARALLEL_MIN_READS = 2048
 """Page-cache reads are CPU copies; from this many reads on, they are spread over one
 ring per core (handing work to threads costs ~50 us, ~25 cached 4 KiB reads)."""
 
+PARALLEL_MIN_BYTES = 64 << 20
+"""...or from this many bytes: copying 64 MiB takes ~10 ms of one core."""
+
+STAT_DEPTH = 256
+"""statx calls in flight. Metadata lookups are not the data queue depth: cold statx of
+10 000 files ran at 98 k/s with 64 in flight and 153 k/s with 256 here."""
+
 CACHE_SAMPLE = 8
 """Files sampled (spread over the list) to tell whether a call reads page-cache data."""
 
@@ -258,7 +265,8 @@ class Reader:
         reqs = normalize(requests)
         caps = _check_out(out, len(reqs))
         tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
-        stat = await self._backend.stat(reqs.paths, queue_depth=tune.queue_depth)
+        stat = await self._backend.stat(reqs.paths,
+                                        queue_depth=max(tune.queue_depth, STAT_DEPTH))
         bad = np.flatnonzero(stat.err[reqs.file])
         if len(bad):
             raise request_error(int(stat.err[reqs.file[bad[0]]]), reqs, int(bad[0]))
@@ -306,7 +314,8 @@ class Reader:
         res = await self._backend.read(
             reqs.paths, stat, direct, p, buffers, queue_depth=tune.queue_depth,
             max_open=self._max_open(), on_progress=on_progress,
-            workers=_CORES if warm and p.nops >= PARALLEL_MIN_READS else 1,
+            workers=_CORES if warm and (p.nops >= PARALLEL_MIN_READS
+                                        or p.bytes_read >= PARALLEL_MIN_BYTES) else 1,
         )
         failed = np.flatnonzero(res.err)
         if len(failed):
