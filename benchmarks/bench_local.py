@@ -1,12 +1,14 @@
 """Local-disk benchmark: lsio against fio (same offsets, same queue depth) and Python peers.
 
-    python -m benchmarks.bench_local [--quick] [--workload a,b,c] [--repeats N]
+    python -m benchmarks.bench_local [--quick] [--workload a,b,c,d,e,f] [--repeats N]
         [--warm-only | --cold-only] [--data-dir DIR] [--contenders NAME,...]
-        [--out docs/benchmarks.md] [--json results.json]
+        [--no-plan | --plan-only] [--out docs/benchmarks.md] [--json results.json]
 
 Every contender runs in the same process run, round-robin (A B C A B C ...) for `--repeats`
 rounds; tables report medians. Before each single run the cache state is re-established: cold =
 `sync; echo 3 > /proc/sys/vm/drop_caches` (root only), warm = every data file read once.
+Workloads (d), (e), (f) exercise the planner (coalescing on vs off). After the reads, the
+planning speed is measured without I/O (`--plan-only`: just that; `--no-plan`: skip it).
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ from pathlib import Path
 
 from .contenders import CONTENDERS, Contender, RunContext, RunFn
 from .harness import time_run, verify
+from .planbench import PLAN_REQUESTS, PLAN_REQUESTS_QUICK, measure_planning, planned_reads
 from .report import (
     MemoryResult,
+    PlannedReads,
+    PlanTiming,
     Sample,
     Series,
     filesystem_of,
+    format_coalesce_note,
     format_machine,
     format_memory_table,
+    format_plan_table,
     format_table,
     machine_details,
     replace_section,
@@ -48,6 +55,7 @@ from .workloads import (
 )
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench")
+DEFAULT_WORKLOADS = "a,b,c,d,e,f"
 MEMORY_WORKLOADS = ("a", "b")
 MEMORY_CONTENDERS = ("lsio", "plain loop")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +71,8 @@ class Config:
     quick: bool
     contenders: tuple[str, ...] | None  # None = all
     memory: bool
+    plan: bool  # measure planning speed (no I/O)
+    plan_only: bool  # ... and nothing else
     out: Path | None
     json_path: Path | None
 
@@ -77,7 +87,8 @@ def log(msg: str) -> None:
 def parse_args(argv: Sequence[str] | None) -> Config:
     ap = argparse.ArgumentParser(description="lsio local-disk benchmark")
     ap.add_argument("--quick", action="store_true", help="tiny data sets (smoke run)")
-    ap.add_argument("--workload", default="a,b,c", help="comma list of a, b, c")
+    ap.add_argument("--workload", default=DEFAULT_WORKLOADS,
+                    help=f"comma list of workloads (default {DEFAULT_WORKLOADS})")
     ap.add_argument("--repeats", type=int, default=5, help="round-robin rounds (median)")
     ap.add_argument("--queue-depth", type=int, default=64)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -87,6 +98,11 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     state.add_argument("--warm-only", action="store_true")
     state.add_argument("--cold-only", action="store_true")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probe")
+    planning = ap.add_mutually_exclusive_group()
+    planning.add_argument("--no-plan", action="store_true",
+                          help="skip the planning-speed measurement")
+    planning.add_argument("--plan-only", action="store_true",
+                          help="only measure planning speed (no data, no I/O)")
     ap.add_argument("--out", type=Path, default=None, help="markdown file to update")
     ap.add_argument("--json", type=Path, default=None, dest="json_path")
     a = ap.parse_args(argv)
@@ -104,7 +120,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         ap.error(f"unknown contender(s) {bad}; known: {sorted(known)}")
     return Config(specs=tuple(specs[k] for k in keys), states=states, repeats=a.repeats,
                   queue_depth=a.queue_depth, data_dir=a.data_dir, quick=a.quick,
-                  contenders=names, memory=not a.no_memory, out=a.out, json_path=a.json_path)
+                  contenders=names, memory=not a.no_memory, plan=not a.no_plan,
+                  plan_only=a.plan_only, out=a.out, json_path=a.json_path)
 
 
 def usable_states(states: tuple[State, ...]) -> tuple[State, ...]:
@@ -212,22 +229,30 @@ def _memprobe(cfg: Config, key: str, contender: str) -> MemoryResult:
 # --------------------------------------------------------------------------- output
 
 
-def render(cfg: Config, results: list[Series],
-           memory: list[MemoryResult], details: dict[str, str], argv: Sequence[str]) -> str:
+def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
+           planned: dict[str, PlannedReads], timing: PlanTiming | None,
+           details: dict[str, str], argv: Sequence[str]) -> str:
     parts = ["## Local disk: lsio vs fio and Python peers (`benchmarks/bench_local.py`)", "",
-             f"Command: `python -m benchmarks.bench_local {shlex.join(argv)}`  ",
-             f"Median of {cfg.repeats} round-robin round(s); queue depth {cfg.queue_depth}; "
-             "cold = `sync; echo 3 > /proc/sys/vm/drop_caches` before every run, "
-             "warm = data read into the page cache before every run.", "",
-             format_machine(details), ""]
+             f"Command: `python -m benchmarks.bench_local {shlex.join(argv)}`  "]
+    if not cfg.plan_only:
+        parts += [f"Median of {cfg.repeats} round-robin round(s); queue depth "
+                  f"{cfg.queue_depth}; cold = `sync; echo 3 > /proc/sys/vm/drop_caches` before "
+                  "every run, warm = data read into the page cache before every run."]
+    parts += ["", format_machine(details), ""]
     for spec in cfg.specs:
         for state in cfg.states:
             rows = [s for s in results if s.workload == spec.key and s.state == state]
             if rows:
                 parts += [f"### ({spec.key}) {spec.title} — {state}", "", format_table(rows), ""]
+                if spec.kind == "gaps":
+                    parts += [format_coalesce_note(rows, planned.get(spec.key)), ""]
     if memory:
         parts += ["### Peak memory of one read (fresh process, warm cache)", "",
                   format_memory_table(memory), ""]
+    if timing is not None:
+        parts += ["### Planning speed (no I/O)", "", format_plan_table(timing), ""]
+    if not results:
+        return "\n".join(parts) + "\n"
     parts += ["Notes: *vs fio* compares with fio in the same I/O mode (O_DIRECT rows with "
               "`fio direct=1`, buffered rows with `fio buffered`, lsio's automatic mode with the "
               "faster of the two); fio replays the identical requests from an iolog "
@@ -235,19 +260,26 @@ def render(cfg: Config, results: list[Series],
               "start excluded), the Python contenders by wall clock around one call, with "
               "one-off setup (reader, thread pool, store, request list) done before timing. "
               "Every contender's result is checked (total bytes, content of a few requests). "
-              "Python peers read through the page cache. Raw per-round numbers: `--json`."]
+              "Python peers read through the page cache. (d)-(f) are the planner workloads: "
+              "`lsio coalesce` is the default `lsio.Reader()` (it merges reads of one file "
+              "separated by gaps up to the preset's `max_gap`), `lsio no coalesce` is "
+              "`Reader(coalesce=False)`, the `direct` variants add `direct=True`; of the peers "
+              "only fio and the plain `os.pread` loop run them. Raw per-round numbers: `--json`."]
     return "\n".join(parts) + "\n"
 
 
 def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[MemoryResult],
+              planned: dict[str, PlannedReads], timing: PlanTiming | None,
               details: dict[str, str]) -> None:
     doc = {
         "machine": details,
         "config": {"quick": cfg.quick, "repeats": cfg.repeats, "queue_depth": cfg.queue_depth,
                    "states": list(cfg.states), "data_dir": str(cfg.data_dir)},
-        "workloads": {s.key: dataclasses.asdict(s) for s in cfg.specs},
+        "workloads": {} if cfg.plan_only else {s.key: dataclasses.asdict(s) for s in cfg.specs},
         "series": [dataclasses.asdict(s) for s in results],
         "memory": [dataclasses.asdict(m) for m in memory],
+        "planned_reads": {k: dataclasses.asdict(v) for k, v in planned.items()},
+        "planning": dataclasses.asdict(timing) if timing is not None else None,
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
@@ -255,36 +287,64 @@ def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[Memor
 # --------------------------------------------------------------------------- main
 
 
+def plan_workloads(workloads: dict[str, Workload]) -> dict[str, PlannedReads]:
+    """What the planner makes of each planner workload (coalescing on and off)."""
+    planned: dict[str, PlannedReads] = {}
+    for key, wl in workloads.items():
+        if wl.spec.kind != "gaps":
+            continue
+        try:
+            planned[key] = planned_reads(wl)
+        except Exception as e:  # only a note under the table: never stop the run
+            log(f"({key}) planning the reads FAILED: {_error(e)}")
+    return planned
+
+
+def measure_plan_speed(cfg: Config) -> PlanTiming:
+    n = PLAN_REQUESTS_QUICK if cfg.quick else PLAN_REQUESTS
+    log(f"planning speed: {n:,} requests (no I/O) ...")
+    timing = measure_planning(n)
+    log(f"  normalize {min(timing.normalize_s) * 1e3:.1f} ms, plan "
+        f"{min(timing.plan_s) * 1e3:.1f} ms (best of {len(timing.plan_s)})")
+    return timing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = parse_args(argv)
-    cfg = dataclasses.replace(cfg, states=usable_states(cfg.states))
-    if not cfg.states:
-        log("nothing to run")
-        return 1
-    check_data_dir(cfg.data_dir)
-
     workloads: dict[str, Workload] = {}
-    for spec in cfg.specs:
-        log(f"preparing data for ({spec.key}) {spec.title} ...")
-        workloads[spec.key] = materialize(spec, cfg.data_dir)
-
     results: list[Series] = []
-    with tempfile.TemporaryDirectory(prefix="lsio-bench-") as scratch, asyncio.Runner() as runner:
-        for spec in cfg.specs:
-            for state in cfg.states:
-                log(f"({spec.key}) {state}:")
-                results += run_state(cfg, workloads[spec.key], state, runner, Path(scratch))
+    memory: list[MemoryResult] = []
+    if not cfg.plan_only:
+        cfg = dataclasses.replace(cfg, states=usable_states(cfg.states))
+        if not cfg.states:
+            log("nothing to run")
+            return 1
+        check_data_dir(cfg.data_dir)
 
-    memory = measure_memory(cfg, workloads) if cfg.memory else []
+        for spec in cfg.specs:
+            log(f"preparing data for ({spec.key}) {spec.title} ...")
+            workloads[spec.key] = materialize(spec, cfg.data_dir)
+
+        with (tempfile.TemporaryDirectory(prefix="lsio-bench-") as scratch,
+              asyncio.Runner() as runner):
+            for spec in cfg.specs:
+                for state in cfg.states:
+                    log(f"({spec.key}) {state}:")
+                    results += run_state(cfg, workloads[spec.key], state, runner,
+                                         Path(scratch))
+
+        memory = measure_memory(cfg, workloads) if cfg.memory else []
+    planned = plan_workloads(workloads)
+    timing = measure_plan_speed(cfg) if cfg.plan else None
     details = machine_details(cfg.data_dir)
-    text = render(cfg, results, memory, details, argv)
+    text = render(cfg, results, memory, planned, timing, details, argv)
     print(text)
     if cfg.out is not None:
         replace_section(cfg.out, text)
         log(f"updated {cfg.out}")
     if cfg.json_path is not None:
-        dump_json(cfg.json_path, cfg, results, memory, details)
+        dump_json(cfg.json_path, cfg, results, memory, planned, timing, details)
         log(f"wrote {cfg.json_path}")
     return 0
 

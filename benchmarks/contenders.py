@@ -57,14 +57,15 @@ class Contender:
 # --------------------------------------------------------------------------- lsio
 
 
-def lsio_contender(wl: Workload, ctx: RunContext, *, direct: bool | None = None) -> RunFn:
+def lsio_contender(wl: Workload, ctx: RunContext, *, direct: bool | None = None,
+                   coalesce: bool = True) -> RunFn:
     import lsio
 
     if wl.whole_files:
         requests = [lsio.Chunk(p) for p in wl.paths]
     else:
         requests = [lsio.Chunk(r.path, r.offset, r.length) for r in wl.requests]
-    reader = lsio.Reader(queue_depth=ctx.queue_depth, direct=direct)
+    reader = lsio.Reader(queue_depth=ctx.queue_depth, direct=direct, coalesce=coalesce)
 
     async def run() -> Payload:
         return await reader.read_many(requests)
@@ -76,16 +77,29 @@ def lsio_contender(wl: Workload, ctx: RunContext, *, direct: bool | None = None)
 
 
 def write_iolog(wl: Workload, path: Path) -> None:
-    """fio iolog v2 replaying exactly the workload's requests, in order."""
+    """fio iolog v2 replaying exactly the workload's requests, in order.
+
+    One file: opened once around all reads. Several files: each is opened just before its
+    first read and closed after its last (so 1000 files are not all open at once)."""
     lines = ["fio version 2 iolog"]
     lines += [f"{p} add" for p in wl.paths]
     if wl.whole_files:
         for r in wl.requests:
             lines += [f"{r.path} open", f"{r.path} read {r.offset} {r.length}", f"{r.path} close"]
-    else:
+    elif len(wl.paths) == 1:
         lines += [f"{p} open" for p in wl.paths]
         lines += [f"{r.path} read {r.offset} {r.length}" for r in wl.requests]
         lines += [f"{p} close" for p in wl.paths]
+    else:
+        last = {r.path: i for i, r in enumerate(wl.requests)}
+        opened: set[str] = set()
+        for i, r in enumerate(wl.requests):
+            if r.path not in opened:
+                opened.add(r.path)
+                lines.append(f"{r.path} open")
+            lines.append(f"{r.path} read {r.offset} {r.length}")
+            if last[r.path] == i:
+                lines.append(f"{r.path} close")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -146,6 +160,26 @@ def _pread_all(path: str, requests: Sequence[Request]) -> list[bytes]:
         os.close(fd)
 
 
+def _pread_runs(requests: Sequence[Request]) -> list[bytes]:
+    """pread every request, opening each file once per run of consecutive requests to it."""
+    out: list[bytes] = []
+    path: str | None = None
+    fd = -1
+    try:
+        for r in requests:
+            if r.path != path:
+                if fd >= 0:
+                    os.close(fd)
+                    fd = -1
+                fd = os.open(r.path, os.O_RDONLY)
+                path = r.path
+            out.append(os.pread(fd, r.length, r.offset))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return out
+
+
 def _read_whole(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -155,6 +189,8 @@ def plain_loop_contender(wl: Workload, ctx: RunContext) -> RunFn:
     async def run() -> Payload:
         if wl.whole_files:
             return [_read_whole(p) for p in wl.paths]
+        if len(wl.paths) > 1:
+            return _pread_runs(wl.requests)
         return _pread_all(wl.paths[0], wl.requests)
 
     return run
@@ -263,14 +299,22 @@ def aiofiles_contender(wl: Workload, ctx: RunContext) -> RunFn:
 # --------------------------------------------------------------------------- registry
 
 RANGES = frozenset({"ranges"})
+GAPS = frozenset({"gaps"})  # the planner workloads: only lsio's variants, fio, plain loop
+ALL = frozenset({"ranges", "files", "gaps"})
 
 CONTENDERS: tuple[Contender, ...] = (
     Contender("lsio", "auto", lsio_contender),
     Contender("lsio direct=True", "direct", partial(lsio_contender, direct=True), RANGES),
     Contender("lsio direct=False", "buffered", partial(lsio_contender, direct=False), RANGES),
-    Contender("fio direct=1", "direct", partial(fio_contender, direct=True)),
-    Contender("fio buffered", "buffered", partial(fio_contender, direct=False)),
-    Contender("plain loop", "buffered", plain_loop_contender),
+    # Planner workloads: coalescing on (the default reader) and off, automatic and O_DIRECT.
+    Contender("lsio coalesce", "auto", lsio_contender, GAPS),
+    Contender("lsio coalesce direct", "direct", partial(lsio_contender, direct=True), GAPS),
+    Contender("lsio no coalesce", "auto", partial(lsio_contender, coalesce=False), GAPS),
+    Contender("lsio no coalesce direct", "direct",
+              partial(lsio_contender, direct=True, coalesce=False), GAPS),
+    Contender("fio direct=1", "direct", partial(fio_contender, direct=True), ALL),
+    Contender("fio buffered", "buffered", partial(fio_contender, direct=False), ALL),
+    Contender("plain loop", "buffered", plain_loop_contender, ALL),
     Contender(f"{THREADS} threads", "buffered", threads_contender),
     Contender("fsspec", "buffered", fsspec_contender),
     Contender("obstore", "buffered", obstore_contender),
@@ -279,7 +323,13 @@ CONTENDERS: tuple[Contender, ...] = (
 )
 
 LSIO = "lsio"
+LSIO_REFERENCES = (LSIO, "lsio coalesce")  # the default reader's row, for "vs lsio"
 FIO_BY_MODE: dict[str, str] = {"direct": "fio direct=1", "buffered": "fio buffered"}
+# "coalesce on / off" pairs of the planner workloads, by I/O mode.
+COALESCE_PAIRS: dict[str, tuple[str, str]] = {
+    "auto": ("lsio coalesce", "lsio no coalesce"),
+    "direct": ("lsio coalesce direct", "lsio no coalesce direct"),
+}
 
 
 def by_name(name: str) -> Contender:

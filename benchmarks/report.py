@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contenders import FIO_BY_MODE, LSIO
+from .contenders import COALESCE_PAIRS, FIO_BY_MODE, LSIO_REFERENCES
 
 START_MARK = "<!-- bench_local:start -->"
 END_MARK = "<!-- bench_local:end -->"
@@ -52,6 +52,42 @@ class Series:
 
 
 @dataclass(frozen=True)
+class PlannedReads:
+    """What lsio's planner makes of a workload, coalescing on and off (no I/O)."""
+
+    workload: str
+    preset: str
+    max_gap: int | None
+    max_read: int
+    n_requests: int
+    reads_on: int
+    reads_off: int
+    bytes_on: int
+    bytes_off: int
+
+
+@dataclass(frozen=True)
+class PlanTiming:
+    """Planning speed without I/O: `normalize` and `plan` of one request list."""
+
+    n_requests: int
+    n_files: int
+    file_size: int
+    max_length: int
+    preset: str
+    max_gap: int | None
+    max_read: int
+    arena_align: int
+    n_reads: int
+    bytes_requested: int
+    bytes_read: int
+    normalize_s: list[float]  # one per repeat
+    plan_s: list[float]
+    normalize_peak: int  # peak extra bytes during the step (tracemalloc)
+    plan_peak: int
+
+
+@dataclass(frozen=True)
 class MemoryResult:
     """Peak RSS of one read of a workload in a fresh process (bytes)."""
 
@@ -66,10 +102,12 @@ class MemoryResult:
 # --------------------------------------------------------------------------- tables
 
 
-def _reference(series: list[Series], name: str) -> Series | None:
-    for s in series:
-        if s.contender == name and s.ok:
-            return s
+def _reference(series: list[Series], *names: str) -> Series | None:
+    """The first successful series among `names` (in that order of preference)."""
+    for name in names:
+        for s in series:
+            if s.contender == name and s.ok:
+                return s
     return None
 
 
@@ -86,7 +124,7 @@ def _ratio(value: float, ref: float | None) -> str:
 
 def format_table(series: list[Series]) -> str:
     """Markdown table, one row per contender (same text is printed and written to the doc)."""
-    lsio = _reference(series, LSIO)
+    lsio = _reference(series, *LSIO_REFERENCES)
     rows = ["| contender | I/O mode | ops/s | MB/s | vs fio | vs lsio | runs |",
             "|---|---|---:|---:|---:|---:|---:|"]
     for s in series:
@@ -101,6 +139,56 @@ def format_table(series: list[Series]) -> str:
             f"{_ratio(ops, lsio.ops_per_s if lsio else None)} | {len(s.samples)} |"
         )
     return "\n".join(rows)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "none"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+def format_coalesce_note(series: list[Series], planned: PlannedReads | None) -> str:
+    """The lines under a planner workload's table: coalescing on / off, per I/O mode."""
+    ratios = []
+    for mode, (on_name, off_name) in COALESCE_PAIRS.items():
+        on, off = _reference(series, on_name), _reference(series, off_name)
+        ratios.append(f"{mode} **{_ratio(on.ops_per_s, off.ops_per_s) if on and off else '—'}**"
+                      f" (`{on_name}` / `{off_name}`)")
+    lines = [f"Coalescing on / off, ops/s in the same I/O mode: {', '.join(ratios)}."]
+    if planned is not None:
+        p = planned
+        lines.append(
+            f"Planner ({p.preset} preset: max_gap {_size(p.max_gap)}, max_read "
+            f"{_size(p.max_read)}): {p.n_requests:,} requests become {p.reads_on:,} reads "
+            f"of {p.bytes_on / 1e6:,.1f} MB with coalescing, {p.reads_off:,} reads of "
+            f"{p.bytes_off / 1e6:,.1f} MB without.")
+    return "  \n".join(lines)
+
+
+def format_plan_table(t: PlanTiming) -> str:
+    """Planning speed: one row per step, medians of the repeats."""
+    norm, pln = statistics.median(t.normalize_s), statistics.median(t.plan_s)
+    n = t.n_requests
+    rows = [f"| step ({n:,} requests, {t.n_files} files) | median of {len(t.plan_s)} | "
+            "per request | peak extra memory |",
+            "|---|---:|---:|---:|",
+            f"| `lsio._request.normalize` (list of `(path, offset, length)` tuples) | "
+            f"{norm * 1e3:,.1f} ms | {norm / n * 1e9:,.0f} ns | {_mib(t.normalize_peak)} |",
+            f"| `lsio._plan.plan` ({t.preset}: max_gap {_size(t.max_gap)}, max_read "
+            f"{_size(t.max_read)}) | {pln * 1e3:,.1f} ms | {pln / n * 1e9:,.0f} ns | "
+            f"{_mib(t.plan_peak)} |",
+            f"| both | {(norm + pln) * 1e3:,.1f} ms | {(norm + pln) / n * 1e9:,.0f} ns | — |"]
+    notes = (f"Random requests: offsets uniform over {t.n_files} files of {_size(t.file_size)}, "
+             f"lengths 1 B-{_size(t.max_length)}; buffered alignment (file_align 1, "
+             f"arena_align {t.arena_align}); no I/O. The plan has {t.n_reads:,} reads covering "
+             f"{t.bytes_read / 1e6:,.1f} MB ({t.bytes_requested / 1e6:,.1f} MB requested). "
+             "Peak extra memory: tracemalloc's peak (Python and numpy allocations) during the "
+             "step, above what was allocated before it, in a separate untimed pass; it includes "
+             "the step's output.")
+    return "\n".join(rows) + "\n\n" + notes
 
 
 def format_memory_table(rows: list[MemoryResult]) -> str:

@@ -18,13 +18,21 @@ _WRITE_CHUNK = 16 * MiB
 _WARM_CHUNK = 1 * MiB
 _SEED = 20_240_601
 
-Kind = Literal["ranges", "files"]
+Kind = Literal["ranges", "files", "gaps"]
 State = Literal["cold", "warm"]
+Pattern = Literal["random", "strided", "sorted"]
 
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """Shape of one workload; `materialize` turns it into files on disk plus a request list."""
+    """Shape of one workload; `materialize` turns it into files on disk plus a request list.
+
+    Kinds: ``ranges`` (random ranges of one file), ``files`` (whole files), ``gaps`` (the
+    planner workloads: ranges separated by gaps, in file order, over one or many files).
+    Patterns of ``gaps`` workloads: ``strided`` (in every file, a request every
+    ``request_size + gap`` bytes), ``sorted`` (each request starts a random multiple of
+    `BLOCK` in 0..``gap`` bytes after the previous one ends).
+    """
 
     key: str
     title: str
@@ -33,10 +41,13 @@ class WorkloadSpec:
     file_size: int
     n_requests: int
     request_size: int  # bytes per request (== file_size for whole-file workloads)
+    pattern: Pattern = "random"
+    gap: int = 0  # strided: the gap; sorted: the largest gap
 
     @property
     def dirname(self) -> str:
-        if self.kind == "ranges":
+        """Data directory; one-file workloads of one size share theirs (the same file)."""
+        if self.n_files == 1 and self.kind != "files":
             return f"ranges_{_human(self.file_size)}"
         return f"files_{self.n_files}x{_human(self.file_size)}"
 
@@ -81,6 +92,24 @@ class Workload:
         return os.path.relpath(path, self.root)
 
 
+def _strided(key: str, title: str, n_files: int, file_size: int) -> WorkloadSpec:
+    """4 KiB reads with 32 KiB gaps: one request per whole 36 KiB period of each file."""
+    per_file = file_size // (4 * KiB + 32 * KiB)
+    return WorkloadSpec(key, title, "gaps", n_files=n_files, file_size=file_size,
+                        n_requests=n_files * per_file, request_size=4 * KiB,
+                        pattern="strided", gap=32 * KiB)
+
+
+def _sorted(key: str, title: str, file_size: int, n_requests: int) -> WorkloadSpec:
+    """Sorted 4 KiB ranges, each 0, 4, 8, 12 or 16 KiB after the previous (a sharded-Zarr
+    pattern)."""
+    return WorkloadSpec(key, title, "gaps", n_files=1, file_size=file_size,
+                        n_requests=n_requests, request_size=4 * KiB, pattern="sorted",
+                        gap=16 * KiB)
+
+
+# (d), (e), (f) are the planner ("coalescing") workloads; (f) reads the same file as (a)
+# (one-file workloads of one size share their file).
 FULL_SPECS: dict[str, WorkloadSpec] = {
     "a": WorkloadSpec("a", "50 000 random 4 KiB ranges of one 2 GiB file", "ranges",
                       n_files=1, file_size=2 * GiB, n_requests=50_000, request_size=4 * KiB),
@@ -90,6 +119,12 @@ FULL_SPECS: dict[str, WorkloadSpec] = {
     "c": WorkloadSpec("c", "1000 files x 256 KiB, read whole", "files",
                       n_files=1000, file_size=256 * KiB, n_requests=1000,
                       request_size=256 * KiB),
+    "d": _strided("d", "4 KiB reads with 32 KiB gaps over 1000 files x 1 MiB (28 000 "
+                  "requests, file order)", n_files=1000, file_size=1 * MiB),
+    "e": _strided("e", "4 KiB reads with 32 KiB gaps over one 1 GiB file (29 127 requests, "
+                  "file order)", n_files=1, file_size=1 * GiB),
+    "f": _sorted("f", "100 000 sorted 4 KiB ranges 0-16 KiB apart of one 2 GiB file",
+                 file_size=2 * GiB, n_requests=100_000),
 }
 
 QUICK_SPECS: dict[str, WorkloadSpec] = {
@@ -100,6 +135,12 @@ QUICK_SPECS: dict[str, WorkloadSpec] = {
     "c": WorkloadSpec("c", "300 files x 256 KiB, read whole (quick)", "files",
                       n_files=300, file_size=256 * KiB, n_requests=300,
                       request_size=256 * KiB),
+    "d": _strided("d", "4 KiB reads with 32 KiB gaps over 100 files x 1 MiB (2800 requests, "
+                  "quick)", n_files=100, file_size=1 * MiB),
+    "e": _strided("e", "4 KiB reads with 32 KiB gaps over one 64 MiB file (1820 requests, "
+                  "quick)", n_files=1, file_size=64 * MiB),
+    "f": _sorted("f", "5000 sorted 4 KiB ranges 0-16 KiB apart of one 64 MiB file (quick)",
+                 file_size=64 * MiB, n_requests=5000),
 }
 
 
@@ -142,7 +183,7 @@ def _ensure_files(paths: list[Path], size: int, seed: int) -> int:
 
 
 def _file_paths(spec: WorkloadSpec, root: Path) -> list[Path]:
-    if spec.kind == "ranges":
+    if spec.n_files == 1 and spec.kind != "files":
         return [root / "data.bin"]
     return [root / f"f{i:05d}.bin" for i in range(spec.n_files)]
 
@@ -153,6 +194,29 @@ def _range_requests(spec: WorkloadSpec, path: str) -> tuple[Request, ...]:
     n_blocks = spec.file_size // BLOCK
     blocks = rng.choice(n_blocks, size=spec.n_requests, replace=False)
     return tuple(Request(path, int(b) * BLOCK, spec.request_size) for b in blocks)
+
+
+def _gap_requests(spec: WorkloadSpec, paths: tuple[str, ...]) -> tuple[Request, ...]:
+    """Requests of a ``gaps`` workload, sorted by (file, offset)."""
+    size = spec.request_size
+    if spec.pattern == "strided":
+        offsets = np.arange(spec.file_size // (size + spec.gap), dtype=np.int64) * (
+            size + spec.gap)
+        reqs = tuple(Request(p, int(o), size) for p in paths for o in offsets)
+    elif spec.pattern == "sorted":
+        rng = np.random.default_rng(_SEED)
+        gaps = rng.integers(0, spec.gap // BLOCK + 1, spec.n_requests - 1) * BLOCK
+        offsets = np.concatenate(([0], np.cumsum(gaps + size)))
+        if offsets[-1] + size > spec.file_size:
+            raise ValueError(f"({spec.key}) {spec.n_requests} ranges do not fit in "
+                             f"{spec.file_size} bytes")
+        reqs = tuple(Request(paths[0], int(o), size) for o in offsets)
+    else:
+        raise ValueError(f"({spec.key}) unknown pattern {spec.pattern!r}")
+    if len(reqs) != spec.n_requests:
+        raise ValueError(f"({spec.key}) built {len(reqs)} requests, spec says "
+                         f"{spec.n_requests}")
+    return reqs
 
 
 def materialize(spec: WorkloadSpec, data_dir: Path, *, create: bool = True) -> Workload:
@@ -167,6 +231,8 @@ def materialize(spec: WorkloadSpec, data_dir: Path, *, create: bool = True) -> W
     paths = tuple(str(p) for p in files)
     if spec.kind == "ranges":
         requests = _range_requests(spec, paths[0])
+    elif spec.kind == "gaps":
+        requests = _gap_requests(spec, paths)
     else:
         requests = tuple(Request(p, 0, spec.file_size) for p in paths)
     return Workload(spec=spec, root=str(root), paths=paths, requests=requests)

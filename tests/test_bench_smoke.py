@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,14 +12,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# a, b, c and two planner workloads: d (many files: fio's per-file iolog and the per-file
+# pread loop) and f (requests the planner merges); e differs from d only in its offsets.
+WORKLOADS = "a,b,c,d,f"
 
 
-def _rows(stdout: str, contender: str) -> list[list[str]]:
-    """Cells of every markdown table row whose first cell is `contender`."""
+def _rows(stdout: str, first: str, *, prefix: bool = False) -> list[list[str]]:
+    """Cells of every markdown table row whose first cell is (or starts with) `first`."""
     rows = []
     for line in stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0] == contender:
+        match = cells[0].startswith(first) if prefix else cells[0] == first
+        if line.startswith("|") and match:
             rows.append(cells)
     return rows
 
@@ -26,22 +32,45 @@ def _throughput(cells: list[str]) -> float:
     return float(cells[2].replace(",", ""))  # raises on "FAILED"
 
 
+def _ms(cell: str) -> float:
+    return float(cell.removesuffix(" ms").replace(",", ""))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
 def test_bench_local_quick(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "benchmarks.bench_local", "--quick", "--repeats", "1",
-           "--warm-only", "--data-dir", str(tmp_path / "data"),
+           "--warm-only", "--workload", WORKLOADS, "--data-dir", str(tmp_path / "data"),
            "--json", str(tmp_path / "results.json"), "--out", str(tmp_path / "bench.md")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
 
-    lsio_rows = _rows(proc.stdout, "lsio")
-    fio_rows = _rows(proc.stdout, "fio buffered") + _rows(proc.stdout, "fio direct=1")
-    assert len(lsio_rows) == 3, proc.stdout  # one per workload (a, b, c), warm only
-    assert fio_rows, proc.stdout
-    for cells in lsio_rows + _rows(proc.stdout, "fio buffered"):
+    lsio_rows = _rows(out, "lsio")
+    fio_rows = _rows(out, "fio buffered") + _rows(out, "fio direct=1")
+    assert len(lsio_rows) == 3, out  # one per workload (a, b, c), warm only
+    assert len(fio_rows) >= 5, out  # a, b, c, d, f
+    for cells in lsio_rows + _rows(out, "fio buffered"):
         assert _throughput(cells) > 0, cells  # ran and returned the right byte count
+
+    # The planner workloads: coalescing on and off, and the on / off ratio under each table.
+    for name in ("lsio coalesce", "lsio no coalesce", "plain loop"):
+        rows = _rows(out, name)
+        assert len(rows) == (2 if name.startswith("lsio") else 5), (name, out)  # d, f (all)
+        assert all(_throughput(cells) > 0 for cells in rows), rows
+    assert len(re.findall(r"Coalescing on / off.*: auto \*\*\d+\.\d\dx\*\*", out)) == 2, out
+    assert out.count("requests become") == 2, out
+
+    # The planning-speed table (no I/O).
+    for step in ("`lsio._request.normalize`", "`lsio._plan.plan`"):
+        (cells,) = _rows(out, step, prefix=True)
+        assert _ms(cells[1]) > 0, cells
 
     doc = (tmp_path / "bench.md").read_text()
     assert "<!-- bench_local:start -->" in doc and "<!-- bench_local:end -->" in doc
-    assert (tmp_path / "results.json").stat().st_size > 0
+    assert "### Planning speed" in doc
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["planning"]["n_requests"] == 100_000
+    planned = results["planned_reads"]
+    assert planned["d"]["n_requests"] == 2800
+    assert planned["f"]["reads_on"] < planned["f"]["reads_off"] == 5000  # 0-gaps always merge
