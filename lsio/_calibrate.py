@@ -6,8 +6,9 @@ page cache dropped first when running as root): the latency of single 4 KiB read
 random-read throughput at several queue depths, and 1 MiB random-read bandwidth. From those:
 
 * ``queue_depth``: the smallest depth reaching 90% of the best 4 KiB throughput;
-* ``max_gap``: the break-even gap, bandwidth / IOPS: reading through a gap smaller than this
-  costs less than issuing one more read (rounded down to a power of two);
+* ``max_gap``: the break-even gap, bandwidth / (2 x IOPS): reading through a smaller gap
+  costs less than one more read, counting that a merged read also takes one queue slot
+  where two reads ran in parallel (rounded down to a power of two);
 * ``max_read``: enough bytes per read to cover ~8 reads' worth of latency at full bandwidth,
   between 4 MiB (kvikio's task size) and 64 MiB;
 * the preset: ``network_fs`` for network filesystems, ``hdd`` when a read takes >= 2 ms
@@ -104,7 +105,7 @@ def choose(path: str, latency: float, iops: dict[int, float], bandwidth: float) 
     kind = detect_preset(path)
     if kind not in ("network_fs", "cloud"):
         kind = "hdd" if latency >= 2e-3 else "nvme"
-    gap = _pow2_floor(bandwidth / best)
+    gap = _pow2_floor(bandwidth / best / 2)
     read = min(64 * MiB, max(4 * MiB, _pow2_floor(bandwidth * latency * 8) * 2))
     return PRESETS[kind].with_(queue_depth=depth, max_gap=gap, max_read=read)
 
@@ -148,8 +149,8 @@ def main(path: str) -> int:
     p = c.preset
     print(f"\npreset: {p.name}  (detected from the path alone: {detect_preset(c.path)})")
     print(f"  queue_depth = {p.queue_depth}   (90% of the best 4 KiB throughput)")
-    print(f"  max_gap     = {p.max_gap}   (bandwidth / IOPS = "
-          f"{c.bandwidth / max(c.iops.values()):,.0f} bytes, rounded down to a power of 2)")
+    print(f"  max_gap     = {p.max_gap}   (bandwidth / (2 x IOPS) = "
+          f"{c.bandwidth / max(c.iops.values()) / 2:,.0f} bytes, rounded down to a power of 2)")
     print(f"  max_read    = {p.max_read}")
     print(f"\nlsio.Reader(preset={p.name!r}, queue_depth={p.queue_depth}, "
           f"max_gap={p.max_gap}, max_read={p.max_read})")

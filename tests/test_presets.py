@@ -50,13 +50,13 @@ class ChooseCase:
 
 
 CHOOSE_CASES = [
-    # this machine's figures (FIELD_NOTES): 2.1 GB/s / 150 k IOPS = 14 KB -> 8 KiB
+    # this machine's figures (FIELD_NOTES): 2.1 GB/s / (2 x 152 k IOPS) = 6.9 KB -> 4 KiB
     ChooseCase("fast-ssd", 100e-6, {1: 9e3, 16: 90e3, 64: 150e3, 128: 152e3}, 2.1e9,
-               "nvme", 64, 8192),
+               "nvme", 64, 4096),
     ChooseCase("depth-saturates-early", 80e-6, {1: 12e3, 16: 140e3, 64: 150e3}, 1e9,
-               "nvme", 16, 4096),
+               "nvme", 16, 2048),
     ChooseCase("spinning-disk", 8e-3, {1: 120, 16: 180, 64: 190}, 150e6, "hdd", 16,
-               524288),
+               262144),
 ]
 
 
