@@ -168,8 +168,9 @@ class Reader:
     ----------
     preset
         Tuning for a kind of storage: ``"nvme"``, ``"hdd"``, ``"network_fs"``, ``"cloud"``
-        (see ``lsio.PRESETS``). ``None`` (default): picked per call from where the first
-        path lives (sysfs ``rotational``, the filesystem type, a URL scheme).
+        (``lsio/_presets.py`` gives each number's source). ``None`` (default): picked per
+        call from where the first path lives (sysfs ``rotational``, the filesystem type, a
+        URL scheme).
     queue_depth
         Reads in flight per call (default: the preset's; 64 for ``nvme``).
     coalesce

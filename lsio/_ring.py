@@ -61,7 +61,7 @@ RING_FILES = 1024
 at ``RLIMIT_NOFILE``, which the kernel applies to the table size. Direct descriptors use no
 process file descriptors."""
 
-DIRECT_OFF, DIRECT_ON = 0, 1
+DIRECT_OFF, DIRECT_ON = 0, 1  # values of lsio_batch.fdirect (the C tests fdirect == 1)
 
 
 def _new_ring(err: Any) -> Any:
@@ -118,10 +118,10 @@ class _Batch:
     err: npt.NDArray[np.int32]
     statbuf: npt.NDArray[np.uint8]
 
-    def __init__(self, phase: int, paths: list[str], *, max_inflight: int,
-                 fail_fast: bool) -> None:
-        n = len(paths)
-        self.blob, self.path_ptrs = _path_table(paths)
+    def __init__(self, phase: int, table: tuple[bytes, npt.NDArray[np.uint64]], *,
+                 max_inflight: int, fail_fast: bool) -> None:
+        self.blob, self.path_ptrs = table  # shared by the pieces of one call
+        n = len(self.path_ptrs)
         self.c = ffi.new("lsio_batch *")
         self.keep: list[Any] = []
         c = self.c
@@ -238,7 +238,8 @@ class Ring:
     # -- the two operations the local backend needs -----------------------------------
     async def stat(self, paths: list[str], *, queue_depth: int) -> StatResult:
         """statx every path through the ring (no file is opened)."""
-        b = _Batch(lib.LSIO_PHASE_STAT, paths, max_inflight=queue_depth, fail_fast=False)
+        b = _Batch(lib.LSIO_PHASE_STAT, _path_table(paths), max_inflight=queue_depth,
+                   fail_fast=False)
         b.statbuf = np.zeros(256 * max(len(paths), 1), np.uint8)
         b.c.statbuf = ffi.cast("unsigned char *", b.statbuf.ctypes.data)
         b.set_log(len(paths))
@@ -272,9 +273,10 @@ class Ring:
         err = np.zeros(plan.nops, np.int32)
 
         stop_flag = np.zeros(1, np.int32)
+        table = _path_table(paths)  # encoded once, however many pieces
 
         def batch(lo: int, hi: int) -> _Batch:
-            b = _Batch(lib.LSIO_PHASE_READ, paths, max_inflight=queue_depth, fail_fast=True)
+            b = _Batch(lib.LSIO_PHASE_READ, table, max_inflight=queue_depth, fail_fast=True)
             b._arr("int *", "stop_flag", stop_flag)
             b.keep.append(keepalive)
             b.fsize[:] = file_size

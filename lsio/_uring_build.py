@@ -24,9 +24,6 @@ CDEF = r"""
 static const int LSIO_HAS_STATX_DIOALIGN;
 static const int LSIO_PHASE_STAT;
 static const int LSIO_PHASE_READ;
-static const int LSIO_DIRECT_OFF;
-static const int LSIO_DIRECT_ON;
-static const long long LSIO_MAX_RW;
 
 typedef struct lsio_batch {
     int phase;
@@ -60,7 +57,6 @@ typedef struct lsio_batch {
     long long nactive;
     long long *log;
     long long nlog;
-    long long nerr;
     unsigned char *statbuf;
     int *fstate;
     int *stop_flag;
@@ -70,13 +66,11 @@ typedef struct lsio_ring lsio_ring;
 
 lsio_ring *lsio_ring_new(unsigned queue_depth, unsigned nfiles, int *err);
 int lsio_ring_eventfd(lsio_ring *r);
-int lsio_ring_fd(lsio_ring *r);
 void lsio_ring_free(lsio_ring *r);
 int lsio_ring_add(lsio_ring *r, lsio_batch *b);
 void lsio_ring_remove(lsio_ring *r, lsio_batch *b);
 int lsio_pump(lsio_ring *r, int max_cqes);
 int lsio_batch_finished(lsio_batch *b);
-long long lsio_ring_inflight(lsio_ring *r);
 int lsio_ring_drain(lsio_ring *r);
 int lsio_run_blocking(lsio_ring *r, lsio_batch *b);
 double lsio_cached_share(const char *path);
@@ -111,10 +105,6 @@ static const int LSIO_HAS_STATX_DIOALIGN = 0;
 
 static const int LSIO_PHASE_STAT = 0;
 static const int LSIO_PHASE_READ = 1;
-static const int LSIO_DIRECT_OFF = 0;
-static const int LSIO_DIRECT_ON = 1;
-/* Linux read() returns at most 0x7ffff000 bytes; planned reads never exceed it. */
-static const long long LSIO_MAX_RW = 0x7ffff000LL;
 
 typedef struct lsio_batch {
     int phase;
@@ -148,7 +138,6 @@ typedef struct lsio_batch {
     long long nactive;
     long long *log;
     long long nlog;
-    long long nerr;
     unsigned char *statbuf;
     int *fstate;
     int *stop_flag;
@@ -216,8 +205,6 @@ fail:
 }
 
 int lsio_ring_eventfd(lsio_ring *r) { return r->efd; }
-int lsio_ring_fd(lsio_ring *r) { return r->ring.ring_fd; }
-long long lsio_ring_inflight(lsio_ring *r) { return r->inflight; }
 int lsio_ring_free_files(lsio_ring *r) { return r->nfree; }
 
 void lsio_ring_free(lsio_ring *r) {
@@ -314,7 +301,6 @@ static long long file_of_op(lsio_batch *b, long long op) {
 }
 
 static void fail(lsio_batch *b) {
-    b->nerr++;
     if (b->fail_fast) {
         b->stopping = 1;
         /* sibling batches of one call, on other threads' rings, stop too */
