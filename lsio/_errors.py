@@ -15,10 +15,13 @@ class BackendWarning(UserWarning):
     """lsio fell back to a slower backend; the message says why and how to fix it."""
 
 
-def request_error(err: int, reqs: Requests, index: int) -> OSError:
-    """``OSError(err, strerror, path)`` for request ``index``, as ``open`` would raise it."""
+def request_error(err: int, reqs: Requests, index: int, detail: str | None = None
+                  ) -> OSError:
+    """``OSError(err, strerror, path)`` for request ``index``, as ``open`` would raise it;
+    ``detail`` (what the server answered, for URLs) joins the message."""
     path = reqs.paths[int(reqs.file[index])]
-    exc = OSError(err, os.strerror(err), path)  # OSError picks the subclass from errno
-    exc.request_index = index  # type: ignore[attr-defined]
+    text = os.strerror(err) if detail is None else f"{os.strerror(err)}: {detail}"
+    exc = OSError(err, text, path)  # OSError picks the subclass from errno
+    exc.request_index = reqs.caller_index(index)  # type: ignore[attr-defined]
     exc.add_note(f"lsio: while reading {reqs.describe(index)}")
     return exc

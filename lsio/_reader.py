@@ -4,10 +4,12 @@ flow. Every default tuning number lives here, with where it comes from."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sys
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -19,10 +21,14 @@ from ._errors import BackendWarning, request_error
 from ._memory import allocate
 from ._plan import LINUX_MAX_RW, Plan, plan
 from ._presets import PRESETS, Preset, detect_preset
+from ._progress import ProgressArg, make_progress
 from ._request import Requests, normalize
 from ._results import Results
+from ._ring import StatResult
 from ._sync import run_sync
-from .backends._base import Backend, ReadResult
+from ._url import HttpOptions, is_url, local_path
+from .backends._base import Backend
+from .backends.http import HttpCall
 from .backends.local import UringBackend
 from .backends.threads import ThreadsBackend
 
@@ -63,6 +69,8 @@ ARENA_ALIGN = 64
 """Region alignment in the result arena for buffered reads: one cache line."""
 
 DirectMode = bool | None
+_Progress = Callable[[npt.NDArray[np.int64], "Results", npt.NDArray[np.int64]], None]
+"""Told (request indices in the caller's list, the part's results, indices in the part)."""
 BackendName = Literal["uring", "threads"]
 
 _probe_result: list[str | None] = []
@@ -193,6 +201,9 @@ class Reader:
         Files open at once per call (default 128, at most a quarter of ``ulimit -n``).
     threads
         Worker threads of the fallback backend.
+    http
+        :class:`lsio.HttpOptions` for URLs (``http(s)://``, ``s3://``, ``gs://``,
+        ``az://``): concurrency, retries, timeouts, headers, S3 endpoint and credentials.
     """
 
     def __init__(
@@ -207,6 +218,7 @@ class Reader:
         backend: BackendName | None = None,
         max_open_files: int | None = None,
         threads: int = DEFAULT_THREADS,
+        http: HttpOptions | None = None,
     ) -> None:
         if queue_depth is not None and (not isinstance(queue_depth, int) or isinstance(
                 queue_depth, bool) or not 1 <= queue_depth <= _ring.RING_ENTRIES):
@@ -226,6 +238,11 @@ class Reader:
                              f"{max_open_files!r}")
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"lsio: threads must be a positive int, got {threads!r}")
+        if http is not None and not isinstance(http, HttpOptions):
+            raise TypeError(f"lsio: http must be an lsio.HttpOptions, got {type(http).__name__}")
+        self.http = http or HttpOptions()
+        self._signers: dict[str, Any] = {}
+        """S3 signers by region, found on first use (credential lookup takes ~0.1 s)."""
         self.preset = preset
         self.queue_depth = queue_depth
         self.coalesce = coalesce
@@ -261,20 +278,94 @@ class Reader:
 
     # -- the flow -------------------------------------------------------------------
     async def _run(self, requests: Iterable[Any], out: Sequence[Any] | None,
-                   progress: Any = None) -> tuple[Requests, Plan, Results, ReadResult | None,
-                                                  _Tracker]:
+                   progress: _Progress | None = None) -> Results:
         reqs = normalize(requests)
         caps = _check_out(out, len(reqs))
+        start = getattr(progress, "start", None)
+        if start is not None:
+            start(len(reqs))
+        remote = np.fromiter(map(is_url, reqs.paths), bool, len(reqs.paths))
+        if not remote.any():
+            return await self._run_part(reqs, out, caps, progress, remote=False)
+        async with _deadline(self.http.timeout, reqs):
+            if remote.all():
+                return await self._run_part(reqs, out, caps, progress, remote=True)
+            return await self._run_mixed(reqs, remote, out, caps, progress)
+
+    async def _run_mixed(self, reqs: Requests, remote: npt.NDArray[np.bool_],
+                         out: Sequence[Any] | None, caps: npt.NDArray[np.int64],
+                         progress: _Progress | None) -> Results:
+        """Local and remote requests in one call: each part planned for its own storage,
+        both running at once."""
+        parts = [reqs.part(~remote), reqs.part(remote)]
+        tasks = []
+        for is_remote, part in zip((False, True), parts, strict=True):
+            assert part.number is not None
+            sub_out = None if out is None else [out[i] for i in part.number]
+            tasks.append(asyncio.ensure_future(self._run_part(
+                part, sub_out, caps[part.number] if out is not None else caps, progress,
+                remote=is_remote)))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for t in tasks:
+                t.cancel()
+            outcome = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [e for e in outcome if isinstance(e, BaseException)
+                  and not isinstance(e, asyncio.CancelledError)]
+        if errors:
+            raise min(errors, key=lambda e: getattr(e, "request_index", len(reqs)))
+        if any(isinstance(e, BaseException) for e in outcome):
+            raise asyncio.CancelledError()
+        return Results.merge(len(reqs), [(r, part.number)  # type: ignore[misc]
+                                         for r, part in zip(outcome, parts, strict=True)])
+
+    async def _run_part(self, reqs: Requests, out: Sequence[Any] | None,
+                        caps: npt.NDArray[np.int64], progress: _Progress | None, *,
+                        remote: bool) -> Results:
+        """request -> plan -> backend -> result for requests of one kind of storage."""
         tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
-        stat = await self._backend.stat(reqs.paths,
-                                        queue_depth=max(tune.queue_depth, STAT_DEPTH))
+        call: HttpCall | None = None
+        detail: dict[int, str] = {}
+        if remote:
+            call = HttpCall(reqs.paths, self.http, self._signers, probe_size=tune.max_read,
+                            concurrency=self.http.concurrency or tune.queue_depth)
+            need = np.zeros(len(reqs.paths), bool)
+            need[reqs.file[(reqs.length < 0) | (reqs.offset < 0)]] = True
+            stat, detail = await call.stat(need)
+        else:
+            if any(p[:7].lower() == "file://" for p in reqs.paths):
+                reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
+            stat = await self._backend.stat(reqs.paths,
+                                            queue_depth=max(tune.queue_depth, STAT_DEPTH))
         bad = np.flatnonzero(stat.err[reqs.file])
         if len(bad):
-            raise request_error(int(stat.err[reqs.file[bad[0]]]), reqs, int(bad[0]))
+            file = int(reqs.file[bad[0]])
+            raise request_error(int(stat.err[file]), reqs, int(bad[0]), detail.get(file))
+        if call is not None:
+            served = _serve_from_memory(call, reqs, stat.size, out, caps, progress)
+            if served is not None:
+                done, early = served
+                rest = reqs.select(~done)
+                assert rest.number is not None
+                late = await self._read_part(rest, stat, call, tune, None if out is None else
+                                             [out[i] for i in np.flatnonzero(~done)],
+                                             caps[~done] if out is not None else caps,
+                                             progress)
+                return Results.merge(len(reqs), [(early, np.flatnonzero(done)),
+                                                 (late, np.flatnonzero(~done))])
+        return await self._read_part(reqs, stat, call, tune, out, caps, progress)
 
-        warm = self._backend.name == "uring" and self.direct is not True and _looks_cached(
-            reqs.paths)
-        direct = (self._direct_modes(stat.align) if out is None and not warm
+    async def _read_part(self, reqs: Requests, stat: StatResult, call: HttpCall | None,
+                         tune: Preset, out: Sequence[Any] | None,
+                         caps: npt.NDArray[np.int64], progress: _Progress | None) -> Results:
+        """plan -> backend -> result, once the sizes are known."""
+        remote = call is not None
+        detail: dict[int, str] = {}
+
+        warm = (not remote and self._backend.name == "uring" and self.direct is not True
+                and _looks_cached(reqs.paths))
+        direct = (self._direct_modes(stat.align) if out is None and not warm and not remote
                   else np.zeros(len(reqs.paths), np.int32))
         align = np.where(direct != _ring.DIRECT_OFF,
                          np.where(stat.align > 0, stat.align, FALLBACK_ALIGN), 1)
@@ -289,45 +380,54 @@ class Reader:
             small = np.flatnonzero(caps < p.req_length)
             if len(small):
                 i = int(small[0])
-                raise ValueError(f"lsio: out[{i}] holds {caps[i]} bytes but "
-                                 f"{reqs.describe(i)} returns {p.req_length[i]}")
+                raise ValueError(f"lsio: out[{reqs.caller_index(i)}] holds {caps[i]} bytes "
+                                 f"but {reqs.describe(i)} returns {p.req_length[i]}")
             buffers = list(out)
         tracker = _Tracker(p)
         results = Results(buffers, p.req_base, p.req_buf, tracker.lengths)
+
+        def report(finished: npt.NDArray[np.int64]) -> None:
+            assert progress is not None
+            progress(finished if reqs.number is None else reqs.number[finished], results,
+                     finished)
+
         if p.nops == 0:
             if progress is not None:
-                progress(np.arange(len(reqs), dtype=np.int64), results, tracker)
-            return reqs, p, results, None, tracker
+                report(np.arange(len(reqs), dtype=np.int64))
+            return results
 
         on_progress = None
         if progress is not None:
             empty = np.flatnonzero(p.req_group < 0)  # nothing to read: finished already
             if len(empty):
-                progress(empty, results, tracker)
+                report(empty)
 
             def on_progress(ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64],
                             err: npt.NDArray[np.int32]) -> None:
                 ok = ops[err[ops] == 0]
                 finished = tracker.update(ok, done)
                 if len(finished):
-                    progress(finished, results, tracker)
+                    report(finished)
 
-        res = await self._backend.read(
-            reqs.paths, stat, direct, p, buffers, queue_depth=tune.queue_depth,
-            max_open=self._max_open(), on_progress=on_progress,
-            workers=_CORES if warm and (p.nops >= PARALLEL_MIN_READS
-                                        or p.bytes_read >= PARALLEL_MIN_BYTES) else 1,
-        )
+        if call is not None:
+            res, detail = await call.read(p, buffers, on_progress)
+        else:
+            res = await self._backend.read(
+                reqs.paths, stat, direct, p, buffers, queue_depth=tune.queue_depth,
+                max_open=self._max_open(), on_progress=on_progress,
+                workers=_CORES if warm and (p.nops >= PARALLEL_MIN_READS
+                                            or p.bytes_read >= PARALLEL_MIN_BYTES) else 1,
+            )
         failed = np.flatnonzero(res.err)
         if len(failed):
             groups = np.unique(p.op_group[failed])
             victims = tracker.requests_of(groups)
             first = int(victims.min())
             op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
-            raise request_error(int(res.err[op]), reqs, first)
+            raise request_error(int(res.err[op]), reqs, first, detail.get(int(op)))
         if progress is None and np.any(res.done != p.op_length):
             tracker.update(np.arange(p.nops, dtype=np.int64), res.done)
-        return reqs, p, results, res, tracker
+        return results
 
     def _direct_modes(self, align: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         if self._backend.name != "uring" or self.direct is False:
@@ -339,34 +439,44 @@ class Reader:
         # direct=None reaching here means the sample found the data mostly not cached.
         return np.where(ok, _ring.DIRECT_ON, _ring.DIRECT_OFF).astype(np.int32)
 
-    async def read_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None
-                        ) -> Results:
+    async def read_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
+                        progress: ProgressArg = False) -> Results:
         """Read every request; the result is in request order.
 
         On the first failing request, lsio stops starting new reads, waits for the reads in
         flight, and raises that request's ``OSError`` (the lowest request index among the
-        failures seen); no partial results are returned.
+        failures seen); no partial results are returned. ``progress=True`` shows a
+        ``tqdm`` bar of chunks and bytes; a callable gets ``(chunks_done, chunks_total,
+        bytes_done)``.
         """
-        return (await self._run(requests, out))[2]
+        bar = make_progress(progress)
+        try:
+            return await self._run(requests, out, bar)
+        finally:
+            if bar is not None:
+                bar.close()
 
-    def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None
-                       ) -> Results:
+    def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
+                       progress: ProgressArg = False) -> Results:
         """Blocking :meth:`read_many`; safe to call from inside a running event loop."""
-        return run_sync(self.read_many(requests, out=out))
+        return run_sync(self.read_many(requests, out=out, progress=progress))
 
-    async def iter_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None
+    async def iter_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
+                        progress: ProgressArg = False
                         ) -> AsyncIterator[tuple[int, memoryview]]:
         """Yield ``(index, chunk)`` as each request completes (completion order)."""
-        queue: asyncio.Queue[npt.NDArray[np.int64] | None] = asyncio.Queue()
-        holder: list[Results] = []
+        bar = make_progress(progress)
+        queue: asyncio.Queue[tuple[npt.NDArray[np.int64], Results, npt.NDArray[np.int64]]
+                             | None] = asyncio.Queue()
 
-        def progress(finished: npt.NDArray[np.int64], results: Results,
-                     tracker: _Tracker) -> None:
-            if not holder:
-                holder.append(results)
-            queue.put_nowait(finished)
+        def report(finished: npt.NDArray[np.int64], results: Results,
+                   local: npt.NDArray[np.int64]) -> None:
+            queue.put_nowait((finished, results, local))
+            if bar is not None:
+                bar(finished, results, local)
+        report.start = bar.start if bar is not None else None  # type: ignore[attr-defined]
 
-        task = asyncio.ensure_future(self._run(requests, out, progress))
+        task = asyncio.ensure_future(self._run(requests, out, report))
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while True:
@@ -374,12 +484,68 @@ class Reader:
                 if batch is None:
                     task.result()  # raises the read's error, if any
                     return
-                for i in batch:
-                    yield int(i), holder[0][int(i)]
+                finished, results, local = batch
+                for i, k in zip(finished.tolist(), local.tolist(), strict=True):
+                    yield i, results[k]
         finally:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            if bar is not None:
+                bar.close()
+
+
+@asynccontextmanager
+async def _deadline(seconds: float | None, reqs: Requests) -> AsyncIterator[None]:
+    """The call's overall deadline (``HttpOptions.timeout``), as a TimeoutError."""
+    if seconds is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise TimeoutError(errno.ETIMEDOUT, f"lsio: read_many of {len(reqs)} requests did "
+                           f"not finish within HttpOptions.timeout={seconds} s") from None
+
+
+def _serve_from_memory(call: HttpCall, reqs: Requests, size: npt.NDArray[np.int64],
+                       out: Sequence[Any] | None, caps: npt.NDArray[np.int64],
+                       progress: _Progress | None
+                       ) -> tuple[npt.NDArray[np.bool_], Results] | None:
+    """Requests whose bytes the size probes already hold (a small object read whole costs
+    one GET): their results are views of the probe buffers, or copied into ``out``."""
+    have, index, buffers = call.bodies()
+    if not buffers:
+        return None
+    f = reqs.file
+    fsize = size[f]
+    start = np.where(reqs.offset < 0, np.maximum(fsize + reqs.offset, 0),
+                     np.minimum(reqs.offset, fsize))
+    end = np.where(reqs.length < 0, fsize, np.minimum(start + reqs.length, fsize))
+    done = (have[f] >= 0) & (end <= have[f])
+    if not done.any():
+        return None
+    idx = np.flatnonzero(done)
+    lengths = end[idx] - start[idx]
+    if out is not None:
+        small = np.flatnonzero(caps[idx] < lengths)
+        if len(small):
+            i = int(idx[small[0]])
+            raise ValueError(f"lsio: out[{reqs.caller_index(i)}] holds {caps[i]} bytes but "
+                             f"{reqs.describe(i)} returns {int(end[i] - start[i])}")
+        for k, i in enumerate(idx.tolist()):
+            body = buffers[int(index[f[i]])]
+            memoryview(out[i]).cast("B")[:lengths[k]] = body[start[i]:end[i]]
+        early = Results(list(out), idx, np.zeros(len(idx), np.int64), lengths)
+    else:
+        early = Results(buffers, index[f[idx]], start[idx], lengths)
+    if progress is not None:
+        progress(idx if reqs.number is None else reqs.number[idx], early,
+                 np.arange(len(idx), dtype=np.int64))
+    return done, early
 
 
 def _check_out(out: Sequence[Any] | None, n: int) -> npt.NDArray[np.int64]:

@@ -50,16 +50,41 @@ class Requests:
     length: npt.NDArray[np.int64]
     """Requested length, ``-1`` for "to the end of the file"."""
 
+    number: npt.NDArray[np.int64] | None = None
+    """Each request's index in the caller's list, when this is a part of it."""
+
     def __len__(self) -> int:
         return len(self.file)
+
+    def caller_index(self, index: int) -> int:
+        """Index of request ``index`` in the caller's list."""
+        return index if self.number is None else int(self.number[index])
 
     def describe(self, index: int) -> str:
         """Human text for request ``index``, for error messages."""
         length = int(self.length[index])
         return (
-            f"request #{index} (path={self.paths[int(self.file[index])]!r}, "
+            f"request #{self.caller_index(index)} (path={self.paths[int(self.file[index])]!r}, "
             f"offset={int(self.offset[index])}, length={None if length < 0 else length})"
         )
+
+    def part(self, files: npt.NDArray[np.bool_]) -> Requests:
+        """The requests of the files ``files`` selects, as a list of their own."""
+        keep = files[self.file]
+        number = np.flatnonzero(keep)
+        remap = np.cumsum(files) - 1
+        return Requests([p for p, k in zip(self.paths, files, strict=True) if k],
+                        remap[self.file[keep]], self.offset[keep], self.length[keep],
+                        number if self.number is None else self.number[number])
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> Requests:
+        """The requests ``keep`` selects (same paths), as a list of their own."""
+        number = np.flatnonzero(keep)
+        return Requests(self.paths, self.file[keep], self.offset[keep], self.length[keep],
+                        number if self.number is None else self.number[number])
+
+    def with_paths(self, paths: list[str]) -> Requests:
+        return Requests(paths, self.file, self.offset, self.length, self.number)
 
 
 def _bad(index: int, item: Any, why: str, exc: type[Exception] = ValueError) -> Exception:

@@ -30,6 +30,22 @@ class Results(Sequence[memoryview]):
         self.lengths = lengths
         """Length of every chunk, as an array (``len(results[i]) == results.lengths[i]``)."""
 
+    @classmethod
+    def merge(cls, n: int, parts: list[tuple[Results, npt.NDArray[np.int64]]]) -> Results:
+        """One result list of ``n`` chunks from parts, each with the request index of each
+        of its chunks (a call mixing local and remote requests)."""
+        merged = cls.__new__(cls)
+        merged._views = []
+        merged._base = np.zeros(n, np.int64)
+        merged._start = np.zeros(n, np.int64)
+        merged.lengths = np.zeros(n, np.int64)
+        for part, index in parts:
+            merged._base[index] = part._base + len(merged._views)
+            merged._start[index] = part._start
+            merged.lengths[index] = part.lengths
+            merged._views.extend(part._views)
+        return merged
+
     def __len__(self) -> int:
         return len(self.lengths)
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system packages lsio needs: liburing (headers + library, to build the io_uring
-# binding) and, with --bench, fio (the benchmarks' and their smoke test's yardstick).
+# binding) and, with --bench (what `make test` uses), fio (the local benchmarks' yardstick)
+# and nginx-light (the real HTTP server of the remote tests and benchmarks).
 # Uses apt-get when run as root on Debian/Ubuntu; otherwise prints the command to run.
 set -euo pipefail
 [ "$(uname -s)" = Linux ] || { echo "system-deps: not Linux, io_uring unavailable; lsio will use threads"; exit 0; }
 need=()
 [ -f /usr/include/liburing.h ] || need+=(liburing-dev)
-if [ "${1:-}" = "--bench" ]; then command -v fio >/dev/null || need+=(fio); fi
+if [ "${1:-}" = "--bench" ]; then
+  command -v fio >/dev/null || need+=(fio)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "system-deps: installing ${need[*]}"

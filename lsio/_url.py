@@ -1,0 +1,220 @@
+"""Remote locations: which paths are URLs, and the HTTP(S) address each one is read from.
+
+Pure functions (no I/O): ``s3://``, ``gs://`` and ``az://`` URLs become the HTTPS URLs of
+their services' REST APIs, so one HTTP engine reads them all.
+
+- ``http(s)://host/path``: itself; anonymous, or with :attr:`HttpOptions.headers`.
+- ``s3://bucket/key``: ``https://bucket.s3.REGION.amazonaws.com/key`` (or ``ENDPOINT/bucket/key``
+  for S3-compatible stores); SigV4-signed when credentials are found (``lsio[s3]``), else
+  anonymous.
+- ``gs://bucket/object``: ``https://storage.googleapis.com/bucket/object``; anonymous (public
+  buckets), or a bearer token in :attr:`HttpOptions.headers`.
+- ``az://container/blob``: ``https://ACCOUNT.blob.core.windows.net/container/blob``; anonymous
+  (public containers) or ``$AZURE_STORAGE_SAS_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import quote, unquote
+
+__all__ = ["HttpOptions", "Target", "is_url", "resolve"]
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})
+
+Kind = Literal["http", "s3", "gs", "az"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    """How lsio talks to HTTP servers and object stores (``lsio.Reader(http=...)``).
+
+    Defaults and where they come from are in the README's options table."""
+
+    concurrency: int | None = None
+    """Requests in flight per call; ``None``: the preset's queue depth (32 for ``cloud``)."""
+
+    connections_per_host: int = 64
+    """Connection-pool cap per host and event loop (aiohttp's ``limit_per_host``)."""
+
+    retries: int = 5
+    """Further attempts after a failure that may pass (429, 5xx, reset, timeout, short
+    body); kvikio retries 3 times, obstore 10, botocore's standard mode 3 (4 attempts)."""
+
+    backoff: float = 0.1
+    """First retry delay in seconds; doubled each attempt, with full jitter (AWS's
+    "exponential backoff and jitter"); a ``Retry-After`` header is honoured."""
+
+    backoff_max: float = 10.0
+    """Longest single retry delay (seconds)."""
+
+    request_timeout: float = 30.0
+    """Deadline of one attempt, headers and body (seconds): obstore's default timeout."""
+
+    connect_timeout: float = 5.0
+    """Deadline to open a connection (seconds): obstore's default connect timeout."""
+
+    timeout: float | None = None
+    """Deadline of the whole call (seconds); ``None``: none beyond the retries'."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra headers (e.g. ``Authorization``) sent to the URL's own host only, never across
+    a redirect to another host."""
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, Ceph, moto...); default ``$AWS_ENDPOINT_URL_S3``,
+    ``$AWS_ENDPOINT_URL``, else AWS."""
+
+    region: str | None = None
+    """S3 region; default ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the AWS config file,
+    else ``us-east-1``."""
+
+    anonymous: bool | None = None
+    """S3: ``True`` never signs; ``None`` signs when credentials are found."""
+
+    azure_account: str | None = None
+    """Storage account for ``az://``; default ``$AZURE_STORAGE_ACCOUNT_NAME``."""
+
+    multi_range: bool = True
+    """Plain HTTP servers: ask for several ranges in one request (``multipart/byteranges``,
+    RFC 9110 14.6) when the server supports it (probed once per host); never for S3, GCS
+    and Azure, which do not."""
+
+    def __post_init__(self) -> None:
+        for name in ("retries", "connections_per_host"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (
+                    name == "connections_per_host"):
+                raise ValueError(f"lsio: HttpOptions.{name} must be a non-negative int, "
+                                 f"got {value!r}")
+        if self.concurrency is not None and (not isinstance(self.concurrency, int)
+                                             or self.concurrency < 1):
+            raise ValueError(f"lsio: HttpOptions.concurrency must be a positive int, got "
+                             f"{self.concurrency!r}")
+        for name in ("backoff", "backoff_max", "request_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"lsio: HttpOptions.{name} must be a number >= 0, got "
+                                 f"{value!r}")
+        if self.timeout is not None and (not isinstance(self.timeout, (int, float))
+                                         or self.timeout <= 0):
+            raise ValueError(f"lsio: HttpOptions.timeout must be > 0 or None, got "
+                             f"{self.timeout!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one remote path is fetched from."""
+
+    url: str
+    """HTTP(S) URL, percent-encoded, sent as is."""
+
+    kind: Kind
+    """Which service: decides signing and whether multi-range requests may be tried."""
+
+    region: str = ""
+    """S3 region for signing."""
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` names a remote object (``file://`` URLs are local paths)."""
+    m = _SCHEME.match(path)
+    return bool(m) and m.group(1).lower() in REMOTE_SCHEMES
+
+
+def local_path(path: str) -> str:
+    """``file:///x`` -> ``/x``; other paths unchanged."""
+    if path[:7].lower() == "file://":
+        rest = path[7:]
+        if rest.startswith("localhost/"):
+            rest = rest[9:]
+        return unquote(rest)
+    return path
+
+
+def _split_bucket(url: str, what: str) -> tuple[str, str]:
+    rest = url.split("://", 1)[1]
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        raise ValueError(f"lsio: {url!r} must look like {what}")
+    return bucket, key
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def s3_region(options: HttpOptions) -> str:
+    if options.region:
+        return options.region
+    env = _env("AWS_REGION", "AWS_DEFAULT_REGION")
+    if env:
+        return env
+    try:  # the config file (profile's region), when botocore is installed
+        import botocore.session
+
+        region = botocore.session.get_session().get_config_variable("region")
+        if region:
+            return str(region)
+    except Exception:  # noqa: BLE001 - no botocore, or an unreadable config: the default
+        pass
+    return "us-east-1"
+
+
+def _quote_key(key: str) -> str:
+    # S3/GCS/Azure object names: every byte but unreserved characters and '/' is encoded,
+    # as SigV4's canonical URI wants (RFC 3986 unreserved set).
+    return quote(key, safe="/~")
+
+
+def resolve(path: str, options: HttpOptions) -> Target:
+    """The :class:`Target` of a remote ``path`` (a URL :func:`is_url` accepts).
+
+    Raises ``ValueError`` naming the URL when it cannot be read from."""
+    scheme = path.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        host = path.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+        if not host or host.startswith(":"):
+            raise ValueError(f"lsio: {path!r} has no host")
+        return Target(path, "http")
+    if scheme == "s3":
+        bucket, key = _split_bucket(path, "s3://bucket/key")
+        region = s3_region(options)
+        endpoint = options.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        if endpoint:  # S3-compatible servers: path-style addressing
+            return Target(f"{endpoint.rstrip('/')}/{bucket}/{_quote_key(key)}", "s3", region)
+        if "." in bucket:  # virtual-hosted names with dots break TLS host matching
+            return Target(f"https://s3.{region}.amazonaws.com/{bucket}/{_quote_key(key)}",
+                          "s3", region)
+        return Target(f"https://{bucket}.s3.{region}.amazonaws.com/{_quote_key(key)}", "s3",
+                      region)
+    if scheme in ("gs", "gcs"):
+        bucket, key = _split_bucket(path, "gs://bucket/object")
+        return Target(f"https://storage.googleapis.com/{bucket}/{_quote_key(key)}", "gs")
+    if scheme in ("az", "abfs"):
+        container, blob = _split_bucket(path, "az://container/blob")
+        if "@" in container:  # abfs://container@account.dfs.core.windows.net/blob
+            container, host = container.split("@", 1)
+            account = host.split(".", 1)[0]
+        else:
+            account = options.azure_account or _env("AZURE_STORAGE_ACCOUNT_NAME",
+                                                    "AZURE_STORAGE_ACCOUNT") or ""
+        if not account:
+            raise ValueError(f"lsio: {path!r}: no Azure storage account; set "
+                             "HttpOptions(azure_account=...) or $AZURE_STORAGE_ACCOUNT_NAME")
+        url = f"https://{account}.blob.core.windows.net/{container}/{_quote_key(blob)}"
+        sas = _env("AZURE_STORAGE_SAS_TOKEN")
+        if sas:
+            url += "?" + sas.lstrip("?")
+        return Target(url, "az")
+    raise ValueError(f"lsio: {path!r}: unsupported URL scheme {scheme!r}; lsio reads local "
+                     f"paths, file://, {', '.join(sorted(REMOTE_SCHEMES))}")
