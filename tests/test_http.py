@@ -1,0 +1,414 @@
+"""Remote reads: a real nginx on loopback (byte-for-byte against the served files, with
+hypothesis), an in-process fault-injecting range server, and moto's S3 server (signed
+requests). Every test checks bytes against the source, or the exact error."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import check_ok, random_bytes, run_python
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from servers import FaultServer, MotoServer
+
+import lsio
+from benchmarks.nginx import Nginx
+from lsio.backends import http as engine
+
+SIZES = {"big.bin": 3_000_000, "empty.bin": 0, "one.bin": 1,
+         **{f"s{i}.bin": 1000 + 7919 * i for i in range(12)}}
+
+
+def expected(root: Path, name: str, offset: int, length: int | None) -> bytes:
+    data = (root / name).read_bytes()
+    if offset < 0:
+        offset = max(0, len(data) + offset)
+    return data[offset:] if length is None else data[offset:offset + length]
+
+
+@pytest.fixture(scope="module")
+def served(module_data_dir: Path) -> Iterator[tuple[Nginx, Path]]:
+    """nginx serving SIZES from a real-disk directory (a file with a space, too)."""
+    root = module_data_dir / "www"
+    root.mkdir()
+    for k, (name, size) in enumerate(SIZES.items()):
+        (root / name).write_bytes(random_bytes(size, seed=k))
+    (root / "with space.bin").write_bytes(random_bytes(5000, seed=99))
+    with Nginx(root) as server:
+        yield server, root
+
+
+@pytest.fixture(scope="module")
+def faults() -> Iterator[FaultServer]:
+    server = FaultServer().start()
+    server.files["f.bin"] = random_bytes(200_000, seed=5)
+    server.files["big.bin"] = random_bytes(4_000_000, seed=6)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fs(faults: FaultServer) -> FaultServer:
+    faults.reset()
+    return faults
+
+
+def fast(**knobs: object) -> lsio.Reader:
+    """A reader with quick retries, so fault tests take milliseconds."""
+    opts = {"backoff": 0.001, "backoff_max": 0.01, **knobs}
+    return lsio.Reader(http=lsio.HttpOptions(**opts))  # type: ignore[arg-type]
+
+
+# -- nginx: a real server ---------------------------------------------------------------------
+
+CASES = [
+    ("big.bin", 0, 100), ("big.bin", 2_999_990, 100), ("big.bin", -50, None),
+    ("big.bin", 5_000_000, 10), ("big.bin", 123, 0), ("s3.bin", 0, None), ("empty.bin", 0, None),
+    ("one.bin", 0, None), ("one.bin", -5, None), ("big.bin", 100, 2_000_000),
+    ("with space.bin", 10, None), ("big.bin", 0, 100),  # duplicate
+]
+
+
+async def test_nginx_table(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    reqs = [(server.url(n), o, ln) for n, o, ln in CASES]
+    results = await lsio.read_many(reqs)
+    for (n, o, ln), got in zip(CASES, results, strict=True):
+        assert bytes(got) == expected(root, n, o, ln), (n, o, ln)
+
+
+async def test_nginx_many_small_ranges_use_multipart(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    data = (root / "big.bin").read_bytes()
+    rng = np.random.default_rng(1)
+    offsets = rng.integers(0, len(data) - 4096, 500)
+    reader = lsio.Reader(max_gap=0)  # no coalescing: only multipart can batch these
+    results = await reader.read_many([(server.url("big.bin"), int(o), 4096) for o in offsets])
+    for o, got in zip(offsets, results, strict=True):
+        assert bytes(got) == data[o:o + 4096]
+    assert engine._MULTI_OK[("http", "127.0.0.1", server.port)] is True
+
+
+async def test_nginx_big_object_in_parallel_parts(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    reader = lsio.Reader(max_read=256 * 1024)  # probe 256 KiB, then 11 parts at once
+    (got,) = await reader.read_many([(server.url("big.bin"), 0, None)])
+    assert bytes(got) == (root / "big.bin").read_bytes()
+
+
+async def test_mixed_local_and_remote(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    reqs = [(server.url("s1.bin"), 0, None), (str(root / "s2.bin"), 5, 100),
+            (f"file://{root / 's4.bin'}", 0, None), (server.url("big.bin"), -10, None),
+            (str(root / "s1.bin"), 0, None)]
+    results = await lsio.read_many(reqs)
+    names = ["s1.bin", "s2.bin", "s4.bin", "big.bin", "s1.bin"]
+    for name, (_, o, ln), got in zip(names, reqs, results, strict=True):
+        assert bytes(got) == expected(root, name, o, ln)
+    seen = {i: bytes(c) async for i, c in lsio.iter_many(reqs)}
+    assert seen == {i: bytes(r) for i, r in enumerate(results)}
+
+
+async def test_mixed_error_names_the_failing_request(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    reqs = [(str(root / "s1.bin"), 0, None), (server.url("missing.bin"), 0, 10),
+            (str(root / "s2.bin"), 0, None)]
+    with pytest.raises(FileNotFoundError) as info:
+        await lsio.read_many(reqs)
+    assert info.value.request_index == 1  # type: ignore[attr-defined]
+    assert "missing.bin" in str(info.value) and "404" in str(info.value)
+    # both parts failing: fail fast raises whichever failure was seen first, named right
+    reqs[2] = (str(root / "missing-too.bin"), 0, None)
+    with pytest.raises(FileNotFoundError) as info:
+        await lsio.read_many(reqs)
+    index = info.value.request_index  # type: ignore[attr-defined]
+    assert index in (1, 2) and info.value.filename == reqs[index][0]
+
+
+async def test_out_buffers_for_urls(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    out = [bytearray(100), np.zeros(SIZES["s5.bin"], np.uint8)]
+    reqs = [(server.url("big.bin"), 7, 100), (server.url("s5.bin"), 0, None)]
+    results = await lsio.read_many(reqs, out=out)
+    assert bytes(out[0]) == expected(root, "big.bin", 7, 100)
+    assert out[1].tobytes() == expected(root, "s5.bin", 0, None)
+    assert bytes(results[1]) == out[1].tobytes()
+    with pytest.raises(ValueError, match=r"out\[0\] holds 10 bytes"):
+        await lsio.read_many([(server.url("s5.bin"), 0, None)], out=[bytearray(10)])
+
+
+NAMES = sorted(SIZES) + ["with space.bin"]
+
+
+@st.composite
+def remote_requests(draw: st.DrawFn) -> list[tuple[str, int, int | None]]:
+    n = draw(st.integers(1, 30))
+    out = []
+    for _ in range(n):
+        name = draw(st.sampled_from(NAMES))
+        size = SIZES.get(name, 5000)
+        offset = draw(st.one_of(st.integers(0, size + 10), st.integers(-size - 10, -1)))
+        length = draw(st.one_of(st.none(), st.integers(0, 300_000)))
+        out.append((name, offset, length))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reqs=remote_requests(), gap=st.sampled_from([None, 0, 4096, 1 << 20]),
+       part=st.sampled_from([8192, 1 << 20]))
+def test_nginx_matches_source(served: tuple[Nginx, Path],
+                              reqs: list[tuple[str, int, int | None]], gap: int | None,
+                              part: int) -> None:
+    server, root = served
+    reader = lsio.Reader(max_gap=gap, coalesce=gap is not None, max_read=part)
+    results = reader.read_many_sync([(server.url(n), o, ln) for n, o, ln in reqs])
+    for (n, o, ln), got in zip(reqs, results, strict=True):
+        assert bytes(got) == expected(root, n, o, ln)
+
+
+def test_sessions_close_with_their_loops(served: tuple[Nginx, Path]) -> None:
+    """asyncio.run, uvloop.run and the sync twin each leave no unclosed session behind."""
+    server, root = served
+    proc = run_python("""
+        import asyncio, sys, threading, uvloop, lsio
+        url = sys.argv[1]
+        async def main():
+            return bytes((await lsio.read_many([(url, 0, 10)]))[0])
+        a = asyncio.run(main())
+        b = uvloop.run(main())
+        c = bytes(lsio.read_many_sync([(url, 0, 10)])[0])
+        out = []
+        threads = [threading.Thread(target=lambda: out.append(asyncio.run(main())))
+                   for _ in range(2)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        assert a == b == c == out[0] == out[1] and len(a) == 10
+        print("ok")
+    """, server.url("big.bin"), env={"PYTHONWARNINGS": "error"})
+    assert check_ok(proc).strip() == "ok"
+    assert "Unclosed" not in proc.stderr, proc.stderr
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+F = random_bytes(200_000, seed=5)
+
+
+@pytest.mark.parametrize("fault", ["503x3", "429x2", "resetx2", "badlenx2"])
+async def test_transient_faults_are_retried(fs: FaultServer, fault: str) -> None:
+    reqs = [(fs.url(fault, "f.bin"), 1000, 50_000), (fs.url("ok", "f.bin"), 0, None)]
+    got = await fast().read_many(reqs)
+    assert bytes(got[0]) == F[1000:51_000] and bytes(got[1]) == F
+    tries = [e for e in fs.requests_for("f.bin") if e["fault"] == fault]
+    assert len(tries) == int(fault.split("x")[1]) + 1
+
+
+async def test_truncated_body_resumes_after_received_bytes(fs: FaultServer) -> None:
+    (got,) = await fast().read_many([(fs.url("resetx1", "f.bin"), 0, 100_000)])
+    assert bytes(got) == F[:100_000]
+    ranges = [e["range"] for e in fs.requests_for("f.bin")]
+    assert ranges[0] == "bytes=0-99999"
+    assert ranges[1] != ranges[0] and ranges[1].endswith("-99999")  # resumed, not restarted
+
+
+async def test_slow_first_answer_times_out_and_retries(fs: FaultServer) -> None:
+    t0 = time.monotonic()
+    (got,) = await fast(request_timeout=0.3).read_many([(fs.url("slowx1", "f.bin"), 0, 10)])
+    assert bytes(got) == F[:10]
+    assert time.monotonic() - t0 < 1.9  # did not wait for the 2 s answer
+
+
+async def test_timeouts_exhaust_retries(fs: FaultServer) -> None:
+    with pytest.raises(TimeoutError) as info:
+        await fast(request_timeout=0.2, retries=1).read_many(
+            [(fs.url("slowx9", "f.bin"), 0, 10)])
+    assert info.value.errno == errno.ETIMEDOUT and "slowx9/f.bin" in str(info.value)
+    assert len(fs.requests_for("f.bin")) == 2
+
+
+async def test_overall_deadline(fs: FaultServer) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="HttpOptions.timeout=0.3"):
+        await fast(timeout=0.3).read_many([(fs.url("slowx9", "f.bin"), 0, 10)])
+    assert time.monotonic() - t0 < 1.5
+
+
+async def test_server_ignoring_range_is_fetched_once(fs: FaultServer) -> None:
+    reqs = [(fs.url("norange", "big.bin"), o, 1000) for o in range(0, 4_000_000, 100_000)]
+    got = await fast(concurrency=1).read_many(reqs)
+    big = fs.files["big.bin"]
+    assert [bytes(g) for g in got] == [big[o:o + 1000] for _, o, _ in reqs]
+    assert len(fs.requests_for("big.bin")) <= 2  # a multipart try, then one whole body
+
+
+async def test_server_capping_range_sizes(fs: FaultServer) -> None:
+    (got,) = await fast().read_many([(fs.url("short", "f.bin"), 10, 5000)])
+    assert bytes(got) == F[10:5010]
+    assert len(fs.requests_for("f.bin")) == 5
+
+
+async def test_wrong_content_range_is_an_error(fs: FaultServer) -> None:
+    with pytest.raises(OSError, match="Content-Range") as info:
+        await fast().read_many([(fs.url("wrongrange", "f.bin"), 10, 100)])
+    assert info.value.errno == errno.EIO
+
+
+@pytest.mark.parametrize("status,exc", [(404, FileNotFoundError), (410, FileNotFoundError),
+                                        (401, PermissionError), (403, PermissionError)])
+async def test_status_errors(fs: FaultServer, status: int, exc: type[OSError]) -> None:
+    url = fs.url(f"status{status}", "f.bin")
+    with pytest.raises(exc) as info:
+        await fast().read_many([(fs.url("ok", "f.bin"), 0, 10), (url, 0, 10)])
+    assert info.value.filename == url and str(status) in str(info.value)
+    assert info.value.request_index == 1  # type: ignore[attr-defined]
+    assert len([e for e in fs.log if e["fault"].startswith("status")]) == 1  # no retry
+
+
+async def test_server_errors_retry_then_fail(fs: FaultServer) -> None:
+    with pytest.raises(OSError, match=r"HTTP 500.*after 3 attempts") as info:
+        await fast(retries=2).read_many([(fs.url("status500", "f.bin"), 0, 10)])
+    assert info.value.errno == errno.EIO
+    assert len(fs.log) == 3
+
+
+async def test_redirect_keeps_credentials_home(fs: FaultServer) -> None:
+    secret = {"Authorization": "Bearer s3cr3t", "X-Api-Key": "k"}
+    (got,) = await fast(headers=secret).read_many([(fs.url("redirect", "f.bin"), 5, 10)])
+    assert bytes(got) == F[5:15]
+    first, second = fs.requests_for("f.bin")
+    assert first["headers"]["Authorization"] == "Bearer s3cr3t"
+    assert second["host"].startswith("localhost")
+    assert "Authorization" not in second["headers"] and "X-Api-Key" not in second["headers"]
+
+
+async def test_redirect_loop(fs: FaultServer) -> None:
+    with pytest.raises(OSError, match="redirects") as info:
+        await fast().read_many([(fs.url("loop", "f.bin"), 0, 10)])
+    assert info.value.errno == errno.ELOOP
+
+
+async def test_concurrency_cap(fs: FaultServer) -> None:
+    reqs = [(fs.url("hold", "big.bin"), o, 10_000) for o in range(0, 4_000_000, 100_000)]
+    reader = lsio.Reader(max_gap=0, http=lsio.HttpOptions(concurrency=3, multi_range=False))
+    got = await reader.read_many(reqs)
+    assert len(got) == 40 and fs.max_in_flight["big.bin"] == 3
+
+
+async def test_cancel_then_read_again(fs: FaultServer) -> None:
+    task = asyncio.ensure_future(fast().read_many([(fs.url("slowx9", "f.bin"), 0, 10)]))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (got,) = await fast().read_many([(fs.url("ok", "f.bin"), 0, 10)])
+    assert bytes(got) == F[:10]
+
+
+async def test_progress_callback_counts_chunks_and_bytes(fs: FaultServer) -> None:
+    seen: list[tuple[int, int, int]] = []
+    reqs = [(fs.url("ok", "f.bin"), o, 1000) for o in range(0, 100_000, 5000)]
+    reqs.append((fs.url("ok", "f.bin"), 0, None))
+    await fast().read_many(reqs, progress=lambda *a: seen.append(a))
+    assert seen[-1] == (21, 21, 20 * 1000 + len(F))
+    assert [s[0] for s in seen] == sorted(s[0] for s in seen)
+
+
+async def test_progress_bar(fs: FaultServer, capsys: pytest.CaptureFixture[str]) -> None:
+    await fast().read_many([(fs.url("ok", "f.bin"), 0, None)], progress=True)
+    err = capsys.readouterr().err
+    assert "lsio" in err and "1/1" in err and "195.3 KiB" in err
+
+
+# -- S3 (moto) ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    s3 = server.client()
+    s3.create_bucket(Bucket="bkt")
+    for name in ("a.bin", "dir/with space+plus é.bin"):
+        s3.put_object(Bucket="bkt", Key=name, Body=random_bytes(300_000, seed=len(name)))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def creds(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return moto
+
+
+def s3_reader(moto: MotoServer, **knobs: object) -> lsio.Reader:
+    return lsio.Reader(http=lsio.HttpOptions(endpoint_url=moto.endpoint, backoff=0.001,
+                                             **knobs))  # type: ignore[arg-type]
+
+
+async def test_s3_signed_ranges(creds: MotoServer) -> None:
+    key = "dir/with space+plus é.bin"
+    data = random_bytes(300_000, seed=len(key))
+    a = random_bytes(300_000, seed=len("a.bin"))
+    reqs = [(f"s3://bkt/{key}", 0, None), (f"s3://bkt/{key}", 1000, 50),
+            ("s3://bkt/a.bin", -10, None), ("s3://bkt/a.bin", 299_990, 100)]
+    got = await s3_reader(creds).read_many(reqs)
+    assert [bytes(g) for g in got] == [data, data[1000:1050], a[-10:], a[299_990:]]
+
+
+async def test_s3_missing_key(creds: MotoServer) -> None:
+    with pytest.raises(FileNotFoundError, match="404") as info:
+        await s3_reader(creds).read_many([("s3://bkt/nope.bin", 0, 10)])
+    assert info.value.filename == "s3://bkt/nope.bin"
+
+
+async def test_s3_bad_credentials(creds: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(PermissionError, match="403"):
+        await s3_reader(creds).read_many([("s3://bkt/a.bin", 0, 10)])
+
+
+async def test_s3_anonymous_is_refused_by_a_private_bucket(creds: MotoServer) -> None:
+    with pytest.raises(PermissionError):
+        await s3_reader(creds, anonymous=True).read_many([("s3://bkt/a.bin", 0, 10)])
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+
+def test_multipart_parser() -> None:
+    body = (b"\r\n--XYZ\r\nContent-Type: a/b\r\nContent-Range: bytes 0-2/10\r\n\r\nabc"
+            b"\r\n--XYZ\r\ncontent-range: bytes 7-9/10\r\n\r\nhij\r\n--XYZ--\r\n")
+    parts, total = engine._parse_multipart(memoryview(body), b"XYZ")
+    assert [(a, b, bytes(d)) for a, b, d in parts] == [(0, 3, b"abc"), (7, 10, b"hij")]
+    assert total == 10
+    with pytest.raises(ValueError, match="Content-Range"):
+        engine._parse_multipart(memoryview(b"--XYZ\r\nX: y\r\n\r\nabc--XYZ--"), b"XYZ")
+
+
+@pytest.mark.parametrize("value,parsed", [
+    ("bytes 0-9/100", (0, 10, 100)), ("bytes 5-5/*", (5, 6, None)),
+    ("bytes */100", (-1, -1, 100)), ("bytes=0-9/100", None), ("", None), (None, None)])
+def test_content_range(value: str | None, parsed: object) -> None:
+    assert engine._content_range(value) == parsed
+
+
+def test_http_options_are_checked() -> None:
+    for bad in ({"retries": -1}, {"concurrency": 0}, {"timeout": 0}, {"backoff": -1},
+                {"connections_per_host": 0}):
+        with pytest.raises(ValueError, match="HttpOptions"):
+            lsio.HttpOptions(**bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="HttpOptions"):
+        lsio.Reader(http={"retries": 1})  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""URL resolution (pure): which paths are remote, and the HTTPS address each is read from."""
+
+from __future__ import annotations
+
+import pytest
+
+from lsio._url import HttpOptions, is_url, local_path, resolve
+
+
+@pytest.mark.parametrize("path,remote", [
+    ("http://h/x", True), ("HTTPS://h/x", True), ("s3://b/k", True), ("gs://b/k", True),
+    ("gcs://b/k", True), ("az://c/b", True), ("abfs://c@a.dfs.core.windows.net/b", True),
+    ("file:///tmp/x", False), ("/tmp/x", False), ("relative/s3://x", False), ("c:\\x", False),
+    ("ftp://h/x", False)])
+def test_is_url(path: str, remote: bool) -> None:
+    assert is_url(path) is remote
+
+
+@pytest.mark.parametrize("path,url,kind", [
+    ("http://h:8080/a b?x=1", "http://h:8080/a b?x=1", "http"),
+    ("s3://bkt/dir/a b+c.bin", "https://bkt.s3.eu-west-3.amazonaws.com/dir/a%20b%2Bc.bin", "s3"),
+    ("s3://my.bucket/k", "https://s3.eu-west-3.amazonaws.com/my.bucket/k", "s3"),
+    ("gs://pub/x/é.zarr", "https://storage.googleapis.com/pub/x/%C3%A9.zarr", "gs"),
+    ("az://cont/blob/x", "https://acct.blob.core.windows.net/cont/blob/x", "az"),
+    ("abfs://cont@other.dfs.core.windows.net/b", "https://other.blob.core.windows.net/cont/b",
+     "az"),
+])
+def test_resolve(path: str, url: str, kind: str) -> None:
+    target = resolve(path, HttpOptions(region="eu-west-3", azure_account="acct"))
+    assert (target.url, target.kind) == (url, kind)
+
+
+def test_s3_endpoint_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://minio:9000/")
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    t = resolve("s3://b/k/x", HttpOptions())
+    assert (t.url, t.region) == ("http://minio:9000/b/k/x", "ap-south-1")
+    t = resolve("s3://b/k", HttpOptions(endpoint_url="http://other:1"))
+    assert t.url == "http://other:1/b/k"
+
+
+def test_azure_account_and_sas_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envacct")
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "?sv=1&sig=abc")
+    assert resolve("az://c/b", HttpOptions()).url == (
+        "https://envacct.blob.core.windows.net/c/b?sv=1&sig=abc")
+
+
+@pytest.mark.parametrize("path,message", [
+    ("s3://bucket-only", "s3://bucket/key"), ("gs:///key", "gs://bucket/object"),
+    ("http:///nohost", "no host"), ("az://c/b", "Azure storage account")])
+def test_bad_urls(path: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)
+    with pytest.raises(ValueError, match=message):
+        resolve(path, HttpOptions())
+
+
+def test_local_path() -> None:
+    assert local_path("file:///tmp/a%20b") == "/tmp/a b"
+    assert local_path("file://localhost/tmp/x") == "/tmp/x"
+    assert local_path("/tmp/x") == "/tmp/x"
