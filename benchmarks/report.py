@@ -290,13 +290,15 @@ def format_machine(details: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- markdown file
 
 
-def replace_section(path: Path, body: str) -> None:
-    """Write `body` between the bench_local markers of `path`, creating what is missing."""
-    section = f"{START_MARK}\n{body.rstrip()}\n{END_MARK}"
+def replace_section(path: Path, body: str, *, start_mark: str = START_MARK,
+                    end_mark: str = END_MARK) -> None:
+    """Write `body` between the markers of `path` (bench_local's unless given), creating what
+    is missing (absent markers are appended at the end of the file)."""
+    section = f"{start_mark}\n{body.rstrip()}\n{end_mark}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(START_MARK), text.find(END_MARK)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(END_MARK):]
+        text = text[:start] + section + text[end + len(end_mark):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
