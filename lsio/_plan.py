@@ -209,6 +209,15 @@ def plan(
         cstart = a[first][cluster]
         window = (a - cstart) // max_read
         first[1:] |= window[1:] != window[:-1]
+        # A window may hold requests that only touched through a request of an earlier
+        # window (a whole-file read spanning many windows): measure gaps again within each
+        # window, so a group never reads bytes none of its own requests asked for beyond
+        # max_gap. One pass suffices: a split point is past everything before it.
+        reach = _segment_cummax(e, np.cumsum(first) - 1)
+        if max_gap is None:
+            first[1:] |= a[1:] >= reach[:-1]
+        else:
+            first[1:] |= a[1:] - reach[:-1] > max_gap
     group_of_sorted = np.cumsum(first) - 1
     ngroups = int(first.sum())
     heads = np.flatnonzero(first)

@@ -153,6 +153,12 @@ CASES = [
                                             (0, 300, 100)],
          [0, 100, 200, 300], [100] * 4, [(0, 0, 200, (0, 1)), (0, 200, 200, (2, 3))],
          max_gap=0, max_read=200),
+    # found by hypothesis: the two ranges touch only through the whole-file read, which lies
+    # in other max_read windows, so they must not merge through the 10-byte gap between them
+    Case("windows-do-not-bridge-through-an-earlier-request", [3000],
+         [(0, 0, EOF), (0, 2000, 10), (0, 2020, 10)], [0, 2000, 2020], [3000, 10, 10],
+         [(0, 0, 1000, 0), (0, 1000, 1000, 0), (0, 2000, 1000, 0), (0, 2000, 10, 1),
+          (0, 2020, 10, 2)], max_gap=0, max_read=1000),
     Case("max-read-splits-a-long-request", [10000], [(0, 0, 500)], [0], [500],
          [(0, 0, 200, 0), (0, 200, 200, 0), (0, 400, 100, 0)], max_gap=0, max_read=200),
     Case("coalesce-never-crosses-files", [100, 100], [(0, 90, 10), (1, 0, 10)], [90, 0],
