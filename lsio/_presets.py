@@ -24,7 +24,7 @@ class Preset:
     """Planner and engine knobs for one kind of storage."""
 
     name: str
-    """Preset name: ``nvme``, ``hdd``, ``network_fs`` or ``cloud``."""
+    """Preset name: ``nvme``, ``hdd``, ``network_fs``, ``http`` or ``cloud``."""
 
     max_gap: int | None
     """Largest gap (bytes) read through to merge two requests; ``None``: merge only
@@ -59,9 +59,18 @@ PRESETS: dict[str, Preset] = {
     # (a quarter of object_store's, as such servers also read ahead) and zarr's 16 MiB cap.
     "network_fs": Preset("network_fs", max_gap=256 * KiB, max_read=16 * MiB,
                          queue_depth=32),
-    # Object stores: object_store/obstore's 1 MiB coalesce gap, kvikio's 4 MiB parallel
-    # range parts... (used by the HTTP backend).
+    # Object stores (S3, GCS, Azure), and HTTP servers without multipart ranges: each request
+    # costs a round trip (and money), so merge through object_store/obstore's 1 MiB gap.
+    # Parts of 8 MiB: the common S3 multipart/ranged-GET size (AWS's guidance is 8-16 MB
+    # parts); 32 requests in flight (obstore/zarr run 10 ranges at once, kvikio 4 MiB
+    # tasks over a 64-thread pool); a 512 MiB object on loopback nginx reads at 1.3 GB/s.
     "cloud": Preset("cloud", max_gap=1 * MiB, max_read=8 * MiB, queue_depth=32),
+    # Plain HTTP servers that answer multipart/byteranges (nginx, Apache, Caddy...): up to 128
+    # ranges ride in one request, so reading gaps no longer saves round trips. Measured on
+    # loopback nginx, 20 000 random 4 KiB ranges of 2 GiB: gap 0 44 k/s, 4 KiB 57 k/s,
+    # 64 KiB 29 k/s, 256 KiB 4.3 k/s, 1 MiB 5.1 k/s (single requests, no multipart: 10 k/s).
+    # A server found not to do multipart (probed once per host) gets the cloud gap instead.
+    "http": Preset("http", max_gap=4 * KiB, max_read=8 * MiB, queue_depth=32),
 }
 
 # statfs f_type magic numbers of network/cluster filesystems (linux/magic.h and the
@@ -126,8 +135,9 @@ def detect_preset(path: str) -> str:
 
 
 def _detect(path: str) -> str:
-    if _URL.match(path) and not path.startswith("file://"):
-        return "cloud"
+    m = _URL.match(path)
+    if m and not path.startswith("file://"):
+        return "http" if m.group(0).lower() in ("http://", "https://") else "cloud"
     probe = path
     while probe and not os.path.exists(probe):
         probe = os.path.dirname(probe)

@@ -175,7 +175,8 @@ class Reader:
     Parameters
     ----------
     preset
-        Tuning for a kind of storage: ``"nvme"``, ``"hdd"``, ``"network_fs"``, ``"cloud"``
+        Tuning for a kind of storage: ``"nvme"``, ``"hdd"``, ``"network_fs"``, ``"http"``,
+        ``"cloud"``
         (``lsio/_presets.py`` gives each number's source). ``None`` (default): picked per
         call from where the first path lives (sysfs ``rotational``, the filesystem type, a
         URL scheme).
@@ -333,6 +334,9 @@ class Reader:
             need = np.zeros(len(reqs.paths), bool)
             need[reqs.file[(reqs.length < 0) | (reqs.offset < 0)]] = True
             stat, detail = await call.stat(need)
+            if tune.name == "http" and self.coalesce and self.max_gap is None and not (
+                    await call.probe_multipart(reqs.file, reqs.offset, reqs.length)):
+                tune = replace(tune, max_gap=PRESETS["cloud"].max_gap)
         else:
             if any(p[:7].lower() == "file://" for p in reqs.paths):
                 reqs = reqs.with_paths([local_path(p) for p in reqs.paths])

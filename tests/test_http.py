@@ -412,3 +412,13 @@ def test_http_options_are_checked() -> None:
             lsio.HttpOptions(**bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="HttpOptions"):
         lsio.Reader(http={"retries": 1})  # type: ignore[arg-type]
+
+
+async def test_server_without_multipart_gets_the_cloud_gap(fs: FaultServer) -> None:
+    """Probed once: no multipart answers, so two ranges 100 kB apart merge (1 MiB gap)."""
+    engine._MULTI_OK.pop(("http", "127.0.0.1", fs.port), None)
+    got = await fast().read_many([(fs.url("ok", "f.bin"), 0, 1000),
+                                  (fs.url("ok", "f.bin"), 100_000, 1000)])
+    assert [bytes(g) for g in got] == [F[:1000], F[100_000:101_000]]
+    ranges = [e["range"] for e in fs.requests_for("f.bin")]
+    assert ranges == ["bytes=0-0,100000-100000", "bytes=0-100999"]

@@ -25,7 +25,9 @@ class PathCase:
 
 PATH_CASES = [
     PathCase("s3-url", "s3://bucket/key", "cloud"),
-    PathCase("https-url", "https://example.org/data.bin", "cloud"),
+    PathCase("https-url", "https://example.org/data.bin", "http"),
+    PathCase("http-url", "HTTP://example.org/data.bin", "http"),
+    PathCase("az-url", "az://container/blob", "cloud"),
     PathCase("gs-url", "gs://bucket/a/b", "cloud"),
     # This VM's virtio disk claims rotational=1; virtual disks must not be taken for HDDs.
     PathCase("local-disk", "/var/tmp/somefile", "nvme"),

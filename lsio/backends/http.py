@@ -533,6 +533,45 @@ class HttpCall:
         if self.session is None:
             self.session = await session_for(self.options.connections_per_host)
 
+    async def probe_multipart(self, file: npt.NDArray[np.int64], offset: npt.NDArray[np.int64],
+                              length: npt.NDArray[np.int64]) -> bool:
+        """Whether every plain-HTTP server of this call answers multipart ranges. Servers
+        not yet known are asked once per process, with two 1-byte ranges of the call's own
+        requests (``bytes=a-a,b-b``)."""
+        await self._start()
+        if not self.options.multi_range:
+            return False
+        verdicts = []
+        asked: set[Any] = set()
+        ok = (offset >= 0) & (length > 0)
+        for f in np.unique(file[ok]).tolist():
+            if self.targets[f].kind != "http":
+                continue
+            origin = _origin(self.urls[f])
+            if origin in _MULTI_OK:
+                verdicts.append(_MULTI_OK[origin])
+                continue
+            if origin in asked:
+                continue
+            starts = np.unique(offset[ok & (file == f)])
+            far = np.flatnonzero(starts >= starts[0] + 2)
+            if not len(far):
+                continue
+            asked.add(origin)
+            a, b = int(starts[0]), int(starts[far[0]])
+            probe = [_Read(-1, f, a, 1, memoryview(bytearray(1))),
+                     _Read(-1, f, b, 1, memoryview(bytearray(1)))]
+            try:
+                await self._get_multi(probe)
+                verdict = all(r.got >= 0 for r in probe)
+            except _NotMulti:
+                verdict = False
+            except (HttpError, _Retry):
+                continue  # the reads themselves will report what is wrong
+            _MULTI_OK[origin] = verdict
+            verdicts.append(verdict)
+        return bool(verdicts) and all(verdicts)
+
     async def stat(self, need: npt.NDArray[np.bool_]) -> tuple[StatResult, dict[int, str]]:
         """Size of each object that ``need``s one (others: :data:`UNKNOWN_SIZE`); errors
         as errno per file, with what happened."""
