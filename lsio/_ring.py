@@ -377,10 +377,28 @@ def _worker_pool(workers: int) -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None or _pool._max_workers < workers:
             _pool = ThreadPoolExecutor(workers, thread_name_prefix="lsio-ring")
+            # Start every thread with its ring now (a barrier puts one task on each), so the
+            # pool's footprint (threads, ring fds) is fixed from the first parallel call on
+            # rather than growing whenever the executor happens to spawn another thread.
+            barrier = threading.Barrier(workers)
+            for f in [_pool.submit(_start_thread_ring, barrier) for _ in range(workers)]:
+                f.result()
         return _pool
 
 
+def _start_thread_ring(barrier: threading.Barrier) -> None:
+    _thread_ring()
+    barrier.wait(timeout=10)
+
+
 def _run_on_thread_ring(b: _Batch) -> None:
+    ret = lib.lsio_run_blocking(_thread_ring(), b.c)
+    if ret < 0:
+        raise OSError(-ret, f"io_uring failed: {os.strerror(-ret)}")
+
+
+def _thread_ring() -> Any:
+    """This worker thread's own ring, made on first use."""
     ptr = getattr(_thread_rings, "ptr", None)
     if ptr is None:
         err = ffi.new("int *")
@@ -392,9 +410,7 @@ def _run_on_thread_ring(b: _Batch) -> None:
         _thread_rings.finalizer = weakref.finalize(threading.current_thread(),
                                                    lib.lsio_ring_free, ptr)
         _thread_rings.finalizer.atexit = False  # the kernel reclaims it at exit
-    ret = lib.lsio_run_blocking(ptr, b.c)
-    if ret < 0:
-        raise OSError(-ret, f"io_uring failed: {os.strerror(-ret)}")
+    return ptr
 
 
 def cached_share(path: str) -> float:

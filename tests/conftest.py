@@ -113,6 +113,17 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def open_fds() -> dict[int, str]:
+    """What each open descriptor points to (for leak messages)."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the directory's own descriptor, gone by now
+            pass
+    return out
+
+
 def run_python(code: str, *args: str, env: dict[str, str] | None = None,
                timeout: float = 120, cwd: str | None = None
                ) -> subprocess.CompletedProcess[str]:

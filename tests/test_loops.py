@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import uvloop
-from conftest import check_ok, fd_count, random_bytes, run_python, write_file
+from conftest import check_ok, open_fds, random_bytes, run_python, write_file
 
 import lsio
 from lsio import _ring
@@ -281,14 +281,14 @@ def test_no_fd_leak_with_fresh_loops(backend_name: str, many_files: list[str]) -
     # threads and their rings are created once and live for the process
     one_round()
     one_round()
-    baseline = fd_count()
+    baseline = open_fds()
     for _ in range(3):
         one_round()
-        assert fd_count() == baseline
+        assert open_fds() == baseline
     # and a loop that was closed with its ring idle does not keep descriptors either
     asyncio.run(main())
     gc.collect()
-    assert fd_count() == baseline
+    assert open_fds() == baseline
 
 
 NOFILE_SCRIPT = r"""
