@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .contenders import RunFn
-from .harness import time_run, verify
+from .harness import log, time_run, verify
 from .http_contenders import CONTENDERS, LSIO, HttpContender, HttpContext, HttpWorkload
 from .nginx import Nginx, nginx_binary
 from .report import Sample, Series, format_machine, machine_details, replace_section
@@ -97,10 +97,6 @@ class Config:
     nginx_workers: int
     out: Path | None
     json_path: Path | None
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- CLI

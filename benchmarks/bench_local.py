@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .contenders import CONTENDERS, Contender, RunContext, RunFn
-from .harness import time_run, verify
+from .harness import log, time_run, verify
 from .planbench import PLAN_REQUESTS, PLAN_REQUESTS_QUICK, measure_planning, planned_reads
 from .report import (
     MemoryResult,
@@ -75,10 +75,6 @@ class Config:
     plan_only: bool  # ... and nothing else
     out: Path | None
     json_path: Path | None
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from .contenders import Payload, RunFn, SelfTimed
 from .workloads import Workload
+
+
+def log(msg: str) -> None:
+    """Progress lines go to stderr, so stdout carries only the report."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 class WrongResult(RuntimeError):

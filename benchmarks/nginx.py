@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-__all__ = ["Nginx", "free_port", "nginx_binary"]
+__all__ = ["Nginx", "free_port", "nginx_binary", "terminate"]
 
 _CONF = """\
 {user}
@@ -56,6 +56,16 @@ http {{
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -123,12 +133,7 @@ class Nginx:
 
     def stop(self, *, keep_prefix: bool = False) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            terminate(self._proc)
             if self._proc.stderr is not None:
                 self._proc.stderr.close()
             self._proc = None

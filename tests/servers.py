@@ -37,6 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks.nginx import free_port, terminate
+
 __all__ = ["FaultServer", "MotoServer"]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -162,12 +164,6 @@ class FaultServer:
         return web.Response(body=body, status=206, headers=headers)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class MotoServer:
     """moto's S3 server in a subprocess, with request signatures checked.
 
@@ -176,7 +172,7 @@ class MotoServer:
     signature of that key, as on AWS."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.key_id = ""
         self.secret = ""
@@ -215,10 +211,5 @@ class MotoServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            terminate(self._proc)
             self._proc = None
