@@ -20,15 +20,25 @@ class Results(Sequence[memoryview]):
     large buffers, which stay alive while any item does.
     """
 
-    __slots__ = ("_views", "_base", "_start", "lengths")
+    __slots__ = ("_views", "_base", "_start", "lengths", "missing")
 
     def __init__(self, buffers: list[Any], base: npt.NDArray[np.int64],
-                 start: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None:
+                 start: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
+                 missing: npt.NDArray[np.bool_] | None = None) -> None:
         self._views = [memoryview(b).cast("B") for b in buffers]
         self._base = base
         self._start = start
         self.lengths = lengths
         """Length of every chunk, as an array (``len(results[i]) == results.lengths[i]``)."""
+        self.missing = np.zeros(len(lengths), bool) if missing is None else missing
+        """Which requests named a file or object that does not exist (``missing_ok=True``);
+        their items are ``None``."""
+
+    @classmethod
+    def absent(cls, n: int) -> Results:
+        """``n`` requests whose files do not exist."""
+        zeros = np.zeros(n, np.int64)
+        return cls([], zeros, zeros, zeros.copy(), np.ones(n, bool))
 
     @classmethod
     def merge(cls, n: int, parts: list[tuple[Results, npt.NDArray[np.int64]]]) -> Results:
@@ -39,10 +49,12 @@ class Results(Sequence[memoryview]):
         merged._base = np.zeros(n, np.int64)
         merged._start = np.zeros(n, np.int64)
         merged.lengths = np.zeros(n, np.int64)
+        merged.missing = np.zeros(n, bool)
         for part, index in parts:
             merged._base[index] = part._base + len(merged._views)
             merged._start[index] = part._start
             merged.lengths[index] = part.lengths
+            merged.missing[index] = part.missing
             merged._views.extend(part._views)
         return merged
 
@@ -55,6 +67,8 @@ class Results(Sequence[memoryview]):
         return int(self.lengths.sum())
 
     def _item(self, i: int) -> memoryview:
+        if self.missing[i]:
+            return None  # type: ignore[return-value]
         start = int(self._start[i])
         view = self._views[int(self._base[i])][start : start + int(self.lengths[i])]
         return view.toreadonly()

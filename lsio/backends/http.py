@@ -282,8 +282,8 @@ class HttpCall:
     """One ``read_many`` call's remote part: its URLs, what was learned, and the I/O."""
 
     def __init__(self, paths: list[str], options: HttpOptions,
-                 signers: dict[str, S3Signer | None], *, concurrency: int, probe_size: int
-                 ) -> None:
+                 signers: dict[str, S3Signer | None], *, concurrency: int, probe_size: int,
+                 missing_ok: bool = False) -> None:
         self.paths = paths
         self.options = options
         self.targets: list[Target] = [resolve(p, options) for p in paths]
@@ -294,6 +294,8 @@ class HttpCall:
         self.signers = [signers[t.region] if t.kind == "s3" else None for t in self.targets]
         self.concurrency = concurrency
         self.probe_size = probe_size
+        self.missing_ok = missing_ok
+        """A 404 is an answer (the object is missing), not a reason to stop the call."""
         self.prefetch: dict[int, memoryview] = {}
         """Bytes [0, n) of objects, from the size probe."""
         self.whole: dict[int, asyncio.Future[memoryview]] = {}
@@ -593,7 +595,7 @@ class HttpCall:
                                 "size (Content-Range: bytes a-b/*)")
             self.prefetch[file] = memoryview(b"") if r.dest is None else r.dest[:got]
 
-        await _workers(todo, probe, self.concurrency, err, detail)
+        await _workers(todo, probe, self.concurrency, err, detail, self.missing_ok)
         size = np.where(err == 0, self.sizes, 0)
         return StatResult(size, np.ones(n, np.int64), err), detail
 
@@ -680,7 +682,8 @@ class HttpCall:
             else:
                 await multi(job)
 
-        await _workers(iter(range(len(jobs))), run, self.concurrency, job_err, job_errs)
+        await _workers(iter(range(len(jobs))), run, self.concurrency, job_err, job_errs,
+                       self.missing_ok)
         detail: dict[int, str] = {}
         for j in np.flatnonzero(job_err).tolist():
             job = jobs[j]
@@ -732,9 +735,11 @@ _MULTI_OK: dict[Any, bool] = {}
 
 
 async def _workers(todo: Any, fn: Callable[[int], Any], concurrency: int,
-                   err: npt.NDArray[np.int32], detail: dict[int, str]) -> None:
+                   err: npt.NDArray[np.int32], detail: dict[int, str],
+                   missing_ok: bool = False) -> None:
     """Run ``fn(i)`` for each ``i`` of ``todo`` on ``concurrency`` coroutines. The first
-    failure stops new work (fail fast); failures land in ``err``/``detail``."""
+    failure stops new work (fail fast), but for "not found" with ``missing_ok``; failures
+    land in ``err``/``detail``."""
     stop = False
 
     async def worker() -> None:
@@ -747,7 +752,7 @@ async def _workers(todo: Any, fn: Callable[[int], Any], concurrency: int,
             except HttpError as exc:
                 err[i] = exc.errno
                 detail[i] = exc.detail
-                stop = True
+                stop = stop or not (missing_ok and exc.errno == errno.ENOENT)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
     try:
