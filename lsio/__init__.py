@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from ._errors import BackendWarning as BackendWarning
+from ._pipeline import PipelineArg
+from ._pipeline import copy_to as copy_to
 from ._progress import ProgressArg
 from ._reader import Reader as Reader
 from ._reader import backend_name as backend_name
@@ -27,6 +29,7 @@ __all__ = [
     "Reader",
     "Results",
     "backend_name",
+    "copy_to",
     "iter_many",
     "read_many",
     "read_many_sync",
@@ -36,7 +39,8 @@ __version__ = "0.1.0"
 
 
 async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
-                    progress: ProgressArg = False) -> Results:
+                    progress: ProgressArg = False, missing_ok: bool = False,
+                    pipeline: PipelineArg = None) -> Any:
     """Read many chunks in one call with the default :class:`Reader`.
 
     Parameters
@@ -51,22 +55,37 @@ async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None
     progress
         ``True`` shows a ``tqdm`` progress bar (chunks, with bytes alongside; a widget in
         Jupyter); a callable is called as ``fn(chunks_done, chunks_total, bytes_done)``.
+    missing_ok
+        A file or object that does not exist gives ``None`` instead of raising
+        ``FileNotFoundError`` (e.g. Zarr chunks never written).
+    pipeline
+        Steps run on each chunk as soon as it arrives, all steps of a chunk back to back on
+        one worker thread per core: a list of steps for every request, a list of step lists
+        (one per request), or a function of the request index returning the steps. A step
+        is a callable ``buffer -> buffer`` or a codec with ``.decode`` (numcodecs); a step
+        returning ``None`` (such as :class:`lsio.copy_to`) ends the chain.
 
     Returns
     -------
     Results
-        A sequence, in request order, of ``memoryview`` chunks.
+        A sequence, in request order, of ``memoryview`` chunks; with ``pipeline``, a list
+        of each request's last step output.
     """
-    return await default_reader().read_many(requests, out=out, progress=progress)
+    return await default_reader().read_many(requests, out=out, progress=progress,
+                                            missing_ok=missing_ok, pipeline=pipeline)
 
 
 def read_many_sync(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
-                   progress: ProgressArg = False) -> Results:
+                   progress: ProgressArg = False, missing_ok: bool = False,
+                   pipeline: PipelineArg = None) -> Any:
     """Blocking :func:`read_many`; works inside a running event loop (e.g. Jupyter)."""
-    return default_reader().read_many_sync(requests, out=out, progress=progress)
+    return default_reader().read_many_sync(requests, out=out, progress=progress,
+                                           missing_ok=missing_ok, pipeline=pipeline)
 
 
 def iter_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
-              progress: ProgressArg = False) -> AsyncIterator[tuple[int, memoryview]]:
+              progress: ProgressArg = False, missing_ok: bool = False
+              ) -> AsyncIterator[tuple[int, memoryview]]:
     """``async for index, chunk in lsio.iter_many(requests)``: chunks in completion order."""
-    return default_reader().iter_many(requests, out=out, progress=progress)
+    return default_reader().iter_many(requests, out=out, progress=progress,
+                                      missing_ok=missing_ok)

@@ -1,0 +1,147 @@
+"""Per-chunk pipelines: steps run on the pinned workers as chunks arrive, in request order
+results, errors naming the request and the step, bounded windows, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+import pytest
+from conftest import random_bytes
+
+import lsio
+from lsio import _pipeline
+
+
+def _chunks(root: Path, n: int, size: int = 4096) -> list[tuple[np.ndarray, str]]:
+    """n float32 chunks, zstd-compressed on disk: (original array, path)."""
+    codec = numcodecs.Zstd(level=1)
+    out = []
+    for i in range(n):
+        arr = np.arange(size, dtype="f4") * (i + 1)
+        path = root / f"c{i}"
+        path.write_bytes(codec.encode(arr))
+        out.append((arr, str(path)))
+    return out
+
+
+async def test_decode_then_reduce(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 50)
+    got = await lsio.read_many([(p,) for _, p in chunks],
+                               pipeline=[numcodecs.Zstd(), lambda b: np.frombuffer(b, "f4")])
+    assert len(got) == 50
+    for (want, _), arr in zip(chunks, got, strict=True):
+        np.testing.assert_array_equal(arr, want)
+
+
+async def test_per_request_pipelines_and_function_form(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 6)
+    reqs = [(p,) for _, p in chunks]
+    listed = [[numcodecs.Zstd(), lambda b, i=i: float(np.frombuffer(b, "f4")[1]) + i]
+              for i in range(6)]
+    assert await lsio.read_many(reqs, pipeline=listed) == [float(k + 1) + k for k in range(6)]
+    fn = await lsio.read_many(reqs, pipeline=lambda i: [numcodecs.Zstd()] if i % 2 else [])
+    for i, ((want, path), out) in enumerate(zip(chunks, fn, strict=True)):
+        raw = Path(path).read_bytes()
+        assert bytes(out) == (want.tobytes() if i % 2 else raw)
+
+
+async def test_copy_to_sink_fills_one_array(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 8, size=1024)
+    merged = np.zeros((8, 1024), "f4")
+    got = await lsio.read_many([(p,) for _, p in chunks],
+                               pipeline=lambda i: [numcodecs.Zstd(), lsio.copy_to(merged, i)])
+    assert got == [None] * 8
+    np.testing.assert_array_equal(merged, np.stack([a for a, _ in chunks]))
+
+
+async def test_step_error_names_request_and_step(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 4)
+    (data_dir / "bad").write_bytes(b"not zstd at all")
+    reqs = [(p,) for _, p in chunks] + [(str(data_dir / "bad"),)]
+    with pytest.raises(RuntimeError) as info:
+        await lsio.read_many(reqs, pipeline=[numcodecs.Zstd()])
+    assert info.value.request_index == 4  # type: ignore[attr-defined]
+    note = " ".join(info.value.__notes__)
+    assert "step #0 (Zstd.decode)" in note and "request #4" in note and "bad" in note
+
+
+async def test_windows_bound_memory_and_keep_order(data_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_pipeline, "WINDOW", 7)
+    monkeypatch.setattr(lsio._reader, "WINDOW", 7)
+    data = random_bytes(10_000)
+    (data_dir / "f").write_bytes(data)
+    reqs = [(str(data_dir / "f"), i * 100, 100) for i in range(50)]
+    got = await lsio.read_many(reqs, pipeline=[bytes])
+    assert got == [data[i * 100:(i + 1) * 100] for i in range(50)]
+
+
+async def test_missing_files_give_none(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 2)
+    reqs = [(chunks[0][1],), (str(data_dir / "nope"),), (chunks[1][1],)]
+    got = await lsio.read_many(reqs, pipeline=[numcodecs.Zstd(), bytes], missing_ok=True)
+    assert got[1] is None and got[0] == chunks[0][0].tobytes()
+    with pytest.raises(FileNotFoundError):
+        await lsio.read_many(reqs, pipeline=[bytes])
+
+
+async def test_workers_are_pinned_one_per_core(data_dir: Path) -> None:
+    (data_dir / "f").write_bytes(b"x" * 1000)
+    seen: dict[str, set[int]] = {}
+
+    def where(buf: memoryview) -> None:
+        time.sleep(0.002)
+        seen[threading.current_thread().name] = os.sched_getaffinity(0)
+
+    await lsio.read_many([(str(data_dir / "f"), i, 1) for i in range(200)], pipeline=[where])
+    cpus = sorted(os.sched_getaffinity(0))
+    assert all(name.startswith("lsio-step") for name in seen)
+    assert all(len(aff) == 1 for aff in seen.values())
+    if len(cpus) > 1:
+        assert len({min(a) for a in seen.values()}) > 1  # spread over cores
+
+
+async def test_cancel_stops_handing_out_steps(data_dir: Path) -> None:
+    (data_dir / "f").write_bytes(b"x" * 1000)
+    started = []
+
+    def slow(buf: memoryview) -> None:
+        started.append(1)
+        time.sleep(0.05)
+
+    task = asyncio.ensure_future(lsio.read_many(
+        [(str(data_dir / "f"), i, 1) for i in range(200)], pipeline=[slow]))
+    await asyncio.sleep(0.15)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    count = len(started)
+    await asyncio.sleep(0.2)
+    assert len(started) == count < 200  # nothing started after the cancellation returned
+
+
+async def test_bad_pipelines_are_refused_early(data_dir: Path) -> None:
+    (data_dir / "f").write_bytes(b"x")
+    reqs = [(str(data_dir / "f"),)]
+    with pytest.raises(TypeError, match="step #1"):
+        await lsio.read_many(reqs, pipeline=[bytes, 42])
+    with pytest.raises(ValueError, match="2 step lists for 1 requests"):
+        await lsio.read_many(reqs, pipeline=[[bytes], [bytes]])
+    with pytest.raises(ValueError, match="copy_to"):
+        await lsio.read_many(reqs, pipeline=[bytes], out=[bytearray(1)])
+    with pytest.raises(TypeError, match="pipeline must be"):
+        await lsio.read_many(reqs, pipeline=42)  # type: ignore[arg-type]
+
+
+def test_sync_twin_with_pipeline(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 3)
+    got = lsio.read_many_sync([(p,) for _, p in chunks],
+                              pipeline=[numcodecs.Zstd(), lambda b: np.frombuffer(b, "f4")])
+    for (want, _), arr in zip(chunks, got, strict=True):
+        np.testing.assert_array_equal(arr, want)
