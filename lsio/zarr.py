@@ -1,0 +1,442 @@
+"""Zarr v3 on lsio: an async store for zarr-python, and a fast path straight into numpy.
+
+- :class:`LsioStore` implements ``zarr.abc.store.Store`` over a local directory or a URL
+  (``http(s)://``, ``s3://``, ``gs://``, ``az://``); ``get_partial_values`` is one
+  ``read_many`` call. Local roots can be written; remote roots are read-only.
+- :func:`read` reads a selection of a Zarr v3 array into a new numpy array: it works out the
+  chunks the selection touches, reads them in one planned ``read_many`` (sharded arrays: the
+  shard indexes with one suffix read each, then the inner chunks, coalesced) and decodes each
+  chunk on the pinned pipeline workers straight into its place in the output.
+
+Needs zarr-python 3 (``pip install 'lsio[zarr]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import numpy.typing as npt
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype
+
+from ._reader import Reader, default_reader
+from ._sync import run_sync
+from ._url import is_url
+
+__all__ = ["LsioStore", "read", "read_sync"]
+
+
+def _check_key(key: str) -> str:
+    """Keys are relative '/'-separated paths that stay inside the root."""
+    if not isinstance(key, str):
+        raise TypeError(f"lsio: a store key must be str, not {type(key).__name__}")
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or "\0" in key or any(p in ("..", ".")
+                                                                 for p in parts):
+        raise ValueError(f"lsio: store key {key!r} would leave the store's root")
+    return key
+
+
+class LsioStore(Store):
+    """A zarr-python store that reads through lsio.
+
+    Parameters
+    ----------
+    root
+        A local directory, or a URL (``http(s)://``, ``s3://``, ``gs://``, ``az://``).
+    read_only
+        Default: ``False`` for local roots, ``True`` (and only ``True``) for URLs.
+    reader
+        The :class:`lsio.Reader` to use (default: lsio's default reader).
+    """
+
+    supports_partial_writes = False
+
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool | None = None,
+                 reader: Reader | None = None) -> None:
+        root = os.fspath(root)
+        self.remote = is_url(root)
+        if self.remote:
+            if read_only is False:
+                raise ValueError(f"lsio: {root!r}: writes to remote roots are not supported")
+            read_only = True
+            root = root.rstrip("/")
+        else:
+            root = os.path.abspath(root)
+        super().__init__(read_only=bool(read_only))
+        self.root = root
+        self._reader = reader
+
+    # -- identity ------------------------------------------------------------------------
+    @property
+    def reader(self) -> Reader:
+        return self._reader or default_reader()
+
+    @property
+    def supports_writes(self) -> bool:  # type: ignore[override]
+        return not self.remote
+
+    @property
+    def supports_deletes(self) -> bool:  # type: ignore[override]
+        return not self.remote
+
+    @property
+    def supports_listing(self) -> bool:  # type: ignore[override]
+        return not self.remote
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.root))
+
+    def __repr__(self) -> str:
+        return f"LsioStore({self.root!r})"
+
+    def __str__(self) -> str:
+        return self.root if self.remote else f"file://{self.root}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None  # readers hold thread pools; the unpickled store makes its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def with_read_only(self, read_only: bool = False) -> LsioStore:
+        return type(self)(self.root, read_only=read_only, reader=self._reader)
+
+    def path_of(self, key: str) -> str:
+        """The path or URL that holds ``key``."""
+        _check_key(key)
+        if not self.remote:
+            return os.path.join(self.root, key)
+        if self.root.lower().startswith(("http://", "https://")):
+            return f"{self.root}/{quote(key, safe='/')}"
+        return f"{self.root}/{key}"
+
+    # -- reading -------------------------------------------------------------------------
+    def _request(self, key: str, byte_range: ByteRequest | None) -> tuple[str, int, int | None]:
+        path = self.path_of(key)
+        if byte_range is None:
+            return (path, 0, None)
+        if isinstance(byte_range, RangeByteRequest):
+            return (path, byte_range.start, max(0, byte_range.end - byte_range.start))
+        if isinstance(byte_range, OffsetByteRequest):
+            return (path, byte_range.offset, None)
+        if isinstance(byte_range, SuffixByteRequest):
+            if byte_range.suffix == 0:
+                return (path, 0, 0)
+            return (path, -byte_range.suffix, None)
+        raise TypeError(f"Unexpected byte_range, got {byte_range}")
+
+    async def get(self, key: str, prototype: BufferPrototype,
+                  byte_range: ByteRequest | None = None) -> Buffer | None:
+        if not self._is_open:
+            await self._open()
+        return (await self._get_many_now(prototype, [(key, byte_range)]))[0]
+
+    async def get_partial_values(self, prototype: BufferPrototype,
+                                 key_ranges: Iterable[tuple[str, ByteRequest | None]]
+                                 ) -> list[Buffer | None]:
+        return await self._get_many_now(prototype, list(key_ranges))
+
+    async def _get_many_now(self, prototype: BufferPrototype,
+                            key_ranges: list[tuple[str, ByteRequest | None]]
+                            ) -> list[Buffer | None]:
+        if not key_ranges:
+            return []
+        requests = [self._request(k, r) for k, r in key_ranges]
+        try:
+            results = await self.reader.read_many(requests, missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):
+            if len(requests) == 1:
+                return [None]  # a "directory" key holds no value, as for LocalStore
+            return [await self.get(k, prototype, r) for k, r in key_ranges]
+        return [None if chunk is None else prototype.buffer.from_bytes(chunk)
+                for chunk in results]
+
+    async def exists(self, key: str) -> bool:
+        if not self.remote:
+            return os.path.isfile(self.path_of(key))
+        (found,) = await self.reader.read_many([(self.path_of(key), 0, 1)], missing_ok=True)
+        return found is not None
+
+    async def getsize(self, key: str) -> int:
+        if self.remote:
+            return await super().getsize(key)
+        try:
+            return os.path.getsize(self.path_of(key))
+        except (IsADirectoryError, NotADirectoryError):
+            raise FileNotFoundError(self.path_of(key)) from None
+
+    # zarr's optional synchronous protocol (run on lsio's own loop thread)
+    def get_sync(self, key: str, *, prototype: BufferPrototype | None = None,
+                 byte_range: ByteRequest | None = None) -> Buffer | None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        return run_sync(self.get(key, prototype or default_buffer_prototype(), byte_range))
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        run_sync(self.set(key, value))
+
+    def delete_sync(self, key: str) -> None:
+        run_sync(self.delete(key))
+
+    # -- writing (local roots) -----------------------------------------------------------
+    async def set(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+        if not isinstance(value, Buffer):
+            raise TypeError(f"lsio: LsioStore.set takes a zarr Buffer, not "
+                            f"{type(value).__name__}")
+        if not self._is_open:
+            await self._open()
+        path = self.path_of(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # write aside, then rename: readers never see a half-written chunk
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".lsio-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(value.as_numpy_array().data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    async def delete(self, key: str) -> None:
+        self._check_writable()
+        path = self.path_of(key)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+    # -- listing (local roots) -----------------------------------------------------------
+    def _no_listing(self) -> NotImplementedError:
+        return NotImplementedError(f"lsio: {self.root!r}: listing is not possible over HTTP")
+
+    async def list(self) -> AsyncIterator[str]:
+        if self.remote:
+            raise self._no_listing()
+        for key in self._walk(self.root):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        if self.remote:
+            raise self._no_listing()
+        start = os.path.join(self.root, os.path.dirname(prefix))
+        for key in self._walk(start):
+            if key.startswith(prefix):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        if self.remote:
+            raise self._no_listing()
+        base = os.path.join(self.root, prefix.strip("/"))
+        try:
+            with os.scandir(base) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".lsio-")]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in names:
+            yield name
+
+    def _walk(self, start: str) -> list[str]:
+        keys = []
+        for dirpath, _, files in os.walk(start):
+            rel = os.path.relpath(dirpath, self.root)
+            for name in files:
+                if not name.startswith(".lsio-"):
+                    keys.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+        return keys
+
+
+# -- the fast path ---------------------------------------------------------------------------
+
+MAX_UINT64 = 2**64 - 1
+
+
+def _location(array_or_url: Any) -> tuple[str, Any]:
+    """(root path or URL of the array, its ArrayV3Metadata) for an Array or a location."""
+    if isinstance(array_or_url, (str, os.PathLike)):
+        return os.fspath(array_or_url).rstrip("/"), None
+    store_path = getattr(array_or_url, "store_path", None)
+    if store_path is None:
+        raise TypeError(f"lsio.zarr.read takes a zarr.Array, a path or a URL, not "
+                        f"{type(array_or_url).__name__}")
+    store = store_path.store
+    if isinstance(store, LsioStore):
+        root = store.root
+    elif type(store).__name__ == "LocalStore":
+        root = os.fspath(store.root)
+    else:
+        raise TypeError(f"lsio.zarr.read reads arrays in an LsioStore or LocalStore, not "
+                        f"{type(store).__name__}; pass the array's URL or path instead")
+    path = store_path.path
+    return (f"{root}/{path}" if path else root), array_or_url.metadata
+
+
+def _join(root: str, key: str) -> str:
+    if root.lower().startswith(("http://", "https://")):
+        return f"{root}/{quote(key, safe='/')}"
+    return f"{root}/{key}" if is_url(root) else os.path.join(root, key)
+
+
+class _Chain:
+    """Decodes one chunk's bytes into an array of the chunk's shape (numcodecs)."""
+
+    def __init__(self, codecs: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype[Any]
+                 ) -> None:
+        import numcodecs
+        from numcodecs.checksum32 import CRC32C
+
+        self.shape = shape
+        self.order: tuple[int, ...] | None = None
+        self.dtype = dtype
+        self.byte_codecs: list[Any] = []
+        stored_shape = shape
+        for codec in codecs:
+            name = type(codec).__name__
+            if name == "TransposeCodec":
+                self.order = tuple(codec.order)
+                stored_shape = tuple(stored_shape[i] for i in codec.order)
+            elif name == "BytesCodec":
+                endian = getattr(codec.endian, "value", codec.endian)
+                if endian is not None and dtype.itemsize > 1:
+                    self.dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+            elif name == "BloscCodec":
+                shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[
+                    getattr(codec.shuffle, "value", codec.shuffle)]
+                self.byte_codecs.append(numcodecs.Blosc(
+                    cname=getattr(codec.cname, "value", codec.cname), clevel=codec.clevel,
+                    shuffle=shuffle, blocksize=codec.blocksize))
+            elif name == "ZstdCodec":
+                self.byte_codecs.append(numcodecs.Zstd(level=codec.level,
+                                                       checksum=codec.checksum))
+            elif name == "GzipCodec":
+                self.byte_codecs.append(numcodecs.GZip(level=codec.level))
+            elif name == "Crc32cCodec":
+                self.byte_codecs.append(CRC32C())
+            else:
+                raise NotImplementedError(f"lsio.zarr.read: codec {name} is not supported")
+        self.byte_codecs.reverse()  # decode runs the chain backwards
+        self.stored_shape = stored_shape
+
+    def __call__(self, buf: Any) -> npt.NDArray[Any]:
+        for codec in self.byte_codecs:
+            buf = codec.decode(buf)
+        arr = np.frombuffer(buf, self.dtype).reshape(self.stored_shape)
+        if self.order is not None:
+            arr = arr.transpose(np.argsort(self.order))
+        return arr
+
+
+def _view(arr: npt.NDArray[Any], sel: Any) -> npt.NDArray[Any]:
+    """``arr[sel]`` as a view (an empty selection tuple would give a scalar copy)."""
+    return arr[...] if sel == () else arr[sel]
+
+
+def _sink(decode: _Chain, target: npt.NDArray[Any], chunk_sel: Any) -> Any:
+    def put(buf: Any) -> bool:
+        target[...] = decode(buf)[chunk_sel]
+        return True  # written (a missing chunk's output stays None)
+    return put
+
+
+async def read(array_or_url: Any, selection: Any = Ellipsis, *,
+               reader: Reader | None = None, progress: Any = False) -> npt.NDArray[Any]:
+    """Read ``array[selection]`` of a Zarr v3 array into a new numpy array.
+
+    ``array_or_url`` is a ``zarr.Array`` (in an :class:`LsioStore` or zarr's ``LocalStore``)
+    or the array's path or URL. ``selection`` is a basic selection (ints, slices,
+    ``...``). Missing chunks read as the fill value. Supported codecs: bytes, transpose,
+    blosc, zstd, gzip, crc32c, and sharding_indexed around them.
+    """
+    from zarr.core.chunk_grids import RegularChunkGrid
+    from zarr.core.indexing import BasicIndexer
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    reader = reader or default_reader()
+    root, meta = _location(array_or_url)
+    if meta is None:
+        (raw,) = await reader.read_many([(_join(root, "zarr.json"), 0, None)])
+        doc = json.loads(bytes(raw))
+        if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
+            raise ValueError(f"lsio.zarr.read: {root!r} is not a Zarr v3 array")
+        meta = ArrayV3Metadata.from_dict(doc)
+    dtype = meta.dtype.to_native_dtype()
+    fill = meta.fill_value
+    indexer = BasicIndexer(selection, shape=meta.shape, chunk_grid=meta.chunk_grid)
+    out = np.empty(indexer.shape, dtype)
+    codecs = list(meta.codecs)
+    sharding = codecs[-1] if len(codecs) == 1 and type(codecs[0]).__name__ == (
+        "ShardingCodec") else None
+    grid_shape = tuple(meta.chunk_grid.chunk_shape)
+
+    if sharding is None:
+        decode = _Chain(codecs, grid_shape, dtype)
+        projections = list(indexer)
+        requests = [(_join(root, meta.encode_chunk_key(p.chunk_coords)), 0, None)
+                    for p in projections]
+        steps = [[_sink(decode, _view(out, p.out_selection), p.chunk_selection)]
+                 for p in projections]
+        written = await reader.read_many(requests, pipeline=steps, missing_ok=True,
+                                         progress=progress) if requests else []
+        for p, ok in zip(projections, written, strict=True):
+            if ok is None:
+                _view(out, p.out_selection)[...] = fill
+        return out
+
+    inner_shape = tuple(sharding.chunk_shape)
+    per_shard = tuple(s // c for s, c in zip(grid_shape, inner_shape, strict=True))
+    n_inner = int(np.prod(per_shard))
+    index_chain = _Chain(list(sharding.index_codecs), (*per_shard, 2), np.dtype("<u8"))
+    index_bytes = 16 * n_inner + 4 * sum(type(c).__name__ == "Crc32cCodec"
+                                         for c in sharding.index_codecs)
+    at_end = getattr(sharding.index_location, "value", sharding.index_location) == "end"
+    shards = list(indexer)
+    paths = [_join(root, meta.encode_chunk_key(s.chunk_coords)) for s in shards]
+    index_requests = [(p, -index_bytes, None) if at_end else (p, 0, index_bytes)
+                      for p in paths]
+    indexes = await reader.read_many(index_requests, missing_ok=True) if shards else []
+    decode = _Chain(list(sharding.codecs), inner_shape, dtype)
+    inner_grid = RegularChunkGrid(chunk_shape=inner_shape)
+    requests: list[tuple[str, int, int]] = []
+    steps: list[list[Any]] = []
+    for shard, path, raw_index in zip(shards, paths, indexes, strict=True):
+        target = _view(out, shard.out_selection)
+        if raw_index is None:  # the whole shard is missing
+            target[...] = fill
+            continue
+        index = index_chain(raw_index)
+        for p in BasicIndexer(shard.chunk_selection, shape=grid_shape, chunk_grid=inner_grid):
+            offset, nbytes = (int(v) for v in index[p.chunk_coords])
+            region = _view(target, p.out_selection)
+            if offset == MAX_UINT64 and nbytes == MAX_UINT64:
+                region[...] = fill
+                continue
+            requests.append((path, offset, nbytes))
+            steps.append([_sink(decode, region, p.chunk_selection)])
+    if requests:
+        await reader.read_many(requests, pipeline=steps, progress=progress)
+    return out
+
+
+def read_sync(array_or_url: Any, selection: Any = Ellipsis, *, reader: Reader | None = None,
+              progress: Any = False) -> npt.NDArray[Any]:
+    """Blocking :func:`read`; safe to call from inside a running event loop (Jupyter)."""
+    return run_sync(read(array_or_url, selection, reader=reader, progress=progress))

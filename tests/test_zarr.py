@@ -1,0 +1,286 @@
+"""Zarr: LsioStore passes zarr-python's own StoreTests (local, and read-only over nginx), works
+from zarr's sync API and the user's loop at once, pickles, keeps keys inside the root; the
+fast path equals zarr-python's own read (hypothesis over shapes, chunks, codecs, sharding,
+selections, missing chunks)."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+import zarr.codecs as zc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zarr.abc.store import RangeByteRequest
+from zarr.core.buffer import cpu, default_buffer_prototype
+from zarr.testing.store import StoreTests
+
+import lsio.zarr as lz
+from benchmarks.nginx import Nginx
+from lsio.zarr import LsioStore
+
+
+class TestLsioStoreLocal(StoreTests[LsioStore, cpu.Buffer]):  # type: ignore[misc]
+    store_cls = LsioStore
+    buffer_cls = cpu.Buffer
+
+    async def get(self, store: LsioStore, key: str) -> cpu.Buffer:
+        return self.buffer_cls.from_bytes(Path(store.root, key).read_bytes())
+
+    async def set(self, store: LsioStore, key: str, value: cpu.Buffer) -> None:
+        path = Path(store.root, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(value.to_bytes())
+
+    @pytest.fixture
+    def store_kwargs(self, tmp_path: Path) -> dict[str, Any]:
+        return {"root": str(tmp_path)}
+
+    def test_store_repr(self, store: LsioStore) -> None:
+        assert str(store) == f"file://{store.root}"
+        assert repr(store) == f"LsioStore({store.root!r})"
+
+    def test_store_supports_writes(self, store: LsioStore) -> None:
+        assert store.supports_writes
+
+    def test_store_supports_listing(self, store: LsioStore) -> None:
+        assert store.supports_listing
+
+
+@pytest.fixture(scope="module")
+def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nginx, Path]]:
+    root = Path(tmp_path_factory.mktemp("www", numbered=True))
+    root.chmod(0o755)
+    with Nginx(root) as server:
+        yield server, root
+
+
+_counter = iter(range(1 << 30))
+
+
+class TestLsioStoreHttp(StoreTests[LsioStore, cpu.Buffer]):  # type: ignore[misc]
+    """A read-only store over nginx: the kit's reads run as they are; every test that writes
+    or lists through the store checks instead that the store refuses, saying why."""
+
+    store_cls = LsioStore
+    buffer_cls = cpu.Buffer
+
+    @pytest.fixture
+    def store_kwargs(self, www: tuple[Nginx, Path]) -> dict[str, Any]:
+        server, root = www
+        sub = f"t{next(_counter)}"
+        (root / sub).mkdir()
+        self.root = root / sub
+        return {"root": server.url(sub)}
+
+    async def get(self, store: LsioStore, key: str) -> cpu.Buffer:
+        return self.buffer_cls.from_bytes((self.root / key).read_bytes())
+
+    async def set(self, store: LsioStore, key: str, value: cpu.Buffer) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(value.to_bytes())
+
+    def test_store_repr(self, store: LsioStore) -> None:
+        assert str(store).startswith("http://127.0.0.1:")
+
+    def test_store_supports_writes(self, store: LsioStore) -> None:
+        assert not store.supports_writes and store.read_only
+
+    def test_store_supports_listing(self, store: LsioStore) -> None:
+        assert not store.supports_listing
+
+    async def _refuses_writes(self, store: LsioStore) -> None:
+        data = self.buffer_cls.from_bytes(b"x")
+        with pytest.raises(ValueError, match="read-only"):
+            await store.set("k", data)
+        with pytest.raises(ValueError, match="read-only"):
+            await store.delete("k")
+
+    async def _refuses_listing(self, store: LsioStore) -> None:
+        with pytest.raises(NotImplementedError, match="listing"):
+            [k async for k in store.list()]
+
+    # writes through the store under test: refused on a remote root
+    async def test_set(self, store: LsioStore) -> None:  # type: ignore[override]
+        await self._refuses_writes(store)
+
+    test_set_not_open = test_set_many = test_delete = test_delete_dir = test_set
+    test_set_sync = test_delete_sync = test_delete_sync_missing = test_set
+    test_delete_nonexistent_key_does_not_raise = test_set_if_not_exists = test_set
+    test_store_read_only = test_set
+
+    async def test_exists(self, store: LsioStore) -> None:  # type: ignore[override]
+        assert not await store.exists("foo")
+        await self.set(store, "foo/zarr.json", self.buffer_cls.from_bytes(b"bar"))
+        assert await store.exists("foo/zarr.json")
+
+    async def test_clear(self, store: LsioStore) -> None:  # type: ignore[override]
+        await self._refuses_listing(store)
+
+    test_list = test_list_prefix = test_list_dir = test_list_empty_path = test_clear
+    test_is_empty = test_getsize_prefix = test_clear
+
+    async def test_serializable_store(self, store: LsioStore) -> None:  # type: ignore[override]
+        again = pickle.loads(pickle.dumps(store))
+        assert again == store and again.read_only
+        await self.set(store, "k", self.buffer_cls.from_bytes(b"abc"))
+        assert (await again.get("k", default_buffer_prototype())).to_bytes() == b"abc"
+
+    async def test_store_open_read_only(self, store_kwargs: dict[str, Any]) -> None:  # type: ignore[override]
+        store = await self.store_cls.open(**store_kwargs, read_only=True)
+        assert store._is_open and store.read_only
+        with pytest.raises(ValueError, match="remote roots"):
+            self.store_cls(**store_kwargs, read_only=False)
+
+    async def test_with_read_only_store(self, store: LsioStore) -> None:  # type: ignore[override]
+        with pytest.raises(ValueError, match="remote roots"):
+            store.with_read_only(False)
+
+
+def test_keys_stay_inside_the_root(tmp_path: Path) -> None:
+    store = LsioStore(tmp_path)
+    for key in ("../x", "a/../../x", "/etc/passwd", "a/./b", "a\\b"):
+        with pytest.raises(ValueError, match="leave the store's root"):
+            store.path_of(key)
+
+
+async def test_missing_keys_and_ranges_over_http(www: tuple[Nginx, Path]) -> None:
+    server, root = www
+    (root / "r").mkdir(exist_ok=True)
+    (root / "r" / "a b").write_bytes(b"0123456789")
+    store = LsioStore(server.url("r"))
+    proto = default_buffer_prototype()
+    got = await store.get_partial_values(proto, [("a b", RangeByteRequest(2, 5)),
+                                                 ("missing", None), ("a b", None)])
+    assert [g if g is None else g.to_bytes() for g in got] == [b"234", None, b"0123456789"]
+
+
+async def test_sync_api_and_own_loop_at_once(tmp_path: Path) -> None:
+    """zarr's sync API runs on zarr's loop thread while this test's loop reads too."""
+    store = LsioStore(tmp_path)
+    arr = zarr.create_array(store, name="a", shape=(64, 64), chunks=(16, 16), dtype="i4")
+    arr[:] = np.arange(64 * 64).reshape(64, 64)
+    sync_read = asyncio.get_running_loop().run_in_executor(None, lambda: arr[:])
+    async_read = lz.read(arr)
+    a, b = await asyncio.gather(sync_read, async_read)
+    np.testing.assert_array_equal(a, b)
+    again = zarr.open_array(pickle.loads(pickle.dumps(store)), path="a", mode="r")
+    np.testing.assert_array_equal(again[:], a)
+
+
+# -- the fast path against zarr-python ---------------------------------------------------------
+
+COMPRESSORS = {
+    "none": None,
+    "blosc-zstd": zc.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    "blosc-lz4-bit": zc.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle"),
+    "zstd": zc.ZstdCodec(level=1),
+    "gzip": zc.GzipCodec(level=1),
+    "zstd+crc32c": (zc.ZstdCodec(level=1), zc.Crc32cCodec()),
+}
+
+
+@st.composite
+def arrays(draw: st.DrawFn) -> dict[str, Any]:
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 12)) for _ in range(ndim))
+    chunks = tuple(draw(st.integers(1, max(1, s))) for s in shape)
+    sharded = draw(st.booleans())
+    shards = tuple(c * draw(st.integers(1, 3)) for c in chunks) if sharded else None
+    sel = []
+    for s in shape:
+        kind = draw(st.sampled_from(["all", "slice", "int"]))
+        if kind == "int":
+            sel.append(draw(st.integers(-s, s - 1)))
+        elif kind == "slice":
+            a = draw(st.integers(0, s))
+            sel.append(slice(a, draw(st.integers(a, s))))
+        else:
+            sel.append(slice(None))
+    return {
+        "shape": shape, "chunks": chunks, "shards": shards, "selection": tuple(sel),
+        "dtype": draw(st.sampled_from(["f4", "i2", "u1", ">f8", "i8"])),
+        "compressor": draw(st.sampled_from(sorted(COMPRESSORS))),
+        "transpose": draw(st.permutations(range(ndim))) if ndim > 1 and draw(
+            st.booleans()) else None,
+        "fill": draw(st.sampled_from([0, 7])),
+        "written": draw(st.sampled_from(["all", "some", "none"])),
+    }
+
+
+def _make(root: Path, spec: dict[str, Any]) -> zarr.Array:
+    comp = COMPRESSORS[spec["compressor"]]
+    kwargs: dict[str, Any] = {}
+    if spec["transpose"] is not None:
+        kwargs["filters"] = [zc.TransposeCodec(order=tuple(spec["transpose"]))]
+    arr = zarr.create_array(
+        zarr.storage.LocalStore(root), shape=spec["shape"], chunks=spec["chunks"],
+        shards=spec["shards"], dtype=spec["dtype"], fill_value=spec["fill"],
+        compressors=comp if comp is not None else None, overwrite=True, **kwargs)
+    data = (np.arange(np.prod(spec["shape"])) % 120 + 1).reshape(spec["shape"])
+    if spec["written"] == "all":
+        arr[...] = data.astype(arr.dtype)
+    elif spec["written"] == "some":
+        arr[tuple(slice(0, max(1, s // 2)) for s in spec["shape"])] = data[
+            tuple(slice(0, max(1, s // 2)) for s in spec["shape"])].astype(arr.dtype)
+    return arr
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(spec=arrays())
+def test_fast_path_equals_zarr(tmp_path: Path, spec: dict[str, Any]) -> None:
+    root = tmp_path / f"a{abs(hash(str(spec)))}"
+    arr = _make(root, spec)
+    want = arr[spec["selection"]]
+    got = lz.read_sync(arr, spec["selection"])
+    assert got.dtype == want.dtype and got.shape == np.shape(want)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(lz.read_sync(str(root), spec["selection"]), want)
+
+
+async def test_fast_path_over_http_and_sharded_index_at_start(www: tuple[Nginx, Path]) -> None:
+    server, root = www
+    codec = zc.ShardingCodec(chunk_shape=(8, 8), codecs=[zc.BytesCodec(), zc.ZstdCodec()],
+                             index_location="start")
+    arr = zarr.create_array(zarr.storage.LocalStore(root / "sh"), shape=(40, 30),
+                            chunks=(16, 16), dtype="f4", serializer=codec, compressors=None,
+                            fill_value=-1)
+    arr[:20] = np.arange(20 * 30, dtype="f4").reshape(20, 30)
+    want = arr[3:37, 5:]
+    np.testing.assert_array_equal(await lz.read(server.url("sh"), (slice(3, 37), slice(5, None))),
+                                  want)
+    remote = zarr.open_array(LsioStore(server.url("sh")), mode="r")
+    np.testing.assert_array_equal(await lz.read(remote), arr[:])
+    np.testing.assert_array_equal(remote[5:9], arr[5:9])  # zarr-python through LsioStore
+
+
+async def test_fast_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await lz.read(str(tmp_path / "nothing"))
+    group = zarr.create_group(zarr.storage.LocalStore(tmp_path / "g"))
+    assert group is not None
+    with pytest.raises(ValueError, match="not a Zarr v3 array"):
+        await lz.read(str(tmp_path / "g"))
+    with pytest.raises(TypeError, match="zarr.Array, a path or a URL"):
+        await lz.read(42)
+
+
+@pytest.mark.parametrize("layout", ["plain", "transpose-120", "sharded"])
+@pytest.mark.parametrize("compressor", sorted(COMPRESSORS))
+def test_fast_path_codec_table(tmp_path: Path, compressor: str, layout: str) -> None:
+    """Every codec in each layout, on a 3-D array with a missing region and an odd slice."""
+    spec = {"shape": (6, 7, 9), "chunks": (2, 3, 4), "dtype": ">f8", "fill": 7,
+            "compressor": compressor, "written": "some",
+            "transpose": (1, 2, 0) if layout == "transpose-120" else None,
+            "shards": (4, 6, 8) if layout == "sharded" else None}
+    arr = _make(tmp_path / "a", spec)
+    for sel in [(...,), (slice(1, 5), 2, slice(3, None)), (5, 6, 8)]:
+        np.testing.assert_array_equal(lz.read_sync(arr, sel), arr[sel])
