@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,16 +29,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["WINDOW", "PipelineArg", "copy_to", "steps_for", "run_steps", "worker_pool"]
+__all__ = ["WINDOW", "PipelineArg", "PipelineRun", "copy_to", "steps_for", "run_steps",
+           "worker_pool"]
 
 WINDOW = 2048
 """Requests read per window. Two windows are in memory at once (one decoding, one reading):
 2048 chunks of zarr's common 1 MiB encoded size is 2 GiB at worst, 64 MiB for 32 KiB
 chunks; large enough that planning and submission cost per window stays under 1%."""
 
-JOB = 8
-"""Chunks handed to a worker at once: one hand-off costs ~20 us, a 16 KiB chunk's decode
-about as much."""
+JOB = 4
+"""Chunks handed to a worker at once (a queue entry costs ~1 us; small jobs keep every
+worker busy)."""
 
 Step = Any
 """A callable ``buffer -> buffer`` (``None`` ends the chain: a sink), or a codec with a
@@ -169,17 +171,77 @@ def worker_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-async def drain(futures: set[asyncio.Future[None]]) -> None:
-    """Wait for every hand-off; on the first failure cancel what has not started, wait for
-    what runs, and raise the lowest request index's error."""
-    if not futures:
-        return
-    done, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
-    failed = [f for f in done if not f.cancelled() and f.exception() is not None]
-    if failed:
-        for f in pending:
-            f.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        errors = [f.exception() for f in failed]
-        raise min(errors, key=lambda e: getattr(e, "request_index", 1 << 62))  # type: ignore[arg-type, return-value]
-    futures.clear()
+class PipelineRun:
+    """One call's hand-off to the workers: a queue the engine's completion callbacks fill
+    (~1 us a chunk) and ``len(cpus)`` worker loops drain, with per-window countdowns so the
+    caller knows when a window's memory can go."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, steps: Callable[[int], Sequence[Step]],
+                 outputs: list[Any], describe: Callable[[int], str]) -> None:
+        self.loop = loop
+        self.steps, self.outputs, self.describe = steps, outputs, describe
+        self.queue: queue.SimpleQueue[tuple[int, list[tuple[int, Any]]] | None] = (
+            queue.SimpleQueue())
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._left: dict[int, int] = {}
+        self._closed: set[int] = set()
+        self._done: dict[int, asyncio.Future[None]] = {}
+        pool = worker_pool()
+        self.workers = [asyncio.wrap_future(pool.submit(self._work), loop=loop)
+                        for _ in range(pool._max_workers)]
+
+    def put(self, window: int, items: list[tuple[int, Any]]) -> None:
+        if window not in self._done:
+            self._done[window] = self.loop.create_future()
+            self._left[window] = 0
+        for j in range(0, len(items), JOB):
+            part = items[j:j + JOB]
+            with self._lock:
+                self._left[window] += len(part)
+            self.queue.put((window, part))
+
+    async def window_done(self, window: int) -> None:
+        """Wait until every chunk of ``window`` went through its steps."""
+        with self._lock:
+            self._closed.add(window)
+            if window not in self._done:
+                return
+            if self._left[window] == 0 and not self._done[window].done():
+                self._done[window].set_result(None)
+        await self._done[window]
+        self.raise_first()
+
+    def raise_first(self) -> None:
+        if self.errors:
+            raise min(self.errors, key=lambda e: getattr(e, "request_index", 1 << 62))
+
+    async def close(self) -> None:
+        """Stop the worker loops (after the queued chunks, unless stopped) and wait."""
+        for _ in self.workers:
+            self.queue.put(None)
+        await asyncio.shield(asyncio.gather(*self.workers, return_exceptions=True))
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            window, items = job
+            if not self.stop.is_set():
+                try:
+                    run_steps(items, self.steps, self.outputs, self.describe, self.stop)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self.stop.set()
+                    self.errors.append(exc)
+            with self._lock:
+                self._left[window] -= len(items)
+                finished = window in self._closed and self._left[window] == 0
+            if finished or self.stop.is_set():
+                self.loop.call_soon_threadsafe(_settle, self._done[window])
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

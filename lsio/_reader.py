@@ -7,7 +7,6 @@ import asyncio
 import errno
 import os
 import sys
-import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ import numpy.typing as npt
 from . import _ring
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
-from ._pipeline import JOB, WINDOW, PipelineArg, drain, run_steps, steps_for, worker_pool
+from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._plan import LINUX_MAX_RW, Plan, plan
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
@@ -510,36 +509,32 @@ class Reader:
         if bar is not None:
             bar.start(n)
         outputs: list[Any] = [None] * n
-        loop = asyncio.get_running_loop()
-        pool = worker_pool()
-        current: set[asyncio.Future[None]] = set()
-        previous: set[asyncio.Future[None]] = set()
-        stop = threading.Event()
+        run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe)
+        window = 0
 
         def hand_off(finished: npt.NDArray[np.int64], results: Results,
                      local: npt.NDArray[np.int64]) -> None:
             if bar is not None:
                 bar(finished, results, local)
-            items = [(g, results[k]) for g, k in zip(finished.tolist(), local.tolist(),
-                                                      strict=True)]
-            for j in range(0, len(items), JOB):
-                current.add(loop.run_in_executor(pool, run_steps, items[j:j + JOB], steps,
-                                                 outputs, reqs.describe, stop))
+            if not run.stop.is_set():
+                run.put(window, [(g, results[k]) for g, k in zip(
+                    finished.tolist(), local.tolist(), strict=True)])
 
         try:
             for lo in range(0, n, WINDOW):
-                window = np.zeros(n, bool)
-                window[lo:lo + WINDOW] = True
-                await self._run_reqs(reqs.select(window), None, hand_off, missing_ok)
-                await drain(previous)  # the window before is decoded: its memory can go
-                previous, current = current, set()
-            await drain(previous)
+                window = lo // WINDOW
+                mask = np.zeros(n, bool)
+                mask[lo:lo + WINDOW] = True
+                await self._run_reqs(reqs.select(mask), None, hand_off, missing_ok)
+                if window:  # the window before is decoded: its memory can go
+                    await run.window_done(window - 1)
+                run.raise_first()
+            await run.window_done(window)
         except BaseException:
-            stop.set()  # running hand-offs finish the chunk they are on
-            for fut in previous | current:
-                fut.cancel()  # not started yet: never will
-            await asyncio.gather(*previous, *current, return_exceptions=True)
+            run.stop.set()  # running steps finish the chunk they are on; no new ones
             raise
+        finally:
+            await run.close()
         return outputs
 
     def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
