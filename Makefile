@@ -29,6 +29,7 @@ test: setup
 bench: setup
 	$(PY) -m benchmarks.bench_local --out docs/benchmarks.md --json docs/bench_local.json
 	$(PY) -m benchmarks.bench_http --out docs/benchmarks.md --json docs/bench_http.json
+	$(PY) -m benchmarks.bench_zarr --out docs/benchmarks.md --json docs/bench_zarr.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info lsio/_uring*.so lsio/_uring.c

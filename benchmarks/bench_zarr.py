@@ -1,0 +1,914 @@
+"""Zarr benchmark: lsio's Zarr fast path and store against zarr-python and tensorstore.
+
+    python -m benchmarks.bench_zarr [--quick] [--workload a,b,c] [--repeats N]
+        [--contenders NAME,...] [--data-dir DIR] [--warm-only | --cold-only]
+        [--out docs/benchmarks.md] [--json results.json]
+
+Three Zarr v3 arrays (float32, smooth + noise quantized to 1/16, so blosc-zstd compresses them
+about 3x; fixed seed; written once with zarr-python under `--data-dir` and reused while their
+metadata matches): (a) 8192² in chunks of 256², (b) the same in chunks of 64² (16 384 chunks),
+(c) (a) sharded, shards of 2048² holding inner chunks of 256². `--quick`: 1024² arrays,
+chunks 256² / 64², shards 512².
+
+Each array is read whole and through a sub-selection (`[1000:3000, 2500:6100]`, scaled for
+`--quick`), warm (every chunk file read just before each run) and cold (`sync; echo 3 >
+/proc/sys/vm/drop_caches` before each run; needs root, skipped with a note otherwise).
+
+Contenders, set up once per table and alternated round-robin (A B C D A B C D ...) on one
+asyncio event loop for `--repeats` rounds (default 5, 2 with `--quick`); tables report medians:
+
+- `lsio fast path`: `await lsio.zarr.read(path, selection)`.
+- `zarr + LsioStore`: zarr-python's async API on `lsio.zarr.LsioStore` (`await arr.getitem`).
+- `zarr + LocalStore`: the same on `zarr.storage.LocalStore`.
+- `tensorstore`: `ts.open({"driver": "zarr3", "kvstore": {"driver": "file", ...}})`,
+  `await arr[selection].read()`.
+- (a) and (b), whole array only: `lsio read-all-then-decode` (one `lsio.read_many` of every
+  chunk file, then blosc decode + copy of every chunk on a thread pool of one thread per core)
+  against `lsio pipelined` (the same requests and the same decode + copy steps through
+  `read_many(..., pipeline=...)`, each chunk decoded as soon as it has arrived).
+
+Checks: in setup, one untimed read of each contender is compared with zarr-python's own read
+(LocalStore) of the same selection, exactly; every timed run's result is checked for shape,
+dtype and a few sample blocks. Targets (whole array, each state): fast path >= 1x tensorstore
+and >= 2x zarr + LocalStore on (a), (b), (c); zarr + LsioStore >= 1.3x zarr + LocalStore.
+When `perf stat` can count `cache-misses,instructions`, the two pipeline modes are measured in
+a subprocess each (reading (a) warm). `--out FILE` writes the section between
+`<!-- bench_zarr:start -->` and `<!-- bench_zarr:end -->`; `--json` the raw samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .contenders import RunFn
+from .harness import log, time_run
+from .report import Sample, Series, format_machine, machine_details, replace_section
+from .workloads import can_drop_caches, drop_caches
+
+DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-zarr")
+DEFAULT_WORKLOADS = "a,b,c"
+START_MARK = "<!-- bench_zarr:start -->"
+END_MARK = "<!-- bench_zarr:end -->"
+STATES = ("warm", "cold")
+SELECTIONS = ("whole", "sub")
+SEED = 20_240_601
+DATA_VERSION = 1  # bump when the generated values change: arrays are rewritten
+FULL_N = 8192
+SUB_FULL = ((1000, 3000), (2500, 6100))  # the sub-selection at 8192², scaled for other sizes
+PERF_EVENTS = "cache-misses,instructions"
+PERF_BYTES = 1 << 30  # decoded bytes each perf subprocess reads (a) for, at least 3 reads
+WARM_CHUNK = 1 << 20
+
+FAST = "lsio fast path"
+LSIOSTORE = "zarr + LsioStore"
+LOCALSTORE = "zarr + LocalStore"
+TENSORSTORE = "tensorstore"
+READ_ALL = "lsio read-all-then-decode"
+PIPELINED = "lsio pipelined"
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    key: str
+    title: str
+    n: int  # the array is n x n float32
+    chunk: int  # (inner) chunk edge
+    shard: int | None = None  # shard edge, None = not sharded
+
+    @property
+    def dirname(self) -> str:
+        shard = f"_s{self.shard}" if self.shard else ""
+        return f"{self.key}_{self.n}{shard}_c{self.chunk}.zarr"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    @property
+    def band(self) -> int:
+        """Rows generated and written at once: whole rows of chunks (shards)."""
+        return self.shard or 1024
+
+    def create_kwargs(self) -> dict[str, Any]:
+        import zarr.codecs
+
+        kw: dict[str, Any] = dict(
+            shape=self.shape, dtype="float32", chunks=(self.chunk, self.chunk),
+            compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+            fill_value=0.0)
+        if self.shard:
+            kw["shards"] = (self.shard, self.shard)
+        return kw
+
+
+def array_specs(quick: bool) -> dict[str, ArraySpec]:
+    n = 1024 if quick else FULL_N
+    shard = 512 if quick else 2048
+    q = " (quick)" if quick else ""
+    return {
+        "a": ArraySpec("a", f"{n}² float32, chunks 256², blosc zstd{q}", n, 256),
+        "b": ArraySpec("b", f"{n}² float32, chunks 64² ({(n // 64) ** 2:,} chunks), blosc "
+                       f"zstd{q}", n, 64),
+        "c": ArraySpec("c", f"{n}² float32, shards {shard}² of chunks 256², blosc zstd{q}",
+                       n, 256, shard),
+    }
+
+
+def selection_of(spec: ArraySpec, name: str) -> tuple[slice, slice]:
+    if name == "whole":
+        return (slice(0, spec.n), slice(0, spec.n))
+    scale = spec.n / FULL_N
+    return tuple(slice(int(a * scale), int(b * scale)) for a, b in SUB_FULL)  # type: ignore[return-value]
+
+
+def describe(sel: tuple[slice, slice]) -> str:
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in sel) + "]"
+
+
+def chunks_touched(spec: ArraySpec, sel: tuple[slice, slice]) -> int:
+    """Number of (inner) chunks a selection touches."""
+    c = spec.chunk
+    return math.prod((s.stop - 1) // c - s.start // c + 1 for s in sel)
+
+
+def generate_band(n: int, r0: int, r1: int) -> np.ndarray:
+    """Rows r0:r1 of the benchmark data: smooth waves plus noise, quantized to 1/16 so the
+    low mantissa bits are zero (blosc-zstd with shuffle: about 3x)."""
+    rng = np.random.default_rng([SEED, r0])
+    y = np.arange(r0, r1, dtype=np.float64)[:, None]
+    x = np.arange(n, dtype=np.float64)[None, :]
+    band = np.sin(x / 50.0) * np.cos(y / 70.0) * 100.0 + rng.normal(0.0, 1.0, (r1 - r0, n))
+    return (np.round(band * 16.0) / 16.0).astype(np.float32)
+
+
+def _expected_metadata(spec: ArraySpec) -> dict[str, Any]:
+    import zarr
+
+    arr = zarr.create_array(store=zarr.storage.MemoryStore(), **spec.create_kwargs())
+    doc = json.loads(json.dumps(arr.metadata.to_dict()))
+    doc.pop("attributes", None)
+    return doc
+
+
+def _attributes(spec: ArraySpec) -> dict[str, Any]:
+    return {"lsio_bench": {"seed": SEED, "version": DATA_VERSION, "complete": True}}
+
+
+def array_matches(spec: ArraySpec, root: Path) -> bool:
+    """The array on disk has the expected metadata and was written to the end."""
+    try:
+        doc = json.loads((root / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    attributes = doc.pop("attributes", {})
+    return doc == _expected_metadata(spec) and attributes == _attributes(spec)
+
+
+def ensure_array(spec: ArraySpec, data_dir: Path) -> Path:
+    """Write the array unless a complete one with matching metadata is there."""
+    import zarr
+
+    root = data_dir / spec.dirname
+    if array_matches(spec, root):
+        return root
+    log(f"writing ({spec.key}) {spec.title} to {root} (zarr {zarr.__version__}) ...")
+    shutil.rmtree(root, ignore_errors=True)
+    arr = zarr.create_array(store=str(root), **spec.create_kwargs())
+    for r0 in range(0, spec.n, spec.band):
+        r1 = min(spec.n, r0 + spec.band)
+        arr[r0:r1, :] = generate_band(spec.n, r0, r1)
+    arr.attrs.update(_attributes(spec))  # last: marks the array complete
+    os.sync()
+    return root
+
+
+def array_files(root: Path) -> list[str]:
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+
+
+def warm_files(paths: Sequence[str]) -> None:
+    """Read every file once through the page cache."""
+    view = memoryview(bytearray(WARM_CHUNK))
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            while os.readv(fd, [view]) == len(view):
+                pass
+        finally:
+            os.close(fd)
+
+
+def stored_bytes(root: Path) -> int:
+    return sum(os.path.getsize(p) for p in array_files(root))
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+@dataclass
+class Case:
+    """One table: an array, a selection, and what every contender must return."""
+
+    spec: ArraySpec
+    root: Path
+    selection: str  # "whole" or "sub"
+    sel: tuple[slice, slice]
+    files: list[str]
+    reference: np.ndarray | None = None  # zarr-python's own read (LocalStore)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(s.stop - s.start for s in self.sel)  # type: ignore[return-value]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * 4
+
+    @property
+    def n_chunks(self) -> int:
+        return chunks_touched(self.spec, self.sel)
+
+
+@dataclass
+class Ctx:
+    cleanup: ExitStack = field(default_factory=ExitStack)
+
+
+SetupFn = Callable[[Case, Ctx], Any]  # async (case, ctx) -> RunFn
+
+
+@dataclass(frozen=True)
+class ZarrContender:
+    name: str
+    alias: str
+    setup: SetupFn
+    pipeline_only: bool = False  # only (a) and (b), whole array
+
+    def applies(self, case: Case) -> bool:
+        if not self.pipeline_only:
+            return True
+        return case.spec.key in ("a", "b") and case.selection == "whole"
+
+
+async def setup_fast(case: Case, ctx: Ctx) -> RunFn:
+    import lsio.zarr
+
+    path, sel = str(case.root), case.sel
+
+    async def run() -> Any:
+        return await lsio.zarr.read(path, sel)
+
+    return run
+
+
+async def _zarr_async(store: Any, case: Case) -> RunFn:
+    import zarr
+
+    arr = await zarr.api.asynchronous.open_array(store=store, mode="r")
+    sel = case.sel
+
+    async def run() -> Any:
+        return await arr.getitem(sel)
+
+    return run
+
+
+async def setup_lsiostore(case: Case, ctx: Ctx) -> RunFn:
+    from lsio.zarr import LsioStore
+
+    return await _zarr_async(LsioStore(case.root, read_only=True), case)
+
+
+async def setup_localstore(case: Case, ctx: Ctx) -> RunFn:
+    from zarr.storage import LocalStore
+
+    return await _zarr_async(LocalStore(case.root, read_only=True), case)
+
+
+async def setup_tensorstore(case: Case, ctx: Ctx) -> RunFn:
+    import tensorstore as ts
+
+    arr = await ts.open({"driver": "zarr3", "kvstore": {"driver": "file",
+                                                       "path": str(case.root)}}, read=True)
+    view = arr[case.sel]
+
+    async def run() -> Any:
+        return await view.read()
+
+    return run
+
+
+class _ChunkPlan:
+    """The chunk files of an unsharded array and where each lands in the output."""
+
+    def __init__(self, case: Case) -> None:
+        import numcodecs
+        import zarr
+        from zarr.storage import LocalStore
+
+        spec = case.spec
+        if spec.shard is not None or case.selection != "whole":
+            raise ValueError("the pipeline contenders read unsharded arrays whole")
+        meta = zarr.open_array(store=LocalStore(case.root, read_only=True), mode="r").metadata
+        per_side = spec.n // spec.chunk
+        c = spec.chunk
+        self.regions = []
+        self.requests = []
+        for i in range(per_side):
+            for j in range(per_side):
+                self.requests.append((str(case.root / meta.encode_chunk_key((i, j))),))
+                self.regions.append((slice(i * c, (i + 1) * c), slice(j * c, (j + 1) * c)))
+        self.chunk_shape = (c, c)
+        self.shape = spec.shape
+        self.codec = numcodecs.Blosc()  # decode reads cname/shuffle from the blosc header
+
+    def steps(self, out: np.ndarray) -> list[list[Any]]:
+        """Per chunk: blosc decode, then copy into its region of `out` (the same step objects
+        in both pipeline modes)."""
+        import lsio
+
+        return [[self.codec, lsio.copy_to(out, r, shape=self.chunk_shape)]
+                for r in self.regions]
+
+
+def _run_batch(steps: list[list[Any]], bufs: Any, lo: int, hi: int) -> None:
+    for i in range(lo, hi):
+        decode, copy = steps[i]
+        copy(decode.decode(bufs[i]))
+
+
+async def setup_read_all(case: Case, ctx: Ctx) -> RunFn:
+    import lsio
+
+    plan = _ChunkPlan(case)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    pool = ctx.cleanup.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="decode"))
+    n = len(plan.requests)
+    per_batch = max(1, math.ceil(n / (threads * 8)))  # 8 batches per thread: balanced, cheap
+    bounds = [(lo, min(n, lo + per_batch)) for lo in range(0, n, per_batch)]
+
+    async def run() -> Any:
+        out = np.empty(plan.shape, np.float32)
+        steps = plan.steps(out)
+        bufs = await lsio.read_many(plan.requests)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, _run_batch, steps, bufs, lo, hi)
+                               for lo, hi in bounds))
+        return out
+
+    return run
+
+
+async def setup_pipelined(case: Case, ctx: Ctx) -> RunFn:
+    import lsio
+
+    plan = _ChunkPlan(case)
+
+    async def run() -> Any:
+        out = np.empty(plan.shape, np.float32)
+        steps = plan.steps(out)
+        await lsio.read_many(plan.requests, pipeline=lambda i: steps[i])
+        return out
+
+    return run
+
+
+CONTENDERS: tuple[ZarrContender, ...] = (
+    ZarrContender(FAST, "fast", setup_fast),
+    ZarrContender(LSIOSTORE, "lsiostore", setup_lsiostore),
+    ZarrContender(LOCALSTORE, "localstore", setup_localstore),
+    ZarrContender(TENSORSTORE, "tensorstore", setup_tensorstore),
+    ZarrContender(READ_ALL, "read-all", setup_read_all, pipeline_only=True),
+    ZarrContender(PIPELINED, "pipelined", setup_pipelined, pipeline_only=True),
+)
+BY_NAME = {c.name: c for c in CONTENDERS} | {c.alias: c for c in CONTENDERS}
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class WrongResult(RuntimeError):
+    pass
+
+
+def check_result(case: Case, got: Any, *, full: bool) -> None:
+    """Shape and dtype always; content: sample blocks, or everything when `full`."""
+    got = np.asarray(got)
+    if got.shape != case.shape or got.dtype != np.float32:
+        raise WrongResult(f"returned {got.dtype} {got.shape}, expected float32 {case.shape}")
+    ref = case.reference
+    if ref is None:
+        return
+    if full:
+        if not np.array_equal(got, ref):
+            bad = np.argwhere(got != ref)
+            raise WrongResult(f"{len(bad):,} elements differ from zarr's read, first at "
+                              f"{tuple(int(v) for v in bad[0])}")
+        return
+    h, w = case.shape
+    for y, x in {(0, 0), (h // 2, w // 2), (max(0, h - 16), max(0, w - 16))}:
+        block = (slice(y, y + 16), slice(x, x + 16))
+        if not np.array_equal(got[block], ref[block]):
+            raise WrongResult(f"block at ({y}, {x}) differs from zarr's read")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class Config:
+    specs: tuple[ArraySpec, ...]
+    repeats: int
+    data_dir: Path
+    quick: bool
+    contenders: tuple[str, ...]  # canonical names, in table order
+    states: tuple[str, ...]
+    cold_note: str  # why cold runs were skipped ("" when they were not)
+    out: Path | None
+    json_path: Path | None
+    perf_events: str
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
+    ap = argparse.ArgumentParser(description="lsio Zarr benchmark")
+    ap.add_argument("--quick", action="store_true", help="1024² arrays (smoke run)")
+    ap.add_argument("--workload", default=DEFAULT_WORKLOADS,
+                    help=f"comma list of arrays (default {DEFAULT_WORKLOADS})")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="round-robin rounds, medians reported (default 5, --quick 2)")
+    ap.add_argument("--contenders", default=None,
+                    help="comma list of contender names or aliases (default: all): "
+                    + ", ".join(f"{c.alias} ({c.name})" for c in CONTENDERS))
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--warm-only", action="store_true")
+    only.add_argument("--cold-only", action="store_true")
+    ap.add_argument("--out", type=Path, default=None, help="markdown file to update")
+    ap.add_argument("--json", type=Path, default=None, dest="json_path")
+    ap.add_argument("--perf-events", default=PERF_EVENTS,
+                    help=f"events `perf stat` counts for the pipeline modes (default "
+                    f"{PERF_EVENTS}); empty: no perf measurement")
+    ap.add_argument("--perf-child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+
+    specs = array_specs(a.quick)
+    repeats = a.repeats if a.repeats is not None else (2 if a.quick else 5)
+    keys = [k.strip() for k in a.workload.split(",") if k.strip()]
+    if not keys or any(k not in specs for k in keys):
+        ap.error(f"unknown workload(s) in {a.workload!r}; known: {sorted(specs)}")
+    if repeats < 1:
+        ap.error("--repeats must be >= 1")
+    if a.contenders:
+        asked = [n.strip() for n in a.contenders.split(",") if n.strip()]
+        if bad := [n for n in asked if n not in BY_NAME]:
+            ap.error(f"unknown contender(s) {bad}; known: {sorted(BY_NAME)}")
+        chosen = {BY_NAME[n].name for n in asked}
+        names = tuple(c.name for c in CONTENDERS if c.name in chosen)
+    else:
+        names = tuple(c.name for c in CONTENDERS)
+    states: tuple[str, ...] = ("warm",) if a.warm_only else ("cold",) if a.cold_only \
+        else STATES
+    cold_note = ""
+    if "cold" in states:
+        ok, why = can_drop_caches()
+        if not ok:
+            cold_note = f"cold runs skipped: {why}"
+            states = tuple(s for s in states if s != "cold")
+    if not states:
+        ap.error(f"nothing to run: {cold_note}")
+    cfg = Config(specs=tuple(specs[k] for k in keys), repeats=repeats, data_dir=a.data_dir,
+                 quick=a.quick, contenders=names, states=states, cold_note=cold_note,
+                 out=a.out, json_path=a.json_path, perf_events=a.perf_events)
+    return cfg, a
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+async def zarr_reference(case: Case) -> np.ndarray:
+    from zarr.storage import LocalStore
+
+    run = await _zarr_async(LocalStore(case.root, read_only=True), case)
+    return np.asarray(await run())
+
+
+async def prepare(cfg: Config, case: Case, ctx: Ctx) -> tuple[dict[str, Series],
+                                                               dict[str, RunFn]]:
+    """Reference read, then each contender's setup and one untimed read compared with the
+    reference in full; a failing setup or a wrong result is recorded in every state's series."""
+    series: dict[str, Series] = {}
+    fns: dict[str, RunFn] = {}
+    names = [n for n in cfg.contenders if BY_NAME[n].applies(case)]
+    for name in names:
+        for state in cfg.states:
+            series[f"{state}/{name}"] = Series(workload=case.spec.key, state=state,
+                                               contender=name, mode=case.selection)
+    try:
+        case.reference = await zarr_reference(case)
+    except Exception as e:  # nothing can be checked: every row fails, the run goes on
+        for s in series.values():
+            s.error = f"reference read (zarr + LocalStore) failed: {_error(e)}"
+        log(f"  reference read FAILED: {_error(e)}")
+        return series, fns
+    for name in names:
+        contender = BY_NAME[name]
+        try:
+            fn = await contender.setup(case, ctx)
+            check_result(case, await fn(), full=True)
+            fns[name] = fn
+        except Exception as e:  # a broken contender must not stop the run
+            for state in cfg.states:
+                series[f"{state}/{name}"].error = _error(e)
+            log(f"  {name}: setup/check FAILED: {_error(e)}")
+    return series, fns
+
+
+def run_case(cfg: Config, case: Case, runner: asyncio.Runner) -> list[Series]:
+    ctx = Ctx()
+    with ctx.cleanup:
+        series, fns = runner.run(prepare(cfg, case, ctx))
+        for state in cfg.states:
+            for rnd in range(cfg.repeats):
+                for name in cfg.contenders:
+                    s = series.get(f"{state}/{name}")
+                    if s is None or s.error is not None:
+                        continue
+                    tag = (f"  [{case.spec.key} {case.selection} {state} "
+                           f"{rnd + 1}/{cfg.repeats}] {name}:")
+                    try:
+                        if state == "cold":
+                            drop_caches()
+                        else:
+                            warm_files(case.files)
+                        seconds, payload = time_run(runner, fns[name])
+                        check_result(case, payload, full=False)
+                        del payload
+                    except Exception as e:  # report it, keep going
+                        s.error = _error(e)
+                        log(f"{tag} FAILED: {s.error}")
+                        continue
+                    s.samples.append(Sample(round=rnd, seconds=seconds, nbytes=case.nbytes,
+                                            n_ops=case.n_chunks))
+                    log(f"{tag} {seconds * 1e3:.1f} ms, {case.nbytes / seconds / 1e9:.2f} GB/s")
+    case.reference = None
+    return list(series.values())
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    contender: str
+    reference: str
+    ratio: float
+
+
+TARGETS = (Target(FAST, TENSORSTORE, 1.0), Target(FAST, LOCALSTORE, 2.0),
+           Target(LSIOSTORE, LOCALSTORE, 1.3))
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    workload: str
+    state: str
+    contender: str
+    reference: str
+    ratio_wanted: float
+    ratio: float | None  # median seconds of the reference / of the contender
+    met: bool
+    note: str = ""
+
+
+def median_s(s: Series) -> float:
+    return statistics.median(x.seconds for x in s.samples)
+
+
+def _find(series: list[Series], name: str) -> Series | None:
+    return next((s for s in series if s.contender == name), None)
+
+
+def judge(key: str, state: str, series: list[Series], t: Target) -> TargetResult:
+    who, ref = _find(series, t.contender), _find(series, t.reference)
+    for name, s in ((t.contender, who), (t.reference, ref)):
+        if s is None or not s.ok:
+            note = f"{name} {'not run' if s is None else 'FAILED'}"
+            return TargetResult(key, state, t.contender, t.reference, t.ratio, None, False,
+                                note)
+    assert who is not None and ref is not None
+    ratio = median_s(ref) / median_s(who)
+    return TargetResult(key, state, t.contender, t.reference, t.ratio, ratio, ratio >= t.ratio)
+
+
+def format_target(r: TargetResult) -> str:
+    wanted = f"{r.contender} >= {r.ratio_wanted:g}x {r.reference}"
+    if r.ratio is None:
+        return f"Target: {wanted}: **missed** ({r.note})."
+    return f"Target: {wanted}: {r.ratio:.2f}x, **{'met' if r.met else 'missed'}**."
+
+
+# --------------------------------------------------------------------------- perf
+
+
+@dataclass
+class PerfResult:
+    available: bool
+    note: str
+    events: tuple[str, ...] = ()
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> event -> n
+    reads: int = 0  # reads of (a) per subprocess
+    nbytes: int = 0  # decoded bytes per read
+
+
+def _parse_perf(text: str) -> dict[str, float | str]:
+    """`perf stat -x,` lines: value,unit,event,... -> {event: value or the text perf gave}."""
+    counts: dict[str, float | str] = {}
+    for line in text.splitlines():
+        parts = line.split(",")
+        if len(parts) < 3 or line.startswith("#"):
+            continue
+        value, event = parts[0], parts[2]
+        try:
+            counts[event] = float(value)
+        except ValueError:
+            counts[event] = value
+    return counts
+
+
+def _perf_stat(events: str, cmd: list[str]) -> tuple[dict[str, float | str], str]:
+    with tempfile.NamedTemporaryFile("r", suffix=".perf") as f:
+        proc = subprocess.run(["perf", "stat", "-x,", "-e", events, "-o", f.name, "--", *cmd],
+                              capture_output=True, text=True, timeout=600)
+        text = f.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr or text).strip()[-400:]}")
+    return _parse_perf(text), text
+
+
+def perf_check(events: str) -> tuple[bool, str]:
+    if not events:
+        return False, "perf measurement turned off (--perf-events '')"
+    if shutil.which("perf") is None:
+        return False, "perf is not installed (apt-get install linux-perf)"
+    try:
+        counts, text = _perf_stat(events, ["true"])
+    except (OSError, subprocess.SubprocessError, RuntimeError) as e:
+        return False, f"`perf stat -e {events} true` failed: {e}"
+    bad = {k: v for k, v in counts.items() if isinstance(v, str)}
+    wanted = [e.strip() for e in events.split(",") if e.strip()]
+    missing = [e for e in wanted if not any(k.startswith(e) for k in counts)]
+    if bad or missing:
+        said = ", ".join(f"{k}: {v}" for k, v in bad.items()) or f"no counts for {missing}"
+        return False, (f"`perf stat -e {events}` counts nothing here ({said}; no hardware "
+                       "performance counters, e.g. in a VM without a virtual PMU)")
+    return True, ""
+
+
+def measure_perf(cfg: Config, data_dir: Path, runnable: bool) -> PerfResult:
+    ok, note = perf_check(cfg.perf_events)
+    if not ok:
+        return PerfResult(False, note)
+    if not runnable:
+        return PerfResult(False, "perf works, but (a) was not run with both pipeline modes")
+    events = tuple(e.strip() for e in cfg.perf_events.split(",") if e.strip())
+    nbytes = array_specs(cfg.quick)["a"].n ** 2 * 4
+    res = PerfResult(True, "", events, reads=perf_reads(nbytes), nbytes=nbytes)
+    for mode in ("baseline", READ_ALL, PIPELINED):
+        cmd = [sys.executable, "-m", "benchmarks.bench_zarr", "--perf-child", mode,
+               "--data-dir", str(data_dir), *(["--quick"] if cfg.quick else [])]
+        log(f"perf stat: {mode} ...")
+        try:
+            counts, _ = _perf_stat(cfg.perf_events, cmd)
+        except (OSError, subprocess.SubprocessError, RuntimeError) as e:
+            return PerfResult(False, f"perf stat of {mode!r} failed: {e}")
+        res.counts[mode] = {k: v for k, v in counts.items() if isinstance(v, float)}
+    return res
+
+
+def perf_reads(nbytes: int) -> int:
+    return min(200, max(3, PERF_BYTES // nbytes))
+
+
+def perf_child(mode: str, data_dir: Path, quick: bool) -> int:
+    """Set up (a) whole for one pipeline mode, warm, and read it `perf_reads` times (the
+    `baseline` mode does everything but the reads: its counts are subtracted)."""
+    spec = array_specs(quick)["a"]
+    root = data_dir / spec.dirname
+    if not array_matches(spec, root):
+        raise SystemExit(f"perf child: {root} is missing or stale")
+    case = Case(spec, root, "whole", selection_of(spec, "whole"), array_files(root))
+    setup = BY_NAME[READ_ALL if mode == "baseline" else mode].setup
+    ctx = Ctx()
+    with ctx.cleanup, asyncio.Runner() as runner:
+        fn = runner.run(setup(case, ctx))
+        warm_files(case.files)
+        for _ in range(perf_reads(case.nbytes) if mode != "baseline" else 0):
+            check_result(case, runner.run(fn()), full=False)
+    return 0
+
+
+def format_perf(p: PerfResult) -> str:
+    title = "### perf: the two pipeline modes, (a) whole array, warm"
+    if not p.available:
+        return f"{title}\n\nSkipped: {p.note}."
+    rows = ["| mode | " + " | ".join(f"{e} (minus baseline)" for e in p.events)
+            + " | " + " | ".join(f"{e} per decoded MB" for e in p.events) + " |",
+            "|---|" + "---:|" * (2 * len(p.events))]
+    base = p.counts.get("baseline", {})
+    mb = p.reads * p.nbytes / 1e6
+    for mode in (READ_ALL, PIPELINED):
+        counts = p.counts.get(mode, {})
+        deltas = [counts.get(e, math.nan) - base.get(e, 0.0) for e in p.events]
+        rows.append(f"| {mode} | " + " | ".join(f"{d:,.0f}" for d in deltas) + " | "
+                    + " | ".join(f"{d / mb:,.0f}" for d in deltas) + " |")
+    note = (f"`perf stat -e {','.join(p.events)}` around a subprocess that sets up the mode and "
+            f"reads (a) warm {p.reads} times; a baseline subprocess (same setup, no reads) is "
+            "subtracted.")
+    return f"{title}\n\n" + "\n".join(rows) + "\n\n" + note
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _ratio(s: Series, ref: Series | None) -> str:
+    return f"{median_s(ref) / median_s(s):.2f}x" if ref is not None and ref.ok else "—"
+
+
+def format_table(series: list[Series]) -> str:
+    ts, local = _find(series, TENSORSTORE), _find(series, LOCALSTORE)
+    rows = ["| contender | median s | GB/s | vs tensorstore | vs zarr + LocalStore | runs |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for s in series:
+        if not s.ok:
+            reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:160]
+            rows.append(f"| {s.contender} | FAILED | — | — | — | {reason} |")
+            continue
+        sec = median_s(s)
+        gbps = s.samples[0].nbytes / sec / 1e9
+        rows.append(f"| {s.contender} | {sec:.4f} | {gbps:.2f} | {_ratio(s, ts)} | "
+                    f"{_ratio(s, local)} | {len(s.samples)} |")
+    return "\n".join(rows)
+
+
+def _pipeline_line(series: list[Series]) -> str | None:
+    ra, pl = _find(series, READ_ALL), _find(series, PIPELINED)
+    if ra is None or pl is None or not (ra.ok and pl.ok):
+        return None
+    return (f"Pipelined vs read-all-then-decode: {median_s(ra) / median_s(pl):.2f}x "
+            f"(median {median_s(pl):.4f} s vs {median_s(ra):.4f} s).")
+
+
+def zarr_machine_details(data_dir: Path, perf: PerfResult) -> dict[str, str]:
+    details = machine_details(data_dir)
+    details.pop("fio", None)
+    extra = []
+    for pkg in ("numcodecs", "tensorstore"):
+        try:
+            extra.append(f"{pkg} {importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            extra.append(f"{pkg} not installed")
+    details["packages"] += ", " + ", ".join(extra)
+    details["perf"] = "counts " + ",".join(perf.events) if perf.available else perf.note
+    return details
+
+
+def render(cfg: Config, cases: list[Case], results: list[Series],
+           targets: list[TargetResult], perf: PerfResult, details: dict[str, str],
+           argv: Sequence[str]) -> str:
+    parts = ["## Zarr: lsio against zarr-python and tensorstore (`benchmarks/bench_zarr.py`)",
+             "", f"Command: `python -m benchmarks.bench_zarr {shlex.join(argv)}`  ",
+             f"Median of {cfg.repeats} round-robin round(s) per table, all contenders on one "
+             "asyncio event loop; states: " + ", ".join(cfg.states)
+             + (f" ({cfg.cold_note})" if cfg.cold_note else "") + ".", "",
+             format_machine(details), ""]
+    for spec in cfg.specs:
+        stored = next((stored_bytes(c.root) for c in cases if c.spec.key == spec.key), 0)
+        ratio = f", stored {stored / 1e6:,.1f} MB ({spec.n ** 2 * 4 / stored:.2f}x " \
+            "compression)" if stored else ""
+        for selection in SELECTIONS:
+            case = next(c for c in cases if c.spec.key == spec.key
+                        and c.selection == selection)
+            for state in cfg.states:
+                rows = [s for s in results if s.workload == spec.key
+                        and s.mode == selection and s.state == state]
+                parts += [f"### ({spec.key}) {selection}, {state}: {spec.title}", "",
+                          f"Selection {describe(case.sel)}: {case.shape[0]}x{case.shape[1]}, "
+                          f"{case.nbytes / 1e6:,.1f} MB decoded, {case.n_chunks:,} chunks"
+                          f"{ratio}.", "", format_table(rows), ""]
+                lines = [format_target(t) for t in targets
+                         if t.workload == spec.key and t.state == state and selection == "whole"]
+                if (pl := _pipeline_line(rows)) is not None:
+                    lines.append(pl)
+                if lines:
+                    parts += ["  \n".join(lines), ""]
+    met = sum(t.met for t in targets)
+    parts += [f"Targets met: {met} of {len(targets)}.", "", format_perf(perf), ""]
+    parts += ["Notes: timed by wall clock around one call on the shared loop; one-off setup "
+              "(opening the array, building request lists, thread pools) is done before "
+              "timing, and every contender's first read (untimed, in setup) is compared with "
+              "zarr-python's own read in full. Warm: every file of the array is read just "
+              "before each run; cold: `sync; echo 3 > /proc/sys/vm/drop_caches` before each "
+              "run (the array metadata is already parsed, except for `lsio fast path`, which "
+              "takes a path and reads `zarr.json` in every call). *GB/s*: decoded output bytes "
+              "per second. *vs X*: median seconds of X over the contender's. zarr-python runs "
+              "with its defaults (async.concurrency 10, codecs on asyncio's default thread "
+              "pool); tensorstore with its default context (no chunk cache). The pipeline "
+              "rows read the chunk files of (a)/(b) whole with the default lsio reader; both "
+              "use the same per-chunk steps (`numcodecs.Blosc().decode`, then "
+              "`lsio.copy_to(out, region)`): read-all-then-decode runs them after the whole "
+              "`read_many` on a thread pool of one thread per core (8 batches per thread), "
+              "pipelined hands them to `read_many(..., pipeline=...)`. Raw per-round numbers: "
+              "`--json`."]
+    return "\n".join(parts) + "\n"
+
+
+def dump_json(path: Path, cfg: Config, cases: list[Case], results: list[Series],
+              targets: list[TargetResult], perf: PerfResult, details: dict[str, str]) -> None:
+    doc = {
+        "machine": details,
+        "config": {"quick": cfg.quick, "repeats": cfg.repeats, "data_dir": str(cfg.data_dir),
+                   "states": list(cfg.states), "cold_note": cfg.cold_note,
+                   "contenders": list(cfg.contenders)},
+        "arrays": {s.key: dataclasses.asdict(s) | {"path": str(cfg.data_dir / s.dirname)}
+                   for s in cfg.specs},
+        "cases": [{"workload": c.spec.key, "selection": c.selection,
+                   "slices": [[s.start, s.stop] for s in c.sel], "nbytes": c.nbytes,
+                   "n_chunks": c.n_chunks} for c in cases],
+        "series_note": "`mode` is the selection (whole / sub); nbytes are decoded bytes, "
+                       "n_ops the (inner) chunks the selection touches",
+        "series": [dataclasses.asdict(s) for s in results],
+        "targets": [dataclasses.asdict(t) for t in targets],
+        "perf": dataclasses.asdict(perf),
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, args = parse_args(argv)
+    if args.perf_child is not None:
+        return perf_child(args.perf_child, cfg.data_dir.resolve(), cfg.quick)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = cfg.data_dir.resolve()
+    roots = {spec.key: ensure_array(spec, data_dir) for spec in cfg.specs}
+    cases = [Case(spec, roots[spec.key], sel, selection_of(spec, sel),
+                  array_files(roots[spec.key]))
+             for spec in cfg.specs for sel in SELECTIONS]
+
+    results: list[Series] = []
+    with asyncio.Runner() as runner:
+        for case in cases:
+            log(f"({case.spec.key}) {case.selection} {describe(case.sel)}: {case.spec.title}")
+            results += run_case(cfg, case, runner)
+
+    targets = [judge(spec.key, state, [s for s in results if s.workload == spec.key
+                                       and s.mode == "whole" and s.state == state], t)
+               for spec in cfg.specs for state in cfg.states for t in TARGETS
+               if t.contender in cfg.contenders]
+    both = {READ_ALL, PIPELINED} <= set(cfg.contenders) and "a" in roots
+    perf = measure_perf(cfg, data_dir, both)
+    details = zarr_machine_details(data_dir, perf)
+    text = render(cfg, cases, results, targets, perf, details, argv)
+    print(text)
+    if cfg.out is not None:
+        replace_section(cfg.out, text, start_mark=START_MARK, end_mark=END_MARK)
+        log(f"updated {cfg.out}")
+    if cfg.json_path is not None:
+        dump_json(cfg.json_path, cfg, cases, results, targets, perf, details)
+        log(f"wrote {cfg.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Smoke test of the Zarr benchmark (benchmarks/bench_zarr.py) at its quick sizes, warm only."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ("a", "b", "c")
+SELECTIONS = ("whole", "sub")
+CONTENDERS = ("lsio fast path", "zarr + LsioStore", "zarr + LocalStore", "tensorstore")
+PIPELINE = ("lsio read-all-then-decode", "lsio pipelined")  # (a) and (b), whole array only
+
+
+def _tables(stdout: str) -> dict[tuple[str, str, str], dict[str, list[str]]]:
+    """Per `### (a) whole, warm: ...` heading: the cells of each table row by contender."""
+    tables: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+    rows: dict[str, list[str]] | None = None
+    for line in stdout.splitlines():
+        if m := re.match(r"### \((\w+)\) (\w+), (\w+): ", line):
+            rows = tables.setdefault((m.group(1), m.group(2), m.group(3)), {})
+        elif line.startswith("### "):
+            rows = None
+        elif line.startswith("|") and rows is not None:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells
+    return tables
+
+
+@pytest.mark.slow
+def test_bench_zarr_quick(tmp_path: Path) -> None:
+    pytest.importorskip("tensorstore")
+    cmd = [sys.executable, "-m", "benchmarks.bench_zarr", "--quick", "--repeats", "1",
+           "--warm-only", "--data-dir", str(tmp_path / "data"),
+           "--json", str(tmp_path / "results.json"), "--out", str(tmp_path / "bench.md")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+
+    tables = _tables(out)
+    expected = {(k, s, "warm") for k in WORKLOADS for s in SELECTIONS}
+    assert set(tables) == expected, out
+    for (key, selection, state), rows in tables.items():
+        names = CONTENDERS + (PIPELINE if key in "ab" and selection == "whole" else ())
+        assert set(rows) - {"contender", "---"} == set(names), (key, selection, rows)
+        for name in names:
+            cells = rows[name]
+            seconds, gbps = float(cells[1]), float(cells[2])  # raises on "FAILED"
+            assert seconds > 0 and gbps > 0, (key, selection, state, cells)
+            assert cells[5] == "1", cells
+    # three targets per workload and state, each judged
+    assert len(re.findall(r"^Target: .*\*\*(met|missed)\*\*", out, re.M)) == 9, out
+    assert "### perf:" in out, out
+
+    doc = (tmp_path / "bench.md").read_text()
+    assert doc.count("<!-- bench_zarr:start -->") == 1 and "<!-- bench_zarr:end -->" in doc
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {s["contender"] for s in results["series"]} == set(CONTENDERS + PIPELINE)
+    assert all(s["error"] is None and len(s["samples"]) == 1 and s["state"] == "warm"
+               for s in results["series"])
+    assert results["arrays"]["b"]["chunk"] == 64 and results["arrays"]["c"]["shard"] == 512
