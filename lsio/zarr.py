@@ -35,6 +35,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from ._memory import allocate
 from ._reader import Reader, default_reader
 from ._sync import run_sync
 from ._url import is_url
@@ -477,7 +478,10 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *,
     dtype = meta.dtype.to_native_dtype()
     fill = meta.fill_value
     indexer = BasicIndexer(selection, shape=meta.shape, chunk_grid=meta.chunk_grid)
-    out = np.empty(indexer.shape, dtype)
+    # result memory from lsio's arena pool: recycled once the caller drops the array, so
+    # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
+    size = int(np.prod(indexer.shape)) * dtype.itemsize
+    out = allocate(size).view(dtype).reshape(indexer.shape)
     codecs = list(meta.codecs)
     sharding = codecs[-1] if len(codecs) == 1 and type(codecs[0]).__name__ == (
         "ShardingCodec") else None
