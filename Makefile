@@ -12,7 +12,7 @@ sysdeps:
 	@scripts/system-deps.sh --bench
 
 # Rebuilt when the build inputs change (the cffi binding is compiled by `pip install`).
-$(VENV)/.installed: pyproject.toml setup.py lsio/_uring_build.py
+$(VENV)/.installed: pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e ".[test,bench]"

@@ -58,6 +58,15 @@ class Results(Sequence[memoryview]):
             merged._views.extend(part._views)
         return merged
 
+    def addresses(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """Memory address and length of every chunk (for C code that reads them while
+        this object is alive); missing chunks give address 0."""
+        bases = np.array([np.frombuffer(v, np.uint8).ctypes.data if v.nbytes else 0
+                          for v in self._views] or [0], np.uint64)
+        addr = bases[self._base] + self._start.astype(np.uint64)
+        addr[self.missing] = 0
+        return addr, self.lengths.astype(np.uint64)
+
     def __len__(self) -> int:
         return len(self.lengths)
 

@@ -6,6 +6,7 @@ selections, missing chunks)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,13 @@ class TestLsioStoreHttp(StoreTests[LsioStore, cpu.Buffer]):  # type: ignore[misc
     async def test_with_read_only_store(self, store: LsioStore) -> None:  # type: ignore[override]
         with pytest.raises(ValueError, match="remote roots"):
             store.with_read_only(False)
+
+
+def test_batch_decoder_is_built_on_ci() -> None:
+    """CI (LSIO_REQUIRE_URING=1) installs libblosc/libzstd: the fast path's C batch decoder
+    must be there, or the tests above would only cover the numcodecs path."""
+    if os.environ.get("LSIO_REQUIRE_URING") == "1":
+        assert lz._codecs_lib() is not None
 
 
 def test_keys_stay_inside_the_root(tmp_path: Path) -> None:
