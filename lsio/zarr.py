@@ -441,8 +441,12 @@ class _Chain:
 # -- the batched C path: many chunks decoded and placed per GIL-free call ----------------------
 
 BATCH_WINDOW = 1024
-"""Chunks read per window on the batched path; the next window reads while this one decodes
-(two windows of 1024 x 64 KiB stored chunks is 128 MiB at most in flight)."""
+"""Most chunks read per window on the batched path; the next window reads while this one
+decodes (two windows of 1024 x 64 KiB stored chunks is 128 MiB at most in flight)."""
+
+BATCH_WINDOWS_MIN = 8
+"""A read is cut into at least this many windows (of at least 64 chunks), so reading and
+decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensorstore)."""
 
 _CHUNK = np.dtype([("src", "<u8"), ("srclen", "<u8"), ("dst", "<u8"), ("src_offset", "<i8"),
                    ("shape", "<i8", 8), ("dst_strides", "<i8", 8)])
@@ -557,9 +561,10 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
                              f"wrong size (stored chunk at 0x{bad:x})")
         del keep
 
+    size = min(BATCH_WINDOW, max(64, -(-len(paths) // BATCH_WINDOWS_MIN)))
     try:
-        for lo in range(0, len(paths), BATCH_WINDOW):
-            hi = min(lo + BATCH_WINDOW, len(paths))
+        for lo in range(0, len(paths), size):
+            hi = min(lo + size, len(paths))
             results = await reader.read_many([(p, 0, None) for p in paths[lo:hi]],
                                              missing_ok=True, progress=progress)
             window = jobs[lo:hi].copy()
