@@ -145,3 +145,12 @@ def test_sync_twin_with_pipeline(data_dir: Path) -> None:
                               pipeline=[numcodecs.Zstd(), lambda b: np.frombuffer(b, "f4")])
     for (want, _), arr in zip(chunks, got, strict=True):
         np.testing.assert_array_equal(arr, want)
+
+
+async def test_progress_with_pipeline(data_dir: Path) -> None:
+    chunks = _chunks(data_dir, 12)
+    seen: list[tuple[int, int, int]] = []
+    await lsio.read_many([(p,) for _, p in chunks], pipeline=[numcodecs.Zstd()],
+                         progress=lambda *a: seen.append(a))
+    total = sum(Path(p).stat().st_size for _, p in chunks)
+    assert seen[-1] == (12, 12, total)
