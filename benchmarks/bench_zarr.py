@@ -63,7 +63,7 @@ import numpy as np
 from .contenders import RunFn
 from .harness import log, time_run
 from .report import Sample, Series, format_machine, machine_details, replace_section
-from .workloads import can_drop_caches, drop_caches
+from .workloads import can_drop_caches, drop_caches, warm_paths
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-zarr")
 DEFAULT_WORKLOADS = "a,b,c"
@@ -77,7 +77,6 @@ FULL_N = 8192
 SUB_FULL = ((1000, 3000), (2500, 6100))  # the sub-selection at 8192², scaled for other sizes
 PERF_EVENTS = "cache-misses,instructions"
 PERF_BYTES = 1 << 30  # decoded bytes each perf subprocess reads (a) for, at least 3 reads
-WARM_CHUNK = 1 << 20
 
 FAST = "lsio fast path"
 LSIOSTORE = "zarr + LsioStore"
@@ -207,18 +206,6 @@ def ensure_array(spec: ArraySpec, data_dir: Path) -> Path:
 
 def array_files(root: Path) -> list[str]:
     return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
-
-
-def warm_files(paths: Sequence[str]) -> None:
-    """Read every file once through the page cache."""
-    view = memoryview(bytearray(WARM_CHUNK))
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            while os.readv(fd, [view]) == len(view):
-                pass
-        finally:
-            os.close(fd)
 
 
 def stored_bytes(root: Path) -> int:
@@ -567,7 +554,7 @@ def run_case(cfg: Config, case: Case, runner: asyncio.Runner) -> list[Series]:
                         if state == "cold":
                             drop_caches()
                         else:
-                            warm_files(case.files)
+                            warm_paths(case.files)
                         seconds, payload = time_run(runner, fns[name])
                         check_result(case, payload, full=False)
                         del payload
@@ -729,7 +716,7 @@ def perf_child(mode: str, data_dir: Path, quick: bool) -> int:
     ctx = Ctx()
     with ctx.cleanup, asyncio.Runner() as runner:
         fn = runner.run(setup(case, ctx))
-        warm_files(case.files)
+        warm_paths(case.files)
         for _ in range(perf_reads(case.nbytes) if mode != "baseline" else 0):
             check_result(case, runner.run(fn()), full=False)
     return 0

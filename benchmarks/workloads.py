@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -257,12 +258,16 @@ def drop_caches() -> None:
 
 def warm_cache(wl: Workload) -> None:
     """Read every data file once through the page cache."""
-    buf = bytearray(_WARM_CHUNK)
-    view = memoryview(buf)
-    for p in wl.paths:
+    warm_paths(wl.paths)
+
+
+def warm_paths(paths: Sequence[str]) -> None:
+    """Read every file once through the page cache."""
+    view = memoryview(bytearray(_WARM_CHUNK))
+    for p in paths:
         fd = os.open(p, os.O_RDONLY)
         try:
-            while os.readv(fd, [view]) == len(buf):
+            while os.readv(fd, [view]) == len(view):
                 pass
         finally:
             os.close(fd)
