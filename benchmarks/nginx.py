@@ -45,7 +45,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         root {root};
         location / {{ }}
     }}
@@ -77,15 +77,19 @@ def free_port() -> int:
 class Nginx:
     """nginx serving ``root`` on ``127.0.0.1:port`` while the context is open."""
 
-    def __init__(self, root: str | os.PathLike[str], *, workers: int = 1) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, workers: int = 1,
+                 tls: tuple[str, str] | None = None) -> None:
         self.root = Path(root).resolve()
         self.workers = workers
+        self.tls = tls
+        """(certificate, key) PEM files: serve HTTPS instead of HTTP."""
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._prefix: str | None = None
 
     def url(self, name: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{quote(name)}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{quote(name)}"
 
     def start(self) -> Nginx:
         binary = nginx_binary()
@@ -102,7 +106,9 @@ class Nginx:
                 f.write(_CONF.format(
                     user="user root;" if os.geteuid() == 0 else "",
                     workers=self.workers, prefix=self._prefix, port=self.port,
-                    root=self.root))
+                    root=self.root, tls=(
+                        f" ssl;\n        ssl_certificate {self.tls[0]};\n"
+                        f"        ssl_certificate_key {self.tls[1]}" if self.tls else "")))
             self._proc = subprocess.Popen(
                 [binary, "-p", self._prefix, "-c", conf, "-e", f"{self._prefix}/error.log"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

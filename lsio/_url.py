@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 __all__ = ["HttpOptions", "Target", "is_url", "resolve"]
@@ -79,6 +79,15 @@ class HttpOptions:
 
     azure_account: str | None = None
     """Storage account for ``az://``; default ``$AZURE_STORAGE_ACCOUNT_NAME``."""
+
+    ssl: Any = None
+    """TLS for ``https://``: ``None`` verifies against the system's CAs (aiohttp's
+    default), an ``ssl.SSLContext`` uses that context (a private CA), ``False`` does not
+    verify (never for production data)."""
+
+    trust_env: bool = True
+    """Honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` and ``~/.netrc`` (aiohttp's ``trust_env``),
+    as HPC clusters behind a proxy need."""
 
     multi_range: bool = True
     """Plain HTTP servers: ask for several ranges in one request (``multipart/byteranges``,

@@ -446,3 +446,34 @@ async def test_zarr_on_s3(creds: MotoServer, tmp_path: Path) -> None:
     np.testing.assert_array_equal(remote[:], arr[:])
     np.testing.assert_array_equal(await lz.read("s3://bkt/z", (slice(3, 29), 7), reader=reader),
                                   arr[3:29, 7])
+
+
+@pytest.fixture(scope="module")
+def tls_served(served: tuple[Nginx, Path], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[Nginx, Path, str]]:
+    """The same files over HTTPS, with a self-signed certificate for 127.0.0.1."""
+    import subprocess
+
+    _, root = served
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    with Nginx(root, tls=(cert, key)) as server:
+        yield server, root, cert
+
+
+async def test_https_with_a_private_ca(tls_served: tuple[Nginx, Path, str]) -> None:
+    import ssl
+
+    server, root, cert = tls_served
+    reqs = [(server.url("big.bin"), 10, 100), (server.url("s2.bin"), 0, None)]
+    with pytest.raises(PermissionError, match="not trusted"):
+        await fast().read_many(reqs)
+    trusted = fast(ssl=ssl.create_default_context(cafile=cert))
+    got = await trusted.read_many(reqs)
+    assert bytes(got[0]) == expected(root, "big.bin", 10, 100)
+    assert bytes(got[1]) == expected(root, "s2.bin", 0, None)
+    unverified = await fast(ssl=False).read_many(reqs[:1])
+    assert bytes(unverified[0]) == bytes(got[0])

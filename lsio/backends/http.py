@@ -100,7 +100,7 @@ class _NotMulti(Exception):
 
 # -- sessions: one per event loop -------------------------------------------------------------
 
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Any]] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -112,13 +112,15 @@ async def _closer(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
         await session.close()
 
 
-async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
+async def session_for(limit_per_host: int, trust_env: bool = True) -> aiohttp.ClientSession:
     """This loop's session with ``limit_per_host`` connections per host."""
     loop = asyncio.get_running_loop()
     per_loop = _sessions.setdefault(loop, {})
-    entry = per_loop.get(limit_per_host)
+    key = (limit_per_host, trust_env)
+    entry = per_loop.get(key)
     if entry is None or entry[0].closed:
         session = aiohttp.ClientSession(
+            trust_env=trust_env,
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=limit_per_host,
                                            ttl_dns_cache=300),
             auto_decompress=False, read_bufsize=1 << 20,
@@ -126,7 +128,7 @@ async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
             timeout=aiohttp.ClientTimeout(total=None))
         keeper = _closer(session)
         await keeper.asend(None)  # registered with the loop's async-generator hooks
-        entry = per_loop[limit_per_host] = (session, keeper)
+        entry = per_loop[key] = (session, keeper)
     return entry[0]  # type: ignore[no-any-return]
 
 
@@ -331,7 +333,13 @@ class HttpCall:
         for _ in range(REDIRECTS + 1):
             try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng),
-                                              allow_redirects=False, timeout=self.timeout)
+                                              allow_redirects=False, timeout=self.timeout,
+                                              ssl=True if self.options.ssl is None
+                                              else self.options.ssl)
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
+                                f"{exc.certificate_error}; pass HttpOptions(ssl=context) "
+                                "with its CA") from None
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
                     aiohttp.ClientOSError, ConnectionError) as exc:
                 code = getattr(exc, "errno", None) or errno.ECONNRESET
@@ -533,7 +541,8 @@ class HttpCall:
     # -- the two steps ---------------------------------------------------------------------
     async def _start(self) -> None:
         if self.session is None:
-            self.session = await session_for(self.options.connections_per_host)
+            self.session = await session_for(self.options.connections_per_host,
+                                             self.options.trust_env)
 
     async def probe_multipart(self, file: npt.NDArray[np.int64], offset: npt.NDArray[np.int64],
                               length: npt.NDArray[np.int64]) -> bool:
