@@ -86,8 +86,8 @@ class HttpOptions:
     verify (never for production data)."""
 
     trust_env: bool = True
-    """Honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` and ``~/.netrc`` (aiohttp's ``trust_env``),
-    as HPC clusters behind a proxy need."""
+    """Honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` (read once per call), as HPC clusters
+    behind a proxy need."""
 
     multi_range: bool = True
     """Plain HTTP servers: ask for several ranges in one request (``multipart/byteranges``,

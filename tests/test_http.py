@@ -477,3 +477,23 @@ async def test_https_with_a_private_ca(tls_served: tuple[Nginx, Path, str]) -> N
     assert bytes(got[1]) == expected(root, "s2.bin", 0, None)
     unverified = await fast(ssl=False).read_many(reqs[:1])
     assert bytes(unverified[0]) == bytes(got[0])
+
+
+def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from yarl import URL
+
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy",
+                "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+
+    def proxy(url: str, **opts: object) -> str | None:
+        call = engine.HttpCall([url], lsio.HttpOptions(**opts), {},  # type: ignore[arg-type]
+                               concurrency=1, probe_size=1)
+        return call._proxy(URL(url))
+
+    assert proxy("http://data.example/x") == "http://proxy.example:3128"
+    assert proxy("http://internal.example/x") is None
+    assert proxy("https://data.example/x") is None  # no HTTPS_PROXY set
+    assert proxy("http://data.example/x", trust_env=False) is None

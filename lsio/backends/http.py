@@ -33,6 +33,7 @@ import atexit
 import errno
 import random
 import re
+import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -112,15 +113,14 @@ async def _closer(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
         await session.close()
 
 
-async def session_for(limit_per_host: int, trust_env: bool = True) -> aiohttp.ClientSession:
+async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
     """This loop's session with ``limit_per_host`` connections per host."""
     loop = asyncio.get_running_loop()
     per_loop = _sessions.setdefault(loop, {})
-    key = (limit_per_host, trust_env)
+    key = limit_per_host
     entry = per_loop.get(key)
     if entry is None or entry[0].closed:
         session = aiohttp.ClientSession(
-            trust_env=trust_env,
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=limit_per_host,
                                            ttl_dns_cache=300),
             auto_decompress=False, read_bufsize=1 << 20,
@@ -305,12 +305,27 @@ class HttpCall:
         self.sizes = np.full(len(paths), UNKNOWN_SIZE, np.int64)
         self.session: aiohttp.ClientSession | None = None
         self._probing: dict[Any, asyncio.Lock] = {}
+        self._proxies: dict[Any, str | None] = {}
         # the per-request deadline covers headers and body (aiohttp's total timeout runs
         # until the response is released)
         self.timeout = aiohttp.ClientTimeout(total=options.request_timeout,
                                              sock_connect=options.connect_timeout)
 
     # -- one request ---------------------------------------------------------------------
+    def _proxy(self, url: URL) -> str | None:
+        """The proxy for ``url`` from ``HTTP(S)_PROXY``/``NO_PROXY``, looked up once per
+        host and call (aiohttp's own ``trust_env`` re-reads the environment and ~/.netrc on
+        every request: 5x the CPU of the request itself here)."""
+        if not self.options.trust_env:
+            return None
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            proxy = urllib.request.getproxies().get(url.scheme)
+            if proxy and url.host and urllib.request.proxy_bypass(url.host):
+                proxy = None
+            self._proxies[key] = proxy
+        return self._proxies[key]
+
     def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
         if rng is not None:
@@ -335,7 +350,8 @@ class HttpCall:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng),
                                               allow_redirects=False, timeout=self.timeout,
                                               ssl=True if self.options.ssl is None
-                                              else self.options.ssl)
+                                              else self.options.ssl,
+                                              proxy=self._proxy(url))
             except aiohttp.ClientConnectorCertificateError as exc:
                 raise HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
                                 f"{exc.certificate_error}; pass HttpOptions(ssl=context) "
@@ -541,8 +557,7 @@ class HttpCall:
     # -- the two steps ---------------------------------------------------------------------
     async def _start(self) -> None:
         if self.session is None:
-            self.session = await session_for(self.options.connections_per_host,
-                                             self.options.trust_env)
+            self.session = await session_for(self.options.connections_per_host)
 
     async def probe_multipart(self, file: npt.NDArray[np.int64], offset: npt.NDArray[np.int64],
                               length: npt.NDArray[np.int64]) -> bool:
