@@ -36,6 +36,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype
 
 from ._memory import allocate
+from ._progress import make_progress
 from ._reader import Reader, default_reader
 from ._sync import run_sync
 from ._url import is_url
@@ -562,11 +563,16 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
         del keep
 
     size = min(BATCH_WINDOW, max(64, -(-len(paths) // BATCH_WINDOWS_MIN)))
+    bar = make_progress(progress)  # one bar (or callback) for all the windows
+    if bar is not None:
+        bar.start(len(paths))
     try:
         for lo in range(0, len(paths), size):
             hi = min(lo + size, len(paths))
             results = await reader.read_many([(p, 0, None) for p in paths[lo:hi]],
-                                             missing_ok=True, progress=progress)
+                                             missing_ok=True)
+            if bar is not None:
+                bar(np.arange(lo, hi), results, np.arange(hi - lo))
             window = jobs[lo:hi].copy()
             window["src"], window["srclen"] = results.addresses()
             found = ~results.missing
@@ -586,6 +592,8 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
         await asyncio.gather(*pending)
     finally:
         await asyncio.gather(*pending, return_exceptions=True)
+        if bar is not None:
+            bar.close()
 
 
 def _view(arr: npt.NDArray[Any], sel: Any) -> npt.NDArray[Any]:

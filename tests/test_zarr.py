@@ -292,3 +292,14 @@ def test_fast_path_codec_table(tmp_path: Path, compressor: str, layout: str) -> 
     arr = _make(tmp_path / "a", spec)
     for sel in [(...,), (slice(1, 5), 2, slice(3, None)), (5, 6, 8)]:
         np.testing.assert_array_equal(lz.read_sync(arr, sel), arr[sel])
+
+
+@pytest.mark.parametrize("shards", [None, (8, 8)])
+def test_fast_path_progress_counts_every_chunk(tmp_path: Path,
+                                               shards: tuple[int, int] | None) -> None:
+    arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "p"), shape=(64, 40),
+                            chunks=(4, 4), shards=shards, dtype="u2")
+    arr[:] = 3
+    seen: list[tuple[int, int, int]] = []
+    np.testing.assert_array_equal(lz.read_sync(arr, progress=lambda *a: seen.append(a)), arr[:])
+    assert seen[-1][:2] == (160, 160) and [s[0] for s in seen] == sorted(s[0] for s in seen)
