@@ -17,7 +17,7 @@ from ._pipeline import copy_to as copy_to
 from ._progress import ProgressArg
 from ._reader import Reader as Reader
 from ._reader import backend_name as backend_name
-from ._reader import default_reader
+from ._reader import default_reader as _default_reader
 from ._request import Chunk as Chunk
 from ._results import Results as Results
 from ._url import HttpOptions as HttpOptions
@@ -71,7 +71,7 @@ async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None
         A sequence, in request order, of ``memoryview`` chunks; with ``pipeline``, a list
         of each request's last step output.
     """
-    return await default_reader().read_many(requests, out=out, progress=progress,
+    return await _default_reader().read_many(requests, out=out, progress=progress,
                                             missing_ok=missing_ok, pipeline=pipeline)
 
 
@@ -79,7 +79,7 @@ def read_many_sync(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                    progress: ProgressArg = False, missing_ok: bool = False,
                    pipeline: PipelineArg = None) -> Any:
     """Blocking :func:`read_many`; works inside a running event loop (e.g. Jupyter)."""
-    return default_reader().read_many_sync(requests, out=out, progress=progress,
+    return _default_reader().read_many_sync(requests, out=out, progress=progress,
                                            missing_ok=missing_ok, pipeline=pipeline)
 
 
@@ -87,5 +87,5 @@ def iter_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
               progress: ProgressArg = False, missing_ok: bool = False
               ) -> AsyncIterator[tuple[int, memoryview]]:
     """``async for index, chunk in lsio.iter_many(requests)``: chunks in completion order."""
-    return default_reader().iter_many(requests, out=out, progress=progress,
+    return _default_reader().iter_many(requests, out=out, progress=progress,
                                       missing_ok=missing_ok)

@@ -1,4 +1,6 @@
-"""Command line: ``python -m lsio demo`` (also the ``lsio`` console script)."""
+"""Command line: ``python -m lsio demo | calibrate PATH | cat SOURCE`` (also the ``lsio``
+console script). Exit codes: 0 done, 1 an I/O error (the message names the path or URL),
+2 a usage error."""
 
 from __future__ import annotations
 
@@ -14,7 +16,19 @@ def main(argv: list[str] | None = None) -> int:
                          "lsio would use there")
     cal.add_argument("path", help="a file of at least 64 MiB, or a directory to write a "
                      "256 MiB scratch file in (removed afterwards)")
+    cat = sub.add_parser("cat", help="write a file's or URL's bytes (or byte ranges) to stdout")
+    cat.add_argument("source", help="a path, or an http(s)://, s3://, gs://, az:// URL")
+    cat.add_argument("--range", dest="ranges", action="append", type=_byte_range,
+                     metavar="START:END", help="bytes START (inclusive) to END (exclusive); "
+                     "END may be left out (to the end), START negative (from the end: "
+                     "--range=-100: is the last 100 bytes; the = keeps argparse from "
+                     "reading -100: as an option); "
+                     "repeat for several ranges, written in order")
+    cat.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar on stderr (default: when stderr is a terminal)")
     args = parser.parse_args(argv)
+    if args.command == "cat":
+        return _cat(args.source, args.ranges or [(0, None)], args.progress)
     if args.command == "demo":
         from ._demo import run_demo
 
@@ -29,6 +43,41 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     parser.error(f"unknown command {args.command}")  # pragma: no cover
     return 2
+
+
+def _byte_range(text: str) -> tuple[int, int | None]:
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        first = int(start) if start else 0
+        last = int(end) if end else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:END (e.g. 0:4096, -100:, "
+                                         "4096:)") from None
+    if last is not None and (first < 0 or last < first):
+        raise argparse.ArgumentTypeError(f"{text!r}: END must be >= START >= 0")
+    return first, None if last is None else last - first
+
+
+def _cat(source: str, ranges: list[tuple[int, int | None]], progress: bool | None) -> int:
+    from . import read_many_sync
+
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        results = read_many_sync([(source, start, length) for start, length in ranges],
+                                 progress=show)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"lsio cat: {exc}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    try:
+        for chunk in results:
+            out.write(chunk)
+        out.flush()
+    except BrokenPipeError:  # `lsio cat big | head`: the reader left, as for cat(1)
+        sys.stdout = None  # type: ignore[assignment]  # no second error at exit
+    return 0
 
 
 if __name__ == "__main__":
