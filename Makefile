@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo test bench clean
+.PHONY: setup sysdeps demo lint test bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -23,7 +23,12 @@ setup: sysdeps $(VENV)/.installed
 demo: setup
 	$(PY) -m lsio demo
 
-test: setup
+# ruff and mypy --strict over the package (config in pyproject.toml); part of `make test`.
+lint: setup
+	$(PY) -m ruff check lsio tests benchmarks
+	$(PY) -m mypy
+
+test: lint
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup

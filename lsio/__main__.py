@@ -76,7 +76,7 @@ def _cat(source: str, ranges: list[tuple[int, int | None]], progress: bool | Non
             out.write(chunk)
         out.flush()
     except BrokenPipeError:  # `lsio cat big | head`: the reader left, as for cat(1)
-        sys.stdout = None  # type: ignore[assignment]  # no second error at exit
+        sys.stdout = None  # no second error at exit
     return 0
 
 

@@ -91,7 +91,7 @@ _NETWORK_FS = {
 
 def _fs_type(path: str) -> int | None:
     try:
-        from ._uring import lib  # type: ignore[import-not-found]
+        from ._uring import lib
     except ImportError:  # not built (not Linux): no way to tell, assume local
         return None
     value = int(lib.lsio_fs_type(os.fsencode(path)))

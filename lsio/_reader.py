@@ -389,7 +389,7 @@ class Reader:
                                          missing_ok)
         rest = reqs.select(left)
         late = await self._read_part(rest, stat, call, tune, None if out is None else
-                                     [out[i] for i in np.flatnonzero(left)],
+                                     [out[int(i)] for i in np.flatnonzero(left)],
                                      caps[left] if out is not None else caps, progress,
                                      missing_ok)
         parts.append((late, np.flatnonzero(left)))
@@ -403,11 +403,11 @@ class Reader:
         remote = call is not None
         detail: dict[int, str] = {}
 
-        small = self.direct is None and _call_bytes(reqs, stat.size) < SMALL_CALL_BYTES
-        warm = (not remote and not small and self._backend.name == "uring"
+        tiny = self.direct is None and _call_bytes(reqs, stat.size) < SMALL_CALL_BYTES
+        warm = (not remote and not tiny and self._backend.name == "uring"
                 and self.direct is not True and _looks_cached(reqs.paths))
         direct = (self._direct_modes(stat.align)
-                  if out is None and not warm and not remote and not small
+                  if out is None and not warm and not remote and not tiny
                   else np.zeros(len(reqs.paths), np.int32))
         align = np.where(direct != _ring.DIRECT_OFF,
                          np.where(stat.align > 0, stat.align, FALLBACK_ALIGN), 1)

@@ -38,7 +38,7 @@ import numpy.typing as npt
 from ._plan import LINUX_MAX_RW, Plan
 
 try:
-    from ._uring import ffi, lib  # type: ignore[import-not-found]
+    from ._uring import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the build
     ffi = lib = None
     _IMPORT_ERROR: str | None = f"the lsio._uring extension is not built ({exc})"

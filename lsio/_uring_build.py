@@ -18,7 +18,7 @@ Feature flags are filled in by the compiler (``LSIO_HAS_*``), never guessed from
 
 from __future__ import annotations
 
-from cffi import FFI  # type: ignore[import-untyped]
+from cffi import FFI
 
 CDEF = r"""
 static const int LSIO_HAS_STATX_DIOALIGN;

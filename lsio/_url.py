@@ -133,7 +133,7 @@ class Target:
 def is_url(path: str) -> bool:
     """Whether ``path`` names a remote object (``file://`` URLs are local paths)."""
     m = _SCHEME.match(path)
-    return bool(m) and m.group(1).lower() in REMOTE_SCHEMES
+    return m is not None and m.group(1).lower() in REMOTE_SCHEMES
 
 
 def local_path(path: str) -> str:

@@ -14,6 +14,7 @@ Needs zarr-python 3 (``pip install 'lsio[zarr]'``).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import shutil
@@ -89,8 +90,8 @@ class LsioStore(Store):
         super().__init__(read_only=bool(read_only))
         self.root = root
         self._reader = reader
-        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
-            weakref.WeakKeyDictionary())
+        self._batches: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, builtins.list[Any]] = weakref.WeakKeyDictionary()
 
     # -- identity ------------------------------------------------------------------------
     @property
@@ -98,15 +99,15 @@ class LsioStore(Store):
         return self._reader or default_reader()
 
     @property
-    def supports_writes(self) -> bool:  # type: ignore[override]
+    def supports_writes(self) -> bool:
         return not self.remote
 
     @property
-    def supports_deletes(self) -> bool:  # type: ignore[override]
+    def supports_deletes(self) -> bool:
         return not self.remote
 
     @property
-    def supports_listing(self) -> bool:  # type: ignore[override]
+    def supports_listing(self) -> bool:
         return not self.remote
 
     def __eq__(self, other: object) -> bool:
@@ -182,7 +183,7 @@ class LsioStore(Store):
             task = loop.create_task(self._read_batch(batch))
             task.add_done_callback(_retrieve)
 
-    async def _read_batch(self, batch: list[tuple[tuple[str, int, int | None],
+    async def _read_batch(self, batch: builtins.list[tuple[tuple[str, int, int | None],
                                                   asyncio.Future[Any]]]) -> None:
         try:
             results = list(await self.reader.read_many([r for r, _ in batch],
@@ -217,12 +218,12 @@ class LsioStore(Store):
 
     async def get_partial_values(self, prototype: BufferPrototype,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]
-                                 ) -> list[Buffer | None]:
+                                 ) -> builtins.list[Buffer | None]:
         return await self._get_many_now(prototype, list(key_ranges))
 
     async def _get_many_now(self, prototype: BufferPrototype,
-                            key_ranges: list[tuple[str, ByteRequest | None]]
-                            ) -> list[Buffer | None]:
+                            key_ranges: builtins.list[tuple[str, ByteRequest | None]]
+                            ) -> builtins.list[Buffer | None]:
         if not key_ranges:
             return []
         requests = [self._request(k, r) for k, r in key_ranges]
@@ -320,7 +321,7 @@ class LsioStore(Store):
         for name in names:
             yield name
 
-    def _walk(self, start: str) -> list[str]:
+    def _walk(self, start: str) -> builtins.list[str]:
         keys = []
         for dirpath, _, files in os.walk(start):
             rel = os.path.relpath(dirpath, self.root)
@@ -639,7 +640,7 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *,
     # result memory from lsio's arena pool: recycled once the caller drops the array, so
     # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
     size = int(np.prod(indexer.shape)) * dtype.itemsize
-    out = allocate(size).view(dtype).reshape(indexer.shape)
+    out: npt.NDArray[Any] = allocate(size).view(dtype).reshape(indexer.shape)
     codecs = list(meta.codecs)
     sharding = codecs[-1] if len(codecs) == 1 and type(codecs[0]).__name__ == (
         "ShardingCodec") else None
@@ -677,24 +678,25 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *,
     indexes = await reader.read_many(index_requests, missing_ok=True) if shards else []
     decode = _Chain(list(sharding.codecs), inner_shape, dtype)
     inner_grid = RegularChunkGrid(chunk_shape=inner_shape)
-    requests: list[tuple[str, int, int]] = []
-    steps: list[list[Any]] = []
+    inner_requests: list[tuple[str, int, int]] = []
+    inner_steps: list[list[Any]] = []
     for shard, path, raw_index in zip(shards, paths, indexes, strict=True):
         target = _view(out, shard.out_selection)
         if raw_index is None:  # the whole shard is missing
             target[...] = fill
             continue
         index = index_chain(raw_index)
-        for p in BasicIndexer(shard.chunk_selection, shape=grid_shape, chunk_grid=inner_grid):
+        within: Any = shard.chunk_selection
+        for p in BasicIndexer(within, shape=grid_shape, chunk_grid=inner_grid):
             offset, nbytes = (int(v) for v in index[p.chunk_coords])
             region = _view(target, p.out_selection)
             if offset == MAX_UINT64 and nbytes == MAX_UINT64:
                 region[...] = fill
                 continue
-            requests.append((path, offset, nbytes))
-            steps.append([_sink(decode, region, p.chunk_selection)])
-    if requests:
-        await reader.read_many(requests, pipeline=steps, progress=progress)
+            inner_requests.append((path, offset, nbytes))
+            inner_steps.append([_sink(decode, region, p.chunk_selection)])
+    if inner_requests:
+        await reader.read_many(inner_requests, pipeline=inner_steps, progress=progress)
     return out
 
 

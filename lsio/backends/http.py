@@ -120,16 +120,17 @@ async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
     key = limit_per_host
     entry = per_loop.get(key)
     if entry is None or entry[0].closed:
-        session = aiohttp.ClientSession(
+        fresh = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=limit_per_host,
                                            ttl_dns_cache=300),
             auto_decompress=False, read_bufsize=1 << 20,
             cookie_jar=aiohttp.DummyCookieJar(),  # bulk reads: no cookie bookkeeping
             timeout=aiohttp.ClientTimeout(total=None))
-        keeper = _closer(session)
+        keeper = _closer(fresh)
         await keeper.asend(None)  # registered with the loop's async-generator hooks
-        entry = per_loop[key] = (session, keeper)
-    return entry[0]  # type: ignore[no-any-return]
+        entry = per_loop[key] = (fresh, keeper)
+    session: aiohttp.ClientSession = entry[0]
+    return session
 
 
 def _close_at_exit() -> None:
@@ -414,6 +415,7 @@ class HttpCall:
     def _from_memory(self, r: _Read) -> int | None:
         """Serve ``r`` from a probe prefix or a whole body if they hold it; bytes copied."""
         fut = self.whole.get(r.file)
+        body: memoryview | None
         if fut is not None and fut.done() and fut.exception() is None:
             body = fut.result()
         else:
@@ -461,7 +463,7 @@ class HttpCall:
                 self.sizes[r.file] = cr[2]
             if r.dest is None:  # a size probe: memory sized by the answer
                 r.length = n
-                r.dest = memoryview(np.empty(n, np.uint8)).cast("B")
+                r.dest = memoryview(np.empty(n, np.uint8).data).cast("B")
             added, clean = await _stream_into(resp, r.dest[got:got + n])
             if added < n or not clean:
                 raise _Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
@@ -547,6 +549,7 @@ class HttpCall:
                 if start <= r.start < end:
                     piece = data[r.start - start:r.start - start + r.length]
                     if len(piece) == r.length or (total is not None and end >= total):
+                        assert r.dest is not None
                         r.dest[:len(piece)] = piece
                         r.got = len(piece)
                     break
