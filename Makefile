@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo lint test bench clean
+.PHONY: setup sysdeps demo lint docs test bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -28,7 +28,11 @@ lint: setup
 	$(PY) -m ruff check lsio tests benchmarks
 	$(PY) -m mypy
 
-test: lint
+# The documentation site (mkdocs + mkdocstrings): warnings are errors; part of `make test`.
+docs: setup
+	$(PY) -m mkdocs build --strict --quiet -d site
+
+test: lint docs
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
@@ -37,4 +41,4 @@ bench: setup
 	$(PY) -m benchmarks.bench_zarr --out docs/benchmarks.md --json docs/bench_zarr.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info lsio/_uring*.so lsio/_uring.c
+	rm -rf $(VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c

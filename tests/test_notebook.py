@@ -3,7 +3,6 @@ on data it writes itself; any error in any cell fails the test."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
