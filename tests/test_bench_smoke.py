@@ -76,3 +76,13 @@ def test_bench_local_quick(tmp_path: Path) -> None:
     planned = results["planned_reads"]
     assert planned["d"]["n_requests"] == 2800
     assert planned["f"]["reads_on"] < planned["f"]["reads_off"] == 5000  # 0-gaps always merge
+
+
+def test_plots_draw_from_the_json(tmp_path: Path) -> None:
+    """benchmarks/plots.py turns every harness's JSON into a PNG (it is what make bench runs
+    after the harnesses)."""
+    from benchmarks import plots
+
+    for name in ("bench_local", "bench_http", "bench_zarr"):
+        png = plots.plot(ROOT / "docs" / f"{name}.json", tmp_path)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

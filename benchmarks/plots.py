@@ -1,0 +1,78 @@
+"""Bar charts of the benchmark results, drawn from the harnesses' JSON (``make bench``).
+
+    python -m benchmarks.plots [--out docs/img] docs/bench_local.json docs/bench_http.json ...
+
+One PNG per JSON file: a panel per (workload, state[, selection]), a bar per contender with
+its median throughput, lsio's bars highlighted. The figures in docs/benchmarks.md are these
+files; nothing is drawn by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _panels(series: list[dict[str, Any]]) -> dict[str, list[tuple[str, float]]]:
+    """Panel title -> [(contender, median MB/s)], in the harness's order."""
+    panels: dict[str, list[tuple[str, float]]] = {}
+    for s in series:
+        ok = [x for x in s.get("samples", []) if x.get("seconds")]
+        if s.get("error") or not ok:
+            continue
+        rate = statistics.median(x["nbytes"] / x["seconds"] / 1e6 for x in ok)
+        mode = s.get("mode", "")
+        title = f"({s['workload']}) {s.get('state', '')}"
+        if mode in ("whole", "sub"):
+            title += f", {mode}"
+        panels.setdefault(title, []).append((s["contender"], rate))
+    return panels
+
+
+def plot(path: Path, out_dir: Path) -> Path:
+    data = json.loads(path.read_text())
+    panels = _panels(data["series"])
+    n = len(panels)
+    cols = min(3, n) or 1
+    rows = -(-n // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 0.35 * 12 * rows + 1),
+                             squeeze=False)
+    for ax, (title, bars) in zip(axes.ravel(), panels.items(), strict=False):
+        names = [b[0] for b in bars][::-1]
+        values = [b[1] for b in bars][::-1]
+        colors = ["#d62728" if "lsio" in nm.lower() else "#7f7f7f" for nm in names]
+        ax.barh(names, values, color=colors)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("MB/s (median)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.suptitle(f"{path.stem}: lsio (red) and the others, higher is better", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{path.stem}.png"
+    fig.savefig(target, dpi=90)
+    plt.close(fig)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="plot benchmark JSON results")
+    ap.add_argument("json", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("docs/img"))
+    args = ap.parse_args(argv)
+    for path in args.json:
+        print(f"wrote {plot(path, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
