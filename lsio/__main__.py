@@ -1,6 +1,6 @@
-"""Command line: ``python -m lsio demo | calibrate PATH | cat SOURCE`` (also the ``lsio``
-console script). Exit codes: 0 done, 1 an I/O error (the message names the path or URL),
-2 a usage error."""
+"""Command line (``python -m lsio`` or the ``lsio`` console script): ``demo``,
+``bench SOURCE...``, ``calibrate PATH``, ``cat SOURCE``. Exit codes: 0 done, 1 an I/O error
+(the message names the path or URL), 2 a usage error."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def main(argv: list[str] | None = None) -> int:
                          "lsio would use there")
     cal.add_argument("path", help="a file of at least 64 MiB, or a directory to write a "
                      "256 MiB scratch file in (removed afterwards)")
+    bench = sub.add_parser("bench", help="time reading files, directories or URLs with lsio "
+                           "against a plain Python loop")
+    bench.add_argument("sources", nargs="+", help="files, directories (every file under "
+                       "them) or URLs, each read whole")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="alternated rounds; medians are printed (default 5)")
     cat = sub.add_parser("cat", help="write a file's or URL's bytes (or byte ranges) to stdout")
     cat.add_argument("source", help="a path, or an http(s)://, s3://, gs://, az:// URL")
     cat.add_argument("--range", dest="ranges", action="append", type=_byte_range,
@@ -27,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     cat.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress bar on stderr (default: when stderr is a terminal)")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from ._demo import run_bench
+
+        try:
+            return run_bench(args.sources, max(1, args.repeats))
+        except (OSError, ValueError) as exc:
+            print(f"lsio bench: {exc}", file=sys.stderr)
+            return 1
     if args.command == "cat":
         return _cat(args.source, args.ranges or [(0, None)], args.progress)
     if args.command == "demo":

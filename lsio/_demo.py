@@ -109,3 +109,55 @@ def run_demo() -> int:
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _sources(items: list[str]) -> list[str]:
+    """Files named, files under directories named (sorted), and URLs, in order."""
+    from ._url import is_url
+
+    out: list[str] = []
+    for item in items:
+        if is_url(item) or not os.path.isdir(item):
+            out.append(item)
+            continue
+        for dirpath, _, names in sorted(os.walk(item)):
+            out.extend(os.path.join(dirpath, n) for n in sorted(names))
+    return out
+
+
+def run_bench(items: list[str], repeats: int) -> int:
+    """``python -m lsio bench SOURCE...``: read every file (or URL) whole with lsio and, for
+    local files, with a plain Python loop, alternating; print medians and the ratio."""
+    import statistics
+
+    from ._url import is_url
+
+    paths = _sources(items)
+    if not paths:
+        raise ValueError("lsio bench: no files found in " + ", ".join(items))
+    reader = Reader()
+    local = not any(is_url(p) for p in paths)
+    print(f"lsio bench: {len(paths)} files or objects, backend={reader.backend}, "
+          f"{repeats} alternated rounds (the first also warms the cache)")
+    times: dict[str, list[float]] = {"lsio": [], "plain loop": []}
+    nbytes = 0
+    for _ in tqdm(range(repeats), desc="rounds", unit="round"):
+        t = time.perf_counter()
+        nbytes = reader.read_many_sync([(p,) for p in paths]).nbytes
+        times["lsio"].append(time.perf_counter() - t)
+        if local:
+            t = time.perf_counter()
+            plain = _plain_files(paths)
+            times["plain loop"].append(time.perf_counter() - t)
+            if plain != nbytes:
+                raise RuntimeError(f"byte counts differ: lsio {nbytes}, plain loop {plain}")
+    print(f"\n{'reader':12} {'median s':>10} {'files/s':>12} {'MB/s':>10} {'vs plain':>9}")
+    base = statistics.median(times["plain loop"]) if times["plain loop"] else None
+    for name, runs in times.items():
+        if not runs:
+            continue
+        med = statistics.median(runs)
+        ratio = f"{base / med:8.2f}x" if base else "       -"
+        print(f"{name:12} {med:10.4f} {len(paths) / med:12,.0f} {nbytes / med / 1e6:10.1f} "
+              f"{ratio}")
+    return 0

@@ -35,8 +35,21 @@ def test_cat_errors(data_dir: Path) -> None:
     assert backwards.returncode == 2 and b"END must be >= START" in backwards.stderr
 
 
+def test_bench_a_directory(data_dir: Path) -> None:
+    for i in range(20):
+        (data_dir / f"f{i}.bin").write_bytes(random_bytes(5000, seed=i))
+    out = lsio_cli("bench", str(data_dir), "--repeats", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert "20 files or objects" in lines[0]
+    assert any(line.startswith("lsio ") for line in lines)
+    assert any(line.startswith("plain loop") and "1.00x" in line for line in lines)
+    missing = lsio_cli("bench", str(data_dir / "nope"))
+    assert missing.returncode == 1 and b"lsio bench:" in missing.stderr
+
+
 def test_help_everywhere() -> None:
-    for args in ([], ["cat"], ["calibrate"], ["demo"]):
+    for args in ([], ["cat"], ["calibrate"], ["demo"], ["bench"]):
         out = lsio_cli(*args, "--help")
         assert out.returncode == 0 and b"usage: lsio" in out.stdout
 
