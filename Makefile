@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo lint docs test bench clean
+.PHONY: setup sysdeps demo notebook lint docs test bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -22,6 +22,11 @@ setup: sysdeps $(VENV)/.installed
 
 demo: setup
 	$(PY) -m lsio demo
+
+# Open the example notebook in JupyterLab (installed into .venv on first use).
+notebook: setup
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q jupyterlab
+	$(VENV)/bin/jupyter lab docs/example.ipynb
 
 # ruff and mypy --strict over the package (config in pyproject.toml); part of `make test`.
 lint: setup
