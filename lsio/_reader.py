@@ -540,9 +540,8 @@ class Reader:
         try:
             for lo in range(0, n, WINDOW):
                 window = lo // WINDOW
-                mask = np.zeros(n, bool)
-                mask[lo:lo + WINDOW] = True
-                await self._run_reqs(reqs.select(mask), None, hand_off, missing_ok)
+                await self._run_reqs(reqs.window(lo, min(lo + WINDOW, n)), None, hand_off,
+                                     missing_ok)
                 if window:  # the window before is decoded: its memory can go
                     await run.window_done(window - 1)
                 run.raise_first()

@@ -83,6 +83,15 @@ class Requests:
         return Requests(self.paths, self.file[keep], self.offset[keep], self.length[keep],
                         number if self.number is None else self.number[number])
 
+    def window(self, lo: int, hi: int) -> Requests:
+        """Requests ``lo:hi`` as a list of their own, with only the paths they name (a
+        window must not stat or resolve every path of the whole list)."""
+        files, local = np.unique(self.file[lo:hi], return_inverse=True)
+        number = np.arange(lo, hi, dtype=np.int64)
+        return Requests([self.paths[int(f)] for f in files], local.astype(np.int64),
+                        self.offset[lo:hi], self.length[lo:hi],
+                        number if self.number is None else self.number[lo:hi])
+
     def with_paths(self, paths: list[str]) -> Requests:
         return Requests(paths, self.file, self.offset, self.length, self.number)
 

@@ -185,8 +185,9 @@ def _quote_key(key: str) -> str:
     return quote(key, safe="/~")
 
 
-def resolve(path: str, options: HttpOptions) -> Target:
-    """The :class:`Target` of a remote ``path`` (a URL :func:`is_url` accepts).
+def resolve(path: str, options: HttpOptions, region: str | None = None) -> Target:
+    """The :class:`Target` of a remote ``path`` (a URL :func:`is_url` accepts); ``region``
+    is the S3 region if the caller already knows it (finding it may read the AWS config).
 
     Raises ``ValueError`` naming the URL when it cannot be read from."""
     scheme = path.split("://", 1)[0].lower()
@@ -197,7 +198,7 @@ def resolve(path: str, options: HttpOptions) -> Target:
         return Target(path, "http")
     if scheme == "s3":
         bucket, key = _split_bucket(path, "s3://bucket/key")
-        region = s3_region(options)
+        region = region or s3_region(options)
         endpoint = options.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
         if endpoint:  # S3-compatible servers: path-style addressing
             return Target(f"{endpoint.rstrip('/')}/{bucket}/{_quote_key(key)}", "s3", region)

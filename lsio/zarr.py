@@ -411,13 +411,20 @@ class _Chain:
             kind = type(final).__name__
             if kind == "Blosc":
                 from numcodecs import blosc
-                self.last = blosc.decompress
-            elif kind == "Zstd":
-                from numcodecs import zstd
-                self.last = zstd.decompress
-            elif kind == "GZip":
-                self.last = lambda b, out: final.decode(b, out=out)
-            else:
+
+                def into_scratch(b: Any, out: Any) -> Any:
+                    # blosc would accept a smaller frame and leave the scratch's old bytes
+                    # in the tail: a chunk of the wrong size must fail, not mix chunks
+                    head = memoryview(b).cast("B")
+                    # blosc 1 header: bytes 4-7 are the decoded size, little-endian
+                    size = int.from_bytes(head[4:8], "little") if len(head) >= 16 else -1
+                    if size != self.nbytes:
+                        raise ValueError(f"lsio.zarr: a chunk decodes to {size} bytes, "
+                                         f"expected {self.nbytes}")
+                    return blosc.decompress(b, out)
+
+                self.last = into_scratch
+            else:  # fresh memory of the decoded size: a wrong size fails in reshape
                 self.last = lambda b, out: final.decode(b)
 
     def _scratch(self) -> npt.NDArray[np.uint8]:
@@ -551,6 +558,8 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
     nbytes = decode.nbytes
     pending: list[asyncio.Future[None]] = []
 
+    running: list[Any] = []  # concurrent futures: C calls write into `out` until done
+
     def run(batch: npt.NDArray[Any], keep: Any) -> None:
         scratch = np.empty(nbytes, np.uint8)
         ret = lib.lsio_decode_scatter(
@@ -585,14 +594,20 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
             window = window[found]
             for part in np.array_split(window, workers):
                 if len(part):
-                    pending.append(loop.run_in_executor(pool, run, part, results))
+                    cf = pool.submit(run, part, (results, out))
+                    running.append(cf)
+                    pending.append(asyncio.wrap_future(cf, loop=loop))
             if len(pending) > 2 * workers:  # at most two windows in flight
                 done, rest = pending[:-workers], pending[-workers:]
                 await asyncio.gather(*done)
                 pending = rest
         await asyncio.gather(*pending)
     finally:
-        await asyncio.gather(*pending, return_exceptions=True)
+        # cancelled or failed: the C calls already running still write into `out`, whose
+        # memory returns to the pool once the caller lets go; wait for them to end
+        for cf in running:
+            if not cf.done() and not cf.cancel():
+                await asyncio.shield(asyncio.wrap_future(cf, loop=loop))
         if bar is not None:
             bar.close()
 

@@ -497,3 +497,23 @@ def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proxy("http://internal.example/x") is None
     assert proxy("https://data.example/x") is None  # no HTTPS_PROXY set
     assert proxy("http://data.example/x", trust_env=False) is None
+
+
+async def test_server_capping_ranges_still_gives_whole_objects_and_suffixes(fs: FaultServer
+                                                                            ) -> None:
+    """A whole read and a suffix read must not trust the first, short answer's length."""
+    got = await fast().read_many([(fs.url("short", "f.bin"), 0, None),
+                                  (fs.url("short", "f.bin"), -100, None)])
+    assert bytes(got[0]) == F and bytes(got[1]) == F[-100:]
+
+
+def test_sessions_are_forgotten_with_their_loops(served: tuple[Nginx, Path]) -> None:
+    server, _ = served
+
+    async def one() -> None:
+        await lsio.read_many([(server.url("one.bin"), 0, None)])
+
+    before = len(engine._sessions)
+    for _ in range(3):
+        asyncio.run(one())
+    assert len(engine._sessions) == before

@@ -154,3 +154,21 @@ async def test_progress_with_pipeline(data_dir: Path) -> None:
                          progress=lambda *a: seen.append(a))
     total = sum(Path(p).stat().st_size for _, p in chunks)
     assert seen[-1] == (12, 12, total)
+
+
+async def test_windows_stat_only_their_own_files(data_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lsio._reader, "WINDOW", 7)
+    chunks = _chunks(data_dir, 40, size=16)
+    reader = lsio.Reader()
+    seen: list[int] = []
+    stat = reader._backend.stat
+
+    async def counting(paths: list[str], **kw: object) -> object:
+        seen.append(len(paths))
+        return await stat(paths, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader._backend, "stat", counting)
+    got = await reader.read_many([(p,) for _, p in chunks], pipeline=[numcodecs.Zstd(), bytes])
+    assert got == [a.tobytes() for a, _ in chunks]
+    assert sum(seen) == 40 and max(seen) <= 7

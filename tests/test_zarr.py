@@ -303,3 +303,19 @@ def test_fast_path_progress_counts_every_chunk(tmp_path: Path,
     seen: list[tuple[int, int, int]] = []
     np.testing.assert_array_equal(lz.read_sync(arr, progress=lambda *a: seen.append(a)), arr[:])
     assert seen[-1][:2] == (160, 160) and [s[0] for s in seen] == sorted(s[0] for s in seen)
+
+
+def test_a_chunk_of_the_wrong_size_fails(tmp_path: Path) -> None:
+    """A stored chunk that decodes to fewer bytes than the chunk shape is an error, never a
+    mix with another chunk's bytes (the C batch path, and the per-chunk numcodecs path)."""
+    import numcodecs
+
+    flat = zarr.create_array(zarr.storage.LocalStore(tmp_path / "f"), shape=(8, 8),
+                             chunks=(4, 4), dtype="f4",
+                             compressors=zc.BloscCodec(cname="zstd", clevel=1))
+    flat[:] = 1.0
+    (tmp_path / "f" / "c" / "0" / "0").write_bytes(numcodecs.Blosc().encode(b"\0" * 16))
+    with pytest.raises(ValueError, match="corrupt or has the wrong size"):
+        lz.read_sync(flat)
+    with pytest.raises((ValueError, RuntimeError)):
+        lz.read_sync(flat, (slice(None), slice(None, None, 2)))  # strided: numcodecs path

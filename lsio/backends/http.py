@@ -46,7 +46,7 @@ from yarl import URL
 
 from .._plan import Plan
 from .._ring import ProgressFn, StatResult
-from .._url import HttpOptions, Target, resolve
+from .._url import HttpOptions, Target, resolve, s3_region
 from ._base import ReadResult
 from ._sign import S3Signer, find_s3_signer
 
@@ -99,18 +99,29 @@ class _NotMulti(Exception):
     """The server answered a multi-range request without multipart ranges."""
 
 
+class _NoVerdict(Exception):
+    """Multi-range requests kept failing for other reasons: no answer on multipart."""
+
+
 # -- sessions: one per event loop -------------------------------------------------------------
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
     weakref.WeakKeyDictionary())
 
 
-async def _closer(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    """An async generator the loop finalises at shutdown: it closes the session."""
+async def _closer(session: aiohttp.ClientSession, key: Any) -> AsyncGenerator[None, None]:
+    """An async generator the loop finalises at shutdown: it closes the session and forgets
+    it (the entry refers to the loop, so the weak mapping alone would keep both alive)."""
     try:
         yield
     finally:
         await session.close()
+        loop = asyncio.get_running_loop()
+        per_loop = _sessions.get(loop)
+        if per_loop is not None and per_loop.get(key, (None,))[0] is session:
+            del per_loop[key]
+            if not per_loop:
+                del _sessions[loop]
 
 
 async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
@@ -126,7 +137,7 @@ async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
             auto_decompress=False, read_bufsize=1 << 20,
             cookie_jar=aiohttp.DummyCookieJar(),  # bulk reads: no cookie bookkeeping
             timeout=aiohttp.ClientTimeout(total=None))
-        keeper = _closer(fresh)
+        keeper = _closer(fresh, key)
         await keeper.asend(None)  # registered with the loop's async-generator hooks
         entry = per_loop[key] = (fresh, keeper)
     session: aiohttp.ClientSession = entry[0]
@@ -289,7 +300,8 @@ class HttpCall:
                  missing_ok: bool = False) -> None:
         self.paths = paths
         self.options = options
-        self.targets: list[Target] = [resolve(p, options) for p in paths]
+        region = s3_region(options) if any(p[:5].lower() == "s3://" for p in paths) else None
+        self.targets: list[Target] = [resolve(p, options, region) for p in paths]
         self.urls = [URL(t.url, encoded=t.kind != "http") for t in self.targets]
         for t in self.targets:
             if t.kind == "s3" and t.region not in signers:
@@ -359,13 +371,25 @@ class HttpCall:
                                 "with its CA") from None
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
                     aiohttp.ClientOSError, ConnectionError) as exc:
-                code = getattr(exc, "errno", None) or errno.ECONNRESET
+                code = getattr(exc, "errno", None)
+                if not isinstance(code, int) or code <= 0:  # e.g. a DNS failure (EAI_*)
+                    code = errno.ECONNRESET if isinstance(
+                        exc, aiohttp.ServerDisconnectedError) else errno.EHOSTUNREACH
                 raise _Retry(HttpError(code, f"{type(exc).__name__}: {exc}")) from None
+            except (aiohttp.InvalidURL, ValueError) as exc:
+                raise HttpError(errno.EINVAL, f"cannot request {url}: {exc}") from None
+            except aiohttp.ClientError as exc:  # a malformed answer, and the like
+                raise _Retry(HttpError(errno.EIO, f"{type(exc).__name__}: {exc}")) from None
             except TimeoutError:
                 raise _Retry(HttpError(errno.ETIMEDOUT, f"no answer from {url} within "
                                        f"{self.options.request_timeout} s")) from None
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                location = url.join(URL(resp.headers["Location"]))
+                try:
+                    location = url.join(URL(resp.headers["Location"]))
+                except ValueError:
+                    resp.release()
+                    raise HttpError(errno.EIO, f"{url} redirected to an invalid location "
+                                    f"{resp.headers['Location']!r}") from None
                 resp.release()
                 url = location
                 continue
@@ -462,8 +486,8 @@ class HttpCall:
             if cr[2] is not None:
                 self.sizes[r.file] = cr[2]
             if r.dest is None:  # a size probe: memory sized by the answer
-                r.length = n
-                r.dest = memoryview(np.empty(n, np.uint8).data).cast("B")
+                r.length = min(r.length, cr[2]) if cr[2] is not None else n
+                r.dest = memoryview(np.empty(r.length, np.uint8).data).cast("B")
             added, clean = await _stream_into(resp, r.dest[got:got + n])
             if added < n or not clean:
                 raise _Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
@@ -535,8 +559,18 @@ class HttpCall:
                 if cr is None or cr[0] < 0:
                     raise _NotMulti()
                 body = await _read_body(resp, str(resp.url))
+                if len(body) != cr[1] - cr[0]:
+                    raise _Retry(HttpError(errno.EIO, f"body from {resp.url} has {len(body)} "
+                                           f"bytes for Content-Range {cr[0]}-{cr[1] - 1}"))
                 parts, total = [(cr[0], cr[1], body)], cr[2]
-            elif resp.status in (200, 416) or resp.status in RETRY_STATUS:
+            elif resp.status == 416:  # no range satisfiable: single requests report the ends
+                return list(reads)
+            elif resp.status in RETRY_STATUS:
+                err = _status_error(resp.status, resp.reason, str(resp.url))
+                assert isinstance(err, _Retry)
+                err.after = _retry_after(resp.headers)
+                raise err
+            elif resp.status == 200:
                 raise _NotMulti()
             else:
                 err = _status_error(resp.status, resp.reason, str(resp.url))
@@ -591,8 +625,10 @@ class HttpCall:
             probe = [_Read(-1, f, a, 1, memoryview(bytearray(1))),
                      _Read(-1, f, b, 1, memoryview(bytearray(1)))]
             try:
-                await self._get_multi(probe)
-                verdict = all(r.got >= 0 for r in probe)
+                left = await self._get_multi(probe)
+                if left:  # no range satisfiable (416), or parts missing: ask again later
+                    continue
+                verdict = True
             except _NotMulti:
                 verdict = False
             except (HttpError, _Retry):
@@ -615,8 +651,8 @@ class HttpCall:
             got = await self._get(r)
             if file in self.whole:  # the server sent it whole
                 return
-            if got < self.probe_size:
-                self.sizes[file] = got
+            if self.sizes[file] == UNKNOWN_SIZE and got < self.probe_size:
+                self.sizes[file] = got  # no total given: the body ended at the object's end
             elif self.sizes[file] == UNKNOWN_SIZE:
                 raise HttpError(errno.EIO, f"{self.urls[file]} did not tell the object's "
                                 "size (Content-Range: bytes a-b/*)")
@@ -687,11 +723,13 @@ class HttpCall:
                             _MULTI_OK[origin] = True
                         except _NotMulti:
                             _MULTI_OK[origin] = False
+                        except _NoVerdict:
+                            left = list(reads)
             if left is reads and _MULTI_OK.get(origin):
                 try:
                     left = await self._multi_with_retries(reads)
-                except _NotMulti:
-                    pass
+                except (_NotMulti, _NoVerdict):
+                    left = list(reads)
             for r in left:  # what no multipart answer served goes one by one
                 r.got = await self._get(r)
             for r in reads:
@@ -727,7 +765,7 @@ class HttpCall:
                 return await self._get_multi(reads)
             except (TimeoutError, _Retry) as exc:
                 if attempt >= self.options.retries:
-                    return list(reads)  # single requests try (and report) them
+                    raise _NoVerdict() from None  # single requests try (and report) them
                 await self._backoff(attempt, exc.after if isinstance(exc, _Retry) else None)
                 attempt += 1
 
