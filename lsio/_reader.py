@@ -353,9 +353,16 @@ class Reader:
             call = HttpCall(reqs.paths, self.http, self._signers, probe_size=tune.max_read,
                             concurrency=self.http.concurrency or tune.queue_depth,
                             missing_ok=missing_ok)
+            wants = (reqs.length < 0) | (reqs.offset < 0)
             need = np.zeros(len(reqs.paths), bool)
-            need[reqs.file[(reqs.length < 0) | (reqs.offset < 0)]] = True
-            stat, detail = await call.stat(need)
+            need[reqs.file[wants]] = True
+            # objects asked only for suffixes (shard indexes) are probed at their tail
+            suffix = np.zeros(len(reqs.paths), np.int64)
+            tails = wants & (reqs.offset < 0)
+            np.maximum.at(suffix, reqs.file[tails], -reqs.offset[tails])
+            suffix[reqs.file[wants & (reqs.offset >= 0)]] = 0
+            suffix[suffix > tune.max_read] = 0
+            stat, detail = await call.stat(need, suffix)
             if tune.name == "http" and self.coalesce and self.max_gap is None and not (
                     await call.probe_multipart(reqs.file, reqs.offset, reqs.length)):
                 tune = replace(tune, max_gap=PRESETS["cloud"].max_gap)
@@ -621,7 +628,7 @@ def _serve_from_memory(call: HttpCall, reqs: Requests, size: npt.NDArray[np.int6
                        ) -> tuple[npt.NDArray[np.bool_], Results] | None:
     """Requests whose bytes the size probes already hold (a small object read whole costs
     one GET): their results are views of the probe buffers, or copied into ``out``."""
-    have, index, buffers = call.bodies()
+    first, have, index, buffers = call.bodies()
     if not buffers:
         return None
     f = reqs.file
@@ -629,7 +636,7 @@ def _serve_from_memory(call: HttpCall, reqs: Requests, size: npt.NDArray[np.int6
     start = np.where(reqs.offset < 0, np.maximum(fsize + reqs.offset, 0),
                      np.minimum(reqs.offset, fsize))
     end = np.where(reqs.length < 0, fsize, np.minimum(start + reqs.length, fsize))
-    done = left & (have[f] >= 0) & (end <= have[f])
+    done = left & (have[f] >= 0) & (start >= first[f]) & (end <= first[f] + have[f])
     if not done.any():
         return None
     idx = np.flatnonzero(done)
@@ -642,10 +649,11 @@ def _serve_from_memory(call: HttpCall, reqs: Requests, size: npt.NDArray[np.int6
                              f"{reqs.describe(i)} returns {int(end[i] - start[i])}")
         for k, i in enumerate(idx.tolist()):
             body = buffers[int(index[f[i]])]
-            memoryview(out[i]).cast("B")[:lengths[k]] = body[start[i]:end[i]]
+            at = int(start[i] - first[f[i]])
+            memoryview(out[i]).cast("B")[:lengths[k]] = body[at:at + int(lengths[k])]
         early = Results(list(out), idx, np.zeros(len(idx), np.int64), lengths)
     else:
-        early = Results(buffers, index[f[idx]], start[idx], lengths)
+        early = Results(buffers, index[f[idx]], start[idx] - first[f[idx]], lengths)
     if progress is not None:
         progress(_caller(reqs, idx), early, np.arange(len(idx), dtype=np.int64))
     return done, early

@@ -517,3 +517,27 @@ def test_sessions_are_forgotten_with_their_loops(served: tuple[Nginx, Path]) -> 
     for _ in range(3):
         asyncio.run(one())
     assert len(engine._sessions) == before
+
+
+@pytest.mark.parametrize("fault", ["ok", "norange", "short"])
+async def test_suffix_only_objects_are_probed_at_their_tail(fs: FaultServer, fault: str
+                                                            ) -> None:
+    """A shard index read (a suffix) costs one small request, not the object's first
+    max_read bytes; suffix and in-tail ranges are served from that answer."""
+    url = fs.url(fault, "big.bin")
+    big = fs.files["big.bin"]
+    got = await fast().read_many([(url, -5000, None), (url, -100, 10),
+                                  (fs.url(fault, "f.bin"), -300_000, None)])
+    assert [bytes(g) for g in got] == [big[-5000:], big[-100:-90], F]
+    ranges = [e["range"] for e in fs.requests_for("big.bin")]
+    if fault == "ok":
+        assert ranges == ["bytes=-5000"]
+
+
+async def test_suffix_probe_over_nginx_and_s3(served: tuple[Nginx, Path]) -> None:
+    server, root = served
+    data = (root / "big.bin").read_bytes()
+    got = await lsio.read_many([(server.url("big.bin"), -68, None),
+                                (server.url("empty.bin"), -10, None),
+                                (server.url("one.bin"), -10, None)])
+    assert [bytes(g) for g in got] == [data[-68:], b"", (root / "one.bin").read_bytes()]

@@ -311,8 +311,9 @@ class HttpCall:
         self.probe_size = probe_size
         self.missing_ok = missing_ok
         """A 404 is an answer (the object is missing), not a reason to stop the call."""
-        self.prefetch: dict[int, memoryview] = {}
-        """Bytes [0, n) of objects, from the size probe."""
+        self.prefetch: dict[int, tuple[int, memoryview]] = {}
+        """(first offset, bytes) of objects, from the size probe: the head, or for objects
+        asked only for suffixes, the tail."""
         self.whole: dict[int, asyncio.Future[memoryview]] = {}
         """Whole bodies of objects whose server ignored ``Range``."""
         self.sizes = np.full(len(paths), UNKNOWN_SIZE, np.int64)
@@ -442,26 +443,35 @@ class HttpCall:
         body: memoryview | None
         if fut is not None and fut.done() and fut.exception() is None:
             body = fut.result()
-        else:
-            body = self.prefetch.get(r.file)
-            if body is None:
-                return None
-            complete = len(body) == self.sizes[r.file]
-            if r.start + r.length > len(body) and not complete:
-                return None
-        return self._put(r, 0, body[r.start:r.start + r.length])
+            if r.start < 0:  # a suffix probe
+                r.start = max(len(body) - r.length, 0)
+            return self._put(r, 0, body[r.start:r.start + r.length])
+        pre = self.prefetch.get(r.file)
+        if pre is None or r.start < pre[0]:
+            return None
+        first, body = pre
+        to_end = first + len(body) == self.sizes[r.file]
+        if r.start + r.length > first + len(body) and not to_end:
+            return None
+        return self._put(r, 0, body[r.start - first:r.start - first + r.length])
 
     async def _attempt(self, r: _Read, got: int) -> tuple[int, bool]:
         """One GET of the rest of ``r`` (from ``got``); (bytes added, reached EOF)."""
         start, want = r.start + got, r.length - got
+        suffix = start < 0  # a size probe for the last `want` bytes (bytes=-N)
         fut = self.whole.get(r.file)
         if fut is not None:
             body = await asyncio.shield(fut)
+            if suffix:
+                r.start = start = max(len(body) - want, 0)
             return self._put(r, got, body[start:start + want]), True
-        resp = await self._open(r.file, f"bytes={start}-{start + want - 1}")
+        resp = await self._open(r.file, f"bytes=-{want}" if suffix
+                                else f"bytes={start}-{start + want - 1}")
         try:
             if resp.status == 200:  # Range ignored: the body is the whole object
                 body = await self._whole_body(r.file, resp)
+                if suffix:
+                    r.start = start = max(len(body) - want, 0)
                 return self._put(r, got, body[start:start + want]), True
             if resp.status == 416:  # starts at or past the end
                 total = (_content_range(resp.headers.get("Content-Range")) or (0, 0, None))[2]
@@ -474,10 +484,16 @@ class HttpCall:
                     err.after = _retry_after(resp.headers)
                 raise err
             cr = _content_range(resp.headers.get("Content-Range"))
-            if cr is None or cr[0] != start or cr[1] > start + want or cr[1] <= cr[0]:
+            if suffix and cr is not None and cr[2] is not None:
+                # the total is known now: the tail is [total - want, total); the server may
+                # send it all or (capping range sizes) only its first part
+                r.start = start = max(cr[2] - want, 0)
+                r.length = want = cr[2] - start
+            if cr is None or cr[0] != start or cr[1] > start + want:
                 raise HttpError(errno.EIO, f"{resp.url} answered Content-Range "
                                 f"{resp.headers.get('Content-Range')!r} to Range "
-                                f"bytes={start}-{start + want - 1}")
+                                + (f"bytes=-{want}" if suffix
+                                   else f"bytes={start}-{start + want - 1}"))
             n = cr[1] - cr[0]
             if resp.content_length is not None and resp.content_length != n:
                 raise _Retry(HttpError(errno.EIO, f"{resp.url}: Content-Length "
@@ -637,9 +653,12 @@ class HttpCall:
             verdicts.append(verdict)
         return bool(verdicts) and all(verdicts)
 
-    async def stat(self, need: npt.NDArray[np.bool_]) -> tuple[StatResult, dict[int, str]]:
+    async def stat(self, need: npt.NDArray[np.bool_], suffix: npt.NDArray[np.int64] | None = None
+                   ) -> tuple[StatResult, dict[int, str]]:
         """Size of each object that ``need``s one (others: :data:`UNKNOWN_SIZE`); errors
-        as errno per file, with what happened."""
+        as errno per file, with what happened. Objects with ``suffix[f] > 0`` are only
+        asked for their last bytes: they are probed with ``bytes=-suffix[f]`` (a shard
+        index, say) instead of their first ``probe_size`` bytes."""
         await self._start()
         n = len(self.paths)
         err = np.zeros(n, np.int32)
@@ -647,35 +666,42 @@ class HttpCall:
         todo = iter(np.flatnonzero(need).tolist())
 
         async def probe(file: int) -> None:
-            r = _Read(-1, file, 0, self.probe_size, None)
+            tail = int(suffix[file]) if suffix is not None else 0
+            r = _Read(-1, file, -tail, tail, None) if tail else _Read(
+                -1, file, 0, self.probe_size, None)
             got = await self._get(r)
             if file in self.whole:  # the server sent it whole
                 return
-            if self.sizes[file] == UNKNOWN_SIZE and got < self.probe_size:
+            if self.sizes[file] == UNKNOWN_SIZE and got < self.probe_size and not tail:
                 self.sizes[file] = got  # no total given: the body ended at the object's end
             elif self.sizes[file] == UNKNOWN_SIZE:
                 raise HttpError(errno.EIO, f"{self.urls[file]} did not tell the object's "
                                 "size (Content-Range: bytes a-b/*)")
-            self.prefetch[file] = memoryview(b"") if r.dest is None else r.dest[:got]
+            if r.dest is None:  # nothing came (an empty object)
+                self.prefetch[file] = (0, memoryview(b""))
+            else:
+                self.prefetch[file] = (max(r.start, 0), r.dest[:got])
 
         await _workers(todo, probe, self.concurrency, err, detail, self.missing_ok)
         size = np.where(err == 0, self.sizes, 0)
         return StatResult(size, np.ones(n, np.int64), err), detail
 
-    def bodies(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[memoryview]]:
-        """What the size probes left in memory: file ``f``'s first ``have[f]`` bytes
-        (-1: none) are ``buffers[index[f]]``."""
+    def bodies(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                              npt.NDArray[np.int64], list[memoryview]]:
+        """What the size probes left in memory: file ``f``'s bytes from offset ``first[f]``,
+        ``have[f]`` of them (-1: none), are ``buffers[index[f]]``."""
+        first = np.zeros(len(self.paths), np.int64)
         have = np.full(len(self.paths), -1, np.int64)
         buffers: list[memoryview] = []
         index = np.zeros(len(self.paths), np.int64)
-        for file, body in self.prefetch.items():
-            have[file], index[file] = len(body), len(buffers)
+        for file, (start, body) in self.prefetch.items():
+            first[file], have[file], index[file] = start, len(body), len(buffers)
             buffers.append(body)
         for file, fut in self.whole.items():
             if fut.done() and fut.exception() is None:
-                have[file], index[file] = len(fut.result()), len(buffers)
+                first[file], have[file], index[file] = 0, len(fut.result()), len(buffers)
                 buffers.append(fut.result())
-        return have, index, buffers
+        return first, have, index, buffers
 
     async def read(self, plan: Plan, buffers: list[Any], on_progress: ProgressFn | None
                    ) -> tuple[ReadResult, dict[int, str]]:
