@@ -172,3 +172,20 @@ async def test_windows_stat_only_their_own_files(data_dir: Path,
     got = await reader.read_many([(p,) for _, p in chunks], pipeline=[numcodecs.Zstd(), bytes])
     assert got == [a.tobytes() for a, _ in chunks]
     assert sum(seen) == 40 and max(seen) <= 7
+
+
+async def test_concurrent_and_nested_pipelines(data_dir: Path) -> None:
+    """Two pipelined calls at once, and a step that itself runs a pipelined read (through
+    the sync twin), both finish: calls do not share (or wait for) each other's workers."""
+    chunks = _chunks(data_dir, 30)
+    reqs = [(p,) for _, p in chunks]
+
+    def nested(buf: memoryview) -> int:
+        inner = lsio.read_many_sync(reqs[:2], pipeline=[numcodecs.Zstd(), len])
+        return len(buf) + sum(inner)
+
+    a, b = await asyncio.wait_for(asyncio.gather(
+        lsio.read_many(reqs, pipeline=[numcodecs.Zstd(), len]),
+        lsio.read_many(reqs[:3], pipeline=[nested])), timeout=60)
+    assert a == [4096 * 4] * 30
+    assert b == [Path(p).stat().st_size + 2 * 4096 * 4 for p in [c[1] for c in chunks[:3]]]
