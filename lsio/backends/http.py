@@ -623,16 +623,24 @@ class HttpCall:
         verdicts = []
         asked: set[Any] = set()
         ok = (offset >= 0) & (length > 0)
-        for f in np.unique(file[ok]).tolist():
+        # each file's sorted starts, once (a scan per file would be quadratic in big calls)
+        order = np.lexsort((offset[ok], file[ok]))
+        f_sorted, o_sorted = file[ok][order], offset[ok][order]
+        files, first = np.unique(f_sorted, return_index=True)
+        bounds = np.append(first, len(f_sorted))
+        seen: set[Any] = set()
+        for k, f in enumerate(files.tolist()):
             if self.targets[f].kind != "http":
                 continue
             origin = _origin(self.urls[f])
             if origin in _MULTI_OK:
-                verdicts.append(_MULTI_OK[origin])
+                if origin not in seen:
+                    seen.add(origin)
+                    verdicts.append(_MULTI_OK[origin])
                 continue
-            if origin in asked:
+            if origin in asked or bounds[k + 1] - bounds[k] < 2:
                 continue
-            starts = np.unique(offset[ok & (file == f)])
+            starts = o_sorted[bounds[k]:bounds[k + 1]]
             far = np.flatnonzero(starts >= starts[0] + 2)
             if not len(far):
                 continue
