@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LINUX_MAX_RW", "Plan", "plan"]
+__all__ = ["LINUX_MAX_RW", "Plan", "plan", "resolve_ranges"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -128,6 +128,15 @@ def _segment_cummax(values: I64, segment: I64) -> I64:
     return out
 
 
+def resolve_ranges(file: I64, offset: I64, length: I64, file_size: I64) -> tuple[I64, I64]:
+    """Step 1 alone: each request's (start, end) in its file, suffixes resolved and ranges
+    clamped at the end of the file."""
+    size = file_size[file]
+    start = np.where(offset < 0, np.maximum(size + offset, 0), np.minimum(offset, size))
+    end = np.where(length < 0, size, np.minimum(start + length, size))
+    return start, end
+
+
 def plan(
     file: I64,
     offset: I64,
@@ -176,10 +185,8 @@ def plan(
     if np.any(split_size % file_align):
         raise ValueError("split_size must be a multiple of every file's alignment")
     nreq = len(file)
-    size = file_size[file]
-    start = np.where(offset < 0, np.maximum(size + offset, 0), np.minimum(offset, size))
-    count = np.where(length < 0, size - start, np.minimum(length, size - start))
-    end = start + count
+    start, end = resolve_ranges(file, offset, length, file_size)
+    count = end - start
 
     align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
     rstart = start // align * align

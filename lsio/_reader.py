@@ -20,7 +20,7 @@ from . import _ring
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
 from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
-from ._plan import LINUX_MAX_RW, Plan, plan
+from ._plan import LINUX_MAX_RW, Plan, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
 from ._request import Requests, normalize
@@ -128,10 +128,7 @@ def _choose_backend(name: str | None) -> str:
 
 def _call_bytes(reqs: Requests, size: npt.NDArray[np.int64]) -> int:
     """Bytes a call returns, from the request arrays and the file sizes."""
-    fsize = size[reqs.file]
-    start = np.where(reqs.offset < 0, np.maximum(fsize + reqs.offset, 0),
-                     np.minimum(reqs.offset, fsize))
-    end = np.where(reqs.length < 0, fsize, np.minimum(start + reqs.length, fsize))
+    start, end = resolve_ranges(reqs.file, reqs.offset, reqs.length, size)
     return int((end - start).sum())
 
 
@@ -632,10 +629,7 @@ def _serve_from_memory(call: HttpCall, reqs: Requests, size: npt.NDArray[np.int6
     if not buffers:
         return None
     f = reqs.file
-    fsize = size[f]
-    start = np.where(reqs.offset < 0, np.maximum(fsize + reqs.offset, 0),
-                     np.minimum(reqs.offset, fsize))
-    end = np.where(reqs.length < 0, fsize, np.minimum(start + reqs.length, fsize))
+    start, end = resolve_ranges(f, reqs.offset, reqs.length, size)
     done = left & (have[f] >= 0) & (start >= first[f]) & (end <= first[f] + have[f])
     if not done.any():
         return None
