@@ -15,6 +15,7 @@ their services' REST APIs, so one HTTP engine reads them all.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -95,25 +96,34 @@ class HttpOptions:
     and Azure, which do not."""
 
     def __post_init__(self) -> None:
-        for name in ("retries", "connections_per_host"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (
-                    name == "connections_per_host"):
-                raise ValueError(f"lsio: HttpOptions.{name} must be a non-negative int, "
-                                 f"got {value!r}")
-        if self.concurrency is not None and (not isinstance(self.concurrency, int)
-                                             or self.concurrency < 1):
-            raise ValueError(f"lsio: HttpOptions.concurrency must be a positive int, got "
-                             f"{self.concurrency!r}")
-        for name in ("backoff", "backoff_max", "request_timeout", "connect_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"lsio: HttpOptions.{name} must be a number >= 0, got "
-                                 f"{value!r}")
-        if self.timeout is not None and (not isinstance(self.timeout, (int, float))
-                                         or self.timeout <= 0):
-            raise ValueError(f"lsio: HttpOptions.timeout must be > 0 or None, got "
-                             f"{self.timeout!r}")
+        _check_count("retries", self.retries, 0)
+        _check_count("connections_per_host", self.connections_per_host, 1)
+        if self.concurrency is not None:
+            _check_count("concurrency", self.concurrency, 1)
+        # a deadline of 0 is no deadline to aiohttp and a nan one never comes (a hanging
+        # server would hang the call forever); inf overflows when aiohttp schedules it
+        for name in ("request_timeout", "connect_timeout", "backoff_max"):
+            _check_seconds(name, getattr(self, name), zero_ok=False)
+        if self.timeout is not None:
+            _check_seconds("timeout", self.timeout, zero_ok=False)
+        _check_seconds("backoff", self.backoff, zero_ok=True)  # 0: retry at once
+
+
+def _check_count(name: str, value: object, low: int) -> None:
+    # bool is an int to Python, but True here is a slip, not 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"lsio: HttpOptions.{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_seconds(name: str, value: object, *, zero_ok: bool) -> None:
+    try:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and (value >= 0 if zero_ok else value > 0))
+    except OverflowError:  # an int beyond float's range: no deadline could be scheduled
+        ok = False
+    if not ok:
+        raise ValueError(f"lsio: HttpOptions.{name} must be a finite number of seconds "
+                         f"{'>=' if zero_ok else '>'} 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,10 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 def _check_key(key: str) -> str:
-    """Keys are relative '/'-separated paths that stay inside the root."""
+    """Keys are relative '/'-separated paths that stay inside the root.
+
+    Listing prefixes follow the same rule (``""`` and a trailing ``/`` pass): a prefix
+    that may not name a key may not be listed either, so one check guards both."""
     if not isinstance(key, str):
         raise TypeError(f"lsio: a store key must be str, not {type(key).__name__}")
     parts = key.split("/")
@@ -302,6 +305,7 @@ class LsioStore(Store):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        _check_key(prefix)  # "../" would walk the root's parent
         if self.remote:
             raise self._no_listing()
         start = os.path.join(self.root, os.path.dirname(prefix))
@@ -310,9 +314,10 @@ class LsioStore(Store):
                 yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        _check_key(prefix)  # "../../etc" would list /etc
         if self.remote:
             raise self._no_listing()
-        base = os.path.join(self.root, prefix.strip("/"))
+        base = os.path.join(self.root, prefix.rstrip("/"))
         try:
             with os.scandir(base) as entries:
                 names = [e.name for e in entries if not e.name.startswith(".lsio-")]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
+from typing import Any
+
 import pytest
 
 from lsio._url import HttpOptions, is_url, local_path, resolve
@@ -60,3 +64,41 @@ def test_local_path() -> None:
     assert local_path("file:///tmp/a%20b") == "/tmp/a b"
     assert local_path("file://localhost/tmp/x") == "/tmp/x"
     assert local_path("/tmp/x") == "/tmp/x"
+
+
+# Each numeric option against the same probes: which probes it takes, and a valid value of
+# its own. A deadline of 0 would switch the deadline off (aiohttp reads 0 as none), a nan one
+# never comes, an inf one overflows when aiohttp schedules it, and True is a slip for 1.
+_PROBES = (0, -1, math.nan, math.inf, True)
+_OPTIONS: dict[str, tuple[tuple[Any, ...], Any]] = {
+    "request_timeout": ((), 0.5),
+    "connect_timeout": ((), 0.5),
+    "timeout": ((), 0.5),
+    "backoff_max": ((), 0.5),
+    "backoff": ((0,), 0.5),  # 0: retry at once (tests do, for speed)
+    "retries": ((0,), 3),  # 0: no retries
+    "connections_per_host": ((), 1),
+    "concurrency": ((), 1),
+}
+_OPTION_CASES = [
+    *(pytest.param(name, probe, any(probe is a for a in accepts), id=f"{name}={probe!r}")
+      for name, (accepts, _) in _OPTIONS.items() for probe in _PROBES),
+    *(pytest.param(name, good, True, id=f"{name}={good!r}-valid")
+      for name, (_, good) in _OPTIONS.items()),
+    pytest.param("timeout", None, True, id="timeout=None-valid"),
+    pytest.param("concurrency", None, True, id="concurrency=None-valid"),
+    pytest.param("request_timeout", 30, True, id="request_timeout=30-int-valid"),
+    pytest.param("request_timeout", 10**400, False, id="request_timeout=10**400"),
+    pytest.param("request_timeout", "30", False, id="request_timeout='30'"),
+    pytest.param("retries", 3.0, False, id="retries=3.0"),
+]
+
+
+@pytest.mark.parametrize("name,value,valid", _OPTION_CASES)
+def test_http_options_numbers(name: str, value: Any, valid: bool) -> None:
+    if valid:
+        assert getattr(HttpOptions(**{name: value}), name) is value
+    else:
+        with pytest.raises(ValueError, match=rf"HttpOptions\.{name} .*, got "
+                                             rf"{re.escape(repr(value))}$"):
+            HttpOptions(**{name: value})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,37 @@ def test_keys_stay_inside_the_root(tmp_path: Path) -> None:
     for key in ("../x", "a/../../x", "/etc/passwd", "a/./b", "a\\b"):
         with pytest.raises(ValueError, match="leave the store's root"):
             store.path_of(key)
+
+
+BAD_PREFIXES = ["../", "..", "../../../../etc", "a/../..", "a/../../", "./", "a/./", "/",
+                "/etc", "a\\b", "a/..", "sub/../../outside"]
+
+
+@pytest.mark.parametrize("listing", ["list_dir", "list_prefix"])
+@pytest.mark.parametrize("prefix", BAD_PREFIXES)
+async def test_listing_stays_inside_the_root(tmp_path: Path, listing: str, prefix: str
+                                             ) -> None:
+    """A listing prefix follows the key rule: one that leaves the root (or could) is refused
+    with the keys' ValueError, not listed; on a local root and a remote one alike."""
+    (tmp_path / "outside").write_bytes(b"x")  # a sibling of the root, never to be listed
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    for store in (LsioStore(root), LsioStore("http://127.0.0.1:9/root")):
+        with pytest.raises(ValueError, match=re.escape(f"key {prefix!r} would leave")):
+            [k async for k in getattr(store, listing)(prefix)]
+
+
+async def test_listing_inside_the_root_still_works(tmp_path: Path) -> None:
+    store = LsioStore(tmp_path)
+    for key in ("a/b/c", "a/d", "e", "a/.zattrs"):
+        await store.set(key, cpu.Buffer.from_bytes(b"1"))
+    assert sorted([k async for k in store.list_dir("")]) == ["a", "e"]
+    assert sorted([k async for k in store.list_dir("a/")]) == [".zattrs", "b", "d"]
+    assert sorted([k async for k in store.list_dir("a")]) == [".zattrs", "b", "d"]
+    assert sorted([k async for k in store.list_prefix("a/")]) == ["a/.zattrs", "a/b/c", "a/d"]
+    assert sorted([k async for k in store.list_prefix("a/.z")]) == ["a/.zattrs"]
+    assert sorted([k async for k in store.list_prefix("")]) == ["a/.zattrs", "a/b/c", "a/d",
+                                                                "e"]
 
 
 async def test_missing_keys_and_ranges_over_http(www: tuple[Nginx, Path]) -> None:
