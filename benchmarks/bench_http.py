@@ -34,10 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from .contenders import RunFn
-from .harness import log, time_run, verify
+from .harness import log, stall_text, time_run, verify
 from .http_contenders import CONTENDERS, LSIO, HttpContender, HttpContext, HttpWorkload
 from .nginx import Nginx, nginx_binary
-from .report import Sample, Series, format_machine, machine_details, replace_section
+from .report import (
+    STALL_HEADER,
+    STALL_NOTE,
+    Sample,
+    Series,
+    format_machine,
+    format_stall,
+    machine_details,
+    replace_section,
+    series_json,
+)
 from .workloads import GiB, KiB, MiB, Workload, WorkloadSpec, materialize, warm_cache
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-http")
@@ -177,13 +187,13 @@ def run_once(runner: asyncio.Runner, fn: RunFn, hw: HttpWorkload, rnd: int) -> S
     loop = runner.get_loop()
     before = asyncio.all_tasks(loop)
     try:
-        seconds, payload = time_run(runner, fn)
+        seconds, payload, stall = time_run(runner, fn)
     except BaseException:
         if leftovers := asyncio.all_tasks(loop) - before:
             runner.run(_cancel(leftovers))
         raise
     nbytes, n_ops = verify(hw.wl, payload)
-    return Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops)
+    return Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops, loop_stall_s=stall)
 
 
 def run_workload(cfg: Config, hw: HttpWorkload, runner: asyncio.Runner) -> list[Series]:
@@ -204,7 +214,8 @@ def run_workload(cfg: Config, hw: HttpWorkload, runner: asyncio.Runner) -> list[
                 s.samples.append(sample)
                 log(f"{tag} {sample.seconds * 1e3:.1f} ms, "
                     f"{sample.n_ops / sample.seconds:,.0f} ops/s, "
-                    f"{sample.nbytes / sample.seconds / 1e6:,.1f} MB/s")
+                    f"{sample.nbytes / sample.seconds / 1e6:,.1f} MB/s"
+                    f"{stall_text(sample.loop_stall_s)}")
     finally:
         runner.run(ctx.cleanup.aclose())
     return series
@@ -266,20 +277,21 @@ def _bandwidth(key: str, s: Series) -> str:
 
 def format_http_table(key: str, series: list[Series]) -> str:
     """One row per contender: median seconds, ops/s, MB/s (GB/s for the big object), the ratio
-    to the best peer and the number of runs."""
+    to the best peer, the worst event-loop stall and the number of runs."""
     unit = "GB/s" if key == "o" else "MB/s"
     ref = best_peer(series)
-    rows = [f"| contender | median s | {OP_UNITS[key]} | {unit} | vs best peer | runs |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [f"| contender | median s | {OP_UNITS[key]} | {unit} | vs best peer | "
+            f"{STALL_HEADER} | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for s in series:
         if not s.ok:
             reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
-            rows.append(f"| {s.contender} | FAILED | — | — | — | {reason} |")
+            rows.append(f"| {s.contender} | FAILED | — | — | — | — | {reason} |")
             continue
         seconds = statistics.median(x.seconds for x in s.samples)
         ratio = f"{s.ops_per_s / ref.ops_per_s:.2f}x" if ref is not None else "—"
         rows.append(f"| {s.contender} | {seconds:.4f} | {_ops(s.ops_per_s)} | "
-                    f"{_bandwidth(key, s)} | {ratio} | {len(s.samples)} |")
+                    f"{_bandwidth(key, s)} | {ratio} | {format_stall(s)} | {len(s.samples)} |")
     return "\n".join(rows)
 
 
@@ -319,7 +331,7 @@ def render(cfg: Config, results: list[Series], targets: dict[str, TargetResult],
               "file in one or two GETs), `gather` of `get_async` + `bytes_async` for objects. "
               "*vs best peer*: median ops/s over that of the fastest "
               "non-lsio contender. Every result is checked (number of chunks, total bytes, "
-              "content of a few chunks). Raw per-round numbers: `--json`."]
+              "content of a few chunks). Raw per-round numbers: `--json`.", "", STALL_NOTE]
     return "\n".join(parts) + "\n"
 
 
@@ -331,7 +343,7 @@ def dump_json(path: Path, cfg: Config, results: list[Series], targets: dict[str,
                    "nginx_workers": cfg.nginx_workers,
                    "contenders": [c.name for c in select(cfg)]},
         "workloads": {s.key: dataclasses.asdict(s) for s in cfg.specs},
-        "series": [dataclasses.asdict(s) for s in results],
+        "series": series_json(results),
         "targets": {k: dataclasses.asdict(t) for k, t in targets.items()},
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")

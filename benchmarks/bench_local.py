@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .contenders import CONTENDERS, Contender, RunContext, RunFn
-from .harness import log, time_run, verify
+from .harness import log, stall_text, time_run, verify
 from .planbench import PLAN_REQUESTS, PLAN_REQUESTS_QUICK, measure_planning, planned_reads
 from .report import (
+    STALL_NOTE,
     MemoryResult,
     PlannedReads,
     PlanTiming,
@@ -42,6 +43,7 @@ from .report import (
     format_table,
     machine_details,
     replace_section,
+    series_json,
 )
 from .workloads import (
     FULL_SPECS,
@@ -168,18 +170,22 @@ def prepare(contenders: list[Contender], wl: Workload, ctx: RunContext,
     return series, fns
 
 
-def run_once(runner: asyncio.Runner, fn: RunFn, wl: Workload, rnd: int) -> Sample:
-    """One timed, verified run; the returned buffers are released on return."""
-    seconds, payload = time_run(runner, fn)
+def run_once(runner: asyncio.Runner, fn: RunFn, wl: Workload, rnd: int, *,
+             on_loop: bool) -> Sample:
+    """One timed, verified run (loop stalls watched when `on_loop`); the returned buffers are
+    released on return."""
+    seconds, payload, stall = time_run(runner, fn, watch_loop=on_loop)
     nbytes, n_ops = verify(wl, payload)
-    return Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops)
+    return Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops, loop_stall_s=stall)
 
 
 def run_state(cfg: Config, wl: Workload, state: State, runner: asyncio.Runner,
               scratch: Path) -> list[Series]:
     ctx = RunContext(state=state, queue_depth=cfg.queue_depth, scratch_dir=scratch)
     with ctx.cleanup:
-        series, fns = prepare(select(cfg, wl), wl, ctx, state)
+        contenders = select(cfg, wl)
+        on_loop = {c.name: c.on_loop for c in contenders}
+        series, fns = prepare(contenders, wl, ctx, state)
         for rnd in range(cfg.repeats):
             for s in series:
                 if s.error is not None:
@@ -187,14 +193,16 @@ def run_state(cfg: Config, wl: Workload, state: State, runner: asyncio.Runner,
                 tag = f"  [{wl.key} {state} {rnd + 1}/{cfg.repeats}] {s.contender}:"
                 set_state(wl, state)
                 try:
-                    sample = run_once(runner, fns[s.contender], wl, rnd)
+                    sample = run_once(runner, fns[s.contender], wl, rnd,
+                                      on_loop=on_loop[s.contender])
                 except Exception as e:  # report it, keep going
                     s.error = _error(e)
                     log(f"{tag} FAILED: {s.error}")
                     continue
                 s.samples.append(sample)
                 log(f"{tag} {sample.seconds * 1e3:.1f} ms, "
-                    f"{sample.n_ops / sample.seconds:,.0f} ops/s")
+                    f"{sample.n_ops / sample.seconds:,.0f} ops/s"
+                    f"{stall_text(sample.loop_stall_s)}")
     return series
 
 
@@ -260,7 +268,8 @@ def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
               "`lsio coalesce` is the default `lsio.Reader()` (it merges reads of one file "
               "separated by gaps up to the preset's `max_gap`), `lsio no coalesce` is "
               "`Reader(coalesce=False)`, the `direct` variants add `direct=True`; of the peers "
-              "only fio and the plain `os.pread` loop run them. Raw per-round numbers: `--json`."]
+              "only fio and the plain `os.pread` loop run them. Raw per-round numbers: `--json`.",
+              "", STALL_NOTE]
     return "\n".join(parts) + "\n"
 
 
@@ -272,7 +281,7 @@ def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[Memor
         "config": {"quick": cfg.quick, "repeats": cfg.repeats, "queue_depth": cfg.queue_depth,
                    "states": list(cfg.states), "data_dir": str(cfg.data_dir)},
         "workloads": {} if cfg.plan_only else {s.key: dataclasses.asdict(s) for s in cfg.specs},
-        "series": [dataclasses.asdict(s) for s in results],
+        "series": series_json(results),
         "memory": [dataclasses.asdict(m) for m in memory],
         "planned_reads": {k: dataclasses.asdict(v) for k, v in planned.items()},
         "planning": dataclasses.asdict(timing) if timing is not None else None,

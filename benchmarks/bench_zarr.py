@@ -61,8 +61,18 @@ from typing import Any
 import numpy as np
 
 from .contenders import RunFn
-from .harness import log, time_run
-from .report import Sample, Series, format_machine, machine_details, replace_section
+from .harness import log, stall_text, time_run
+from .report import (
+    STALL_HEADER,
+    STALL_NOTE,
+    Sample,
+    Series,
+    format_machine,
+    format_stall,
+    machine_details,
+    replace_section,
+    series_json,
+)
 from .workloads import can_drop_caches, drop_caches, warm_paths
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-zarr")
@@ -555,7 +565,7 @@ def run_case(cfg: Config, case: Case, runner: asyncio.Runner) -> list[Series]:
                             drop_caches()
                         else:
                             warm_paths(case.files)
-                        seconds, payload = time_run(runner, fns[name])
+                        seconds, payload, stall = time_run(runner, fns[name])
                         check_result(case, payload, full=False)
                         del payload
                     except Exception as e:  # report it, keep going
@@ -563,8 +573,9 @@ def run_case(cfg: Config, case: Case, runner: asyncio.Runner) -> list[Series]:
                         log(f"{tag} FAILED: {s.error}")
                         continue
                     s.samples.append(Sample(round=rnd, seconds=seconds, nbytes=case.nbytes,
-                                            n_ops=case.n_chunks))
-                    log(f"{tag} {seconds * 1e3:.1f} ms, {case.nbytes / seconds / 1e9:.2f} GB/s")
+                                            n_ops=case.n_chunks, loop_stall_s=stall))
+                    log(f"{tag} {seconds * 1e3:.1f} ms, {case.nbytes / seconds / 1e9:.2f} GB/s"
+                        f"{stall_text(stall)}")
     case.reference = None
     return list(series.values())
 
@@ -751,17 +762,18 @@ def _ratio(s: Series, ref: Series | None) -> str:
 
 def format_table(series: list[Series]) -> str:
     ts, local = _find(series, TENSORSTORE), _find(series, LOCALSTORE)
-    rows = ["| contender | median s | GB/s | vs tensorstore | vs zarr + LocalStore | runs |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| contender | median s | GB/s | vs tensorstore | vs zarr + LocalStore | "
+            f"{STALL_HEADER} | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for s in series:
         if not s.ok:
             reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:160]
-            rows.append(f"| {s.contender} | FAILED | — | — | — | {reason} |")
+            rows.append(f"| {s.contender} | FAILED | — | — | — | — | {reason} |")
             continue
         sec = median_s(s)
         gbps = s.samples[0].nbytes / sec / 1e9
         rows.append(f"| {s.contender} | {sec:.4f} | {gbps:.2f} | {_ratio(s, ts)} | "
-                    f"{_ratio(s, local)} | {len(s.samples)} |")
+                    f"{_ratio(s, local)} | {format_stall(s)} | {len(s.samples)} |")
     return "\n".join(rows)
 
 
@@ -833,7 +845,7 @@ def render(cfg: Config, cases: list[Case], results: list[Series],
               "`lsio.copy_to(out, region)`): read-all-then-decode runs them after the whole "
               "`read_many` on a thread pool of one thread per core (8 batches per thread), "
               "pipelined hands them to `read_many(..., pipeline=...)`. Raw per-round numbers: "
-              "`--json`."]
+              "`--json`.", "", STALL_NOTE]
     return "\n".join(parts) + "\n"
 
 
@@ -851,7 +863,7 @@ def dump_json(path: Path, cfg: Config, cases: list[Case], results: list[Series],
                    "n_chunks": c.n_chunks} for c in cases],
         "series_note": "`mode` is the selection (whole / sub); nbytes are decoded bytes, "
                        "n_ops the (inner) chunks the selection touches",
-        "series": [dataclasses.asdict(s) for s in results],
+        "series": series_json(results),
         "targets": [dataclasses.asdict(t) for t in targets],
         "perf": dataclasses.asdict(perf),
     }

@@ -52,6 +52,9 @@ class Contender:
     mode: Mode  # I/O mode, used to pick the fio reference row
     make: Callable[[Workload, RunContext], RunFn]
     kinds: frozenset[str] = frozenset({"ranges", "files"})  # workload kinds it applies to
+    # Awaits its I/O on the event loop: the harness reports the worst loop stall while it runs.
+    # False for external tools and synchronous calls (threads, processes), which block the loop.
+    on_loop: bool = True
 
 
 # --------------------------------------------------------------------------- lsio
@@ -312,12 +315,14 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("lsio no coalesce", "auto", partial(lsio_contender, coalesce=False), GAPS),
     Contender("lsio no coalesce direct", "direct",
               partial(lsio_contender, direct=True, coalesce=False), GAPS),
-    Contender("fio direct=1", "direct", partial(fio_contender, direct=True), ALL),
-    Contender("fio buffered", "buffered", partial(fio_contender, direct=False), ALL),
-    Contender("plain loop", "buffered", plain_loop_contender, ALL),
-    Contender(f"{THREADS} threads", "buffered", threads_contender),
-    Contender("fsspec", "buffered", fsspec_contender),
-    Contender("obstore", "buffered", obstore_contender),
+    Contender("fio direct=1", "direct", partial(fio_contender, direct=True), ALL,
+              on_loop=False),
+    Contender("fio buffered", "buffered", partial(fio_contender, direct=False), ALL,
+              on_loop=False),
+    Contender("plain loop", "buffered", plain_loop_contender, ALL, on_loop=False),
+    Contender(f"{THREADS} threads", "buffered", threads_contender, on_loop=False),
+    Contender("fsspec", "buffered", fsspec_contender, on_loop=False),
+    Contender("obstore", "buffered", obstore_contender, on_loop=False),
     Contender("zarr LocalStore", "buffered", zarr_contender),
     Contender("aiofiles", "buffered", aiofiles_contender),
 )

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .contenders import Payload, RunFn, SelfTimed
 from .workloads import Workload
+
+HEARTBEAT_S = 0.001  # LoopStall's period
 
 
 def log(msg: str) -> None:
     """Progress lines go to stderr, so stdout carries only the report."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def stall_text(stall: float | None) -> str:
+    """The worst loop stall for a progress line ("" when the loop was not watched)."""
+    return "" if stall is None else f", worst loop stall {stall * 1e3:.1f} ms"
 
 
 class WrongResult(RuntimeError):
@@ -56,23 +64,72 @@ def verify(wl: Workload, payload: Payload) -> tuple[int, int]:
     return nbytes, wl.n_ops
 
 
-def time_run(runner: asyncio.Runner, fn: RunFn) -> tuple[float, Payload]:
-    """Run `fn` once on the shared event loop; (seconds, payload). Self-timed tools win.
+class LoopStall:
+    """The worst event-loop stall while entered (``async with LoopStall() as stall``).
+
+    A heartbeat task sleeps `HEARTBEAT_S` in a loop on the running loop and records the largest
+    gap between consecutive wake-ups minus that period (`time.perf_counter`): how long the loop
+    could not run a ready task. The first interval starts at entry (so synchronous work of the
+    watched call before its first `await` counts), the last one ends at exit (a heartbeat that
+    is overdue then counts as late). On exit the task is cancelled and awaited. Its cost: one
+    wake-up per millisecond, a few microseconds each."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0  # seconds
+        self._last = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        sleep, clock, period = asyncio.sleep, time.perf_counter, HEARTBEAT_S
+        while True:
+            await sleep(period)
+            now = clock()
+            if (late := now - self._last - period) > self.worst:
+                self.worst = late
+            self._last = now
+
+    async def __aenter__(self) -> LoopStall:
+        self.worst = 0.0
+        self._last = time.perf_counter()
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self._task = self._task, None
+        assert task is not None
+        late = time.perf_counter() - self._last - HEARTBEAT_S  # the interval the exit cut short
+        task.cancel()
+        await asyncio.wait({task})  # never raises; the cancelled task is done after this
+        self.worst = max(self.worst, late)
+
+
+class Timed(NamedTuple):
+    seconds: float
+    payload: Payload
+    loop_stall: float | None  # worst event-loop stall (s); None when not watched
+
+
+def time_run(runner: asyncio.Runner, fn: RunFn, *, watch_loop: bool = True) -> Timed:
+    """Run `fn` once on the shared event loop; its wall-clock time (self-timed tools: their
+    own), the payload and, with `watch_loop` (asyncio contenders), the worst loop stall while
+    it ran (`LoopStall`, started just before the timed call and stopped right after it, so
+    starting and stopping the heartbeat is not timed).
 
     The timed task returns None and hands the payload over in a list: on Python < 3.12
     `Runner.run` formats the repr of the finished task, result included, when it restores the
-    SIGINT handler (CPython issue #112559), which for `bytes` results costs real time inside
-    the timed region (0.27 s for one 32 MiB object here)."""
-    box: list[Payload] = []
+    SIGINT handler (CPython issue #112559), which for `bytes` results costs real time."""
+    box: list[tuple[float, Payload]] = []
+    stall = LoopStall() if watch_loop else None
 
     async def call() -> None:
-        box.append(await fn())
+        async with stall or contextlib.nullcontext():
+            t0 = time.perf_counter()
+            payload = await fn()
+            box.append((time.perf_counter() - t0, payload))
 
     gc.collect()
-    t0 = time.perf_counter()
     runner.run(call())
-    elapsed = time.perf_counter() - t0
-    payload = box.pop()
+    elapsed, payload = box.pop()
     if isinstance(payload, SelfTimed):
-        elapsed = payload.seconds
-    return elapsed, payload
+        return Timed(payload.seconds, payload, None)
+    return Timed(elapsed, payload, stall.worst if stall is not None else None)

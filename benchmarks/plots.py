@@ -3,7 +3,8 @@
     python -m benchmarks.plots [--out docs/img] docs/bench_local.json docs/bench_http.json ...
 
 One PNG per JSON file: a panel per (workload, state[, selection]), a bar per contender with
-its median throughput, lsio's bars highlighted. The figures in docs/benchmarks.md are these
+its median throughput, lsio's bars highlighted, each labelled with the worst event-loop stall
+while it ran (when the JSON has it: asyncio contenders). The figures in docs/benchmarks.md are these
 files; nothing is drawn by hand.
 """
 
@@ -20,10 +21,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+Bar = tuple[str, float, float | None]  # contender, median MB/s, worst loop stall (s)
 
-def _panels(series: list[dict[str, Any]]) -> dict[str, list[tuple[str, float]]]:
-    """Panel title -> [(contender, median MB/s)], in the harness's order."""
-    panels: dict[str, list[tuple[str, float]]] = {}
+
+def _panels(series: list[dict[str, Any]]) -> dict[str, list[Bar]]:
+    """Panel title -> [(contender, median MB/s, worst loop stall)], in the harness's order."""
+    panels: dict[str, list[Bar]] = {}
     for s in series:
         ok = [x for x in s.get("samples", []) if x.get("seconds")]
         if s.get("error") or not ok:
@@ -33,7 +36,8 @@ def _panels(series: list[dict[str, Any]]) -> dict[str, list[tuple[str, float]]]:
         title = f"({s['workload']}) {s.get('state', '')}"
         if mode in ("whole", "sub"):
             title += f", {mode}"
-        panels.setdefault(title, []).append((s["contender"], rate))
+        panels.setdefault(title, []).append((s["contender"], rate,
+                                             s.get("worst_loop_stall_s")))
     return panels
 
 
@@ -49,7 +53,12 @@ def plot(path: Path, out_dir: Path) -> Path:
         names = [b[0] for b in bars][::-1]
         values = [b[1] for b in bars][::-1]
         colors = ["#d62728" if "lsio" in nm.lower() else "#7f7f7f" for nm in names]
-        ax.barh(names, values, color=colors)
+        bar_set = ax.barh(names, values, color=colors)
+        stalls = [b[2] for b in bars][::-1]
+        if any(st is not None for st in stalls):
+            labels = ["" if st is None else f"stall {st * 1e3:.1f} ms" for st in stalls]
+            ax.bar_label(bar_set, labels=labels, fontsize=6, padding=2)
+            ax.margins(x=0.3)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("MB/s (median)", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -9,14 +9,23 @@ import platform
 import shutil
 import statistics
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .contenders import COALESCE_PAIRS, FIO_BY_MODE, LSIO_REFERENCES
 
 START_MARK = "<!-- bench_local:start -->"
 END_MARK = "<!-- bench_local:end -->"
 PACKAGES = ("lsio", "numpy", "cffi", "fsspec", "obstore", "zarr", "aiofiles", "uvloop")
+STALL_TARGET_MS = 10  # lsio's goal: no event-loop stall above this
+STALL_HEADER = "worst loop stall (ms)"
+STALL_NOTE = (
+    f"*{STALL_HEADER}*: the largest gap, minus the 1 ms period, between consecutive wake-ups "
+    "of a heartbeat task (`await asyncio.sleep(0.001)` in a loop, `harness.LoopStall`) on the "
+    "same event loop during the contender's timed calls, worst of all rounds (target for "
+    f"lsio: no stall above {STALL_TARGET_MS} ms; — for contenders that do not await on the "
+    "loop: fio, and synchronous calls that block it while threads or a process do the work).")
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class Sample:
     seconds: float
     nbytes: int
     n_ops: int
+    loop_stall_s: float | None = None  # worst event-loop stall of the run; None: not watched
 
 
 @dataclass
@@ -49,6 +59,23 @@ class Series:
     @property
     def mb_per_s(self) -> float:
         return statistics.median(s.nbytes / s.seconds / 1e6 for s in self.samples)
+
+    @property
+    def worst_loop_stall_s(self) -> float | None:
+        """The worst event-loop stall over all rounds; None when the loop was not watched."""
+        stalls = [s.loop_stall_s for s in self.samples if s.loop_stall_s is not None]
+        return max(stalls, default=None)
+
+
+def series_json(series: list[Series]) -> list[dict[str, Any]]:
+    """The `series` of a harness's JSON: every field, plus the worst loop stall (seconds)."""
+    return [asdict(s) | {"worst_loop_stall_s": s.worst_loop_stall_s} for s in series]
+
+
+def format_stall(s: Series) -> str:
+    """The worst loop stall cell of a table row (ms; — when the loop was not watched)."""
+    worst = s.worst_loop_stall_s
+    return "—" if worst is None else f"{worst * 1e3:,.1f}"
 
 
 @dataclass(frozen=True)
@@ -125,18 +152,20 @@ def _ratio(value: float, ref: float | None) -> str:
 def format_table(series: list[Series]) -> str:
     """Markdown table, one row per contender (same text is printed and written to the doc)."""
     lsio = _reference(series, *LSIO_REFERENCES)
-    rows = ["| contender | I/O mode | ops/s | MB/s | vs fio | vs lsio | runs |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+    rows = ["| contender | I/O mode | ops/s | MB/s | vs fio | vs lsio | "
+            f"{STALL_HEADER} | runs |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for s in series:
         if not s.ok:
             reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
-            rows.append(f"| {s.contender} | {s.mode} | FAILED | — | — | — | {reason} |")
+            rows.append(f"| {s.contender} | {s.mode} | FAILED | — | — | — | — | {reason} |")
             continue
         ops = s.ops_per_s
         rows.append(
             f"| {s.contender} | {s.mode} | {ops:,.0f} | {s.mb_per_s:,.1f} | "
             f"{_ratio(ops, _fio_reference(series, s.mode))} | "
-            f"{_ratio(ops, lsio.ops_per_s if lsio else None)} | {len(s.samples)} |"
+            f"{_ratio(ops, lsio.ops_per_s if lsio else None)} | {format_stall(s)} | "
+            f"{len(s.samples)} |"
         )
     return "\n".join(rows)
 

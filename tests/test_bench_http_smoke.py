@@ -57,6 +57,7 @@ def test_bench_http_quick(tmp_path: Path) -> None:
             cells = tables[key].get(name)
             assert cells is not None, (key, name, out)
             assert _throughput(cells) > 0, (key, cells)  # ran, right chunks and byte count
+            assert float(cells[-2]) >= 0, (key, cells)  # worst loop stall (ms): all asyncio
     assert len(re.findall(r"^Target: lsio >= .*\*\*(met|missed)\*\*", out, re.M)) == 3, out
     assert "**nginx**: nginx/" in out, out
 
@@ -65,4 +66,6 @@ def test_bench_http_quick(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert {s["contender"] for s in results["series"]} == set(CONTENDERS)
     assert all(s["error"] is None and len(s["samples"]) == 1 for s in results["series"])
+    for s in results["series"]:  # the worst event-loop stall, seconds
+        assert isinstance(s["worst_loop_stall_s"], float) and s["worst_loop_stall_s"] >= 0, s
     assert results["workloads"]["r"]["n_requests"] == 2000

@@ -54,6 +54,10 @@ def test_bench_local_quick(tmp_path: Path) -> None:
     assert len(fio_rows) >= 5, out  # a, b, c, d, f
     for cells in lsio_rows + _rows(out, "fio buffered"):
         assert _throughput(cells) > 0, cells  # ran and returned the right byte count
+    # The worst event-loop stall: a number of ms for lsio (asyncio), "—" for fio (a process).
+    stall_col = _rows(out, "contender")[0].index("worst loop stall (ms)")
+    assert all(_ms(cells[stall_col]) >= 0 for cells in lsio_rows), lsio_rows
+    assert all(cells[stall_col] == "—" for cells in fio_rows), fio_rows
 
     # The planner workloads: coalescing on and off, and the on / off ratio under each table.
     for name in ("lsio coalesce", "lsio no coalesce", "plain loop"):
@@ -72,6 +76,17 @@ def test_bench_local_quick(tmp_path: Path) -> None:
     assert "<!-- bench_local:start -->" in doc and "<!-- bench_local:end -->" in doc
     assert "### Planning speed" in doc
     results = json.loads((tmp_path / "results.json").read_text())
+    series = results["series"]
+    lsio_series = [s for s in series if s["contender"].startswith("lsio")]
+    assert len(lsio_series) == 3 + 1 + 1 + 4 + 4, lsio_series  # on a, b, c, d, f
+    for s in lsio_series:
+        stall = s["worst_loop_stall_s"]
+        assert isinstance(stall, float) and stall >= 0, s
+        assert stall == max(x["loop_stall_s"] for x in s["samples"]), s
+    for s in series:
+        if s["contender"].startswith(("fio", "plain loop")):
+            assert s["worst_loop_stall_s"] is None, s
+            assert all(x["loop_stall_s"] is None for x in s["samples"]), s
     assert results["planning"]["n_requests"] == 100_000
     planned = results["planned_reads"]
     assert planned["d"]["n_requests"] == 2800

@@ -52,7 +52,8 @@ def test_bench_zarr_quick(tmp_path: Path) -> None:
             cells = rows[name]
             seconds, gbps = float(cells[1]), float(cells[2])  # raises on "FAILED"
             assert seconds > 0 and gbps > 0, (key, selection, state, cells)
-            assert cells[5] == "1", cells
+            assert float(cells[5]) >= 0, cells  # worst loop stall (ms): all on the loop
+            assert cells[6] == "1", cells
     # three targets per workload and state, each judged
     assert len(re.findall(r"^Target: .*\*\*(met|missed)\*\*", out, re.M)) == 9, out
     assert "### perf:" in out, out
@@ -63,4 +64,9 @@ def test_bench_zarr_quick(tmp_path: Path) -> None:
     assert {s["contender"] for s in results["series"]} == set(CONTENDERS + PIPELINE)
     assert all(s["error"] is None and len(s["samples"]) == 1 and s["state"] == "warm"
                for s in results["series"])
+    # every contender awaits on the shared loop: its worst stall is recorded (seconds)
+    for s in results["series"]:
+        stall = s["worst_loop_stall_s"]
+        assert isinstance(stall, float) and stall >= 0, s
+        assert stall == s["samples"][0]["loop_stall_s"], s
     assert results["arrays"]["b"]["chunk"] == 64 and results["arrays"]["c"]["shard"] == 512
