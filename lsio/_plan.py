@@ -98,6 +98,10 @@ class Plan:
     arena_size: int
     """Bytes of the shared arena (0 when every request has its own destination)."""
 
+    eof_scratch: int = 0
+    """Own destinations with ``check_eof``: bytes of the scratch buffer (buffer index
+    ``n_requests``) that the one-byte end-of-file probes land in."""
+
     @property
     def nops(self) -> int:
         return len(self.op_offset)
@@ -130,11 +134,24 @@ def _segment_cummax(values: I64, segment: I64) -> I64:
 
 def resolve_ranges(file: I64, offset: I64, length: I64, file_size: I64) -> tuple[I64, I64]:
     """Step 1 alone: each request's (start, end) in its file, suffixes resolved and ranges
-    clamped at the end of the file."""
+    clamped at the end of the file.
+
+    Never computes ``start + length`` before clamping: a length near ``2**63`` (the caller's
+    "everything") would wrap around in int64. ``size - start`` is in ``[0, size]``."""
     size = file_size[file]
     start = np.where(offset < 0, np.maximum(size + offset, 0), np.minimum(offset, size))
-    end = np.where(length < 0, size, np.minimum(start + length, size))
+    room = size - start
+    end = start + np.where((length < 0) | (length > room), room, length)
     return start, end
+
+
+def size_dependent(offset: I64, length: I64, start: I64, end: I64, size: I64
+                   ) -> npt.NDArray[np.bool_]:
+    """Which requests' resolved ranges depend on the file's size: suffixes, reads to the end,
+    and ranges clamped at the end (their bytes change if the file is replaced by a version of
+    another size)."""
+    del size  # the clamp already tells: ``end - start < length`` only where it cut
+    return (offset < 0) | (length < 0) | (length > end - start)
 
 
 def plan(
@@ -149,6 +166,7 @@ def plan(
     split_size: int,
     arena_align: int,
     own_destinations: bool,
+    check_eof: bool = False,
 ) -> Plan:
     """Plan the reads for a request list.
 
@@ -175,6 +193,17 @@ def plan(
     own_destinations
         Every request has its own destination buffer (``req_base`` is the request index;
         nothing is merged or widened); otherwise requests share one arena.
+    check_eof
+        Prove the size each size-dependent request was resolved against (see
+        :func:`size_dependent`) with the bytes read: such a request's read runs one byte
+        (one aligned block for direct I/O) past the end of the file, so a read that comes
+        back with more or fewer bytes than the size predicts shows the file was replaced
+        or changed. In the shared arena the request's own read is widened to
+        ``[start, size + 1)``; with own destinations (the caller's buffers) the request gets
+        an extra one-byte read at ``size`` into buffer ``n_requests`` at offset ``k`` (the
+        k-th such request; the caller provides that scratch buffer of ``eof_scratch``
+        bytes). Empty size-dependent requests get the probe too, so every file whose
+        bytes a call claims was opened.
     """
     if not 0 < split_size <= LINUX_MAX_RW:
         raise ValueError(f"split_size must be in 1..{LINUX_MAX_RW}, got {split_size}")
@@ -191,6 +220,11 @@ def plan(
     align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
     rstart = start // align * align
     rend = _round_up(end, align)
+    eof = (size_dependent(offset, length, start, end, file_size[file]) if check_eof
+           else np.zeros(nreq, bool))
+    probe = np.flatnonzero(eof) if own_destinations else np.zeros(0, np.int64)
+    if not own_destinations and eof.any():
+        rend[eof] = _round_up(file_size[file[eof]] + 1, align[eof])
 
     # Largest read: aligned down so every part of a split stays aligned.
     cap = min(max_read, split_size)
@@ -198,8 +232,10 @@ def plan(
     cap = max(cap // cap_align * cap_align, cap_align)
 
     # -- group --------------------------------------------------------------------------
-    live = np.flatnonzero(count > 0)  # empty requests read nothing and belong to no group
+    # empty requests read nothing and belong to no group, unless they probe the end
+    live = np.flatnonzero((count > 0) | (eof & ~own_destinations))
     if own_destinations:
+        live = np.flatnonzero((count > 0) | eof)
         order = live
         first = np.ones(len(live), bool)
     else:
@@ -265,13 +301,22 @@ def plan(
     op_length = np.minimum(cap, gend[op_group] - op_offset)
     op_buf = gbuf[op_group] + part * cap
     op_file = gfile[op_group]
+    op_base = gbase[op_group]
+    if len(probe):  # own destinations: one byte at each size-dependent request's EOF
+        pgroup = req_group[probe]
+        op_group = np.concatenate((op_group, pgroup))
+        op_offset = np.concatenate((op_offset, file_size[file[probe]]))
+        op_length = np.concatenate((op_length, np.ones(len(probe), np.int64)))
+        op_buf = np.concatenate((op_buf, np.arange(len(probe), dtype=np.int64)))
+        op_file = np.concatenate((op_file, file[probe]))
+        op_base = np.concatenate((op_base, np.full(len(probe), nreq, np.int64)))
     # Own destinations come in request order, and a group cut by max_read inside an overlap
     # starts before its predecessor ends: restore file, then offset order.
     step = np.diff(op_offset)
     if len(step) and not np.all((step >= 0) | (np.diff(op_file) != 0)) or own_destinations:
         by_file = np.lexsort((op_offset, op_file))
         op_group, op_offset, op_length = op_group[by_file], op_offset[by_file], op_length[by_file]
-        op_buf, op_file = op_buf[by_file], op_file[by_file]
+        op_buf, op_file, op_base = op_buf[by_file], op_file[by_file], op_base[by_file]
 
     files = np.arange(len(file_size))
     return Plan(
@@ -285,10 +330,11 @@ def plan(
         op_file=op_file,
         op_offset=op_offset,
         op_length=op_length,
-        op_base=gbase[op_group],
+        op_base=op_base,
         op_buf=op_buf,
         op_group=op_group,
         file_op_start=np.searchsorted(op_file, files, "left").astype(np.int64),
         file_op_end=np.searchsorted(op_file, files, "right").astype(np.int64),
         arena_size=arena_size,
+        eof_scratch=len(probe),
     )

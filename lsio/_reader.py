@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat as stat_mod
 import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -68,6 +69,11 @@ reads of cold data differ by less than that here, and buffered wins big on cache
 
 CACHE_SAMPLE = 8
 """Files sampled (spread over the list) to tell whether a call reads page-cache data."""
+
+READ_ATTEMPTS = 3
+"""Times the requests of a file that changed while it was read (replaced by another version,
+grown or shrunk) are planned and read again, before lsio reads that file to its end through
+one descriptor in a thread. Files that report no size (``/proc``) take that path too."""
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
     os.cpu_count() or 1)
@@ -146,8 +152,18 @@ class _Tracker:
     A request is finished when every read of its group is; a read that came back short
     (the file shrank, or an aligned direct read met EOF) lowers its group's end."""
 
-    def __init__(self, p: Plan) -> None:
+    def __init__(self, p: Plan, file: npt.NDArray[np.int64] | None = None,
+                 file_size: npt.NDArray[np.int64] | None = None) -> None:
         self.plan = p
+        self.file = file
+        """File of each request; with ``file_size``, reads are checked against the size the
+        plan was made with, and requests of files that changed are held back."""
+        self.changed = np.zeros(0 if file_size is None else len(file_size), bool)
+        """Files whose reads returned other than the planned size predicts."""
+        self.reported = np.zeros(len(p.req_length), bool)
+        """Requests handed to the caller's progress (final, whatever happens next)."""
+        self.expected = (None if file_size is None else
+                         np.clip(file_size[p.op_file] - p.op_offset, 0, p.op_length))
         ngroups = len(p.group_start)
         self.left = np.bincount(p.op_group, minlength=ngroups).astype(np.int64)
         self.group_end = p.group_end.copy()
@@ -167,6 +183,8 @@ class _Tracker:
     def update(self, ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64]
                ) -> npt.NDArray[np.int64]:
         p = self.plan
+        if self.expected is not None:
+            self.check(ops, done)
         short = done[ops] < p.op_length[ops]
         if short.any():
             s = ops[short]
@@ -179,7 +197,17 @@ class _Tracker:
                              self.group_end[p.req_group[finished]])
             self.lengths[finished] = np.clip(end - p.req_start[finished], 0,
                                              p.req_length[finished])
+        if self.file is not None and self.changed.any():
+            finished = finished[~self.changed[self.file[finished]]]
         return finished
+
+    def check(self, ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64]) -> None:
+        """Flag the files of reads that came back with more bytes than the planned size
+        allows (a read runs one byte past the end to see it) or fewer (it shrank)."""
+        assert self.expected is not None
+        off = ops[done[ops] != self.expected[ops]]
+        if len(off):
+            self.changed[self.plan.op_file[off]] = True
 
 
 class Reader:
@@ -341,8 +369,10 @@ class Reader:
 
     async def _run_part(self, reqs: Requests, out: Sequence[Any] | None,
                         caps: npt.NDArray[np.int64], progress: _Progress | None,
-                        missing_ok: bool, *, remote: bool) -> Results:
-        """request -> plan -> backend -> result for requests of one kind of storage."""
+                        missing_ok: bool, *, remote: bool, attempt: int = 0) -> Results:
+        """request -> plan -> backend -> result for requests of one kind of storage.
+        ``attempt``: how many times these (local) requests were read before, their files
+        having changed under the read."""
         tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
         call: HttpCall | None = None
         detail: dict[int, str] = {}
@@ -350,16 +380,7 @@ class Reader:
             call = HttpCall(reqs.paths, self.http, self._signers, probe_size=tune.max_read,
                             concurrency=self.http.concurrency or tune.queue_depth,
                             missing_ok=missing_ok)
-            wants = (reqs.length < 0) | (reqs.offset < 0)
-            need = np.zeros(len(reqs.paths), bool)
-            need[reqs.file[wants]] = True
-            # objects asked only for suffixes (shard indexes) are probed at their tail
-            suffix = np.zeros(len(reqs.paths), np.int64)
-            tails = wants & (reqs.offset < 0)
-            np.maximum.at(suffix, reqs.file[tails], -reqs.offset[tails])
-            suffix[reqs.file[wants & (reqs.offset >= 0)]] = 0
-            suffix[suffix > tune.max_read] = 0
-            stat, detail = await call.stat(need, suffix)
+            stat, detail = await call.stat(*_size_probes(reqs, tune.max_read))
             if tune.name == "http" and self.coalesce and self.max_gap is None and not (
                     await call.probe_multipart(reqs.file, reqs.offset, reqs.length)):
                 tune = replace(tune, max_gap=PRESETS["cloud"].max_gap)
@@ -373,7 +394,9 @@ class Reader:
         bad = np.flatnonzero(err * ~gone)
         if len(bad):
             file = int(reqs.file[bad[0]])
-            raise request_error(int(stat.err[file]), reqs, int(bad[0]), detail.get(file))
+            why = detail.get(file) if remote else _local_detail(int(stat.err[file]),
+                                                                reqs.paths[file])
+            raise request_error(int(stat.err[file]), reqs, int(bad[0]), why)
         parts: list[tuple[Results, npt.NDArray[np.int64]]] = []
         left = ~gone
         if gone.any():
@@ -383,26 +406,26 @@ class Reader:
             if progress is not None:
                 progress(_caller(reqs, idx), absent, np.arange(len(idx), dtype=np.int64))
         if call is not None:
-            served = _serve_from_memory(call, reqs, stat.size, out, caps, progress, left)
+            served = _serve_from_memory(call.bodies(), reqs, stat.size, out, caps, progress,
+                                        left)
             if served is not None:
                 done, early = served
                 parts.append((early, np.flatnonzero(done)))
                 left &= ~done
         if not parts:
             return await self._read_part(reqs, stat, call, tune, out, caps, progress,
-                                         missing_ok)
+                                         missing_ok, attempt)
         rest = reqs.select(left)
-        late = await self._read_part(rest, stat, call, tune, None if out is None else
-                                     [out[int(i)] for i in np.flatnonzero(left)],
+        late = await self._read_part(rest, stat, call, tune, _pick(out, left),
                                      caps[left] if out is not None else caps, progress,
-                                     missing_ok)
+                                     missing_ok, attempt)
         parts.append((late, np.flatnonzero(left)))
         return Results.merge(len(reqs), parts)
 
     async def _read_part(self, reqs: Requests, stat: StatResult, call: HttpCall | None,
                          tune: Preset, out: Sequence[Any] | None,
                          caps: npt.NDArray[np.int64], progress: _Progress | None,
-                         missing_ok: bool) -> Results:
+                         missing_ok: bool, attempt: int = 0) -> Results:
         """plan -> backend -> result, once the sizes are known."""
         remote = call is not None
         detail: dict[int, str] = {}
@@ -419,7 +442,7 @@ class Reader:
                  file_align=align.astype(np.int64), max_gap=tune.max_gap,
                  max_read=tune.max_read, split_size=LINUX_MAX_RW,
                  arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
-                 own_destinations=out is not None)
+                 own_destinations=out is not None, check_eof=not remote)
         if out is None:
             buffers: list[Any] = [allocate(p.arena_size)]
         else:
@@ -429,11 +452,15 @@ class Reader:
                 raise ValueError(f"lsio: out[{reqs.caller_index(i)}] holds {caps[i]} bytes "
                                  f"but {reqs.describe(i)} returns {p.req_length[i]}")
             buffers = list(out)
-        tracker = _Tracker(p)
-        results = Results(buffers, p.req_base, p.req_buf, tracker.lengths)
+            if p.eof_scratch:
+                buffers.append(bytearray(p.eof_scratch))
+        tracker = (_Tracker(p) if remote else _Tracker(p, reqs.file, stat.size))
+        results = Results(buffers[:len(reqs)] if out is not None else buffers, p.req_base,
+                          p.req_buf, tracker.lengths)
 
         def report(finished: npt.NDArray[np.int64]) -> None:
             assert progress is not None
+            tracker.reported[finished] = True
             progress(_caller(reqs, finished), results, finished)
 
         if p.nops == 0:
@@ -462,10 +489,13 @@ class Reader:
                 max_open=self._max_open(), on_progress=on_progress,
                 workers=_CORES if warm and (p.nops >= PARALLEL_MIN_READS
                                             or p.bytes_read >= PARALLEL_MIN_BYTES) else 1,
+                missing_ok=missing_ok, caller_memory=out is not None,
+                changed=tracker.changed,
             )
         failed = np.flatnonzero(res.err)
-        if len(failed) and missing_ok and call is not None:
-            # objects found gone while reading (a range read needs no size probe first)
+        if len(failed) and missing_ok:
+            # files or objects found gone while reading (deleted since the stat; a URL
+            # range read needs no size probe first)
             lost = failed[res.err[failed] == errno.ENOENT]
             if len(lost):
                 victims = tracker.requests_of(np.unique(p.op_group[lost]))
@@ -473,7 +503,7 @@ class Reader:
                 results.lengths[victims] = 0
                 failed = failed[res.err[failed] != errno.ENOENT]
                 if progress is not None:
-                    report(victims)
+                    report(victims[~tracker.reported[victims]])
         if len(failed):
             groups = np.unique(p.op_group[failed])
             victims = tracker.requests_of(groups)
@@ -482,7 +512,24 @@ class Reader:
             raise request_error(int(res.err[op]), reqs, first, detail.get(int(op)))
         if progress is None and np.any(res.done != p.op_length):
             tracker.update(np.arange(p.nops, dtype=np.int64), res.done)
-        return results
+        if remote:
+            return results
+        tracker.check(np.flatnonzero(res.err == 0), res.done)
+        redo = tracker.changed[reqs.file] & ~tracker.reported & ~results.missing
+        if not redo.any():
+            return results
+        # Files replaced or changed while they were read: their requests not yet handed
+        # out are planned and read again from a fresh stat, so each returns one version.
+        rest = reqs.select(redo)
+        sub_out, sub_caps = _pick(out, redo), caps[redo] if out is not None else caps
+        if attempt + 1 < READ_ATTEMPTS:
+            again = await self._run_part(rest, sub_out, sub_caps, progress, missing_ok,
+                                         remote=False, attempt=attempt + 1)
+        else:
+            again = await _read_to_end(rest, sub_out, sub_caps, progress, missing_ok)
+        keep = np.flatnonzero(~redo)
+        return Results.merge(len(reqs), [(results.take(keep), keep),
+                                         (again, np.flatnonzero(redo))])
 
     def _direct_modes(self, align: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         if self._backend.name != "uring" or self.direct is False:
@@ -619,13 +666,120 @@ def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]
     return idx if reqs.number is None else reqs.number[idx]
 
 
-def _serve_from_memory(call: HttpCall, reqs: Requests, size: npt.NDArray[np.int64],
+def _size_probes(reqs: Requests, max_read: int
+                 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """Which remote objects need their size before planning, and for each the length of a
+    tail probe (0: probe the head). Whole reads and suffixes need it; so do ranges longer
+    than ``max_read``, which would otherwise be planned (and their memory allocated) at
+    their asked length, however far past the end (``length=sys.maxsize``): a one-byte tail
+    probe tells the size for those."""
+    wants = (reqs.length < 0) | (reqs.offset < 0)
+    need = np.zeros(len(reqs.paths), bool)
+    need[reqs.file[wants]] = True
+    # objects asked only for suffixes (shard indexes) are probed at their tail
+    suffix = np.zeros(len(reqs.paths), np.int64)
+    tails = wants & (reqs.offset < 0)
+    np.maximum.at(suffix, reqs.file[tails], -reqs.offset[tails])
+    suffix[reqs.file[wants & (reqs.offset >= 0)]] = 0
+    suffix[suffix > max_read] = 0
+    long = np.zeros(len(reqs.paths), bool)
+    long[reqs.file[reqs.length > max_read]] = True
+    long &= ~need
+    need |= long
+    suffix[long] = 1
+    return need, suffix
+
+
+def _pick(out: Sequence[Any] | None, mask: npt.NDArray[np.bool_]) -> list[Any] | None:
+    """The caller's buffers of the requests ``mask`` selects."""
+    return None if out is None else [out[int(i)] for i in np.flatnonzero(mask)]
+
+
+def _local_detail(err: int, path: str) -> str | None:
+    """What to add to a local stat error: the file's type, for files lsio refuses."""
+    if err != errno.EINVAL:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISCHR, "a character device"),
+             (stat_mod.S_ISBLK, "a block device"), (stat_mod.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}; lsio reads regular files only"
+
+
+def _slurp(path: str) -> bytes:
+    """The whole file, read to its end through one descriptor (one version of it, whatever
+    size it reports: ``/proc`` files report 0)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, _local_detail(errno.EINVAL, path), path)
+        pieces = []
+        step = max(st.st_size + 1, 1 << 16)
+        while piece := os.read(fd, step):
+            pieces.append(piece)
+        return b"".join(pieces)
+    finally:
+        os.close(fd)
+
+
+async def _read_to_end(reqs: Requests, out: Sequence[Any] | None,
+                       caps: npt.NDArray[np.int64], progress: _Progress | None,
+                       missing_ok: bool) -> Results:
+    """The last resort for files that kept changing while they were read: each is read to
+    its end in a thread, and its requests are served from those bytes."""
+    bodies: list[memoryview] = []
+    size = np.zeros(len(reqs.paths), np.int64)
+    gone = np.zeros(len(reqs.paths), bool)
+    for f, path in enumerate(reqs.paths):
+        try:
+            body = await asyncio.to_thread(_slurp, path)
+        except OSError as exc:
+            if missing_ok and exc.errno == errno.ENOENT:
+                gone[f] = True
+                body = b""
+            else:
+                first_req = int(np.flatnonzero(reqs.file == f)[0])
+                raise request_error(exc.errno or errno.EIO, reqs, first_req,
+                                    exc.strerror if exc.errno == errno.EINVAL else None
+                                    ) from None
+        bodies.append(memoryview(body))
+        size[f] = len(body)
+    n = len(reqs.paths)
+    first, index = np.zeros(n, np.int64), np.arange(n, dtype=np.int64)
+    have: npt.NDArray[np.int64] = np.where(gone, -1, size)
+    served = _serve_from_memory((first, have, index, bodies), reqs, size, out, caps, progress,
+                                ~gone[reqs.file])
+    parts: list[tuple[Results, npt.NDArray[np.int64]]] = []
+    if served is not None:
+        done, early = served
+        parts.append((early, np.flatnonzero(done)))
+    lost = np.flatnonzero(gone[reqs.file])
+    if len(lost):
+        absent = Results.absent(len(lost))
+        parts.append((absent, lost))
+        if progress is not None:
+            progress(_caller(reqs, lost), absent, np.arange(len(lost), dtype=np.int64))
+    return Results.merge(len(reqs), parts)
+
+
+Bodies = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+               list[memoryview]]
+"""Bytes already in memory: file ``f``'s bytes from offset ``first[f]``, ``have[f]`` of
+them (-1: none), are ``buffers[index[f]]``."""
+
+
+def _serve_from_memory(bodies: Bodies, reqs: Requests, size: npt.NDArray[np.int64],
                        out: Sequence[Any] | None, caps: npt.NDArray[np.int64],
                        progress: _Progress | None, left: npt.NDArray[np.bool_]
                        ) -> tuple[npt.NDArray[np.bool_], Results] | None:
-    """Requests whose bytes the size probes already hold (a small object read whole costs
-    one GET): their results are views of the probe buffers, or copied into ``out``."""
-    first, have, index, buffers = call.bodies()
+    """Requests whose bytes are already in memory (a small object read whole costs one GET;
+    a file read to its end): their results are views of those bodies, or copied into
+    ``out``."""
+    first, have, index, buffers = bodies
     if not buffers:
         return None
     f = reqs.file

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._url import local_path
+
 __all__ = ["Chunk", "Requests", "normalize"]
 
 
@@ -143,7 +145,7 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
         ids = {p: i for i, p in enumerate(dict.fromkeys(paths))}
     except TypeError:  # an unhashable "path"
         return None
-    if any(type(p) is not str or not p or "\0" in p for p in ids):
+    if any(type(p) is not str for p in ids) or not _paths_ok(list(ids)):
         return None
     # exact types: bool is an int subclass that numpy would silently accept
     if set(map(type, offs)) != {int} or not set(map(type, lens)) <= {int, type(None)}:
@@ -167,6 +169,44 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
     else:
         file = np.fromiter(map(ids.__getitem__, paths), np.int64, len(paths))
     return Requests(list(ids), file, offset, length)
+
+
+def _paths_ok(paths: list[str]) -> bool:
+    """Whether every path passes :func:`_path_problem`, checked with C-speed scans of the
+    joined paths (the per-item path finds and names a bad one)."""
+    joined = "\n".join(paths)
+    if "\0" in joined or not all(paths):
+        return False
+    try:
+        joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    if "file:" in joined.lower():  # rare: check what each URL decodes to
+        return all(_path_problem(p) is None for p in paths)
+    return True
+
+
+def _path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be read, or ``None``. Checked after every transformation lsio
+    applies (``file://`` URLs are percent-decoded), so the C engine, which receives paths as
+    NUL-terminated byte strings, never sees a NUL inside one."""
+    if not path:
+        return "path is empty"
+    try:
+        path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        return f"path cannot be encoded for the OS ({exc.reason} at {exc.start})"
+    local = local_path(path)
+    if "\0" in local:
+        return ("path contains a NUL byte" if local is path else
+                "file:// URL decodes to a path with a NUL byte (%00)")
+    if not local:
+        return "file:// URL has an empty path"
+    try:
+        local.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        return f"file:// URL decodes to a path that cannot be encoded ({exc.reason})"
+    return None
 
 
 def _is_not_none(x: object) -> bool:
@@ -197,8 +237,9 @@ def _normalize_each(items: list[Any] | tuple[Any, ...]) -> Requests:
         if not isinstance(path, str):
             raise _bad(index, item, f"path must be str or os.PathLike, not {type(path).__name__}",
                        TypeError)
-        if not path or "\0" in path:
-            raise _bad(index, item, "path is empty or contains a NUL byte")
+        why = _path_problem(path)
+        if why is not None:
+            raise _bad(index, item, why)
         if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
             raise _bad(index, item, f"offset must be an int, not {type(offset).__name__}",
                        TypeError)

@@ -58,6 +58,16 @@ class Results(Sequence[memoryview]):
             merged._views.extend(part._views)
         return merged
 
+    def take(self, index: npt.NDArray[np.int64]) -> Results:
+        """The chunks ``index`` names, as a result list of their own (same memory)."""
+        part = Results.__new__(Results)
+        part._views = self._views
+        part._base = self._base[index]
+        part._start = self._start[index]
+        part.lengths = self.lengths[index]
+        part.missing = self.missing[index]
+        return part
+
     def addresses(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
         """Memory address and length of every chunk (for C code that reads them while
         this object is alive); missing chunks give address 0."""

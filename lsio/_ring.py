@@ -56,12 +56,26 @@ room for several readers at the default depth of 64 (completion queue: twice thi
 PUMP_BUDGET = 8192
 """Completions handled per wake-up before yielding to the loop (~2 ms of cached reads)."""
 
+PUMP_NS = 2_000_000
+"""Time one wake-up may spend reaping and submitting before it yields to the loop (2 ms):
+an asyncio library must not hold the loop, and the stall target is 10 ms. Measured here, a
+whole cold 1 GiB read held the loop 131-718 ms in one pump before this bound existed."""
+
+ASYNC_MIN = 256 * 1024
+"""Reads from this size on are handed to the kernel's workers (``IOSQE_ASYNC``) instead of
+being issued inline by ``io_uring_submit`` on the event loop's thread, where their page
+faults (~1 ms per MiB of fresh memory here) and page-cache copies (~0.25 ms per MiB) would
+stall the loop. Below it, inline completion is what makes cached small reads fast."""
+
 RING_FILES = 1024
 """Registered-file table per ring (files open at once across all calls on the ring), capped
 at ``RLIMIT_NOFILE``, which the kernel applies to the table size. Direct descriptors use no
 process file descriptors."""
 
-DIRECT_OFF, DIRECT_ON = 0, 1  # values of lsio_batch.fdirect (the C tests fdirect == 1)
+DIRECT_OFF = lib.LSIO_DIRECT_OFF if lib is not None else 0
+"""``lsio_batch.fdirect``: read through the page cache."""
+DIRECT_ON = lib.LSIO_DIRECT_ON if lib is not None else 1
+"""``lsio_batch.fdirect``: read with O_DIRECT."""
 
 
 def _new_ring(err: Any) -> Any:
@@ -94,17 +108,31 @@ class StatResult:
     err: npt.NDArray[np.int32]
     """errno of the failed stat, 0 if it worked."""
 
+    version: npt.NDArray[np.int64] | None = None
+    """A fingerprint of each file's identity (device, inode, size, times) where the backend
+    can compare it with the descriptor it reads (threads); ``None`` elsewhere."""
+
 
 def _ptr(ctype: str, arr: npt.NDArray[Any]) -> Any:
     return ffi.cast(ctype, arr.ctypes.data)
 
 
 def _path_table(paths: list[str]) -> tuple[bytes, npt.NDArray[np.uint64]]:
-    """All paths in one NUL-separated blob plus a ``char *`` per path, built without a
-    Python call per path."""
-    blob = ("\0".join(paths) + "\0").encode("utf-8", "surrogateescape")
-    ends = np.flatnonzero(np.frombuffer(blob, np.uint8) == 0)
-    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.uint64)
+    """All paths in one blob, each NUL-terminated, plus a ``char *`` per path, built
+    without a Python call per path.
+
+    Each path's start comes from the encoded lengths, never from scanning for separators,
+    and the blob must hold exactly one NUL per path: a path with a NUL inside it (which
+    ``_request`` refuses) cannot shift the table, it raises here instead.
+    """
+    encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
+    blob = b"\0".join([*encoded, b""])  # each path followed by its NUL
+    if blob.count(0) != len(paths):
+        raise ValueError("lsio: a path contains a NUL byte")
+    if not paths:
+        return blob, np.zeros(0, np.uint64)
+    lengths = np.fromiter(map(len, encoded), np.uint64, len(encoded)) + np.uint64(1)
+    starts = np.cumsum(lengths, dtype=np.uint64) - lengths
     base = int(ffi.cast("uintptr_t", ffi.from_buffer(blob)))
     return blob, starts + np.uint64(base)
 
@@ -193,7 +221,7 @@ class Ring:
         self._pump()
 
     def _pump(self) -> None:
-        n = lib.lsio_pump(self._ptr, PUMP_BUDGET)
+        n = lib.lsio_pump(self._ptr, PUMP_BUDGET, PUMP_NS)
         if n < 0:  # the ring itself failed: nothing in flight can be trusted to finish
             exc = OSError(-n, f"io_uring_submit failed: {os.strerror(-n)}")
             for b in list(self._live.values()):
@@ -213,10 +241,15 @@ class Ring:
                     b.future.set_result(None)
                 if self._slot_freed is not None:
                     self._slot_freed.set()
-        if n >= PUMP_BUDGET:
+        if n >= PUMP_BUDGET or lib.lsio_ring_more(self._ptr):
             self.loop.call_soon(self._pump)
 
-    async def _run(self, b: _Batch) -> None:
+    async def _run(self, b: _Batch, *, wait_on_cancel: bool = False) -> None:
+        """Run ``b`` to completion. Cancelled, the batch stops: nothing new starts and its
+        reads in flight are cancelled in the kernel. With ``wait_on_cancel`` (the caller's
+        own memory is the destination) the cancellation returns only once no read of the
+        batch can write anywhere any more; otherwise at once, the batch keeping its memory
+        alive until the kernel is done."""
         b.future = self.loop.create_future()
         while lib.lsio_ring_add(self._ptr, b.c) < 0:
             # Every slot taken (thousands of concurrent calls): wait for one to finish.
@@ -230,9 +263,12 @@ class Ring:
         except asyncio.CancelledError:
             # Stop submitting; the batch stays registered (and its memory alive) until the
             # kernel has completed what is in flight and its files are closed.
-            b.c.stopping = 1
             b.on_progress = None
-            self._pump()
+            if not b.future.done():
+                lib.lsio_batch_cancel(self._ptr, b.c)
+                self._pump()
+            if wait_on_cancel:
+                await _uncancellable(b.future)
             raise
 
     # -- the two operations the local backend needs -----------------------------------
@@ -259,6 +295,9 @@ class Ring:
         on_progress: ProgressFn | None = None,
         keepalive: Any = None,
         workers: int = 1,
+        missing_ok: bool = False,
+        caller_memory: bool = False,
+        changed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         """Execute a plan. ``addresses`` is the destination address of each read.
 
@@ -266,6 +305,11 @@ class Ring:
         destination memory (``keepalive``) stays referenced until the kernel is done.
         ``workers > 1`` splits the reads over that many threads with rings of their own
         (for page-cache reads, which are CPU-bound); completions then arrive per piece.
+        A file whose reads span pieces is opened once, here, so every piece reads the same
+        version of it; if that descriptor's size is not ``file_size``, ``changed[f]`` is
+        set before any read starts. ``missing_ok``: a file gone since the stat fails its
+        reads with ENOENT without stopping the others. ``caller_memory``: the destinations
+        are the caller's, so a cancellation waits until nothing can write into them.
         """
         if plan.nops and int(plan.op_length.max()) > LINUX_MAX_RW:
             raise ValueError("plan has a read above Linux's read cap")
@@ -275,9 +319,14 @@ class Ring:
         stop_flag = np.zeros(1, np.int32)
         table = _path_table(paths)  # encoded once, however many pieces
 
-        def batch(lo: int, hi: int) -> _Batch:
+        def batch(lo: int, hi: int, pre: npt.NDArray[np.int32] | None = None,
+                  async_min: int = ASYNC_MIN) -> _Batch:
             b = _Batch(lib.LSIO_PHASE_READ, table, max_inflight=queue_depth, fail_fast=True)
             b._arr("int *", "stop_flag", stop_flag)
+            b.c.missing_ok = int(missing_ok)
+            b.c.async_min = async_min
+            if pre is not None:
+                b._arr("int *", "fpre", pre)
             b.keep.append(keepalive)
             b.fsize[:] = file_size
             b.fdirect[:] = file_direct
@@ -298,13 +347,15 @@ class Ring:
         if workers <= 1:
             b = batch(0, plan.nops)
             b.on_progress = on_progress
-            await self._run(b)
+            await self._run(b, wait_on_cancel=caller_memory)
             return done, err, b.ferr
         # Page-cache reads are CPU copies done inside io_uring_enter: spread them over
         # threads, each driving its own ring in C with the GIL released.
         cuts = np.linspace(0, plan.nops, workers + 1).astype(np.int64)
         spans = [(int(a), int(z)) for a, z in zip(cuts[:-1], cuts[1:], strict=True) if z > a]
-        pieces = [batch(lo, hi) for lo, hi in spans]
+        pre = _open_spanning(paths, file_size, plan, cuts[1:-1], changed)
+        # worker threads are not the loop: they issue every read inline (async_min=0)
+        pieces = [batch(lo, hi, pre, 0) for lo, hi in spans]
         pool = _worker_pool(workers)
 
         async def run(b: _Batch) -> None:
@@ -312,12 +363,21 @@ class Ring:
             if on_progress is not None and b.c.nlog:  # only the reads it finished
                 on_progress(b.log[: b.c.nlog].copy(), done, err)
 
+        together = asyncio.gather(*(run(b) for b in pieces))
         try:
-            await asyncio.shield(asyncio.gather(*(run(b) for b in pieces)))
+            await asyncio.shield(together)
         except asyncio.CancelledError:
-            for b in pieces:  # the worker threads see this at their next refill
-                b.c.stopping = 1
+            stop_flag[0] = 1  # the worker threads see this at their next refill
+            if caller_memory:
+                await _uncancellable(together)
+            else:  # finishes on its own; its outcome is nobody's concern any more
+                together.add_done_callback(_consume)
             raise
+        finally:
+            if together.done():
+                _close_fds(pre)
+            else:
+                together.add_done_callback(lambda _: _close_fds(pre))
         return done, err, np.max([b.ferr for b in pieces], axis=0)
 
     def close(self) -> None:
@@ -330,6 +390,54 @@ class Ring:
         except Exception:  # noqa: BLE001 - the loop may already be closed
             pass
         self._finalizer()
+
+
+async def _uncancellable(fut: asyncio.Future[Any]) -> None:
+    """Wait for ``fut`` however often the waiting task is cancelled again meanwhile."""
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.done():
+                continue
+    _consume(fut)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Mark ``fut``'s outcome as seen (asyncio logs exceptions nobody retrieved)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _open_spanning(paths: list[str], file_size: npt.NDArray[np.int64], plan: Plan,
+                   cuts: npt.NDArray[np.int64], changed: npt.NDArray[np.bool_] | None
+                   ) -> npt.NDArray[np.int32] | None:
+    """Descriptors of the files whose reads the ``cuts`` split over several worker rings
+    (-1 for the others): one open per file, so all pieces read one version of it. Only
+    used for page-cache reads, whose opens are quick."""
+    first, last = plan.file_op_start, plan.file_op_end
+    spanning = [f for f in range(len(paths)) if last[f] > first[f]
+                and np.any((cuts > first[f]) & (cuts < last[f]))]
+    if not spanning:
+        return None
+    pre = np.full(len(paths), -1, np.int32)
+    try:
+        for f in spanning:
+            fd = os.open(paths[f], os.O_RDONLY | os.O_CLOEXEC)
+            pre[f] = fd
+            if os.fstat(fd).st_size != file_size[f] and changed is not None:
+                changed[f] = True  # replaced since the stat: the reader plans again
+    except OSError:
+        _close_fds(pre)  # the rings open it themselves and report the error per read
+        return None
+    return pre
+
+
+def _close_fds(pre: npt.NDArray[np.int32] | None) -> None:
+    if pre is not None:
+        for fd in pre[pre >= 0].tolist():
+            os.close(fd)
+        pre[:] = -1
 
 
 def _teardown(ptr: Any, live: dict[int, _Batch]) -> None:

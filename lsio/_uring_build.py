@@ -24,6 +24,8 @@ CDEF = r"""
 static const int LSIO_HAS_STATX_DIOALIGN;
 static const int LSIO_PHASE_STAT;
 static const int LSIO_PHASE_READ;
+static const int LSIO_DIRECT_OFF;
+static const int LSIO_DIRECT_ON;
 
 typedef struct lsio_batch {
     int phase;
@@ -60,6 +62,9 @@ typedef struct lsio_batch {
     unsigned char *statbuf;
     int *fstate;
     int *stop_flag;
+    int *fpre;
+    long long async_min;
+    int missing_ok;
 } lsio_batch;
 
 typedef struct lsio_ring lsio_ring;
@@ -69,12 +74,14 @@ int lsio_ring_eventfd(lsio_ring *r);
 void lsio_ring_free(lsio_ring *r);
 int lsio_ring_add(lsio_ring *r, lsio_batch *b);
 void lsio_ring_remove(lsio_ring *r, lsio_batch *b);
-int lsio_pump(lsio_ring *r, int max_cqes);
+int lsio_pump(lsio_ring *r, int max_cqes, long long max_ns);
 int lsio_batch_finished(lsio_batch *b);
+int lsio_batch_cancel(lsio_ring *r, lsio_batch *b);
 int lsio_ring_drain(lsio_ring *r);
 int lsio_run_blocking(lsio_ring *r, lsio_batch *b);
 double lsio_cached_share(const char *path);
 int lsio_ring_free_files(lsio_ring *r);
+int lsio_ring_more(lsio_ring *r);
 long long lsio_fs_type(const char *path);
 """
 
@@ -86,6 +93,7 @@ SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -105,6 +113,9 @@ static const int LSIO_HAS_STATX_DIOALIGN = 0;
 
 static const int LSIO_PHASE_STAT = 0;
 static const int LSIO_PHASE_READ = 1;
+/* values of fdirect[] */
+static const int LSIO_DIRECT_OFF = 0;
+static const int LSIO_DIRECT_ON = 1;
 
 typedef struct lsio_batch {
     int phase;
@@ -141,12 +152,16 @@ typedef struct lsio_batch {
     unsigned char *statbuf;
     int *fstate;
     int *stop_flag;
+    int *fpre;
+    long long async_min;
+    int missing_ok;
 } lsio_batch;
 
 #define MAX_SLOTS 4096
-enum { K_STATX = 1, K_OPEN = 2, K_READ = 3, K_CLOSE = 4 };
+enum { K_STATX = 1, K_OPEN = 2, K_READ = 3, K_CLOSE = 4, K_CANCEL = 5 };
 /* fstate bits */
-enum { F_CHAIN = 1, F_RETRY_BUFFERED = 2, F_RESUME = 4, F_CANCELLED = 8, F_CLOSING = 16 };
+enum { F_CHAIN = 1, F_RETRY_BUFFERED = 2, F_RESUME = 4, F_CANCELLED = 8, F_CLOSING = 16,
+       F_PLAIN = 32 /* a descriptor the caller opened (fpre): no open, no close here */ };
 
 typedef struct lsio_ring {
     struct io_uring ring;
@@ -159,6 +174,7 @@ typedef struct lsio_ring {
     lsio_batch *slots[MAX_SLOTS];  /* slot -> batch, for completions */
     int nfree;                 /* free entries of the registered file table */
     int *free_files;
+    int more;                  /* the last pump stopped at its time budget, work is left */
 } lsio_ring;
 
 static inline uint64_t pack(int slot, int kind, long long idx) {
@@ -206,6 +222,32 @@ fail:
 
 int lsio_ring_eventfd(lsio_ring *r) { return r->efd; }
 int lsio_ring_free_files(lsio_ring *r) { return r->nfree; }
+int lsio_ring_more(lsio_ring *r) { return r->more; }
+
+/* Stop a batch: nothing new starts, and every read it has in flight is asked to stop
+   (IORING_OP_ASYNC_CANCEL on each open file). Reads the device already holds cannot be
+   cancelled; they complete as usual. The batch finishes once every completion is in. */
+int lsio_batch_cancel(lsio_ring *r, lsio_batch *b) {
+    b->stopping = 1;
+    int n = 0;
+    if (b->phase != LSIO_PHASE_READ) return 0;
+    for (long long f = 0; f < b->nfiles; f++) {
+        if (b->fd[f] < 0 || (b->fstate[f] & F_CLOSING)) continue;
+        if (b->fpending[f] == 0 && !(b->fstate[f] & F_CHAIN)) continue;
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+        if (!sqe) { io_uring_submit(&r->ring); sqe = io_uring_get_sqe(&r->ring); }
+        if (!sqe) break;
+        unsigned flags = IORING_ASYNC_CANCEL_ALL;
+        if (!(b->fstate[f] & F_PLAIN)) flags |= IORING_ASYNC_CANCEL_FD_FIXED;
+        io_uring_prep_cancel_fd(sqe, b->fd[f], flags);
+        /* its completion belongs to no batch (slot MAX_SLOTS - 1 is never handed out) */
+        io_uring_sqe_set_data64(sqe, pack(MAX_SLOTS - 1, K_CANCEL, 0));
+        r->inflight++;
+        n++;
+    }
+    if (n) io_uring_submit(&r->ring);
+    return n;
+}
 
 void lsio_ring_free(lsio_ring *r) {
     if (!r) return;
@@ -217,7 +259,7 @@ void lsio_ring_free(lsio_ring *r) {
 }
 
 int lsio_ring_add(lsio_ring *r, lsio_batch *b) {
-    for (int i = 0; i < MAX_SLOTS; i++) {
+    for (int i = 0; i < MAX_SLOTS - 1; i++) {  /* the last slot tags cancel requests */
         if (!r->slots[i]) {
             r->slots[i] = b; b->slot = i; r->order[r->norder++] = b; return i;
         }
@@ -235,7 +277,7 @@ void lsio_ring_remove(lsio_ring *r, lsio_batch *b) {
 
 int lsio_batch_finished(lsio_batch *b) {
     if (b->inflight) return 0;
-    if (b->phase == 0) return b->stopping || b->nlog == b->nfiles;
+    if (b->phase == LSIO_PHASE_STAT) return b->stopping || b->nlog == b->nfiles;
     return b->nopen == 0 && (b->stopping || b->nlog == b->nops);
 }
 
@@ -256,13 +298,23 @@ static struct io_uring_sqe *prep_read(lsio_ring *r, lsio_batch *b, long long fil
                                       long long op) {
     struct io_uring_sqe *sqe = get_sqe(r, b, K_READ, op);
     long long done = b->odone[op];
+    long long want = b->olen[op] - done;
     io_uring_prep_read(sqe, b->fd[file], (void *)(uintptr_t)(b->oaddr[op] + done),
-                       (unsigned)(b->olen[op] - done), (unsigned long long)(b->ooff[op] + done));
-    sqe->flags |= IOSQE_FIXED_FILE;
+                       (unsigned)want, (unsigned long long)(b->ooff[op] + done));
+    if (!(b->fstate[file] & F_PLAIN)) sqe->flags |= IOSQE_FIXED_FILE;
+    /* Big reads go straight to the kernel's workers: issued inline, their page faults
+       (fresh memory) and page-cache copies run on the caller's thread, which is the
+       event loop's (a 4 MiB read into fresh memory takes ~4 ms here). */
+    if (b->async_min > 0 && want >= b->async_min) sqe->flags |= IOSQE_ASYNC;
     return sqe;
 }
 
 static void prep_close(lsio_ring *r, lsio_batch *b, long long file) {
+    if (b->fstate[file] & F_PLAIN) {  /* the caller's descriptor: the caller closes it */
+        b->fd[file] = -1;
+        b->nopen--;
+        return;
+    }
     b->fstate[file] |= F_CLOSING;  /* fd[] keeps the table entry until the close completes */
     struct io_uring_sqe *sqe = get_sqe(r, b, K_CLOSE, file);
     io_uring_prep_close_direct(sqe, (unsigned)b->fd[file]);
@@ -272,11 +324,18 @@ static void prep_close(lsio_ring *r, lsio_batch *b, long long file) {
    at once: open -> read -> close (the close hard-linked so it runs whatever the read did;
    a short read is resumed by a new chain). Others open alone, then read, then close. */
 static void start_file(lsio_ring *r, lsio_batch *b, long long file) {
+    if (b->fpre && b->fpre[file] >= 0) {  /* opened by the caller: read it at once */
+        b->fd[file] = b->fpre[file];
+        b->fstate[file] = F_PLAIN;
+        b->nopen++;
+        b->active[b->nactive++] = file;
+        return;
+    }
     int entry = r->free_files[--r->nfree];
     b->fd[file] = entry;
     b->nopen++;
     int flags = O_RDONLY;  /* direct descriptors refuse O_CLOEXEC (they have no fd) */
-    if (b->fdirect[file] == 1) flags |= O_DIRECT;
+    if (b->fdirect[file] == LSIO_DIRECT_ON) flags |= O_DIRECT;
     int chain = (b->fop_end[file] - b->fnext[file] == 1) || (b->fstate[file] & F_RESUME);
     struct io_uring_sqe *sqe = get_sqe(r, b, K_OPEN, file);
     io_uring_prep_openat_direct(sqe, AT_FDCWD, b->paths[file], flags, 0, (unsigned)entry);
@@ -300,7 +359,9 @@ static long long file_of_op(lsio_batch *b, long long op) {
     return lo;
 }
 
-static void fail(lsio_batch *b) {
+static void fail(lsio_batch *b, int err) {
+    /* a file deleted since the stat is a missing file, not a failure, under missing_ok */
+    if (err == ENOENT && b->missing_ok) return;
     if (b->fail_fast) {
         b->stopping = 1;
         /* sibling batches of one call, on other threads' rings, stop too */
@@ -323,7 +384,7 @@ static void fail_ops(lsio_batch *b, long long file, int err, long long from) {
         b->log[b->nlog++] = op;
     }
     b->fnext[file] = b->fop_end[file];
-    fail(b);
+    fail(b, err);
 }
 
 /* One completion of an open -> read -> close chain arrived. The kernel may post them in
@@ -343,7 +404,7 @@ static void chain_step(lsio_ring *r, lsio_batch *b, long long file) {
     }
     if (!b->oerr[op] && b->ferr[file]) b->oerr[op] = b->ferr[file];
     if (!b->oerr[op] && (st & F_CANCELLED) && !b->stopping) b->oerr[op] = ECANCELED;
-    if (b->oerr[op]) fail(b);
+    if (b->oerr[op]) fail(b, b->oerr[op]);
     b->log[b->nlog++] = op;
 }
 
@@ -361,7 +422,7 @@ static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
     switch (kind) {
     case K_STATX: {
         unsigned char *sx = b->statbuf + 256 * idx;
-        if (res < 0) { b->ferr[idx] = -res; fail(b); }
+        if (res < 0) { b->ferr[idx] = -res; fail(b, -res); }
         else {
             uint32_t mask; uint16_t mode; uint64_t size; uint32_t dio_off;
             memcpy(&mask, sx + 0x00, 4);
@@ -369,7 +430,10 @@ static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
             memcpy(&size, sx + 0x28, 8);
             memcpy(&dio_off, sx + 0x9c, 4);
             b->fsize[idx] = (long long)size;
-            if ((mode & 0170000) == 0040000) { b->ferr[idx] = EISDIR; fail(b); }
+            if (S_ISDIR(mode)) { b->ferr[idx] = EISDIR; fail(b, EISDIR); }
+            /* FIFOs, sockets and devices have no size to plan with (a FIFO would block a
+               read forever): refused, the caller names the file's type */
+            else if (!S_ISREG(mode)) { b->ferr[idx] = EINVAL; fail(b, EINVAL); }
             /* -1: alignment unknown (old kernel); 0: filesystem refuses O_DIRECT */
             b->falign[idx] = (mask & STATX_DIOALIGN) ? (int)dio_off : -1;
         }
@@ -378,9 +442,9 @@ static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
     }
     case K_OPEN: {
         int chained = b->fstate[idx] & F_CHAIN;
-        if (res < 0 && res == -EINVAL && b->fdirect[idx] == 1) {
+        if (res < 0 && res == -EINVAL && b->fdirect[idx] == LSIO_DIRECT_ON) {
             /* the filesystem refuses O_DIRECT: read this file through the page cache */
-            b->fdirect[idx] = 0;
+            b->fdirect[idx] = LSIO_DIRECT_OFF;
             if (chained) { b->fstate[idx] |= F_RETRY_BUFFERED; chain_step(r, b, idx); break; }
             r->free_files[r->nfree++] = b->fd[idx];
             b->nopen--;
@@ -417,13 +481,15 @@ static void handle(lsio_ring *r, struct io_uring_cqe *cqe) {
             again = b->odone[op] < b->olen[op] && b->ooff[op] + b->odone[op] < b->fsize[file]
                     && !b->stopping;
         }
-        if (chained) {  /* its file is closing: a resume reopens it */
-            if (again) b->fstate[file] |= F_RESUME;
+        if (chained) {
+            /* Its file is closing. A short read is not resumed by reopening the path: the
+               path may name another version of the file by now. It stays short, and the
+               caller, seeing fewer bytes than the size it planned with, plans again. */
             chain_step(r, b, file);
             break;
         }
         if (again) { prep_read(r, b, file, op); break; }
-        if (b->oerr[op]) fail(b);
+        if (b->oerr[op]) fail(b, b->oerr[op]);
         op_finished(r, b, file, op);
         break;
     }
@@ -451,7 +517,7 @@ static void fill(lsio_ring *r, lsio_batch *b) {
     }
     /* +3: room for a whole open -> read -> close chain */
     while (r->inflight + 3 <= (long long)r->qd && b->io < b->max_inflight) {
-        if (b->phase == 0) {
+        if (b->phase == LSIO_PHASE_STAT) {
             if (b->next_file >= b->nfiles) return;
             long long f = b->next_file++;
             struct io_uring_sqe *sqe = get_sqe(r, b, K_STATX, f);
@@ -474,8 +540,18 @@ static void fill(lsio_ring *r, lsio_batch *b) {
     }
 }
 
-int lsio_pump(lsio_ring *r, int max_cqes) {
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* max_ns > 0: return once that much time has passed (the event loop's thread calls this,
+   and completions arriving as fast as submit makes them would otherwise keep it here). */
+int lsio_pump(lsio_ring *r, int max_cqes, long long max_ns) {
     int total = 0;
+    r->more = 0;
+    long long deadline = max_ns > 0 ? now_ns() + max_ns : 0;
     for (;;) {
         struct io_uring_cqe *cqes[256];
         unsigned n = io_uring_peek_batch_cqe(&r->ring, cqes, 256);
@@ -493,9 +569,12 @@ int lsio_pump(lsio_ring *r, int max_cqes) {
            control back to the event loop now and then. */
         if (n == 0 && io_uring_cq_ready(&r->ring) == 0) break;
         if (total >= max_cqes) break;
+        if (deadline && now_ns() >= deadline) { r->more = 1; break; }
     }
     return total;
 }
+
+int lsio_ring_drain(lsio_ring *r);
 
 /* Drive one batch to completion on a ring private to the calling thread, blocking in the
    kernel between completions. Called with the GIL released, so several threads (each with
@@ -504,7 +583,7 @@ int lsio_run_blocking(lsio_ring *r, lsio_batch *b) {
     if (lsio_ring_add(r, b) < 0) return -EBUSY;
     int ret = 0;
     for (;;) {
-        ret = lsio_pump(r, 1 << 30);
+        ret = lsio_pump(r, 1 << 30, 0);
         if (ret < 0 || lsio_batch_finished(b)) break;
         struct io_uring_cqe *cqe;
         ret = io_uring_wait_cqe(&r->ring, &cqe);
@@ -572,7 +651,7 @@ long long lsio_fs_type(const char *path) {
 int lsio_ring_drain(lsio_ring *r) {
     for (int i = 0; i < r->norder; i++) r->order[i]->stopping = 1;
     for (;;) {
-        int ret = lsio_pump(r, 1 << 30);
+        int ret = lsio_pump(r, 1 << 30, 0);
         if (ret < 0) return ret;
         if (r->inflight == 0) return 0;  /* pump submitted every close it needed */
         struct io_uring_cqe *cqe;

@@ -332,23 +332,35 @@ try:
     r = reader.read_many_sync([(sys.argv[2], 0, None)])
     print("returned", r.nbytes)
 except OSError as exc:
-    print("raised", type(exc).__name__, exc.request_index)
+    print("raised", type(exc).__name__, exc.request_index, exc.errno, exc)
 """
 
 
-def test_fifo_does_not_hang(backend: lsio.Reader, data_dir: Path) -> None:
-    """A FIFO among the paths (nobody writes to it): ``os.pread`` would fail with ESPIPE.
-    lsio may return no bytes or raise, but must not block the event loop forever."""
+@pytest.mark.parametrize("kind", ["fifo", "char-device", "block-device"])
+def test_special_files_are_refused(backend: lsio.Reader, data_dir: Path, kind: str) -> None:
+    """FIFOs and devices have no size to plan with (``/dev/vda`` and a FIFO used to return
+    ``b""``; a FIFO could block forever): refused at once with an OSError naming the path,
+    the request and the kind of file. Runs in a child so a hang cannot take the suite."""
+    import stat
     import subprocess
 
-    fifo = data_dir / "fifo"
-    os.mkfifo(fifo)
+    if kind == "fifo":
+        path = str(data_dir / "fifo")
+        os.mkfifo(path)
+    elif kind == "char-device":
+        path = "/dev/null"
+    else:
+        path = next((os.path.join("/dev", n) for n in sorted(os.listdir("/dev"))
+                     if stat.S_ISBLK(os.stat(os.path.join("/dev", n)).st_mode)), "")
+        if not path:
+            pytest.skip("no block device in /dev")
     try:
-        proc = run_python(SPECIAL_FILE_SCRIPT, backend.backend, str(fifo), timeout=10)
+        proc = run_python(SPECIAL_FILE_SCRIPT, backend.backend, path, timeout=20)
     except subprocess.TimeoutExpired:
-        pytest.fail("read_many([fifo]) blocked for 10 s")
+        pytest.fail(f"read_many([{path}]) blocked for 20 s")
     out = check_ok(proc)
-    assert out.startswith(("returned 0", "raised")), out
+    assert out.startswith("raised OSError 0 22 "), out
+    assert "lsio reads regular files only" in out and path in out, out
 
 
 async def test_error_in_the_middle_reports_its_index(backend: lsio.Reader,
@@ -415,6 +427,9 @@ def expect(requests, what):
     raise AssertionError(f"{what}: no PermissionError")
 good = [(f"g{i}", 0, None) for i in range(1500)]
 print("open", expect([("secret", 0, None)], "open"))
+# an empty file is opened too: lsio never claims bytes of a file it could not open
+print("empty", expect([("empty-secret", 0, None)], "empty"))
+print("empty-suffix", expect(good[:3] + [("empty-secret", -10, None)], "empty-suffix"))
 print("stat", expect([("closed/x", 0, 10)], "stat"))
 print("middle", expect(good[:1000] + [("secret", 5, 10)] + good[1000:], "middle"))
 print("middle-stat", expect(good[:700] + [("closed/x", 0, 1)] + good[700:], "middle-stat"))
@@ -456,6 +471,7 @@ def permission_tree(module_data_dir: Path) -> Path:
         # owned by the child's user, so it may ask the kernel what is cached (cachestat)
         os.chown(write_file(root / f"g{i}", random_bytes(3000, seed=i)), 65534, 65534)
     write_file(root / "secret", b"top secret" * 100).chmod(0)
+    write_file(root / "empty-secret", b"").chmod(0)
     (root / "closed").mkdir()
     write_file(root / "closed" / "x", b"hidden")
     (root / "closed").chmod(0)
@@ -471,7 +487,7 @@ def test_permission_errors(backend: lsio.Reader, permission_tree: Path) -> None:
     middle of a long list, and through iter_many."""
     proc = run_python(PERMISSION_SCRIPT, backend.backend, str(permission_tree))
     out = check_ok(proc)
-    assert "open 0\nstat 0\nmiddle 1000\nmiddle-stat 700\n" in out, out
+    assert "open 0\nempty 0\nempty-suffix 3\nstat 0\nmiddle 1000\nmiddle-stat 700\n" in out, out
     assert out.strip().endswith("ok"), out
 
 
@@ -894,25 +910,27 @@ async def test_file_shrinks_between_stat_and_read(backend: lsio.Reader, data_dir
     requests += [(ranged, o, 9000) for o in range(0, 100_000, 7000)]
     requests += [(ranged, -10, None), (steady, -10, None)]
     results = await reader.read_many(requests)
-    now = {whole: data[:new_size], ranged: data[:new_size], steady: data}
-    for i, (path, off, n) in enumerate(requests):
-        # the range is resolved against the size lsio saw (100 000), the bytes are what
-        # the file still holds
-        start = 100_000 + off if off < 0 else off
-        end = 100_000 if n is None else min(start + n, 100_000)
-        assert bytes(results[i]) == now[path][start:end], f"request #{i} {requests[i]}"
-        assert results.lengths[i] == len(now[path][start:end])
+    # Each request returns the bytes of the file as it is now: lsio saw that the reads
+    # came back short of the size it planned with, and planned again.
+    for i, req in enumerate(requests):
+        assert bytes(results[i]) == expected_bytes(*req), f"request #{i} {req}"
+        assert results.lengths[i] == len(expected_bytes(*req))
 
 
 async def test_file_grows_between_stat_and_read(backend: lsio.Reader, data_dir: Path) -> None:
-    """Ranges are resolved against the size lsio saw: growth after the stat is not read."""
+    """A file that grows after the stat: the read ran one byte past the planned end, saw
+    the growth, and the size-dependent requests (whole file, suffix, ranges clamped at the
+    end) are planned again against the new size; ranges inside the file are unaffected."""
     data = random_bytes(10_000, seed=3)
     path = str(write_file(data_dir / "grows.bin", data))
     reader = lsio.Reader(backend=backend.backend)
     _shrink_after_stat(reader, {path: 50_000})  # "shrink" to a larger size: grow
-    requests = [(path, 0, None), (path, -100, None), (path, 9000, 5000), (path, 20_000, 10)]
+    requests = [(path, 0, None), (path, -100, None), (path, 9000, 5000), (path, 20_000, 10),
+                (path, 100, 200)]
     results = await reader.read_many(requests)
-    assert [bytes(r) for r in results] == [data, data[-100:], data[9000:], b""]
+    now = data + bytes(40_000)
+    assert [bytes(r) for r in results] == [now, now[-100:], now[9000:14_000],
+                                           now[20_000:20_010], data[100:300]]
 
 
 # -- the public door ------------------------------------------------------------------------

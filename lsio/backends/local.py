@@ -44,12 +44,16 @@ class UringBackend:
         max_open: int,
         on_progress: ProgressFn | None,
         workers: int = 1,
+        missing_ok: bool = False,
+        caller_memory: bool = False,
+        changed: npt.NDArray[np.bool_] | None = None,
     ) -> ReadResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         addresses, handles = _addresses(plan, buffers)
         done, err, file_err = await ring.read(
             paths, stat.size, file_direct, plan, addresses, queue_depth=queue_depth,
             max_open=max_open, on_progress=on_progress, keepalive=(buffers, handles),
-            workers=workers,
+            workers=workers, missing_ok=missing_ok, caller_memory=caller_memory,
+            changed=changed,
         )
-        return ReadResult(done, err, file_err)
+        return ReadResult(done, err, file_err, changed)
