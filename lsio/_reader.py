@@ -21,7 +21,7 @@ from . import _ring
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
 from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
-from ._plan import LINUX_MAX_RW, Plan, plan, resolve_ranges
+from ._plan import LINUX_MAX_RW, Plan, distinct, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
 from ._request import Requests, normalize
@@ -69,6 +69,13 @@ reads of cold data differ by less than that here, and buffered wins big on cache
 
 CACHE_SAMPLE = 8
 """Files sampled (spread over the list) to tell whether a call reads page-cache data."""
+
+OUT_INFLIGHT_BYTES = 16 << 20
+"""With ``out=`` (the caller's memory) a cancelled call returns only once every read in
+flight has landed, and reads the device already holds cannot be cancelled: such calls keep
+at most this many bytes in flight (never fewer than 4 reads), so a cancellation returns in
+~15 ms here. Measured on 1024 cold 1 MiB reads: 64 in flight took 25-100 ms to drain, 16 in
+flight 13-18 ms; fio reaches the disk's 2.1 GB/s with 16 MiB in flight (64 x 256 KiB)."""
 
 READ_ATTEMPTS = 3
 """Times the requests of a file that changed while it was read (replaced by another version,
@@ -140,7 +147,8 @@ def _call_bytes(reqs: Requests, size: npt.NDArray[np.int64]) -> int:
 
 def _looks_cached(paths: list[str]) -> bool:
     """Whether the files of a call are (mostly) in the page cache, from a small sample."""
-    picks = np.unique(np.linspace(0, len(paths) - 1, min(CACHE_SAMPLE, len(paths))).astype(int))
+    picks = sorted(set(np.linspace(0, len(paths) - 1, min(CACHE_SAMPLE, len(paths))
+                                   ).astype(int).tolist()))
     shares = [_ring.cached_share(paths[i]) for i in picks]
     known = [x for x in shares if x >= 0]
     return bool(known) and float(np.median(known)) >= CACHED_FRACTION
@@ -191,7 +199,7 @@ class _Tracker:
             np.minimum.at(self.group_end, p.op_group[s], p.op_offset[s] + done[s])
         groups = p.op_group[ops]
         np.subtract.at(self.left, groups, 1)
-        finished = self.requests_of(np.unique(groups[self.left[groups] == 0]))
+        finished = self.requests_of(distinct(groups[self.left[groups] == 0])[0])
         if short.any():
             end = np.minimum(p.req_start[finished] + p.req_length[finished],
                              self.group_end[p.req_group[finished]])
@@ -334,10 +342,19 @@ class Reader:
                   if "://" in joined else np.zeros(len(reqs.paths), bool))
         if not remote.any():
             return await self._run_part(reqs, out, caps, progress, missing_ok, remote=False)
-        async with _deadline(self.http.timeout, reqs):
+        pending = np.ones(len(reqs), bool)  # for the deadline's error: what was not read
+
+        def seen(idx: npt.NDArray[np.int64], results: Results,
+                 local: npt.NDArray[np.int64]) -> None:
+            pending[idx] = False
+            if progress is not None:
+                progress(idx, results, local)
+
+        watch = seen if self.http.timeout is not None else progress
+        async with _deadline(self.http.timeout, reqs, pending):
             if remote.all():
-                return await self._run_part(reqs, out, caps, progress, missing_ok, remote=True)
-            return await self._run_mixed(reqs, remote, out, caps, progress, missing_ok)
+                return await self._run_part(reqs, out, caps, watch, missing_ok, remote=True)
+            return await self._run_mixed(reqs, remote, out, caps, watch, missing_ok)
 
     async def _run_mixed(self, reqs: Requests, remote: npt.NDArray[np.bool_],
                          out: Sequence[Any] | None, caps: npt.NDArray[np.int64],
@@ -484,8 +501,11 @@ class Reader:
         if call is not None:
             res, detail = await call.read(p, buffers, on_progress)
         else:
+            depth = tune.queue_depth
+            if out is not None:
+                depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
             res = await self._backend.read(
-                reqs.paths, stat, direct, p, buffers, queue_depth=tune.queue_depth,
+                reqs.paths, stat, direct, p, buffers, queue_depth=depth,
                 max_open=self._max_open(), on_progress=on_progress,
                 workers=_CORES if warm and (p.nops >= PARALLEL_MIN_READS
                                             or p.bytes_read >= PARALLEL_MIN_BYTES) else 1,
@@ -498,14 +518,14 @@ class Reader:
             # range read needs no size probe first)
             lost = failed[res.err[failed] == errno.ENOENT]
             if len(lost):
-                victims = tracker.requests_of(np.unique(p.op_group[lost]))
+                victims = tracker.requests_of(distinct(p.op_group[lost])[0])
                 results.missing[victims] = True
                 results.lengths[victims] = 0
                 failed = failed[res.err[failed] != errno.ENOENT]
                 if progress is not None:
                     report(victims[~tracker.reported[victims]])
         if len(failed):
-            groups = np.unique(p.op_group[failed])
+            groups = distinct(p.op_group[failed])[0]
             victims = tracker.requests_of(groups)
             first = int(victims.min())
             op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
@@ -646,8 +666,10 @@ class Reader:
 
 
 @asynccontextmanager
-async def _deadline(seconds: float | None, reqs: Requests) -> AsyncIterator[None]:
-    """The call's overall deadline (``HttpOptions.timeout``), as a TimeoutError."""
+async def _deadline(seconds: float | None, reqs: Requests, pending: npt.NDArray[np.bool_]
+                    ) -> AsyncIterator[None]:
+    """The call's overall deadline (``HttpOptions.timeout``), as a TimeoutError naming the
+    first request not read by then (``request_index``, ``filename``), as I/O errors do."""
     if seconds is None:
         yield
         return
@@ -657,8 +679,14 @@ async def _deadline(seconds: float | None, reqs: Requests) -> AsyncIterator[None
     except TimeoutError as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
-        raise TimeoutError(errno.ETIMEDOUT, f"lsio: read_many of {len(reqs)} requests did "
-                           f"not finish within HttpOptions.timeout={seconds} s") from None
+        late = np.flatnonzero(pending)
+        first = int(late[0]) if len(late) else 0
+        error = TimeoutError(errno.ETIMEDOUT, f"lsio: read_many of {len(reqs)} requests did "
+                             f"not finish within HttpOptions.timeout={seconds} s "
+                             f"({len(late)} not read)", reqs.paths[int(reqs.file[first])])
+        error.request_index = reqs.caller_index(first)  # type: ignore[attr-defined]
+        error.add_note(f"lsio: the first request not read: {reqs.describe(first)}")
+        raise error from None
 
 
 def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

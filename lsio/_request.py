@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._plan import distinct
 from ._url import local_path
 
 __all__ = ["Chunk", "Requests", "normalize"]
@@ -88,7 +89,7 @@ class Requests:
     def window(self, lo: int, hi: int) -> Requests:
         """Requests ``lo:hi`` as a list of their own, with only the paths they name (a
         window must not stat or resolve every path of the whole list)."""
-        files, local = np.unique(self.file[lo:hi], return_inverse=True)
+        files, local = distinct(self.file[lo:hi])
         number = np.arange(lo, hi, dtype=np.int64)
         return Requests([self.paths[int(f)] for f in files], local.astype(np.int64),
                         self.offset[lo:hi], self.length[lo:hi],

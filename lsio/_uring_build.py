@@ -82,10 +82,15 @@ int lsio_run_blocking(lsio_ring *r, lsio_batch *b);
 double lsio_cached_share(const char *path);
 int lsio_ring_free_files(lsio_ring *r);
 int lsio_ring_more(lsio_ring *r);
+int lsio_ring_iowq(lsio_ring *r, int ncpus, const int *cpus, unsigned bounded);
 long long lsio_fs_type(const char *path);
 """
 
 SOURCE = r"""
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* cpu_set_t (Python's headers define it already) */
+#endif
+#include <sched.h>
 #include <liburing.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -223,6 +228,26 @@ fail:
 int lsio_ring_eventfd(lsio_ring *r) { return r->efd; }
 int lsio_ring_free_files(lsio_ring *r) { return r->nfree; }
 int lsio_ring_more(lsio_ring *r) { return r->more; }
+
+/* Where and how many of the kernel's worker threads (io-wq) serve this ring: big reads
+   are handed to them (IOSQE_ASYNC), and on a small machine their copies and page faults
+   would otherwise take every core from the event loop's thread. ncpus 0: no change;
+   bounded 0: no change. */
+int lsio_ring_iowq(lsio_ring *r, int ncpus, const int *cpus, unsigned bounded) {
+    int ret = 0;
+    if (ncpus > 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (int i = 0; i < ncpus; i++) CPU_SET(cpus[i], &set);
+        ret = io_uring_register_iowq_aff(&r->ring, sizeof(set), &set);
+        if (ret < 0) return ret;
+    }
+    if (bounded > 0) {
+        unsigned values[2] = {bounded, 0};
+        ret = io_uring_register_iowq_max_workers(&r->ring, values);
+    }
+    return ret;
+}
 
 /* Stop a batch: nothing new starts, and every read it has in flight is asked to stop
    (IORING_OP_ASYNC_CANCEL on each open file). Reads the device already holds cannot be

@@ -78,17 +78,17 @@ class Replacer:
         self.thread.join()
 
 
-@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
-def test_reads_see_one_whole_version_while_replaced(backend: lsio.Reader, data_dir: Path,
+@pytest.mark.parametrize(("name", "direct"), [("uring", False), ("uring", True),
+                                              ("threads", False)],
+                         ids=["uring-buffered", "uring-direct", "threads"])
+def test_reads_see_one_whole_version_while_replaced(name: str, data_dir: Path,
                                                     direct: bool) -> None:
     """Whole reads, suffixes and ranges clamped at the end, while another thread renames
     new versions of other sizes over the file: every result is one whole version (or that
     version's tail). Before, sizes came from a statx of the path and the read opened the
     path again: 297 of 3000 reads were torn on io_uring, 933 on threads."""
-    if direct and backend.backend != "uring":
-        pytest.skip("O_DIRECT is an io_uring backend mode")
     path = data_dir / "v.bin"
-    reader = lsio.Reader(backend=backend.backend, direct=direct or None)
+    reader = lsio.Reader(backend=name, direct=direct or None)  # type: ignore[arg-type]
     requests: list[Any] = [(str(path),), (str(path), -100, None), (str(path), 0, 10**9)]
     torn: list[str] = []
     calls = 0
@@ -343,5 +343,7 @@ async def test_cancellation_returns_promptly(backend: lsio.Reader, big_file: Pat
             changed = [i for i, (a, b) in enumerate(zip(out, before, strict=True))
                        if not np.array_equal(a, b)]
             assert not changed, f"{len(changed)} arrays written after the cancellation"
-    assert sorted(late)[len(late) // 2] < 0.020 + (0.05 if use_out else 0), (
+    # Measured here: arena 1-7 ms; out= 11-20 ms (median), the first call of a process
+    # up to 45 ms. The bound leaves room for a shared, noisy machine.
+    assert sorted(late)[len(late) // 2] < (0.040 if use_out else 0.020), (
         f"cancellations took {[f'{x * 1e3:.0f} ms' for x in late]}")

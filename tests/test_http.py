@@ -235,10 +235,16 @@ async def test_timeouts_exhaust_retries(fs: FaultServer) -> None:
 
 
 async def test_overall_deadline(fs: FaultServer) -> None:
+    """The call's deadline names the first request not read by then, as I/O errors do
+    (it had no ``request_index``/``filename``)."""
     t0 = time.monotonic()
-    with pytest.raises(TimeoutError, match="HttpOptions.timeout=0.3"):
-        await fast(timeout=0.3).read_many([(fs.url("slowx9", "f.bin"), 0, 10)])
+    slow = fs.url("slowx9", "f.bin")
+    with pytest.raises(TimeoutError, match="HttpOptions.timeout=0.3") as info:
+        await fast(timeout=0.3).read_many([(fs.url("ok", "f.bin"), 0, 10), (slow, 0, 10)])
     assert time.monotonic() - t0 < 1.5
+    assert info.value.request_index == 1  # type: ignore[attr-defined]
+    assert info.value.filename == slow
+    assert any("request #1" in note for note in info.value.__notes__)
 
 
 async def test_server_ignoring_range_is_fetched_once(fs: FaultServer) -> None:

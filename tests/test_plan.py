@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsio._plan import LINUX_MAX_RW, Plan, plan
+from lsio._plan import LINUX_MAX_RW, Plan, distinct, plan
 
 EOF = -1  # length meaning "to the end of the file"
 
@@ -392,3 +392,12 @@ def test_plan_property_executes_to_the_right_bytes(inp: dict) -> None:
         assert np.all(p.op_file[lo:hi] == f)
         assert hi - lo == int(np.count_nonzero(p.op_file == f))
     assert nreq == len(p.req_start)
+
+
+@given(st.lists(st.integers(-5, 5), max_size=50))
+def test_distinct_matches_numpy_unique(values: list[int]) -> None:
+    arr = np.array(values, np.int64)
+    got, inverse = distinct(arr)
+    want, want_inverse = np.unique(arr, return_inverse=True)
+    assert got.tolist() == want.tolist()
+    assert inverse.tolist() == want_inverse.ravel().tolist()

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,15 @@ import lsio
 
 def expected_bytes(path: str | os.PathLike[str], offset: int = 0,
                    length: int | None = None) -> bytes:
-    """The reference: ``os.pread`` of the documented range."""
+    """The reference: ``os.pread`` of the documented range (``file://`` URLs decoded;
+    lengths past the end mean "to the end")."""
+    if isinstance(path, str) and path.startswith("file://"):
+        path = unquote(path[7:])
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         start = max(size + offset, 0) if offset < 0 else offset
-        count = size if length is None else length
+        count = size if length is None else min(length, max(size - start, 0))
         return os.pread(fd, count, start) if count else b""
     finally:
         os.close(fd)
@@ -79,14 +83,15 @@ def request_lists(draw: st.DrawFn) -> tuple[str, list[tuple[int, int, int | None
     n = len(PROPERTY_SIZES)
     offset = st.one_of(st.integers(-80_000, 80_000), st.sampled_from(
         [0, 1, -1, 4095, 4096, 4097, -4096, 69_999, 70_000, 70_001]))
-    length = st.one_of(st.none(), st.integers(0, 80_000), st.sampled_from([0, 1, 4096]))
+    length = st.one_of(st.none(), st.integers(0, 80_000), st.sampled_from([0, 1, 4096]),
+                       st.sampled_from([sys.maxsize, 2**62, 2**32 + 1]))  # "to the end"
     one = st.tuples(st.integers(0, n - 1), offset, length)
     reqs = draw(st.lists(one, max_size=40))
     if reqs and draw(st.booleans()):  # duplicates
         reqs += draw(st.lists(st.sampled_from(reqs), max_size=5))
     # Mixing lsio.Chunk or PathLike objects into a list of tuples has its own table test
     # (test_mixed_request_forms), so that one failure there does not hide others here.
-    style = draw(st.sampled_from(["tuple", "chunk", "mixed"]))
+    style = draw(st.sampled_from(["tuple", "chunk", "mixed", "file-url"]))
     return style, reqs
 
 
@@ -95,7 +100,9 @@ def build_requests(paths: list[str], style: str, reqs: list[tuple[int, int, int 
     out: list[Any] = []
     for i, (f, off, n) in enumerate(reqs):
         path = paths[f]
-        if style == "chunk":
+        if style == "file-url":  # file:// URLs, percent-encoded, read as local paths
+            out.append((f"file://{quote(path)}", off, n))
+        elif style == "chunk":
             out.append(lsio.Chunk(path, off, n))
         elif style == "tuple" or (off, n) != (0, None):
             out.append((path, off, n))

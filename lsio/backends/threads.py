@@ -156,11 +156,9 @@ class ThreadsBackend:
         async def run(f: int, lo: int, hi: int) -> None:
             async with limit:
                 fut = pool.submit(job, f, lo, hi)
-                running.add(fut)
-                try:
-                    end = await asyncio.wrap_future(fut)
-                finally:
-                    running.discard(fut)
+                running.add(fut)  # left there if cancelled: the job may still be writing
+                end = await asyncio.wrap_future(fut)
+                running.discard(fut)
             if on_progress is not None and end > lo:  # skipped ops (stopped) are not done
                 on_progress(np.arange(lo, end, dtype=np.int64), done, err)
 
