@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote
 from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
