@@ -6,13 +6,17 @@ PY := $(VENV)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo notebook lint docs test bench clean
+.PHONY: setup sysdeps demo notebook lint cwarn docs test bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
 
 # Rebuilt when the build inputs change (the cffi binding is compiled by `pip install`).
-$(VENV)/.installed: pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py
+C_SOURCES := $(wildcard lsio/_c/*.c)
+C_HEADERS := $(wildcard lsio/_c/*.h)
+
+$(VENV)/.installed: pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py \
+		lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e ".[test,bench]"
@@ -33,11 +37,17 @@ lint: setup
 	$(PY) -m ruff check lsio tests benchmarks
 	$(PY) -m mypy
 
+# lsio's own C must compile without a warning (-Wall -Wextra, as the build uses): part of
+# `make test`. System headers (liburing, blosc, zstd) are exempt as system headers.
+cwarn: sysdeps
+	@for f in $(C_SOURCES); do gcc -fsyntax-only -std=gnu11 -Wall -Wextra -Werror -Ilsio/_c $$f || exit 1; done
+	@echo "C sources: no warnings"
+
 # The documentation site (mkdocs + mkdocstrings): warnings are errors; part of `make test`.
 docs: setup
 	$(PY) -m mkdocs build --strict --quiet -d site
 
-test: lint docs
+test: lint cwarn docs
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
@@ -47,4 +57,4 @@ bench: setup
 	$(PY) -m benchmarks.plots docs/bench_local.json docs/bench_http.json docs/bench_zarr.json
 
 clean:
-	rm -rf $(VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c
+	rm -rf $(VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o

@@ -15,15 +15,9 @@ import weakref
 import numpy as np
 import numpy.typing as npt
 
+from ._defaults import POOL_BYTES, REUSE_SLACK, UNMAP_ASIDE
+
 __all__ = ["allocate", "POOL_BYTES"]
-
-POOL_BYTES = 1 << 30
-"""Most memory kept for reuse (1 GiB): one arena of the largest benchmark workload (10 000
-files x 64 KiB = 655 MB) plus a smaller one. Kept memory is resident; see docs."""
-
-REUSE_SLACK = 1.25
-"""An arena is reused for a request of at least 1/1.25 of its size, so a pooled arena
-never wastes more than 20% of what a call returns (the memory target allows 1.2x)."""
 
 PAGE = mmap.PAGESIZE
 
@@ -34,11 +28,6 @@ _pool: list[mmap.mmap] = []
 def _pooled_bytes() -> int:
     return sum(len(m) for m in _pool)
 
-
-UNMAP_ASIDE = 16 << 20
-"""Arenas from this size on are unmapped on a helper thread: returning 256 MiB of touched
-pages to the kernel takes 30-50 ms here, and the last reference to a result often dies on
-the event loop's thread (``res = await lsio.read_many(...)`` in a loop)."""
 
 
 def _give_back(mm: mmap.mmap) -> None:

@@ -29,17 +29,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._defaults import JOB, WINDOW
+
 __all__ = ["WINDOW", "PipelineArg", "PipelineRun", "copy_to", "steps_for", "run_steps",
            "worker_pool"]
-
-WINDOW = 2048
-"""Requests read per window. Two windows are in memory at once (one decoding, one reading):
-2048 chunks of zarr's common 1 MiB encoded size is 2 GiB at worst, 64 MiB for 32 KiB
-chunks; large enough that planning and submission cost per window stays under 1%."""
-
-JOB = 4
-"""Chunks handed to a worker at once (a queue entry costs ~1 us; small jobs keep every
-worker busy)."""
 
 Step = Any
 """A callable ``buffer -> buffer`` (``None`` ends the chain: a sink), or a codec with a

@@ -12,12 +12,26 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _ring
+from ._defaults import (
+    ARENA_ALIGN,
+    CACHE_SAMPLE,
+    CACHED_FRACTION,
+    DEFAULT_MAX_OPEN,
+    DEFAULT_THREADS,
+    FALLBACK_ALIGN,
+    OUT_INFLIGHT_BYTES,
+    PARALLEL_MIN_BYTES,
+    PARALLEL_MIN_READS,
+    READ_ATTEMPTS,
+    SMALL_CALL_BYTES,
+    STAT_DEPTH,
+)
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
 from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
@@ -26,67 +40,20 @@ from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
 from ._request import Requests, normalize
 from ._results import Results
-from ._ring import StatResult
 from ._sync import run_sync
+from ._types import StatResult
 from ._url import HttpOptions, is_url, local_path
 from .backends._base import Backend
-from .backends.http import HttpCall
 from .backends.local import UringBackend
 from .backends.threads import ThreadsBackend
 
+if TYPE_CHECKING:  # aiohttp is imported on the first URL read, not by ``import lsio``
+    from .backends.http import HttpCall
+
 __all__ = ["Reader", "backend_name", "default_reader"]
-
-DEFAULT_MAX_OPEN = 128
-"""Files open at once per call, further capped at a quarter of ``RLIMIT_NOFILE`` so
-100 000 files work under ``ulimit -n 256`` (the rest of the fds stay the program's)."""
-
-DEFAULT_THREADS = 32
-"""Fallback pool size: the 32-thread pool FIELD_NOTES measured as the best thread setup."""
-
-CACHED_FRACTION = 0.5
-"""``direct=None``: a call reads with O_DIRECT when the median sampled file has less than
-this share of its pages in the page cache (``cachestat``), else through the page cache."""
-
-FALLBACK_ALIGN = 4096
-"""Direct-I/O alignment when the kernel does not report one (statx STATX_DIOALIGN)."""
-
-PARALLEL_MIN_READS = 2048
-"""Page-cache reads are CPU copies; from this many reads on, they are spread over one
-ring per core (handing work to threads costs ~50 us, ~25 cached 4 KiB reads)."""
-
-PARALLEL_MIN_BYTES = 64 << 20
-"""...or from this many bytes: copying 64 MiB takes ~10 ms of one core."""
-
-STAT_DEPTH = 256
-"""statx calls in flight. Metadata lookups are not the data queue depth: cold statx of
-10 000 files ran at 98 k/s with 64 in flight and 153 k/s with 256 here."""
-
-SMALL_CALL_BYTES = 2 << 20
-"""``direct=None``: a call returning less than this reads through the page cache without
-sampling it. The sample costs ~0.1-0.2 ms (it opens files); for 2 MiB, buffered and O_DIRECT
-reads of cold data differ by less than that here, and buffered wins big on cached data
-(zarr-python asks for chunks a few at a time, each call paid the sample)."""
-
-CACHE_SAMPLE = 8
-"""Files sampled (spread over the list) to tell whether a call reads page-cache data."""
-
-OUT_INFLIGHT_BYTES = 16 << 20
-"""With ``out=`` (the caller's memory) a cancelled call returns only once every read in
-flight has landed, and reads the device already holds cannot be cancelled: such calls keep
-at most this many bytes in flight (never fewer than 4 reads), so a cancellation returns in
-~15 ms here. Measured on 1024 cold 1 MiB reads: 64 in flight took 25-100 ms to drain, 16 in
-flight 13-18 ms; fio reaches the disk's 2.1 GB/s with 16 MiB in flight (64 x 256 KiB)."""
-
-READ_ATTEMPTS = 3
-"""Times the requests of a file that changed while it was read (replaced by another version,
-grown or shrunk) are planned and read again, before lsio reads that file to its end through
-one descriptor in a thread. Files that report no size (``/proc``) take that path too."""
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
     os.cpu_count() or 1)
-
-ARENA_ALIGN = 64
-"""Region alignment in the result arena for buffered reads: one cache line."""
 
 DirectMode = bool | None
 _Progress = Callable[[npt.NDArray[np.int64], "Results", npt.NDArray[np.int64]], None]
@@ -394,6 +361,8 @@ class Reader:
         call: HttpCall | None = None
         detail: dict[int, str] = {}
         if remote:
+            from .backends.http import HttpCall
+
             call = HttpCall(reqs.paths, self.http, self._signers, probe_size=tune.max_read,
                             concurrency=self.http.concurrency or tune.queue_depth,
                             missing_ok=missing_ok)

@@ -27,15 +27,16 @@ import errno
 import os
 import threading
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ._aio import consume, uncancellable
+from ._defaults import ASYNC_MIN, PUMP_BUDGET, PUMP_NS, RING_ENTRIES, RING_FILES
 from ._plan import LINUX_MAX_RW, Plan
+from ._types import ProgressFn, StatResult
 
 try:
     from ._uring import ffi, lib
@@ -46,31 +47,9 @@ else:
     _IMPORT_ERROR = None
 
 __all__ = [
-    "Ring", "RingUnavailable", "StatResult", "cached_share", "ffi", "probe", "ring_for_loop",
+    "DIRECT_OFF", "DIRECT_ON", "RING_ENTRIES", "Ring", "RingUnavailable", "cached_share", "ffi",
+    "probe", "ring_for_loop",
 ]
-
-RING_ENTRIES = 512
-"""Submission queue size of every ring; readers cap their own depth below it. 512 leaves
-room for several readers at the default depth of 64 (completion queue: twice this)."""
-
-PUMP_BUDGET = 8192
-"""Completions handled per wake-up before yielding to the loop (~2 ms of cached reads)."""
-
-PUMP_NS = 2_000_000
-"""Time one wake-up may spend reaping and submitting before it yields to the loop (2 ms):
-an asyncio library must not hold the loop, and the stall target is 10 ms. Measured here, a
-whole cold 1 GiB read held the loop 131-718 ms in one pump before this bound existed."""
-
-ASYNC_MIN = 256 * 1024
-"""Reads from this size on are handed to the kernel's workers (``IOSQE_ASYNC``) instead of
-being issued inline by ``io_uring_submit`` on the event loop's thread, where their page
-faults (~1 ms per MiB of fresh memory here) and page-cache copies (~0.25 ms per MiB) would
-stall the loop. Below it, inline completion is what makes cached small reads fast."""
-
-RING_FILES = 1024
-"""Registered-file table per ring (files open at once across all calls on the ring), capped
-at ``RLIMIT_NOFILE``, which the kernel applies to the table size. Direct descriptors use no
-process file descriptors."""
 
 DIRECT_OFF = lib.LSIO_DIRECT_OFF if lib is not None else 0
 """``lsio_batch.fdirect``: read through the page cache."""
@@ -87,30 +66,8 @@ def _new_ring(err: Any) -> Any:
     nfiles = RING_FILES if soft < 0 else max(1, min(RING_FILES, soft))
     return lib.lsio_ring_new(RING_ENTRIES, nfiles, err)
 
-ProgressFn = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]], None]
-"""Called with (indices of reads just finished, bytes done per read, errno per read)."""
-
-
 class RingUnavailable(OSError):
     """io_uring cannot be used here (not built, blocked by seccomp, disabled by sysctl)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StatResult:
-    """What the stat phase learned about each file."""
-
-    size: npt.NDArray[np.int64]
-    """Size in bytes."""
-
-    align: npt.NDArray[np.int64]
-    """Direct-I/O offset alignment: >0 known, 0 filesystem refuses O_DIRECT, -1 unknown."""
-
-    err: npt.NDArray[np.int32]
-    """errno of the failed stat, 0 if it worked."""
-
-    version: npt.NDArray[np.int64] | None = None
-    """A fingerprint of each file's identity (device, inode, size, times) where the backend
-    can compare it with the descriptor it reads (threads); ``None`` elsewhere."""
 
 
 def _spare_a_core(ptr: Any) -> None:
@@ -282,7 +239,7 @@ class Ring:
                 lib.lsio_batch_cancel(self._ptr, b.c)
                 self._pump()
             if wait_on_cancel:
-                await _uncancellable(b.future)
+                await uncancellable(b.future)
             raise
 
     # -- the two operations the local backend needs -----------------------------------
@@ -383,9 +340,9 @@ class Ring:
         except asyncio.CancelledError:
             stop_flag[0] = 1  # the worker threads see this at their next refill
             if caller_memory:
-                await _uncancellable(together)
+                await uncancellable(together)
             else:  # finishes on its own; its outcome is nobody's concern any more
-                together.add_done_callback(_consume)
+                together.add_done_callback(consume)
             raise
         finally:
             if together.done():
@@ -404,23 +361,6 @@ class Ring:
         except Exception:  # noqa: BLE001 - the loop may already be closed
             pass
         self._finalizer()
-
-
-async def _uncancellable(fut: asyncio.Future[Any]) -> None:
-    """Wait for ``fut`` however often the waiting task is cancelled again meanwhile."""
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            if not fut.done():
-                continue
-    _consume(fut)
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Mark ``fut``'s outcome as seen (asyncio logs exceptions nobody retrieved)."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _open_spanning(paths: list[str], file_size: npt.NDArray[np.int64], plan: Plan,

@@ -36,6 +36,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from ._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN
 from ._memory import allocate
 from ._progress import make_progress
 from ._reader import Reader, default_reader
@@ -454,19 +455,6 @@ class _Chain:
 
 # -- the batched C path: many chunks decoded and placed per GIL-free call ----------------------
 
-BATCH_WINDOW = 1024
-"""Most chunks read per window on the batched path; the next window reads while this one
-decodes (two windows of 1024 x 64 KiB stored chunks is 128 MiB at most in flight)."""
-
-BATCH_WINDOWS_MIN = 8
-"""A read is cut into at least this many windows (of at least 64 chunks), so reading and
-decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensorstore)."""
-
-_CHUNK = np.dtype([("src", "<u8"), ("srclen", "<u8"), ("dst", "<u8"), ("src_offset", "<i8"),
-                   ("shape", "<i8", 8), ("dst_strides", "<i8", 8)])
-"""numpy twin of the C ``lsio_chunk`` struct (160 bytes, no padding)."""
-
-
 def _codecs_lib() -> Any:
     try:
         from . import _codecs  # type: ignore[attr-defined]
@@ -475,17 +463,30 @@ def _codecs_lib() -> Any:
     return _codecs
 
 
+def _chunk_dtype(ffi: Any) -> np.dtype[Any]:
+    """numpy twin of the C ``lsio_chunk`` struct, read from the compiled struct itself
+    (field offsets and size from cffi), so the struct is written once, in codecs.h."""
+    fields = [("src", "<u8"), ("srclen", "<u8"), ("dst", "<u8"), ("src_offset", "<i8"),
+              ("shape", ("<i8", 8)), ("dst_strides", ("<i8", 8))]
+    return np.dtype({"names": [n for n, _ in fields], "formats": [f for _, f in fields],
+                     "offsets": [ffi.offsetof("lsio_chunk", n) for n, _ in fields],
+                     "itemsize": ffi.sizeof("lsio_chunk")})
+
+
 def _batch_plan(decode: _Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
                 ) -> dict[str, Any] | None:
     """The chunk grid work of a basic selection, as arrays, when the C path applies: native
     byte order, no transpose, blosc / zstd / no compression, ints and unit-step slices,
     default chunk keys."""
     lib = _codecs_lib()
+    if lib is None:
+        return None
     names = [type(c).__name__ for c in decode.byte_codecs]
-    codec = {(): 0, ("Blosc",): 1, ("Zstd",): 2}.get(tuple(names))
+    codec = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
+             ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(tuple(names))
     shape, chunks = tuple(meta.shape), decode.shape
     enc = meta.chunk_key_encoding
-    if (lib is None or codec is None or decode.order is not None or len(shape) > 8
+    if (codec is None or decode.order is not None or len(shape) > lib.lib.LSIO_MAX_DIM
             or len(shape) == 0 or not decode.dtype.isnative or decode.dtype != out.dtype
             or getattr(enc, "name", "") != "default" or getattr(enc, "separator", "") != "/"):
         return None
@@ -528,7 +529,7 @@ def _batch_plan(decode: _Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
     picks = [g.ravel() for g in grids]
     ndim = len(shape)
     coords = np.stack([per_dim[k][0][picks[k]] for k in range(ndim)], axis=1)
-    jobs = np.zeros(len(coords), _CHUNK)
+    jobs = np.zeros(len(coords), _chunk_dtype(lib.ffi))
     ostarts = np.zeros((len(coords), ndim), np.int64)
     item = decode.dtype.itemsize
     cstrides = np.cumprod((chunks[1:] + (1,))[::-1])[::-1] * item
@@ -571,6 +572,8 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
             plan["codec"], ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch),
             len(chunk_shape), ffi.cast("int64_t *", chunk_shape.ctypes.data),
             decode.dtype.itemsize, ffi.cast("char *", scratch.ctypes.data), nbytes)
+        if ret == lib.LSIO_DECODE_NOMEM:
+            raise MemoryError("lsio.zarr.read: no memory for a zstd decompression context")
         if ret < 0:
             bad = int(batch["src"][-1 - ret]) if -1 - ret < len(batch) else 0
             raise ValueError(f"lsio.zarr.read: a chunk of {root!r} is corrupt or has the "

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._plan import Plan
-from .._ring import ProgressFn, StatResult
+from .._types import ProgressFn, StatResult
 
 __all__ = ["Backend", "ReadResult", "StatResult"]
 

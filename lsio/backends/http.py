@@ -44,8 +44,9 @@ import numpy as np
 import numpy.typing as npt
 from yarl import URL
 
+from .._defaults import MULTI_MAX_PART, MULTI_MAX_RANGES, REDIRECTS, RETRY_STATUS
 from .._plan import Plan
-from .._ring import ProgressFn, StatResult
+from .._types import ProgressFn, StatResult
 from .._url import HttpOptions, Target, resolve, s3_region
 from ._base import ReadResult
 from ._sign import S3Signer, find_s3_signer
@@ -54,20 +55,6 @@ __all__ = ["HttpCall", "UNKNOWN_SIZE"]
 
 UNKNOWN_SIZE = 1 << 62
 """Size the planner sees for objects nobody asked the size of (nothing is clamped)."""
-
-REDIRECTS = 10
-"""Most redirects followed for one request (aiohttp's and requests' default)."""
-
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-"""Statuses retried: timeouts, throttling and server errors (kvikio: 429/500/502/503/504)."""
-
-MULTI_MAX_RANGES = 128
-"""Ranges per multipart request: nginx's header buffer (8 KiB large_client_header) holds
-~400 ranges of 2 GiB offsets; S3-style gateways cap headers at 8 KiB as well."""
-
-MULTI_MAX_PART = 256 * 1024
-"""Reads up to this size are batched into multipart requests; bigger ones cost their
-transfer time more than a request, so they go alone (and in parallel)."""
 
 AZURE_API_VERSION = "2021-08-06"
 """``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .._plan import Plan
-from .._ring import ProgressFn, StatResult, ffi, ring_for_loop
+from .._ring import ffi, ring_for_loop
+from .._types import ProgressFn, StatResult
 from ._base import ReadResult
 
 __all__ = ["UringBackend"]

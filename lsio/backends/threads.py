@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._aio import uncancellable
+from .._defaults import STAT_GROUP
 from .._plan import Plan
-from .._ring import ProgressFn, StatResult, _uncancellable
+from .._types import ProgressFn, StatResult
 from ._base import ReadResult
 
 __all__ = ["ThreadsBackend"]
-
-STAT_GROUP = 256
-"""Paths stat'ed per job: big enough that the thread hop is amortised."""
 
 
 class ThreadsBackend:
@@ -170,7 +169,7 @@ class ThreadsBackend:
             if caller_memory:  # a job mid-read still writes into the caller's buffers
                 left = [f for f in running if not f.cancel()]
                 if left:
-                    await _uncancellable(asyncio.ensure_future(
+                    await uncancellable(asyncio.ensure_future(
                         asyncio.wait([asyncio.wrap_future(f) for f in left])))
             raise
         finally:

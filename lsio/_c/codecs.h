@@ -1,0 +1,32 @@
+/* lsio's batched chunk decoder: the interface Python sees (also the cffi cdef, read by
+   lsio/_codec_build.py; keep it to declarations cffi can parse). */
+
+#ifndef LSIO_CODECS_H
+#define LSIO_CODECS_H
+
+#define LSIO_MAX_DIM 8
+
+/* lsio_decode_scatter's codec */
+#define LSIO_CODEC_RAW 0
+#define LSIO_CODEC_BLOSC 1
+#define LSIO_CODEC_ZSTD 2
+
+/* lsio_decode_scatter's result besides 0 and -1 - i (chunk i is corrupt) */
+#define LSIO_DECODE_NOMEM -2147483647
+
+/* One stored chunk and where its selected block goes (lsio/zarr.py builds an array of
+   these; its numpy dtype is derived from this struct through cffi). */
+typedef struct {
+    const char *src;            /* the stored chunk */
+    size_t srclen;
+    char *dst;                  /* first output byte of the block */
+    int64_t src_offset;         /* first decoded byte of the block */
+    int64_t shape[8];           /* block shape (LSIO_MAX_DIM) */
+    int64_t dst_strides[8];     /* output strides in bytes */
+} lsio_chunk;
+
+int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim,
+                        const int64_t *chunk_shape, int itemsize, char *scratch,
+                        size_t scratch_len);
+
+#endif

@@ -1,0 +1,143 @@
+"""Every tuning number of lsio but the presets' (``lsio/_presets.py``), in one place, each
+with where it comes from. The modules import them from here; the docs' tables are generated
+from this file (``python -m lsio._defaults``; a test fails when they drift).
+
+Figures measured "here" are from this project's machine: 2 vCPU, 24 GiB, a virtio SSD,
+Linux 6.18 (``FIELD_NOTES.md``).
+"""
+
+from __future__ import annotations
+
+# -- The reader: calls, files, memory and the page-cache policy ----------------------------------
+
+DEFAULT_MAX_OPEN = 128
+"""Files open at once per call, further capped at a quarter of ``RLIMIT_NOFILE`` so
+100 000 files work under ``ulimit -n 256`` (the rest of the fds stay the program's)."""
+
+DEFAULT_THREADS = 32
+"""Fallback pool size: the 32-thread pool FIELD_NOTES measured as the best thread setup."""
+
+CACHED_FRACTION = 0.5
+"""``direct=None``: a call reads with O_DIRECT when the median sampled file has less than
+this share of its pages in the page cache (``cachestat``), else through the page cache."""
+
+CACHE_SAMPLE = 8
+"""Files sampled (spread over the list) to tell whether a call reads page-cache data."""
+
+SMALL_CALL_BYTES = 2 << 20
+"""``direct=None``: a call returning less than this reads through the page cache without
+sampling it. The sample costs ~0.1-0.2 ms (it opens files); for 2 MiB, buffered and O_DIRECT
+reads of cold data differ by less than that here, and buffered wins big on cached data
+(zarr-python asks for chunks a few at a time, each call paid the sample)."""
+
+FALLBACK_ALIGN = 4096
+"""Direct-I/O alignment when the kernel does not report one (statx STATX_DIOALIGN)."""
+
+ARENA_ALIGN = 64
+"""Region alignment in the result arena for buffered reads: one cache line."""
+
+PARALLEL_MIN_READS = 2048
+"""Page-cache reads are CPU copies; from this many reads on, they are spread over one
+ring per core (handing work to threads costs ~50 us, ~25 cached 4 KiB reads)."""
+
+PARALLEL_MIN_BYTES = 64 << 20
+"""...or from this many bytes: copying 64 MiB takes ~10 ms of one core."""
+
+STAT_DEPTH = 256
+"""statx calls in flight. Metadata lookups are not the data queue depth: cold statx of
+10 000 files ran at 98 k/s with 64 in flight and 153 k/s with 256 here."""
+
+OUT_INFLIGHT_BYTES = 16 << 20
+"""With ``out=`` (the caller's memory) a cancelled call returns only once every read in
+flight has landed, and reads the device already holds cannot be cancelled: such calls keep
+at most this many bytes in flight (never fewer than 4 reads), so a cancellation returns in
+~15 ms here. Measured on 1024 cold 1 MiB reads: 64 in flight took 25-100 ms to drain, 16 in
+flight 13-18 ms; fio reaches the disk's 2.1 GB/s with 16 MiB in flight (64 x 256 KiB)."""
+
+READ_ATTEMPTS = 3
+"""Times the requests of a file that changed while it was read (replaced by another version,
+grown or shrunk) are planned and read again, before lsio reads that file to its end through
+one descriptor in a thread. Files that report no size (``/proc``) take that path too."""
+
+# -- The io_uring engine -------------------------------------------------------------------------
+
+RING_ENTRIES = 512
+"""Submission queue size of every ring; readers cap their own depth below it. 512 leaves
+room for several readers at the default depth of 64 (completion queue: twice this)."""
+
+RING_FILES = 1024
+"""Registered-file table per ring (files open at once across all calls on the ring), capped
+at ``RLIMIT_NOFILE``, which the kernel applies to the table size. Direct descriptors use no
+process file descriptors."""
+
+PUMP_BUDGET = 8192
+"""Completions handled per wake-up before yielding to the loop (~2 ms of cached reads)."""
+
+PUMP_NS = 2_000_000
+"""Time one wake-up may spend reaping and submitting before it yields to the loop (2 ms):
+an asyncio library must not hold the loop, and the stall target is 10 ms. Measured here, a
+whole cold 1 GiB read held the loop 131-718 ms in one pump before this bound existed."""
+
+ASYNC_MIN = 256 * 1024
+"""Reads from this size on are handed to the kernel's workers (``IOSQE_ASYNC``) instead of
+being issued inline by ``io_uring_submit`` on the event loop's thread, where their page
+faults (~1 ms per MiB of fresh memory here) and page-cache copies (~0.25 ms per MiB) would
+stall the loop. Below it, inline completion is what makes cached small reads fast."""
+
+# -- Result memory -------------------------------------------------------------------------------
+
+POOL_BYTES = 1 << 30
+"""Most memory kept for reuse (1 GiB): one arena of the largest benchmark workload (10 000
+files x 64 KiB = 655 MB) plus a smaller one. Kept memory is resident; see docs."""
+
+REUSE_SLACK = 1.25
+"""An arena is reused for a request of at least 1/1.25 of its size, so a pooled arena
+never wastes more than 20% of what a call returns (the memory target allows 1.2x)."""
+
+UNMAP_ASIDE = 16 << 20
+"""Arenas from this size on are unmapped on a helper thread: returning 256 MiB of touched
+pages to the kernel takes 30-50 ms here, and the last reference to a result often dies on
+the event loop's thread (``res = await lsio.read_many(...)`` in a loop)."""
+
+# -- Pipelines -----------------------------------------------------------------------------------
+
+WINDOW = 2048
+"""Requests read per window. Two windows are in memory at once (one decoding, one reading):
+2048 chunks of zarr's common 1 MiB encoded size is 2 GiB at worst, 64 MiB for 32 KiB
+chunks; large enough that planning and submission cost per window stays under 1%."""
+
+JOB = 4
+"""Chunks handed to a worker at once (a queue entry costs ~1 us; small jobs keep every
+worker busy)."""
+
+# -- The thread backend --------------------------------------------------------------------------
+
+STAT_GROUP = 256
+"""Paths stat'ed per job: big enough that the thread hop is amortised."""
+
+# -- HTTP ----------------------------------------------------------------------------------------
+
+REDIRECTS = 10
+"""Most redirects followed for one request (aiohttp's and requests' default)."""
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+"""Statuses retried: timeouts, throttling and server errors (kvikio: 429/500/502/503/504)."""
+
+MULTI_MAX_RANGES = 128
+"""Ranges per multipart request: nginx's header buffer (8 KiB large_client_header) holds
+~400 ranges of 2 GiB offsets; S3-style gateways cap headers at 8 KiB as well."""
+
+MULTI_MAX_PART = 256 * 1024
+"""Reads up to this size are batched into multipart requests; bigger ones cost their
+transfer time more than a request, so they go alone (and in parallel)."""
+
+# -- Zarr ----------------------------------------------------------------------------------------
+
+BATCH_WINDOW = 1024
+"""Most chunks read per window on the batched path; the next window reads while this one
+decodes (two windows of 1024 x 64 KiB stored chunks is 128 MiB at most in flight)."""
+
+BATCH_WINDOWS_MIN = 8
+"""A read is cut into at least this many windows (of at least 64 chunks), so reading and
+decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensorstore)."""
+

@@ -1,0 +1,33 @@
+"""Values the stages exchange, with no engine imports: the backends (io_uring, threads,
+HTTP) and the reader share them without importing one another."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ProgressFn", "StatResult"]
+
+ProgressFn = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]], None]
+"""Called with (indices of reads just finished, bytes done per read, errno per read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatResult:
+    """What the stat phase learned about each file."""
+
+    size: npt.NDArray[np.int64]
+    """Size in bytes."""
+
+    align: npt.NDArray[np.int64]
+    """Direct-I/O offset alignment: >0 known, 0 filesystem refuses O_DIRECT, -1 unknown."""
+
+    err: npt.NDArray[np.int32]
+    """errno of the failed stat, 0 if it worked."""
+
+    version: npt.NDArray[np.int64] | None = None
+    """A fingerprint of each file's identity (device, inode, size, times) where the backend
+    can compare it with the descriptor it reads (threads); ``None`` elsewhere."""
