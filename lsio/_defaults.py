@@ -59,6 +59,11 @@ READ_ATTEMPTS = 3
 grown or shrunk) are planned and read again, before lsio reads that file to its end through
 one descriptor in a thread. Files that report no size (``/proc``) take that path too."""
 
+OFF_LOOP_REQUESTS = 4096
+"""Calls with this many requests or more are checked and planned on a worker thread, not on
+the event loop: both cost ~0.35 us per request here (50 000 requests: 17 ms to check, 18 ms
+to plan), and the loop must not stall over 10 ms; a thread hop costs ~0.1 ms."""
+
 # -- The io_uring engine -------------------------------------------------------------------------
 
 RING_ENTRIES = 512

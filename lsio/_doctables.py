@@ -79,8 +79,8 @@ def render(text: str) -> str:
     """``text`` with every marked region replaced by its table."""
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- lsio:{name} -->\n).*?(\n<!-- /lsio:{name} -->)", re.S)
-        table = make()
-        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+        table = make().replace("\\", "\\\\")  # a replacement template: escape backslashes
+        text = pattern.sub(rf"\g<1>{table}\g<2>", text)
     return text
 
 

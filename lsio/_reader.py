@@ -12,7 +12,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ from ._defaults import (
     DEFAULT_MAX_OPEN,
     DEFAULT_THREADS,
     FALLBACK_ALIGN,
+    OFF_LOOP_REQUESTS,
     OUT_INFLIGHT_BYTES,
     PARALLEL_MIN_BYTES,
     PARALLEL_MIN_READS,
@@ -296,7 +297,7 @@ class Reader:
     # -- the flow -------------------------------------------------------------------
     async def _run(self, requests: Iterable[Any], out: Sequence[Any] | None,
                    progress: _Progress | None = None, missing_ok: bool = False) -> Results:
-        return await self._run_reqs(normalize(requests), out, progress, missing_ok)
+        return await self._run_reqs(await _normalize(requests), out, progress, missing_ok)
 
     async def _run_reqs(self, reqs: Requests, out: Sequence[Any] | None,
                         progress: _Progress | None, missing_ok: bool) -> Results:
@@ -424,11 +425,11 @@ class Reader:
                   else np.zeros(len(reqs.paths), np.int32))
         align = np.where(direct != _ring.DIRECT_OFF,
                          np.where(stat.align > 0, stat.align, FALLBACK_ALIGN), 1)
-        p = plan(reqs.file, reqs.offset, reqs.length, file_size=stat.size,
-                 file_align=align.astype(np.int64), max_gap=tune.max_gap,
-                 max_read=tune.max_read, split_size=LINUX_MAX_RW,
-                 arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
-                 own_destinations=out is not None, check_eof=not remote)
+        p = await _off_loop(
+            len(reqs), plan, reqs.file, reqs.offset, reqs.length, file_size=stat.size,
+            file_align=align.astype(np.int64), max_gap=tune.max_gap, max_read=tune.max_read,
+            split_size=LINUX_MAX_RW, arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
+            own_destinations=out is not None, check_eof=not remote)
         if out is None:
             buffers: list[Any] = [allocate(p.arena_size)]
         else:
@@ -440,7 +441,8 @@ class Reader:
             buffers = list(out)
             if p.eof_scratch:
                 buffers.append(bytearray(p.eof_scratch))
-        tracker = (_Tracker(p) if remote else _Tracker(p, reqs.file, stat.size))
+        tracker = await _off_loop(len(reqs), _Tracker, p, *(() if remote else
+                                                             (reqs.file, stat.size)))
         results = Results(buffers[:len(reqs)] if out is not None else buffers, p.req_base,
                           p.req_buf, tracker.lengths)
 
@@ -553,7 +555,8 @@ class Reader:
             if out is not None:
                 raise ValueError("lsio: out= and pipeline= do not go together; end the "
                                  "pipeline with lsio.copy_to(array, region) instead")
-            return await self._run_pipeline(normalize(requests), pipeline, bar, missing_ok)
+            return await self._run_pipeline(await _normalize(requests), pipeline, bar,
+                                            missing_ok)
         finally:
             if bar is not None:
                 bar.close()
@@ -656,6 +659,24 @@ async def _deadline(seconds: float | None, reqs: Requests, pending: npt.NDArray[
         error.request_index = reqs.caller_index(first)  # type: ignore[attr-defined]
         error.add_note(f"lsio: the first request not read: {reqs.describe(first)}")
         raise error from None
+
+
+T = TypeVar("T")
+
+
+async def _off_loop(n: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, in a thread when the call has ``OFF_LOOP_REQUESTS`` requests
+    or more: normalizing and planning 50 000 requests takes ~35 ms, which would stall the
+    event loop; a thread hop costs ~0.1 ms."""
+    if n < OFF_LOOP_REQUESTS:
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def _normalize(requests: Iterable[Any]) -> Requests:
+    """:func:`normalize`, off the loop for long lists."""
+    items = requests if isinstance(requests, (list, tuple)) else None
+    return await _off_loop(len(items) if items is not None else 0, normalize, requests)
 
 
 def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
