@@ -40,6 +40,10 @@ class Preset:
     source: str = ""
     """Where the numbers come from (rendered into the docs' presets table)."""
 
+    gap_fixed: bool = False
+    """The user set the gap (``max_gap=`` or ``coalesce=False``): backends keep it rather
+    than advise another (an HTTP server without multipart ranges gets the cloud gap)."""
+
     def with_(self, **knobs: Any) -> Preset:
         """A copy with some knobs replaced (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in knobs.items() if v is not None})

@@ -12,26 +12,20 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _ring
 from ._defaults import (
-    ARENA_ALIGN,
     CACHE_SAMPLE,
     CACHED_FRACTION,
     DEFAULT_MAX_OPEN,
     DEFAULT_THREADS,
-    FALLBACK_ALIGN,
     OFF_LOOP_REQUESTS,
     OUT_INFLIGHT_BYTES,
-    PARALLEL_MIN_BYTES,
-    PARALLEL_MIN_READS,
     READ_ATTEMPTS,
-    SMALL_CALL_BYTES,
-    STAT_DEPTH,
 )
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
@@ -42,14 +36,11 @@ from ._progress import Progress, ProgressArg, make_progress
 from ._request import Requests, normalize
 from ._results import Results
 from ._sync import run_sync
-from ._types import StatResult
+from ._types import Bodies, StatResult
 from ._url import HttpOptions, is_url, local_path
-from .backends._base import Backend
-from .backends.local import UringBackend
+from .backends._base import Backend, ReadResult
+from .backends.local import UringBackend, special_detail
 from .backends.threads import ThreadsBackend
-
-if TYPE_CHECKING:  # aiohttp is imported on the first URL read, not by ``import lsio``
-    from .backends.http import HttpCall
 
 __all__ = ["Reader", "backend_name", "default_reader"]
 
@@ -259,8 +250,7 @@ class Reader:
         if http is not None and not isinstance(http, HttpOptions):
             raise TypeError(f"lsio: http must be an lsio.HttpOptions, got {type(http).__name__}")
         self.http = http or HttpOptions()
-        self._signers: dict[str, Any] = {}
-        """S3 signers by region, found on first use (credential lookup takes ~0.1 s)."""
+        self._http: Backend | None = None
         self.preset = preset
         self.queue_depth = queue_depth
         self.coalesce = coalesce
@@ -283,7 +273,8 @@ class Reader:
         base = PRESETS[self.preset or detect_preset(path)]
         tuned = base.with_(queue_depth=self.queue_depth, max_gap=self.max_gap,
                            max_read=self.max_read)
-        return tuned if self.coalesce else replace(tuned, max_gap=None)
+        fixed = replace(tuned, gap_fixed=self.max_gap is not None or not self.coalesce)
+        return fixed if self.coalesce else replace(fixed, max_gap=None)
 
     def _max_open(self) -> int:
         try:
@@ -355,35 +346,20 @@ class Reader:
     async def _run_part(self, reqs: Requests, out: Sequence[Any] | None,
                         caps: npt.NDArray[np.int64], progress: _Progress | None,
                         missing_ok: bool, *, remote: bool, attempt: int = 0) -> Results:
-        """request -> plan -> backend -> result for requests of one kind of storage.
+        """request -> stat -> plan -> backend -> result for requests of one kind of storage.
         ``attempt``: how many times these (local) requests were read before, their files
         having changed under the read."""
         tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
-        call: HttpCall | None = None
-        detail: dict[int, str] = {}
-        if remote:
-            from .backends.http import HttpCall
-
-            call = HttpCall(reqs.paths, self.http, self._signers, probe_size=tune.max_read,
-                            concurrency=self.http.concurrency or tune.queue_depth,
-                            missing_ok=missing_ok)
-            stat, detail = await call.stat(*_size_probes(reqs, tune.max_read))
-            if tune.name == "http" and self.coalesce and self.max_gap is None and not (
-                    await call.probe_multipart(reqs.file, reqs.offset, reqs.length)):
-                tune = replace(tune, max_gap=PRESETS["cloud"].max_gap)
-        else:
-            if "file://" in "\n".join(reqs.paths).lower():
-                reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
-            stat = await self._backend.stat(reqs.paths,
-                                            queue_depth=max(tune.queue_depth, STAT_DEPTH))
+        backend = self._http_backend() if remote else self._backend
+        if not remote and "file://" in "\n".join(reqs.paths).lower():
+            reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
+        stat = await backend.stat(reqs, tune=tune, missing_ok=missing_ok)
         err = stat.err[reqs.file]
         gone = (err == errno.ENOENT) if missing_ok else np.zeros(len(reqs), bool)
         bad = np.flatnonzero(err * ~gone)
         if len(bad):
             file = int(reqs.file[bad[0]])
-            why = detail.get(file) if remote else _local_detail(int(stat.err[file]),
-                                                                reqs.paths[file])
-            raise request_error(int(stat.err[file]), reqs, int(bad[0]), why)
+            raise request_error(int(stat.err[file]), reqs, int(bad[0]), stat.detail.get(file))
         parts: list[tuple[Results, npt.NDArray[np.int64]]] = []
         left = ~gone
         if gone.any():
@@ -392,57 +368,36 @@ class Reader:
             parts.append((absent, idx))
             if progress is not None:
                 progress(_caller(reqs, idx), absent, np.arange(len(idx), dtype=np.int64))
-        if call is not None:
-            served = _serve_from_memory(call.bodies(), reqs, stat.size, out, caps, progress,
-                                        left)
+        if stat.bodies is not None:
+            served = _serve_from_memory(stat.bodies, reqs, stat.size, out, caps, progress, left)
             if served is not None:
                 done, early = served
                 parts.append((early, np.flatnonzero(done)))
                 left &= ~done
         if not parts:
-            return await self._read_part(reqs, stat, call, tune, out, caps, progress,
+            return await self._read_part(backend, reqs, stat, tune, out, caps, progress,
                                          missing_ok, attempt)
-        rest = reqs.select(left)
-        late = await self._read_part(rest, stat, call, tune, _pick(out, left),
+        late = await self._read_part(backend, reqs.select(left), stat, tune, _pick(out, left),
                                      caps[left] if out is not None else caps, progress,
                                      missing_ok, attempt)
         parts.append((late, np.flatnonzero(left)))
         return Results.merge(len(reqs), parts)
 
-    async def _read_part(self, reqs: Requests, stat: StatResult, call: HttpCall | None,
+    async def _read_part(self, backend: Backend, reqs: Requests, stat: StatResult,
                          tune: Preset, out: Sequence[Any] | None,
                          caps: npt.NDArray[np.int64], progress: _Progress | None,
                          missing_ok: bool, attempt: int = 0) -> Results:
-        """plan -> backend -> result, once the sizes are known."""
-        remote = call is not None
-        detail: dict[int, str] = {}
-
-        tiny = self.direct is None and _call_bytes(reqs, stat.size) < SMALL_CALL_BYTES
-        warm = (not remote and not tiny and self._backend.name == "uring"
-                and self.direct is not True and _looks_cached(reqs.paths))
-        direct = (self._direct_modes(stat.align)
-                  if out is None and not warm and not remote and not tiny
-                  else np.zeros(len(reqs.paths), np.int32))
-        align = np.where(direct != _ring.DIRECT_OFF,
-                         np.where(stat.align > 0, stat.align, FALLBACK_ALIGN), 1)
+        """layout -> plan -> backend read -> result, once the sizes are known."""
+        layout = await backend.layout(reqs, stat, tune, direct=self.direct,
+                                      own_destinations=out is not None)
         p = await _off_loop(
             len(reqs), plan, reqs.file, reqs.offset, reqs.length, file_size=stat.size,
-            file_align=align.astype(np.int64), max_gap=tune.max_gap, max_read=tune.max_read,
-            split_size=LINUX_MAX_RW, arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
-            own_destinations=out is not None, check_eof=not remote)
-        if out is None:
-            buffers: list[Any] = [allocate(p.arena_size)]
-        else:
-            small = np.flatnonzero(caps < p.req_length)
-            if len(small):
-                i = int(small[0])
-                raise ValueError(f"lsio: out[{reqs.caller_index(i)}] holds {caps[i]} bytes "
-                                 f"but {reqs.describe(i)} returns {p.req_length[i]}")
-            buffers = list(out)
-            if p.eof_scratch:
-                buffers.append(bytearray(p.eof_scratch))
-        tracker = await _off_loop(len(reqs), _Tracker, p, *(() if remote else
-                                                             (reqs.file, stat.size)))
+            file_align=layout.file_align, max_gap=layout.max_gap, max_read=tune.max_read,
+            split_size=LINUX_MAX_RW, arena_align=layout.arena_align,
+            own_destinations=out is not None, check_eof=layout.check_eof)
+        buffers = self._buffers(reqs, p, out, caps)
+        tracker = await _off_loop(len(reqs), _Tracker, p, *(
+            (reqs.file, stat.size) if layout.check_eof else ()))
         results = Results(buffers[:len(reqs)] if out is not None else buffers, p.req_base,
                           p.req_buf, tracker.lengths)
 
@@ -469,41 +424,18 @@ class Reader:
                 if len(finished):
                     report(finished)
 
-        if call is not None:
-            res, detail = await call.read(p, buffers, on_progress)
-        else:
-            depth = tune.queue_depth
-            if out is not None:
-                depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
-            res = await self._backend.read(
-                reqs.paths, stat, direct, p, buffers, queue_depth=depth,
-                max_open=self._max_open(), on_progress=on_progress,
-                workers=_CORES if warm and (p.nops >= PARALLEL_MIN_READS
-                                            or p.bytes_read >= PARALLEL_MIN_BYTES) else 1,
-                missing_ok=missing_ok, caller_memory=out is not None,
-                changed=tracker.changed,
-            )
-        failed = np.flatnonzero(res.err)
-        if len(failed) and missing_ok:
-            # files or objects found gone while reading (deleted since the stat; a URL
-            # range read needs no size probe first)
-            lost = failed[res.err[failed] == errno.ENOENT]
-            if len(lost):
-                victims = tracker.requests_of(distinct(p.op_group[lost])[0])
-                results.missing[victims] = True
-                results.lengths[victims] = 0
-                failed = failed[res.err[failed] != errno.ENOENT]
-                if progress is not None:
-                    report(victims[~tracker.reported[victims]])
-        if len(failed):
-            groups = distinct(p.op_group[failed])[0]
-            victims = tracker.requests_of(groups)
-            first = int(victims.min())
-            op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
-            raise request_error(int(res.err[op]), reqs, first, detail.get(int(op)))
+        depth = tune.queue_depth
+        if out is not None:
+            depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
+        res = await backend.read(
+            reqs, stat, layout, p, buffers, queue_depth=depth, max_open=self._max_open(),
+            on_progress=on_progress, missing_ok=missing_ok, caller_memory=out is not None,
+            changed=tracker.changed if layout.check_eof else None)
+        self._raise_failures(reqs, p, res, tracker, results, missing_ok,
+                             report if progress is not None else None)
         if progress is None and np.any(res.done != p.op_length):
             tracker.update(np.arange(p.nops, dtype=np.int64), res.done)
-        if remote:
+        if not layout.check_eof:
             return results
         tracker.check(np.flatnonzero(res.err == 0), res.done)
         redo = tracker.changed[reqs.file] & ~tracker.reported & ~results.missing
@@ -522,15 +454,55 @@ class Reader:
         return Results.merge(len(reqs), [(results.take(keep), keep),
                                          (again, np.flatnonzero(redo))])
 
-    def _direct_modes(self, align: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-        if self._backend.name != "uring" or self.direct is False:
-            return np.zeros(len(align), np.int32)
-        # 0: the filesystem refuses O_DIRECT; odd alignments (not a power of two dividing
-        # 4096) would not tile the read-size cap, so those files stay buffered.
-        ok = (align != 0) & ((align < 0) | ((align <= 4096) & ((4096 % np.maximum(align, 1))
-                                                                == 0)))
-        # direct=None reaching here means the sample found the data mostly not cached.
-        return np.where(ok, _ring.DIRECT_ON, _ring.DIRECT_OFF).astype(np.int32)
+    @staticmethod
+    def _buffers(reqs: Requests, p: Plan, out: Sequence[Any] | None,
+                 caps: npt.NDArray[np.int64]) -> list[Any]:
+        """Where the plan's reads land: a fresh arena, or the caller's buffers (checked to
+        be large enough) and a scratch buffer for end-of-file probes."""
+        if out is None:
+            return [allocate(p.arena_size)]
+        small = np.flatnonzero(caps < p.req_length)
+        if len(small):
+            i = int(small[0])
+            raise ValueError(f"lsio: out[{reqs.caller_index(i)}] holds {caps[i]} bytes "
+                             f"but {reqs.describe(i)} returns {p.req_length[i]}")
+        buffers = list(out)
+        if p.eof_scratch:
+            buffers.append(bytearray(p.eof_scratch))
+        return buffers
+
+    @staticmethod
+    def _raise_failures(reqs: Requests, p: Plan, res: ReadResult, tracker: _Tracker,
+                        results: Results, missing_ok: bool,
+                        report: Callable[[npt.NDArray[np.int64]], None] | None) -> None:
+        """Turn failed reads into the call's outcome: with ``missing_ok``, files or objects
+        found gone while reading (deleted since the stat; a URL range read needs no size
+        probe first) become missing results; any other failure raises the lowest failing
+        request's error."""
+        failed = np.flatnonzero(res.err)
+        if len(failed) and missing_ok:
+            lost = failed[res.err[failed] == errno.ENOENT]
+            if len(lost):
+                victims = tracker.requests_of(distinct(p.op_group[lost])[0])
+                results.missing[victims] = True
+                results.lengths[victims] = 0
+                failed = failed[res.err[failed] != errno.ENOENT]
+                if report is not None:
+                    report(victims[~tracker.reported[victims]])
+        if len(failed):
+            groups = distinct(p.op_group[failed])[0]
+            victims = tracker.requests_of(groups)
+            first = int(victims.min())
+            op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
+            raise request_error(int(res.err[op]), reqs, first, res.detail.get(int(op)))
+
+    def _http_backend(self) -> Backend:
+        """The HTTP backend, made on the first URL (it imports aiohttp)."""
+        if self._http is None:
+            from .backends.http import HttpBackend
+
+            self._http = HttpBackend(self.http)
+        return self._http
 
     async def read_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                         progress: ProgressArg = False, missing_ok: bool = False,
@@ -684,47 +656,9 @@ def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]
     return idx if reqs.number is None else reqs.number[idx]
 
 
-def _size_probes(reqs: Requests, max_read: int
-                 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
-    """Which remote objects need their size before planning, and for each the length of a
-    tail probe (0: probe the head). Whole reads and suffixes need it; so do ranges longer
-    than ``max_read``, which would otherwise be planned (and their memory allocated) at
-    their asked length, however far past the end (``length=sys.maxsize``): a one-byte tail
-    probe tells the size for those."""
-    wants = (reqs.length < 0) | (reqs.offset < 0)
-    need = np.zeros(len(reqs.paths), bool)
-    need[reqs.file[wants]] = True
-    # objects asked only for suffixes (shard indexes) are probed at their tail
-    suffix = np.zeros(len(reqs.paths), np.int64)
-    tails = wants & (reqs.offset < 0)
-    np.maximum.at(suffix, reqs.file[tails], -reqs.offset[tails])
-    suffix[reqs.file[wants & (reqs.offset >= 0)]] = 0
-    suffix[suffix > max_read] = 0
-    long = np.zeros(len(reqs.paths), bool)
-    long[reqs.file[reqs.length > max_read]] = True
-    long &= ~need
-    need |= long
-    suffix[long] = 1
-    return need, suffix
-
-
 def _pick(out: Sequence[Any] | None, mask: npt.NDArray[np.bool_]) -> list[Any] | None:
     """The caller's buffers of the requests ``mask`` selects."""
     return None if out is None else [out[int(i)] for i in np.flatnonzero(mask)]
-
-
-def _local_detail(err: int, path: str) -> str | None:
-    """What to add to a local stat error: the file's type, for files lsio refuses."""
-    if err != errno.EINVAL:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    kinds = ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISCHR, "a character device"),
-             (stat_mod.S_ISBLK, "a block device"), (stat_mod.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
-    return f"{kind}; lsio reads regular files only"
 
 
 def _slurp(path: str) -> bytes:
@@ -734,7 +668,7 @@ def _slurp(path: str) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, _local_detail(errno.EINVAL, path), path)
+            raise OSError(errno.EINVAL, special_detail(path), path)
         pieces = []
         step = max(st.st_size + 1, 1 << 16)
         while piece := os.read(fd, step):
@@ -782,12 +716,6 @@ async def _read_to_end(reqs: Requests, out: Sequence[Any] | None,
         if progress is not None:
             progress(_caller(reqs, lost), absent, np.arange(len(lost), dtype=np.int64))
     return Results.merge(len(reqs), parts)
-
-
-Bodies = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
-               list[memoryview]]
-"""Bytes already in memory: file ``f``'s bytes from offset ``first[f]``, ``have[f]`` of
-them (-1: none), are ``buffers[index[f]]``."""
 
 
 def _serve_from_memory(bodies: Bodies, reqs: Requests, size: npt.NDArray[np.int64],

@@ -4,15 +4,21 @@ HTTP) and the reader share them without importing one another."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ProgressFn", "StatResult"]
+__all__ = ["Bodies", "ProgressFn", "StatResult"]
 
 ProgressFn = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]], None]
 """Called with (indices of reads just finished, bytes done per read, errno per read)."""
+
+Bodies = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+               list[memoryview]]
+"""Bytes already in memory: file ``f``'s bytes from offset ``first[f]``, ``have[f]`` of
+them (-1: none), are ``buffers[index[f]]`` (as ``(first, have, index, buffers)``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +37,14 @@ class StatResult:
     version: npt.NDArray[np.int64] | None = None
     """A fingerprint of each file's identity (device, inode, size, times) where the backend
     can compare it with the descriptor it reads (threads); ``None`` elsewhere."""
+
+    detail: dict[int, str] = field(default_factory=dict)
+    """What happened, per file whose stat failed, beyond the errno (an HTTP status and URL,
+    the kind of a special file)."""
+
+    bodies: Bodies | None = None
+    """Bytes the stat already read (HTTP size probes: a small object read whole costs one
+    request); requests they cover are served from them."""
+
+    state: Any = None
+    """The backend's own per-call state, handed back to its ``layout`` and ``read``."""

@@ -20,7 +20,7 @@ from servers import FaultServer, MotoServer
 
 import lsio
 from benchmarks.nginx import Nginx
-from lsio.backends import http as engine
+from lsio.backends.http import _backend, _protocol, _session
 
 SIZES = {"big.bin": 3_000_000, "empty.bin": 0, "one.bin": 1,
          **{f"s{i}.bin": 1000 + 7919 * i for i in range(12)}}
@@ -95,7 +95,7 @@ async def test_nginx_many_small_ranges_use_multipart(served: tuple[Nginx, Path])
     results = await reader.read_many([(server.url("big.bin"), int(o), 4096) for o in offsets])
     for o, got in zip(offsets, results, strict=True):
         assert bytes(got) == data[o:o + 4096]
-    assert engine._MULTI_OK[("http", "127.0.0.1", server.port)] is True
+    assert _backend.MULTI_OK[("http", "127.0.0.1", server.port)] is True
 
 
 async def test_nginx_big_object_in_parallel_parts(served: tuple[Nginx, Path]) -> None:
@@ -397,18 +397,18 @@ async def test_s3_anonymous_is_refused_by_a_private_bucket(creds: MotoServer) ->
 def test_multipart_parser() -> None:
     body = (b"\r\n--XYZ\r\nContent-Type: a/b\r\nContent-Range: bytes 0-2/10\r\n\r\nabc"
             b"\r\n--XYZ\r\ncontent-range: bytes 7-9/10\r\n\r\nhij\r\n--XYZ--\r\n")
-    parts, total = engine._parse_multipart(memoryview(body), b"XYZ")
+    parts, total = _protocol.parse_multipart(memoryview(body), b"XYZ")
     assert [(a, b, bytes(d)) for a, b, d in parts] == [(0, 3, b"abc"), (7, 10, b"hij")]
     assert total == 10
     with pytest.raises(ValueError, match="Content-Range"):
-        engine._parse_multipart(memoryview(b"--XYZ\r\nX: y\r\n\r\nabc--XYZ--"), b"XYZ")
+        _protocol.parse_multipart(memoryview(b"--XYZ\r\nX: y\r\n\r\nabc--XYZ--"), b"XYZ")
 
 
 @pytest.mark.parametrize("value,parsed", [
     ("bytes 0-9/100", (0, 10, 100)), ("bytes 5-5/*", (5, 6, None)),
     ("bytes */100", (-1, -1, 100)), ("bytes=0-9/100", None), ("", None), (None, None)])
 def test_content_range(value: str | None, parsed: object) -> None:
-    assert engine._content_range(value) == parsed
+    assert _protocol.content_range(value) == parsed
 
 
 def test_http_options_are_checked() -> None:
@@ -422,7 +422,7 @@ def test_http_options_are_checked() -> None:
 
 async def test_server_without_multipart_gets_the_cloud_gap(fs: FaultServer) -> None:
     """Probed once: no multipart answers, so two ranges 100 kB apart merge (1 MiB gap)."""
-    engine._MULTI_OK.pop(("http", "127.0.0.1", fs.port), None)
+    _backend.MULTI_OK.pop(("http", "127.0.0.1", fs.port), None)
     got = await fast().read_many([(fs.url("ok", "f.bin"), 0, 1000),
                                   (fs.url("ok", "f.bin"), 100_000, 1000)])
     assert [bytes(g) for g in got] == [F[:1000], F[100_000:101_000]]
@@ -495,9 +495,8 @@ def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "internal.example")
 
     def proxy(url: str, **opts: object) -> str | None:
-        call = engine.HttpCall([url], lsio.HttpOptions(**opts), {},  # type: ignore[arg-type]
-                               concurrency=1, probe_size=1)
-        return call._proxy(URL(url))
+        options = lsio.HttpOptions(**opts)  # type: ignore[arg-type]
+        return _session.Proxies(options.trust_env)(URL(url))
 
     assert proxy("http://data.example/x") == "http://proxy.example:3128"
     assert proxy("http://internal.example/x") is None
@@ -519,10 +518,10 @@ def test_sessions_are_forgotten_with_their_loops(served: tuple[Nginx, Path]) -> 
     async def one() -> None:
         await lsio.read_many([(server.url("one.bin"), 0, None)])
 
-    before = len(engine._sessions)
+    before = len(_session._sessions)
     for _ in range(3):
         asyncio.run(one())
-    assert len(engine._sessions) == before
+    assert len(_session._sessions) == before
 
 
 @pytest.mark.parametrize("fault", ["ok", "norange", "short"])

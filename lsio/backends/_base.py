@@ -1,17 +1,52 @@
-"""The backend interface: two awaitables, arrays in and arrays out."""
+"""The backend interface: three awaitables, arrays in and arrays out.
+
+Every backend (io_uring, threads, HTTP) implements the same three steps, so the reader only
+routes: it asks the backend what the files are (:meth:`Backend.stat`), how the backend
+wants them planned (:meth:`Backend.layout`), plans with the pure planner, and has the
+backend execute the plan (:meth:`Backend.read`). What is particular to a storage (O_DIRECT
+and page-cache policy and worker fan-out for the ring; size probes, multipart verdicts and
+bytes the probes already hold for HTTP) stays inside its backend.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from .._plan import Plan
-from .._types import ProgressFn, StatResult
+from .._presets import Preset
+from .._request import Requests
+from .._types import Bodies, ProgressFn, StatResult
 
-__all__ = ["Backend", "ReadResult", "StatResult"]
+__all__ = ["Backend", "Bodies", "Layout", "ReadResult", "StatResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How a backend wants one call's reads planned and run."""
+
+    file_direct: npt.NDArray[np.int32]
+    """Per file: read with O_DIRECT (``lsio._ring.DIRECT_ON``) or through the page cache."""
+
+    file_align: npt.NDArray[np.int64]
+    """Per file: the alignment its reads must keep (1: none)."""
+
+    arena_align: int
+    """Alignment of each merged read's region in the result memory."""
+
+    max_gap: int | None
+    """The coalescing gap the backend advises for this call (e.g. the cloud gap for an HTTP
+    server found not to answer multipart ranges); the reader keeps a gap the user set."""
+
+    check_eof: bool
+    """Size-dependent requests read one byte past the end, and a file that turns out to
+    have changed is planned again (local files; see ``lsio._plan.plan``)."""
+
+    parallel: bool = False
+    """The reads may be spread over one ring per core (page-cache copies are CPU-bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,34 +59,43 @@ class ReadResult:
     err: npt.NDArray[np.int32]
     """errno of each planned read, 0 if it worked."""
 
-    file_err: npt.NDArray[np.int32]
-    """errno of opening each file, 0 if it worked."""
-
     changed: npt.NDArray[np.bool_] | None = None
     """Files the backend saw replaced or changed since the stat (the descriptor it opened is
     not the file the plan was made for); their reads are not to be trusted."""
 
+    detail: dict[int, str] = field(default_factory=dict)
+    """What happened, per failed read, where the backend knows more than the errno (an HTTP
+    status and URL)."""
+
 
 class Backend(Protocol):
     name: str
-    """Short name: ``"uring"`` or ``"threads"``."""
+    """Short name: ``"uring"``, ``"threads"`` or ``"http"``."""
 
-    async def stat(self, paths: list[str], *, queue_depth: int) -> StatResult:
-        """Size and direct-I/O alignment of each path; per-path errno instead of raising."""
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+        """What the call needs to know of each file before planning: its size (and
+        direct-I/O alignment), per-file errno instead of raising, and any bytes already
+        read on the way (:attr:`StatResult.bodies`)."""
+        ...
+
+    async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,
+                     direct: bool | None, own_destinations: bool) -> Layout:
+        """How to plan this call's reads on this storage. ``direct`` is the reader's
+        O_DIRECT choice (``None``: the backend decides), ``own_destinations`` says reads go
+        straight to the caller's buffers."""
         ...
 
     async def read(
         self,
-        paths: list[str],
+        reqs: Requests,
         stat: StatResult,
-        file_direct: npt.NDArray[np.int32],
+        layout: Layout,
         plan: Plan,
         buffers: list[Any],
         *,
         queue_depth: int,
         max_open: int,
         on_progress: ProgressFn | None,
-        workers: int = 1,
         missing_ok: bool = False,
         caller_memory: bool = False,
         changed: npt.NDArray[np.bool_] | None = None,

@@ -1,19 +1,43 @@
-"""The io_uring backend: statx, openat, read and close all go through the loop's ring."""
+"""The io_uring backend: statx, openat, read and close all go through the loop's ring.
+
+Its policy lives here, next to the ring: whether a call reads with O_DIRECT (``direct=None``
+samples the page cache), what alignment that needs, and when page-cache reads are spread
+over one ring per core.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import stat as stat_mod
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .._plan import Plan
-from .._ring import ffi, ring_for_loop
+from .._defaults import (
+    ARENA_ALIGN,
+    CACHE_SAMPLE,
+    CACHED_FRACTION,
+    FALLBACK_ALIGN,
+    PARALLEL_MIN_BYTES,
+    PARALLEL_MIN_READS,
+    SMALL_CALL_BYTES,
+    STAT_DEPTH,
+)
+from .._plan import Plan, resolve_ranges
+from .._presets import Preset
+from .._request import Requests
+from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, ring_for_loop
 from .._types import ProgressFn, StatResult
-from ._base import ReadResult
+from ._base import Layout, ReadResult
 
-__all__ = ["UringBackend"]
+__all__ = ["UringBackend", "local_layout", "special_detail", "with_details"]
+
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    os.cpu_count() or 1)
 
 
 def _addresses(plan: Plan, buffers: list[Any]) -> tuple[npt.NDArray[np.uint64], list[Any]]:
@@ -26,35 +50,105 @@ def _addresses(plan: Plan, buffers: list[Any]) -> tuple[npt.NDArray[np.uint64], 
     return bases[plan.op_base] + plan.op_buf.astype(np.uint64), handles
 
 
+def special_detail(path: str) -> str:
+    """Why a file whose stat said EINVAL is refused: its kind (FIFOs, sockets and devices
+    have no size to plan with, and a FIFO would block a read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    kinds = ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISCHR, "a character device"),
+             (stat_mod.S_ISBLK, "a block device"), (stat_mod.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}; lsio reads regular files only"
+
+
+def with_details(stat: StatResult, paths: list[str]) -> StatResult:
+    """``stat`` with the refusal of each special file explained."""
+    odd = np.flatnonzero(stat.err == errno.EINVAL)
+    if not len(odd):
+        return stat
+    return replace(stat, detail={int(f): special_detail(paths[int(f)]) for f in odd})
+
+
+def _call_bytes(reqs: Requests, size: npt.NDArray[np.int64]) -> int:
+    """Bytes a call returns, from the request arrays and the file sizes."""
+    start, end = resolve_ranges(reqs.file, reqs.offset, reqs.length, size)
+    return int((end - start).sum())
+
+
+def _looks_cached(paths: list[str]) -> bool:
+    """Whether the files of a call are (mostly) in the page cache, from a small sample."""
+    picks = sorted(set(np.linspace(0, len(paths) - 1, min(CACHE_SAMPLE, len(paths))
+                                   ).astype(int).tolist()))
+    shares = [cached_share(paths[i]) for i in picks]
+    known = [x for x in shares if x >= 0]
+    return bool(known) and float(np.median(known)) >= CACHED_FRACTION
+
+
+def _direct_modes(align: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+    """O_DIRECT for each file whose filesystem allows it with an alignment that tiles the
+    read-size cap: 0 means the filesystem refuses O_DIRECT (tmpfs), and odd alignments (not
+    a power of two dividing 4096) stay buffered."""
+    ok = (align != 0) & ((align < 0) | ((align <= 4096) & ((4096 % np.maximum(align, 1)) == 0)))
+    return np.where(ok, DIRECT_ON, DIRECT_OFF).astype(np.int32)
+
+
+def local_layout(stat: StatResult, tune: Preset, direct: npt.NDArray[np.int32], *,
+                 parallel: bool = False) -> Layout:
+    """The layout of local files read with the ``direct`` mode of each."""
+    align = np.where(direct != DIRECT_OFF, np.where(stat.align > 0, stat.align,
+                                                    FALLBACK_ALIGN), 1).astype(np.int64)
+    return Layout(file_direct=direct, file_align=align,
+                  arena_align=FALLBACK_ALIGN if direct.any() else ARENA_ALIGN,
+                  max_gap=tune.max_gap, check_eof=True, parallel=parallel)
+
+
 class UringBackend:
     name = "uring"
 
-    async def stat(self, paths: list[str], *, queue_depth: int) -> StatResult:
-        return await ring_for_loop(asyncio.get_running_loop()).stat(paths,
-                                                                    queue_depth=queue_depth)
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+        ring = ring_for_loop(asyncio.get_running_loop())
+        stat = await ring.stat(reqs.paths, queue_depth=max(tune.queue_depth, STAT_DEPTH))
+        return with_details(stat, reqs.paths)
+
+    async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,
+                     direct: bool | None, own_destinations: bool) -> Layout:
+        """``direct=None``: calls returning under ``SMALL_CALL_BYTES`` read buffered without
+        sampling; others sample the page cache and read cached data buffered (spread over
+        the cores when big), the rest with O_DIRECT. The caller's own buffers are always
+        filled through the page cache (they need not be aligned)."""
+        n = len(reqs.paths)
+        tiny = direct is None and _call_bytes(reqs, stat.size) < SMALL_CALL_BYTES
+        warm = not tiny and direct is not True and _looks_cached(reqs.paths)
+        modes = (_direct_modes(stat.align) if not (own_destinations or warm or tiny
+                                                   or direct is False)
+                 else np.zeros(n, np.int32))
+        return local_layout(stat, tune, modes, parallel=warm)
 
     async def read(
         self,
-        paths: list[str],
+        reqs: Requests,
         stat: StatResult,
-        file_direct: npt.NDArray[np.int32],
+        layout: Layout,
         plan: Plan,
         buffers: list[Any],
         *,
         queue_depth: int,
         max_open: int,
         on_progress: ProgressFn | None,
-        workers: int = 1,
         missing_ok: bool = False,
         caller_memory: bool = False,
         changed: npt.NDArray[np.bool_] | None = None,
     ) -> ReadResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         addresses, handles = _addresses(plan, buffers)
-        done, err, file_err = await ring.read(
-            paths, stat.size, file_direct, plan, addresses, queue_depth=queue_depth,
-            max_open=max_open, on_progress=on_progress, keepalive=(buffers, handles),
-            workers=workers, missing_ok=missing_ok, caller_memory=caller_memory,
-            changed=changed,
+        workers = _CORES if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
+                                                 plan.bytes_read >= PARALLEL_MIN_BYTES) else 1
+        done, err, _ = await ring.read(
+            reqs.paths, stat.size, layout.file_direct, plan, addresses,
+            queue_depth=queue_depth, max_open=max_open, on_progress=on_progress,
+            keepalive=(buffers, handles), workers=workers, missing_ok=missing_ok,
+            caller_memory=caller_memory, changed=changed,
         )
-        return ReadResult(done, err, file_err, changed)
+        return ReadResult(done, err, changed)

@@ -29,8 +29,11 @@ import numpy.typing as npt
 from .._aio import uncancellable
 from .._defaults import STAT_GROUP
 from .._plan import Plan
+from .._presets import Preset
+from .._request import Requests
 from .._types import ProgressFn, StatResult
-from ._base import ReadResult
+from ._base import Layout, ReadResult
+from .local import local_layout, with_details
 
 __all__ = ["ThreadsBackend"]
 
@@ -49,7 +52,8 @@ class ThreadsBackend:
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="lsio")
             return self._pool
 
-    async def stat(self, paths: list[str], *, queue_depth: int) -> StatResult:
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+        paths = reqs.paths
         n = len(paths)
         size = np.zeros(n, np.int64)
         err = np.zeros(n, np.int32)
@@ -73,27 +77,31 @@ class ThreadsBackend:
         pool = self._executor()
         await asyncio.gather(*(loop.run_in_executor(pool, job, lo, min(lo + STAT_GROUP, n))
                                for lo in range(0, n, STAT_GROUP)))
-        return StatResult(size, np.zeros(n, np.int64), err, version)
+        return with_details(StatResult(size, np.zeros(n, np.int64), err, version), paths)
+
+    async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,
+                     direct: bool | None, own_destinations: bool) -> Layout:
+        """Always through the page cache (no O_DIRECT here)."""
+        return local_layout(stat, tune, np.zeros(len(reqs.paths), np.int32))
 
     async def read(
         self,
-        paths: list[str],
+        reqs: Requests,
         stat: StatResult,
-        file_direct: npt.NDArray[np.int32],
+        layout: Layout,
         plan: Plan,
         buffers: list[Any],
         *,
         queue_depth: int,
         max_open: int,
         on_progress: ProgressFn | None,
-        workers: int = 1,
         missing_ok: bool = False,
         caller_memory: bool = False,
         changed: npt.NDArray[np.bool_] | None = None,
     ) -> ReadResult:
+        paths = reqs.paths
         done = np.zeros(plan.nops, np.int64)
         err = np.zeros(plan.nops, np.int32)
-        file_err = np.zeros(len(paths), np.int32)
         if changed is None:
             changed = np.zeros(len(paths), bool)
         views = [memoryview(b).cast("B") for b in buffers]
@@ -108,7 +116,7 @@ class ThreadsBackend:
                 # O_NONBLOCK: a path replaced by a FIFO since the stat must not hang here
                 fd = os.open(paths[f], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             except OSError as exc:
-                file_err[f] = err[lo:hi] = exc.errno or errno.EIO
+                err[lo:hi] = exc.errno or errno.EIO
                 if not (missing_ok and exc.errno == errno.ENOENT):
                     stop.set()
                 return hi
@@ -174,7 +182,7 @@ class ThreadsBackend:
             raise
         finally:
             stop.set()
-        return ReadResult(done, err, file_err, changed)
+        return ReadResult(done, err, changed)
 
 
 def fingerprint(st: os.stat_result) -> int:

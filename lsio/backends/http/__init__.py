@@ -1,0 +1,14 @@
+"""HTTP(S), S3, GCS and Azure reads, behind the backend interface.
+
+- ``_protocol``: sans-IO (pure, table-tested): Content-Range, multipart bodies, statuses to
+  errnos, Range headers, backoff, size probes, multipart jobs;
+- ``_session``: the transport: one aiohttp session per loop, proxies, bodies, and the one
+  place aiohttp's errors are mapped;
+- ``_client``: one call's requests: URLs, signing, redirects, answers checked, the one retry
+  loop;
+- ``_backend``: :class:`HttpBackend`, the backend interface (stat, layout, read).
+"""
+
+from ._backend import HttpBackend
+
+__all__ = ["HttpBackend"]

@@ -1,0 +1,332 @@
+"""The HTTP backend: the backend interface over HTTP(S), S3, GCS and Azure.
+
+A call runs in the same three steps as the local backends:
+
+1. *Stat*: objects whose requests need the size (whole-object reads, suffixes, very long
+   ranges) are fetched with ``Range: bytes=0-(max_read-1)`` (or a tail probe); the answer's
+   ``Content-Range`` gives the size and its body is kept (:attr:`StatResult.bodies`), so an
+   object smaller than ``max_read`` costs exactly one request. Other objects are never asked
+   for their size: a range past the end simply comes back short.
+2. *Layout*: on plain HTTP servers, whether they answer ``multipart/byteranges`` (probed once
+   per host and process): those get the ``http`` preset's small gap, others the cloud gap.
+3. *Read*: the planner's reads become range GETs, a fixed number of worker coroutines (the
+   concurrency cap) taking them in plan order; small reads of one file on a multipart server
+   go together in one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..._defaults import ARENA_ALIGN
+from ..._plan import Plan
+from ..._presets import PRESETS, Preset
+from ..._request import Requests
+from ..._types import Bodies, ProgressFn, StatResult
+from ..._url import HttpOptions
+from .._base import Layout, ReadResult
+from .._sign import S3Signer
+from ._client import HttpClient, NotMulti, Read, origin
+from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
+
+__all__ = ["MULTI_OK", "HttpBackend"]
+
+MULTI_OK: dict[Any, bool] = {}
+"""Per origin: whether it answers multi-range requests with multipart bodies (learned once
+per process)."""
+
+
+class _NoVerdict(Exception):
+    """Multi-range requests kept failing for other reasons: no answer on multipart."""
+
+
+@dataclass(slots=True)
+class _Call:
+    """The backend's state for one call (``StatResult.state``)."""
+
+    client: HttpClient
+    concurrency: int
+    probe_size: int
+    missing_ok: bool
+    multipart: bool = False
+    probing: dict[Any, asyncio.Lock] = field(default_factory=dict)
+
+
+class HttpBackend:
+    name = "http"
+
+    def __init__(self, options: HttpOptions) -> None:
+        self.options = options
+        self._signers: dict[str, S3Signer | None] = {}
+        """S3 signers by region, found on first use (credential lookup takes ~0.1 s)."""
+
+    # -- stat ----------------------------------------------------------------------------
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+        client = HttpClient(reqs.paths, self.options, self._signers)
+        call = _Call(client, self.options.concurrency or tune.queue_depth, tune.max_read,
+                     missing_ok)
+        await client.start()
+        need, suffix = size_probes(reqs, tune.max_read)
+        n = len(reqs.paths)
+        err = np.zeros(n, np.int32)
+        detail: dict[int, str] = {}
+
+        async def probe(file: int) -> None:
+            tail = int(suffix[file])
+            r = Read(-1, file, -tail, tail, None) if tail else Read(-1, file, 0,
+                                                                    call.probe_size, None)
+            got = await client.get(r)
+            if file in client.whole:  # the server sent it whole
+                return
+            if client.sizes[file] == UNKNOWN_SIZE and got < call.probe_size and not tail:
+                client.sizes[file] = got  # no total given: the body ended at the object's end
+            elif client.sizes[file] == UNKNOWN_SIZE:
+                raise HttpError(errno.EIO, f"{client.urls[file]} did not tell the object's "
+                                "size (Content-Range: bytes a-b/*)")
+            if r.dest is None:  # nothing came (an empty object)
+                client.prefetch[file] = (0, memoryview(b""))
+            else:
+                client.prefetch[file] = (max(r.start, 0), r.dest[:got])
+
+        await _workers(iter(np.flatnonzero(need).tolist()), probe, call.concurrency, err,
+                       detail, missing_ok)
+        size = np.where(err == 0, client.sizes, 0)
+        return StatResult(size, np.ones(n, np.int64), err, detail=detail,
+                          bodies=_bodies(client), state=call)
+
+    # -- layout --------------------------------------------------------------------------
+    async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,
+                     direct: bool | None, own_destinations: bool) -> Layout:
+        """Plain HTTP servers that answer multipart ranges keep the ``http`` preset's small
+        gap; one that does not gets the cloud gap (a gap the user set is kept)."""
+        call: _Call = stat.state
+        n = len(reqs.paths)
+        gap = tune.max_gap
+        if tune.name == "http" and not tune.gap_fixed:
+            call.multipart = await self._probe_multipart(call, reqs)
+            if not call.multipart:
+                gap = PRESETS["cloud"].max_gap
+        return Layout(file_direct=np.zeros(n, np.int32), file_align=np.ones(n, np.int64),
+                      arena_align=ARENA_ALIGN, max_gap=gap, check_eof=False)
+
+    async def _probe_multipart(self, call: _Call, reqs: Requests) -> bool:
+        """Whether every plain-HTTP server of this call answers multipart ranges. Servers
+        not yet known are asked once per process, with two 1-byte ranges of the call's own
+        requests (``bytes=a-a,b-b``)."""
+        if not self.options.multi_range:
+            return False
+        client = call.client
+        verdicts = []
+        asked: set[Any] = set()
+        file, offset, length = reqs.file, reqs.offset, reqs.length
+        ok = (offset >= 0) & (length > 0)
+        # each file's sorted starts, once (a scan per file would be quadratic in big calls)
+        order = np.lexsort((offset[ok], file[ok]))
+        f_sorted, o_sorted = file[ok][order], offset[ok][order]
+        heads = np.flatnonzero(np.r_[True, f_sorted[1:] != f_sorted[:-1]]) if len(
+            f_sorted) else np.zeros(0, np.int64)
+        bounds = np.append(heads, len(f_sorted))
+        seen: set[Any] = set()
+        for k, f in enumerate(f_sorted[heads].tolist()):
+            if client.targets[f].kind != "http":
+                continue
+            where = origin(client.urls[f])
+            if where in MULTI_OK:
+                if where not in seen:
+                    seen.add(where)
+                    verdicts.append(MULTI_OK[where])
+                continue
+            if where in asked or bounds[k + 1] - bounds[k] < 2:
+                continue
+            starts = o_sorted[bounds[k]:bounds[k + 1]]
+            far = np.flatnonzero(starts >= starts[0] + 2)
+            if not len(far):
+                continue
+            asked.add(where)
+            a, b = int(starts[0]), int(starts[far[0]])
+            probe = [Read(-1, f, a, 1, memoryview(bytearray(1))),
+                     Read(-1, f, b, 1, memoryview(bytearray(1)))]
+            try:
+                if await client.get_multi(probe):  # no range satisfiable (416) or parts
+                    continue  # missing: ask again later
+                verdict = True
+            except NotMulti:
+                verdict = False
+            except (HttpError, Retry):
+                continue  # the reads themselves will report what is wrong
+            MULTI_OK[where] = verdict
+            verdicts.append(verdict)
+        return bool(verdicts) and all(verdicts)
+
+    # -- read ----------------------------------------------------------------------------
+    async def read(
+        self,
+        reqs: Requests,
+        stat: StatResult,
+        layout: Layout,
+        plan: Plan,
+        buffers: list[Any],
+        *,
+        queue_depth: int,
+        max_open: int,
+        on_progress: ProgressFn | None,
+        missing_ok: bool = False,
+        caller_memory: bool = False,
+        changed: npt.NDArray[np.bool_] | None = None,
+    ) -> ReadResult:
+        """Execute ``plan`` (destinations as for the local backends)."""
+        call: _Call = stat.state
+        client = call.client
+        p = plan
+        done = np.zeros(p.nops, np.int64)
+        err = np.zeros(p.nops, np.int32)
+        views = [memoryview(b).cast("B") for b in buffers]
+        finished = _progress_batcher(on_progress, done, err)
+
+        def make(op: int) -> Read:
+            length = int(p.op_length[op])
+            base, at = int(p.op_base[op]), int(p.op_buf[op])
+            return Read(op, int(p.op_file[op]), int(p.op_offset[op]), length,
+                        views[base][at:at + length])
+
+        async def single(op: int) -> None:
+            done[op] = await client.get(make(op))
+            finished([op])
+
+        async def multi(ops: list[int]) -> None:
+            reads = [make(op) for op in ops]
+            for r in await self._multi(call, reads):  # what no multipart answer served
+                r.got = await client.get(r)  # goes one by one
+            for r in reads:
+                done[r.op] = r.got
+            finished(ops)
+
+        jobs = plan_jobs(p, self._multi_files(call))
+        job_errs: dict[int, str] = {}
+        job_err = np.zeros(len(jobs), np.int32)
+
+        async def run(j: int) -> None:
+            job = jobs[j]
+            await (single(job) if isinstance(job, int) else multi(job))
+
+        await _workers(iter(range(len(jobs))), run, call.concurrency, job_err, job_errs,
+                       missing_ok)
+        detail: dict[int, str] = {}
+        for j in np.flatnonzero(job_err).tolist():
+            job = jobs[j]
+            for op in [job] if isinstance(job, int) else job:
+                err[op] = job_err[j]
+                detail[op] = job_errs[j]
+        return ReadResult(done, err, None, detail)
+
+    def _multi_files(self, call: _Call) -> npt.NDArray[np.bool_]:
+        """Files whose small reads may share a multipart request."""
+        client = call.client
+        if not self.options.multi_range:
+            return np.zeros(len(client.paths), bool)
+        return np.array([t.kind == "http" and f not in client.prefetch
+                         and MULTI_OK.get(origin(client.urls[f])) is not False
+                         for f, t in enumerate(client.targets)], bool)
+
+    async def _multi(self, call: _Call, reads: list[Read]) -> list[Read]:
+        """Serve ``reads`` (one file) with multipart requests where the server takes them;
+        the first one to a server not known yet goes alone and gives the verdict."""
+        client = call.client
+        where = origin(client.urls[reads[0].file])
+        left = reads
+        if MULTI_OK.get(where) is None:
+            async with call.probing.setdefault(where, asyncio.Lock()):
+                if MULTI_OK.get(where) is None:
+                    try:
+                        left = await self._multi_with_retries(client, reads)
+                        MULTI_OK[where] = True
+                    except NotMulti:
+                        MULTI_OK[where] = False
+                    except _NoVerdict:
+                        left = list(reads)
+        if left is reads and MULTI_OK.get(where):
+            try:
+                left = await self._multi_with_retries(client, reads)
+            except (NotMulti, _NoVerdict):
+                left = list(reads)
+        return left
+
+    @staticmethod
+    async def _multi_with_retries(client: HttpClient, reads: list[Read]) -> list[Read]:
+        return await client.retrying(lambda: client.get_multi(reads),
+                                     lambda exc, attempts: _NoVerdict())
+
+
+def _bodies(client: HttpClient) -> Bodies | None:
+    """What the size probes left in memory (see :data:`lsio._types.Bodies`)."""
+    n = len(client.paths)
+    first = np.zeros(n, np.int64)
+    have = np.full(n, -1, np.int64)
+    index = np.zeros(n, np.int64)
+    buffers: list[memoryview] = []
+    for file, (start, body) in client.prefetch.items():
+        first[file], have[file], index[file] = start, len(body), len(buffers)
+        buffers.append(body)
+    for file, fut in client.whole.items():
+        if fut.done() and fut.exception() is None:
+            first[file], have[file], index[file] = 0, len(fut.result()), len(buffers)
+            buffers.append(fut.result())
+    return (first, have, index, buffers) if buffers else None
+
+
+def _progress_batcher(on_progress: ProgressFn | None, done: npt.NDArray[np.int64],
+                      err: npt.NDArray[np.int32]) -> Callable[[list[int]], None]:
+    """``finished(ops)``: tell ``on_progress`` about finished reads once per loop turn."""
+    pending: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def flush() -> None:
+        ops = np.array(pending, np.int64)
+        pending.clear()
+        assert on_progress is not None
+        on_progress(ops, done, err)
+
+    def finished(ops: list[int]) -> None:
+        if on_progress is None:
+            return
+        if not pending:
+            loop.call_soon(flush)
+        pending.extend(ops)
+
+    return finished
+
+
+async def _workers(todo: Any, fn: Callable[[int], Any], concurrency: int,
+                   err: npt.NDArray[np.int32], detail: dict[int, str],
+                   missing_ok: bool = False) -> None:
+    """Run ``fn(i)`` for each ``i`` of ``todo`` on ``concurrency`` coroutines. The first
+    failure stops new work (fail fast), but for "not found" with ``missing_ok``; failures
+    land in ``err``/``detail``."""
+    stop = False
+
+    async def worker() -> None:
+        nonlocal stop
+        for i in todo:
+            if stop:
+                return
+            try:
+                await fn(i)
+            except HttpError as exc:
+                err[i] = exc.errno
+                detail[i] = exc.detail
+                stop = stop or not (missing_ok and exc.errno == errno.ENOENT)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,365 @@
+"""The client: one call's requests to its objects. It resolves URLs, signs and sends GETs
+(following redirects by hand so credentials never leave the URL's origin), checks every
+answer with the protocol module, and retries what may pass in one retry loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+import numpy as np
+from yarl import URL
+
+from ..._defaults import REDIRECTS, RETRY_STATUS
+from ..._url import HttpOptions, Target, resolve, s3_region
+from .._sign import S3Signer, find_s3_signer
+from ._protocol import (
+    UNKNOWN_SIZE,
+    HttpError,
+    Retry,
+    backoff_delay,
+    content_range,
+    multipart_boundary,
+    parse_multipart,
+    range_header,
+    retry_after,
+    status_error,
+)
+from ._session import Proxies, aiohttp_errors, read_body, session_for, stream_into
+
+__all__ = ["AZURE_API_VERSION", "HttpClient", "NotMulti", "Read", "origin"]
+
+AZURE_API_VERSION = "2021-08-06"
+"""``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""
+
+T = TypeVar("T")
+
+
+class NotMulti(Exception):
+    """The server answered a multi-range request without multipart ranges."""
+
+
+def origin(url: URL) -> tuple[str, str | None, int | None]:
+    """What credentials are bound to: scheme, host and port."""
+    return (url.scheme, url.host, url.port)
+
+
+@dataclass(slots=True)
+class Read:
+    """One planned read (or size probe) in flight: file range [start, start + length)."""
+
+    op: int
+    file: int
+    start: int
+    length: int
+    dest: memoryview | None
+    """Where the bytes go; ``None`` for a size probe, whose buffer is sized by the answer."""
+    got: int = -1
+    """Bytes read once served by a multipart answer; -1 until then."""
+
+
+class HttpClient:
+    """One ``read_many`` call's remote part: its URLs, what was learned, and the I/O."""
+
+    def __init__(self, paths: list[str], options: HttpOptions,
+                 signers: dict[str, S3Signer | None]) -> None:
+        self.paths = paths
+        self.options = options
+        region = s3_region(options) if any(p[:5].lower() == "s3://" for p in paths) else None
+        self.targets: list[Target] = [resolve(p, options, region) for p in paths]
+        self.urls = [URL(t.url, encoded=t.kind != "http") for t in self.targets]
+        for t in self.targets:
+            if t.kind == "s3" and t.region not in signers:
+                signers[t.region] = find_s3_signer(t.region, options.anonymous)
+        self.signers = [signers[t.region] if t.kind == "s3" else None for t in self.targets]
+        self.prefetch: dict[int, tuple[int, memoryview]] = {}
+        """(first offset, bytes) of objects, from the size probe: the head, or for objects
+        asked only for suffixes, the tail."""
+        self.whole: dict[int, asyncio.Future[memoryview]] = {}
+        """Whole bodies of objects whose server ignored ``Range``."""
+        self.sizes = np.full(len(paths), UNKNOWN_SIZE, np.int64)
+        self.session: aiohttp.ClientSession | None = None
+        self._proxy = Proxies(options.trust_env)
+        # the per-request deadline covers headers and body (aiohttp's total timeout runs
+        # until the response is released)
+        self.timeout = aiohttp.ClientTimeout(total=options.request_timeout,
+                                             sock_connect=options.connect_timeout)
+
+    async def start(self) -> None:
+        if self.session is None:
+            self.session = await session_for(self.options.connections_per_host)
+
+    # -- one request ---------------------------------------------------------------------
+    def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:
+        headers = {"Accept-Encoding": "identity"}
+        if rng is not None:
+            headers["Range"] = rng
+        target = self.targets[file]
+        if origin(url) != origin(self.urls[file]):
+            return headers  # redirected elsewhere: no credentials
+        headers.update(self.options.headers)
+        if target.kind == "az":
+            headers["x-ms-version"] = AZURE_API_VERSION
+        signer = self.signers[file]
+        if signer is not None:
+            headers = signer.headers("GET", str(url), headers)
+        return headers
+
+    async def _open(self, file: int, rng: str | None) -> aiohttp.ClientResponse:
+        """Send the GET, following redirects; the caller releases the response."""
+        assert self.session is not None
+        url = self.urls[file]
+        for _ in range(REDIRECTS + 1):
+            with aiohttp_errors(url, self.options.request_timeout):
+                resp = await self.session.get(url, headers=self._headers(file, url, rng),
+                                              allow_redirects=False, timeout=self.timeout,
+                                              ssl=True if self.options.ssl is None
+                                              else self.options.ssl,
+                                              proxy=self._proxy(url))
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                try:
+                    location = url.join(URL(resp.headers["Location"]))
+                except ValueError:
+                    resp.release()
+                    raise HttpError(errno.EIO, f"{url} redirected to an invalid location "
+                                    f"{resp.headers['Location']!r}") from None
+                resp.release()
+                url = location
+                continue
+            return resp
+        raise HttpError(errno.ELOOP, f"more than {REDIRECTS} redirects from {self.urls[file]}")
+
+    async def _whole_body(self, file: int, resp: aiohttp.ClientResponse | None
+                          ) -> memoryview:
+        """The object's full body, fetched once per call however many reads want it."""
+        fut = self.whole.get(file)
+        if fut is not None:
+            if resp is not None:
+                resp.close()  # another read is already downloading it
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self.whole[file] = fut
+        try:
+            if resp is None:
+                resp = await self._open(file, None)
+                if resp.status != 200:
+                    err = status_error(resp.status, resp.reason, str(resp.url))
+                    resp.release()
+                    raise err
+            body = await read_body(resp, str(self.urls[file]))
+        except BaseException as exc:
+            del self.whole[file]
+            # waiters see the same failure (a Retry makes each retry on its own)
+            fut.set_exception(exc if isinstance(exc, (HttpError, Retry)) else Retry(
+                HttpError(errno.EIO, f"download of {self.urls[file]} was interrupted")))
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            if resp is not None:
+                resp.release()
+        self.sizes[file] = len(body)
+        fut.set_result(body)
+        return body
+
+    @staticmethod
+    def _put(r: Read, got: int, piece: memoryview) -> int:
+        if r.dest is None:  # a probe answered with the whole body: keep a view of it
+            r.dest = piece
+        else:
+            r.dest[got:got + len(piece)] = piece
+        return len(piece)
+
+    def _from_memory(self, r: Read) -> int | None:
+        """Serve ``r`` from a probe prefix or a whole body if they hold it; bytes copied."""
+        fut = self.whole.get(r.file)
+        body: memoryview | None
+        if fut is not None and fut.done() and fut.exception() is None:
+            body = fut.result()
+            if r.start < 0:  # a suffix probe
+                r.start = max(len(body) - r.length, 0)
+            return self._put(r, 0, body[r.start:r.start + r.length])
+        pre = self.prefetch.get(r.file)
+        if pre is None or r.start < pre[0]:
+            return None
+        first, body = pre
+        to_end = first + len(body) == self.sizes[r.file]
+        if r.start + r.length > first + len(body) and not to_end:
+            return None
+        return self._put(r, 0, body[r.start - first:r.start - first + r.length])
+
+    async def _attempt(self, r: Read, got: int) -> tuple[int, bool]:
+        """One GET of the rest of ``r`` (from ``got``); (bytes added, reached EOF)."""
+        start, want = r.start + got, r.length - got
+        suffix = start < 0  # a size probe for the last `want` bytes (bytes=-N)
+        fut = self.whole.get(r.file)
+        if fut is not None:
+            body = await asyncio.shield(fut)
+            if suffix:
+                r.start = start = max(len(body) - want, 0)
+            return self._put(r, got, body[start:start + want]), True
+        resp = await self._open(r.file, range_header(start, want))
+        try:
+            if resp.status == 200:  # Range ignored: the body is the whole object
+                body = await self._whole_body(r.file, resp)
+                if suffix:
+                    r.start = start = max(len(body) - want, 0)
+                return self._put(r, got, body[start:start + want]), True
+            if resp.status == 416:  # starts at or past the end
+                total = (content_range(resp.headers.get("Content-Range")) or (0, 0, None))[2]
+                if total is not None:
+                    self.sizes[r.file] = total
+                return 0, True
+            if resp.status != 206:
+                err = status_error(resp.status, resp.reason, str(resp.url))
+                if isinstance(err, Retry):
+                    err.after = retry_after(resp.headers.get("Retry-After"))
+                raise err
+            cr = content_range(resp.headers.get("Content-Range"))
+            if suffix and cr is not None and cr[2] is not None:
+                # the total is known now: the tail is [total - want, total); the server may
+                # send it all or (capping range sizes) only its first part
+                r.start = start = max(cr[2] - want, 0)
+                r.length = want = cr[2] - start
+            if cr is None or cr[0] != start or cr[1] > start + want:
+                raise HttpError(errno.EIO, f"{resp.url} answered Content-Range "
+                                f"{resp.headers.get('Content-Range')!r} to Range "
+                                + range_header(-1 if suffix else start, want))
+            n = cr[1] - cr[0]
+            if resp.content_length is not None and resp.content_length != n:
+                raise Retry(HttpError(errno.EIO, f"{resp.url}: Content-Length "
+                                      f"{resp.content_length} disagrees with Content-Range "
+                                      f"{resp.headers['Content-Range']}"))
+            if cr[2] is not None:
+                self.sizes[r.file] = cr[2]
+            if r.dest is None:  # a size probe: memory sized by the answer
+                r.length = min(r.length, cr[2]) if cr[2] is not None else n
+                r.dest = memoryview(np.empty(r.length, np.uint8).data).cast("B")
+            added, clean = await stream_into(resp, r.dest[got:got + n])
+            if added < n or not clean:
+                raise Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
+                                      f"{added} of {n} bytes"), progress=added)
+            return n, cr[2] is not None and cr[1] >= cr[2]
+        finally:
+            resp.release()
+
+    # -- the retry loop -----------------------------------------------------------------
+    async def retrying(self, step: Callable[[], Awaitable[T]],
+                       exhausted: Callable[[Retry | TimeoutError, int], Exception]) -> T:
+        """``await step()`` until it works, retrying what may pass (``Retry``, timeouts)
+        up to ``HttpOptions.retries`` times with backoff; then ``exhausted(last failure,
+        attempts)`` is raised. The only retry loop of the HTTP backend."""
+        attempt = 0
+        while True:
+            try:
+                return await step()
+            except (Retry, TimeoutError) as exc:
+                if attempt >= self.options.retries:
+                    raise exhausted(exc, attempt + 1) from None
+                o = self.options
+                await asyncio.sleep(backoff_delay(
+                    attempt, o.backoff, o.backoff_max,
+                    exc.after if isinstance(exc, Retry) else None, random.uniform))
+                attempt += 1
+
+    def _gave_up(self, r: Read) -> Callable[[Retry | TimeoutError, int], Exception]:
+        def exhausted(exc: Retry | TimeoutError, attempts: int) -> Exception:
+            if isinstance(exc, Retry):
+                return HttpError(exc.final.errno, f"{exc.final.detail} (after {attempts} "
+                                 "attempts)")
+            return HttpError(errno.ETIMEDOUT, f"{self.urls[r.file]}: no complete answer "
+                             f"within {self.options.request_timeout} s (after {attempts} "
+                             "attempts)")
+        return exhausted
+
+    async def get(self, r: Read) -> int:
+        """Read ``r`` completely (short only at the object's end), retrying what may pass
+        and resuming after the bytes already received."""
+        served = self._from_memory(r)
+        if served is not None:
+            return served
+        got = 0
+
+        async def step() -> tuple[int, bool]:
+            nonlocal got
+            try:
+                return await self._attempt(r, got)
+            except Retry as exc:
+                got += exc.progress
+                raise
+
+        while got < r.length:
+            added, eof = await self.retrying(step, self._gave_up(r))
+            if added == 0 and not eof:
+                raise HttpError(errno.EIO, f"{self.urls[r.file]} returned no bytes")
+            got += added
+            if eof:
+                break
+        return got
+
+    # -- multi-range requests --------------------------------------------------------------
+    async def get_multi(self, reads: list[Read]) -> list[Read]:
+        """Ask for all ``reads`` (one file) in one request; returns the reads it did not
+        serve (for single requests). Raises NotMulti if the server does not do this."""
+        file = reads[0].file
+        spec = ",".join(f"{r.start}-{r.start + r.length - 1}" for r in reads)
+        resp = await self._open(file, f"bytes={spec}")
+        try:
+            parts, total = await self._multi_parts(resp)
+        except _NoneSatisfiable:  # single requests report the ends
+            return list(reads)
+        finally:
+            resp.close() if resp.status == 200 else resp.release()
+        left = []
+        for r in reads:
+            for start, end, data in parts:
+                if start <= r.start < end:
+                    piece = data[r.start - start:r.start - start + r.length]
+                    if len(piece) == r.length or (total is not None and end >= total):
+                        assert r.dest is not None
+                        r.dest[:len(piece)] = piece
+                        r.got = len(piece)
+                    break
+            if r.got < 0:
+                left.append(r)
+        return left
+
+    async def _multi_parts(self, resp: aiohttp.ClientResponse
+                           ) -> tuple[list[tuple[int, int, memoryview]], int | None]:
+        """The parts of a multi-range answer (one part if the server merged them)."""
+        boundary = multipart_boundary(resp.headers.get("Content-Type", ""))
+        if resp.status == 206 and boundary is not None:
+            body = await read_body(resp, str(resp.url))
+            try:
+                return parse_multipart(body, boundary)
+            except ValueError as exc:
+                raise Retry(HttpError(errno.EIO, f"bad multipart body from {resp.url}: "
+                                      f"{exc}")) from None
+        if resp.status == 206:  # the server merged the ranges into one
+            cr = content_range(resp.headers.get("Content-Range"))
+            if cr is None or cr[0] < 0:
+                raise NotMulti()
+            body = await read_body(resp, str(resp.url))
+            if len(body) != cr[1] - cr[0]:
+                raise Retry(HttpError(errno.EIO, f"body from {resp.url} has {len(body)} "
+                                      f"bytes for Content-Range {cr[0]}-{cr[1] - 1}"))
+            return [(cr[0], cr[1], body)], cr[2]
+        if resp.status == 416:
+            raise _NoneSatisfiable()
+        if resp.status == 200:
+            raise NotMulti()
+        err = status_error(resp.status, resp.reason, str(resp.url))
+        if resp.status in RETRY_STATUS:
+            assert isinstance(err, Retry)
+            err.after = retry_after(resp.headers.get("Retry-After"))
+            raise err
+        raise err if isinstance(err, HttpError) else err.final
+
+
+class _NoneSatisfiable(Exception):
+    """416 to a multi-range request: no range of it starts before the end."""

@@ -1,0 +1,193 @@
+"""HTTP range reads, sans I/O: pure functions from what was asked and what the server
+answered to what it means (in the spirit of h11). Table-tested in ``tests/test_http.py``.
+
+Nothing here touches a socket, aiohttp or the event loop; the client (``_client``) sends
+and receives, and asks this module what an answer says.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from ..._defaults import MULTI_MAX_PART, MULTI_MAX_RANGES, RETRY_STATUS
+from ..._plan import Plan
+from ..._request import Requests
+
+__all__ = [
+    "UNKNOWN_SIZE", "HttpError", "Retry", "backoff_delay", "content_range", "multipart_boundary",
+    "parse_multipart", "plan_jobs", "range_header", "retry_after", "size_probes", "status_error",
+]
+
+UNKNOWN_SIZE = 1 << 62
+"""Size the planner sees for objects nobody asked the size of (nothing is clamped)."""
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.I)
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
+
+
+class HttpError(Exception):
+    """A failure with the errno the user will see (as an OSError) and what happened."""
+
+    def __init__(self, err: int, detail: str) -> None:
+        super().__init__(detail)
+        self.errno = err
+        self.detail = detail
+
+
+class Retry(Exception):
+    """A failure that may pass (429, 5xx, resets, timeouts, truncated bodies): retry after
+    backoff; ``final`` is what to report if the retries run out."""
+
+    def __init__(self, final: HttpError, *, progress: int = 0, after: float | None = None
+                 ) -> None:
+        super().__init__(final.detail)
+        self.final = final
+        self.progress = progress
+        """Bytes received before the failure (a resumed read asks for the rest)."""
+        self.after = after
+        """The server's ``Retry-After`` in seconds, if it sent one."""
+
+
+def status_error(status: int, reason: str | None, url: str) -> HttpError | Retry:
+    """What a non-2xx status means: 404/410 not found, 401/403 permission, ``RETRY_STATUS``
+    retried, anything else an I/O error."""
+    detail = f"HTTP {status} {reason or ''}".rstrip() + f" from {url}"
+    if status in (404, 410):
+        return HttpError(errno.ENOENT, detail)
+    if status in (401, 403):
+        return HttpError(errno.EACCES, detail)
+    if status in RETRY_STATUS:
+        return Retry(HttpError(errno.EIO, detail))
+    return HttpError(errno.EIO, detail)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (an HTTP date: ``None``, our own backoff)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes a-b/total`` -> (a, b + 1, total or None); ``bytes */total`` -> (-1, -1, total)."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE.fullmatch(value.strip())
+    if m is None:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if m.group(1) is None:
+        return (-1, -1, total)
+    return (int(m.group(1)), int(m.group(2)) + 1, total)
+
+
+def range_header(start: int, length: int) -> str:
+    """``Range`` for ``length`` bytes from ``start``; a negative start asks for the last
+    ``length`` bytes (``bytes=-N``)."""
+    return f"bytes=-{length}" if start < 0 else f"bytes={start}-{start + length - 1}"
+
+
+def multipart_boundary(content_type: str) -> bytes | None:
+    """The boundary of a ``multipart/byteranges`` answer, ``None`` if it is not one."""
+    if not content_type.lower().startswith("multipart/byteranges"):
+        return None
+    m = _BOUNDARY.search(content_type)
+    return m.group(1).encode("latin-1") if m else None
+
+
+def parse_multipart(body: memoryview, boundary: bytes
+                    ) -> tuple[list[tuple[int, int, memoryview]], int | None]:
+    """Parts of a ``multipart/byteranges`` body, (start, end, bytes) each, and the object's
+    size if the parts tell it. Raises ``ValueError`` on a malformed body."""
+    data = body.obj if isinstance(body.obj, (bytes, bytearray)) else bytes(body)
+    delim = b"--" + boundary
+    parts = []
+    total = None
+    pos = data.find(delim)
+    while pos >= 0:
+        pos += len(delim)
+        if data[pos:pos + 2] == b"--":
+            break
+        head_end = data.find(b"\r\n\r\n", pos)
+        if head_end < 0:
+            raise ValueError("part headers do not end")
+        rng = None
+        for line in data[pos:head_end].split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-range":
+                rng = content_range(value.decode("latin-1"))
+        if rng is None or rng[0] < 0:
+            raise ValueError("part without a Content-Range")
+        start, end, total = rng
+        body_start = head_end + 4
+        body_end = body_start + (end - start)
+        if body_end > len(data):
+            raise ValueError("part runs past the body")
+        parts.append((start, end, body[body_start:body_end]))
+        pos = data.find(delim, body_end)
+    return parts, total
+
+
+def backoff_delay(attempt: int, backoff: float, backoff_max: float, after: float | None,
+                  uniform: Callable[[float, float], float]) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential backoff with full
+    jitter (AWS's "exponential backoff and jitter"), at least the server's ``Retry-After``,
+    never above ``backoff_max``. The exponent is capped so huge retry counts cannot
+    overflow."""
+    delay = uniform(0, min(backoff_max, backoff * 2.0 ** min(attempt, 64)))
+    if after is not None:
+        delay = max(delay, min(after, backoff_max))
+    return delay
+
+
+def size_probes(reqs: Requests, max_read: int
+                ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """Which objects need their size before planning, and for each the length of a tail
+    probe (0: probe the head). Whole reads and suffixes need it; so do ranges longer than
+    ``max_read``, which would otherwise be planned (and their memory allocated) at their
+    asked length, however far past the end (``length=sys.maxsize``): a one-byte tail probe
+    tells the size for those."""
+    wants = (reqs.length < 0) | (reqs.offset < 0)
+    need = np.zeros(len(reqs.paths), bool)
+    need[reqs.file[wants]] = True
+    # objects asked only for suffixes (shard indexes) are probed at their tail
+    suffix = np.zeros(len(reqs.paths), np.int64)
+    tails = wants & (reqs.offset < 0)
+    np.maximum.at(suffix, reqs.file[tails], -reqs.offset[tails])
+    suffix[reqs.file[wants & (reqs.offset >= 0)]] = 0
+    suffix[suffix > max_read] = 0
+    long = np.zeros(len(reqs.paths), bool)
+    long[reqs.file[reqs.length > max_read]] = True
+    long &= ~need
+    need |= long
+    suffix[long] = 1
+    return need, suffix
+
+
+def plan_jobs(p: Plan, multi: npt.NDArray[np.bool_]) -> list[int | list[int]]:
+    """The plan's reads as jobs: single reads, or batches of up to ``MULTI_MAX_RANGES`` small
+    reads (``<= MULTI_MAX_PART``) of one file for a multipart request, for the files
+    ``multi`` allows (plain HTTP servers not known to refuse them)."""
+    small = p.op_length <= MULTI_MAX_PART
+    jobs: list[int | list[int]] = []
+    batch: list[int] = []
+    for op in range(p.nops):
+        file = int(p.op_file[op])
+        ok = bool(small[op]) and bool(multi[file])
+        if batch and (not ok or int(p.op_file[batch[0]]) != file
+                      or len(batch) >= MULTI_MAX_RANGES):
+            jobs.append(batch if len(batch) > 1 else batch[0])
+            batch = []
+        if ok:
+            batch.append(op)
+        else:
+            jobs.append(op)
+    if batch:
+        jobs.append(batch if len(batch) > 1 else batch[0])
+    return jobs

@@ -1,0 +1,178 @@
+"""The transport: one aiohttp session per event loop, proxies, bodies streamed into memory,
+and the one place aiohttp's errors become lsio's (``HttpError`` / ``Retry``).
+
+A session belongs to the loop it was made on (like the ring), and is closed when that loop
+shuts down its async generators (``asyncio.run``, ``asyncio.Runner``, ``uvloop.run`` and
+pytest-asyncio all do). Keep-alive connections are pooled per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import errno
+import urllib.request
+import weakref
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ._protocol import HttpError, Retry
+
+__all__ = ["BODY_ERRORS", "Proxies", "aiohttp_errors", "read_body", "session_for",
+           "stream_into"]
+
+BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
+"""What a body cut short raises while it streams (a resumable failure)."""
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def _closer(session: aiohttp.ClientSession, key: Any) -> AsyncGenerator[None, None]:
+    """An async generator the loop finalises at shutdown: it closes the session and forgets
+    it (the entry refers to the loop, so the weak mapping alone would keep both alive)."""
+    try:
+        yield
+    finally:
+        await session.close()
+        loop = asyncio.get_running_loop()
+        per_loop = _sessions.get(loop)
+        if per_loop is not None and per_loop.get(key, (None,))[0] is session:
+            del per_loop[key]
+            if not per_loop:
+                del _sessions[loop]
+
+
+async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
+    """This loop's session with ``limit_per_host`` connections per host."""
+    loop = asyncio.get_running_loop()
+    per_loop = _sessions.setdefault(loop, {})
+    key = limit_per_host
+    entry = per_loop.get(key)
+    if entry is None or entry[0].closed:
+        fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=limit_per_host,
+                                           ttl_dns_cache=300),
+            auto_decompress=False, read_bufsize=1 << 20,
+            cookie_jar=aiohttp.DummyCookieJar(),  # bulk reads: no cookie bookkeeping
+            timeout=aiohttp.ClientTimeout(total=None))
+        keeper = _closer(fresh, key)
+        await keeper.asend(None)  # registered with the loop's async-generator hooks
+        entry = per_loop[key] = (fresh, keeper)
+    session: aiohttp.ClientSession = entry[0]
+    return session
+
+
+def _close_at_exit() -> None:
+    """Close sessions of loops still alive at exit (lsio's own sync-loop thread), so
+    aiohttp has nothing to warn about."""
+    for loop, per_loop in list(_sessions.items()):
+        sessions = [entry[0] for entry in per_loop.values() if not entry[0].closed]
+        if not sessions or loop.is_closed():
+            continue
+
+        async def close_all(sessions: list[aiohttp.ClientSession] = sessions) -> None:
+            await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+        try:
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(close_all(), loop).result(2)
+            else:
+                loop.run_until_complete(close_all())
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+
+
+atexit.register(_close_at_exit)
+
+
+class Proxies:
+    """The proxy for each URL from ``HTTP(S)_PROXY``/``NO_PROXY``, looked up once per host
+    and call (aiohttp's own ``trust_env`` re-reads the environment and ~/.netrc on every
+    request: 5x the CPU of the request itself here)."""
+
+    def __init__(self, trust_env: bool) -> None:
+        self.trust_env = trust_env
+        self._cache: dict[Any, str | None] = {}
+
+    def __call__(self, url: URL) -> str | None:
+        if not self.trust_env:
+            return None
+        key = (url.scheme, url.host)
+        if key not in self._cache:
+            proxy = urllib.request.getproxies().get(url.scheme)
+            if proxy and url.host and urllib.request.proxy_bypass(url.host):
+                proxy = None
+            self._cache[key] = proxy
+        return self._cache[key]
+
+
+@contextmanager
+def aiohttp_errors(url: URL, request_timeout: float) -> Iterator[None]:
+    """aiohttp's (and the socket's) failures as lsio's: an untrusted certificate is a
+    permission error, a bad URL an invalid argument, resets, timeouts and malformed answers
+    are retried with the errno to report if the retries run out."""
+    try:
+        yield
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
+                        f"{exc.certificate_error}; pass HttpOptions(ssl=context) with its CA"
+                        ) from None
+    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError, ConnectionError) as exc:
+        code = getattr(exc, "errno", None)
+        if not isinstance(code, int) or code <= 0:  # e.g. a DNS failure (EAI_*)
+            code = errno.ECONNRESET if isinstance(
+                exc, aiohttp.ServerDisconnectedError) else errno.EHOSTUNREACH
+        raise Retry(HttpError(code, f"{type(exc).__name__}: {exc}")) from None
+    except (aiohttp.InvalidURL, ValueError) as exc:
+        raise HttpError(errno.EINVAL, f"cannot request {url}: {exc}") from None
+    except aiohttp.ClientError as exc:  # a malformed answer, and the like
+        raise Retry(HttpError(errno.EIO, f"{type(exc).__name__}: {exc}")) from None
+    except TimeoutError:
+        raise Retry(HttpError(errno.ETIMEDOUT, f"no answer from {url} within "
+                              f"{request_timeout} s")) from None
+
+
+async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[int, bool]:
+    """Copy the body into ``dest``; (bytes copied, whether the body ended cleanly).
+
+    Raises HttpError if the body is longer than ``dest``."""
+    pos, n = 0, len(dest)
+    content = resp.content
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                return pos, True
+            k = len(chunk)
+            if pos + k > n:
+                raise HttpError(errno.EIO, f"{resp.url} sent more bytes than its "
+                                f"Content-Range/Content-Length announced ({n})")
+            dest[pos:pos + k] = chunk
+            pos += k
+    except BODY_ERRORS:
+        return pos, False
+
+
+async def read_body(resp: aiohttp.ClientResponse, what: str) -> memoryview:
+    """The whole body, into one buffer sized from ``Content-Length`` when given."""
+    if resp.content_length is not None:
+        buf = memoryview(bytearray(resp.content_length))
+        got, clean = await stream_into(resp, buf)
+        if got != len(buf) or not clean:
+            raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {got} of "
+                                  f"{len(buf)} bytes"))
+        return buf
+    parts = bytearray()
+    try:
+        async for chunk in resp.content.iter_any():
+            parts += chunk
+    except BODY_ERRORS:
+        raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {len(parts)} bytes")
+                    ) from None
+    return memoryview(parts)
