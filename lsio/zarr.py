@@ -549,7 +549,7 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
                         out: npt.NDArray[Any], fill: Any, progress: Any) -> None:
     """Read the chunks window by window; each window is decoded by the pinned workers in
     two GIL-free C calls while the next window is read."""
-    from ._pipeline import worker_pool
+    from ._pipeline import worker_count, worker_pool
 
     if plan["empty"]:
         return
@@ -559,7 +559,7 @@ async def _read_batched(reader: Reader, root: str, plan: dict[str, Any], decode:
     paths = [_join(root, k) for k in keys]
     loop = asyncio.get_running_loop()
     pool = worker_pool()
-    workers = pool._max_workers
+    workers = worker_count()
     chunk_shape = np.array(decode.shape, np.int64)
     nbytes = decode.nbytes
     pending: list[asyncio.Future[None]] = []
