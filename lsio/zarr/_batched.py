@@ -9,6 +9,7 @@ work is done with numpy arrays up front, then each window of chunks is read with
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,44 @@ def _chunk_dtype(ffi: Any) -> np.dtype[Any]:
                      "itemsize": ffi.sizeof("lsio_chunk")})
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """The chunk grid work of a basic selection, as arrays, for the C path: one row per
+    chunk the selection touches (none for an empty selection), in C order of the grid."""
+
+    lib: Any
+    """The compiled ``lsio._codecs`` module (its ``lib`` and ``ffi``)."""
+    codec: int
+    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC`` or
+    ``LSIO_CODEC_ZSTD``."""
+    coords: npt.NDArray[np.int64]
+    """Grid coordinates of each chunk (its key is ``c/i/j/...``), shape (chunks, ndim)."""
+    jobs: npt.NDArray[Any]
+    """One C ``lsio_chunk`` per chunk: where its selected block starts in the decoded chunk,
+    its shape, and its address and strides in the output; ``src`` and ``srclen`` are set per
+    window, once the chunks are read."""
+    ostarts: npt.NDArray[np.int64]
+    """Where each chunk's block starts in the output, per array dimension (missing chunks
+    fill their block from it)."""
+    kept: tuple[bool, ...]
+    """Per array dimension: whether it is a dimension of the output (a slice) or dropped
+    (an int); empty for an empty selection."""
+
+    @property
+    def empty(self) -> bool:
+        """Nothing selected: no chunk to read."""
+        return len(self.jobs) == 0
+
+    @classmethod
+    def nothing(cls, lib: Any, codec: int, ndim: int) -> BatchPlan:
+        """The plan of an empty selection."""
+        return cls(lib=lib, codec=codec, coords=np.zeros((0, ndim), np.int64),
+                   jobs=np.zeros(0, _chunk_dtype(lib.ffi)),
+                   ostarts=np.zeros((0, ndim), np.int64), kept=())
+
+
 def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
-                ) -> dict[str, Any] | None:
+               ) -> BatchPlan | None:
     """The chunk grid work of a basic selection, as arrays, when the C path applies: native
     byte order, no transpose, blosc / zstd / no compression, ints and unit-step slices,
     default chunk keys."""
@@ -50,8 +87,8 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
     if lib is None:
         return None
     names = [type(c).__name__ for c in decode.byte_codecs]
-    codec = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
-             ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(tuple(names))
+    codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
+                         ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(tuple(names))
     shape, chunks = tuple(meta.shape), decode.shape
     enc = meta.chunk_key_encoding
     if (codec is None or decode.order is not None or len(shape) > lib.lib.LSIO_MAX_DIM
@@ -81,7 +118,7 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
         else:
             return None
         if lo >= hi:
-            return {"empty": True}
+            return BatchPlan.nothing(lib, codec, len(shape))
         first, last = lo // c, (hi - 1) // c
         idx = np.arange(first, last + 1, dtype=np.int64)
         start = np.maximum(lo - idx * c, 0)
@@ -109,20 +146,20 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
         jobs["dst_strides"][:, k] = out_strides[k]
         ostarts[:, k] = ostart
     jobs["dst"] += np.uint64(out.ctypes.data)
-    return {"empty": False, "codec": codec, "coords": coords, "jobs": jobs, "lib": lib,
-            "ostarts": ostarts, "kept": dims_kept}
+    return BatchPlan(lib=lib, codec=codec, coords=coords, jobs=jobs, ostarts=ostarts,
+                     kept=tuple(dims_kept))
 
 
-async def read_batched(reader: Reader, root: str, plan: dict[str, Any], decode: Chain,
-                        out: npt.NDArray[Any], fill: Any, progress: Any) -> None:
+async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain,
+                       out: npt.NDArray[Any], fill: Any, progress: Any) -> None:
     """Read the chunks window by window; each window is decoded by the pinned workers in
     two GIL-free C calls while the next window is read."""
     from .._pipeline import worker_count, worker_pool
 
-    if plan["empty"]:
+    if plan.empty:
         return
-    coords, jobs, lib = plan["coords"], plan["jobs"], plan["lib"].lib
-    ffi = plan["lib"].ffi
+    coords, jobs, lib = plan.coords, plan.jobs, plan.lib.lib
+    ffi = plan.lib.ffi
     keys = ["c/" + "/".join(map(str, c)) for c in coords.tolist()]
     paths = [join(root, k) for k in keys]
     loop = asyncio.get_running_loop()
@@ -137,7 +174,7 @@ async def read_batched(reader: Reader, root: str, plan: dict[str, Any], decode: 
     def run(batch: npt.NDArray[Any], keep: Any) -> None:
         scratch = np.empty(nbytes, np.uint8)
         ret = lib.lsio_decode_scatter(
-            plan["codec"], ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch),
+            plan.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch),
             len(chunk_shape), ffi.cast("int64_t *", chunk_shape.ctypes.data),
             decode.dtype.itemsize, ffi.cast("char *", scratch.ctypes.data), nbytes)
         if ret == lib.LSIO_DECODE_NOMEM:
@@ -164,7 +201,7 @@ async def read_batched(reader: Reader, root: str, plan: dict[str, Any], decode: 
             found = ~results.missing
             for k in np.flatnonzero(results.missing).tolist():  # never written: fill
                 region = tuple(slice(int(o), int(o + n)) for o, n, kept in zip(
-                    plan["ostarts"][lo + k], window["shape"][k], plan["kept"], strict=False)
+                    plan.ostarts[lo + k], window["shape"][k], plan.kept, strict=False)
                     if kept)
                 out[region] = fill
             window = window[found]
