@@ -86,37 +86,20 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
     lib = codecs_lib()
     if lib is None:
         return None
-    names = [type(c).__name__ for c in decode.byte_codecs]
-    codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
-                         ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(tuple(names))
+    codec = _codec(lib, decode, meta, out)
     shape, chunks = tuple(meta.shape), decode.shape
-    enc = meta.chunk_key_encoding
-    if (codec is None or decode.order is not None or len(shape) > lib.lib.LSIO_MAX_DIM
-            or len(shape) == 0 or not decode.dtype.isnative or decode.dtype != out.dtype
-            or getattr(enc, "name", "") != "default" or getattr(enc, "separator", "") != "/"):
+    sel = None if codec is None else _full_selection(selection, len(shape))
+    if codec is None or sel is None:
         return None
-    sel = selection if isinstance(selection, tuple) else (selection,)
-    if sum(x is Ellipsis for x in sel) > 1:
-        return None
-    if Ellipsis in sel:
-        k = sel.index(Ellipsis)
-        sel = sel[:k] + (slice(None),) * (len(shape) - len(sel) + 1) + sel[k + 1:]
-    sel = sel + (slice(None),) * (len(shape) - len(sel))
-    if len(sel) != len(shape):
-        return None
-    per_dim = []  # per array dim: (chunk index, start in chunk, length, start in out) arrays
+    # per array dim: (chunk index, start in chunk, length, start in out) arrays
+    per_dim: list[tuple[npt.NDArray[np.int64], ...]] = []
     out_dim = 0
     out_strides, dims_kept = [], []
     for n, c, x in zip(shape, chunks, sel, strict=True):
-        if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-            i = int(x) + n if x < 0 else int(x)
-            lo, hi, kept = i, i + 1, False
-        elif isinstance(x, slice) and x.step in (None, 1):
-            lo, hi, _ = x.indices(n)
-            hi = max(hi, lo)
-            kept = True
-        else:
+        span = _span(n, x)
+        if span is None:
             return None
+        lo, hi, kept = span
         if lo >= hi:
             return BatchPlan.nothing(lib, codec, len(shape))
         first, last = lo // c, (hi - 1) // c
@@ -130,9 +113,59 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
         else:
             out_strides.append(0)
         dims_kept.append(kept)
+    return _grid_jobs(lib, codec, decode, out, per_dim, out_strides, dims_kept)
+
+
+def _codec(lib: Any, decode: Chain, meta: Any, out: npt.NDArray[Any]) -> int | None:
+    """The C codec of the array's chunks, or None where the C path does not apply."""
+    names = [type(c).__name__ for c in decode.byte_codecs]
+    codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
+                         ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(tuple(names))
+    shape = tuple(meta.shape)
+    enc = meta.chunk_key_encoding
+    if (codec is None or decode.order is not None or len(shape) > lib.lib.LSIO_MAX_DIM
+            or len(shape) == 0 or not decode.dtype.isnative or decode.dtype != out.dtype
+            or getattr(enc, "name", "") != "default" or getattr(enc, "separator", "") != "/"):
+        return None
+    return codec
+
+
+def _full_selection(selection: Any, ndim: int) -> tuple[Any, ...] | None:
+    """The selection with one entry per dimension (``...`` and the trailing dimensions as
+    whole slices), or None if it has more entries than dimensions or several ``...``."""
+    sel = selection if isinstance(selection, tuple) else (selection,)
+    if sum(x is Ellipsis for x in sel) > 1:
+        return None
+    if Ellipsis in sel:
+        k = sel.index(Ellipsis)
+        sel = sel[:k] + (slice(None),) * (ndim - len(sel) + 1) + sel[k + 1:]
+    sel = sel + (slice(None),) * (ndim - len(sel))
+    if len(sel) != ndim:
+        return None
+    return sel
+
+
+def _span(n: int, x: Any) -> tuple[int, int, bool] | None:
+    """(first, end, kept) of one dimension's selection of ``n``: an int (not kept in the
+    output) or a unit-step slice (kept); None for anything else."""
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        i = int(x) + n if x < 0 else int(x)
+        return i, i + 1, False
+    if isinstance(x, slice) and x.step in (None, 1):
+        lo, hi, _ = x.indices(n)
+        return lo, max(hi, lo), True
+    return None
+
+
+def _grid_jobs(lib: Any, codec: int, decode: Chain, out: npt.NDArray[Any],
+               per_dim: list[tuple[npt.NDArray[np.int64], ...]], out_strides: list[int],
+               dims_kept: list[bool]) -> BatchPlan:
+    """Every combination of the dimensions' chunks, as a plan: the grid coordinates, and
+    each block's shape, offset in its decoded chunk, and address and strides in ``out``."""
     grids = np.meshgrid(*[np.arange(len(d[0])) for d in per_dim], indexing="ij")
     picks = [g.ravel() for g in grids]
-    ndim = len(shape)
+    ndim = len(per_dim)
+    chunks = decode.shape
     coords = np.stack([per_dim[k][0][picks[k]] for k in range(ndim)], axis=1)
     jobs = np.zeros(len(coords), _chunk_dtype(lib.ffi))
     ostarts = np.zeros((len(coords), ndim), np.int64)
@@ -158,32 +191,15 @@ async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain
 
     if plan.empty:
         return
-    coords, jobs, lib = plan.coords, plan.jobs, plan.lib.lib
-    ffi = plan.lib.ffi
-    keys = ["c/" + "/".join(map(str, c)) for c in coords.tolist()]
+    keys = ["c/" + "/".join(map(str, c)) for c in plan.coords.tolist()]
     paths = [join(root, k) for k in keys]
     loop = asyncio.get_running_loop()
     pool = worker_pool()
     workers = worker_count()
     chunk_shape = np.array(decode.shape, np.int64)
-    nbytes = decode.nbytes
     pending: list[asyncio.Future[None]] = []
 
     running: list[Any] = []  # concurrent futures: C calls write into `out` until done
-
-    def run(batch: npt.NDArray[Any], keep: Any) -> None:
-        scratch = np.empty(nbytes, np.uint8)
-        ret = lib.lsio_decode_scatter(
-            plan.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch),
-            len(chunk_shape), ffi.cast("int64_t *", chunk_shape.ctypes.data),
-            decode.dtype.itemsize, ffi.cast("char *", scratch.ctypes.data), nbytes)
-        if ret == lib.LSIO_DECODE_NOMEM:
-            raise MemoryError("lsio.zarr.read: no memory for a zstd decompression context")
-        if ret < 0:
-            bad = int(batch["src"][-1 - ret]) if -1 - ret < len(batch) else 0
-            raise ValueError(f"lsio.zarr.read: a chunk of {root!r} is corrupt or has the "
-                             f"wrong size (stored chunk at 0x{bad:x})")
-        del keep
 
     size = min(BATCH_WINDOW, max(64, -(-len(paths) // BATCH_WINDOWS_MIN)))
     bar = make_progress(progress)  # one bar (or callback) for all the windows
@@ -196,18 +212,15 @@ async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain
                                              missing_ok=True)
             if bar is not None:
                 bar(np.arange(lo, hi), results, np.arange(hi - lo))
-            window = jobs[lo:hi].copy()
+            window = plan.jobs[lo:hi].copy()
             window["src"], window["srclen"] = results.addresses()
             found = ~results.missing
-            for k in np.flatnonzero(results.missing).tolist():  # never written: fill
-                region = tuple(slice(int(o), int(o + n)) for o, n, kept in zip(
-                    plan.ostarts[lo + k], window["shape"][k], plan.kept, strict=False)
-                    if kept)
-                out[region] = fill
+            _fill_missing(plan, lo, window, results.missing, out, fill)
             window = window[found]
             for part in np.array_split(window, workers):
                 if len(part):
-                    cf = pool.submit(run, part, (results, out))
+                    cf = pool.submit(_decode_scatter, plan, chunk_shape, decode, root, part,
+                                     (results, out))
                     running.append(cf)
                     pending.append(asyncio.wrap_future(cf, loop=loop))
             if len(pending) > 2 * workers:  # at most two windows in flight
@@ -224,3 +237,32 @@ async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain
         if bar is not None:
             bar.close()
 
+
+def _fill_missing(plan: BatchPlan, lo: int, window: npt.NDArray[Any],
+                  missing: npt.NDArray[np.bool_], out: npt.NDArray[Any], fill: Any) -> None:
+    """Set the blocks of the window's missing chunks (from chunk ``lo`` on) to ``fill``."""
+    for k in np.flatnonzero(missing).tolist():  # never written: fill
+        region = tuple(slice(int(o), int(o + n)) for o, n, kept in zip(
+            plan.ostarts[lo + k], window["shape"][k], plan.kept, strict=False)
+            if kept)
+        out[region] = fill
+
+
+def _decode_scatter(plan: BatchPlan, chunk_shape: npt.NDArray[np.int64], decode: Chain,
+                    root: str, batch: npt.NDArray[Any], keep: Any) -> None:
+    """Decode the chunks of ``batch`` and place their blocks in the output, in one GIL-free
+    C call (on a pipeline worker); ``keep`` holds the chunks' and output's memory meanwhile."""
+    lib, ffi = plan.lib.lib, plan.lib.ffi
+    nbytes = decode.nbytes
+    scratch = np.empty(nbytes, np.uint8)
+    ret = lib.lsio_decode_scatter(
+        plan.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch),
+        len(chunk_shape), ffi.cast("int64_t *", chunk_shape.ctypes.data),
+        decode.dtype.itemsize, ffi.cast("char *", scratch.ctypes.data), nbytes)
+    if ret == lib.LSIO_DECODE_NOMEM:
+        raise MemoryError("lsio.zarr.read: no memory for a zstd decompression context")
+    if ret < 0:
+        bad = int(batch["src"][-1 - ret]) if -1 - ret < len(batch) else 0
+        raise ValueError(f"lsio.zarr.read: a chunk of {root!r} is corrupt or has the "
+                         f"wrong size (stored chunk at 0x{bad:x})")
+    del keep

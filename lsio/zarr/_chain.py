@@ -56,27 +56,29 @@ class Chain:
         self._local = threading.local()
         # the last decompression, into scratch memory: numcodecs' module-level functions
         # skip the codec objects' per-call argument checks (~5 us a chunk)
-        self.last: Any = None
-        if self.byte_codecs:
-            final = self.byte_codecs[-1]
-            kind = type(final).__name__
-            if kind == "Blosc":
-                from numcodecs import blosc
+        self.last: Any = self._last_step() if self.byte_codecs else None
 
-                def into_scratch(b: Any, out: Any) -> Any:
-                    # blosc would accept a smaller frame and leave the scratch's old bytes
-                    # in the tail: a chunk of the wrong size must fail, not mix chunks
-                    head = memoryview(b).cast("B")
-                    # blosc 1 header: bytes 4-7 are the decoded size, little-endian
-                    size = int.from_bytes(head[4:8], "little") if len(head) >= 16 else -1
-                    if size != self.nbytes:
-                        raise ValueError(f"lsio.zarr: a chunk decodes to {size} bytes, "
-                                         f"expected {self.nbytes}")
-                    return blosc.decompress(b, out)
+    def _last_step(self) -> Any:
+        """``(encoded, scratch) -> decoded`` for the last decompression of the chain."""
+        final = self.byte_codecs[-1]
+        kind = type(final).__name__
+        if kind == "Blosc":
+            from numcodecs import blosc
 
-                self.last = into_scratch
-            else:  # fresh memory of the decoded size: a wrong size fails in reshape
-                self.last = lambda b, out: final.decode(b)
+            def into_scratch(b: Any, out: Any) -> Any:
+                # blosc would accept a smaller frame and leave the scratch's old bytes
+                # in the tail: a chunk of the wrong size must fail, not mix chunks
+                head = memoryview(b).cast("B")
+                # blosc 1 header: bytes 4-7 are the decoded size, little-endian
+                size = int.from_bytes(head[4:8], "little") if len(head) >= 16 else -1
+                if size != self.nbytes:
+                    raise ValueError(f"lsio.zarr: a chunk decodes to {size} bytes, "
+                                     f"expected {self.nbytes}")
+                return blosc.decompress(b, out)
+
+            return into_scratch
+        # fresh memory of the decoded size: a wrong size fails in reshape
+        return lambda b, out: final.decode(b)
 
     def _scratch(self) -> npt.NDArray[np.uint8]:
         buf = getattr(self._local, "buf", None)
