@@ -51,6 +51,13 @@ def _check_key(key: str) -> str:
     return key
 
 
+def join(root: str, key: str) -> str:
+    """The path or URL of ``key`` under ``root`` (a store's root or an array's)."""
+    if root.lower().startswith(("http://", "https://")):
+        return f"{root}/{quote(key, safe='/')}"
+    return f"{root}/{key}" if is_url(root) else os.path.join(root, key)
+
+
 class LsioStore(Store):
     """A zarr-python store that reads through lsio.
 
@@ -127,12 +134,7 @@ class LsioStore(Store):
 
     def path_of(self, key: str) -> str:
         """The path or URL that holds ``key``."""
-        _check_key(key)
-        if not self.remote:
-            return os.path.join(self.root, key)
-        if self.root.lower().startswith(("http://", "https://")):
-            return f"{self.root}/{quote(key, safe='/')}"
-        return f"{self.root}/{key}"
+        return join(self.root, _check_key(key))
 
     # -- reading -------------------------------------------------------------------------
     def _request(self, key: str, byte_range: ByteRequest | None) -> tuple[str, int, int | None]:
@@ -322,9 +324,3 @@ class LsioStore(Store):
                     keys.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
         return keys
 
-
-def join(root: str, key: str) -> str:
-    """The path or URL of ``key`` under ``root`` (an array's root, for the fast path)."""
-    if root.lower().startswith(("http://", "https://")):
-        return f"{root}/{quote(key, safe='/')}"
-    return f"{root}/{key}" if is_url(root) else os.path.join(root, key)
