@@ -32,7 +32,7 @@ import numpy.typing as npt
 from ._defaults import JOB, WINDOW
 
 __all__ = ["WINDOW", "PipelineArg", "PipelineRun", "copy_to", "steps_for", "run_steps",
-           "worker_pool"]
+           "worker_count", "worker_pool"]
 
 Step = Any
 """A callable ``buffer -> buffer`` (``None`` ends the chain: a sink), or a codec with a
@@ -136,6 +136,7 @@ def run_steps(items: list[tuple[int, Any]], steps: Callable[[int], Sequence[Step
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_pool_workers = 0
 
 
 def _cpus() -> list[int]:
@@ -146,7 +147,7 @@ def _cpus() -> list[int]:
 
 def worker_pool() -> ThreadPoolExecutor:
     """The pipeline workers: one thread per usable core, each pinned to its own core."""
-    global _pool
+    global _pool, _pool_workers
     with _pool_lock:
         if _pool is None:
             cpus = _cpus()
@@ -161,7 +162,14 @@ def worker_pool() -> ThreadPoolExecutor:
 
             _pool = ThreadPoolExecutor(len(cpus), thread_name_prefix="lsio-step",
                                        initializer=pin)
+            _pool_workers = len(cpus)
         return _pool
+
+
+def worker_count() -> int:
+    """How many threads :func:`worker_pool` runs (starting it if it has not started yet)."""
+    worker_pool()
+    return _pool_workers
 
 
 class PipelineRun:

@@ -14,8 +14,8 @@
 /* lsio_decode_scatter's result besides 0 and -1 - i (chunk i is corrupt) */
 #define LSIO_DECODE_NOMEM -2147483647
 
-/* One stored chunk and where its selected block goes (lsio/zarr.py builds an array of
-   these; its numpy dtype is derived from this struct through cffi). */
+/* One stored chunk and where its selected block goes (lsio/zarr/_batched.py builds an
+   array of these; its numpy dtype is derived from this struct through cffi). */
 typedef struct {
     const char *src;            /* the stored chunk */
     size_t srclen;
