@@ -230,6 +230,7 @@ def plan(
     start, end = resolve_ranges(file, offset, length, file_size)
     count = end - start
 
+    # -- align --------------------------------------------------------------------------
     align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
     rstart = start // align * align
     rend = _round_up(end, align)
@@ -238,7 +239,6 @@ def plan(
     probe = np.flatnonzero(eof) if own_destinations else np.zeros(0, np.int64)
     if not own_destinations and eof.any():
         rend[eof] = _round_up(file_size[file[eof]] + 1, align[eof])
-
     # Largest read: aligned down so every part of a split stays aligned.
     cap = min(max_read, split_size)
     cap_align = int(file_align.max()) if len(file_align) and not own_destinations else 1
@@ -246,90 +246,45 @@ def plan(
 
     # -- group --------------------------------------------------------------------------
     # empty requests read nothing and belong to no group, unless they probe the end
-    live = np.flatnonzero((count > 0) | (eof & ~own_destinations))
+    live = np.flatnonzero((count > 0) | eof)
     if own_destinations:
-        live = np.flatnonzero((count > 0) | eof)
-        order = live
-        first = np.ones(len(live), bool)
+        order, first = live, np.ones(len(live), bool)
     else:
         order = live[np.lexsort((rstart[live], file[live]))]
-        f, a, e = file[order], rstart[order], rend[order]
-        reach = _segment_cummax(e, f)  # furthest byte of everything before, per file
-        first = np.ones(len(order), bool)
-        if max_gap is None:  # deduplicate only: merge what overlaps, not what just touches
-            first[1:] = (f[1:] != f[:-1]) | (a[1:] >= reach[:-1])
-        else:
-            first[1:] = (f[1:] != f[:-1]) | (a[1:] - reach[:-1] > max_gap)
-        # Windows of max_read bytes from each cluster's start keep groups bounded.
-        cluster = np.cumsum(first) - 1
-        cstart = a[first][cluster]
-        window = (a - cstart) // max_read
-        first[1:] |= window[1:] != window[:-1]
-        # A window may hold requests that only touched through a request of an earlier
-        # window (a whole-file read spanning many windows): measure gaps again within each
-        # window, so a group never reads bytes none of its own requests asked for beyond
-        # max_gap. One pass suffices: a split point is past everything before it.
-        reach = _segment_cummax(e, np.cumsum(first) - 1)
-        if max_gap is None:
-            first[1:] |= a[1:] >= reach[:-1]
-        else:
-            first[1:] |= a[1:] - reach[:-1] > max_gap
+        first = _group_heads(file[order], rstart[order], rend[order], max_gap, max_read)
     group_of_sorted = np.cumsum(first) - 1
-    ngroups = int(first.sum())
     heads = np.flatnonzero(first)
     if own_destinations:
-        gstart, gend = rstart[order], rend[order]
-        gfile = file[order]
+        gstart, gend, gfile = rstart[order], rend[order], file[order]
     else:
-        gstart = a[heads]
-        gend = np.maximum.reduceat(e, heads) if ngroups else np.zeros(0, np.int64)
-        gfile = f[heads]
-
+        gstart, gfile = rstart[order][heads], file[order][heads]
+        gend = (np.maximum.reduceat(rend[order], heads) if len(heads)
+                else np.zeros(0, np.int64))
     req_group = np.full(nreq, -1, np.int64)
     req_group[order] = group_of_sorted
 
     # -- lay out -------------------------------------------------------------------------
-    glen = gend - gstart
-    if own_destinations:
+    if own_destinations:  # each request's group lands at the start of its own buffer
         req_base = np.arange(nreq, dtype=np.int64)
-        gbase = order.astype(np.int64)
-        gbuf = np.zeros(ngroups, np.int64)
-        arena_size = 0
-        req_buf = np.zeros(nreq, np.int64)
-    else:
-        req_base = np.zeros(nreq, np.int64)
-        gbase = np.zeros(ngroups, np.int64)
-        region = _round_up(glen, arena_align)
+        gbase, gbuf = order.astype(np.int64), np.zeros(len(heads), np.int64)
+        req_buf, arena_size = np.zeros(nreq, np.int64), 0
+    else:  # groups one after another in one arena, each region aligned
+        region = _round_up(gend - gstart, arena_align)
+        req_base, gbase = np.zeros(nreq, np.int64), np.zeros(len(heads), np.int64)
         gbuf = np.cumsum(region) - region
         arena_size = int(region.sum())
         req_buf = np.zeros(nreq, np.int64)
         req_buf[order] = gbuf[group_of_sorted] + (start[order] - gstart[group_of_sorted])
 
-    # -- split ---------------------------------------------------------------------------
-    nparts = _round_up(glen, cap) // cap
-    op_group = np.repeat(np.arange(ngroups, dtype=np.int64), nparts)
-    part = np.arange(len(op_group), dtype=np.int64) - np.repeat(np.cumsum(nparts) - nparts,
-                                                                nparts)
-    op_offset = gstart[op_group] + part * cap
-    op_length = np.minimum(cap, gend[op_group] - op_offset)
-    op_buf = gbuf[op_group] + part * cap
-    op_file = gfile[op_group]
-    op_base = gbase[op_group]
+    # -- split, then order -------------------------------------------------------------------
+    ops = _split(gstart, gend, gfile, gbase, gbuf, cap)
     if len(probe):  # own destinations: one byte at each size-dependent request's EOF
-        pgroup = req_group[probe]
-        op_group = np.concatenate((op_group, pgroup))
-        op_offset = np.concatenate((op_offset, file_size[file[probe]]))
-        op_length = np.concatenate((op_length, np.ones(len(probe), np.int64)))
-        op_buf = np.concatenate((op_buf, np.arange(len(probe), dtype=np.int64)))
-        op_file = np.concatenate((op_file, file[probe]))
-        op_base = np.concatenate((op_base, np.full(len(probe), nreq, np.int64)))
-    # Own destinations come in request order, and a group cut by max_read inside an overlap
-    # starts before its predecessor ends: restore file, then offset order.
-    step = np.diff(op_offset)
-    if len(step) and not np.all((step >= 0) | (np.diff(op_file) != 0)) or own_destinations:
-        by_file = np.lexsort((op_offset, op_file))
-        op_group, op_offset, op_length = op_group[by_file], op_offset[by_file], op_length[by_file]
-        op_buf, op_file, op_base = op_buf[by_file], op_file[by_file], op_base[by_file]
+        ops = ops.concat(_Ops(group=req_group[probe], file=file[probe],
+                              offset=file_size[file[probe]],
+                              length=np.ones(len(probe), np.int64),
+                              base=np.full(len(probe), nreq, np.int64),
+                              buf=np.arange(len(probe), dtype=np.int64)))
+    ops = _by_file(ops, force=own_destinations)
 
     files = np.arange(len(file_size))
     return Plan(
@@ -340,14 +295,79 @@ def plan(
         req_group=req_group,
         group_start=gstart,
         group_end=gend,
-        op_file=op_file,
-        op_offset=op_offset,
-        op_length=op_length,
-        op_base=op_base,
-        op_buf=op_buf,
-        op_group=op_group,
-        file_op_start=np.searchsorted(op_file, files, "left").astype(np.int64),
-        file_op_end=np.searchsorted(op_file, files, "right").astype(np.int64),
+        op_file=ops.file,
+        op_offset=ops.offset,
+        op_length=ops.length,
+        op_base=ops.base,
+        op_buf=ops.buf,
+        op_group=ops.group,
+        file_op_start=np.searchsorted(ops.file, files, "left").astype(np.int64),
+        file_op_end=np.searchsorted(ops.file, files, "right").astype(np.int64),
         arena_size=arena_size,
         eof_scratch=len(probe),
     )
+
+
+def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int
+                 ) -> npt.NDArray[np.bool_]:
+    """Step 3 on requests sorted by (file, start): which ones start a new group. A request
+    joins the group before it when it overlaps it or the gap is at most ``max_gap``
+    (``None``: only overlaps), and while it starts within ``max_read`` of its cluster's
+    first byte."""
+    def gap_opens(reach: I64) -> npt.NDArray[np.bool_]:
+        if max_gap is None:  # deduplicate only: merge what overlaps, not what just touches
+            return a[1:] >= reach[:-1]
+        return a[1:] - reach[:-1] > max_gap
+
+    first = np.ones(len(a), bool)
+    first[1:] = (f[1:] != f[:-1]) | gap_opens(_segment_cummax(e, f))
+    # Windows of max_read bytes from each cluster's start keep groups bounded.
+    cluster = np.cumsum(first) - 1
+    window = (a - a[first][cluster]) // max_read
+    first[1:] |= window[1:] != window[:-1]
+    # A window may hold requests that only touched through a request of an earlier window
+    # (a whole-file read spanning many windows): measure gaps again within each window, so
+    # a group never reads bytes none of its own requests asked for beyond max_gap. One pass
+    # suffices: a split point is past everything before it.
+    first[1:] |= gap_opens(_segment_cummax(e, np.cumsum(first) - 1))
+    return first
+
+
+@dataclass(frozen=True, slots=True)
+class _Ops:
+    """The reads of a plan being built, one entry per read."""
+
+    group: I64
+    file: I64
+    offset: I64
+    length: I64
+    base: I64
+    buf: I64
+
+    def take(self, index: I64) -> _Ops:
+        return _Ops(*(getattr(self, k)[index] for k in self.__slots__))
+
+    def concat(self, more: _Ops) -> _Ops:
+        return _Ops(*(np.concatenate((getattr(self, k), getattr(more, k)))
+                      for k in self.__slots__))
+
+
+def _split(gstart: I64, gend: I64, gfile: I64, gbase: I64, gbuf: I64, cap: int) -> _Ops:
+    """Step 5: each group as reads of at most ``cap`` bytes, read in parallel."""
+    nparts = _round_up(gend - gstart, cap) // cap
+    group = np.repeat(np.arange(len(gstart), dtype=np.int64), nparts)
+    part = np.arange(len(group), dtype=np.int64) - np.repeat(np.cumsum(nparts) - nparts, nparts)
+    offset = gstart[group] + part * cap
+    return _Ops(group=group, file=gfile[group], offset=offset,
+                length=np.minimum(cap, gend[group] - offset), base=gbase[group],
+                buf=gbuf[group] + part * cap)
+
+
+def _by_file(ops: _Ops, *, force: bool) -> _Ops:
+    """Step 6: reads grouped by file, by offset within each. Own destinations come in
+    request order, and a group cut by max_read inside an overlap starts before its
+    predecessor ends: those are sorted; otherwise the split already left this order."""
+    step = np.diff(ops.offset)
+    if force or len(step) and not np.all((step >= 0) | (np.diff(ops.file) != 0)):
+        return ops.take(np.lexsort((ops.offset, ops.file)))
+    return ops

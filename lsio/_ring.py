@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._aio import consume, uncancellable
+from ._aio import uncancellable
 from ._defaults import ASYNC_MIN, PUMP_BUDGET, PUMP_NS, RING_ENTRIES, RING_FILES
 from ._plan import LINUX_MAX_RW, Plan
 from ._types import ProgressFn, StatResult
@@ -284,72 +284,46 @@ class Ring:
         """
         if plan.nops and int(plan.op_length.max()) > LINUX_MAX_RW:
             raise ValueError("plan has a read above Linux's read cap")
-        done = np.zeros(plan.nops, np.int64)
-        err = np.zeros(plan.nops, np.int32)
-
-        stop_flag = np.zeros(1, np.int32)
-        table = _path_table(paths)  # encoded once, however many pieces
-
-        def batch(lo: int, hi: int, pre: npt.NDArray[np.int32] | None = None,
-                  async_min: int = ASYNC_MIN) -> _Batch:
-            b = _Batch(lib.LSIO_PHASE_READ, table, max_inflight=queue_depth, fail_fast=True)
-            b._arr("int *", "stop_flag", stop_flag)
-            b.c.missing_ok = int(missing_ok)
-            b.c.async_min = async_min
-            if pre is not None:
-                b._arr("int *", "fpre", pre)
-            b.keep.append(keepalive)
-            b.fsize[:] = file_size
-            b.fdirect[:] = file_direct
-            b.c.max_open = max_open
-            b.c.nops = hi - lo
-            b._arr("long long *", "fop_start", np.clip(plan.file_op_start, lo, hi))
-            b._arr("long long *", "fop_end", np.clip(plan.file_op_end, lo, hi))
-            b._arr("long long *", "fnext", np.clip(plan.file_op_start, lo, hi))
-            b._arr("long long *", "fpending", np.zeros(len(paths), np.int64))
-            b._arr("long long *", "ooff", plan.op_offset)
-            b._arr("long long *", "olen", plan.op_length)
-            b._arr("unsigned long long *", "oaddr", addresses)
-            b.done = b._arr("long long *", "odone", done)
-            b.err = b._arr("int *", "oerr", err)
-            b.set_log(hi - lo)
-            return b
-
+        job = _ReadJob(_path_table(paths), plan, file_size, file_direct, addresses,
+                       queue_depth=queue_depth, max_open=max_open, missing_ok=missing_ok,
+                       keepalive=keepalive)
         if workers <= 1:
-            b = batch(0, plan.nops)
+            b = job.batch(0, plan.nops)
             b.on_progress = on_progress
             await self._run(b, wait_on_cancel=caller_memory)
-            return done, err, b.ferr
+            return job.done, job.err, b.ferr
         # Page-cache reads are CPU copies done inside io_uring_enter: spread them over
         # threads, each driving its own ring in C with the GIL released.
         cuts = np.linspace(0, plan.nops, workers + 1).astype(np.int64)
         spans = [(int(a), int(z)) for a, z in zip(cuts[:-1], cuts[1:], strict=True) if z > a]
         pre = _open_spanning(paths, file_size, plan, cuts[1:-1], changed)
         # worker threads are not the loop: they issue every read inline (async_min=0)
-        pieces = [batch(lo, hi, pre, 0) for lo, hi in spans]
-        pool = _worker_pool(workers)
+        pieces = [job.batch(lo, hi, pre, 0) for lo, hi in spans]
+        try:
+            await self._run_pieces(job, pieces, _worker_pool(workers), on_progress,
+                                   caller_memory)
+        finally:
+            _close_fds(pre)
+        return job.done, job.err, np.max([b.ferr for b in pieces], axis=0)
 
+    async def _run_pieces(self, job: _ReadJob, pieces: list[_Batch], pool: ThreadPoolExecutor,
+                          on_progress: ProgressFn | None, caller_memory: bool) -> None:
+        """Run ``pieces`` of one read on worker threads' rings. Cancelled, the pieces stop;
+        with ``caller_memory`` this returns only once they all have."""
         async def run(b: _Batch) -> None:
             await self.loop.run_in_executor(pool, _run_on_thread_ring, b)
             if on_progress is not None and b.c.nlog:  # only the reads it finished
-                on_progress(b.log[: b.c.nlog].copy(), done, err)
+                on_progress(b.log[: b.c.nlog].copy(), job.done, job.err)
 
         together = asyncio.gather(*(run(b) for b in pieces))
         try:
             await asyncio.shield(together)
         except asyncio.CancelledError:
-            stop_flag[0] = 1  # the worker threads see this at their next refill
-            if caller_memory:
-                await uncancellable(together)
-            else:  # finishes on its own; its outcome is nobody's concern any more
-                together.add_done_callback(consume)
+            job.stop_flag[0] = 1  # the worker threads see this at their next refill
+            # without caller memory the pieces finish on their own (their memory is kept
+            # alive by the batches); the caller's descriptors must outlive them either way
+            await uncancellable(together)
             raise
-        finally:
-            if together.done():
-                _close_fds(pre)
-            else:
-                together.add_done_callback(lambda _: _close_fds(pre))
-        return done, err, np.max([b.ferr for b in pieces], axis=0)
 
     def close(self) -> None:
         """Drain and release the ring now (normally done by the loop's finalizer)."""
@@ -392,6 +366,51 @@ def _close_fds(pre: npt.NDArray[np.int32] | None) -> None:
         for fd in pre[pre >= 0].tolist():
             os.close(fd)
         pre[:] = -1
+
+
+class _ReadJob:
+    """What the batches of one read share: the plan, the destinations and the outputs (bytes
+    done and errno per read), and the stop flag its pieces on several rings watch."""
+
+    def __init__(self, table: tuple[bytes, npt.NDArray[np.uint64]], plan: Plan,
+                 file_size: npt.NDArray[np.int64], file_direct: npt.NDArray[np.int32],
+                 addresses: npt.NDArray[np.uint64], *, queue_depth: int, max_open: int,
+                 missing_ok: bool, keepalive: Any) -> None:
+        self.table, self.plan = table, plan
+        self.file_size, self.file_direct, self.addresses = file_size, file_direct, addresses
+        self.queue_depth, self.max_open, self.missing_ok = queue_depth, max_open, missing_ok
+        self.keepalive = keepalive
+        self.done = np.zeros(plan.nops, np.int64)
+        self.err = np.zeros(plan.nops, np.int32)
+        self.stop_flag = np.zeros(1, np.int32)
+
+    def batch(self, lo: int, hi: int, pre: npt.NDArray[np.int32] | None = None,
+              async_min: int = ASYNC_MIN) -> _Batch:
+        """The batch of reads ``lo:hi`` (``pre``: descriptors opened by the caller)."""
+        plan, n = self.plan, len(self.file_size)
+        b = _Batch(lib.LSIO_PHASE_READ, self.table, max_inflight=self.queue_depth,
+                   fail_fast=True)
+        b._arr("int *", "stop_flag", self.stop_flag)
+        b.c.missing_ok = int(self.missing_ok)
+        b.c.async_min = async_min
+        if pre is not None:
+            b._arr("int *", "fpre", pre)
+        b.keep.append(self.keepalive)
+        b.fsize[:] = self.file_size
+        b.fdirect[:] = self.file_direct
+        b.c.max_open = self.max_open
+        b.c.nops = hi - lo
+        b._arr("long long *", "fop_start", np.clip(plan.file_op_start, lo, hi))
+        b._arr("long long *", "fop_end", np.clip(plan.file_op_end, lo, hi))
+        b._arr("long long *", "fnext", np.clip(plan.file_op_start, lo, hi))
+        b._arr("long long *", "fpending", np.zeros(n, np.int64))
+        b._arr("long long *", "ooff", plan.op_offset)
+        b._arr("long long *", "olen", plan.op_length)
+        b._arr("unsigned long long *", "oaddr", self.addresses)
+        b.done = b._arr("long long *", "odone", self.done)
+        b.err = b._arr("int *", "oerr", self.err)
+        b.set_log(hi - lo)
+        return b
 
 
 def _teardown(ptr: Any, live: dict[int, _Batch]) -> None:

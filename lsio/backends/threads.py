@@ -99,63 +99,8 @@ class ThreadsBackend:
         caller_memory: bool = False,
         changed: npt.NDArray[np.bool_] | None = None,
     ) -> ReadResult:
-        paths = reqs.paths
-        done = np.zeros(plan.nops, np.int64)
-        err = np.zeros(plan.nops, np.int32)
-        if changed is None:
-            changed = np.zeros(len(paths), bool)
-        views = [memoryview(b).cast("B") for b in buffers]
-        stop = threading.Event()
-        version = stat.version
-
-        def job(f: int, lo: int, hi: int) -> int:
-            """Read ops lo..hi of file f; returns one past the last op it finished."""
-            if stop.is_set():
-                return lo
-            try:
-                # O_NONBLOCK: a path replaced by a FIFO since the stat must not hang here
-                fd = os.open(paths[f], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            except OSError as exc:
-                err[lo:hi] = exc.errno or errno.EIO
-                if not (missing_ok and exc.errno == errno.ENOENT):
-                    stop.set()
-                return hi
-            try:
-                if version is not None and fingerprint(os.fstat(fd)) != version[f]:
-                    changed[f] = True  # another version: read none of it
-                    return hi
-                for i in range(lo, hi):
-                    if stop.is_set():
-                        return i
-                    off, want = int(plan.op_offset[i]), int(plan.op_length[i])
-                    dst = views[plan.op_base[i]][plan.op_buf[i]: plan.op_buf[i] + want]
-                    got = 0
-                    # Up to the planned length, not the stat's size: a read planned one
-                    # byte past the end is how a grown or replaced file shows itself.
-                    while got < want:
-                        try:
-                            n = os.preadv(fd, [dst[got:]], off + got)
-                        except InterruptedError:
-                            continue
-                        except OSError as exc:
-                            err[i] = exc.errno or errno.EIO
-                            stop.set()
-                            break
-                        if n == 0:
-                            break
-                        got += n
-                    done[i] = got
-                return hi
-            finally:
-                os.close(fd)
-
-        # Slices of each file's reads, so one big file still spreads over the pool.
-        jobs: list[tuple[int, int, int]] = []
-        for f in range(len(paths)):
-            lo, hi = int(plan.file_op_start[f]), int(plan.file_op_end[f])
-            step = max(64, -(-(hi - lo) // self._workers))
-            jobs.extend((f, a, min(a + step, hi)) for a in range(lo, hi, step))
-
+        job = _Job(reqs.paths, plan, buffers, stat.version, missing_ok,
+                   np.zeros(len(reqs.paths), bool) if changed is None else changed)
         pool = self._executor()
         limit = asyncio.Semaphore(max(1, min(max_open, queue_depth)))
         running: set[concurrent.futures.Future[int]] = set()
@@ -167,13 +112,12 @@ class ThreadsBackend:
                 end = await asyncio.wrap_future(fut)
                 running.discard(fut)
             if on_progress is not None and end > lo:  # skipped ops (stopped) are not done
-                on_progress(np.arange(lo, end, dtype=np.int64), done, err)
+                on_progress(np.arange(lo, end, dtype=np.int64), job.done, job.err)
 
-        together = asyncio.gather(*(run(*j) for j in jobs))
         try:
-            await together
+            await asyncio.gather(*(run(*j) for j in _slices(plan, self._workers)))
         except asyncio.CancelledError:
-            stop.set()
+            job.stop.set()
             if caller_memory:  # a job mid-read still writes into the caller's buffers
                 left = [f for f in running if not f.cancel()]
                 if left:
@@ -181,8 +125,79 @@ class ThreadsBackend:
                         asyncio.wait([asyncio.wrap_future(f) for f in left])))
             raise
         finally:
-            stop.set()
-        return ReadResult(done, err, changed)
+            job.stop.set()
+        return ReadResult(job.done, job.err, job.changed)
+
+
+def _slices(plan: Plan, workers: int) -> list[tuple[int, int, int]]:
+    """(file, first read, one past the last) of each job: slices of each file's reads, so
+    one big file still spreads over the pool."""
+    jobs: list[tuple[int, int, int]] = []
+    for f in range(len(plan.file_op_start)):
+        lo, hi = int(plan.file_op_start[f]), int(plan.file_op_end[f])
+        step = max(64, -(-(hi - lo) // workers))
+        jobs.extend((f, a, min(a + step, hi)) for a in range(lo, hi, step))
+    return jobs
+
+
+class _Job:
+    """Reads a slice of one file's planned reads on a worker thread (called with (file,
+    first read, one past the last)); what they did lands in ``done``/``err``."""
+
+    def __init__(self, paths: list[str], plan: Plan, buffers: list[Any],
+                 version: npt.NDArray[np.int64] | None, missing_ok: bool,
+                 changed: npt.NDArray[np.bool_]) -> None:
+        self.paths, self.plan, self.version, self.missing_ok = paths, plan, version, missing_ok
+        self.views = [memoryview(b).cast("B") for b in buffers]
+        self.done = np.zeros(plan.nops, np.int64)
+        self.err = np.zeros(plan.nops, np.int32)
+        self.changed = changed
+        self.stop = threading.Event()
+
+    def __call__(self, f: int, lo: int, hi: int) -> int:
+        """Read ops lo..hi of file f; returns one past the last op it finished."""
+        if self.stop.is_set():
+            return lo
+        try:
+            # O_NONBLOCK: a path replaced by a FIFO since the stat must not hang here
+            fd = os.open(self.paths[f], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self.err[lo:hi] = exc.errno or errno.EIO
+            if not (self.missing_ok and exc.errno == errno.ENOENT):
+                self.stop.set()
+            return hi
+        try:
+            if self.version is not None and fingerprint(os.fstat(fd)) != self.version[f]:
+                self.changed[f] = True  # another version: read none of it
+                return hi
+            for i in range(lo, hi):
+                if self.stop.is_set():
+                    return i
+                self._read(fd, i)
+            return hi
+        finally:
+            os.close(fd)
+
+    def _read(self, fd: int, i: int) -> None:
+        """Read op ``i`` up to its planned length, not the stat's size: a read planned one
+        byte past the end is how a grown or replaced file shows itself."""
+        p = self.plan
+        off, want = int(p.op_offset[i]), int(p.op_length[i])
+        dst = self.views[p.op_base[i]][p.op_buf[i]: p.op_buf[i] + want]
+        got = 0
+        while got < want:
+            try:
+                n = os.preadv(fd, [dst[got:]], off + got)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self.err[i] = exc.errno or errno.EIO
+                self.stop.set()
+                break
+            if n == 0:
+                break
+            got += n
+        self.done[i] = got
 
 
 def fingerprint(st: os.stat_result) -> int:
