@@ -19,8 +19,6 @@ import numpy.typing as npt
 
 from . import _ring
 from ._defaults import (
-    CACHE_SAMPLE,
-    CACHED_FRACTION,
     DEFAULT_MAX_OPEN,
     DEFAULT_THREADS,
     OFF_LOOP_REQUESTS,
@@ -38,7 +36,7 @@ from ._results import Results
 from ._sync import run_sync
 from ._types import Bodies, StatResult
 from ._url import HttpOptions, is_url, local_path
-from .backends._base import Backend, ReadResult
+from .backends._base import Backend, ReadResult, RunOptions
 from .backends.local import UringBackend, special_detail
 from .backends.threads import ThreadsBackend
 
@@ -96,21 +94,6 @@ def _choose_backend(name: str | None) -> str:
         warnings.warn(f"lsio: using the thread-pool backend because io_uring is unusable: "
                       f"{problem}. {hint}", BackendWarning, stacklevel=_caller_level())
     return "threads"
-
-
-def _call_bytes(reqs: Requests, size: npt.NDArray[np.int64]) -> int:
-    """Bytes a call returns, from the request arrays and the file sizes."""
-    start, end = resolve_ranges(reqs.file, reqs.offset, reqs.length, size)
-    return int((end - start).sum())
-
-
-def _looks_cached(paths: list[str]) -> bool:
-    """Whether the files of a call are (mostly) in the page cache, from a small sample."""
-    picks = sorted(set(np.linspace(0, len(paths) - 1, min(CACHE_SAMPLE, len(paths))
-                                   ).astype(int).tolist()))
-    shares = [_ring.cached_share(paths[i]) for i in picks]
-    known = [x for x in shares if x >= 0]
-    return bool(known) and float(np.median(known)) >= CACHED_FRACTION
 
 
 class _Tracker:
@@ -427,10 +410,10 @@ class Reader:
         depth = tune.queue_depth
         if out is not None:
             depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
-        res = await backend.read(
-            reqs, stat, layout, p, buffers, queue_depth=depth, max_open=self._max_open(),
-            on_progress=on_progress, missing_ok=missing_ok, caller_memory=out is not None,
-            changed=tracker.changed if layout.check_eof else None)
+        res = await backend.read(reqs, stat, layout, p, buffers, RunOptions(
+            queue_depth=depth, max_open=self._max_open(), on_progress=on_progress,
+            missing_ok=missing_ok, caller_memory=out is not None,
+            changed=tracker.changed if layout.check_eof else None))
         self._raise_failures(reqs, p, res, tracker, results, missing_ok,
                              report if progress is not None else None)
         if progress is None and np.any(res.done != p.op_length):

@@ -191,22 +191,19 @@ def _path_problem(path: str) -> str | None:
     """Why ``path`` cannot be read, or ``None``. Checked after every transformation lsio
     applies (``file://`` URLs are percent-decoded), so the C engine, which receives paths as
     NUL-terminated byte strings, never sees a NUL inside one."""
-    if not path:
-        return "path is empty"
-    try:
-        path.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError as exc:
-        return f"path cannot be encoded for the OS ({exc.reason} at {exc.start})"
     local = local_path(path)
+    url = local is not path
+    if not path or not local:
+        return "file:// URL has an empty path" if url else "path is empty"
+    for text in (path, local) if url else (path,):
+        try:
+            text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            what = "file:// URL decodes to a path that" if text is local and url else "path"
+            return f"{what} cannot be encoded for the OS ({exc.reason} at {exc.start})"
     if "\0" in local:
-        return ("path contains a NUL byte" if local is path else
-                "file:// URL decodes to a path with a NUL byte (%00)")
-    if not local:
-        return "file:// URL has an empty path"
-    try:
-        local.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError as exc:
-        return f"file:// URL decodes to a path that cannot be encoded ({exc.reason})"
+        return ("file:// URL decodes to a path with a NUL byte (%00)" if url
+                else "path contains a NUL byte")
     return None
 
 

@@ -21,7 +21,7 @@ from .._presets import Preset
 from .._request import Requests
 from .._types import Bodies, ProgressFn, StatResult
 
-__all__ = ["Backend", "Bodies", "Layout", "ReadResult", "StatResult"]
+__all__ = ["Backend", "Bodies", "Layout", "ReadResult", "RunOptions", "StatResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,31 @@ class Layout:
 
     parallel: bool = False
     """The reads may be spread over one ring per core (page-cache copies are CPU-bound)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How the reader wants one plan executed."""
+
+    queue_depth: int
+    """Reads (HTTP: requests) in flight at most."""
+
+    max_open: int
+    """Files open at once at most."""
+
+    on_progress: ProgressFn | None = None
+    """Told about reads as they finish."""
+
+    missing_ok: bool = False
+    """A file gone since the stat fails its reads with ENOENT without stopping the others."""
+
+    caller_memory: bool = False
+    """The buffers are the caller's: a cancelled read returns only once nothing can write
+    into them any more."""
+
+    changed: npt.NDArray[np.bool_] | None = None
+    """One flag per file, set as soon as the backend sees that a file is no longer the one
+    it stat'ed (layouts with ``check_eof``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,27 +110,9 @@ class Backend(Protocol):
         straight to the caller's buffers."""
         ...
 
-    async def read(
-        self,
-        reqs: Requests,
-        stat: StatResult,
-        layout: Layout,
-        plan: Plan,
-        buffers: list[Any],
-        *,
-        queue_depth: int,
-        max_open: int,
-        on_progress: ProgressFn | None,
-        missing_ok: bool = False,
-        caller_memory: bool = False,
-        changed: npt.NDArray[np.bool_] | None = None,
-    ) -> ReadResult:
-        """Execute ``plan``; read ``i`` lands in ``buffers[plan.op_base[i]]`` at
-        ``plan.op_buf[i]``. Calls ``on_progress`` with the indices of finished reads.
-
-        Each file is read through descriptors of one version of it. ``missing_ok``: a file
-        gone since the stat fails with ENOENT without stopping the other reads.
-        ``caller_memory``: the buffers are the caller's, so a cancelled read returns only
-        once nothing can write into them any more. ``changed`` (one flag per file) is set
-        as soon as the backend sees that a file is no longer the one it stat'ed."""
+    async def read(self, reqs: Requests, stat: StatResult, layout: Layout, plan: Plan,
+                   buffers: list[Any], run: RunOptions) -> ReadResult:
+        """Execute ``plan`` as ``run`` says; read ``i`` lands in
+        ``buffers[plan.op_base[i]]`` at ``plan.op_buf[i]``. Each file is read through
+        descriptors of one version of it."""
         ...

@@ -31,8 +31,8 @@ from .._plan import Plan, resolve_ranges
 from .._presets import Preset
 from .._request import Requests
 from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, ring_for_loop
-from .._types import ProgressFn, StatResult
-from ._base import Layout, ReadResult
+from .._types import StatResult
+from ._base import Layout, ReadResult, RunOptions
 
 __all__ = ["UringBackend", "local_layout", "special_detail", "with_details"]
 
@@ -126,29 +126,16 @@ class UringBackend:
                  else np.zeros(n, np.int32))
         return local_layout(stat, tune, modes, parallel=warm)
 
-    async def read(
-        self,
-        reqs: Requests,
-        stat: StatResult,
-        layout: Layout,
-        plan: Plan,
-        buffers: list[Any],
-        *,
-        queue_depth: int,
-        max_open: int,
-        on_progress: ProgressFn | None,
-        missing_ok: bool = False,
-        caller_memory: bool = False,
-        changed: npt.NDArray[np.bool_] | None = None,
-    ) -> ReadResult:
+    async def read(self, reqs: Requests, stat: StatResult, layout: Layout, plan: Plan,
+                   buffers: list[Any], run: RunOptions) -> ReadResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         addresses, handles = _addresses(plan, buffers)
         workers = _CORES if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
                                                  plan.bytes_read >= PARALLEL_MIN_BYTES) else 1
         done, err, _ = await ring.read(
             reqs.paths, stat.size, layout.file_direct, plan, addresses,
-            queue_depth=queue_depth, max_open=max_open, on_progress=on_progress,
-            keepalive=(buffers, handles), workers=workers, missing_ok=missing_ok,
-            caller_memory=caller_memory, changed=changed,
+            queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
+            keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
+            caller_memory=run.caller_memory, changed=run.changed,
         )
-        return ReadResult(done, err, changed)
+        return ReadResult(done, err, run.changed)

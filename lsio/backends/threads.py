@@ -31,8 +31,8 @@ from .._defaults import STAT_GROUP
 from .._plan import Plan
 from .._presets import Preset
 from .._request import Requests
-from .._types import ProgressFn, StatResult
-from ._base import Layout, ReadResult
+from .._types import StatResult
+from ._base import Layout, ReadResult, RunOptions
 from .local import local_layout, with_details
 
 __all__ = ["ThreadsBackend"]
@@ -84,28 +84,16 @@ class ThreadsBackend:
         """Always through the page cache (no O_DIRECT here)."""
         return local_layout(stat, tune, np.zeros(len(reqs.paths), np.int32))
 
-    async def read(
-        self,
-        reqs: Requests,
-        stat: StatResult,
-        layout: Layout,
-        plan: Plan,
-        buffers: list[Any],
-        *,
-        queue_depth: int,
-        max_open: int,
-        on_progress: ProgressFn | None,
-        missing_ok: bool = False,
-        caller_memory: bool = False,
-        changed: npt.NDArray[np.bool_] | None = None,
-    ) -> ReadResult:
-        job = _Job(reqs.paths, plan, buffers, stat.version, missing_ok,
-                   np.zeros(len(reqs.paths), bool) if changed is None else changed)
+    async def read(self, reqs: Requests, stat: StatResult, layout: Layout, plan: Plan,
+                   buffers: list[Any], run: RunOptions) -> ReadResult:
+        job = _Job(reqs.paths, plan, buffers, stat.version, run.missing_ok,
+                   np.zeros(len(reqs.paths), bool) if run.changed is None else run.changed)
         pool = self._executor()
-        limit = asyncio.Semaphore(max(1, min(max_open, queue_depth)))
+        limit = asyncio.Semaphore(max(1, min(run.max_open, run.queue_depth)))
+        on_progress = run.on_progress
         running: set[concurrent.futures.Future[int]] = set()
 
-        async def run(f: int, lo: int, hi: int) -> None:
+        async def one(f: int, lo: int, hi: int) -> None:
             async with limit:
                 fut = pool.submit(job, f, lo, hi)
                 running.add(fut)  # left there if cancelled: the job may still be writing
@@ -115,10 +103,10 @@ class ThreadsBackend:
                 on_progress(np.arange(lo, end, dtype=np.int64), job.done, job.err)
 
         try:
-            await asyncio.gather(*(run(*j) for j in _slices(plan, self._workers)))
+            await asyncio.gather(*(one(*j) for j in _slices(plan, self._workers)))
         except asyncio.CancelledError:
             job.stop.set()
-            if caller_memory:  # a job mid-read still writes into the caller's buffers
+            if run.caller_memory:  # a job mid-read still writes into the caller's buffers
                 left = [f for f in running if not f.cancel()]
                 if left:
                     await uncancellable(asyncio.ensure_future(

@@ -31,7 +31,7 @@ from ..._presets import PRESETS, Preset
 from ..._request import Requests
 from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions
-from .._base import Layout, ReadResult
+from .._base import Layout, ReadResult, RunOptions
 from .._sign import S3Signer
 from ._client import HttpClient, NotMulti, Read, origin
 from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
@@ -166,21 +166,8 @@ class HttpBackend:
         return bool(verdicts) and all(verdicts)
 
     # -- read ----------------------------------------------------------------------------
-    async def read(
-        self,
-        reqs: Requests,
-        stat: StatResult,
-        layout: Layout,
-        plan: Plan,
-        buffers: list[Any],
-        *,
-        queue_depth: int,
-        max_open: int,
-        on_progress: ProgressFn | None,
-        missing_ok: bool = False,
-        caller_memory: bool = False,
-        changed: npt.NDArray[np.bool_] | None = None,
-    ) -> ReadResult:
+    async def read(self, reqs: Requests, stat: StatResult, layout: Layout, plan: Plan,
+                   buffers: list[Any], run: RunOptions) -> ReadResult:
         """Execute ``plan`` (destinations as for the local backends)."""
         call: _Call = stat.state
         client = call.client
@@ -188,7 +175,7 @@ class HttpBackend:
         done = np.zeros(p.nops, np.int64)
         err = np.zeros(p.nops, np.int32)
         views = [memoryview(b).cast("B") for b in buffers]
-        finished = _progress_batcher(on_progress, done, err)
+        finished = _progress_batcher(run.on_progress, done, err)
 
         def make(op: int) -> Read:
             length = int(p.op_length[op])
@@ -212,12 +199,12 @@ class HttpBackend:
         job_errs: dict[int, str] = {}
         job_err = np.zeros(len(jobs), np.int32)
 
-        async def run(j: int) -> None:
+        async def one(j: int) -> None:
             job = jobs[j]
             await (single(job) if isinstance(job, int) else multi(job))
 
-        await _workers(iter(range(len(jobs))), run, call.concurrency, job_err, job_errs,
-                       missing_ok)
+        await _workers(iter(range(len(jobs))), one, call.concurrency, job_err, job_errs,
+                       run.missing_ok)
         detail: dict[int, str] = {}
         for j in np.flatnonzero(job_err).tolist():
             job = jobs[j]
