@@ -16,10 +16,9 @@ import pytest
 from conftest import check_ok, random_bytes, run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import FaultServer, MotoServer
+from servers import FaultServer, MotoServer, Nginx
 
 import lsio
-from benchmarks.nginx import Nginx
 from lsio.backends import http as engine
 
 SIZES = {"big.bin": 3_000_000, "empty.bin": 0, "one.bin": 1,
@@ -34,15 +33,13 @@ def expected(root: Path, name: str, offset: int, length: int | None) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def served(module_data_dir: Path) -> Iterator[tuple[Nginx, Path]]:
-    """nginx serving SIZES from a real-disk directory (a file with a space, too)."""
-    root = module_data_dir / "www"
-    root.mkdir()
+def served(nginx: Nginx) -> tuple[Nginx, Path]:
+    """The session's nginx serving SIZES (a file with a space, too) from a real disk."""
+    root = nginx.root
     for k, (name, size) in enumerate(SIZES.items()):
         (root / name).write_bytes(random_bytes(size, seed=k))
     (root / "with space.bin").write_bytes(random_bytes(5000, seed=99))
-    with Nginx(root) as server:
-        yield server, root
+    return nginx, root
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import asyncio
 import os
 import pickle
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,12 @@ import zarr
 import zarr.codecs as zc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import Nginx
 from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
 
 import lsio.zarr as lz
-from benchmarks.nginx import Nginx
 from lsio.zarr import LsioStore
 
 
@@ -56,11 +55,8 @@ class TestLsioStoreLocal(StoreTests[LsioStore, cpu.Buffer]):  # type: ignore[mis
 
 
 @pytest.fixture(scope="module")
-def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nginx, Path]]:
-    root = Path(tmp_path_factory.mktemp("www", numbered=True))
-    root.chmod(0o755)
-    with Nginx(root) as server:
-        yield server, root
+def www(nginx: Nginx) -> tuple[Nginx, Path]:
+    return nginx, nginx.root
 
 
 _counter = iter(range(1 << 30))
