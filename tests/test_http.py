@@ -16,6 +16,7 @@ import pytest
 from conftest import check_ok, random_bytes, run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import expected_bytes
 from servers import FaultServer, MotoServer, Nginx
 
 import lsio
@@ -23,13 +24,6 @@ from lsio.backends import http as engine
 
 SIZES = {"big.bin": 3_000_000, "empty.bin": 0, "one.bin": 1,
          **{f"s{i}.bin": 1000 + 7919 * i for i in range(12)}}
-
-
-def expected(root: Path, name: str, offset: int, length: int | None) -> bytes:
-    data = (root / name).read_bytes()
-    if offset < 0:
-        offset = max(0, len(data) + offset)
-    return data[offset:] if length is None else data[offset:offset + length]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ async def test_nginx_table(served: tuple[Nginx, Path]) -> None:
     reqs = [(server.url(n), o, ln) for n, o, ln in CASES]
     results = await lsio.read_many(reqs)
     for (n, o, ln), got in zip(CASES, results, strict=True):
-        assert bytes(got) == expected(root, n, o, ln), (n, o, ln)
+        assert bytes(got) == expected_bytes(root / n, o, ln), (n, o, ln)
 
 
 async def test_nginx_many_small_ranges_use_multipart(served: tuple[Nginx, Path]) -> None:
@@ -110,7 +104,7 @@ async def test_mixed_local_and_remote(served: tuple[Nginx, Path]) -> None:
     results = await lsio.read_many(reqs)
     names = ["s1.bin", "s2.bin", "s4.bin", "big.bin", "s1.bin"]
     for name, (_, o, ln), got in zip(names, reqs, results, strict=True):
-        assert bytes(got) == expected(root, name, o, ln)
+        assert bytes(got) == expected_bytes(root / name, o, ln)
     seen = {i: bytes(c) async for i, c in lsio.iter_many(reqs)}
     assert seen == {i: bytes(r) for i, r in enumerate(results)}
 
@@ -136,8 +130,8 @@ async def test_out_buffers_for_urls(served: tuple[Nginx, Path]) -> None:
     out = [bytearray(100), np.zeros(SIZES["s5.bin"], np.uint8)]
     reqs = [(server.url("big.bin"), 7, 100), (server.url("s5.bin"), 0, None)]
     results = await lsio.read_many(reqs, out=out)
-    assert bytes(out[0]) == expected(root, "big.bin", 7, 100)
-    assert out[1].tobytes() == expected(root, "s5.bin", 0, None)
+    assert bytes(out[0]) == expected_bytes(root / "big.bin", 7, 100)
+    assert out[1].tobytes() == expected_bytes(root / "s5.bin", 0, None)
     assert bytes(results[1]) == out[1].tobytes()
     with pytest.raises(ValueError, match=r"out\[0\] holds 10 bytes"):
         await lsio.read_many([(server.url("s5.bin"), 0, None)], out=[bytearray(10)])
@@ -169,7 +163,7 @@ def test_nginx_matches_source(served: tuple[Nginx, Path],
     reader = lsio.Reader(max_gap=gap, coalesce=gap is not None, max_read=part)
     results = reader.read_many_sync([(server.url(n), o, ln) for n, o, ln in reqs])
     for (n, o, ln), got in zip(reqs, results, strict=True):
-        assert bytes(got) == expected(root, n, o, ln)
+        assert bytes(got) == expected_bytes(root / n, o, ln)
 
 
 def test_sessions_close_with_their_loops(served: tuple[Nginx, Path]) -> None:
@@ -476,8 +470,8 @@ async def test_https_with_a_private_ca(tls_served: tuple[Nginx, Path, str]) -> N
         await fast().read_many(reqs)
     trusted = fast(ssl=ssl.create_default_context(cafile=cert))
     got = await trusted.read_many(reqs)
-    assert bytes(got[0]) == expected(root, "big.bin", 10, 100)
-    assert bytes(got[1]) == expected(root, "s2.bin", 0, None)
+    assert bytes(got[0]) == expected_bytes(root / "big.bin", 10, 100)
+    assert bytes(got[1]) == expected_bytes(root / "s2.bin", 0, None)
     unverified = await fast(ssl=False).read_many(reqs[:1])
     assert bytes(unverified[0]) == bytes(got[0])
 

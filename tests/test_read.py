@@ -13,33 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from conftest import check_ok, fd_count, random_bytes, run_python, write_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import expected_bytes
 
 import lsio
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def expected_bytes(path: str | os.PathLike[str], offset: int = 0,
-                   length: int | None = None) -> bytes:
-    """The reference: ``os.pread`` of the documented range (``file://`` URLs decoded;
-    lengths past the end mean "to the end")."""
-    if isinstance(path, str) and path.startswith("file://"):
-        path = unquote(path[7:])
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        start = max(size + offset, 0) if offset < 0 else offset
-        count = size if length is None else min(length, max(size - start, 0))
-        return os.pread(fd, count, start) if count else b""
-    finally:
-        os.close(fd)
 
 
 def as_tuple(req: Any) -> tuple[Any, int, int | None]:
