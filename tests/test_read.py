@@ -925,27 +925,6 @@ async def test_file_grows_between_stat_and_read(backend: lsio.Reader, data_dir: 
                                            now[20_000:20_010], data[100:300]]
 
 
-# -- the public door ------------------------------------------------------------------------
-
-def test_public_api_is_exported_once_and_documented() -> None:
-    import collections.abc
-    import dataclasses
-
-    assert len(lsio.__all__) == len(set(lsio.__all__))
-    for name in lsio.__all__:
-        obj = getattr(lsio, name)
-        assert (obj.__doc__ or "").strip(), f"lsio.{name} has no docstring"
-    assert {"BackendWarning", "Chunk", "Reader", "Results", "backend_name", "iter_many",
-            "read_many", "read_many_sync"} <= set(lsio.__all__)
-    assert (Path(lsio.__file__).parent / "py.typed").exists()
-    assert issubclass(lsio.BackendWarning, UserWarning)
-    assert issubclass(lsio.Results, collections.abc.Sequence)
-    chunk = lsio.Chunk("p")
-    assert (chunk.path, chunk.offset, chunk.length) == ("p", 0, None)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        chunk.offset = 3  # type: ignore[misc]
-
-
 def _unlink_after_stat(reader: lsio.Reader, victim: str) -> None:
     """Remove ``victim`` right after lsio stat'ed it: its open fails in the read phase."""
     backend = reader._backend
