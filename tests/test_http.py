@@ -94,13 +94,6 @@ async def test_nginx_many_small_ranges_use_multipart(served: tuple[Nginx, Path],
     assert engine._MULTI_OK[origin] is True
 
 
-async def test_nginx_big_object_in_parallel_parts(served: tuple[Nginx, Path]) -> None:
-    server, root = served
-    reader = lsio.Reader(max_read=256 * 1024)  # probe 256 KiB, then 11 parts at once
-    (got,) = await reader.read_many([(server.url("big.bin"), 0, None)])
-    assert bytes(got) == (root / "big.bin").read_bytes()
-
-
 async def test_mixed_local_and_remote(served: tuple[Nginx, Path]) -> None:
     server, root = served
     reqs = [(server.url("s1.bin"), 0, None), (str(root / "s2.bin"), 5, 100),
@@ -302,6 +295,27 @@ async def test_concurrency_cap(fs: FaultServer) -> None:
     reader = lsio.Reader(max_gap=0, http=lsio.HttpOptions(concurrency=3, multi_range=False))
     got = await reader.read_many(reqs)
     assert len(got) == 40 and fs.max_in_flight["big.bin"] == 3
+
+
+PART = 8 << 20
+"""Part size of big remote reads: the ``http`` (and ``cloud``) preset's ``max_read``."""
+
+
+async def test_big_object_in_parallel_parts(fs: FaultServer) -> None:
+    """A whole object of 5.5 parts: the first request (of one part) learns the size, then the
+    other parts go out together, each a Range of exactly one part (the last one shorter)."""
+    size = 5 * PART + PART // 2
+    fs.files["huge.bin"] = data = random_bytes(size, seed=7)
+    try:
+        (got,) = await lsio.read_many([(fs.url("hold", "huge.bin"), 0, None)])
+    finally:
+        del fs.files["huge.bin"]
+    assert bytes(got) == data
+    log = fs.requests_for("huge.bin")
+    assert log[0]["range"] == f"bytes=0-{PART - 1}"
+    assert sorted(e["range"] for e in log[1:]) == sorted(
+        f"bytes={o}-{min(o + PART, size) - 1}" for o in range(PART, size, PART))
+    assert fs.max_in_flight["huge.bin"] >= 3, "the parts were not asked for in parallel"
 
 
 async def test_cancel_then_read_again(fs: FaultServer) -> None:
