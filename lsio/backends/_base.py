@@ -11,7 +11,7 @@ import numpy.typing as npt
 from .._plan import Plan
 from .._types import ProgressFn, StatResult
 
-__all__ = ["Backend", "ReadResult", "StatResult"]
+__all__ = ["Backend", "ReadResult"]
 
 
 @dataclass(frozen=True, slots=True)

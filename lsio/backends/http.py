@@ -51,7 +51,7 @@ from .._url import HttpOptions, Target, resolve, s3_region
 from ._base import ReadResult
 from ._sign import S3Signer, find_s3_signer
 
-__all__ = ["HttpCall", "UNKNOWN_SIZE"]
+__all__ = ["HttpCall"]
 
 UNKNOWN_SIZE = 1 << 62
 """Size the planner sees for objects nobody asked the size of (nothing is clamped)."""
