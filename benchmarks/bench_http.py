@@ -4,13 +4,13 @@
         [--contenders NAME,...] [--data-dir DIR] [--nginx-workers N]
         [--out docs/benchmarks.md] [--json results.json]
 
-One nginx (`benchmarks/nginx.py`) serves the data directory on 127.0.0.1. Every contender
-(`lsio`, `aiohttp gather`, `fsspec`, `obstore`; see `http_contenders.py`) runs in the same
-process and on the same event loop, round-robin (A B C D A B C D ...) for `--repeats` rounds
-(default 5, 2 with `--quick`); tables report medians. Before every run each data file is read
-once, so nginx serves from the page cache. Every run is checked (number of chunks, total bytes,
-content of a few chunks against the local file). A contender that fails (setup or a run) shows
-FAILED in its row; the rest of the run goes on.
+One nginx (`tests/servers.py`, the one the tests use) serves the data directory on 127.0.0.1.
+Every contender (`lsio`, `aiohttp gather`, `fsspec`, `obstore`; see `http_contenders.py`) runs
+in the same process and on the same event loop, round-robin (A B C D A B C D ...) for
+`--repeats` rounds (default 5, 2 with `--quick`); tables report medians. Before every run each
+data file is read once, so nginx serves from the page cache. Every run is checked (number of
+chunks, total bytes, content of a few chunks against the local file). A contender that fails
+(setup or a run) shows FAILED in its row; the rest of the run goes on.
 
 Workloads: (r) random 4 KiB ranges of one file, (s) many small files read whole, (o) one big
 object read whole. Targets: lsio >= 2x the best peer on (r), >= 1.5x on (s), >= 1x obstore on
@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.servers import Nginx, nginx_binary
+
 from .contenders import RunFn
 from .harness import log, stall_text, time_run, verify
 from .http_contenders import CONTENDERS, LSIO, HttpContender, HttpContext, HttpWorkload
-from .nginx import Nginx, nginx_binary
 from .report import (
     STALL_HEADER,
     STALL_NOTE,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from tests.reference import expected_bytes
 
 from .contenders import Payload, RunFn, SelfTimed
 from .workloads import Workload
@@ -38,15 +39,6 @@ def as_view(buf: Any) -> memoryview:
     return memoryview(buf).cast("B")
 
 
-def _expected(wl: Workload, i: int) -> bytes:
-    r = wl.requests[i]
-    fd = os.open(r.path, os.O_RDONLY)
-    try:
-        return os.pread(fd, r.length, r.offset)
-    finally:
-        os.close(fd)
-
-
 def verify(wl: Workload, payload: Payload) -> tuple[int, int]:
     """Check total bytes (and the content of a few samples); return (nbytes, n_ops)."""
     if isinstance(payload, SelfTimed):
@@ -59,7 +51,8 @@ def verify(wl: Workload, payload: Payload) -> tuple[int, int]:
     if nbytes != wl.nbytes:
         raise WrongResult(f"returned {nbytes} bytes, expected {wl.nbytes}")
     for i in sorted({0, wl.n_ops // 2, wl.n_ops - 1}):
-        if as_view(payload[i]) != _expected(wl, i):
+        r = wl.requests[i]
+        if as_view(payload[i]) != expected_bytes(r.path, r.offset, r.length):
             raise WrongResult(f"content of request {i} differs from the file")
     return nbytes, wl.n_ops
 

@@ -42,8 +42,8 @@ def plan_requests(n: int, n_files: int = PLAN_FILES,
 
 def _plan(reqs: Any, file_size: np.ndarray, max_gap: int | None, max_read: int) -> Any:
     """`lsio._plan.plan` called as `Reader._run` calls it for buffered reads."""
+    from lsio._defaults import ARENA_ALIGN
     from lsio._plan import LINUX_MAX_RW, plan
-    from lsio._reader import ARENA_ALIGN
 
     return plan(reqs.file, reqs.offset, reqs.length, file_size=file_size,
                 file_align=np.ones(len(reqs.paths), np.int64), max_gap=max_gap,
@@ -55,8 +55,8 @@ def measure_planning(n_requests: int, *, n_files: int = PLAN_FILES,
                      repeats: int = PLAN_REPEATS) -> PlanTiming:
     """Wall time of `normalize` and of `plan` (each run `repeats` times), then their peak
     extra memory in one more pass under tracemalloc (which slows allocations, so untimed)."""
+    from lsio._defaults import ARENA_ALIGN
     from lsio._presets import PRESETS
-    from lsio._reader import ARENA_ALIGN
     from lsio._request import normalize
 
     knobs = PRESETS[PLAN_PRESET]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["consume", "uncancellable"]
+__all__ = ["uncancellable"]
 
 
 async def uncancellable(fut: asyncio.Future[Any]) -> None:

@@ -28,6 +28,8 @@ import numpy as np
 from ._presets import PRESETS, Preset, detect_preset
 from ._reader import Reader
 
+__all__ = ["main"]
+
 KiB, MiB = 1024, 1024 * 1024
 SCRATCH_SIZE = 256 * MiB
 """Size of the scratch file written when PATH is a directory: large enough that random

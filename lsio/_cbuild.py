@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+__all__ = ["CFLAGS", "C_DIR", "header_cdef"]
+
 C_DIR = Path(__file__).resolve().parent / "_c"
 """``lsio/_c``: the C sources and headers."""
 

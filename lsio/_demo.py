@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 
 from ._reader import Reader
 
+__all__ = ["run_bench", "run_demo"]
+
 SMALL_FILES = 4000
 SMALL_SIZE = 64 * 1024
 BIG_SIZE = 512 * 1024 * 1024

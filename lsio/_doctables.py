@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ._presets import PRESETS
 
-__all__ = ["TABLES", "render", "rewrite"]
+__all__: list[str] = []  # a command (python -m lsio._doctables): no module imports from it
 
 _HERE = Path(__file__).resolve().parent
 DOCS = [_HERE.parent / "README.md", _HERE.parent / "docs" / "how-it-works.md"]

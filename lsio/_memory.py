@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ._defaults import POOL_BYTES, REUSE_SLACK, UNMAP_ASIDE
 
-__all__ = ["allocate", "POOL_BYTES"]
+__all__ = ["allocate"]
 
 PAGE = mmap.PAGESIZE
 

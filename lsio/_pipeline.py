@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 from ._defaults import JOB, WINDOW
 
-__all__ = ["WINDOW", "PipelineArg", "PipelineRun", "copy_to", "steps_for", "run_steps",
-           "worker_count", "worker_pool"]
+__all__ = ["WINDOW", "PipelineArg", "PipelineRun", "copy_to", "steps_for", "worker_count",
+           "worker_pool"]
 
 Step = Any
 """A callable ``buffer -> buffer`` (``None`` ends the chain: a sink), or a codec with a

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LINUX_MAX_RW", "Plan", "distinct", "plan", "resolve_ranges", "size_dependent"]
+__all__ = ["LINUX_MAX_RW", "Plan", "distinct", "plan", "resolve_ranges"]
 
 I64 = npt.NDArray[np.int64]
 

@@ -47,8 +47,8 @@ else:
     _IMPORT_ERROR = None
 
 __all__ = [
-    "DIRECT_OFF", "DIRECT_ON", "RING_ENTRIES", "Ring", "RingUnavailable", "cached_share", "ffi",
-    "probe", "ring_for_loop",
+    "DIRECT_OFF", "DIRECT_ON", "RING_ENTRIES", "RingUnavailable", "cached_share", "ffi", "probe",
+    "ring_for_loop",
 ]
 
 DIRECT_OFF = lib.LSIO_DIRECT_OFF if lib is not None else 0

@@ -1,5 +1,6 @@
-"""Shared fixtures: data directories on a real disk and on tmpfs, the backend kit, and the
-session guard that makes CI fail (never skip) when io_uring is unusable on Linux."""
+"""Shared fixtures: data directories on a real disk and on tmpfs, the backend kit, the one
+nginx of the session, and the session guard that makes CI fail (never skip) when io_uring is
+unusable on Linux."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import Nginx
 
 import lsio
 
@@ -82,6 +84,20 @@ def tmpfs_dir() -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nginx() -> Iterator[Nginx]:
+    """The session's one nginx on loopback, serving ``nginx.root``: a fresh directory on a
+    real disk. Modules write their files there under names of their own (test_http.py: its
+    ``*.bin`` files; test_zarr.py: one directory per store or array)."""
+    root = _make_tempdir(REAL_DISK_ROOT, "lsio-test-www-")
+    root.chmod(0o755)  # nginx's workers may run as another user
+    try:
+        with Nginx(root) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

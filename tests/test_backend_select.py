@@ -5,6 +5,8 @@ the choice is made once per process."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,8 +160,16 @@ def test_warning_points_at_the_callers_line(data_dir: Path, entry: str, line: in
     assert (filename, int(lineno)) == (str(script), line)
 
 
-def test_session_backend_names() -> None:
-    """In this (healthy) test process both backends are available by name."""
+def test_backend_is_the_one_this_run_asks_for() -> None:
+    """The default backend, in a fresh process with this run's ``LSIO_BACKEND`` and
+    ``LSIO_REQUIRE_URING`` and in this process: ``LSIO_BACKEND`` if set, else io_uring on
+    Linux (``make test`` sets ``LSIO_REQUIRE_URING=1`` there; the session guard has checked
+    that the ring works), the thread pool elsewhere."""
+    env = {k: os.environ[k] for k in ("LSIO_BACKEND", "LSIO_REQUIRE_URING") if k in os.environ}
+    want = env.get("LSIO_BACKEND") or ("uring" if sys.platform.startswith("linux") else "threads")
+    proc = run_python("import lsio; print(lsio.backend_name(), lsio.Reader().backend)",
+                      env=env, timeout=60)
+    assert check_ok(proc).split() == [want, want]
+    assert lsio.backend_name() == want
     assert lsio.Reader(backend="uring").backend == "uring"
     assert lsio.Reader(backend="threads").backend == "threads"
-    assert lsio.backend_name() in ("uring", "threads")

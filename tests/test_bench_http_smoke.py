@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from servers import nginx_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ("r", "s", "o")
 CONTENDERS = ("lsio", "aiohttp gather", "fsspec", "obstore")
-
-
-def _has_nginx() -> bool:
-    return shutil.which("nginx") is not None or any(
-        os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"))
 
 
 def _tables(stdout: str) -> dict[str, dict[str, list[str]]]:
@@ -42,7 +36,7 @@ def _throughput(cells: list[str]) -> float:
 @pytest.mark.slow
 def test_bench_http_quick(tmp_path: Path) -> None:
     # A missing nginx must fail, not silently skip the only check that the benchmark runs.
-    assert _has_nginx(), "nginx is not installed: run scripts/system-deps.sh --bench"
+    assert nginx_binary(), "nginx is not installed: run scripts/system-deps.sh --bench"
     cmd = [sys.executable, "-m", "benchmarks.bench_http", "--quick", "--repeats", "1",
            "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "results.json"),
            "--out", str(tmp_path / "bench.md")]

@@ -53,17 +53,3 @@ def test_help_everywhere() -> None:
         out = lsio_cli(*args, "--help")
         assert out.returncode == 0 and b"usage: lsio" in out.stdout
 
-
-def test_public_api_is_exactly_all() -> None:
-    """What ``import lsio`` offers is what ``lsio.__all__`` says, and each name is lsio's own
-    and documented."""
-    import types
-
-    import lsio
-
-    public = {name for name, obj in vars(lsio).items()
-              if not name.startswith("_") and not isinstance(obj, types.ModuleType)
-              and getattr(obj, "__module__", "").startswith("lsio")}
-    assert public == set(lsio.__all__)
-    for name in lsio.__all__:
-        assert (getattr(lsio, name).__doc__ or "").strip(), f"lsio.{name} has no docstring"

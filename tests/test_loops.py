@@ -15,22 +15,16 @@ import numpy as np
 import pytest
 import uvloop
 from conftest import check_ok, open_fds, random_bytes, run_python, write_file
+from reference import expected_bytes
 
 import lsio
 from lsio import _ring
 
 
-def expected(path: str, offset: int, length: int | None) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read()
-    start = max(len(data) + offset, 0) if offset < 0 else offset
-    return data[start:] if length is None else data[start : start + length]
-
-
 def check(results: lsio.Results, requests: list[tuple[str, int, int | None]]) -> None:
     assert len(results) == len(requests)
     for i, r in enumerate(requests):
-        assert bytes(results[i]) == expected(*r), f"request #{i} {r}"
+        assert bytes(results[i]) == expected_bytes(*r), f"request #{i} {r}"
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +225,7 @@ async def test_concurrent_read_many_and_iter_many(backend: lsio.Reader,
     out = await asyncio.gather(*(via_iter() for _ in range(5)),
                                *(backend.read_many(requests) for _ in range(5)))
     for o in out[:5]:
-        assert o == {i: expected(*r) for i, r in enumerate(requests)}
+        assert o == {i: expected_bytes(*r) for i, r in enumerate(requests)}
     for o in out[5:]:
         check(o, requests)
 
@@ -242,7 +236,7 @@ async def test_more_concurrent_calls_than_ring_slots(small_files: list[str]) -> 
     calls = [[(small_files[k % 300], k % 7, 5)] for k in range(4500)]
     results = await asyncio.gather(*(reader.read_many(c) for c in calls))
     for r, c in zip(results, calls, strict=False):
-        assert bytes(r[0]) == expected(*c[0])
+        assert bytes(r[0]) == expected_bytes(*c[0])
 
 
 # -- descriptors --------------------------------------------------------------------------

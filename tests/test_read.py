@@ -13,33 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from conftest import check_ok, fd_count, random_bytes, run_python, write_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import expected_bytes
 
 import lsio
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def expected_bytes(path: str | os.PathLike[str], offset: int = 0,
-                   length: int | None = None) -> bytes:
-    """The reference: ``os.pread`` of the documented range (``file://`` URLs decoded;
-    lengths past the end mean "to the end")."""
-    if isinstance(path, str) and path.startswith("file://"):
-        path = unquote(path[7:])
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        start = max(size + offset, 0) if offset < 0 else offset
-        count = size if length is None else min(length, max(size - start, 0))
-        return os.pread(fd, count, start) if count else b""
-    finally:
-        os.close(fd)
 
 
 def as_tuple(req: Any) -> tuple[Any, int, int | None]:
@@ -938,27 +923,6 @@ async def test_file_grows_between_stat_and_read(backend: lsio.Reader, data_dir: 
     now = data + bytes(40_000)
     assert [bytes(r) for r in results] == [now, now[-100:], now[9000:14_000],
                                            now[20_000:20_010], data[100:300]]
-
-
-# -- the public door ------------------------------------------------------------------------
-
-def test_public_api_is_exported_once_and_documented() -> None:
-    import collections.abc
-    import dataclasses
-
-    assert len(lsio.__all__) == len(set(lsio.__all__))
-    for name in lsio.__all__:
-        obj = getattr(lsio, name)
-        assert (obj.__doc__ or "").strip(), f"lsio.{name} has no docstring"
-    assert {"BackendWarning", "Chunk", "Reader", "Results", "backend_name", "iter_many",
-            "read_many", "read_many_sync"} <= set(lsio.__all__)
-    assert (Path(lsio.__file__).parent / "py.typed").exists()
-    assert issubclass(lsio.BackendWarning, UserWarning)
-    assert issubclass(lsio.Results, collections.abc.Sequence)
-    chunk = lsio.Chunk("p")
-    assert (chunk.path, chunk.offset, chunk.length) == ("p", 0, None)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        chunk.offset = 3  # type: ignore[misc]
 
 
 def _unlink_after_stat(reader: lsio.Reader, victim: str) -> None:

@@ -19,9 +19,9 @@ import numpy.typing as npt
 from .._plan import Plan
 from .._presets import Preset
 from .._request import Requests
-from .._types import Bodies, ProgressFn, StatResult
+from .._types import ProgressFn, StatResult
 
-__all__ = ["Backend", "Bodies", "Layout", "ReadResult", "RunOptions", "StatResult"]
+__all__ = ["Backend", "Layout", "ReadResult", "RunOptions"]
 
 
 @dataclass(frozen=True, slots=True)

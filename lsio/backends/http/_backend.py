@@ -36,7 +36,7 @@ from .._sign import S3Signer
 from ._client import HttpClient, NotMulti, Read, origin
 from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
 
-__all__ = ["MULTI_OK", "HttpBackend"]
+__all__ = ["HttpBackend"]
 
 MULTI_OK: dict[Any, bool] = {}
 """Per origin: whether it answers multi-range requests with multipart bodies (learned once

@@ -33,7 +33,7 @@ from ._protocol import (
 )
 from ._session import Proxies, aiohttp_errors, read_body, session_for, stream_into
 
-__all__ = ["AZURE_API_VERSION", "HttpClient", "NotMulti", "Read", "origin"]
+__all__ = ["HttpClient", "NotMulti", "Read", "origin"]
 
 AZURE_API_VERSION = "2021-08-06"
 """``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""

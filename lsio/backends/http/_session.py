@@ -22,8 +22,7 @@ from yarl import URL
 
 from ._protocol import HttpError, Retry
 
-__all__ = ["BODY_ERRORS", "Proxies", "aiohttp_errors", "read_body", "session_for",
-           "stream_into"]
+__all__ = ["Proxies", "aiohttp_errors", "read_body", "session_for", "stream_into"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
 """What a body cut short raises while it streams (a resumable failure)."""
