@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,12 @@ Kit = tuple[lsio.Reader, Callable[[str], str], dict[str, bytes]]
 
 
 @pytest.fixture(scope="module")
-def conformance_dir(module_data_dir: Path) -> tuple[Path, dict[str, bytes]]:
-    root = module_data_dir / "conformance"
+def conformance_dir(nginx: Any) -> tuple[Path, dict[str, bytes]]:
+    """The files, in a directory of their own under the session's nginx root (the local
+    backends read the same files by path)."""
+    root = nginx.root / "conformance"
     root.mkdir()
+    root.chmod(0o755)
     data = {f"f{n}": random_bytes(n, seed=n + 7) for n in SIZES}
     for name, content in data.items():
         write_file(root / name, content)
@@ -40,16 +43,13 @@ def conformance_dir(module_data_dir: Path) -> tuple[Path, dict[str, bytes]]:
 
 
 @pytest.fixture(scope="module", params=["uring", "threads", "http"])
-def kit(request: pytest.FixtureRequest, conformance_dir: tuple[Path, dict[str, bytes]]
-        ) -> Iterator[Kit]:
+def kit(request: pytest.FixtureRequest, nginx: Any,
+        conformance_dir: tuple[Path, dict[str, bytes]]) -> Kit:
     root, data = conformance_dir
     if request.param != "http":
-        yield lsio.Reader(backend=request.param), lambda name: str(root / name), data
-        return
-    from benchmarks.nginx import Nginx
-
-    with Nginx(root) as server:
-        yield lsio.Reader(http=lsio.HttpOptions(retries=1)), server.url, data
+        return lsio.Reader(backend=request.param), lambda name: str(root / name), data
+    return (lsio.Reader(http=lsio.HttpOptions(retries=1)),
+            lambda name: nginx.url(f"conformance/{name}"), data)
 
 
 def reference(content: bytes, offset: int, length: int | None) -> bytes:
