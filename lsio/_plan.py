@@ -268,11 +268,9 @@ def plan(
         req_base = np.arange(nreq, dtype=np.int64)
         gbase, gbuf = order.astype(np.int64), np.zeros(len(heads), np.int64)
         req_buf, arena_size = np.zeros(nreq, np.int64), 0
-    else:  # groups one after another in one arena, each region aligned
-        region = _round_up(gend - gstart, arena_align)
+    else:
         req_base, gbase = np.zeros(nreq, np.int64), np.zeros(len(heads), np.int64)
-        gbuf = np.cumsum(region) - region
-        arena_size = int(region.sum())
+        gbuf, arena_size = _arena(gend - gstart, arena_align)
         req_buf = np.zeros(nreq, np.int64)
         req_buf[order] = gbuf[group_of_sorted] + (start[order] - gstart[group_of_sorted])
 
@@ -331,6 +329,13 @@ def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int
     # suffices: a split point is past everything before it.
     first[1:] |= gap_opens(_segment_cummax(e, np.cumsum(first) - 1))
     return first
+
+
+def _arena(glen: I64, arena_align: int) -> tuple[I64, int]:
+    """Step 4: each group's offset in one arena (groups one after another, each region
+    aligned), and the arena's size."""
+    region = _round_up(glen, arena_align)
+    return np.cumsum(region) - region, int(region.sum())
 
 
 @dataclass(frozen=True, slots=True)

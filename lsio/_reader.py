@@ -424,8 +424,16 @@ class Reader:
         redo = tracker.changed[reqs.file] & ~tracker.reported & ~results.missing
         if not redo.any():
             return results
-        # Files replaced or changed while they were read: their requests not yet handed
-        # out are planned and read again from a fresh stat, so each returns one version.
+        return await self._read_again(reqs, results, redo, out, caps, progress, missing_ok,
+                                      attempt)
+
+    async def _read_again(self, reqs: Requests, results: Results,
+                          redo: npt.NDArray[np.bool_], out: Sequence[Any] | None,
+                          caps: npt.NDArray[np.int64], progress: _Progress | None,
+                          missing_ok: bool, attempt: int) -> Results:
+        """Files replaced or changed while they were read: their requests not yet handed
+        out (``redo``) are planned and read again from a fresh stat, so each returns one
+        version; after ``READ_ATTEMPTS``, each such file is read to its end at once."""
         rest = reqs.select(redo)
         sub_out, sub_caps = _pick(out, redo), caps[redo] if out is not None else caps
         if attempt + 1 < READ_ATTEMPTS:

@@ -140,6 +140,13 @@ def open_fds() -> dict[int, str]:
     return out
 
 
+def new_fds(baseline: dict[int, str]) -> dict[int, str]:
+    """Descriptors open now that were not open (to the same thing) at ``baseline``: leaks.
+    Descriptors closed since are not leaks (an earlier test's keep-alive connections may
+    close meanwhile, when the server times them out)."""
+    return {fd: what for fd, what in open_fds().items() if baseline.get(fd) != what}
+
+
 def run_python(code: str, *args: str, env: dict[str, str] | None = None,
                timeout: float = 120, cwd: str | None = None
                ) -> subprocess.CompletedProcess[str]:
