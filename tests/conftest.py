@@ -140,6 +140,16 @@ def open_fds() -> dict[int, str]:
     return out
 
 
+def drop_cache(path: str | os.PathLike[str]) -> None:
+    """Evict ``path`` from the page cache (POSIX_FADV_DONTNEED after an fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def new_fds(baseline: dict[int, str]) -> dict[int, str]:
     """Descriptors open now that were not open (to the same thing) at ``baseline``: leaks.
     Descriptors closed since are not leaks (an earlier test's keep-alive connections may

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import check_ok, random_bytes, run_python, write_file
+from conftest import check_ok, drop_cache, random_bytes, run_python, write_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -278,16 +278,6 @@ class Heartbeat:
         assert self.task is not None
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
-
-
-def drop_cache(path: Path) -> None:
-    """Evict ``path`` from the page cache (POSIX_FADV_DONTNEED after an fsync)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture(scope="module")

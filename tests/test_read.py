@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from conftest import check_ok, fd_count, random_bytes, run_python, write_file
+from conftest import check_ok, drop_cache, fd_count, random_bytes, run_python, write_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import expected_bytes
@@ -713,12 +713,7 @@ def cached_pages(path: str) -> int:
 
 
 def evict(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    drop_cache(path)
     if cached_pages(path) > 16:
         pytest.skip("cannot evict the file from the page cache here")
 
