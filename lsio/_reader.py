@@ -42,9 +42,6 @@ from .backends.threads import ThreadsBackend
 
 __all__ = ["Reader", "backend_name", "default_reader"]
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-    os.cpu_count() or 1)
-
 DirectMode = bool | None
 _Progress = Callable[[npt.NDArray[np.int64], "Results", npt.NDArray[np.int64]], None]
 """Told (request indices in the caller's list, the part's results, indices in the part)."""
@@ -637,9 +634,13 @@ async def _off_loop(n: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
 
 
 async def _normalize(requests: Iterable[Any]) -> Requests:
-    """:func:`normalize`, off the loop for long lists."""
-    items = requests if isinstance(requests, (list, tuple)) else None
-    return await _off_loop(len(items) if items is not None else 0, normalize, requests)
+    """:func:`normalize`, off the loop for long lists (generators are listed first, so a
+    long one is not checked on the loop either; a lone path goes straight to ``normalize``,
+    which refuses it)."""
+    if isinstance(requests, (str, bytes, os.PathLike)):
+        return normalize(requests)
+    items = requests if isinstance(requests, (list, tuple)) else list(requests)
+    return await _off_loop(len(items), normalize, items)
 
 
 def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

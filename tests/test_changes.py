@@ -338,3 +338,16 @@ async def test_cancellation_returns_promptly(backend: lsio.Reader, big_file: Pat
     # took 1.5-2 s before). The out= bound leaves room for that.
     assert sorted(late)[len(late) // 2] < (0.100 if use_out else 0.020), (
         f"cancellations took {[f'{x * 1e3:.0f} ms' for x in late]}")
+
+
+async def test_non_ascii_and_undecodable_names(backend: lsio.Reader, data_dir: Path) -> None:
+    """Paths that are not ASCII (UTF-8 names, and bytes that are not UTF-8, which Python
+    spells with lone surrogates via ``os.fsdecode``) reach the C path table with the right
+    lengths: each file is read whole and no other."""
+    names = ["plain.bin", "é ü 字.bin", os.fsdecode(b"raw-\xff\xfe.bin")]
+    paths = [str(write_file(data_dir / n, random_bytes(100 + 7 * i, seed=i)))
+             for i, n in enumerate(names)]
+    results = await backend.read_many([(p,) for p in paths] + [(paths[1], -5, None)])
+    for i, p in enumerate(paths):
+        assert bytes(results[i]) == random_bytes(100 + 7 * i, seed=i), p
+    assert bytes(results[3]) == random_bytes(107, seed=1)[-5:]
