@@ -16,7 +16,7 @@ __all__: list[str] = [
     "PUMP_BUDGET", "PUMP_NS",
     "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "WINDOW", "JOB", "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
-    "BATCH_WINDOWS_MIN",
+    "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -74,6 +74,18 @@ OFF_LOOP_REQUESTS = 4096
 """Calls with this many requests or more are checked and planned on a worker thread, not on
 the event loop: both cost ~0.35 us per request here (50 000 requests: 17 ms to check, 18 ms
 to plan), and the loop must not stall over 10 ms; a thread hop costs ~0.1 ms."""
+
+SMALL_REQUESTS = 64
+"""Calls of up to this many requests try the small-call path first (``lsio/_small.py``):
+page-cache data copied on the caller's thread in two C calls, no planner, no event-loop
+round trip. It costs ~2-4 us per request here; the bulk path's fixed cost is ~0.5-1 ms, so
+it wins for any such call whose data is cached, and 64 requests hold the loop < 0.3 ms."""
+
+SMALL_BYTES = 2 << 20
+"""...and that return at most this many bytes: copying them on the caller's thread (the
+event loop's) takes ~0.3 ms per MiB cached, up to ~1 ms per MiB into fresh memory here, so
+2 MiB holds the loop < 3 ms (the stall target is 10 ms); larger calls go to the bulk path,
+which spreads big copies over the kernel's workers."""
 
 # -- The io_uring engine -------------------------------------------------------------------------
 

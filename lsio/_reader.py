@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _ring
+from . import _ring, _small
 from ._defaults import (
     DEFAULT_MAX_OPEN,
     DEFAULT_THREADS,
@@ -33,7 +33,7 @@ from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
 from ._request import Requests, normalize
 from ._results import Results
-from ._sync import run_sync
+from ._sync import on_loop_thread, run_sync
 from ._types import Bodies, StatResult
 from ._url import HttpOptions, is_url, local_path
 from .backends._base import Backend, ReadResult, RunOptions
@@ -242,6 +242,9 @@ class Reader:
         """Name of the backend this reader uses: ``"uring"`` or ``"threads"``."""
         self._backend: Backend = (UringBackend() if self.backend == "uring"
                                   else ThreadsBackend(threads))
+        self._small: bool | None = None
+        """The small-call path (``_small``): ``None`` for calls within its limits, ``True``
+        for every call, ``False`` never (a knob for the tests)."""
 
     def __repr__(self) -> str:
         return (f"lsio.Reader(backend={self.backend!r}, preset={self.preset!r}, "
@@ -508,6 +511,10 @@ class Reader:
         thread per core (see :func:`lsio.copy_to` for a sink). Then the result is a list of
         each request's last step output (``None`` after a sink or for a missing file).
         """
+        if pipeline is None and not progress:
+            small = self._read_small(requests, out, missing_ok)
+            if small is not None:
+                return small
         bar = make_progress(progress)
         try:
             if pipeline is None:
@@ -520,6 +527,13 @@ class Reader:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _read_small(self, requests: Any, out: Sequence[Any] | None, missing_ok: bool
+                    ) -> Results | None:
+        """The call served by the small-call path (``_small``), or ``None``."""
+        if self._small is False or self.direct is True:
+            return None
+        return _small.read(requests, out, missing_ok, force=self._small is True)
 
     async def _run_pipeline(self, reqs: Requests, pipeline: PipelineArg,
                             bar: Progress | None, missing_ok: bool) -> list[Any]:
@@ -560,6 +574,10 @@ class Reader:
                        progress: ProgressArg = False, missing_ok: bool = False,
                        pipeline: PipelineArg = None) -> Any:
         """Blocking :meth:`read_many`; safe to call from inside a running event loop."""
+        if pipeline is None and not progress and not on_loop_thread():
+            small = self._read_small(requests, out, missing_ok)
+            if small is not None:
+                return small
         return run_sync(self.read_many(requests, out=out, progress=progress,
                                        missing_ok=missing_ok, pipeline=pipeline))
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["run_sync"]
+__all__ = ["on_loop_thread", "run_sync"]
 
 T = TypeVar("T")
 
@@ -33,10 +33,15 @@ def _get_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def on_loop_thread() -> bool:
+    """Whether the caller is lsio's private loop thread (where blocking would deadlock)."""
+    return _thread is not None and threading.current_thread() is _thread
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on lsio's private loop thread and return its result."""
     loop = _get_loop()
-    if threading.current_thread() is _thread:
+    if on_loop_thread():
         coro.close()
         raise RuntimeError("lsio: a *_sync function was called from lsio's own loop thread; "
                            "await the async function instead")

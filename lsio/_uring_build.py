@@ -17,12 +17,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (c
 from _cbuild import C_DIR, CFLAGS, header_cdef  # noqa: E402
 
 ffibuilder = FFI()
-ffibuilder.cdef(header_cdef("uring.h"))
+ffibuilder.cdef(header_cdef("uring.h") + header_cdef("small.h"))
 ffibuilder.set_source(
     "lsio._uring",
-    '#include "uring.c"',  # one translation unit: uring.c's static constants reach cffi
+    '#include "uring.c"\n#include "small.c"',  # one unit: static constants reach cffi
     include_dirs=[str(C_DIR)],
-    depends=[str(C_DIR / "uring.h"), str(C_DIR / "uring.c")],
+    depends=[str(C_DIR / n) for n in ("uring.h", "uring.c", "small.h", "small.c")],
     libraries=["uring"],
     extra_compile_args=CFLAGS,
 )

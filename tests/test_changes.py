@@ -159,6 +159,7 @@ def _unlink_after_stat(reader: lsio.Reader, victim: str) -> None:
         return res
 
     backend.stat = stat_then_unlink  # type: ignore[method-assign]
+    reader._small = False  # the bulk path: the small-call path has no stat to hook
 
 
 @pytest.mark.parametrize("nfiles", [3, 300])

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lsio
+from lsio import _small
 
 SIZES = [0, 1, 4095, 4096, 10_000, 70_000, (1 << 20) + 3]
 
@@ -42,12 +43,17 @@ def conformance_dir(nginx: Any) -> tuple[Path, dict[str, bytes]]:
     return root, data
 
 
-@pytest.fixture(scope="module", params=["uring", "threads", "http"])
+@pytest.fixture(scope="module", params=["uring", "threads", "small", "http"])
 def kit(request: pytest.FixtureRequest, nginx: Any,
         conformance_dir: tuple[Path, dict[str, bytes]]) -> Kit:
+    """``uring`` and ``threads``: the bulk path of each backend (the small-call path off);
+    ``small``: every local call through the small-call path (``lsio/_small.py``), the bulk
+    path taking over only what it cannot serve."""
     root, data = conformance_dir
     if request.param != "http":
-        return lsio.Reader(backend=request.param), lambda name: str(root / name), data
+        reader = lsio.Reader(backend="uring" if request.param == "small" else request.param)
+        reader._small = request.param == "small"
+        return reader, lambda name: str(root / name), data
     return (lsio.Reader(http=lsio.HttpOptions(retries=1)),
             lambda name: nginx.url(f"conformance/{name}"), data)
 
@@ -76,7 +82,10 @@ def test_every_backend_matches_the_source(kit: Kit, reqs: list[tuple[str, int, i
     if dup:
         reqs = reqs + reqs[: len(reqs) // 2]
     requests = [(where(name), off, n) for name, off, n in reqs]
+    served = _small.served[0]
     results = asyncio.run(reader.read_many(requests))
+    if reader._small:  # the files are in the page cache: the small path served the call
+        assert _small.served[0] == served + 1
     assert len(results) == len(reqs)
     for i, (name, off, n) in enumerate(reqs):
         want = reference(data[name], off, n)

@@ -881,6 +881,7 @@ def _shrink_after_stat(reader: lsio.Reader, victims: dict[str, int]) -> None:
         return res
 
     backend.stat = stat_then_shrink  # type: ignore[method-assign]
+    reader._small = False  # the bulk path: the small-call path has no stat to hook
 
 
 @pytest.mark.parametrize("direct", [None, True, False], ids=["auto", "direct", "buffered"])
@@ -931,6 +932,7 @@ def _unlink_after_stat(reader: lsio.Reader, victim: str) -> None:
         return res
 
     backend.stat = stat_then_unlink  # type: ignore[method-assign]
+    reader._small = False  # the bulk path: the small-call path has no stat to hook
 
 
 @pytest.mark.parametrize("nfiles", [40, 1500], ids=["few-reads", "thousands-of-reads"])

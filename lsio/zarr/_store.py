@@ -153,12 +153,19 @@ class LsioStore(Store):
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        """One value. zarr-python asks for chunks with many concurrent ``get`` calls; those
-        made in the same event-loop turn are gathered into one ``read_many`` call (one
-        plan, one submission), since a call costs ~0.8 ms whatever its size."""
+        """One value. A local value in the page cache is read at once by the small-call
+        path (no event-loop round trip). Otherwise, zarr-python asking for chunks with many
+        concurrent ``get`` calls, those made in the same event-loop turn are gathered into
+        one ``read_many`` call (one plan, one submission): a bulk call costs ~0.5-1 ms
+        whatever its size."""
         if not self._is_open:
             await self._open()
         request = self._request(key, byte_range)
+        if not self.remote:
+            small = self.reader._read_small([request], None, True)
+            if small is not None:
+                chunk = small[0]
+                return None if chunk is None else prototype.buffer.from_bytes(chunk)
         loop = asyncio.get_running_loop()
         batch = self._batches.get(loop)
         if batch is None:

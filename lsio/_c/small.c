@@ -1,0 +1,145 @@
+/* lsio's small-call path (interface and purpose in small.h). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* preadv2, RWF_NOWAIT */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <linux/openat2.h>
+
+#include "small.h"
+
+#define PROBE_PAGE 4096  /* divides every page size Linux uses */
+
+#ifndef RESOLVE_CACHED
+#define RESOLVE_CACHED 0x20
+#endif
+
+/* The path lookup must not wait for the disk either: openat2's RESOLVE_CACHED fails with
+   EAGAIN when a directory entry on the way is not in memory (Linux 5.12+; a name never
+   looked up, present or absent, is such an entry). On older kernels this falls back to a
+   plain open (a cold lookup then blocks for its few reads). O_NONBLOCK: opening a FIFO
+   never waits for a writer (it is refused after the fstat). */
+static int open_cached(const char *path) {
+    static int plain = 0;
+    int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    if (!plain) {
+        struct open_how how;
+        memset(&how, 0, sizeof(how));
+        how.flags = (uint64_t)flags;
+        how.resolve = RESOLVE_CACHED;
+        long fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+        if (fd >= 0 || (errno != ENOSYS && errno != E2BIG)) return (int)fd;
+        plain = 1;
+    }
+    return open(path, flags);
+}
+
+/* Read length bytes at offset into addr, never waiting for the disk. With probe, the range
+   ends at the size the descriptor reported: one byte more is asked for, and getting it (the
+   file grew) or not reaching the end (it shrank) is a miss. 1: served exactly; 0: a miss
+   (not in the page cache, an error, or the file changed). */
+static int read_nowait(int fd, long long offset, long long length, char *addr, int probe) {
+    char extra;
+    long long got = 0;
+    for (;;) {
+        struct iovec iov[2] = {{addr + got, (size_t)(length - got)}, {&extra, 1}};
+        int nv = probe ? 2 : 1;
+        if (got == length) {  /* all asked-for bytes are in: is this the end of the file? */
+            if (!probe) return 1;
+            /* A read that never waits stops early only at a page boundary (the next page
+               is not in memory); short of one, it stopped at the end of the file. */
+            if (length > 0 && ((offset + length) & (PROBE_PAGE - 1))) return 1;
+            iov[0] = iov[1];
+            nv = 1;
+        }
+        ssize_t r = preadv2(fd, iov, nv, (off_t)(offset + got), RWF_NOWAIT);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return 0;  /* EAGAIN: not in the page cache; or a real error */
+        if (r == 0) return got == length;  /* end of file */
+        got += r;
+        if (got > length) return 0;  /* the file grew since its fstat */
+    }
+}
+
+/* Open every file: files[2f] its descriptor (-1: missing, with missing_ok), files[2f+1]
+   its size. 1: all opened; 0: a miss (what was opened is closed). */
+int lsio_small_open(int nfiles, const char *blob, int missing_ok, long long *files) {
+    for (int f = 0; f < nfiles; f++) files[2 * f] = -1;
+    for (int f = 0; f < nfiles; f++, blob += strlen(blob) + 1) {
+        int fd = open_cached(blob);
+        files[2 * f + 1] = 0;
+        if (fd < 0) {
+            if (errno == ENOENT && missing_ok) continue;
+            lsio_small_close(nfiles, files);
+            return 0;
+        }
+        files[2 * f] = fd;
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            lsio_small_close(nfiles, files);
+            return 0;
+        }
+        files[2 * f + 1] = (long long)st.st_size;
+    }
+    return 1;
+}
+
+void lsio_small_close(int nfiles, long long *files) {
+    for (int f = 0; f < nfiles; f++) {
+        if (files[2 * f] >= 0) close((int)files[2 * f]);
+        files[2 * f] = -1;
+    }
+}
+
+/* Resolve the requests (as lsio/_plan.py's resolve_ranges: clamped before adding, so no
+   overflow) and read them. */
+long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
+                           const long long *cap, long long limit, const long long *files,
+                           long long *res, void **arena) {
+    long long *start = res, *len = res + n, *missing = res + 2 * n;
+    long long total = 0;
+    res[3 * n] = 0;
+    *arena = NULL;
+    for (int k = 0; k < n; k++) {
+        long long f = req[3 * k], offset = req[3 * k + 1], length = req[3 * k + 2];
+        long long s = files[2 * f + 1];
+        long long first = offset < 0 ? (s + offset > 0 ? s + offset : 0)
+                                     : (offset < s ? offset : s);
+        long long room = s - first;
+        missing[k] = files[2 * f] < 0;
+        res[3 * n] += missing[k];
+        start[k] = first;
+        len[k] = (length < 0 || length > room) ? room : length;
+        if (dest && cap[k] < len[k]) return LSIO_SMALL_MISS;  /* the bulk path names it */
+        total += len[k];
+    }
+    if (!dest && total > limit) return LSIO_SMALL_MISS;
+    char *mem = NULL;
+    if (!dest && !(mem = malloc(total ? (size_t)total : 1))) return LSIO_SMALL_MISS;
+    long long at = 0;
+    for (int k = 0; k < n; k++) {
+        long long f = req[3 * k], offset = req[3 * k + 1], length = req[3 * k + 2];
+        int fd = (int)files[2 * f];
+        long long size = files[2 * f + 1];
+        if (fd < 0) { start[k] = at; continue; }
+        char *to = dest ? (char *)(uintptr_t)dest[k] : mem + at;
+        int at_end = length < 0 || length > size - start[k];
+        int ok = read_nowait(fd, start[k], len[k], to, at_end);
+        /* a suffix's start depends on the size: the file must still end there */
+        if (ok && offset < 0 && !at_end) ok = read_nowait(fd, size, 0, NULL, 1);
+        if (!ok) { free(mem); return LSIO_SMALL_MISS; }
+        start[k] = dest ? 0 : at;
+        at += dest ? 0 : len[k];
+    }
+    *arena = mem;
+    return total;
+}
+
+void lsio_small_free(void *arena) { free(arena); }

@@ -1,0 +1,35 @@
+/* lsio's small-call path: the interface Python sees (also the cffi cdef; see uring.h).
+
+   A call of a few requests whose data is in the page cache is served here, in one C call
+   on the caller's thread, with no event-loop round trip: open every file and take its size
+   from the descriptor, resolve each request against it, then copy the bytes with reads
+   that never wait for the disk (RWF_NOWAIT). Whatever cannot be served that way (a path
+   lookup or a page not in memory, an error, a file that changed, more than the limit) is
+   reported as a miss before any result exists, and the caller hands the whole call to the
+   bulk path, which reads through io_uring and the event loop and raises the errors. */
+
+#ifndef LSIO_SMALL_H
+#define LSIO_SMALL_H
+
+/* lsio_small_run's return value when it cannot serve the call */
+#define LSIO_SMALL_MISS -1
+
+/* files[2f], files[2f+1]: file f's descriptor (-1: missing, with missing_ok) and size,
+   for the nfiles NUL-terminated paths packed one after another in blob. Returns 1, or 0
+   on a miss (then nothing is left open). lsio_small_close closes them. */
+int lsio_small_open(int nfiles, const char *blob, int missing_ok, long long *files);
+void lsio_small_close(int nfiles, long long *files);
+
+/* Per request k (req[3k], req[3k+1], req[3k+2]): file index, offset (negative: from the
+   end) and length (-1: to the end). dest: NULL, or per request the caller's buffer address
+   with cap[k] bytes. On success res holds n starts (in *arena), n lengths, n missing flags
+   (1: the file does not exist, missing_ok), then the number of missing requests; *arena
+   is the malloc'd memory of every result (dest NULL; free it with lsio_small_free) and the
+   return value is the bytes returned; LSIO_SMALL_MISS on a miss, or when the results
+   would exceed limit bytes. */
+long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
+                           const long long *cap, long long limit, const long long *files,
+                           long long *res, void **arena);
+void lsio_small_free(void *arena);
+
+#endif

@@ -1,0 +1,150 @@
+"""The small-call path: a call of a few requests whose data is in the page cache.
+
+zarr-python asks its store for one chunk at a time, a notebook cell reads a handful of
+files: for such calls the bulk path's fixed cost (normalize, stat through the ring, plan,
+two event-loop round trips: ~0.5-1 ms) dwarfs the copy. Here the call is served on the
+caller's thread in two C calls (``lsio/_c/small.h``): open every file and take its size from
+the descriptor (so a file replaced meanwhile cannot tear a request), then copy with reads
+that never wait for the disk (``RWF_NOWAIT``). No numpy planner, no cache sample, no await.
+
+Anything unusual (a URL, an odd request, an error, a path lookup or a page not in memory, a
+file that changed) returns ``None`` before any result is handed out, and the caller sends
+the whole call to the bulk path unchanged: errors are raised in one place, by the bulk
+path, and cold data is read through io_uring and the event loop as before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._defaults import SMALL_BYTES, SMALL_REQUESTS
+from ._request import Chunk
+from ._results import Results
+
+try:
+    from ._uring import ffi, lib
+except ImportError:  # pragma: no cover - depends on the build
+    ffi = lib = None
+
+__all__ = ["read"]
+
+served = [0]
+"""Calls this path served (the tests check that it did)."""
+
+_INT64 = 1 << 63
+
+
+def _parse(requests: Sequence[Any]) -> tuple[list[str], list[int]] | None:
+    """The distinct paths, and per request its file index, offset and length (-1: to the
+    end) in one flat list, for requests of the plain shapes with sane values; ``None`` for
+    anything else."""
+    ids: dict[str, int] = {}
+    flat: list[int] = []
+    for item in requests:
+        kind = type(item)
+        if kind is tuple:
+            if len(item) == 3:
+                path, offset, length = item
+            elif len(item) == 1:
+                path, offset, length = item[0], 0, None
+            else:
+                return None
+        elif kind is Chunk:
+            path, offset, length = item.path, item.offset, item.length
+        elif kind is str:
+            path, offset, length = item, 0, None
+        else:
+            return None
+        if type(path) is not str:
+            if not isinstance(path, os.PathLike):
+                return None
+            path = os.fspath(path)
+            if type(path) is not str:
+                return None
+        if type(offset) is not int or not -_INT64 <= offset < _INT64:
+            return None
+        if length is None:
+            length = -1
+        elif type(length) is not int or not 0 <= length < _INT64:
+            return None
+        file = ids.get(path)
+        if file is None:
+            file = ids[path] = len(ids)
+        flat += (file, offset, length)
+    return list(ids), flat
+
+
+def _blob(paths: list[str]) -> bytes | None:
+    """The paths, each NUL-terminated, for ``lsio_small_run``; ``None`` for paths this
+    path leaves to the bulk one (URLs, ``file://``, NULs, empty, not encodable)."""
+    joined = "\n".join(paths)
+    if "://" in joined or "\0" in joined or not all(paths):
+        return None
+    try:
+        return "\0".join([*paths, ""]).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
+def _destinations(out: Sequence[Any]) -> tuple[list[int], list[int], list[Any]] | None:
+    """Address and size of each writable, C-contiguous buffer of ``out`` (and the cffi
+    views that pin them); ``None`` if one is not (the bulk path names it)."""
+    addresses, caps, views = [], [], []
+    for buf in out:
+        try:
+            view = ffi.from_buffer(buf, require_writable=True)
+        except (TypeError, ValueError, BufferError):
+            return None
+        views.append(view)
+        addresses.append(int(ffi.cast("uintptr_t", view)))
+        caps.append(len(view))
+    return addresses, caps, views
+
+
+def read(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *, force: bool = False
+         ) -> Results | None:
+    """The call's results, or ``None``: the bulk path must serve this call. ``force``
+    (the tests' knob): whatever the call's size."""
+    if lib is None or type(requests) not in (list, tuple):
+        return None
+    n = len(requests)
+    if not n or (n > SMALL_REQUESTS and not force) or (out is not None and len(out) != n):
+        return None
+    parsed = _parse(requests)
+    if parsed is None:
+        return None
+    paths, flat = parsed
+    blob = _blob(paths)
+    if blob is None:
+        return None
+    dest: Any = ffi.NULL
+    caps: Any = ffi.NULL
+    if out is not None:
+        found = _destinations(out)
+        if found is None:
+            return None
+        dest, caps, _pinned = found
+    nf = len(paths)
+    files = ffi.new("long long[]", 2 * nf)
+    if not lib.lsio_small_open(nf, blob, missing_ok, files):
+        return None  # a lookup not in memory, an error, not a regular file: the bulk path
+    res = ffi.new("long long[]", 3 * n + 1)
+    arena = ffi.new("void **")
+    try:
+        total = lib.lsio_small_serve(n, flat, dest, caps,
+                                     _INT64 - 1 if force else SMALL_BYTES, files, res, arena)
+    finally:
+        lib.lsio_small_close(nf, files)
+    if total < 0:
+        return None  # a page not in memory, a change, too big: the bulk path reads it
+    served[0] += 1
+    table = np.frombuffer(ffi.buffer(res), np.int64)
+    gone = table[2 * n : 3 * n] != 0 if table[3 * n] else None
+    if out is None:
+        memory = ffi.buffer(ffi.gc(ffi.cast("char *", arena[0]), lib.lsio_small_free), total)
+        return Results([memory], np.zeros(n, np.int64), table[:n], table[n : 2 * n], gone)
+    return Results(list(out), np.arange(n, dtype=np.int64), table[:n], table[n : 2 * n], gone)

@@ -1,0 +1,235 @@
+"""The small-call path (``lsio/_small.py``): a call of a few requests whose data is in the
+page cache is served without an event-loop round trip, and everything else it meets goes to
+the bulk path with the same outcome. Byte-exactness over both paths is the conformance
+kit's job (``test_conformance.py``, kits ``small`` and ``uring``/``threads``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import drop_cache, new_fds, open_fds, random_bytes, write_file
+
+import lsio
+from lsio import _small
+from lsio._defaults import SMALL_BYTES, SMALL_REQUESTS
+
+
+def finish_now(coro: Any) -> Any:
+    """Run ``coro`` to its end without an event loop; fails if it had to wait (suspend)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise AssertionError("the call waited for the event loop")
+
+
+@pytest.fixture
+def files(data_dir: Path) -> list[Path]:
+    return [write_file(data_dir / f"f{i}", random_bytes(5000 + 997 * i, seed=i))
+            for i in range(8)]
+
+
+def served_by_small(fn: Any) -> Any:
+    before = _small.served[0]
+    result = fn()
+    assert _small.served[0] == before + 1, "the small-call path did not serve the call"
+    return result
+
+
+async def test_a_cached_call_returns_without_waiting(files: list[Path]) -> None:
+    reqs = [(str(files[0]),), (str(files[1]), 100, 50), lsio.Chunk(files[2], -10),
+            str(files[3])]
+    got = served_by_small(lambda: finish_now(lsio.read_many(reqs)))
+    assert bytes(got[0]) == files[0].read_bytes()
+    assert bytes(got[1]) == files[1].read_bytes()[100:150]
+    assert bytes(got[2]) == files[2].read_bytes()[-10:]
+    assert bytes(got[3]) == files[3].read_bytes()
+    assert list(got.lengths) == [len(bytes(g)) for g in got]
+    assert got[0].readonly and got[0].format == "B"
+
+
+def test_the_sync_door_takes_it_too(files: list[Path]) -> None:
+    got = served_by_small(lambda: lsio.read_many_sync([(str(files[4]),)]))
+    assert bytes(got[0]) == files[4].read_bytes()
+
+
+async def test_out_buffers_on_the_small_path(files: list[Path]) -> None:
+    out = [np.zeros(6000, np.uint8), bytearray(20)]
+    got = served_by_small(lambda: finish_now(lsio.read_many(
+        [(str(files[0]),), (str(files[1]), 7, 20)], out=out)))
+    assert out[0][:5000].tobytes() == files[0].read_bytes() and not out[0][5000:].any()
+    assert bytes(out[1]) == files[1].read_bytes()[7:27] == bytes(got[1])
+
+
+@pytest.mark.parametrize("bad, error", [
+    (lambda: [bytearray(10)], ValueError),      # too small: the bulk path names out[0]
+    (lambda: [b"x" * 6000], TypeError),         # read-only
+    (lambda: [np.zeros((100, 100), np.uint8)[:, ::2]], ValueError),  # not contiguous
+])
+async def test_bad_out_buffers_raise_as_on_the_bulk_path(files: list[Path], bad: Any,
+                                                         error: type[Exception]) -> None:
+    before = _small.served[0]
+    with pytest.raises(error, match=r"out\[0\]"):
+        await lsio.read_many([(str(files[0]),)], out=bad())
+    assert _small.served[0] == before
+
+
+async def test_errors_are_the_bulk_paths(files: list[Path], data_dir: Path) -> None:
+    fifo = data_dir / "fifo"
+    os.mkfifo(fifo)
+    cases: list[tuple[str, type[OSError]]] = [
+        (str(data_dir / "nope"), FileNotFoundError),
+        (str(data_dir), IsADirectoryError),
+        (str(fifo), OSError),  # refused (not read: a FIFO would block), never hangs
+        (str(files[0]) + "/x", NotADirectoryError),
+    ]
+    for path, error in cases:
+        before = _small.served[0]
+        with pytest.raises(error) as info:
+            await asyncio.wait_for(lsio.read_many([(str(files[1]),), (path,)]), 10)
+        assert info.value.request_index == 1  # type: ignore[attr-defined]
+        assert info.value.filename == path
+        assert _small.served[0] == before
+
+
+async def test_missing_ok_on_the_small_path(files: list[Path], data_dir: Path) -> None:
+    gone = str(data_dir / "nope")
+    # The first lookup of a missing name goes to the filesystem (openat2 RESOLVE_CACHED
+    # refuses it), so the bulk path serves it; the kernel then remembers the name is absent.
+    await lsio.read_many([(gone,)], missing_ok=True)
+    got = served_by_small(lambda: finish_now(lsio.read_many(
+        [(gone,), (str(files[0]), 10, 10), (gone, 5, 5)], missing_ok=True)))
+    assert got[0] is None and got[2] is None
+    assert bytes(got[1]) == files[0].read_bytes()[10:20]
+    assert list(got.missing) == [True, False, True] and list(got.lengths) == [0, 10, 0]
+
+
+async def test_a_cold_call_waits_on_the_loop_and_lets_timers_run(data_dir: Path) -> None:
+    """Data not in the page cache: the call suspends (the bulk path reads it through the
+    ring), and another task's 1 ms timer keeps firing meanwhile."""
+    paths = [write_file(data_dir / f"cold{i}", random_bytes(256 << 10, seed=i))
+             for i in range(8)]
+    for p in paths:
+        drop_cache(p)
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            ticks.append(time.perf_counter())
+
+    ticker = asyncio.ensure_future(tick())
+    await asyncio.sleep(0.005)
+    waits = [0]
+    before = _small.served[0]
+    start = time.perf_counter()
+    try:
+        got = await counting(lsio.read_many([(str(p),) for p in paths]), waits)
+    finally:
+        end = time.perf_counter()
+        ticker.cancel()
+    assert _small.served[0] == before
+    assert waits[0] >= 1, "a cold call never waited on the event loop"
+    beats = [start] + [t for t in ticks if start < t < end] + [end]
+    assert max(np.diff(beats)) < 0.1, "the loop was held while cold data was read"
+    for p, chunk in zip(paths, got, strict=True):
+        assert bytes(chunk) == p.read_bytes()
+
+
+@types.coroutine
+def counting(coro: Any, waits: list[int]) -> Any:
+    """Await ``coro``, counting the times it suspended (handed a future to the loop)."""
+    steps = coro.__await__()
+    try:
+        future = steps.send(None)
+        while True:
+            waits[0] += 1
+            try:
+                value = yield future
+            except BaseException as exc:  # noqa: BLE001 - handed on to the coroutine
+                future = steps.throw(exc)
+            else:
+                future = steps.send(value)
+    except StopIteration as done:
+        return done.value
+
+
+@pytest.mark.parametrize("offset, length", [(0, None), (-10, 5), (100, 1 << 40), (-3, None)])
+async def test_a_file_changed_between_open_and_read_is_read_again(
+        files: list[Path], monkeypatch: pytest.MonkeyPatch, offset: int, length: int | None
+) -> None:
+    """The size comes from the descriptor; a file that grows after it was taken fails the
+    end-of-file check of every request whose range depends on the size (to the end, a
+    suffix, clamped at the end), and the bulk path reads the new version."""
+    path = files[6]
+    real = _small.lib
+
+    class Growing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def lsio_small_serve(self, *args: Any) -> int:  # after the open, before the read
+            with open(path, "ab") as f:
+                f.write(b"more")
+            return int(real.lsio_small_serve(*args))
+
+    monkeypatch.setattr(_small, "lib", Growing())
+    before = _small.served[0]
+    (got,) = await lsio.read_many([(str(path), offset, length)])
+    assert _small.served[0] == before
+    now = path.read_bytes()
+    start = len(now) + offset if offset < 0 else offset
+    assert bytes(got) == now[start : None if length is None else start + length]
+
+
+def test_calls_beyond_the_limits_take_the_bulk_path(data_dir: Path) -> None:
+    big = write_file(data_dir / "big", random_bytes(SMALL_BYTES + 1))
+    small = write_file(data_dir / "small", b"abc")
+    for reqs in ([(str(big),)], [(str(small),)] * (SMALL_REQUESTS + 1)):
+        before = _small.served[0]
+        got = lsio.read_many_sync(reqs)
+        assert _small.served[0] == before
+        assert bytes(got[0]) == Path(reqs[0][0]).read_bytes()
+    served_by_small(lambda: lsio.read_many_sync([(str(small),)] * SMALL_REQUESTS))
+
+
+async def test_no_descriptor_is_left_open(files: list[Path], data_dir: Path) -> None:
+    baseline: dict[int, str] = {}
+    for i in range(51):
+        if i == 1:  # after one round, which made this loop's ring (it lives with the loop)
+            baseline = open_fds()
+        await lsio.read_many([(str(f),) for f in files])
+        await lsio.read_many([(str(files[0]),), (str(data_dir / "nope"),)], missing_ok=True)
+        with pytest.raises(FileNotFoundError):
+            await lsio.read_many([(str(files[0]),), (str(data_dir / "nope"),)])
+        with pytest.raises(ValueError):
+            await lsio.read_many([(str(files[0]),)], out=[bytearray(1)])
+    assert not new_fds(baseline)
+
+
+async def test_concurrent_small_calls_and_cancellation(files: list[Path]) -> None:
+    """Many concurrent one-chunk calls each return their own bytes; cancelled ones never
+    disturb the others."""
+    want = [f.read_bytes() for f in files]
+
+    async def one(i: int) -> bytes:
+        (chunk,) = await lsio.read_many([(str(files[i % len(files)]),)])
+        return bytes(chunk)
+
+    tasks = [asyncio.ensure_future(one(i)) for i in range(64)]
+    for t in tasks[::3]:
+        t.cancel()
+    outcome = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, got in enumerate(outcome):
+        if i % 3 == 0:
+            assert isinstance(got, asyncio.CancelledError)
+        else:
+            assert got == want[i % len(files)]
