@@ -51,6 +51,7 @@ test: lint cwarn docs
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
+	$(PY) -m benchmarks.bench_fixed --out docs/benchmarks.md --json docs/bench_fixed.json
 	$(PY) -m benchmarks.bench_local --out docs/benchmarks.md --json docs/bench_local.json
 	$(PY) -m benchmarks.bench_http --out docs/benchmarks.md --json docs/bench_http.json
 	$(PY) -m benchmarks.bench_zarr --out docs/benchmarks.md --json docs/bench_zarr.json

@@ -88,7 +88,7 @@ def make_files(root: Path) -> list[str]:
     paths = []
     for i in range(NFILES):
         p = root / f"c/{i}"
-        p.parent.mkdir(exist_ok=True)
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(os.urandom(FILE_SIZE))
         paths.append(str(p))
     return paths

@@ -29,7 +29,9 @@ from .contenders import CONTENDERS, Contender, RunContext, RunFn
 from .harness import log, stall_text, time_run, verify
 from .planbench import PLAN_REQUESTS, PLAN_REQUESTS_QUICK, measure_planning, planned_reads
 from .report import (
+    KEPT_NOTE,
     STALL_NOTE,
+    KeptResult,
     MemoryResult,
     PlannedReads,
     PlanTiming,
@@ -37,6 +39,7 @@ from .report import (
     Series,
     filesystem_of,
     format_coalesce_note,
+    format_kept_table,
     format_machine,
     format_memory_table,
     format_plan_table,
@@ -60,6 +63,9 @@ DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench")
 DEFAULT_WORKLOADS = "a,b,c,d,e,f"
 MEMORY_WORKLOADS = ("a", "b")
 MEMORY_CONTENDERS = ("lsio", "plain loop")
+KEPT_WORKLOADS = ("a", "b")
+KEPT_CONTENDERS = ("lsio", "plain loop", "fsspec")
+KEPT_ROUNDS = 2  # fresh processes per contender and workload, alternated
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -219,6 +225,39 @@ def measure_memory(cfg: Config, workloads: dict[str, Workload]) -> list[MemoryRe
     return results
 
 
+def measure_kept(cfg: Config, workloads: dict[str, Workload]) -> list[KeptResult]:
+    """Results kept alive in fresh processes (``keptprobe``), contenders alternated."""
+    results: dict[tuple[str, str], KeptResult] = {}
+    for key in KEPT_WORKLOADS:
+        if key not in workloads:
+            continue
+        names = [n for n in KEPT_CONTENDERS if cfg.contenders is None or n in cfg.contenders]
+        for _ in range(KEPT_ROUNDS):
+            for name in names:
+                set_state(workloads[key], "warm")
+                got = _keptprobe(cfg, key, name)
+                log(f"  [({key}) kept, fresh process] {name}: kept "
+                    f"{[round(x * 1e3, 1) for x in got.kept_s]} ms, recycled "
+                    f"{[round(x * 1e3, 1) for x in got.recycled_s]} ms"
+                    + (f" FAILED: {got.error}" if got.error else ""))
+                have = results.setdefault((key, name), KeptResult(key, name))
+                have.kept_s += got.kept_s
+                have.recycled_s += got.recycled_s
+                have.error = have.error or got.error
+    return list(results.values())
+
+
+def _keptprobe(cfg: Config, key: str, contender: str) -> KeptResult:
+    cmd = [sys.executable, "-m", "benchmarks.keptprobe", "--data-dir", str(cfg.data_dir),
+           "--workload", key, "--contender", contender]
+    cmd += ["--quick"] if cfg.quick else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PACKAGE_ROOT, timeout=3600)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return KeptResult(key, contender, error=tail[0])
+    return KeptResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 def _memprobe(cfg: Config, key: str, contender: str) -> MemoryResult:
     cmd = [sys.executable, "-m", "benchmarks.memprobe", "--data-dir", str(cfg.data_dir),
            "--workload", key, "--contender", contender, "--queue-depth", str(cfg.queue_depth)]
@@ -235,7 +274,8 @@ def _memprobe(cfg: Config, key: str, contender: str) -> MemoryResult:
 
 def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
            planned: dict[str, PlannedReads], timing: PlanTiming | None,
-           details: dict[str, str], argv: Sequence[str]) -> str:
+           details: dict[str, str], argv: Sequence[str],
+           kept: Sequence[KeptResult] = ()) -> str:
     parts = ["## Local disk: lsio vs fio and Python peers (`benchmarks/bench_local.py`)", "",
              f"Command: `python -m benchmarks.bench_local {shlex.join(argv)}`  "]
     if not cfg.plan_only:
@@ -253,6 +293,9 @@ def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
     if memory:
         parts += ["### Peak memory of one read (fresh process, warm cache)", "",
                   format_memory_table(memory), ""]
+    if kept:
+        parts += ["### Results kept alive (fresh process, warm cache)", "", KEPT_NOTE, "",
+                  format_kept_table(kept), ""]
     if timing is not None:
         parts += ["### Planning speed (no I/O)", "", format_plan_table(timing), ""]
     if not results:
@@ -275,7 +318,7 @@ def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
 
 def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[MemoryResult],
               planned: dict[str, PlannedReads], timing: PlanTiming | None,
-              details: dict[str, str]) -> None:
+              details: dict[str, str], kept: Sequence[KeptResult] = ()) -> None:
     doc = {
         "machine": details,
         "config": {"quick": cfg.quick, "repeats": cfg.repeats, "queue_depth": cfg.queue_depth,
@@ -283,6 +326,7 @@ def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[Memor
         "workloads": {} if cfg.plan_only else {s.key: dataclasses.asdict(s) for s in cfg.specs},
         "series": series_json(results),
         "memory": [dataclasses.asdict(m) for m in memory],
+        "kept": [dataclasses.asdict(k) for k in kept],
         "planned_reads": {k: dataclasses.asdict(v) for k, v in planned.items()},
         "planning": dataclasses.asdict(timing) if timing is not None else None,
     }
@@ -320,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads: dict[str, Workload] = {}
     results: list[Series] = []
     memory: list[MemoryResult] = []
+    kept: list[KeptResult] = []
     if not cfg.plan_only:
         cfg = dataclasses.replace(cfg, states=usable_states(cfg.states))
         if not cfg.states:
@@ -340,16 +385,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          Path(scratch))
 
         memory = measure_memory(cfg, workloads) if cfg.memory else []
+        kept = measure_kept(cfg, workloads) if cfg.memory else []
     planned = plan_workloads(workloads)
     timing = measure_plan_speed(cfg) if cfg.plan else None
     details = machine_details(cfg.data_dir)
-    text = render(cfg, results, memory, planned, timing, details, argv)
+    text = render(cfg, results, memory, planned, timing, details, argv, kept)
     print(text)
     if cfg.out is not None:
         replace_section(cfg.out, text)
         log(f"updated {cfg.out}")
     if cfg.json_path is not None:
-        dump_json(cfg.json_path, cfg, results, memory, planned, timing, details)
+        dump_json(cfg.json_path, cfg, results, memory, planned, timing, details, kept)
         log(f"wrote {cfg.json_path}")
     return 0
 

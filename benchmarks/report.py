@@ -9,6 +9,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,18 @@ class MemoryResult:
     error: str | None = None
 
 
+@dataclass
+class KeptResult:
+    """Seconds per call of one contender in a fresh process, results kept alive (fresh memory,
+    the first call left out) and dropped at once (recycled memory)."""
+
+    workload: str
+    contender: str
+    kept_s: list[float] = field(default_factory=list)
+    recycled_s: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -233,6 +246,32 @@ def format_memory_table(rows: list[MemoryResult]) -> str:
         ratio = f"{extra / r.nbytes:.2f}" if r.nbytes else "—"
         out.append(f"| {r.workload} | {r.contender} | {_mib(r.nbytes)} | {_mib(r.rss_before)} | "
                    f"{_mib(r.rss_peak)} | {_mib(extra)} | {ratio} |")
+    return "\n".join(out)
+
+
+KEPT_NOTE = (
+    "Each row: one contender in fresh processes, the calls' results all kept alive (every "
+    "call gets fresh memory, as for a user who keeps what they read; the first call, which "
+    "also pays the process's warm-up, is left out), then the same calls with each result "
+    "dropped at once (recycled memory: lsio's arena pool, the allocator's free lists). "
+    "Medians over every call of every process.")
+
+
+def format_kept_table(rows: Sequence[KeptResult]) -> str:
+    out = ["| workload | contender | kept (ms) | recycled (ms) | kept / recycled | "
+           "lsio kept is faster by |",
+           "|---|---|---:|---:|---:|---:|"]
+    lsio = {r.workload: statistics.median(r.kept_s) for r in rows
+            if r.contender == "lsio" and r.kept_s}
+    for r in rows:
+        if r.error is not None or not r.kept_s or not r.recycled_s:
+            reason = (r.error or "no samples").replace("|", "/").replace("\n", " ")[:120]
+            out.append(f"| {r.workload} | {r.contender} | FAILED | — | — | {reason} |")
+            continue
+        kept, recycled = statistics.median(r.kept_s), statistics.median(r.recycled_s)
+        vs = f"{kept / lsio[r.workload]:.2f}x" if r.workload in lsio else "—"
+        out.append(f"| {r.workload} | {r.contender} | {kept * 1e3:,.1f} | "
+                   f"{recycled * 1e3:,.1f} | {kept / recycled:.2f} | {vs} |")
     return "\n".join(out)
 
 

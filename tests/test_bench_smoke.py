@@ -72,6 +72,15 @@ def test_bench_local_quick(tmp_path: Path) -> None:
         (cells,) = _rows(out, step, prefix=True)
         assert _ms(cells[1]) > 0, cells
 
+    # Results kept alive, fresh processes: every contender on (a) and (b), kept and recycled.
+    kept = {(k["workload"], k["contender"]): k for k in
+            json.loads((tmp_path / "results.json").read_text())["kept"]}
+    for key in ("a", "b"):
+        for name in ("lsio", "plain loop", "fsspec"):
+            k = kept[(key, name)]
+            assert k["error"] is None and len(k["kept_s"]) == len(k["recycled_s"]) >= 2, k
+    assert "### Results kept alive" in out and len(_rows(out, "b", prefix=True)) >= 3, out
+
     doc = (tmp_path / "bench.md").read_text()
     assert "<!-- bench_local:start -->" in doc and "<!-- bench_local:end -->" in doc
     assert "### Planning speed" in doc
