@@ -1,5 +1,6 @@
 """``python -m lsio demo``: write a sample dataset, read it with lsio and with a plain
-Python loop, print throughput and the ratio."""
+Python loop, print throughput and the ratio: cold (the page cache dropped before every run)
+when this process may, else warm; medians of alternated rounds, every result kept."""
 
 from __future__ import annotations
 
@@ -53,32 +54,67 @@ def _write(root: str, bar: Any) -> tuple[list[str], str]:
     return paths, big
 
 
-def _plain_files(paths: list[str]) -> int:
-    total = 0
+def _plain_files(paths: list[str]) -> list[bytes]:
+    out = []
     for p in paths:
         with open(p, "rb") as f:
-            total += len(f.read())
-    return total
+            out.append(f.read())
+    return out
 
 
-def _plain_ranges(path: str, offsets: list[int]) -> int:
+def _plain_ranges(path: str, offsets: list[int]) -> list[bytes]:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return sum(len(os.pread(fd, RANGE_SIZE, off)) for off in offsets)
+        return [os.pread(fd, RANGE_SIZE, off) for off in offsets]
     finally:
         os.close(fd)
 
 
-def _best(fn: Callable[[], int], repeats: int = 3) -> tuple[float, int]:
-    best, nbytes = float("inf"), 0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        nbytes = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, nbytes
+def _nbytes(result: Any) -> int:
+    return sum(len(b) for b in result)
 
 
-def run_demo() -> int:
+def _cache_state() -> tuple[bool, str]:
+    """Whether each run starts cold (the page cache dropped first), and why (not)."""
+    if os.geteuid() != 0:
+        return False, "warm: dropping the page cache needs root (run `sudo make demo` for cold)"
+    if not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        return False, "warm: /proc/sys/vm/drop_caches is read-only here (a container?)"
+    return True, "cold: the page cache is dropped before every run"
+
+
+def _drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def _timed_rounds(contenders: list[tuple[str, Callable[[], Any]]], rounds: int, cold: bool
+                  ) -> dict[str, list[float]]:
+    """Seconds per run of each contender, alternated (round r starts with contender r),
+    every result kept until all rounds are done (as users keep what they read: each run
+    gets fresh memory)."""
+    times: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    nbytes: dict[str, int] = {}
+    kept = []
+    for r in range(rounds):
+        for k in range(len(contenders)):
+            name, fn = contenders[(r + k) % len(contenders)]
+            if cold:
+                _drop_caches()
+            t = time.perf_counter()
+            result = fn()
+            times[name].append(time.perf_counter() - t)
+            kept.append(result)
+            nbytes[name] = _nbytes(result)
+    if len(set(nbytes.values())) != 1:
+        raise RuntimeError(f"byte counts differ: {nbytes}")
+    return times
+
+
+def run_demo(rounds: int = 3) -> int:
+    import statistics
+
     reader = Reader()
     root = tempfile.mkdtemp(prefix="lsio-demo-", dir=_data_root())
     try:
@@ -88,24 +124,26 @@ def run_demo() -> int:
             paths, big = _write(root, bar)
         rng = random.Random(42)
         offsets = [rng.randrange(BIG_SIZE // RANGE_SIZE) * RANGE_SIZE for _ in range(RANGES)]
+        reader.read_many_sync([(paths[0],)] * 2)  # warm-up: the ring, the loop thread
         workloads = [
-            (f"{SMALL_FILES} files x 64 KiB, whole", len(paths),
-             lambda: reader.read_many_sync([(p,) for p in paths]).nbytes,
-             lambda: _plain_files(paths)),
-            (f"{RANGES} random 4 KiB ranges of 512 MiB", RANGES,
-             lambda: reader.read_many_sync([(big, o, RANGE_SIZE) for o in offsets]).nbytes,
-             lambda: _plain_ranges(big, offsets)),
+            (f"{SMALL_FILES} files x 64 KiB, whole", len(paths), [
+                ("lsio", lambda: reader.read_many_sync([(p,) for p in paths])),
+                ("plain loop", lambda: _plain_files(paths))]),
+            (f"{RANGES} random 4 KiB ranges of 512 MiB", RANGES, [
+                ("lsio", lambda: reader.read_many_sync([(big, o, RANGE_SIZE) for o in offsets])),
+                ("plain loop", lambda: _plain_ranges(big, offsets))]),
         ]
-        print("(data was just written, so it is in the page cache: a warm read)")
+        cold, how = _cache_state()
+        print(f"{how}; medians of {rounds} alternated rounds, every result kept")
         rows = []
-        for name, count, with_lsio, plain in tqdm(workloads, desc="reading", unit="workload"):
-            t_lsio, n_lsio = _best(with_lsio)
-            t_plain, n_plain = _best(plain)
-            if n_lsio != n_plain:
-                raise RuntimeError(f"byte counts differ: lsio {n_lsio}, plain {n_plain}")
-            rows.append((name, count / t_lsio, count / t_plain, n_lsio / t_lsio))
-        print(f"\n{'workload':40} {'lsio/s':>12} {'plain loop/s':>14} {'ratio':>7} "
-              f"{'lsio GB/s':>10}")
+        for name, count, contenders in tqdm(workloads, desc="reading", unit="workload"):
+            times = _timed_rounds(contenders, rounds, cold)
+            t_lsio = statistics.median(times["lsio"])
+            t_plain = statistics.median(times["plain loop"])
+            nbytes = count * (SMALL_SIZE if "files" in name else RANGE_SIZE)
+            rows.append((name, count / t_lsio, count / t_plain, nbytes / t_lsio))
+        print(f"\n{'workload (' + ('cold' if cold else 'warm') + ')':40} {'lsio/s':>12} "
+              f"{'plain loop/s':>14} {'ratio':>7} {'lsio GB/s':>10}")
         for name, a, b, bw in rows:
             print(f"{name:40} {a:12,.0f} {b:14,.0f} {a / b:6.2f}x {bw / 1e9:10.2f}")
         return 0
@@ -144,15 +182,19 @@ def run_bench(items: list[str], repeats: int) -> int:
     times: dict[str, list[float]] = {"lsio": [], "plain loop": []}
     nbytes = 0
     for _ in tqdm(range(repeats), desc="rounds", unit="round"):
+        # each round's results are kept until it ends, as users keep what they read
         t = time.perf_counter()
-        nbytes = reader.read_many_sync([(p,) for p in paths]).nbytes
+        got = reader.read_many_sync([(p,) for p in paths])
         times["lsio"].append(time.perf_counter() - t)
+        nbytes = got.nbytes
         if local:
             t = time.perf_counter()
             plain = _plain_files(paths)
             times["plain loop"].append(time.perf_counter() - t)
-            if plain != nbytes:
-                raise RuntimeError(f"byte counts differ: lsio {nbytes}, plain loop {plain}")
+            if _nbytes(plain) != nbytes:
+                raise RuntimeError(f"byte counts differ: lsio {nbytes}, plain loop "
+                                   f"{_nbytes(plain)}")
+        del got
     print(f"\n{'reader':12} {'median s':>10} {'files/s':>12} {'MB/s':>10} {'vs plain':>9}")
     base = statistics.median(times["plain loop"]) if times["plain loop"] else None
     for name, runs in times.items():
