@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import check_ok, run_python
+from conftest import check_ok, random_bytes, run_python, write_file
 
 import lsio
 
@@ -142,6 +142,10 @@ ENGINE = {"asyncio", "concurrent.futures", "ssl", "socket", "subprocess", "mmap"
 through cffi, the planner, the backends, the thread pools): loaded by the first call."""
 
 
+POOLS = {"concurrent.futures.thread", "queue", "lsio.backends.threads"}
+"""Thread pools: the fallback backend's, the pipeline workers', the parallel ring workers'."""
+
+
 def _loaded_after(code: str) -> set[str]:
     """The modules of a fresh interpreter after ``code`` runs."""
     out = check_ok(run_python(f"{code}\nimport sys\nprint(*sys.modules)"))
@@ -160,3 +164,20 @@ def test_import_lsio_loads_numpy_and_the_value_types_only() -> None:
     lazy = _loaded_after("from lsio import Reader, backend_name, copy_to")
     assert {"asyncio", "lsio._reader", "lsio._pipeline"} <= lazy
     assert not lazy & (OPTIONAL | TOOLS), sorted(lazy & (OPTIONAL | TOOLS))
+
+
+def test_a_first_read_loads_no_optional_package_and_no_thread_pool(data_dir: Path) -> None:
+    """A process's first local reads (the small-call path and the bulk path, blocking and
+    async) on io_uring load neither the optional packages and tools nor a thread pool."""
+    path = write_file(data_dir / "f.bin", random_bytes(1 << 16))
+    loaded = _loaded_after(f"""
+import asyncio
+import lsio
+few = [({str(path)!r}, 0, 100)]
+many = [({str(path)!r}, i * 500, 100) for i in range(100)]
+assert lsio.backend_name() == "uring"
+assert bytes(lsio.read_many_sync(few)[0]) == bytes(lsio.read_many_sync(many)[0])
+assert len(asyncio.run(lsio.read_many(many))) == 100
+""")
+    assert "lsio._ring" in loaded
+    assert not loaded & (OPTIONAL | TOOLS | POOLS), sorted(loaded & (OPTIONAL | TOOLS | POOLS))
