@@ -8,19 +8,20 @@ in ``_ring``, or a thread pool) -> results (``_results``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._errors import BackendWarning as BackendWarning
-from ._pipeline import PipelineArg
-from ._pipeline import copy_to as copy_to
-from ._progress import ProgressArg
-from ._reader import Reader as Reader
-from ._reader import backend_name as backend_name
-from ._reader import default_reader as _default_reader
 from ._request import Chunk as Chunk
 from ._results import Results as Results
 from ._url import HttpOptions as HttpOptions
+
+if TYPE_CHECKING:
+    from ._pipeline import PipelineArg
+    from ._pipeline import copy_to as copy_to
+    from ._progress import ProgressArg
+    from ._reader import Reader as Reader
+    from ._reader import backend_name as backend_name
 
 __all__ = [
     "BackendWarning",
@@ -36,6 +37,44 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def _engine(name: str) -> Any:
+    """``Reader``, ``backend_name`` and ``copy_to`` come with the engine (asyncio, io_uring,
+    the planner, the backends, the thread pools), loaded on first use: ``import lsio`` costs
+    little more than numpy, and ``from lsio import Reader`` works as usual (PEP 562)."""
+    module: Any
+    if name in ("Reader", "backend_name"):
+        from . import _reader as module
+    elif name == "copy_to":
+        from . import _pipeline as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups find it without calling this
+    return value
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all attribute
+    __getattr__ = _engine
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+_default: Callable[[], Reader] | None = None
+
+
+def _default_reader() -> Reader:
+    """The engine's default reader; the first call loads the engine. (Kept here once
+    loaded: an import statement on every call would cost the small-call path ~1-3 us.)"""
+    global _default
+    if _default is None:
+        from ._reader import default_reader
+
+        _default = default_reader
+    return _default()
 
 
 async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,

@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ._defaults import JOB, WINDOW
+
+if TYPE_CHECKING:
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["WINDOW", "PipelineArg", "PipelineRun", "copy_to", "steps_for", "worker_count",
            "worker_pool"]
@@ -147,6 +149,8 @@ def _cpus() -> list[int]:
 
 def worker_pool() -> ThreadPoolExecutor:
     """The pipeline workers: one thread per usable core, each pinned to its own core."""
+    from concurrent.futures import ThreadPoolExecutor  # here: only pipelines need it
+
     global _pool, _pool_workers
     with _pool_lock:
         if _pool is None:
@@ -181,10 +185,12 @@ class PipelineRun:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, steps: Callable[[int], Sequence[Step]],
                  outputs: list[Any], describe: Callable[[int], str]) -> None:
+        from queue import SimpleQueue  # here: only pipelines need it
+
         self.loop = loop
         self.steps, self.outputs, self.describe = steps, outputs, describe
         self.queue: queue.SimpleQueue[tuple[int, list[tuple[int, Any]]] | None] = (
-            queue.SimpleQueue())
+            SimpleQueue())
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()

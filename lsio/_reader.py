@@ -38,7 +38,6 @@ from ._types import Bodies, StatResult
 from ._url import HttpOptions, is_url, local_path
 from .backends._base import Backend, ReadResult, RunOptions
 from .backends.local import UringBackend, special_detail
-from .backends.threads import ThreadsBackend
 
 __all__ = ["Reader", "backend_name", "default_reader"]
 
@@ -240,8 +239,13 @@ class Reader:
         self.max_open_files = max_open_files
         self.backend = _choose_backend(backend)
         """Name of the backend this reader uses: ``"uring"`` or ``"threads"``."""
-        self._backend: Backend = (UringBackend() if self.backend == "uring"
-                                  else ThreadsBackend(threads))
+        self._backend: Backend
+        if self.backend == "uring":
+            self._backend = UringBackend()
+        else:  # the fallback and its thread pool load only where they are used
+            from .backends.threads import ThreadsBackend
+
+            self._backend = ThreadsBackend(threads)
         self._small: bool | None = None
         """The small-call path (``_small``): ``None`` for calls within its limits, ``True``
         for every call, ``False`` never (a knob for the tests)."""

@@ -10,13 +10,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
-from ._plan import distinct
 from ._url import local_path
+
+if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
+    import numpy.typing as npt
 
 __all__ = ["Chunk", "Requests", "normalize"]
 
@@ -89,6 +90,8 @@ class Requests:
     def window(self, lo: int, hi: int) -> Requests:
         """Requests ``lo:hi`` as a list of their own, with only the paths they name (a
         window must not stat or resolve every path of the whole list)."""
+        from ._plan import distinct  # the planner loads with the engine, not with ``lsio.Chunk``
+
         files, local = distinct(self.file[lo:hi])
         number = np.arange(lo, hi, dtype=np.int64)
         return Requests([self.paths[int(f)] for f in files], local.astype(np.int64),

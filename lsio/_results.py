@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
-import numpy.typing as npt
+
+if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
+    import numpy.typing as npt
 
 __all__ = ["Results"]
 

@@ -27,8 +27,7 @@ import errno
 import os
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +44,9 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     _IMPORT_ERROR: str | None = f"the lsio._uring extension is not built ({exc})"
 else:
     _IMPORT_ERROR = None
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "DIRECT_OFF", "DIRECT_ON", "RING_ENTRIES", "RingUnavailable", "cached_share", "ffi",
@@ -466,6 +468,9 @@ _thread_rings = threading.local()
 
 
 def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    # imported here: most processes never read enough at once to need the pool
+    from concurrent.futures import ThreadPoolExecutor
+
     global _pool
     with _pool_lock:
         if _pool is None or _pool._max_workers < workers:

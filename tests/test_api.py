@@ -1,5 +1,6 @@
 """The package's interfaces: the public API is ``lsio.__all__``, exactly the documented set;
-each private module's ``__all__`` lists exactly what other lsio modules import from it."""
+each private module's ``__all__`` lists exactly what other lsio modules import from it;
+``import lsio`` loads only what it needs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import check_ok, random_bytes, run_python, write_file
 
 import lsio
 
@@ -26,8 +28,8 @@ def test_public_api_is_all_once_documented() -> None:
     assert len(lsio.__all__) == len(set(lsio.__all__)), sorted(lsio.__all__)
     assert len(documented) == len(set(documented)), documented
     assert set(lsio.__all__) == set(documented), "lsio.__all__ is not what docs/api.md lists"
-    public = {name for name, obj in vars(lsio).items()
-              if not name.startswith("_") and not isinstance(obj, types.ModuleType)
+    public = {name for name in dir(lsio) if not name.startswith("_")
+              and not isinstance(obj := getattr(lsio, name), types.ModuleType)
               and getattr(obj, "__module__", "").startswith("lsio")}
     assert public == set(lsio.__all__)
     for name in lsio.__all__:
@@ -120,3 +122,62 @@ def test_private_modules_all_is_what_the_others_import() -> None:
         if declared is None or sorted(declared) != sorted(used[name]):
             wrong.append(f"{name}: __all__ = {declared}; others import {sorted(used[name])}")
     assert not wrong, "\n".join(wrong)
+
+
+# -- what importing costs ---------------------------------------------------------------------
+
+OPTIONAL = {"aiohttp", "yarl", "botocore", "tqdm", "zarr", "numcodecs"}
+"""Third-party packages loaded only by the features that use them (URLs, S3 signing,
+``progress=True``, ``lsio.zarr``, codecs)."""
+
+TOOLS = {"lsio.__main__", "lsio._calibrate", "lsio._demo", "lsio._doctables", "lsio.zarr",
+         "lsio._codecs", "lsio.backends.http", "argparse"}
+"""The command line, calibration, the demo, the zarr integration and its C codecs."""
+
+ENGINE = {"asyncio", "concurrent.futures", "ssl", "socket", "subprocess", "mmap",
+          "queue", "_cffi_backend", "lsio._uring", "lsio._ring", "lsio._small", "lsio._reader",
+          "lsio._plan", "lsio._presets", "lsio._pipeline", "lsio._progress", "lsio._memory",
+          "lsio._sync", "lsio.backends"}
+"""The engine and what it imports (asyncio with its ssl, socket and subprocess, io_uring
+through cffi, the planner, the backends, the thread pools): loaded by the first call."""
+
+
+POOLS = {"concurrent.futures.thread", "queue", "lsio.backends.threads"}
+"""Thread pools: the fallback backend's, the pipeline workers', the parallel ring workers'."""
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The modules of a fresh interpreter after ``code`` runs."""
+    out = check_ok(run_python(f"{code}\nimport sys\nprint(*sys.modules)"))
+    return set(out.split())
+
+
+def test_import_lsio_loads_numpy_and_the_value_types_only() -> None:
+    """``import lsio`` (issue 12: a fixed cost of every process) loads numpy and lsio's own
+    value types (``Chunk``, ``HttpOptions``, ``Results``); the engine waits for the first
+    call or the first ``lsio.Reader``, the optional packages for their features. Checked by
+    module, not by time: a heavy import that creeps back in fails here on any machine."""
+    loaded = _loaded_after("import lsio")
+    assert "numpy" in loaded
+    assert not loaded & (OPTIONAL | TOOLS | ENGINE), sorted(loaded & (OPTIONAL | TOOLS | ENGINE))
+    assert {"Reader", "backend_name", "copy_to"} <= set(dir(lsio))
+    lazy = _loaded_after("from lsio import Reader, backend_name, copy_to")
+    assert {"asyncio", "lsio._reader", "lsio._pipeline"} <= lazy
+    assert not lazy & (OPTIONAL | TOOLS), sorted(lazy & (OPTIONAL | TOOLS))
+
+
+def test_a_first_read_loads_no_optional_package_and_no_thread_pool(data_dir: Path) -> None:
+    """A process's first local reads (the small-call path and the bulk path, blocking and
+    async) on io_uring load neither the optional packages and tools nor a thread pool."""
+    path = write_file(data_dir / "f.bin", random_bytes(1 << 16))
+    loaded = _loaded_after(f"""
+import asyncio
+import lsio
+few = [({str(path)!r}, 0, 100)]
+many = [({str(path)!r}, i * 500, 100) for i in range(100)]
+assert lsio.backend_name() == "uring"
+assert bytes(lsio.read_many_sync(few)[0]) == bytes(lsio.read_many_sync(many)[0])
+assert len(asyncio.run(lsio.read_many(many))) == 100
+""")
+    assert "lsio._ring" in loaded
+    assert not loaded & (OPTIONAL | TOOLS | POOLS), sorted(loaded & (OPTIONAL | TOOLS | POOLS))
