@@ -24,6 +24,7 @@ from ._defaults import (
     OFF_LOOP_REQUESTS,
     OUT_INFLIGHT_BYTES,
     READ_ATTEMPTS,
+    SMALL_OFF_LOOP_BYTES,
 )
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
@@ -516,7 +517,7 @@ class Reader:
         each request's last step output (``None`` after a sink or for a missing file).
         """
         if pipeline is None and not progress:
-            small = self._read_small(requests, out, missing_ok)
+            small = await self._read_small_async(requests, out, missing_ok)
             if small is not None:
                 return small
         bar = make_progress(progress)
@@ -532,12 +533,23 @@ class Reader:
             if bar is not None:
                 bar.close()
 
-    def _read_small(self, requests: Any, out: Sequence[Any] | None, missing_ok: bool
-                    ) -> Results | None:
-        """The call served by the small-call path (``_small``), or ``None``."""
+    async def _read_small_async(self, requests: Any, out: Sequence[Any] | None,
+                                missing_ok: bool) -> Results | None:
+        """The call served by the small-call path (``_small``) for a caller on the loop, or
+        ``None``."""
         if self._small is False or self.direct is True:
             return None
-        return _small.read(requests, out, missing_ok, force=self._small is True)
+        return await _small.read_async(requests, out, missing_ok, force=self._small is True)
+
+    def _read_small(self, requests: Any, out: Sequence[Any] | None, missing_ok: bool
+                    ) -> Results | None:
+        """The call served by the small-call path (``_small``) on this thread, or ``None``.
+        For blocking callers: the thread waits either way, so up to
+        ``SMALL_OFF_LOOP_BYTES``."""
+        if self._small is False or self.direct is True:
+            return None
+        return _small.read(requests, out, missing_ok, force=self._small is True,
+                           limit=SMALL_OFF_LOOP_BYTES)
 
     async def _run_pipeline(self, reqs: Requests, pipeline: PipelineArg,
                             bar: Progress | None, missing_ok: bool) -> list[Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._defaults import SMALL_BYTES, SMALL_REQUESTS
+from ._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
 from ._request import Chunk
 from ._results import Results
 
@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
 
-__all__ = ["read"]
+__all__ = ["read", "read_async"]
 
 served = [0]
 """Calls this path served (the tests check that it did)."""
@@ -105,10 +105,55 @@ def _destinations(out: Sequence[Any]) -> tuple[list[int], list[int], list[Any]] 
     return addresses, caps, views
 
 
-def read(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *, force: bool = False
-         ) -> Results | None:
-    """The call's results, or ``None``: the bulk path must serve this call. ``force``
-    (the tests' knob): whatever the call's size."""
+class Call:
+    """A small call whose files are open: :meth:`serve` reads it, once, on any thread (the
+    C call releases the GIL) and closes the files whatever happens."""
+
+    __slots__ = ("n", "flat", "dest", "caps", "pinned", "out", "nfiles", "files", "total")
+
+    def __init__(self, n: int, flat: list[int], dest: Any, caps: Any, pinned: Any,
+                 out: Sequence[Any] | None, nfiles: int, files: Any) -> None:
+        self.n, self.flat, self.dest, self.caps, self.pinned = n, flat, dest, caps, pinned
+        self.out, self.nfiles, self.files = out, nfiles, files
+        self.total = 0
+        """Bytes the call returns, once :meth:`serve` found it over its limit."""
+
+    def serve(self, limit: int, *, keep_open: bool = False) -> Results | None:
+        """The results; ``None`` if the bulk path must read the call (a page not in memory,
+        a change), or if it returns more than ``limit`` bytes (then ``total`` says how many,
+        and with ``keep_open`` the files stay open for another try)."""
+        n = self.n
+        res = ffi.new("long long[]", 3 * n + 2)
+        arena = ffi.new("void **")
+        total = -1
+        try:
+            total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.files,
+                                         res, arena)
+        finally:
+            if not (keep_open and total == lib.LSIO_SMALL_BIG):
+                lib.lsio_small_close(self.nfiles, self.files)
+        if total < 0:
+            self.total = res[3 * n + 1] if total == lib.LSIO_SMALL_BIG else 0
+            return None
+        served[0] += 1
+        table = np.frombuffer(ffi.buffer(res), np.int64)
+        gone = table[2 * n : 3 * n] != 0 if table[3 * n] else None
+        if self.out is None:
+            memory = ffi.buffer(ffi.gc(ffi.cast("char *", arena[0]), lib.lsio_small_free),
+                                total)
+            return Results([memory], np.zeros(n, np.int64), table[:n], table[n : 2 * n], gone)
+        return Results(list(self.out), np.arange(n, dtype=np.int64), table[:n],
+                       table[n : 2 * n], gone)
+
+    def close(self) -> None:
+        lib.lsio_small_close(self.nfiles, self.files)
+
+
+def prepare(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
+            force: bool = False) -> Call | None:
+    """The call with its files open (sizes taken from the descriptors), or ``None``: the
+    bulk path must serve it (odd requests, a lookup not in memory, an error, not a regular
+    file). ``force`` (the tests' knob): whatever the number of requests."""
     if lib is None or type(requests) not in (list, tuple):
         return None
     n = len(requests)
@@ -123,28 +168,49 @@ def read(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *, force: b
         return None
     dest: Any = ffi.NULL
     caps: Any = ffi.NULL
+    pinned: Any = None
     if out is not None:
         found = _destinations(out)
         if found is None:
             return None
-        dest, caps, _pinned = found
+        dest, caps, pinned = found
     nf = len(paths)
     files = ffi.new("long long[]", 2 * nf)
     if not lib.lsio_small_open(nf, blob, missing_ok, files):
-        return None  # a lookup not in memory, an error, not a regular file: the bulk path
-    res = ffi.new("long long[]", 3 * n + 1)
-    arena = ffi.new("void **")
+        return None
+    return Call(n, flat, dest, caps, pinned, out, nf, files)
+
+
+def read(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *, force: bool = False,
+         limit: int = SMALL_BYTES) -> Results | None:
+    """The call's results, served on this thread within ``limit`` bytes, or ``None``."""
+    call = prepare(requests, out, missing_ok, force=force)
+    return None if call is None else call.serve(_INT64 - 1 if force else limit)
+
+
+async def read_async(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
+                     force: bool = False) -> Results | None:
+    """:func:`read` for a caller on the event loop: a call within ``SMALL_BYTES`` is served
+    at once; one within ``SMALL_OFF_LOOP_BYTES`` on a worker thread (its copy would hold the
+    loop over ~2 ms; a thread hop costs ~0.1 ms, the bulk path's fixed cost ~1-3 ms). A
+    cancelled wait returns once the thread is done with the caller's buffers."""
+    call = prepare(requests, out, missing_ok, force=force)
+    if call is None:
+        return None
+    if force:
+        return call.serve(_INT64 - 1)
+    got = call.serve(SMALL_BYTES, keep_open=True)
+    if got is not None or not SMALL_BYTES < call.total <= SMALL_OFF_LOOP_BYTES:
+        if call.total:
+            call.close()  # over both limits: the bulk path reads it
+        return got
+    import asyncio
+
+    from ._aio import uncancellable
+
+    job = asyncio.get_running_loop().run_in_executor(None, call.serve, SMALL_OFF_LOOP_BYTES)
     try:
-        total = lib.lsio_small_serve(n, flat, dest, caps,
-                                     _INT64 - 1 if force else SMALL_BYTES, files, res, arena)
-    finally:
-        lib.lsio_small_close(nf, files)
-    if total < 0:
-        return None  # a page not in memory, a change, too big: the bulk path reads it
-    served[0] += 1
-    table = np.frombuffer(ffi.buffer(res), np.int64)
-    gone = table[2 * n : 3 * n] != 0 if table[3 * n] else None
-    if out is None:
-        memory = ffi.buffer(ffi.gc(ffi.cast("char *", arena[0]), lib.lsio_small_free), total)
-        return Results([memory], np.zeros(n, np.int64), table[:n], table[n : 2 * n], gone)
-    return Results(list(out), np.arange(n, dtype=np.int64), table[:n], table[n : 2 * n], gone)
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await uncancellable(job)  # the thread may be writing into the caller's buffers
+        raise

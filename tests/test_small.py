@@ -18,7 +18,7 @@ from conftest import drop_cache, new_fds, open_fds, random_bytes, write_file
 
 import lsio
 from lsio import _small
-from lsio._defaults import SMALL_BYTES, SMALL_REQUESTS
+from lsio._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
 
 
 def finish_now(coro: Any) -> Any:
@@ -190,8 +190,38 @@ async def test_a_file_changed_between_open_and_read_is_read_again(
     assert bytes(got) == now[start : None if length is None else start + length]
 
 
+async def test_a_medium_call_is_copied_on_a_thread(data_dir: Path) -> None:
+    """Between SMALL_BYTES and SMALL_OFF_LOOP_BYTES the copy runs on a worker thread: the
+    call waits once (for the thread), never for the bulk path's round trips; a blocking
+    caller copies on its own thread."""
+    path = write_file(data_dir / "medium", random_bytes(SMALL_BYTES + 12345, seed=5))
+    waits = [0]
+    before = _small.served[0]
+    got = await counting(lsio.read_many([(str(path),), (str(path), 7, 10)]), waits)
+    assert _small.served[0] == before + 1 and waits[0] == 1
+    assert bytes(got[0]) == path.read_bytes() and bytes(got[1]) == path.read_bytes()[7:17]
+    got = served_by_small(lambda: lsio.read_many_sync([(str(path),)]))
+    assert bytes(got[0]) == path.read_bytes()
+
+
+async def test_cancelling_a_medium_call_leaves_out_buffers_alone(data_dir: Path) -> None:
+    """Cancelled while the thread copies into the caller's buffers, the call returns only
+    once the copy is over: nothing changes in them afterwards."""
+    paths = [write_file(data_dir / f"m{i}", random_bytes(1 << 20, seed=i)) for i in range(3)]
+    for _ in range(20):
+        out = [np.zeros(1 << 20, np.uint8) for _ in paths]
+        task = asyncio.ensure_future(lsio.read_many([(str(p),) for p in paths], out=out))
+        await asyncio.sleep(0)  # the thread has the copy now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        before = [a.copy() for a in out]
+        await asyncio.sleep(0.01)
+        assert all(np.array_equal(a, b) for a, b in zip(out, before, strict=True))
+
+
 def test_calls_beyond_the_limits_take_the_bulk_path(data_dir: Path) -> None:
-    big = write_file(data_dir / "big", random_bytes(SMALL_BYTES + 1))
+    big = write_file(data_dir / "big", random_bytes(SMALL_OFF_LOOP_BYTES + 1))
     small = write_file(data_dir / "small", b"abc")
     for reqs in ([(str(big),)], [(str(small),)] * (SMALL_REQUESTS + 1)):
         before = _small.served[0]

@@ -120,7 +120,8 @@ long long lsio_small_serve(int n, const long long *req, const unsigned long long
         if (dest && cap[k] < len[k]) return LSIO_SMALL_MISS;  /* the bulk path names it */
         total += len[k];
     }
-    if (!dest && total > limit) return LSIO_SMALL_MISS;
+    res[3 * n + 1] = total;
+    if (total > limit) return LSIO_SMALL_BIG;
     char *mem = NULL;
     if (!dest && !(mem = malloc(total ? (size_t)total : 1))) return LSIO_SMALL_MISS;
     long long at = 0;

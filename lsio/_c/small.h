@@ -11,8 +11,9 @@
 #ifndef LSIO_SMALL_H
 #define LSIO_SMALL_H
 
-/* lsio_small_run's return value when it cannot serve the call */
+/* lsio_small_serve's return values when it does not serve the call */
 #define LSIO_SMALL_MISS -1
+#define LSIO_SMALL_BIG -2
 
 /* files[2f], files[2f+1]: file f's descriptor (-1: missing, with missing_ok) and size,
    for the nfiles NUL-terminated paths packed one after another in blob. Returns 1, or 0
@@ -23,10 +24,10 @@ void lsio_small_close(int nfiles, long long *files);
 /* Per request k (req[3k], req[3k+1], req[3k+2]): file index, offset (negative: from the
    end) and length (-1: to the end). dest: NULL, or per request the caller's buffer address
    with cap[k] bytes. On success res holds n starts (in *arena), n lengths, n missing flags
-   (1: the file does not exist, missing_ok), then the number of missing requests; *arena
-   is the malloc'd memory of every result (dest NULL; free it with lsio_small_free) and the
-   return value is the bytes returned; LSIO_SMALL_MISS on a miss, or when the results
-   would exceed limit bytes. */
+   (1: the file does not exist, missing_ok), the number of missing requests, and the bytes
+   the call returns; *arena is the malloc'd memory of every result (dest NULL; free it with
+   lsio_small_free) and the return value is the bytes returned. LSIO_SMALL_MISS on a miss;
+   LSIO_SMALL_BIG, nothing read, when they would exceed limit (res[3n+1] says how many). */
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
                            const long long *cap, long long limit, const long long *files,
                            long long *res, void **arena);

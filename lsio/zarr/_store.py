@@ -162,7 +162,7 @@ class LsioStore(Store):
             await self._open()
         request = self._request(key, byte_range)
         if not self.remote:
-            small = self.reader._read_small([request], None, True)
+            small = await self.reader._read_small_async([request], None, True)
             if small is not None:
                 chunk = small[0]
                 return None if chunk is None else prototype.buffer.from_bytes(chunk)
