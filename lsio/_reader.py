@@ -24,6 +24,7 @@ from ._defaults import (
     OFF_LOOP_REQUESTS,
     OUT_INFLIGHT_BYTES,
     READ_ATTEMPTS,
+    SMALL_BYTES,
     SMALL_OFF_LOOP_BYTES,
 )
 from ._errors import BackendWarning, request_error
@@ -541,15 +542,15 @@ class Reader:
             return None
         return await _small.read_async(requests, out, missing_ok, force=self._small is True)
 
-    def _read_small(self, requests: Any, out: Sequence[Any] | None, missing_ok: bool
-                    ) -> Results | None:
-        """The call served by the small-call path (``_small``) on this thread, or ``None``.
-        For blocking callers: the thread waits either way, so up to
-        ``SMALL_OFF_LOOP_BYTES``."""
+    def _read_small(self, requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
+                    on_loop: bool = False) -> Results | None:
+        """The call served by the small-call path (``_small``) on this thread, or ``None``:
+        up to ``SMALL_BYTES`` ``on_loop``, else (a blocking caller, whose thread waits
+        either way) up to ``SMALL_OFF_LOOP_BYTES``."""
         if self._small is False or self.direct is True:
             return None
         return _small.read(requests, out, missing_ok, force=self._small is True,
-                           limit=SMALL_OFF_LOOP_BYTES)
+                           limit=SMALL_BYTES if on_loop else SMALL_OFF_LOOP_BYTES)
 
     async def _run_pipeline(self, reqs: Requests, pipeline: PipelineArg,
                             bar: Progress | None, missing_ok: bool) -> list[Any]:

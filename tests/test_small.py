@@ -263,3 +263,26 @@ async def test_concurrent_small_calls_and_cancellation(files: list[Path]) -> Non
             assert isinstance(got, asyncio.CancelledError)
         else:
             assert got == want[i % len(files)]
+
+
+async def test_concurrent_store_gets_are_one_small_call(files: list[Path]) -> None:
+    """zarr-python's concurrent ``get`` calls of one loop turn are read by one small call;
+    a cancelled one leaves the others served."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    from lsio.zarr import LsioStore
+
+    store = LsioStore(str(files[0].parent))
+    proto = default_buffer_prototype()
+    names = [f.name for f in files]
+    await store.get(names[0], proto)  # opens the store
+    before = _small.served[0]
+    got = await asyncio.gather(*(store.get(n, proto) for n in names))
+    assert _small.served[0] == before + 1
+    assert [g.to_bytes() for g in got] == [f.read_bytes() for f in files]
+    tasks = [asyncio.ensure_future(store.get(n, proto)) for n in names]
+    await asyncio.sleep(0)
+    tasks[0].cancel()  # the leader, waiting for the others to join
+    outcome = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(outcome[0], asyncio.CancelledError)
+    assert [g.to_bytes() for g in outcome[1:]] == [f.read_bytes() for f in files[1:]]

@@ -153,34 +153,42 @@ class LsioStore(Store):
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        """One value. A local value in the page cache is read at once by the small-call
-        path (no event-loop round trip). Otherwise, zarr-python asking for chunks with many
-        concurrent ``get`` calls, those made in the same event-loop turn are gathered into
-        one ``read_many`` call (one plan, one submission): a bulk call costs ~0.5-1 ms
-        whatever its size."""
+        """One value. zarr-python asks for chunks with many concurrent ``get`` calls: the
+        first of an event-loop turn yields once, the others of that turn join it, and it
+        reads them all in one call: the small-call path when their data is in the page
+        cache (one C call for all of them, no further loop turn), else one ``read_many``
+        (one plan, one submission)."""
         if not self._is_open:
             await self._open()
         request = self._request(key, byte_range)
-        if not self.remote:
-            small = await self.reader._read_small_async([request], None, True)
-            if small is not None:
-                chunk = small[0]
-                return None if chunk is None else prototype.buffer.from_bytes(chunk)
         loop = asyncio.get_running_loop()
         batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = []
-            loop.call_soon(self._flush, loop)
         fut: asyncio.Future[Any] = loop.create_future()
-        batch.append((request, fut))
+        if batch is not None:  # another get of this turn leads: join its batch
+            batch.append((request, fut))
+        else:
+            batch = self._batches[loop] = [(request, fut)]
+            try:
+                await asyncio.sleep(0)  # the turn's other gets join
+            finally:  # also when cancelled: the others are served
+                if self._batches.get(loop) is batch:
+                    del self._batches[loop]
+                self._serve(loop, batch)
         chunk = await fut
         return None if chunk is None else prototype.buffer.from_bytes(chunk)
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._batches.pop(loop, [])
-        if batch:
-            task = loop.create_task(self._read_batch(batch))
-            task.add_done_callback(_retrieve)
+    def _serve(self, loop: asyncio.AbstractEventLoop,
+               batch: builtins.list[tuple[tuple[str, int, int | None], asyncio.Future[Any]]]
+               ) -> None:
+        if not self.remote:  # cached data: served here and now
+            got = self.reader._read_small([r for r, _ in batch], None, True, on_loop=True)
+            if got is not None:
+                for (_, fut), chunk in zip(batch, got, strict=True):
+                    if not fut.done():
+                        fut.set_result(chunk)
+                return
+        task = loop.create_task(self._read_batch(batch))
+        task.add_done_callback(_retrieve)
 
     async def _read_batch(self, batch: builtins.list[tuple[tuple[str, int, int | None],
                                                   asyncio.Future[Any]]]) -> None:
