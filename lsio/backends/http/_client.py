@@ -10,10 +10,11 @@ import errno
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 from yarl import URL
 
 from ..._defaults import REDIRECTS, RETRY_STATUS
@@ -33,7 +34,7 @@ from ._protocol import (
 )
 from ._session import Proxies, aiohttp_errors, read_body, session_for, stream_into
 
-__all__ = ["HttpClient", "NotMulti", "Read", "origin"]
+__all__ = ["HttpClient", "NotMulti", "Read", "origin", "workers"]
 
 AZURE_API_VERSION = "2021-08-06"
 """``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""
@@ -363,3 +364,38 @@ class HttpClient:
 
 class _NoneSatisfiable(Exception):
     """416 to a multi-range request: no range of it starts before the end."""
+
+
+async def workers(todo: list[int], fn: Callable[[int], Any], concurrency: int,
+                  err: npt.NDArray[np.int32], detail: dict[int, str],
+                  missing_ok: bool = False) -> None:
+    """Run ``fn(i)`` for each ``i`` of ``todo`` on up to ``concurrency`` coroutines (no more
+    than there is work for; one runs inline, without a task). The first failure stops new
+    work (fail fast), but for "not found" with ``missing_ok``; failures land in
+    ``err``/``detail``."""
+    stop = False
+    work = iter(todo)
+
+    async def worker() -> None:
+        nonlocal stop
+        for i in work:
+            if stop:
+                return
+            try:
+                await fn(i)
+            except HttpError as exc:
+                err[i] = exc.errno
+                detail[i] = exc.detail
+                stop = stop or not (missing_ok and exc.errno == errno.ENOENT)
+
+    count = min(max(1, concurrency), len(todo))
+    if count <= 1:  # no task: it would cost loop turns for nothing to overlap
+        await worker()
+        return
+    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
