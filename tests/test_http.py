@@ -516,6 +516,39 @@ def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proxy("http://data.example/x", trust_env=False) is None
 
 
+@pytest.mark.parametrize("env", [
+    {}, {"http_proxy": "http://low:1"}, {"HTTP_PROXY": "http://up:1"},
+    {"http_proxy": "http://low:1", "HTTP_PROXY": "http://up:1"},
+    {"http_proxy": "", "HTTP_PROXY": "http://up:1"},  # an empty lowercase one wins
+    {"HTTP_PROXY": "http://up:1", "REQUEST_METHOD": "GET"},  # CGI: HTTP_PROXY ignored
+    {"http_proxy": "http://low:1", "REQUEST_METHOD": "GET"},
+    {"HTTPS_PROXY": "http://s:1", "NO_PROXY": "data.example"},
+    {"https_proxy": "http://s:1", "no_proxy": "*"},
+    {"HTTP_PROXY": "http://up:1", "no_proxy": ".example, other"},
+    {"HTTP_PROXY": "http://up:1", "NO_PROXY": "example.org"},
+])
+def test_proxy_lookup_matches_urllib(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+                                     ) -> None:
+    """Reading only the variables that matter gives what urllib.request's full scan of the
+    environment gives."""
+    import urllib.request
+
+    from yarl import URL
+
+    for var in list(os.environ):
+        if var.lower().endswith("_proxy") or var == "REQUEST_METHOD":
+            monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    for url in ("http://data.example/x", "https://data.example/x", "http://other/x",
+                "http://a.example.org:8080/x"):
+        u = URL(url)
+        expected = urllib.request.getproxies().get(u.scheme)
+        if expected and u.host and urllib.request.proxy_bypass(u.host):
+            expected = None
+        assert _session.Proxies(True)(u) == expected, (env, url)
+
+
 async def test_server_capping_ranges_still_gives_whole_objects_and_suffixes(fs: FaultServer
                                                                             ) -> None:
     """A whole read and a suffix read must not trust the first, short answer's length."""
