@@ -97,7 +97,7 @@ class HttpBackend:
 
         await workers(np.flatnonzero(need).tolist(), probe, call.concurrency, err, detail,
                       missing_ok)
-        size = np.where(err == 0, client.sizes, 0)
+        size = np.where(err == 0, np.array(client.sizes, np.int64), 0)
         return StatResult(size, np.ones(n, np.int64), err, detail=detail,
                           bodies=_bodies(client), state=call)
 
@@ -203,7 +203,7 @@ class HttpBackend:
             job = jobs[j]
             await (single(job) if isinstance(job, int) else multi(job))
 
-        await workers(list(range(len(jobs))), one, call.concurrency, job_err, job_errs,
+        await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
                       run.missing_ok)
         detail: dict[int, str] = {}
         for j in np.flatnonzero(job_err).tolist():

@@ -14,8 +14,8 @@ import errno
 import os
 import urllib.request
 import weakref
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -50,7 +50,9 @@ async def _closer(session: aiohttp.ClientSession, key: Any) -> AsyncGenerator[No
 async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
     """This loop's session with ``limit_per_host`` connections per host."""
     loop = asyncio.get_running_loop()
-    per_loop = _sessions.setdefault(loop, {})
+    per_loop = _sessions.get(loop)
+    if per_loop is None:
+        per_loop = _sessions.setdefault(loop, {})
     key = limit_per_host
     entry = per_loop.get(key)
     if entry is None or entry[0].closed:
@@ -130,36 +132,50 @@ def env_proxy(name: str) -> str | None:
     low = env.get(f"{name}_proxy")
     if low is not None:
         return low or None
-    if name == "http" and "REQUEST_METHOD" in env:
+    high = env.get(f"{name.upper()}_PROXY")
+    if not high or (name == "http" and "REQUEST_METHOD" in env):
         return None
-    return env.get(f"{name.upper()}_PROXY") or None
+    return high
 
 
-@contextmanager
-def aiohttp_errors(url: URL, request_timeout: float) -> Iterator[None]:
+class aiohttp_errors:  # noqa: N801 - used as a function: `with aiohttp_errors(url, t):`
     """aiohttp's (and the socket's) failures as lsio's: an untrusted certificate is a
     permission error, a bad URL an invalid argument, resets, timeouts and malformed answers
-    are retried with the errno to report if the retries run out."""
-    try:
-        yield
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
-                        f"{exc.certificate_error}; pass HttpOptions(ssl=context) with its CA"
-                        ) from None
-    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError, ConnectionError) as exc:
-        code = getattr(exc, "errno", None)
-        if not isinstance(code, int) or code <= 0:  # e.g. a DNS failure (EAI_*)
-            code = errno.ECONNRESET if isinstance(
-                exc, aiohttp.ServerDisconnectedError) else errno.EHOSTUNREACH
-        raise Retry(HttpError(code, f"{type(exc).__name__}: {exc}")) from None
-    except (aiohttp.InvalidURL, ValueError) as exc:
-        raise HttpError(errno.EINVAL, f"cannot request {url}: {exc}") from None
-    except aiohttp.ClientError as exc:  # a malformed answer, and the like
-        raise Retry(HttpError(errno.EIO, f"{type(exc).__name__}: {exc}")) from None
-    except TimeoutError:
-        raise Retry(HttpError(errno.ETIMEDOUT, f"no answer from {url} within "
-                              f"{request_timeout} s")) from None
+    are retried with the errno to report if the retries run out. (A class: a generator
+    context manager costs a few microseconds per request.)"""
+
+    __slots__ = ("url", "request_timeout")
+
+    def __init__(self, url: URL, request_timeout: float) -> None:
+        self.url = url
+        self.request_timeout = request_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            return
+        url = self.url
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            raise HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
+                            f"{exc.certificate_error}; pass HttpOptions(ssl=context) with its "
+                            "CA") from None
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                            aiohttp.ClientOSError, ConnectionError)):
+            code = getattr(exc, "errno", None)
+            if not isinstance(code, int) or code <= 0:  # e.g. a DNS failure (EAI_*)
+                code = errno.ECONNRESET if isinstance(
+                    exc, aiohttp.ServerDisconnectedError) else errno.EHOSTUNREACH
+            raise Retry(HttpError(code, f"{type(exc).__name__}: {exc}")) from None
+        if isinstance(exc, (aiohttp.InvalidURL, ValueError)):
+            raise HttpError(errno.EINVAL, f"cannot request {url}: {exc}") from None
+        if isinstance(exc, aiohttp.ClientError):  # a malformed answer, and the like
+            raise Retry(HttpError(errno.EIO, f"{type(exc).__name__}: {exc}")) from None
+        if isinstance(exc, TimeoutError):
+            raise Retry(HttpError(errno.ETIMEDOUT, f"no answer from {url} within "
+                                  f"{self.request_timeout} s")) from None
 
 
 async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[int, bool]:
@@ -179,6 +195,8 @@ async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[i
                                 f"Content-Range/Content-Length announced ({n})")
             dest[pos:pos + k] = chunk
             pos += k
+            if pos == n and content.at_eof():  # all there: no await for the end
+                return pos, True
     except BODY_ERRORS:
         return pos, False
 
