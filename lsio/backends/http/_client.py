@@ -33,7 +33,14 @@ from ._protocol import (
     retry_after,
     status_error,
 )
-from ._session import Proxies, aiohttp_errors, read_body, session_for, stream_into
+from ._session import (
+    Proxies,
+    aiohttp_error,
+    read_body,
+    session_for,
+    session_now,
+    stream_into,
+)
 
 __all__ = ["HttpClient", "NotMulti", "Read", "origin", "workers"]
 
@@ -128,7 +135,8 @@ class HttpClient:
 
     async def start(self) -> None:
         if self.session is None:
-            self.session = await session_for(self.options.connections_per_host)
+            limit = self.options.connections_per_host
+            self.session = session_now(limit) or await session_for(limit)
 
     # -- one request ---------------------------------------------------------------------
     def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:
@@ -152,12 +160,17 @@ class HttpClient:
         assert self.session is not None
         url = self.urls[file]
         for _ in range(REDIRECTS + 1):
-            with aiohttp_errors(url, self.options.request_timeout):
+            try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng),
                                               allow_redirects=False, timeout=self.timeout,
                                               ssl=True if self.options.ssl is None
                                               else self.options.ssl,
                                               proxy=self._proxy(url))
+            except Exception as exc:
+                mapped = aiohttp_error(exc, url, self.options.request_timeout)
+                if mapped is None:
+                    raise
+                raise mapped from None
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                 try:
                     location = url.join(URL(resp.headers["Location"]))
@@ -213,8 +226,6 @@ class HttpClient:
 
     def _from_memory(self, r: Read) -> int | None:
         """Serve ``r`` from a probe prefix or a whole body if they hold it; bytes copied."""
-        if not self.whole and not self.prefetch:
-            return None
         fut = self.whole.get(r.file)
         body: memoryview | None
         if fut is not None and fut.done() and fut.exception() is None:
@@ -324,9 +335,10 @@ class HttpClient:
     async def get(self, r: Read) -> int:
         """Read ``r`` completely (short only at the object's end), retrying what may pass
         and resuming after the bytes already received."""
-        served = self._from_memory(r)
-        if served is not None:
-            return served
+        if self.whole or self.prefetch:
+            served = self._from_memory(r)
+            if served is not None:
+                return served
         got = 0
 
         async def step() -> tuple[int, bool]:

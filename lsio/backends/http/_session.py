@@ -15,7 +15,6 @@ import os
 import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -23,7 +22,8 @@ from yarl import URL
 
 from ._protocol import HttpError, Retry
 
-__all__ = ["Proxies", "aiohttp_errors", "read_body", "session_for", "stream_into"]
+__all__ = ["Proxies", "aiohttp_error", "read_body", "session_for", "session_now",
+           "stream_into"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
 """What a body cut short raises while it streams (a resumable failure)."""
@@ -45,6 +45,17 @@ async def _closer(session: aiohttp.ClientSession, key: Any) -> AsyncGenerator[No
             del per_loop[key]
             if not per_loop:
                 del _sessions[loop]
+
+
+def session_now(limit_per_host: int) -> aiohttp.ClientSession | None:
+    """This loop's session with ``limit_per_host`` connections per host, if it has one
+    open (no await: :func:`session_for` makes one)."""
+    per_loop = _sessions.get(asyncio.get_running_loop())
+    entry = None if per_loop is None else per_loop.get(limit_per_host)
+    if entry is None or entry[0].closed:
+        return None
+    session: aiohttp.ClientSession = entry[0]
+    return session
 
 
 async def session_for(limit_per_host: int) -> aiohttp.ClientSession:
@@ -138,44 +149,30 @@ def env_proxy(name: str) -> str | None:
     return high
 
 
-class aiohttp_errors:  # noqa: N801 - used as a function: `with aiohttp_errors(url, t):`
-    """aiohttp's (and the socket's) failures as lsio's: an untrusted certificate is a
-    permission error, a bad URL an invalid argument, resets, timeouts and malformed answers
-    are retried with the errno to report if the retries run out. (A class: a generator
-    context manager costs a few microseconds per request.)"""
-
-    __slots__ = ("url", "request_timeout")
-
-    def __init__(self, url: URL, request_timeout: float) -> None:
-        self.url = url
-        self.request_timeout = request_timeout
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc is None:
-            return
-        url = self.url
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            raise HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
-                            f"{exc.certificate_error}; pass HttpOptions(ssl=context) with its "
-                            "CA") from None
-        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-                            aiohttp.ClientOSError, ConnectionError)):
-            code = getattr(exc, "errno", None)
-            if not isinstance(code, int) or code <= 0:  # e.g. a DNS failure (EAI_*)
-                code = errno.ECONNRESET if isinstance(
-                    exc, aiohttp.ServerDisconnectedError) else errno.EHOSTUNREACH
-            raise Retry(HttpError(code, f"{type(exc).__name__}: {exc}")) from None
-        if isinstance(exc, (aiohttp.InvalidURL, ValueError)):
-            raise HttpError(errno.EINVAL, f"cannot request {url}: {exc}") from None
-        if isinstance(exc, aiohttp.ClientError):  # a malformed answer, and the like
-            raise Retry(HttpError(errno.EIO, f"{type(exc).__name__}: {exc}")) from None
-        if isinstance(exc, TimeoutError):
-            raise Retry(HttpError(errno.ETIMEDOUT, f"no answer from {url} within "
-                                  f"{self.request_timeout} s")) from None
+def aiohttp_error(exc: BaseException, url: URL, request_timeout: float
+                  ) -> HttpError | Retry | None:
+    """An aiohttp (or socket) failure as lsio's, ``None`` for others (raise them as they
+    are): an untrusted certificate is a permission error, a bad URL an invalid argument,
+    resets, timeouts and malformed answers are retried with the errno to report if the
+    retries run out. (Called in an ``except`` only: nothing per request that works.)"""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return HttpError(errno.EACCES, f"TLS certificate of {url.host} not trusted: "
+                         f"{exc.certificate_error}; pass HttpOptions(ssl=context) with its CA")
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                        aiohttp.ClientOSError, ConnectionError)):
+        code = getattr(exc, "errno", None)
+        if not isinstance(code, int) or code <= 0:  # e.g. a DNS failure (EAI_*)
+            code = errno.ECONNRESET if isinstance(
+                exc, aiohttp.ServerDisconnectedError) else errno.EHOSTUNREACH
+        return Retry(HttpError(code, f"{type(exc).__name__}: {exc}"))
+    if isinstance(exc, (aiohttp.InvalidURL, ValueError)):
+        return HttpError(errno.EINVAL, f"cannot request {url}: {exc}")
+    if isinstance(exc, aiohttp.ClientError):  # a malformed answer, and the like
+        return Retry(HttpError(errno.EIO, f"{type(exc).__name__}: {exc}"))
+    if isinstance(exc, TimeoutError):
+        return Retry(HttpError(errno.ETIMEDOUT, f"no answer from {url} within "
+                               f"{request_timeout} s"))
+    return None
 
 
 async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[int, bool]:
