@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import stat as stat_mod
 import sys
@@ -12,7 +13,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,7 @@ from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._plan import LINUX_MAX_RW, Plan, distinct, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
-from ._request import Requests, normalize
+from ._request import Chunk, Requests, normalize
 from ._results import Results
 from ._sync import on_loop_thread, run_sync
 from ._types import Bodies, StatResult
@@ -40,12 +41,20 @@ from .backends._base import Backend, ReadResult, RunOptions
 from .backends.local import UringBackend, special_detail
 from .backends.threads import ThreadsBackend
 
+if TYPE_CHECKING:
+    from .backends.http import HttpBackend
+
 __all__ = ["Reader", "backend_name", "default_reader"]
 
 DirectMode = bool | None
 _Progress = Callable[[npt.NDArray[np.int64], "Results", npt.NDArray[np.int64]], None]
 """Told (request indices in the caller's list, the part's results, indices in the part)."""
 BackendName = Literal["uring", "threads"]
+
+SMALL_URLS = 32
+"""Most requests a call may have to take the small-call path for URLs (each of its own
+object): the ``http`` and ``cloud`` presets' queue depth, so all are in flight at once, as
+the bulk path would have them."""
 
 _probe_result: list[str | None] = []
 _warned = False
@@ -230,7 +239,7 @@ class Reader:
         if http is not None and not isinstance(http, HttpOptions):
             raise TypeError(f"lsio: http must be an lsio.HttpOptions, got {type(http).__name__}")
         self.http = http or HttpOptions()
-        self._http: Backend | None = None
+        self._http: HttpBackend | None = None
         self.preset = preset
         self.queue_depth = queue_depth
         self.coalesce = coalesce
@@ -244,7 +253,10 @@ class Reader:
                                   else ThreadsBackend(threads))
         self._small: bool | None = None
         """The small-call path (``_small``): ``None`` for calls within its limits, ``True``
-        for every call, ``False`` never (a knob for the tests)."""
+        for every call, ``False`` never (a knob for the tests). ``False`` also turns off the
+        one for URLs (``backends/http/_small``)."""
+        self._url_tunings: dict[tuple[Any, ...], Preset] = {}
+        """:meth:`tuning` of the URL small-call path, by its inputs (it costs ~12 us)."""
 
     def __repr__(self) -> str:
         return (f"lsio.Reader(backend={self.backend!r}, preset={self.preset!r}, "
@@ -487,7 +499,7 @@ class Reader:
             op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
             raise request_error(int(res.err[op]), reqs, first, res.detail.get(int(op)))
 
-    def _http_backend(self) -> Backend:
+    def _http_backend(self) -> HttpBackend:
         """The HTTP backend, made on the first URL (it imports aiohttp)."""
         if self._http is None:
             from .backends.http import HttpBackend
@@ -512,7 +524,12 @@ class Reader:
         each request's last step output (``None`` after a sink or for a missing file).
         """
         if pipeline is None and not progress:
-            small = self._read_small(requests, out, missing_ok)
+            small = None
+            urls = self._small_urls(requests)
+            if urls is not None:
+                small = await self._read_urls(requests, *urls, out, missing_ok)
+            if small is None:
+                small = self._read_small(requests, out, missing_ok)
             if small is not None:
                 return small
         bar = make_progress(progress)
@@ -534,6 +551,58 @@ class Reader:
         if self._small is False or self.direct is True:
             return None
         return _small.read(requests, out, missing_ok, force=self._small is True)
+
+    def _small_urls(self, requests: Any) -> tuple[list[str], list[int]] | None:
+        """A call the small-call path for URLs may serve, parsed (``backends/http/_small``:
+        a few requests, each of its own object, each one GET); ``None`` at once for any
+        other (a local call goes on to the local small-call path)."""
+        if self._small is False or type(requests) not in (list, tuple) or not (
+                0 < len(requests) <= SMALL_URLS):
+            return None
+        first = requests[0]
+        kind = type(first)
+        path = first[0] if kind is tuple and first else first.path if kind is Chunk else first
+        if type(path) is not str or "://" not in path:
+            return None
+        return _parse_urls(requests)
+
+    async def _read_urls(self, requests: Any, paths: list[str], flat: list[int],
+                         out: Sequence[Any] | None, missing_ok: bool) -> Results | None:
+        """The call, parsed by :meth:`_small_urls`, served by the small-call path for URLs,
+        or ``None``: the bulk path must serve it. Errors are raised as the bulk path raises
+        them."""
+        n = len(requests)
+        caps = None if out is None else _check_out(out, n)
+        # a URL's preset depends on its scheme alone, which its first 5 characters tell
+        key = (paths[0][:5].lower(), self.preset, self.queue_depth, self.max_gap,
+               self.max_read, self.coalesce)
+        tune = self._url_tunings.get(key)
+        if tune is None:
+            tune = self._url_tunings[key] = self.tuning(paths[0])
+        backend = self._http_backend()
+        seconds = self.http.timeout
+        if seconds is None:
+            got = await backend.read_small(paths, flat, out, caps, tune, missing_ok, None)
+        else:
+            pending = np.ones(n, bool)
+            async with _deadline(seconds, lambda: normalize(requests), pending):
+                got = await backend.read_small(paths, flat, out, caps, tune, missing_ok,
+                                               lambda i: pending.__setitem__(i, False))
+        if got is None:
+            return None
+        views, lengths, failed = got
+        missing = None
+        if failed:
+            bad = [i for i in sorted(failed)
+                   if not (missing_ok and failed[i][0] == errno.ENOENT)]
+            if bad:  # the lowest failing request, as the bulk path reports
+                code, detail = failed[bad[0]]
+                raise request_error(code, normalize(requests), bad[0], detail)
+            missing = np.zeros(n, bool)
+            missing[list(failed)] = True
+        index, zeros = _counting(n)
+        return Results(views if out is None else list(out), index, zeros,
+                       np.array(lengths, np.int64), missing)
 
     async def _run_pipeline(self, reqs: Requests, pipeline: PipelineArg,
                             bar: Progress | None, missing_ok: bool) -> list[Any]:
@@ -616,10 +685,11 @@ class Reader:
 
 
 @asynccontextmanager
-async def _deadline(seconds: float | None, reqs: Requests, pending: npt.NDArray[np.bool_]
-                    ) -> AsyncIterator[None]:
+async def _deadline(seconds: float | None, reqs: Requests | Callable[[], Requests],
+                    pending: npt.NDArray[np.bool_]) -> AsyncIterator[None]:
     """The call's overall deadline (``HttpOptions.timeout``), as a TimeoutError naming the
-    first request not read by then (``request_index``, ``filename``), as I/O errors do."""
+    first request not read by then (``request_index``, ``filename``), as I/O errors do.
+    ``reqs`` may be a function that makes them (only needed for the error)."""
     if seconds is None:
         yield
         return
@@ -629,6 +699,8 @@ async def _deadline(seconds: float | None, reqs: Requests, pending: npt.NDArray[
     except TimeoutError as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
+        if not isinstance(reqs, Requests):
+            reqs = reqs()
         late = np.flatnonzero(pending)
         first = int(late[0]) if len(late) else 0
         error = TimeoutError(errno.ETIMEDOUT, f"lsio: read_many of {len(reqs)} requests did "
@@ -659,6 +731,64 @@ async def _normalize(requests: Iterable[Any]) -> Requests:
         return normalize(requests)
     items = requests if isinstance(requests, (list, tuple)) else list(requests)
     return await _off_loop(len(items), normalize, items)
+
+
+_INT64 = 1 << 63
+
+
+def _parse_urls(requests: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[int]] | None:
+    """For the small-call path for URLs: the call's URLs and, per request, ``(index,
+    offset, length)`` in one flat list (a length of -1: to the end), for a call whose
+    requests are all of the plain shapes (``(url, offset, length)``, ``(url,)``, a URL, a
+    ``Chunk``), with values ``normalize`` takes, each naming its own object; ``None`` for
+    anything else (the bulk path serves it, or names what is wrong)."""
+    paths: list[str] = []
+    flat: list[int] = []
+    for i, item in enumerate(requests):
+        kind = type(item)
+        if kind is tuple:
+            if len(item) == 3:
+                path, offset, length = item
+            elif len(item) == 1:
+                path, offset, length = item[0], 0, None
+            else:
+                return None
+        elif kind is Chunk:
+            path, offset, length = item.path, item.offset, item.length
+        elif kind is str:
+            path, offset, length = item, 0, None
+        else:
+            return None
+        # exact types: a bool is an int that normalize refuses
+        if type(path) is not str or type(offset) is not int or not -_INT64 <= offset < _INT64:
+            return None
+        if length is None:
+            length = -1
+        elif type(length) is not int or not 0 <= length < _INT64:
+            return None
+        if not is_url(path):
+            return None  # a local path
+        paths.append(path)
+        flat += (i, offset, length)
+    if len(set(paths)) != len(paths):
+        return None  # an object asked for twice: the planner merges
+    joined = "\n".join(paths)
+    if "\0" in joined:
+        return None
+    try:
+        joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+    return paths, flat
+
+
+@functools.lru_cache(maxsize=SMALL_URLS)
+def _counting(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``arange(n)`` and ``zeros(n)``, read-only, shared by the results of the URL small-call
+    path (one buffer per request, each from its start): made once, not per call."""
+    index, zeros = np.arange(n, dtype=np.int64), np.zeros(n, np.int64)
+    index.flags.writeable = zeros.flags.writeable = False
+    return index, zeros
 
 
 def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -33,6 +33,7 @@ from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions
 from .._base import Layout, ReadResult, RunOptions
 from .._sign import S3Signer
+from . import _small
 from ._client import HttpClient, NotMulti, Read, origin, workers
 from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
 
@@ -66,6 +67,9 @@ class HttpBackend:
         self.options = options
         self._signers: dict[str, S3Signer | None] = {}
         """S3 signers by region, found on first use (credential lookup takes ~0.1 s)."""
+
+    read_small = _small.read
+    """The small-call path (:mod:`._small`): a few requests, each of its own object."""
 
     # -- stat ----------------------------------------------------------------------------
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
