@@ -582,15 +582,18 @@ class Reader:
         backend = self._http_backend()
         seconds = self.http.timeout
         if seconds is None:
-            got = await backend.read_small(paths, flat, out, caps, tune, missing_ok, None)
+            job = backend.read_small(paths, flat, out, caps, tune, missing_ok, None)
+            if job is None:
+                return None
+            views, lengths, failed = await job
         else:
             pending = np.ones(n, bool)
+            job = backend.read_small(paths, flat, out, caps, tune, missing_ok,
+                                     lambda i: pending.__setitem__(i, False))
+            if job is None:
+                return None
             async with _deadline(seconds, lambda: normalize(requests), pending):
-                got = await backend.read_small(paths, flat, out, caps, tune, missing_ok,
-                                               lambda i: pending.__setitem__(i, False))
-        if got is None:
-            return None
-        views, lengths, failed = got
+                views, lengths, failed = await job
         missing = None
         if failed:
             bad = [i for i in sorted(failed)

@@ -20,7 +20,7 @@ raises them as it does the bulk path's.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,15 +50,19 @@ Outcome = tuple[list[memoryview], list[int], dict[int, tuple[int, str]]]
 """Each request's bytes, its length, and the failed requests' (errno, detail)."""
 
 
-async def read(backend: HttpBackend, paths: list[str], flat: list[int],
-               out: Sequence[Any] | None, caps: npt.NDArray[np.int64] | None, tune: Preset,
-               missing_ok: bool, finished: Callable[[int], None] | None) -> Outcome | None:
-    """Serve requests ``i`` = ``(paths[i], flat[3i + 1], flat[3i + 2])`` (a length of -1:
-    to the end),
-    into ``out`` if given; ``None`` (before any I/O) if the bulk path must. ``finished(i)``
-    is told of each request served."""
+def read(backend: HttpBackend, paths: list[str], flat: list[int],
+         out: Sequence[Any] | None, caps: npt.NDArray[np.int64] | None, tune: Preset,
+         missing_ok: bool, finished: Callable[[int], None] | None
+         ) -> Coroutine[Any, Any, Outcome] | None:
+    """The call that serves requests ``i`` = ``(paths[i], flat[3i + 1], flat[3i + 2])`` (a
+    length of -1: to the end) into ``out`` if given, to await; ``None`` (before any I/O)
+    if the bulk path must. ``finished(i)`` is told of each request served."""
     n = len(paths)
     max_read = tune.max_read
+    if n == 1 and flat[1] >= 0 and 0 < flat[2] <= max_read:  # one range: one GET
+        if caps is not None and caps[0] < flat[2]:
+            return None  # the bulk path names the buffer that is too small
+        return _one_range(backend, paths, flat[1], flat[2], out, missing_ok, finished)
     room = 0
     for i in range(n):
         off, length = flat[3 * i + 1], flat[3 * i + 2]
@@ -70,28 +74,21 @@ async def read(backend: HttpBackend, paths: list[str], flat: list[int],
                 return None  # the bulk path names the buffer that is too small
         elif caps is not None and (off < 0 or length < 0):
             return None  # a size-dependent length: the bulk path checks the buffer
+    return _many(backend, paths, flat, out, tune, room, missing_ok, finished)
+
+
+async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
+                out: Sequence[Any] | None, tune: Preset, room: int, missing_ok: bool,
+                finished: Callable[[int], None] | None) -> Outcome:
+    """Several requests, or one that is not a plain range: all sent at once (up to the
+    concurrency cap), then the parts of objects longer than their size probe."""
+    n = len(paths)
+    max_read = tune.max_read
     options = backend.options
     client = HttpClient(paths, options, backend._signers)
     await client.start()
     served[0] += 1
-    arena: memoryview | None = None
-    if room and out is None:
-        arena = memoryview(bytearray(room)) if room < _ARENA else allocate(room).data
-    if n == 1 and room:  # one range (the common call): one GET, nothing to gather
-        if arena is None:
-            assert out is not None
-            dest = memoryview(out[0]).cast("B")[:room]
-        else:
-            dest = arena
-        try:
-            got = await client.get(Read(0, 0, flat[1], room, dest))
-        except HttpError as exc:
-            if finished is not None and missing_ok and exc.errno == errno.ENOENT:
-                finished(0)  # served: as missing
-            return [_EMPTY], [0], {0: (exc.errno, exc.detail)}
-        if finished is not None:
-            finished(0)
-        return [dest[:got]], [got], {}
+    arena = _memory(room) if room and out is None else None
 
     views = [_EMPTY] * n
     lengths = [0] * n
@@ -149,6 +146,30 @@ async def read(backend: HttpBackend, paths: list[str], flat: list[int],
         await _read_rest(client, rest, max_read, options.concurrency or tune.queue_depth,
                          missing_ok, views, lengths, failed, finished)
     return views, lengths, failed
+
+
+async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length: int,
+                     out: Sequence[Any] | None, missing_ok: bool,
+                     finished: Callable[[int], None] | None) -> Outcome:
+    """The commonest call, one range of one object: its one GET, nothing to gather."""
+    client = HttpClient(paths, backend.options, backend._signers)
+    await client.start()
+    served[0] += 1
+    dest = _memory(length) if out is None else memoryview(out[0]).cast("B")[:length]
+    try:
+        got = await client.get(Read(0, 0, offset, length, dest))
+    except HttpError as exc:
+        if finished is not None and missing_ok and exc.errno == errno.ENOENT:
+            finished(0)  # served: as missing
+        return [_EMPTY], [0], {0: (exc.errno, exc.detail)}
+    if finished is not None:
+        finished(0)
+    return [dest[:got]], [got], {}
+
+
+def _memory(size: int) -> memoryview:
+    """Result memory for ``size`` bytes."""
+    return memoryview(bytearray(size)) if size < _ARENA else allocate(size).data
 
 
 def _tail(off: int, max_read: int) -> int:
