@@ -579,7 +579,7 @@ class Reader:
         tune = self._url_tunings.get(key)
         if tune is None:
             tune = self._url_tunings[key] = self.tuning(paths[0])
-        backend = self._http_backend()
+        backend = self._http or self._http_backend()
         seconds = self.http.timeout
         if seconds is None:
             job = backend.read_small(paths, flat, out, caps, tune, missing_ok, None)

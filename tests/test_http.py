@@ -549,6 +549,26 @@ def test_proxy_lookup_matches_urllib(monkeypatch: pytest.MonkeyPatch, env: dict[
         assert _session.Proxies(True)(u) == expected, (env, url)
 
 
+def test_getenv_is_os_environ_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup that skips os.environ's exceptions reads what os.environ.get reads,
+    through every way a program changes its environment."""
+    monkeypatch.setenv("LSIO_T_SET", "http://p:1")
+    monkeypatch.setenv("LSIO_T_EMPTY", "")
+    monkeypatch.setenv("LSIO_T_ODD", "caf\u00e9 \udcff")
+    monkeypatch.delenv("LSIO_T_UNSET", raising=False)
+    names = ["LSIO_T_SET", "LSIO_T_EMPTY", "LSIO_T_ODD", "LSIO_T_UNSET", "PATH"]
+    assert [_session.getenv(n) for n in names] == [os.environ.get(n) for n in names]
+    os.environ["LSIO_T_UNSET"] = "now set"
+    try:
+        assert _session.getenv("LSIO_T_UNSET") == "now set"
+    finally:
+        del os.environ["LSIO_T_UNSET"]
+    assert _session.getenv("LSIO_T_UNSET") is None
+    monkeypatch.setattr(os, "environ", {"LSIO_T_SET": "replaced"})  # not os._Environ
+    assert _session.getenv("LSIO_T_SET") == "replaced"
+    assert _session.getenv("LSIO_T_EMPTY") is None
+
+
 async def test_server_capping_ranges_still_gives_whole_objects_and_suffixes(fs: FaultServer
                                                                             ) -> None:
     """A whole read and a suffix read must not trust the first, short answer's length."""

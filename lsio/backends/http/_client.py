@@ -133,7 +133,8 @@ class HttpClient:
         """Whole bodies of objects whose server ignored ``Range``."""
         self.sizes = [UNKNOWN_SIZE] * len(paths)
         """Each object's size, once an answer told it."""
-        self.session: aiohttp.ClientSession | None = None
+        self.session = session_now(options.connections_per_host)
+        """This loop's session, once :meth:`start` found or made it."""
         self._proxy = Proxies(options.trust_env)
         self.timeout = _timeout(options.request_timeout, options.connect_timeout)
 

@@ -153,9 +153,13 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
                      finished: Callable[[int], None] | None) -> Outcome:
     """The commonest call, one range of one object: its one GET, nothing to gather."""
     client = HttpClient(paths, backend.options, backend._signers)
-    await client.start()
+    if client.session is None:
+        await client.start()
     served[0] += 1
-    dest = _memory(length) if out is None else memoryview(out[0]).cast("B")[:length]
+    if out is not None:
+        dest = memoryview(out[0]).cast("B")[:length]
+    else:
+        dest = memoryview(bytearray(length)) if length < _ARENA else allocate(length).data
     try:
         got = await client.get(Read(0, 0, offset, length, dest))
     except HttpError as exc:
