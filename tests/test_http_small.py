@@ -162,6 +162,19 @@ async def test_bad_requests_are_named_as_the_bulk_path_names_them(
     assert fs.log == []
 
 
+async def test_every_plain_shape(fs: FaultServer) -> None:
+    """A URL alone, a 1-tuple, a Chunk and a 3-tuple, as the bulk path reads them."""
+    reqs: list[Any] = [fs.url("ok", "f.bin"), (fs.url("ok", "big.bin"),),
+                       lsio.Chunk(fs.url("ok", "empty.bin"), 0, None),
+                       lsio.Chunk(fs.url("short", "f.bin"), -10, 5),
+                       (fs.url("norange", "f.bin"), 7, 3)]
+    before = taken()
+    small = [bytes(g) for g in await reader(True).read_many(reqs)]
+    assert taken() == before + 1
+    bulk = [bytes(g) for g in await reader(False).read_many(reqs)]
+    assert small == bulk == [F, BIG, b"", F[-10:-5], F[7:10]]
+
+
 async def test_out_buffers(fs: FaultServer) -> None:
     out = [bytearray(100), bytearray(50)]
     before = taken()
