@@ -122,17 +122,25 @@ class Proxies:
             return None
         key = (url.scheme, url.host)
         if key not in self._cache:
-            proxy = env_proxy(url.scheme)
-            if proxy and url.host:
-                no_proxy = env_proxy("no")
-                if no_proxy and _bypass(url.host, {"no": no_proxy}):
+            if _ENV_ONLY:
+                proxy = env_proxy(url.scheme)
+                if proxy and url.host:
+                    no_proxy = env_proxy("no")
+                    if no_proxy and _bypass(url.host, {"no": no_proxy}):
+                        proxy = None
+            else:  # macOS, Windows: urllib also reads the system's proxy settings
+                proxy = urllib.request.getproxies().get(url.scheme)
+                if proxy and url.host and urllib.request.proxy_bypass(url.host):
                     proxy = None
             self._cache[key] = proxy
         return self._cache[key]
 
 
+_ENV_ONLY = urllib.request.getproxies is urllib.request.getproxies_environment
+"""urllib takes proxies from the environment alone (Linux and other POSIX but macOS)."""
+
 _bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-"""``urllib.request.proxy_bypass`` on Linux, given the ``no`` entry (not in typeshed)."""
+"""``urllib.request.proxy_bypass`` there, given the ``no`` entry (not in typeshed)."""
 
 
 def env_proxy(name: str) -> str | None:
