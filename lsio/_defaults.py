@@ -14,11 +14,11 @@ __all__: list[str] = [
     "FALLBACK_ALIGN", "ARENA_ALIGN", "PARALLEL_MIN_READS", "PARALLEL_MIN_BYTES", "STAT_DEPTH",
     "OUT_INFLIGHT_BYTES", "READ_ATTEMPTS", "OFF_LOOP_REQUESTS", "RING_ENTRIES", "RING_FILES",
     "PUMP_BUDGET", "PUMP_NS",
-    "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "POPULATE_MIN", "WINDOW", "JOB",
+    "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "WINDOW", "JOB",
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES",
-    "SMALL_OFF_LOOP_BYTES",
+    "SMALL_OFF_LOOP_BYTES", "SMALL_URLS",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -96,6 +96,13 @@ Measured here with results kept: one 4 MiB file 3.5 ms on the small path against
 bulk, 50 files x 64 KiB 3.9 against 4.5; from 8 MiB on the bulk path, which spreads the
 copies over the kernel's workers, wins (8.0 against 9.3 ms)."""
 
+SMALL_URLS = 32
+"""Most requests a call may have to take the small-call path for URLs
+(``backends/http/_small.py``: each request of its own object, one GET each, no planner):
+the ``http`` and ``cloud`` presets' queue depth, so all are in flight at once, as the bulk
+path would have them. A one-range call cost 3.5 ms on the bulk path here, 1.2-1.3x a bare
+aiohttp GET (~0.3 ms) on this one."""
+
 # -- The io_uring engine -------------------------------------------------------------------------
 
 RING_ENTRIES = 512
@@ -135,15 +142,6 @@ UNMAP_ASIDE = 16 << 20
 """Arenas from this size on are unmapped on a helper thread: returning 256 MiB of touched
 pages to the kernel takes 30-50 ms here, and the last reference to a result often dies on
 the event loop's thread (``res = await lsio.read_many(...)`` in a loop)."""
-
-POPULATE_MIN = 4 << 20
-"""Result arenas from this size on are faulted in for writing (``MADV_POPULATE_WRITE``) on
-a worker thread while the reads start (by each worker ring for its part, when the reads are
-spread over the cores): a user keeps what lsio returns, so most calls get fresh memory, and
-its first-touch faults cost up to ~1 ms per MiB here, on the event loop's thread when the
-reads are issued inline. A thread hop costs ~0.1 ms; a reused arena, a page-table walk.
-Measured on 10 000 warm 64 KiB files with every result kept, fresh process: 1.4-1.8 s
-without, 0.45-0.5 s with (recycled memory: 0.34 s)."""
 
 # -- Pipelines -----------------------------------------------------------------------------------
 

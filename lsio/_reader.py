@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import stat as stat_mod
 import sys
@@ -12,7 +13,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,7 @@ from ._defaults import (
     READ_ATTEMPTS,
     SMALL_BYTES,
     SMALL_OFF_LOOP_BYTES,
+    SMALL_URLS,
 )
 from ._errors import BackendWarning, request_error
 from ._memory import allocate
@@ -33,13 +35,16 @@ from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._plan import LINUX_MAX_RW, Plan, distinct, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
-from ._request import Requests, normalize
+from ._request import Chunk, Requests, normalize, plain_requests
 from ._results import Results
 from ._sync import on_loop_thread, run_sync
 from ._types import Bodies, StatResult
 from ._url import HttpOptions, is_url, local_path
 from .backends._base import Backend, ReadResult, RunOptions
 from .backends.local import UringBackend, special_detail
+
+if TYPE_CHECKING:
+    from .backends.http import HttpBackend
 
 __all__ = ["Reader", "backend_name", "default_reader"]
 
@@ -231,7 +236,7 @@ class Reader:
         if http is not None and not isinstance(http, HttpOptions):
             raise TypeError(f"lsio: http must be an lsio.HttpOptions, got {type(http).__name__}")
         self.http = http or HttpOptions()
-        self._http: Backend | None = None
+        self._http: HttpBackend | None = None
         self.preset = preset
         self.queue_depth = queue_depth
         self.coalesce = coalesce
@@ -250,7 +255,10 @@ class Reader:
             self._backend = ThreadsBackend(threads)
         self._small: bool | None = None
         """The small-call path (``_small``): ``None`` for calls within its limits, ``True``
-        for every call, ``False`` never (a knob for the tests)."""
+        for every call, ``False`` never (a knob for the tests). ``False`` also turns off the
+        one for URLs (``backends/http/_small``)."""
+        self._url_tunings: dict[tuple[Any, ...], Preset] = {}
+        """:meth:`tuning` of the URL small-call path, by its inputs (it costs ~12 us)."""
 
     def __repr__(self) -> str:
         return (f"lsio.Reader(backend={self.backend!r}, preset={self.preset!r}, "
@@ -493,7 +501,7 @@ class Reader:
             op = failed[np.flatnonzero(p.op_group[failed] == p.req_group[first])[0]]
             raise request_error(int(res.err[op]), reqs, first, res.detail.get(int(op)))
 
-    def _http_backend(self) -> Backend:
+    def _http_backend(self) -> HttpBackend:
         """The HTTP backend, made on the first URL (it imports aiohttp)."""
         if self._http is None:
             from .backends.http import HttpBackend
@@ -518,7 +526,12 @@ class Reader:
         each request's last step output (``None`` after a sink or for a missing file).
         """
         if pipeline is None and not progress:
-            small = await self._read_small_async(requests, out, missing_ok)
+            small = None
+            urls = self._small_urls(requests)
+            if urls is not None:
+                small = await self._read_urls(requests, *urls, out, missing_ok)
+            if small is None:
+                small = await self._read_small_async(requests, out, missing_ok)
             if small is not None:
                 return small
         bar = make_progress(progress)
@@ -551,6 +564,61 @@ class Reader:
             return None
         return _small.read(requests, out, missing_ok, force=self._small is True,
                            limit=SMALL_BYTES if on_loop else SMALL_OFF_LOOP_BYTES)
+
+    def _small_urls(self, requests: Any) -> tuple[list[str], list[int]] | None:
+        """A call the small-call path for URLs may serve, parsed (``backends/http/_small``:
+        a few requests, each of its own object, each one GET); ``None`` at once for any
+        other (a local call goes on to the local small-call path)."""
+        if self._small is False or type(requests) not in (list, tuple) or not (
+                0 < len(requests) <= SMALL_URLS):
+            return None
+        first = requests[0]
+        kind = type(first)
+        path = first[0] if kind is tuple and first else first.path if kind is Chunk else first
+        if type(path) is not str or "://" not in path:
+            return None
+        return _parse_urls(requests)
+
+    async def _read_urls(self, requests: Any, paths: list[str], flat: list[int],
+                         out: Sequence[Any] | None, missing_ok: bool) -> Results | None:
+        """The call, parsed by :meth:`_small_urls`, served by the small-call path for URLs,
+        or ``None``: the bulk path must serve it. Errors are raised as the bulk path raises
+        them."""
+        n = len(requests)
+        caps = None if out is None else _check_out(out, n)
+        # a URL's preset depends on its scheme alone, which its first 5 characters tell
+        key = (paths[0][:5].lower(), self.preset, self.queue_depth, self.max_gap,
+               self.max_read, self.coalesce)
+        tune = self._url_tunings.get(key)
+        if tune is None:
+            tune = self._url_tunings[key] = self.tuning(paths[0])
+        backend = self._http or self._http_backend()
+        seconds = self.http.timeout
+        if seconds is None:
+            job = backend.read_small(paths, flat, out, caps, tune, missing_ok, None)
+            if job is None:
+                return None
+            views, lengths, failed = await job
+        else:
+            pending = np.ones(n, bool)
+            job = backend.read_small(paths, flat, out, caps, tune, missing_ok,
+                                     lambda i: pending.__setitem__(i, False))
+            if job is None:
+                return None
+            async with _deadline(seconds, lambda: normalize(requests), pending):
+                views, lengths, failed = await job
+        missing = None
+        if failed:
+            bad = [i for i in sorted(failed)
+                   if not (missing_ok and failed[i][0] == errno.ENOENT)]
+            if bad:  # the lowest failing request, as the bulk path reports
+                code, detail = failed[bad[0]]
+                raise request_error(code, normalize(requests), bad[0], detail)
+            missing = np.zeros(n, bool)
+            missing[list(failed)] = True
+        index, zeros = _counting(n)
+        return Results(views if out is None else list(out), index, zeros,
+                       np.array(lengths, np.int64), missing)
 
     async def _run_pipeline(self, reqs: Requests, pipeline: PipelineArg,
                             bar: Progress | None, missing_ok: bool) -> list[Any]:
@@ -633,10 +701,11 @@ class Reader:
 
 
 @asynccontextmanager
-async def _deadline(seconds: float | None, reqs: Requests, pending: npt.NDArray[np.bool_]
-                    ) -> AsyncIterator[None]:
+async def _deadline(seconds: float | None, reqs: Requests | Callable[[], Requests],
+                    pending: npt.NDArray[np.bool_]) -> AsyncIterator[None]:
     """The call's overall deadline (``HttpOptions.timeout``), as a TimeoutError naming the
-    first request not read by then (``request_index``, ``filename``), as I/O errors do."""
+    first request not read by then (``request_index``, ``filename``), as I/O errors do.
+    ``reqs`` may be a function that makes them (only needed for the error)."""
     if seconds is None:
         yield
         return
@@ -646,6 +715,8 @@ async def _deadline(seconds: float | None, reqs: Requests, pending: npt.NDArray[
     except TimeoutError as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
+        if not isinstance(reqs, Requests):
+            reqs = reqs()
         late = np.flatnonzero(pending)
         first = int(late[0]) if len(late) else 0
         error = TimeoutError(errno.ETIMEDOUT, f"lsio: read_many of {len(reqs)} requests did "
@@ -676,6 +747,39 @@ async def _normalize(requests: Iterable[Any]) -> Requests:
         return normalize(requests)
     items = requests if isinstance(requests, (list, tuple)) else list(requests)
     return await _off_loop(len(items), normalize, items)
+
+
+def _parse_urls(requests: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[int]] | None:
+    """For the small-call path for URLs: the call's URLs and, per request, ``(index,
+    offset, length)`` in one flat list (a length of -1: to the end), for a call whose
+    requests are all of the plain shapes (``_request.plain_requests``), each naming its own
+    object; ``None`` for anything else (the bulk path serves it, or names what is wrong)."""
+    plain = plain_requests(requests)
+    if plain is None:
+        return None
+    paths, offsets, lengths = plain
+    if not all(map(is_url, paths)) or len(set(paths)) != len(paths):
+        return None  # a local path; or an object asked for twice: the planner merges
+    joined = "\n".join(paths)
+    if "\0" in joined:
+        return None
+    try:
+        joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+    flat: list[int] = []
+    for i, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
+        flat += (i, offset, length)
+    return paths, flat
+
+
+@functools.lru_cache(maxsize=SMALL_URLS)
+def _counting(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``arange(n)`` and ``zeros(n)``, read-only, shared by the results of the URL small-call
+    path (one buffer per request, each from its start): made once, not per call."""
+    index, zeros = np.arange(n, dtype=np.int64), np.zeros(n, np.int64)
+    index.flags.writeable = zeros.flags.writeable = False
+    return index, zeros
 
 
 def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -19,7 +19,7 @@ from ._url import local_path
 if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
     import numpy.typing as npt
 
-__all__ = ["Chunk", "Requests", "normalize"]
+__all__ = ["Chunk", "Requests", "normalize", "plain_requests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,52 @@ class Requests:
 
     def with_paths(self, paths: list[str]) -> Requests:
         return Requests(paths, self.file, self.offset, self.length, self.number)
+
+
+_INT64 = 1 << 63
+
+
+def plain_requests(requests: list[Any] | tuple[Any, ...]
+                   ) -> tuple[list[str], list[int], list[int]] | None:
+    """For the small-call paths: each request's path, offset and length (-1: to the end),
+    for a short list whose requests all have the plain shapes (``(path, offset, length)``,
+    ``(path,)``, a path, a ``Chunk``) with values :func:`normalize` takes; ``None`` for
+    anything else (the bulk path serves it, or names what is wrong). Exact types: a bool is
+    an int that :func:`normalize` refuses."""
+    paths: list[str] = []
+    offsets: list[int] = []
+    lengths: list[int] = []
+    for item in requests:
+        kind = type(item)
+        if kind is tuple:
+            if len(item) == 3:
+                path, offset, length = item
+            elif len(item) == 1:
+                path, offset, length = item[0], 0, None
+            else:
+                return None
+        elif kind is Chunk:
+            path, offset, length = item.path, item.offset, item.length
+        elif kind is str:
+            path, offset, length = item, 0, None
+        else:
+            return None
+        if type(path) is not str:
+            if not isinstance(path, os.PathLike):
+                return None
+            path = os.fspath(path)
+            if type(path) is not str:
+                return None
+        if type(offset) is not int or not -_INT64 <= offset < _INT64:
+            return None
+        if length is None:
+            length = -1
+        elif type(length) is not int or not 0 <= length < _INT64:
+            return None
+        paths.append(path)
+        offsets.append(offset)
+        lengths.append(length)
+    return paths, offsets, lengths
 
 
 def _bad(index: int, item: Any, why: str, exc: type[Exception] = ValueError) -> Exception:

@@ -15,14 +15,13 @@ path, and cold data is read through io_uring and the event loop as before.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
-from ._request import Chunk
+from ._request import plain_requests
 from ._results import Results
 
 try:
@@ -38,39 +37,15 @@ served = [0]
 _INT64 = 1 << 63
 
 
-def _parse(requests: Sequence[Any]) -> tuple[list[str], list[int]] | None:
+def _parse(requests: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[int]] | None:
     """The distinct paths, and per request its file index, offset and length (-1: to the
-    end) in one flat list, for requests of the plain shapes with sane values; ``None`` for
-    anything else."""
+    end) in one flat list; ``None`` for requests not of the plain shapes."""
+    plain = plain_requests(requests)
+    if plain is None:
+        return None
     ids: dict[str, int] = {}
     flat: list[int] = []
-    for item in requests:
-        kind = type(item)
-        if kind is tuple:
-            if len(item) == 3:
-                path, offset, length = item
-            elif len(item) == 1:
-                path, offset, length = item[0], 0, None
-            else:
-                return None
-        elif kind is Chunk:
-            path, offset, length = item.path, item.offset, item.length
-        elif kind is str:
-            path, offset, length = item, 0, None
-        else:
-            return None
-        if type(path) is not str:
-            if not isinstance(path, os.PathLike):
-                return None
-            path = os.fspath(path)
-            if type(path) is not str:
-                return None
-        if type(offset) is not int or not -_INT64 <= offset < _INT64:
-            return None
-        if length is None:
-            length = -1
-        elif type(length) is not int or not 0 <= length < _INT64:
-            return None
+    for path, offset, length in zip(*plain, strict=True):
         file = ids.get(path)
         if file is None:
             file = ids[path] = len(ids)

@@ -43,19 +43,22 @@ def conformance_dir(nginx: Any) -> tuple[Path, dict[str, bytes]]:
     return root, data
 
 
-@pytest.fixture(scope="module", params=["uring", "threads", "small", "http"])
+@pytest.fixture(scope="module", params=["uring", "threads", "small", "http", "http-small"])
 def kit(request: pytest.FixtureRequest, nginx: Any,
         conformance_dir: tuple[Path, dict[str, bytes]]) -> Kit:
-    """``uring`` and ``threads``: the bulk path of each backend (the small-call path off);
-    ``small``: every local call through the small-call path (``lsio/_small.py``), the bulk
-    path taking over only what it cannot serve."""
+    """``uring``, ``threads`` and ``http``: the bulk path of each backend (the small-call
+    paths off); ``small``: every local call through the small-call path (``lsio/_small.py``),
+    the bulk path taking over only what it cannot serve; ``http-small``: the default reader
+    on URLs (calls of distinct objects take ``backends/http/_small.py``)."""
     root, data = conformance_dir
-    if request.param != "http":
+    if not request.param.startswith("http"):
         reader = lsio.Reader(backend="uring" if request.param == "small" else request.param)
         reader._small = request.param == "small"
         return reader, lambda name: str(root / name), data
-    return (lsio.Reader(http=lsio.HttpOptions(retries=1)),
-            lambda name: nginx.url(f"conformance/{name}"), data)
+    reader = lsio.Reader(http=lsio.HttpOptions(retries=1))
+    # "http": the bulk path only; "http-small": one-object calls through the URL twin
+    reader._small = None if request.param == "http-small" else False
+    return reader, lambda name: nginx.url(f"conformance/{name}"), data
 
 
 def reference(content: bytes, offset: int, length: int | None) -> bytes:

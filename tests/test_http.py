@@ -516,6 +516,59 @@ def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proxy("http://data.example/x", trust_env=False) is None
 
 
+@pytest.mark.parametrize("env", [
+    {}, {"http_proxy": "http://low:1"}, {"HTTP_PROXY": "http://up:1"},
+    {"http_proxy": "http://low:1", "HTTP_PROXY": "http://up:1"},
+    {"http_proxy": "", "HTTP_PROXY": "http://up:1"},  # an empty lowercase one wins
+    {"HTTP_PROXY": "http://up:1", "REQUEST_METHOD": "GET"},  # CGI: HTTP_PROXY ignored
+    {"http_proxy": "http://low:1", "REQUEST_METHOD": "GET"},
+    {"HTTPS_PROXY": "http://s:1", "NO_PROXY": "data.example"},
+    {"https_proxy": "http://s:1", "no_proxy": "*"},
+    {"HTTP_PROXY": "http://up:1", "no_proxy": ".example, other"},
+    {"HTTP_PROXY": "http://up:1", "NO_PROXY": "example.org"},
+])
+def test_proxy_lookup_matches_urllib(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+                                     ) -> None:
+    """Reading only the variables that matter gives what urllib.request's full scan of the
+    environment gives."""
+    import urllib.request
+
+    from yarl import URL
+
+    for var in list(os.environ):
+        if var.lower().endswith("_proxy") or var == "REQUEST_METHOD":
+            monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    for url in ("http://data.example/x", "https://data.example/x", "http://other/x",
+                "http://a.example.org:8080/x"):
+        u = URL(url)
+        expected = urllib.request.getproxies().get(u.scheme)
+        if expected and u.host and urllib.request.proxy_bypass(u.host):
+            expected = None
+        assert _session.Proxies(True)(u) == expected, (env, url)
+
+
+def test_getenv_is_os_environ_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup that skips os.environ's exceptions reads what os.environ.get reads,
+    through every way a program changes its environment."""
+    monkeypatch.setenv("LSIO_T_SET", "http://p:1")
+    monkeypatch.setenv("LSIO_T_EMPTY", "")
+    monkeypatch.setenv("LSIO_T_ODD", "caf\u00e9 \udcff")
+    monkeypatch.delenv("LSIO_T_UNSET", raising=False)
+    names = ["LSIO_T_SET", "LSIO_T_EMPTY", "LSIO_T_ODD", "LSIO_T_UNSET", "PATH"]
+    assert [_session.getenv(n) for n in names] == [os.environ.get(n) for n in names]
+    os.environ["LSIO_T_UNSET"] = "now set"
+    try:
+        assert _session.getenv("LSIO_T_UNSET") == "now set"
+    finally:
+        del os.environ["LSIO_T_UNSET"]
+    assert _session.getenv("LSIO_T_UNSET") is None
+    monkeypatch.setattr(os, "environ", {"LSIO_T_SET": "replaced"})  # not os._Environ
+    assert _session.getenv("LSIO_T_SET") == "replaced"
+    assert _session.getenv("LSIO_T_EMPTY") is None
+
+
 async def test_server_capping_ranges_still_gives_whole_objects_and_suffixes(fs: FaultServer
                                                                             ) -> None:
     """A whole read and a suffix read must not trust the first, short answer's length."""

@@ -4,11 +4,14 @@ what each status, header and request list means."""
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lsio._plan import plan
 from lsio._request import normalize
@@ -109,3 +112,37 @@ def test_plan_jobs_batch_small_reads_per_file() -> None:
     # file 0's four small reads share a request; file 1: one small read alone, one big
     assert sorted(len(j) if isinstance(j, list) else 1 for j in jobs) == [1, 1, 4]
     assert proto.plan_jobs(p, np.array([False, False])) == list(range(p.nops))
+
+
+_REFERENCE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.I)
+
+
+def reference_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """The parser as it was: the regex alone."""
+    if not value:
+        return None
+    m = _REFERENCE.fullmatch(value.strip())
+    if m is None:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if m.group(1) is None:
+        return (-1, -1, total)
+    return (int(m.group(1)), int(m.group(2)) + 1, total)
+
+
+DIGITS = st.text(alphabet="0123456789\u0663\u00b2*x ", max_size=4)
+"""Number-ish fields: ASCII digits, an Arabic-Indic digit (``\\d`` and ``int`` take it),
+a superscript two (``isdigit`` takes it, ``\\d`` does not), and junk."""
+
+
+@settings(max_examples=1000)
+@given(st.one_of(
+    st.text(alphabet="bytes BYTES*/-0123456789 \t\u0663\u00b2x", max_size=24),
+    st.builds(lambda a, b, t: f"bytes {a}-{b}/{t}", st.integers(0, 10**20),
+              st.integers(0, 10**20), st.one_of(st.integers(0, 10**20), st.just("*"))),
+    st.builds(lambda p, a, b, t: f"{p}{a}-{b}/{t}", st.sampled_from(
+        ["bytes ", "bytes  ", "Bytes ", "bytes\t", " bytes ", "bytes="]), DIGITS, DIGITS,
+        DIGITS)))
+def test_content_range_matches_the_regex(value: str) -> None:
+    """The parse of the usual form without the regex gives what the regex gives."""
+    assert proto.content_range(value) == reference_content_range(value)

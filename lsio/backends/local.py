@@ -24,14 +24,13 @@ from .._defaults import (
     FALLBACK_ALIGN,
     PARALLEL_MIN_BYTES,
     PARALLEL_MIN_READS,
-    POPULATE_MIN,
     SMALL_CALL_BYTES,
     STAT_DEPTH,
 )
 from .._plan import Plan, resolve_ranges
 from .._presets import Preset
 from .._request import Requests
-from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, populate, ring_for_loop
+from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, ring_for_loop
 from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
 
@@ -105,11 +104,6 @@ def local_layout(stat: StatResult, tune: Preset, direct: npt.NDArray[np.int32], 
                   max_gap=tune.max_gap, check_eof=True, parallel=parallel)
 
 
-def _fault_in(arena: npt.NDArray[np.uint8], stop: npt.NDArray[np.int32]) -> None:
-    """Fault in a result arena (holding it alive meanwhile) until ``stop[0]`` is set."""
-    populate(arena.ctypes.data, arena.nbytes, stop)
-
-
 class UringBackend:
     name = "uring"
 
@@ -138,19 +132,10 @@ class UringBackend:
         addresses, handles = _addresses(plan, buffers)
         workers = _CORES if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
                                                  plan.bytes_read >= PARALLEL_MIN_BYTES) else 1
-        stop = np.zeros(1, np.int32)
-        if workers == 1 and not run.caller_memory and plan.arena_size >= POPULATE_MIN:
-            # worker rings fault in their own parts; a lone ring on the loop's thread would
-            # take each page's first-touch fault inline: a thread takes them meanwhile
-            asyncio.get_running_loop().run_in_executor(None, _fault_in, buffers[0], stop)
-        try:
-            done, err, _ = await ring.read(
-                reqs.paths, stat.size, layout.file_direct, plan, addresses,
-                queue_depth=run.queue_depth, max_open=run.max_open,
-                on_progress=run.on_progress, keepalive=(buffers, handles), workers=workers,
-                missing_ok=run.missing_ok, caller_memory=run.caller_memory,
-                changed=run.changed,
-            )
-        finally:
-            stop[0] = 1  # what is not faulted in yet, the reads have faulted in themselves
+        done, err, _ = await ring.read(
+            reqs.paths, stat.size, layout.file_direct, plan, addresses,
+            queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
+            keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
+            caller_memory=run.caller_memory, changed=run.changed,
+        )
         return ReadResult(done, err, run.changed)

@@ -6,7 +6,9 @@
   place aiohttp's errors are mapped;
 - ``_client``: one call's requests: URLs, signing, redirects, answers checked, the one retry
   loop;
-- ``_backend``: :class:`HttpBackend`, the backend interface (stat, layout, read).
+- ``_backend``: :class:`HttpBackend`, the backend interface (stat, layout, read);
+- ``_small``: the small-call path: a few requests, each of its own object, each sent as the
+  one GET (or size probe) the bulk path would send, without planning the call.
 """
 
 from ._backend import HttpBackend

@@ -33,7 +33,8 @@ from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions
 from .._base import Layout, ReadResult, RunOptions
 from .._sign import S3Signer
-from ._client import HttpClient, NotMulti, Read, origin
+from . import _small
+from ._client import HttpClient, NotMulti, Read, origin, workers
 from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
 
 __all__ = ["HttpBackend"]
@@ -67,6 +68,9 @@ class HttpBackend:
         self._signers: dict[str, S3Signer | None] = {}
         """S3 signers by region, found on first use (credential lookup takes ~0.1 s)."""
 
+    read_small = _small.read
+    """The small-call path (:mod:`._small`): a few requests, each of its own object."""
+
     # -- stat ----------------------------------------------------------------------------
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
         client = HttpClient(reqs.paths, self.options, self._signers)
@@ -95,9 +99,9 @@ class HttpBackend:
             else:
                 client.prefetch[file] = (max(r.start, 0), r.dest[:got])
 
-        await _workers(iter(np.flatnonzero(need).tolist()), probe, call.concurrency, err,
-                       detail, missing_ok)
-        size = np.where(err == 0, client.sizes, 0)
+        await workers(np.flatnonzero(need).tolist(), probe, call.concurrency, err, detail,
+                      missing_ok)
+        size = np.where(err == 0, np.array(client.sizes, np.int64), 0)
         return StatResult(size, np.ones(n, np.int64), err, detail=detail,
                           bodies=_bodies(client), state=call)
 
@@ -203,8 +207,8 @@ class HttpBackend:
             job = jobs[j]
             await (single(job) if isinstance(job, int) else multi(job))
 
-        await _workers(iter(range(len(jobs))), one, call.concurrency, job_err, job_errs,
-                       run.missing_ok)
+        await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
+                      run.missing_ok)
         detail: dict[int, str] = {}
         for j in np.flatnonzero(job_err).tolist():
             job = jobs[j]
@@ -288,32 +292,3 @@ def _progress_batcher(on_progress: ProgressFn | None, done: npt.NDArray[np.int64
         pending.extend(ops)
 
     return finished
-
-
-async def _workers(todo: Any, fn: Callable[[int], Any], concurrency: int,
-                   err: npt.NDArray[np.int32], detail: dict[int, str],
-                   missing_ok: bool = False) -> None:
-    """Run ``fn(i)`` for each ``i`` of ``todo`` on ``concurrency`` coroutines. The first
-    failure stops new work (fail fast), but for "not found" with ``missing_ok``; failures
-    land in ``err``/``detail``."""
-    stop = False
-
-    async def worker() -> None:
-        nonlocal stop
-        for i in todo:
-            if stop:
-                return
-            try:
-                await fn(i)
-            except HttpError as exc:
-                err[i] = exc.errno
-                detail[i] = exc.detail
-                stop = stop or not (missing_ok and exc.errno == errno.ENOENT)
-
-    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

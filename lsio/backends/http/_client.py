@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 from yarl import URL
 
 from ..._defaults import REDIRECTS, RETRY_STATUS
@@ -31,14 +33,25 @@ from ._protocol import (
     retry_after,
     status_error,
 )
-from ._session import Proxies, aiohttp_errors, read_body, session_for, stream_into
+from ._session import (
+    Proxies,
+    aiohttp_error,
+    read_body,
+    session_for,
+    session_now,
+    stream_into,
+)
 
-__all__ = ["HttpClient", "NotMulti", "Read", "origin"]
+__all__ = ["HttpClient", "NotMulti", "Read", "origin", "workers"]
 
 AZURE_API_VERSION = "2021-08-06"
 """``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""
 
 T = TypeVar("T")
+
+SMALL_BODY = 64 << 10
+"""Below this many bytes a size probe's body goes in a ``bytearray`` (zeroed, but ~4x
+cheaper to make than a numpy buffer at this size); above, in uninitialised memory."""
 
 
 class NotMulti(Exception):
@@ -64,6 +77,26 @@ class Read:
     """Bytes read once served by a multipart answer; -1 until then."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _http_target(path: str) -> tuple[Target, URL]:
+    """An ``http(s)://`` URL's target and parsed URL: a pure function of the text, kept for
+    the URLs used again (~5 us a call to make, and aiohttp finds a reused ``URL``'s parts
+    already computed)."""
+    target = resolve(path, _NO_OPTIONS)
+    return target, URL(target.url, encoded=False)
+
+
+_NO_OPTIONS = HttpOptions()
+"""``resolve`` reads no option for ``http(s)://`` URLs."""
+
+
+@functools.lru_cache(maxsize=16)
+def _timeout(request_timeout: float, connect_timeout: float) -> aiohttp.ClientTimeout:
+    """The per-request deadline: headers and body (aiohttp's total timeout runs until the
+    response is released). Made once per value (an attrs instance costs ~2 us)."""
+    return aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
+
+
 class HttpClient:
     """One ``read_many`` call's remote part: its URLs, what was learned, and the I/O."""
 
@@ -71,40 +104,56 @@ class HttpClient:
                  signers: dict[str, S3Signer | None]) -> None:
         self.paths = paths
         self.options = options
-        region = s3_region(options) if any(p[:5].lower() == "s3://" for p in paths) else None
-        self.targets: list[Target] = [resolve(p, options, region) for p in paths]
-        self.urls = [URL(t.url, encoded=t.kind != "http") for t in self.targets]
-        for t in self.targets:
-            if t.kind == "s3" and t.region not in signers:
-                signers[t.region] = find_s3_signer(t.region, options.anonymous)
-        self.signers = [signers[t.region] if t.kind == "s3" else None for t in self.targets]
+        self.targets: list[Target] = []
+        self.urls: list[URL] = []
+        self.signers: list[S3Signer | None] = []
+        region = None
+        for p in paths:
+            if p[:4].lower() == "http":  # http:// or https://: no other scheme starts so
+                target, url = _http_target(p)
+                signer = None
+            else:
+                if region is None and p[:5].lower() == "s3://":
+                    region = s3_region(options)  # once per call (it may read a file)
+                target = resolve(p, options, region)
+                url = URL(target.url, encoded=True)
+                signer = None
+                if target.kind == "s3":
+                    if target.region not in signers:
+                        signers[target.region] = find_s3_signer(target.region,
+                                                                options.anonymous)
+                    signer = signers[target.region]
+            self.targets.append(target)
+            self.urls.append(url)
+            self.signers.append(signer)
         self.prefetch: dict[int, tuple[int, memoryview]] = {}
         """(first offset, bytes) of objects, from the size probe: the head, or for objects
         asked only for suffixes, the tail."""
         self.whole: dict[int, asyncio.Future[memoryview]] = {}
         """Whole bodies of objects whose server ignored ``Range``."""
-        self.sizes = np.full(len(paths), UNKNOWN_SIZE, np.int64)
-        self.session: aiohttp.ClientSession | None = None
+        self.sizes = [UNKNOWN_SIZE] * len(paths)
+        """Each object's size, once an answer told it."""
+        self.session = session_now(options.connections_per_host)
+        """This loop's session, once :meth:`start` found or made it."""
         self._proxy = Proxies(options.trust_env)
-        # the per-request deadline covers headers and body (aiohttp's total timeout runs
-        # until the response is released)
-        self.timeout = aiohttp.ClientTimeout(total=options.request_timeout,
-                                             sock_connect=options.connect_timeout)
+        self.timeout = _timeout(options.request_timeout, options.connect_timeout)
 
     async def start(self) -> None:
         if self.session is None:
-            self.session = await session_for(self.options.connections_per_host)
+            limit = self.options.connections_per_host
+            self.session = session_now(limit) or await session_for(limit)
 
     # -- one request ---------------------------------------------------------------------
     def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
         if rng is not None:
             headers["Range"] = rng
-        target = self.targets[file]
-        if origin(url) != origin(self.urls[file]):
+        home = self.urls[file]
+        if url is not home and origin(url) != origin(home):
             return headers  # redirected elsewhere: no credentials
-        headers.update(self.options.headers)
-        if target.kind == "az":
+        if self.options.headers:
+            headers.update(self.options.headers)
+        if self.targets[file].kind == "az":
             headers["x-ms-version"] = AZURE_API_VERSION
         signer = self.signers[file]
         if signer is not None:
@@ -116,12 +165,17 @@ class HttpClient:
         assert self.session is not None
         url = self.urls[file]
         for _ in range(REDIRECTS + 1):
-            with aiohttp_errors(url, self.options.request_timeout):
+            try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng),
                                               allow_redirects=False, timeout=self.timeout,
                                               ssl=True if self.options.ssl is None
                                               else self.options.ssl,
                                               proxy=self._proxy(url))
+            except Exception as exc:
+                mapped = aiohttp_error(exc, url, self.options.request_timeout)
+                if mapped is None:
+                    raise
+                raise mapped from None
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                 try:
                     location = url.join(URL(resp.headers["Location"]))
@@ -231,15 +285,17 @@ class HttpClient:
                                 f"{resp.headers.get('Content-Range')!r} to Range "
                                 + range_header(-1 if suffix else start, want))
             n = cr[1] - cr[0]
-            if resp.content_length is not None and resp.content_length != n:
+            announced = resp.content_length  # parsed from the header at each access
+            if announced is not None and announced != n:
                 raise Retry(HttpError(errno.EIO, f"{resp.url}: Content-Length "
-                                      f"{resp.content_length} disagrees with Content-Range "
+                                      f"{announced} disagrees with Content-Range "
                                       f"{resp.headers['Content-Range']}"))
             if cr[2] is not None:
                 self.sizes[r.file] = cr[2]
             if r.dest is None:  # a size probe: memory sized by the answer
                 r.length = min(r.length, cr[2]) if cr[2] is not None else n
-                r.dest = memoryview(np.empty(r.length, np.uint8).data).cast("B")
+                r.dest = (memoryview(bytearray(r.length)) if r.length < SMALL_BODY else
+                          memoryview(np.empty(r.length, np.uint8).data).cast("B"))
             added, clean = await stream_into(resp, r.dest[got:got + n])
             if added < n or not clean:
                 raise Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
@@ -250,22 +306,27 @@ class HttpClient:
 
     # -- the retry loop -----------------------------------------------------------------
     async def retrying(self, step: Callable[[], Awaitable[T]],
-                       exhausted: Callable[[Retry | TimeoutError, int], Exception]) -> T:
+                       exhausted: Callable[[Retry | TimeoutError, int], Exception],
+                       failed: Retry | TimeoutError | None = None) -> T:
         """``await step()`` until it works, retrying what may pass (``Retry``, timeouts)
         up to ``HttpOptions.retries`` times with backoff; then ``exhausted(last failure,
-        attempts)`` is raised. The only retry loop of the HTTP backend."""
+        attempts)`` is raised. ``failed``: the first attempt was made by the caller and
+        failed so. The only retry loop of the HTTP backend."""
         attempt = 0
         while True:
-            try:
-                return await step()
-            except (Retry, TimeoutError) as exc:
-                if attempt >= self.options.retries:
-                    raise exhausted(exc, attempt + 1) from None
-                o = self.options
-                await asyncio.sleep(backoff_delay(
-                    attempt, o.backoff, o.backoff_max,
-                    exc.after if isinstance(exc, Retry) else None, random.uniform))
-                attempt += 1
+            if failed is None:
+                try:
+                    return await step()
+                except (Retry, TimeoutError) as exc:
+                    failed = exc
+            if attempt >= self.options.retries:
+                raise exhausted(failed, attempt + 1) from None
+            o = self.options
+            await asyncio.sleep(backoff_delay(
+                attempt, o.backoff, o.backoff_max,
+                failed.after if isinstance(failed, Retry) else None, random.uniform))
+            attempt += 1
+            failed = None
 
     def _gave_up(self, r: Read) -> Callable[[Retry | TimeoutError, int], Exception]:
         def exhausted(exc: Retry | TimeoutError, attempts: int) -> Exception:
@@ -280,9 +341,10 @@ class HttpClient:
     async def get(self, r: Read) -> int:
         """Read ``r`` completely (short only at the object's end), retrying what may pass
         and resuming after the bytes already received."""
-        served = self._from_memory(r)
-        if served is not None:
-            return served
+        if self.whole or self.prefetch:
+            served = self._from_memory(r)
+            if served is not None:
+                return served
         got = 0
 
         async def step() -> tuple[int, bool]:
@@ -294,7 +356,12 @@ class HttpClient:
                 raise
 
         while got < r.length:
-            added, eof = await self.retrying(step, self._gave_up(r))
+            try:  # the first attempt without the retry loop's frames: most need no retry
+                added, eof = await self._attempt(r, got)
+            except (Retry, TimeoutError) as exc:
+                if isinstance(exc, Retry):
+                    got += exc.progress
+                added, eof = await self.retrying(step, self._gave_up(r), exc)
             if added == 0 and not eof:
                 raise HttpError(errno.EIO, f"{self.urls[r.file]} returned no bytes")
             got += added
@@ -363,3 +430,38 @@ class HttpClient:
 
 class _NoneSatisfiable(Exception):
     """416 to a multi-range request: no range of it starts before the end."""
+
+
+async def workers(todo: Sequence[int], fn: Callable[[int], Any], concurrency: int,
+                  err: npt.NDArray[np.int32] | list[int], detail: dict[int, str],
+                  missing_ok: bool = False) -> None:
+    """Run ``fn(i)`` for each ``i`` of ``todo`` on up to ``concurrency`` coroutines (no more
+    than there is work for; one runs inline, without a task). The first failure stops new
+    work (fail fast), but for "not found" with ``missing_ok``; failures land in
+    ``err``/``detail``."""
+    stop = False
+    work = iter(todo)
+
+    async def worker() -> None:
+        nonlocal stop
+        for i in work:
+            if stop:
+                return
+            try:
+                await fn(i)
+            except HttpError as exc:
+                err[i] = exc.errno
+                detail[i] = exc.detail
+                stop = stop or not (missing_ok and exc.errno == errno.ENOENT)
+
+    count = min(max(1, concurrency), len(todo))
+    if count <= 1:  # no task: it would cost loop turns for nothing to overlap
+        await worker()
+        return
+    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -78,6 +78,12 @@ def content_range(value: str | None) -> tuple[int, int, int | None] | None:
     """``bytes a-b/total`` -> (a, b + 1, total or None); ``bytes */total`` -> (-1, -1, total)."""
     if not value:
         return None
+    if value[:6] == "bytes ":  # the form servers send, parsed without the regex (~2x)
+        first, slash, size = value[6:].partition("/")
+        a, dash, b = first.partition("-")
+        if slash and dash and a.isdecimal() and b.isdecimal() and (  # what \d takes
+                size == "*" or size.isdecimal()):
+            return (int(a), int(b) + 1, None if size == "*" else int(size))
     m = _CONTENT_RANGE.fullmatch(value.strip())
     if m is None:
         return None

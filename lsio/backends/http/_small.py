@@ -1,0 +1,245 @@
+"""The small-call path for URLs: a few requests, each of its own object.
+
+A zarr store asking for one chunk, a notebook reading a handful of objects: for such calls
+the bulk path's fixed cost (requests as arrays, size probes found with numpy passes, the
+multipart check, the planner, the tracker: ~0.5 ms of CPU) is more than a loopback GET
+itself (~0.25 ms). They need none of it: no two requests share an object, so there is
+nothing to merge, deduplicate or send as one multipart request, and a range of at most
+``max_read`` bytes is one GET. Here each request becomes the requests the bulk path would
+send for it (one range GET; for a whole object or a suffix, the same size probe, whose body
+serves the request when the object fits in it), through the same client: redirects,
+signing, retries and the checks of every answer are the bulk path's.
+
+The reader hands :func:`read` calls of up to ``lsio._defaults.SMALL_URLS`` requests of the
+plain shapes, every one a URL of its own object (``lsio._reader._parse_urls``); it decides
+before any I/O whether the requests qualify, and returns ``None`` if not: the bulk path then
+serves the call unchanged. Failures come back per request as (errno, detail); the reader
+raises them as it does the bulk path's.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..._memory import allocate
+from ..._presets import Preset
+from ._client import HttpClient, Read, workers
+from ._protocol import UNKNOWN_SIZE, HttpError
+
+if TYPE_CHECKING:
+    from ._backend import HttpBackend
+
+__all__ = ["read"]
+
+_EMPTY = memoryview(b"")
+
+_ARENA = 64 << 10
+"""Below this many bytes, results go in a ``bytearray`` (~0.2 us) rather than a pooled
+arena (``lsio._memory``: ~5 us, which pays off where fresh memory would fault page by
+page)."""
+
+served = [0]
+"""Calls this path served (the tests check that it did)."""
+
+Outcome = tuple[list[memoryview], list[int], dict[int, tuple[int, str]]]
+"""Each request's bytes, its length, and the failed requests' (errno, detail)."""
+
+
+def read(backend: HttpBackend, paths: list[str], flat: list[int],
+         out: Sequence[Any] | None, caps: npt.NDArray[np.int64] | None, tune: Preset,
+         missing_ok: bool, finished: Callable[[int], None] | None
+         ) -> Coroutine[Any, Any, Outcome] | None:
+    """The call that serves requests ``i`` = ``(paths[i], flat[3i + 1], flat[3i + 2])`` (a
+    length of -1: to the end) into ``out`` if given, to await; ``None`` (before any I/O)
+    if the bulk path must. ``finished(i)`` is told of each request served."""
+    n = len(paths)
+    max_read = tune.max_read
+    if n == 1 and flat[1] >= 0 and 0 < flat[2] <= max_read:  # one range: one GET
+        if caps is not None and caps[0] < flat[2]:
+            return None  # the bulk path names the buffer that is too small
+        return _one_range(backend, paths, flat[1], flat[2], out, missing_ok, finished)
+    room = 0
+    for i in range(n):
+        off, length = flat[3 * i + 1], flat[3 * i + 2]
+        if length > max_read:  # split into parts, or probed for its size first
+            return None
+        if off >= 0 and length > 0:
+            room += length
+            if caps is not None and caps[i] < length:
+                return None  # the bulk path names the buffer that is too small
+        elif caps is not None and (off < 0 or length < 0):
+            return None  # a size-dependent length: the bulk path checks the buffer
+    return _many(backend, paths, flat, out, tune, room, missing_ok, finished)
+
+
+async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
+                out: Sequence[Any] | None, tune: Preset, room: int, missing_ok: bool,
+                finished: Callable[[int], None] | None) -> Outcome:
+    """Several requests, or one that is not a plain range: all sent at once (up to the
+    concurrency cap), then the parts of objects longer than their size probe."""
+    n = len(paths)
+    max_read = tune.max_read
+    options = backend.options
+    client = HttpClient(paths, options, backend._signers)
+    await client.start()
+    served[0] += 1
+    arena = _memory(room) if room and out is None else None
+
+    views = [_EMPTY] * n
+    lengths = [0] * n
+    reads: list[Read] = []
+    at = 0
+    for i in range(n):
+        off, length = flat[3 * i + 1], flat[3 * i + 2]
+        if off < 0 or length < 0:  # the size probe HttpBackend.stat would send
+            tail = _tail(off, max_read)
+            reads.append(Read(-1, i, off, tail, None) if tail
+                         else Read(-1, i, 0, max_read, None))
+        elif length:
+            if arena is None:
+                assert out is not None
+                dest = memoryview(out[i]).cast("B")[:length]
+            else:
+                dest = arena[at:at + length]
+                at += length
+            reads.append(Read(i, i, off, length, dest))
+        elif finished is not None:  # nothing to read, as the planner gives it: no request
+            finished(i)
+
+    rest: list[tuple[int, int, int]] = []
+    """Requests the size probe did not cover: (request, start, end)."""
+
+    async def fetch(k: int) -> None:
+        r = reads[k]
+        i = r.file
+        try:
+            got = await client.get(r)
+        except HttpError as exc:
+            if finished is not None and missing_ok and exc.errno == errno.ENOENT:
+                finished(i)  # served: as missing
+            raise
+        if r.op >= 0:  # a range
+            assert r.dest is not None
+            views[i], lengths[i] = r.dest[:got], got
+        else:
+            off = flat[3 * i + 1]
+            span = _probed(client, r, got, _tail(off, max_read), max_read, off,
+                           flat[3 * i + 2])
+            if isinstance(span, tuple):
+                rest.append((i, *span))
+                return
+            views[i], lengths[i] = span, len(span)
+        if finished is not None:
+            finished(i)
+
+    err = [0] * len(reads)
+    detail: dict[int, str] = {}
+    await workers(range(len(reads)), fetch, options.concurrency or tune.queue_depth, err,
+                  detail, missing_ok)
+    failed = {reads[k].file: (err[k], text) for k, text in detail.items()}
+    if rest and all(e == errno.ENOENT and missing_ok for e, _ in failed.values()):
+        await _read_rest(client, rest, max_read, options.concurrency or tune.queue_depth,
+                         missing_ok, views, lengths, failed, finished)
+    return views, lengths, failed
+
+
+async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length: int,
+                     out: Sequence[Any] | None, missing_ok: bool,
+                     finished: Callable[[int], None] | None) -> Outcome:
+    """The commonest call, one range of one object: its one GET, nothing to gather."""
+    client = HttpClient(paths, backend.options, backend._signers)
+    if client.session is None:
+        await client.start()
+    served[0] += 1
+    if out is not None:
+        dest = memoryview(out[0]).cast("B")[:length]
+    else:
+        dest = memoryview(bytearray(length)) if length < _ARENA else allocate(length).data
+    try:
+        got = await client.get(Read(0, 0, offset, length, dest))
+    except HttpError as exc:
+        if finished is not None and missing_ok and exc.errno == errno.ENOENT:
+            finished(0)  # served: as missing
+        return [_EMPTY], [0], {0: (exc.errno, exc.detail)}
+    if finished is not None:
+        finished(0)
+    return [dest[:got]], [got], {}
+
+
+def _memory(size: int) -> memoryview:
+    """Result memory for ``size`` bytes."""
+    return memoryview(bytearray(size)) if size < _ARENA else allocate(size).data
+
+
+def _tail(off: int, max_read: int) -> int:
+    """Bytes of the tail probe for a request at ``off`` (a suffix not longer than
+    ``max_read``); 0: probe the head (``size_probes``' rule)."""
+    return -off if 0 < -off <= max_read else 0
+
+
+def _probed(client: HttpClient, r: Read, got: int, tail: int, probe_size: int, off: int,
+            length: int) -> memoryview | tuple[int, int]:
+    """After a size probe (``HttpBackend.stat``'s rules): the request's bytes if the probe
+    holds them, else its (start, end) in the object, now that the size is known."""
+    file = r.file
+    whole = client.whole.get(file)
+    if whole is not None:  # the server sent it whole
+        first, body = 0, whole.result()
+    else:
+        if client.sizes[file] == UNKNOWN_SIZE and got < probe_size and not tail:
+            client.sizes[file] = got  # no total given: the body ended at the object's end
+        elif client.sizes[file] == UNKNOWN_SIZE:
+            raise HttpError(errno.EIO, f"{client.urls[file]} did not tell the object's "
+                            "size (Content-Range: bytes a-b/*)")
+        first, body = max(r.start, 0), (_EMPTY if r.dest is None else r.dest[:got])
+        client.prefetch[file] = (first, body)  # a part read later may come from it
+    size = client.sizes[file]
+    start = max(size + off, 0) if off < 0 else min(off, size)
+    room = size - start
+    end = start + (room if length < 0 or length > room else length)
+    if first <= start and end <= first + len(body):
+        return body[start - first:end - first]
+    return (start, end)
+
+
+async def _read_rest(client: HttpClient, rest: list[tuple[int, int, int]], step: int,
+                     concurrency: int, missing_ok: bool, views: list[memoryview],
+                     lengths: list[int], failed: dict[int, tuple[int, str]],
+                     finished: Callable[[int], None] | None) -> None:
+    """Requests longer than their size probe: read in parts of ``max_read`` bytes from the
+    request's start, in parallel, as the bulk path plans them (a part the probe holds is
+    copied from it)."""
+    parts: list[Read] = []
+    dests = {}
+    for i, start, end in rest:
+        dest = allocate(end - start).data
+        dests[i] = (start, end, dest)
+        for s in range(start, end, step):
+            k = min(step, end - s)
+            parts.append(Read(i, i, s, k, dest[s - start:s - start + k]))
+    done = [0] * len(parts)
+
+    async def part(j: int) -> None:
+        done[j] = await client.get(parts[j])
+
+    err = [0] * len(parts)
+    detail: dict[int, str] = {}
+    await workers(range(len(parts)), part, concurrency, err, detail, missing_ok)
+    short: dict[int, int] = {}
+    for j, r in enumerate(parts):
+        if err[j] and r.op not in failed:
+            failed[r.op] = (err[j], detail[j])
+        elif done[j] < r.length:  # the object ended early: the request ends there
+            short[r.op] = min(short.get(r.op, r.start + done[j]), r.start + done[j])
+    for i, (start, end, dest) in dests.items():
+        if i in failed:
+            continue
+        length = short.get(i, end) - start
+        views[i], lengths[i] = dest[:length], length
+        if finished is not None:
+            finished(i)
