@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ._defaults import POOL_BYTES, REUSE_SLACK, UNMAP_ASIDE
 
-__all__ = ["allocate"]
+__all__ = ["allocate", "is_fresh"]
 
 PAGE = mmap.PAGESIZE
 
@@ -48,6 +48,10 @@ def _close(mm: mmap.mmap) -> None:
         pass
 
 
+_fresh: set[int] = set()
+"""``id`` of the live arrays whose memory was never touched (new mappings, not pooled)."""
+
+
 def allocate(nbytes: int) -> npt.NDArray[np.uint8]:
     """A page-aligned uint8 array of ``nbytes``; its memory returns to the pool when the
     array and every view of it are gone."""
@@ -58,8 +62,18 @@ def allocate(nbytes: int) -> npt.NDArray[np.uint8]:
         if fits:
             mm = min(fits, key=len)
             _pool.remove(mm)
+    fresh = mm is None
     if mm is None:
         mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     arr = np.frombuffer(mm, np.uint8, nbytes)
     weakref.finalize(arr, _give_back, mm).atexit = False
+    if fresh:
+        _fresh.add(id(arr))
+        weakref.finalize(arr, _fresh.discard, id(arr)).atexit = False
     return arr
+
+
+def is_fresh(arr: object) -> bool:
+    """Whether ``arr`` came from :func:`allocate` with memory never touched (its first
+    writes will fault every page in); a pooled arena's pages are present already."""
+    return id(arr) in _fresh

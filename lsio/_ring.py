@@ -279,6 +279,7 @@ class Ring:
         missing_ok: bool = False,
         caller_memory: bool = False,
         changed: npt.NDArray[np.bool_] | None = None,
+        fresh: bool = False,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         """Execute a plan. ``addresses`` is the destination address of each read.
 
@@ -291,6 +292,7 @@ class Ring:
         set before any read starts. ``missing_ok``: a file gone since the stat fails its
         reads with ENOENT without stopping the others. ``caller_memory``: the destinations
         are the caller's, so a cancellation waits until nothing can write into them.
+        ``fresh``: the destinations are new memory, which worker rings fault in first.
         """
         if plan.nops and int(plan.op_length.max()) > LINUX_MAX_RW:
             raise ValueError("plan has a read above Linux's read cap")
@@ -309,7 +311,7 @@ class Ring:
         pre = _open_spanning(paths, file_size, plan, cuts[1:-1], changed)
         # worker threads are not the loop: they issue every read inline (async_min=0)
         pieces = [job.batch(lo, hi, pre, 0) for lo, hi in spans]
-        if not caller_memory:  # each worker faults in its own part of the fresh arena
+        if fresh:  # each worker faults in its own part of the fresh arena
             for b, (lo, hi) in zip(pieces, spans, strict=True):
                 b.span = (int(addresses[lo:hi].min()),
                           int((addresses[lo:hi] + plan.op_length[lo:hi].astype(np.uint64)).max()))

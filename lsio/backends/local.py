@@ -27,6 +27,7 @@ from .._defaults import (
     SMALL_CALL_BYTES,
     STAT_DEPTH,
 )
+from .._memory import is_fresh
 from .._plan import Plan, resolve_ranges
 from .._presets import Preset
 from .._request import Requests
@@ -137,5 +138,6 @@ class UringBackend:
             queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
             keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
             caller_memory=run.caller_memory, changed=run.changed,
+            fresh=not run.caller_memory and is_fresh(buffers[0]),
         )
         return ReadResult(done, err, run.changed)
