@@ -41,8 +41,38 @@ def _panels(series: list[dict[str, Any]]) -> dict[str, list[Bar]]:
     return panels
 
 
+def _plot_fixed(data: dict[str, Any], path: Path, out_dir: Path) -> Path:
+    """``bench_fixed``'s rows: microseconds per call (lower is better), dropped and kept."""
+    rows = data["rows"][::-1]
+    names = [r["name"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.5), sharey=True)
+    for ax, key, what in ((axes[0], "dropped_us", "results dropped"),
+                          (axes[1], "kept_us", "results kept")):
+        values = [r[key] for r in rows]
+        colors = ["#d62728" if any(w in nm for w in ("lsio", "Lsio", "read_many"))
+                  else "#7f7f7f" for nm in names]
+        bar_set = ax.barh(names, values, color=colors)
+        ax.bar_label(bar_set, labels=[f"{v:,.0f}" if v >= 10 else f"{v:.1f}" for v in values],
+                     fontsize=6, padding=2)
+        ax.set_xscale("log")
+        ax.set_title(what, fontsize=9)
+        ax.set_xlabel("µs per call (median, log scale)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.margins(x=0.15)
+    fig.suptitle(f"{path.stem}: one small call, lsio (red) and the others, lower is better",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{path.stem}.png"
+    fig.savefig(target, dpi=90)
+    plt.close(fig)
+    return target
+
+
 def plot(path: Path, out_dir: Path) -> Path:
     data = json.loads(path.read_text())
+    if "rows" in data:
+        return _plot_fixed(data, path, out_dir)
     panels = _panels(data["series"])
     n = len(panels)
     cols = min(3, n) or 1

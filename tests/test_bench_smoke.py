@@ -107,6 +107,6 @@ def test_plots_draw_from_the_json(tmp_path: Path) -> None:
     after the harnesses)."""
     from benchmarks import plots
 
-    for name in ("bench_local", "bench_http", "bench_zarr"):
+    for name in ("bench_fixed", "bench_local", "bench_http", "bench_zarr"):
         png = plots.plot(ROOT / "docs" / f"{name}.json", tmp_path)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
