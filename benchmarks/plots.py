@@ -41,6 +41,16 @@ def _panels(series: list[dict[str, Any]]) -> dict[str, list[Bar]]:
     return panels
 
 
+def _save(fig: Any, path: Path, out_dir: Path, *, top: float) -> Path:
+    """Write ``fig`` as ``out_dir/<json name>.png`` and close it."""
+    fig.tight_layout(rect=(0, 0, 1, top))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{path.stem}.png"
+    fig.savefig(target, dpi=90)
+    plt.close(fig)
+    return target
+
+
 def _plot_fixed(data: dict[str, Any], path: Path, out_dir: Path) -> Path:
     """``bench_fixed``'s rows: microseconds per call (lower is better), dropped and kept."""
     rows = data["rows"][::-1]
@@ -61,12 +71,7 @@ def _plot_fixed(data: dict[str, Any], path: Path, out_dir: Path) -> Path:
         ax.margins(x=0.15)
     fig.suptitle(f"{path.stem}: one small call, lsio (red) and the others, lower is better",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{path.stem}.png"
-    fig.savefig(target, dpi=90)
-    plt.close(fig)
-    return target
+    return _save(fig, path, out_dir, top=0.95)
 
 
 def plot(path: Path, out_dir: Path) -> Path:
@@ -95,12 +100,7 @@ def plot(path: Path, out_dir: Path) -> Path:
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.suptitle(f"{path.stem}: lsio (red) and the others, higher is better", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{path.stem}.png"
-    fig.savefig(target, dpi=90)
-    plt.close(fig)
-    return target
+    return _save(fig, path, out_dir, top=0.97)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -189,6 +190,17 @@ class Nginx:
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def serving_faults(files: dict[str, bytes]) -> Iterator[FaultServer]:
+    """A started :class:`FaultServer` with ``files``, stopped afterwards (``yield from`` it
+    in a fixture)."""
+    server = FaultServer().start()
+    server.files.update(files)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class FaultServer:

@@ -17,7 +17,7 @@ from conftest import check_ok, random_bytes, run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import expected_bytes
-from servers import FaultServer, MotoServer, Nginx
+from servers import FaultServer, MotoServer, Nginx, serving_faults
 
 import lsio
 from lsio.backends.http import _backend, _protocol, _session
@@ -38,13 +38,8 @@ def served(nginx: Nginx) -> tuple[Nginx, Path]:
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[FaultServer]:
-    server = FaultServer().start()
-    server.files["f.bin"] = random_bytes(200_000, seed=5)
-    server.files["big.bin"] = random_bytes(4_000_000, seed=6)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving_faults({"f.bin": random_bytes(200_000, seed=5),
+                               "big.bin": random_bytes(4_000_000, seed=6)})
 
 
 @pytest.fixture

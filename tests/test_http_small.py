@@ -11,6 +11,7 @@ import errno
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from conftest import random_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import expected_bytes
-from servers import FaultServer, Nginx
+from servers import FaultServer, Nginx, serving_faults
 
 import lsio
 from lsio.backends.http import _small as http_small
@@ -29,15 +30,8 @@ BIG = random_bytes(4_000_000, seed=6)
 
 
 @pytest.fixture(scope="module")
-def faults() -> Any:
-    server = FaultServer().start()
-    server.files["f.bin"] = F
-    server.files["big.bin"] = BIG
-    server.files["empty.bin"] = b""
-    try:
-        yield server
-    finally:
-        server.stop()
+def faults() -> Iterator[FaultServer]:
+    yield from serving_faults({"f.bin": F, "big.bin": BIG, "empty.bin": b""})
 
 
 @pytest.fixture
