@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import os
 import stat as stat_mod
 import sys
@@ -36,7 +35,7 @@ from ._plan import LINUX_MAX_RW, Plan, distinct, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
 from ._request import Chunk, Requests, normalize, plain_requests
-from ._results import Results
+from ._results import Results, shared_columns
 from ._sync import on_loop_thread, run_sync
 from ._types import Bodies, StatResult
 from ._url import HttpOptions, is_url, local_path
@@ -616,7 +615,7 @@ class Reader:
                 raise request_error(code, normalize(requests), bad[0], detail)
             missing = np.zeros(n, bool)
             missing[list(failed)] = True
-        index, zeros = _counting(n)
+        index, zeros, _ = shared_columns(n)
         return Results(views if out is None else list(out), index, zeros,
                        np.array(lengths, np.int64), missing)
 
@@ -771,15 +770,6 @@ def _parse_urls(requests: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[
     for i, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
         flat += (i, offset, length)
     return paths, flat
-
-
-@functools.lru_cache(maxsize=SMALL_URLS)
-def _counting(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``arange(n)`` and ``zeros(n)``, read-only, shared by the results of the URL small-call
-    path (one buffer per request, each from its start): made once, not per call."""
-    index, zeros = np.arange(n, dtype=np.int64), np.zeros(n, np.int64)
-    index.flags.writeable = zeros.flags.writeable = False
-    return index, zeros
 
 
 def _caller(reqs: Requests, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -10,7 +11,17 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
     import numpy.typing as npt
 
-__all__ = ["Results"]
+__all__ = ["Results", "shared_columns"]
+
+
+@functools.lru_cache(maxsize=128)
+def shared_columns(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                    npt.NDArray[np.bool_]]:
+    """``arange(n)``, ``zeros(n)`` and ``n`` False, read-only, shared by the results of the
+    small-call paths (made once per size, not per call)."""
+    index, zeros, none = np.arange(n, dtype=np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+    index.flags.writeable = zeros.flags.writeable = none.flags.writeable = False
+    return index, zeros, none
 
 
 class Results(Sequence[memoryview]):

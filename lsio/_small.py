@@ -22,7 +22,7 @@ import numpy as np
 
 from ._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
 from ._request import plain_requests
-from ._results import Results
+from ._results import Results, shared_columns
 
 try:
     from ._uring import ffi, lib
@@ -100,25 +100,21 @@ class Call:
         n = self.n
         res = ffi.new("long long[]", 3 * n + 2)
         arena = ffi.new("void **")
-        total = -1
-        try:
-            total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.files,
-                                         res, arena)
-        finally:
-            if not (keep_open and total == lib.LSIO_SMALL_BIG):
-                lib.lsio_small_close(self.nfiles, self.files)
+        total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.nfiles,
+                                     self.files, keep_open, res, arena)
         if total < 0:
             self.total = res[3 * n + 1] if total == lib.LSIO_SMALL_BIG else 0
             return None
         served[0] += 1
         table = np.frombuffer(ffi.buffer(res), np.int64)
-        gone = table[2 * n : 3 * n] != 0 if table[3 * n] else None
+        index, zeros, none = shared_columns(n) if n <= 128 else (
+            np.arange(n, dtype=np.int64), np.zeros(n, np.int64), None)
+        gone = table[2 * n : 3 * n] != 0 if res[3 * n] else none
         if self.out is None:
             memory = ffi.buffer(ffi.gc(ffi.cast("char *", arena[0]), lib.lsio_small_free),
                                 total)
-            return Results([memory], np.zeros(n, np.int64), table[:n], table[n : 2 * n], gone)
-        return Results(list(self.out), np.arange(n, dtype=np.int64), table[:n],
-                       table[n : 2 * n], gone)
+            return Results([memory], zeros, table[:n], table[n : 2 * n], gone)
+        return Results(list(self.out), index, table[:n], table[n : 2 * n], gone)
 
     def close(self) -> None:
         lib.lsio_small_close(self.nfiles, self.files)

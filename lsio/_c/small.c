@@ -100,9 +100,9 @@ void lsio_small_close(int nfiles, long long *files) {
 
 /* Resolve the requests (as lsio/_plan.py's resolve_ranges: clamped before adding, so no
    overflow) and read them. */
-long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
-                           const long long *cap, long long limit, const long long *files,
-                           long long *res, void **arena) {
+static long long serve(int n, const long long *req, const unsigned long long *dest,
+                       const long long *cap, long long limit, const long long *files,
+                       long long *res, void **arena) {
     long long *start = res, *len = res + n, *missing = res + 2 * n;
     long long total = 0;
     res[3 * n] = 0;
@@ -141,6 +141,14 @@ long long lsio_small_serve(int n, const long long *req, const unsigned long long
     }
     *arena = mem;
     return total;
+}
+
+long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
+                           const long long *cap, long long limit, int nfiles, long long *files,
+                           int keep_open, long long *res, void **arena) {
+    long long ret = serve(n, req, dest, cap, limit, files, res, arena);
+    if (!(keep_open && ret == LSIO_SMALL_BIG)) lsio_small_close(nfiles, files);
+    return ret;
 }
 
 void lsio_small_free(void *arena) { free(arena); }

@@ -27,10 +27,11 @@ void lsio_small_close(int nfiles, long long *files);
    (1: the file does not exist, missing_ok), the number of missing requests, and the bytes
    the call returns; *arena is the malloc'd memory of every result (dest NULL; free it with
    lsio_small_free) and the return value is the bytes returned. LSIO_SMALL_MISS on a miss;
-   LSIO_SMALL_BIG, nothing read, when they would exceed limit (res[3n+1] says how many). */
+   LSIO_SMALL_BIG, nothing read, when they would exceed limit (res[3n+1] says how many).
+   The nfiles files are closed on return, but for LSIO_SMALL_BIG with keep_open. */
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
-                           const long long *cap, long long limit, const long long *files,
-                           long long *res, void **arena);
+                           const long long *cap, long long limit, int nfiles, long long *files,
+                           int keep_open, long long *res, void **arena);
 void lsio_small_free(void *arena);
 
 #endif
