@@ -5,7 +5,8 @@ files: for such calls the bulk path's fixed cost (normalize, stat through the ri
 two event-loop round trips: ~0.5-1 ms) dwarfs the copy. Here the call is served on the
 caller's thread in two C calls (``lsio/_c/small.h``): open every file and take its size from
 the descriptor (so a file replaced meanwhile cannot tear a request), then copy with reads
-that never wait for the disk (``RWF_NOWAIT``). No numpy planner, no cache sample, no await.
+that never wait for the disk (``RWF_NOWAIT``); calls of 2-4 MiB make the second call on a
+worker thread. No numpy planner, no cache sample, no await.
 
 Anything unusual (a URL, an odd request, an error, a path lookup or a page not in memory, a
 file that changed) returns ``None`` before any result is handed out, and the caller sends
@@ -54,7 +55,7 @@ def _parse(requests: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[int]]
 
 
 def _blob(paths: list[str]) -> bytes | None:
-    """The paths, each NUL-terminated, for ``lsio_small_run``; ``None`` for paths this
+    """The paths, each NUL-terminated, for ``lsio_small_open``; ``None`` for paths this
     path leaves to the bulk one (URLs, ``file://``, NULs, empty, not encodable)."""
     joined = "\n".join(paths)
     if "://" in joined or "\0" in joined or not all(paths):

@@ -286,3 +286,21 @@ async def test_concurrent_store_gets_are_one_small_call(files: list[Path]) -> No
     outcome = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(outcome[0], asyncio.CancelledError)
     assert [g.to_bytes() for g in outcome[1:]] == [f.read_bytes() for f in files[1:]]
+
+
+def test_huge_sizes_cannot_wrap_the_total(files: list[Path]) -> None:
+    """Sizes near 2**63 (a huge sparse file) summed over a few requests must not wrap the
+    call's total to a small number (a small arena, then reads far past its end): the call
+    is refused as too big, before any read or allocation."""
+    fd = os.open(files[0], os.O_RDONLY)
+    try:
+        lib, ffi = _small.lib, _small.ffi
+        table = ffi.new("long long[]", [fd, 1 << 62])  # one file, claimed 4 EiB
+        res = ffi.new("long long[]", 3 * 4 + 2)
+        arena = ffi.new("void **")
+        got = lib.lsio_small_serve(4, [0, 0, -1] * 4, ffi.NULL, ffi.NULL,
+                                   SMALL_OFF_LOOP_BYTES, 1, table, 1, res, arena)
+        assert got == lib.LSIO_SMALL_BIG and arena[0] == ffi.NULL
+        assert res[3 * 4 + 1] == (1 << 63) - 1  # the total, saturated
+    finally:
+        os.close(fd)

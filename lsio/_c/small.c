@@ -4,6 +4,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,8 @@ static long long serve(int n, const long long *req, const unsigned long long *de
         start[k] = first;
         len[k] = (length < 0 || length > room) ? room : length;
         if (dest && cap[k] < len[k]) return LSIO_SMALL_MISS;  /* the bulk path names it */
-        total += len[k];
+        /* saturating: lengths near 2^63 (huge sparse files) must not wrap the total */
+        total = len[k] > LLONG_MAX - total ? LLONG_MAX : total + len[k];
     }
     res[3 * n + 1] = total;
     if (total > limit) return LSIO_SMALL_BIG;
