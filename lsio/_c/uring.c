@@ -545,7 +545,7 @@ double lsio_cached_share(const char *path) {
    page fault per 4 KiB page during the reads into it; pages already present cost a
    page-table walk. Done in steps of POPULATE_STEP, so the address-space lock is never held
    long (an munmap waiting behind it would block every other thread's page faults) and a
-   nonzero *stop (the read ended or was cancelled) ends it early. 0, or -errno (EINVAL
+   nonzero *stop (the call was stopped: cancelled or failed) ends it early. 0, or -errno (EINVAL
    before Linux 5.14: the reads fault as usual). */
 #define POPULATE_STEP (8ULL << 20)
 int lsio_populate(unsigned long long addr, unsigned long long len, const int *stop) {

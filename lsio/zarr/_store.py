@@ -170,6 +170,9 @@ class LsioStore(Store):
             batch = self._batches[loop] = [(request, fut)]
             try:
                 await asyncio.sleep(0)  # the turn's other gets join
+            except BaseException:
+                fut.cancel()  # cancelled: nobody waits for this get's value
+                raise
             finally:  # also when cancelled: the others are served
                 if self._batches.get(loop) is batch:
                     del self._batches[loop]
@@ -180,14 +183,22 @@ class LsioStore(Store):
     def _serve(self, loop: asyncio.AbstractEventLoop,
                batch: builtins.list[tuple[tuple[str, int, int | None], asyncio.Future[Any]]]
                ) -> None:
-        if not self.remote:  # cached data: served here and now
-            got = self.reader._read_small([r for r, _ in batch], None, True, on_loop=True)
-            if got is not None:
-                for (_, fut), chunk in zip(batch, got, strict=True):
-                    if not fut.done():
-                        fut.set_result(chunk)
-                return
-        task = loop.create_task(self._read_batch(batch))
+        try:
+            if not self.remote:  # cached data: served here and now
+                got = self.reader._read_small([r for r, _ in batch], None, True,
+                                              on_loop=True)
+                if got is not None:
+                    for (_, fut), chunk in zip(batch, got, strict=True):
+                        if not fut.done():
+                            fut.set_result(chunk)
+                    return
+            task = loop.create_task(self._read_batch(batch))
+        except BaseException as exc:  # no get of the batch may wait forever
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception)
+                                      else asyncio.CancelledError())
+            raise
         task.add_done_callback(_retrieve)
 
     async def _read_batch(self, batch: builtins.list[tuple[tuple[str, int, int | None],
