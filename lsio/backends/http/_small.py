@@ -159,7 +159,7 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
     if out is not None:
         dest = memoryview(out[0]).cast("B")[:length]
     else:
-        dest = memoryview(bytearray(length)) if length < _ARENA else allocate(length).data
+        dest = _memory(length)
     try:
         got = await client.get(Read(0, 0, offset, length, dest))
     except HttpError as exc:
