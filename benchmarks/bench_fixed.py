@@ -250,7 +250,7 @@ def render(rows: list[Row], imports: list[float], loaded: list[str], calls: int,
     return "\n".join(lines) + "\n"
 
 
-async def run(args: argparse.Namespace) -> tuple[list[Row], list[Any]]:
+async def run(args: argparse.Namespace) -> list[Row]:
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="lsio-fixed-"))
     paths = make_files(root)
     for p in paths:  # warm: read every file once
@@ -273,7 +273,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], list[Any]]:
             done = close()
             if asyncio.iscoroutine(done):
                 await done
-    return rows, closers
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows, _ = asyncio.run(run(args))
+    rows = asyncio.run(run(args))
     imports = import_ms(args.imports)
     loaded = loaded_by_import()
     text = render(rows, imports, loaded, args.calls, args.rounds)

@@ -16,11 +16,13 @@ path, and cold data is read through io_uring and the event loop as before.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ._aio import uncancellable
 from ._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
 from ._request import plain_requests
 from ._results import Results, shared_columns
@@ -176,10 +178,6 @@ async def read_async(requests: Any, out: Sequence[Any] | None, missing_ok: bool,
         if call.total:
             call.close()  # over both limits: the bulk path reads it
         return got
-    import asyncio
-
-    from ._aio import uncancellable
-
     job = asyncio.get_running_loop().run_in_executor(None, call.serve, SMALL_OFF_LOOP_BYTES)
     try:
         return await asyncio.shield(job)
