@@ -90,10 +90,10 @@ def _drop_caches() -> None:
 
 
 def _timed_rounds(contenders: list[tuple[str, Callable[[], Any]]], rounds: int, cold: bool
-                  ) -> dict[str, list[float]]:
+                  ) -> tuple[dict[str, list[float]], int]:
     """Seconds per run of each contender, alternated (round r starts with contender r),
     every result kept until all rounds are done (as users keep what they read: each run
-    gets fresh memory)."""
+    gets fresh memory); and the bytes each returned (the same for all, checked)."""
     times: dict[str, list[float]] = {name: [] for name, _ in contenders}
     nbytes: dict[str, int] = {}
     kept = []
@@ -109,7 +109,7 @@ def _timed_rounds(contenders: list[tuple[str, Callable[[], Any]]], rounds: int, 
             nbytes[name] = _nbytes(result)
     if len(set(nbytes.values())) != 1:
         raise RuntimeError(f"byte counts differ: {nbytes}")
-    return times
+    return times, nbytes.popitem()[1]
 
 
 def run_demo(rounds: int = 3) -> int:
@@ -137,10 +137,9 @@ def run_demo(rounds: int = 3) -> int:
         print(f"{how}; medians of {rounds} alternated rounds, every result kept")
         rows = []
         for name, count, contenders in tqdm(workloads, desc="reading", unit="workload"):
-            times = _timed_rounds(contenders, rounds, cold)
+            times, nbytes = _timed_rounds(contenders, rounds, cold)
             t_lsio = statistics.median(times["lsio"])
             t_plain = statistics.median(times["plain loop"])
-            nbytes = count * (SMALL_SIZE if "files" in name else RANGE_SIZE)
             rows.append((name, count / t_lsio, count / t_plain, nbytes / t_lsio))
         print(f"\n{'workload (' + ('cold' if cold else 'warm') + ')':40} {'lsio/s':>12} "
               f"{'plain loop/s':>14} {'ratio':>7} {'lsio GB/s':>10}")
