@@ -11,25 +11,50 @@
 
 #include "codecs.h"
 
-/* Copy a C-order block of `shape` from src (strides of the full decoded chunk) to dst. */
-static void scatter(const char *src, const int64_t *src_strides, char *dst,
-                    const int64_t *dst_strides, const int64_t *shape, int ndim, int itemsize)
+/* One element of `itemsize` bytes, its bytes reversed when `swap`. */
+static inline void put(char *d, const char *s, int itemsize, int swap)
 {
-    int64_t row = shape[ndim - 1] * itemsize;
-    if (ndim == 1) {
-        memcpy(dst, src, (size_t)row);
-        return;
+    if (!swap) {
+        switch (itemsize) {
+        case 1: *d = *s; return;
+        case 2: memcpy(d, s, 2); return;
+        case 4: memcpy(d, s, 4); return;
+        case 8: memcpy(d, s, 8); return;
+        default: memcpy(d, s, (size_t)itemsize); return;
+        }
     }
+    for (int b = 0; b < itemsize; b++)
+        d[b] = s[itemsize - 1 - b];
+}
+
+/* Copy a block of `shape` from src to dst, both with their own byte strides: whole rows
+   with memcpy when the last dimension is contiguous on both sides and no swap is needed,
+   else element by element. */
+static void scatter(const char *src, const int64_t *src_strides, char *dst,
+                    const int64_t *dst_strides, const int64_t *shape, int ndim, int itemsize,
+                    int swap)
+{
+    int last = ndim - 1;
+    int rows = !swap && src_strides[last] == itemsize && dst_strides[last] == itemsize;
+    int64_t row = shape[last] * itemsize;
+    for (int k = 0; k < ndim; k++)
+        if (shape[k] <= 0)
+            return;
     int64_t idx[LSIO_MAX_DIM] = {0};
     for (;;) {
         const char *s = src;
         char *d = dst;
-        for (int k = 0; k < ndim - 1; k++) {
+        for (int k = 0; k < last; k++) {
             s += idx[k] * src_strides[k];
             d += idx[k] * dst_strides[k];
         }
-        memcpy(d, s, (size_t)row);
-        int k = ndim - 2;
+        if (rows) {
+            memcpy(d, s, (size_t)row);
+        } else {
+            for (int64_t i = 0; i < shape[last]; i++)
+                put(d + i * dst_strides[last], s + i * src_strides[last], itemsize, swap);
+        }
+        int k = last - 1;
         while (k >= 0 && ++idx[k] == shape[k])
             idx[k--] = 0;
         if (k < 0)
@@ -61,18 +86,10 @@ static const char *decode(int codec, ZSTD_DCtx *z, const lsio_chunk *c, size_t n
 
 /* Returns 0, -1 - i when chunk i is corrupt (-1 - n: the scratch is too small), or
    LSIO_DECODE_NOMEM when the zstd context cannot be allocated. */
-int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim,
-                        const int64_t *chunk_shape, int itemsize, char *scratch,
-                        size_t scratch_len)
+int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,
+                        int itemsize, int swap, char *scratch, size_t scratch_len)
 {
-    int64_t strides[LSIO_MAX_DIM];
-    int64_t step = itemsize;
-    for (int k = ndim - 1; k >= 0; k--) {
-        strides[k] = step;
-        step *= chunk_shape[k];
-    }
-    size_t need = (size_t)step;
-    if (need > scratch_len)
+    if (chunk_bytes > scratch_len || ndim < 1 || ndim > LSIO_MAX_DIM || itemsize < 1)
         return -1 - n;
     ZSTD_DCtx *z = NULL;
     if (codec == LSIO_CODEC_ZSTD && !(z = ZSTD_createDCtx()))
@@ -80,13 +97,13 @@ int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim,
     int ret = 0;
     for (int i = 0; i < n; i++) {
         const lsio_chunk *c = &chunks[i];
-        const char *data = decode(codec, z, c, need, scratch, scratch_len);
+        const char *data = decode(codec, z, c, chunk_bytes, scratch, scratch_len);
         if (!data) {
             ret = -1 - i;
             break;
         }
-        scatter(data + c->src_offset, strides, c->dst, c->dst_strides, c->shape, ndim,
-                itemsize);
+        scatter(data + c->src_offset, c->src_strides, c->dst, c->dst_strides, c->shape,
+                ndim, itemsize, swap != 0);
     }
     ZSTD_freeDCtx(z);  /* accepts NULL */
     return ret;

@@ -22,11 +22,15 @@ typedef struct {
     char *dst;                  /* first output byte of the block */
     int64_t src_offset;         /* first decoded byte of the block */
     int64_t shape[8];           /* block shape (LSIO_MAX_DIM) */
+    int64_t src_strides[8];     /* strides of the block in the decoded chunk, in bytes
+                                   (selection steps and a transpose are folded in) */
     int64_t dst_strides[8];     /* output strides in bytes */
 } lsio_chunk;
 
-int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim,
-                        const int64_t *chunk_shape, int itemsize, char *scratch,
-                        size_t scratch_len);
+/* Decode chunks of `chunk_bytes` decoded bytes each and copy each block to its place,
+   element by element of `itemsize` bytes; swap != 0 reverses each element's bytes (stored
+   in the other byte order than the output). */
+int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,
+                        int itemsize, int swap, char *scratch, size_t scratch_len);
 
 #endif

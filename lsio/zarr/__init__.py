@@ -7,16 +7,26 @@
   chunks the selection touches, reads them in one planned ``read_many`` (sharded arrays: the
   shard indexes with one suffix read each, then the inner chunks, coalesced) and decodes each
   chunk on the pinned pipeline workers straight into its place in the output.
+- :class:`LsioCodecPipeline` is zarr-python's codec pipeline on lsio: :func:`enable` (or
+  ``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``) makes
+  ``zarr.open_array(...)[sel]``, xarray and Dask read like :func:`read`.
 
 Needs zarr-python 3 (``pip install 'lsio[zarr]'``).
 
 Modules: ``_store`` (the store), ``_fastpath`` (:func:`read`), ``_chain`` (zarr codecs as a
-numcodecs decode chain), ``_batched`` (the C batch decoder path), ``_sharding`` (shard indexes
-and inner chunks).
+numcodecs decode chain), ``_batched`` (the C batch decoder path), ``_read`` (chunks and shards
+of a selection, for both), ``_pipeline`` (the codec pipeline).
 """
+
+from zarr.registry import register_pipeline as _register_pipeline
 
 from ._batched import codecs_lib as _codecs_lib  # noqa: F401 - tests: is the C decoder built?
 from ._fastpath import read, read_sync
+from ._pipeline import LsioCodecPipeline, disable, enable
 from ._store import LsioStore
 
-__all__ = ["LsioStore", "read", "read_sync"]
+# also registered through the "zarr.codec_pipeline" entry point; this covers a source tree
+# on sys.path without an installed distribution
+_register_pipeline(LsioCodecPipeline)
+
+__all__ = ["LsioCodecPipeline", "LsioStore", "disable", "enable", "read", "read_sync"]

@@ -1,14 +1,19 @@
 """The batched C path: many chunks decoded and placed per GIL-free call.
 
-For unsharded arrays whose chunks the C decoder handles (blosc, zstd or no compression, native
-byte order, no transpose) and basic selections of ints and unit-step slices: the chunk grid
-work is done with numpy arrays up front, then each window of chunks is read with one
-``read_many`` and decoded by the pinned workers straight into the output.
+For chunks the C decoder handles (blosc, zstd or no compression; either byte order, any
+transpose) and blocks given by ints and slices with positive steps: one C ``lsio_chunk`` per
+chunk says where its block starts in the decoded chunk, its shape and strides, and where it
+goes in the output. :func:`batch_plan` works out a basic selection's jobs with numpy arrays
+up front (the fast path over a whole chunk grid); :func:`block_job` one chunk's, from the
+selections zarr's indexers give (the codec pipeline, sharded inner chunks). Then each window
+of chunks is read with one ``read_many`` and decoded by the pinned workers straight into the
+output.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +24,8 @@ from .._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN
 from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
-from ._store import join
 
-__all__ = ["batch_plan", "codecs_lib", "read_batched"]
+__all__ = ["Decoder", "batch_plan", "block_job", "codecs_lib", "read_batched"]
 
 
 def codecs_lib() -> Any:
@@ -36,10 +40,60 @@ def _chunk_dtype(ffi: Any) -> np.dtype[Any]:
     """numpy twin of the C ``lsio_chunk`` struct, read from the compiled struct itself
     (field offsets and size from cffi), so the struct is written once, in codecs.h."""
     fields = [("src", "<u8"), ("srclen", "<u8"), ("dst", "<u8"), ("src_offset", "<i8"),
-              ("shape", ("<i8", 8)), ("dst_strides", ("<i8", 8))]
+              ("shape", ("<i8", 8)), ("src_strides", ("<i8", 8)), ("dst_strides", ("<i8", 8))]
     return np.dtype({"names": [n for n, _ in fields], "formats": [f for _, f in fields],
                      "offsets": [ffi.offsetof("lsio_chunk", n) for n, _ in fields],
                      "itemsize": ffi.sizeof("lsio_chunk")})
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """How the C decoder handles the chunks of one array into one output dtype."""
+
+    lib: Any
+    """The compiled ``lsio._codecs`` module (its ``lib`` and ``ffi``)."""
+    codec: int
+    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC`` or
+    ``LSIO_CODEC_ZSTD``."""
+    ndim: int
+    chunk_bytes: int
+    """Decoded size of a chunk."""
+    itemsize: int
+    swap: bool
+    """Stored in the other byte order than the output: each element's bytes reversed."""
+    strides: tuple[int, ...]
+    """Byte strides of the decoded chunk in the array's dimension order (a transpose
+    codec permutes the stored C-order strides)."""
+
+    def jobs(self, n: int) -> npt.NDArray[Any]:
+        return np.zeros(n, _chunk_dtype(self.lib.ffi))
+
+
+def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
+    """The C decoder for chunks decoded by ``decode`` into an output of ``out_dtype``, or
+    None where it does not apply (other codecs, other dtype, more than 8 dimensions)."""
+    lib = codecs_lib()
+    if lib is None:
+        return None
+    names = tuple(type(c).__name__ for c in decode.byte_codecs)
+    codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
+                         ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(names)
+    stored, ndim = decode.dtype, len(decode.shape)
+    same = stored == out_dtype
+    swapped = (not same and stored.kind in "iuf" and stored.itemsize > 1
+               and stored.newbyteorder("=") == out_dtype.newbyteorder("="))
+    if (codec is None or not (same or swapped) or ndim == 0 or ndim > lib.lib.LSIO_MAX_DIM
+            or stored.hasobject or out_dtype.hasobject):
+        return None
+    item = stored.itemsize
+    cstrides = [item] * ndim
+    for k in range(ndim - 2, -1, -1):
+        cstrides[k] = cstrides[k + 1] * decode.stored_shape[k + 1]
+    if decode.order is not None:  # array dim k is stored as dim inverse[k]
+        inverse = np.argsort(decode.order).tolist()
+        cstrides = [cstrides[inverse[k]] for k in range(ndim)]
+    return Decoder(lib=lib, codec=codec, ndim=ndim, chunk_bytes=decode.nbytes,
+                   itemsize=item, swap=swapped, strides=tuple(cstrides))
 
 
 @dataclass(frozen=True)
@@ -47,17 +101,13 @@ class BatchPlan:
     """The chunk grid work of a basic selection, as arrays, for the C path: one row per
     chunk the selection touches (none for an empty selection), in C order of the grid."""
 
-    lib: Any
-    """The compiled ``lsio._codecs`` module (its ``lib`` and ``ffi``)."""
-    codec: int
-    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC`` or
-    ``LSIO_CODEC_ZSTD``."""
+    decoder: Decoder
     coords: npt.NDArray[np.int64]
     """Grid coordinates of each chunk (its key is ``c/i/j/...``), shape (chunks, ndim)."""
     jobs: npt.NDArray[Any]
     """One C ``lsio_chunk`` per chunk: where its selected block starts in the decoded chunk,
-    its shape, and its address and strides in the output; ``src`` and ``srclen`` are set per
-    window, once the chunks are read."""
+    its shape and strides, and its address and strides in the output; ``src`` and
+    ``srclen`` are set per window, once the chunks are read."""
     ostarts: npt.NDArray[np.int64]
     """Where each chunk's block starts in the output, per array dimension (missing chunks
     fill their block from it)."""
@@ -71,27 +121,37 @@ class BatchPlan:
         return len(self.jobs) == 0
 
     @classmethod
-    def nothing(cls, lib: Any, codec: int, ndim: int) -> BatchPlan:
+    def nothing(cls, decoder: Decoder) -> BatchPlan:
         """The plan of an empty selection."""
-        return cls(lib=lib, codec=codec, coords=np.zeros((0, ndim), np.int64),
-                   jobs=np.zeros(0, _chunk_dtype(lib.ffi)),
-                   ostarts=np.zeros((0, ndim), np.int64), kept=())
+        return cls(decoder=decoder, coords=np.zeros((0, decoder.ndim), np.int64),
+                   jobs=decoder.jobs(0), ostarts=np.zeros((0, decoder.ndim), np.int64),
+                   kept=())
+
+    def fill_missing(self, out: npt.NDArray[Any], fill: Any) -> Callable[[Sequence[int]],
+                                                                             None]:
+        """Sets the blocks of the chunks at the given plan rows to ``fill``."""
+        def fill_rows(rows: Sequence[int]) -> None:
+            for k in rows:
+                region = tuple(slice(int(o), int(o + n)) for o, n, kept in zip(
+                    self.ostarts[k], self.jobs["shape"][k], self.kept, strict=False) if kept)
+                out[region] = fill
+        return fill_rows
 
 
 def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
                ) -> BatchPlan | None:
-    """The chunk grid work of a basic selection, as arrays, when the C path applies: native
-    byte order, no transpose, blosc / zstd / no compression, ints and unit-step slices,
-    default chunk keys."""
-    lib = codecs_lib()
-    if lib is None:
+    """The chunk grid work of a basic selection, as arrays, when the C path applies: the
+    C decoder handles the codecs, ints and slices with positive steps, default chunk keys."""
+    decoder = c_decoder(decode, out.dtype)
+    enc = meta.chunk_key_encoding
+    if (decoder is None or getattr(enc, "name", "") != "default"
+            or getattr(enc, "separator", "") != "/"):
         return None
-    codec = _codec(lib, decode, meta, out)
     shape, chunks = tuple(meta.shape), decode.shape
-    sel = None if codec is None else _full_selection(selection, len(shape))
-    if codec is None or sel is None:
+    sel = _full_selection(selection, len(shape))
+    if sel is None:
         return None
-    # per array dim: (chunk index, start in chunk, length, start in out) arrays
+    # per array dim: (chunk index, start in chunk, length, start in out, step) arrays
     per_dim: list[tuple[npt.NDArray[np.int64], ...]] = []
     out_dim = 0
     out_strides, dims_kept = [], []
@@ -99,35 +159,32 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
         span = _span(n, x)
         if span is None:
             return None
-        lo, hi, kept = span
-        if lo >= hi:
-            return BatchPlan.nothing(lib, codec, len(shape))
-        first, last = lo // c, (hi - 1) // c
-        idx = np.arange(first, last + 1, dtype=np.int64)
-        start = np.maximum(lo - idx * c, 0)
-        stop = np.minimum(hi - idx * c, c)
-        per_dim.append((idx, start, stop - start, idx * c + start - lo))
+        lo, count, step, kept = span
+        if count <= 0:
+            return BatchPlan.nothing(decoder)
+        per_dim.append(_dim_blocks(lo, count, step, c))
         if kept:
             out_strides.append(out.strides[out_dim])
             out_dim += 1
         else:
             out_strides.append(0)
         dims_kept.append(kept)
-    return _grid_jobs(lib, codec, decode, out, per_dim, out_strides, dims_kept)
+    return _grid_jobs(decoder, out, per_dim, out_strides, dims_kept)
 
 
-def _codec(lib: Any, decode: Chain, meta: Any, out: npt.NDArray[Any]) -> int | None:
-    """The C codec of the array's chunks, or None where the C path does not apply."""
-    names = [type(c).__name__ for c in decode.byte_codecs]
-    codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
-                         ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(tuple(names))
-    shape = tuple(meta.shape)
-    enc = meta.chunk_key_encoding
-    if (codec is None or decode.order is not None or len(shape) > lib.lib.LSIO_MAX_DIM
-            or len(shape) == 0 or not decode.dtype.isnative or decode.dtype != out.dtype
-            or getattr(enc, "name", "") != "default" or getattr(enc, "separator", "") != "/"):
-        return None
-    return codec
+def _dim_blocks(lo: int, count: int, step: int, c: int) -> tuple[npt.NDArray[np.int64], ...]:
+    """One dimension's selection (``count`` elements from ``lo`` every ``step``) cut by
+    chunks of ``c``: (chunk index, first element in the chunk, elements, first position in
+    the output, step) per chunk holding at least one element."""
+    last = lo + (count - 1) * step
+    idx = np.arange(lo // c, last // c + 1, dtype=np.int64)
+    begin = idx * c
+    first = np.where(begin > lo, lo + -(-(begin - lo) // step) * step, lo)
+    end = np.minimum(begin + c, last + 1)
+    n = np.where(first < end, (end - 1 - first) // step + 1, 0)
+    some = n > 0
+    idx, first, n = idx[some], first[some], n[some]
+    return idx, first - idx * c, n, (first - lo) // step, np.full(len(idx), step, np.int64)
 
 
 def _full_selection(selection: Any, ndim: int) -> tuple[Any, ...] | None:
@@ -145,82 +202,144 @@ def _full_selection(selection: Any, ndim: int) -> tuple[Any, ...] | None:
     return sel
 
 
-def _span(n: int, x: Any) -> tuple[int, int, bool] | None:
-    """(first, end, kept) of one dimension's selection of ``n``: an int (not kept in the
-    output) or a unit-step slice (kept); None for anything else."""
+def _span(n: int, x: Any) -> tuple[int, int, int, bool] | None:
+    """(first, count, step, kept) of one dimension's selection of ``n``: an int (not kept
+    in the output) or a slice with a positive step (kept); None for anything else."""
     if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
         i = int(x) + n if x < 0 else int(x)
-        return i, i + 1, False
-    if isinstance(x, slice) and x.step in (None, 1):
-        lo, hi, _ = x.indices(n)
-        return lo, max(hi, lo), True
+        return (i, 1, 1, False) if 0 <= i < n else None
+    if isinstance(x, slice) and (x.step is None or (isinstance(x.step, (int, np.integer))
+                                                    and x.step > 0)):
+        lo, hi, step = x.indices(n)
+        return lo, len(range(lo, hi, step)), step, True
     return None
 
 
-def _grid_jobs(lib: Any, codec: int, decode: Chain, out: npt.NDArray[Any],
+def _grid_jobs(decoder: Decoder, out: npt.NDArray[Any],
                per_dim: list[tuple[npt.NDArray[np.int64], ...]], out_strides: list[int],
                dims_kept: list[bool]) -> BatchPlan:
     """Every combination of the dimensions' chunks, as a plan: the grid coordinates, and
-    each block's shape, offset in its decoded chunk, and address and strides in ``out``."""
+    each block's shape, offset and strides in its decoded chunk, and address and strides
+    in ``out``."""
     grids = np.meshgrid(*[np.arange(len(d[0])) for d in per_dim], indexing="ij")
     picks = [g.ravel() for g in grids]
     ndim = len(per_dim)
-    chunks = decode.shape
     coords = np.stack([per_dim[k][0][picks[k]] for k in range(ndim)], axis=1)
-    jobs = np.zeros(len(coords), _chunk_dtype(lib.ffi))
+    jobs = decoder.jobs(len(coords))
     ostarts = np.zeros((len(coords), ndim), np.int64)
-    item = decode.dtype.itemsize
-    cstrides = np.cumprod((chunks[1:] + (1,))[::-1])[::-1] * item
     for k in range(ndim):
-        idx, start, length, ostart = (a[picks[k]] for a in per_dim[k])
+        idx, start, length, ostart, step = (a[picks[k]] for a in per_dim[k])
         jobs["shape"][:, k] = length
-        jobs["src_offset"] += start * int(cstrides[k])
+        jobs["src_offset"] += start * decoder.strides[k]
+        jobs["src_strides"][:, k] = step * decoder.strides[k]
         jobs["dst"] += (ostart * out_strides[k]).astype(np.uint64)
         jobs["dst_strides"][:, k] = out_strides[k]
         ostarts[:, k] = ostart
     jobs["dst"] += np.uint64(out.ctypes.data)
-    return BatchPlan(lib=lib, codec=codec, coords=coords, jobs=jobs, ostarts=ostarts,
+    return BatchPlan(decoder=decoder, coords=coords, jobs=jobs, ostarts=ostarts,
                      kept=tuple(dims_kept))
 
 
-async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain,
-                       out: npt.NDArray[Any], fill: Any, progress: Any) -> None:
-    """Read the chunks window by window; each window is decoded by the pinned workers in
-    two GIL-free C calls while the next window is read."""
+def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[Any],
+              base: int) -> tuple[int, list[int], list[int], int, list[int]] | None:
+    """One chunk's C job from zarr's selections, or None where the C path does not apply:
+    ``chunk_sel`` has an int or a positive-step slice per chunk dimension, ``out_sel`` a
+    slice of the same length per dimension of ``out`` (at address ``base``). Returns
+    (offset in the decoded chunk, shape, source strides, output address, output
+    strides)."""
+    if not isinstance(chunk_sel, tuple) or len(chunk_sel) != decoder.ndim:
+        return None
+    if not isinstance(out_sel, tuple):
+        out_sel = (out_sel,)
+    offset, dst, o = 0, base, 0
+    shape, sstrides, dstrides = [], [], []
+    for k, cs in enumerate(chunk_sel):
+        stride = decoder.strides[k]
+        if isinstance(cs, (int, np.integer)) and not isinstance(cs, bool):
+            offset += int(cs) * stride
+            shape.append(1)
+            sstrides.append(0)
+            dstrides.append(0)
+            continue
+        if not isinstance(cs, slice) or o >= len(out_sel):
+            return None
+        os_ = out_sel[o]
+        o += 1
+        if not isinstance(os_, slice):
+            return None
+        start, step = cs.start or 0, cs.step or 1
+        ostart, ostep = os_.start or 0, os_.step or 1
+        if cs.stop is None or os_.stop is None or step <= 0 or ostep <= 0:
+            return None
+        n = len(range(start, cs.stop, step))
+        if n != len(range(ostart, os_.stop, ostep)):
+            return None
+        offset += start * stride
+        shape.append(n)
+        sstrides.append(step * stride)
+        ostride = out.strides[o - 1]
+        dst += ostart * ostride
+        dstrides.append(ostep * ostride)
+    if o != out.ndim or o != len(out_sel):
+        return None
+    return offset, shape, sstrides, dst, dstrides
+
+
+def jobs_of(decoder: Decoder, rows: Sequence[tuple[int, list[int], list[int], int, list[int]]]
+            ) -> npt.NDArray[Any]:
+    """The C jobs of :func:`block_job` rows."""
+    jobs = decoder.jobs(len(rows))
+    if rows:
+        offsets, shapes, sstrides, dsts, dstrides = zip(*rows, strict=True)
+        nd = decoder.ndim
+        jobs["src_offset"] = offsets
+        jobs["shape"][:, :nd] = shapes
+        jobs["src_strides"][:, :nd] = sstrides
+        jobs["dst"] = np.array(dsts, np.uint64)
+        jobs["dst_strides"][:, :nd] = dstrides
+    return jobs
+
+
+async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | None]],
+                       jobs: npt.NDArray[Any], decoder: Decoder,
+                       on_missing: Callable[[Sequence[int]], None], keep: Any, where: str,
+                       progress: Any = False, missing_ok: bool = True) -> None:
+    """Read the chunks (``requests[i]`` holds the chunk of ``jobs[i]``) window by window;
+    each window is decoded by the pinned workers in GIL-free C calls while the next window
+    is read. ``on_missing`` gets the indexes of missing chunks (their blocks are never
+    written); ``keep`` (the output) is held until every C call that writes into it ended;
+    ``where`` names the array in errors; without ``missing_ok`` a missing chunk raises."""
     from .._pipeline import worker_count, worker_pool
 
-    if plan.empty:
+    if not len(requests):
         return
-    keys = ["c/" + "/".join(map(str, c)) for c in plan.coords.tolist()]
-    paths = [join(root, k) for k in keys]
     loop = asyncio.get_running_loop()
     pool = worker_pool()
     workers = worker_count()
-    chunk_shape = np.array(decode.shape, np.int64)
     pending: list[asyncio.Future[None]] = []
-
-    running: list[Any] = []  # concurrent futures: C calls write into `out` until done
-
-    size = min(BATCH_WINDOW, max(64, -(-len(paths) // BATCH_WINDOWS_MIN)))
+    running: list[Any] = []  # concurrent futures: C calls write into the output until done
+    size = min(BATCH_WINDOW, max(64, -(-len(requests) // BATCH_WINDOWS_MIN)))
     bar = make_progress(progress)  # one bar (or callback) for all the windows
     if bar is not None:
-        bar.start(len(paths))
+        bar.start(len(requests))
     try:
-        for lo in range(0, len(paths), size):
-            hi = min(lo + size, len(paths))
-            results = await reader.read_many([(p, 0, None) for p in paths[lo:hi]],
-                                             missing_ok=True)
+        for lo in range(0, len(requests), size):
+            hi = min(lo + size, len(requests))
+            results = await reader.read_many(requests[lo:hi], missing_ok=missing_ok)
             if bar is not None:
                 bar(np.arange(lo, hi), results, np.arange(hi - lo))
-            window = plan.jobs[lo:hi].copy()
+            window = jobs[lo:hi].copy()
             window["src"], window["srclen"] = results.addresses()
-            found = ~results.missing
-            _fill_missing(plan, lo, window, results.missing, out, fill)
-            window = window[found]
-            for part in np.array_split(window, workers):
+            missing = results.missing
+            rows = np.arange(lo, hi)
+            if missing.any():
+                on_missing(rows[missing].tolist())
+                window, rows = window[~missing], rows[~missing]
+            for part, part_rows in zip(np.array_split(window, workers),
+                                       np.array_split(rows, workers), strict=True):
                 if len(part):
-                    cf = pool.submit(_decode_scatter, plan, chunk_shape, decode, root, part,
-                                     (results, out))
+                    name = _Namer(where, requests, part_rows)
+                    cf = pool.submit(_decode_scatter, decoder, name, part, (results, keep))
                     running.append(cf)
                     pending.append(asyncio.wrap_future(cf, loop=loop))
             if len(pending) > 2 * workers:  # at most two windows in flight
@@ -229,8 +348,8 @@ async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain
                 pending = rest
         await asyncio.gather(*pending)
     finally:
-        # cancelled or failed: the C calls already running still write into `out`, whose
-        # memory returns to the pool once the caller lets go; wait for them to end
+        # cancelled or failed: the C calls already running still write into the output,
+        # whose memory returns to the pool once the caller lets go; wait for them to end
         for cf in running:
             if not cf.done() and not cf.cancel():
                 await asyncio.shield(asyncio.wrap_future(cf, loop=loop))
@@ -238,31 +357,35 @@ async def read_batched(reader: Reader, root: str, plan: BatchPlan, decode: Chain
             bar.close()
 
 
-def _fill_missing(plan: BatchPlan, lo: int, window: npt.NDArray[Any],
-                  missing: npt.NDArray[np.bool_], out: npt.NDArray[Any], fill: Any) -> None:
-    """Set the blocks of the window's missing chunks (from chunk ``lo`` on) to ``fill``."""
-    for k in np.flatnonzero(missing).tolist():  # never written: fill
-        region = tuple(slice(int(o), int(o + n)) for o, n, kept in zip(
-            plan.ostarts[lo + k], window["shape"][k], plan.kept, strict=False)
-            if kept)
-        out[region] = fill
+@dataclass(frozen=True)
+class _Namer:
+    """Names the chunk at a batch row in errors: the array and the request."""
+
+    where: str
+    requests: Sequence[tuple[str, int, int | None]]
+    rows: npt.NDArray[np.intp]
+
+    def __call__(self, i: int) -> str:
+        path, offset, length = self.requests[int(self.rows[i])]
+        part = "" if (offset, length) == (0, None) else f" (bytes {offset}+{length})"
+        return f"the chunk {path}{part}"
 
 
-def _decode_scatter(plan: BatchPlan, chunk_shape: npt.NDArray[np.int64], decode: Chain,
-                    root: str, batch: npt.NDArray[Any], keep: Any) -> None:
+def _decode_scatter(decoder: Decoder, name: _Namer, batch: npt.NDArray[Any], keep: Any
+                    ) -> None:
     """Decode the chunks of ``batch`` and place their blocks in the output, in one GIL-free
     C call (on a pipeline worker); ``keep`` holds the chunks' and output's memory meanwhile."""
-    lib, ffi = plan.lib.lib, plan.lib.ffi
-    nbytes = decode.nbytes
+    lib, ffi = decoder.lib.lib, decoder.lib.ffi
+    nbytes = decoder.chunk_bytes
     scratch = np.empty(nbytes, np.uint8)
     ret = lib.lsio_decode_scatter(
-        plan.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch),
-        len(chunk_shape), ffi.cast("int64_t *", chunk_shape.ctypes.data),
-        decode.dtype.itemsize, ffi.cast("char *", scratch.ctypes.data), nbytes)
+        decoder.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch), decoder.ndim,
+        nbytes, decoder.itemsize, int(decoder.swap), ffi.cast("char *", scratch.ctypes.data),
+        nbytes)
     if ret == lib.LSIO_DECODE_NOMEM:
-        raise MemoryError("lsio.zarr.read: no memory for a zstd decompression context")
+        raise MemoryError("lsio.zarr: no memory for a zstd decompression context")
     if ret < 0:
-        bad = int(batch["src"][-1 - ret]) if -1 - ret < len(batch) else 0
-        raise ValueError(f"lsio.zarr.read: a chunk of {root!r} is corrupt or has the "
-                         f"wrong size (stored chunk at 0x{bad:x})")
+        what = name(-1 - ret) if -1 - ret < len(batch) else f"a chunk of {name.where!r}"
+        raise ValueError(f"lsio.zarr: {what} is corrupt or does not decode to "
+                         f"{nbytes} bytes")
     del keep

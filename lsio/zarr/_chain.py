@@ -1,5 +1,4 @@
-"""Zarr v3 codecs mapped to a decode chain (numcodecs), and the per-chunk sinks that decode
-each chunk into its place in the output."""
+"""Zarr v3 codecs mapped to a decode chain (numcodecs)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Chain", "sink", "view"]
+__all__ = ["Chain"]
 
 
 class Chain:
@@ -98,21 +97,3 @@ class Chain:
         if self.order is not None:
             arr = arr.transpose(np.argsort(self.order))
         return arr
-
-
-
-def view(arr: npt.NDArray[Any], sel: Any) -> npt.NDArray[Any]:
-    """``arr[sel]`` as a view (an empty selection tuple would give a scalar copy)."""
-    return arr[...] if sel == () else arr[sel]
-
-
-def sink(decode: Chain, target: npt.NDArray[Any], chunk_sel: Any) -> Any:
-    whole = target.shape == decode.shape and all(
-        isinstance(s, slice) and s == slice(0, n, 1) for s, n in zip(chunk_sel, decode.shape,
-                                                                      strict=False))
-
-    def put(buf: Any) -> bool:
-        target[...] = decode(buf) if whole else decode(buf)[chunk_sel]
-        return True  # written (a missing chunk's output stays None)
-    return put
-

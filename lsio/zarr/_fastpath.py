@@ -1,9 +1,9 @@
 """The fast path: :func:`read` and :func:`read_sync`, a Zarr v3 selection straight into numpy.
 
 The chunks the selection touches are read in one planned ``read_many`` and decoded on the
-pinned pipeline workers straight into their place in the output: by the batched C decoder
-where it applies (:mod:`._batched`), else one numcodecs chain per chunk; sharded arrays read
-their shard indexes first (:mod:`._sharding`).
+pinned pipeline workers straight into their place in the output (:mod:`._read`); a basic
+selection of an unsharded array has its whole chunk grid worked out with numpy arrays first
+(:func:`._batched.batch_plan`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from .._memory import allocate
 from .._reader import Reader, default_reader
 from .._sync import run_sync
 from ._batched import batch_plan, read_batched
-from ._chain import Chain, sink, view
-from ._sharding import read_sharded
+from ._chain import Chain
+from ._read import Item, Layout, Source, read_items
 from ._store import LsioStore, join
 
 __all__ = ["read", "read_sync"]
@@ -47,41 +47,52 @@ def _location(array_or_url: Any) -> tuple[str, Any]:
 
 
 
-async def read(array_or_url: Any, selection: Any = Ellipsis, *,
+_INDEXERS = {"basic": "BasicIndexer", "oindex": "OrthogonalIndexer",
+             "vindex": "CoordinateIndexer"}
+
+
+async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "basic",
                reader: Reader | None = None, progress: Any = False) -> npt.NDArray[Any]:
     """Read ``array[selection]`` of a Zarr v3 array into a new numpy array.
 
     ``array_or_url`` is a ``zarr.Array`` (in an :class:`LsioStore` or zarr's ``LocalStore``)
-    or the array's path or URL. ``selection`` is a basic selection (ints, slices,
-    ``...``). Missing chunks read as the fill value. Supported codecs: bytes, transpose,
-    blosc, zstd, gzip, crc32c, and sharding_indexed around them.
+    or the array's path or URL. ``mode`` says how ``selection`` indexes, as in zarr:
+    ``"basic"`` (ints, slices with positive steps, ``...``: ``array[sel]``), ``"oindex"``
+    (also int arrays and boolean masks per dimension: ``array.oindex[sel]``) or ``"vindex"``
+    (coordinate arrays: ``array.vindex[sel]``). Missing chunks read as the fill value.
+    Codecs: bytes (either byte order), transpose, blosc, zstd, gzip, crc32c, and
+    sharding_indexed around them (only the inner chunks the selection touches are read).
     """
-    from zarr.core.indexing import BasicIndexer
+    from zarr.core import indexing
 
+    if mode not in _INDEXERS:
+        raise ValueError(f"lsio.zarr.read: mode must be one of {sorted(_INDEXERS)}, "
+                         f"not {mode!r}")
     reader = reader or default_reader()
     root, meta = await _metadata(reader, array_or_url)
     dtype = meta.dtype.to_native_dtype()
     fill = meta.fill_value
-    indexer = BasicIndexer(selection, shape=meta.shape, chunk_grid=meta.chunk_grid)
+    grid_shape = tuple(meta.chunk_grid.chunk_shape)
+    indexer = getattr(indexing, _INDEXERS[mode])(selection, meta.shape, meta.chunk_grid)
     # result memory from lsio's arena pool: recycled once the caller drops the array, so
     # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
     size = int(np.prod(indexer.shape)) * dtype.itemsize
     out: npt.NDArray[Any] = allocate(size).view(dtype).reshape(indexer.shape)
-    codecs = list(meta.codecs)
-    sharding = codecs[-1] if len(codecs) == 1 and type(codecs[0]).__name__ == (
-        "ShardingCodec") else None
-    grid_shape = tuple(meta.chunk_grid.chunk_shape)
-
-    if sharding is None:
-        decode = Chain(codecs, grid_shape, dtype)
-        batched = batch_plan(decode, selection, meta, out)
-        if batched is not None:
-            await read_batched(reader, root, batched, decode, out, fill, progress)
-        else:
-            await _read_chunks(reader, root, meta, indexer, decode, out, fill, progress)
-        return out
-    await read_sharded(reader, root, meta, indexer, sharding, dtype, out, fill, progress)
-    return out
+    layout = Layout(tuple(meta.codecs), grid_shape, dtype)
+    if mode == "basic" and layout.sharding is None:
+        plan = batch_plan(Chain(list(layout.codecs), grid_shape, dtype), selection, meta, out)
+        if plan is not None:  # the whole chunk grid's work as numpy arrays
+            requests = [(join(root, "c/" + "/".join(map(str, c))), 0, None)
+                        for c in plan.coords.tolist()]
+            await read_batched(reader, requests, plan.jobs, plan.decoder,
+                               plan.fill_missing(out, fill), out, root, progress)
+            return out
+    items = [Item(meta.encode_chunk_key(p.chunk_coords), p.chunk_selection, p.out_selection)
+             for p in indexer]
+    source = Source(reader=reader, path_of=lambda key: join(root, key), where=root)
+    await read_items(source, layout, items, out.reshape(indexer.shape), fill,
+                     indexer.drop_axes, progress)
+    return out.reshape(indexer.sel_shape) if hasattr(indexer, "sel_shape") else out
 
 
 async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
@@ -98,23 +109,8 @@ async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
     return root, meta
 
 
-async def _read_chunks(reader: Reader, root: str, meta: Any, indexer: Any, decode: Chain,
-                       out: npt.NDArray[Any], fill: Any, progress: Any) -> None:
-    """The per-chunk path: one ``read_many`` whose pipeline decodes each chunk (numcodecs)
-    into its place in ``out``; missing chunks read as ``fill``."""
-    projections = list(indexer)
-    requests = [(join(root, meta.encode_chunk_key(p.chunk_coords)), 0, None)
-                for p in projections]
-    steps = [[sink(decode, view(out, p.out_selection), p.chunk_selection)]
-             for p in projections]
-    written = await reader.read_many(requests, pipeline=steps, missing_ok=True,
-                                     progress=progress) if requests else []
-    for p, ok in zip(projections, written, strict=True):
-        if ok is None:
-            view(out, p.out_selection)[...] = fill
-
-
-def read_sync(array_or_url: Any, selection: Any = Ellipsis, *, reader: Reader | None = None,
-              progress: Any = False) -> npt.NDArray[Any]:
+def read_sync(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "basic",
+              reader: Reader | None = None, progress: Any = False) -> npt.NDArray[Any]:
     """Blocking :func:`read`; safe to call from inside a running event loop (Jupyter)."""
-    return run_sync(read(array_or_url, selection, reader=reader, progress=progress))
+    return run_sync(read(array_or_url, selection, mode=mode, reader=reader,
+                         progress=progress))

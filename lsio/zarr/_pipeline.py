@@ -1,0 +1,171 @@
+""":class:`LsioCodecPipeline`: lsio as zarr-python's codec pipeline.
+
+zarr-python works out which chunks a selection touches and hands the whole list to its codec
+pipeline's ``read``. This one reads them all in one planned ``read_many`` and decodes each
+chunk straight into the output on the pinned workers (:mod:`._read`): the fast path, reached
+through ``zarr.open_array(...)[sel]``, ``.oindex``, ``.vindex``, xarray and Dask. Writes, and
+codecs or stores it cannot plan, go to zarr's own ``BatchedCodecPipeline`` unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from zarr.abc.codec import CodecPipeline
+from zarr.core.codec_pipeline import BatchedCodecPipeline
+
+from ._read import Item, Layout, Source, read_items
+from ._store import LsioStore
+
+__all__ = ["PATH", "LsioCodecPipeline", "disable", "enable"]
+
+PATH = "lsio.zarr.LsioCodecPipeline"
+"""The name zarr's config knows the pipeline by (``codec_pipeline.path``)."""
+DEFAULT_PATH = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+
+
+class LsioCodecPipeline(CodecPipeline):
+    """A zarr-python ``CodecPipeline`` that reads through lsio.
+
+    Switch it on for every array opened afterwards with :func:`enable`, or with
+    ``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``.
+
+    - **Reads** of arrays in zarr's ``LocalStore`` or an :class:`LsioStore` are one
+      planned ``read_many`` of every chunk the selection touches (sharded arrays: the shard
+      indexes, then only the inner chunks needed), each chunk decoded on the pinned workers
+      straight into the output: by lsio's batched C decoder (blosc, zstd or no compression,
+      either byte order, transposes, basic selections with steps), else one numcodecs chain
+      per chunk (gzip, crc32c, ``oindex`` and ``vindex`` selections). Other stores are
+      read through their own ``get``, with the same decoding.
+    - **Writes**, and codecs lsio does not decode, go to zarr's ``BatchedCodecPipeline``,
+      with the same results.
+    - It pickles (Dask ships arrays to its workers).
+    """
+
+    __module__ = "lsio.zarr"  # the public name zarr's config and pickle use
+
+    def __init__(self, codecs: Iterable[Any]) -> None:
+        self.codecs = tuple(codecs)
+        self.fallback = BatchedCodecPipeline.from_codecs(self.codecs)
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_codecs(cls, codecs: Iterable[Any]) -> LsioCodecPipeline:
+        return cls(codecs)
+
+    def evolve_from_array_spec(self, array_spec: Any) -> LsioCodecPipeline:
+        return type(self)(c.evolve_from_array_spec(array_spec=array_spec) for c in self.codecs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.codecs,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LsioCodecPipeline) and self.codecs == other.codecs
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.codecs))
+
+    def __repr__(self) -> str:
+        return f"LsioCodecPipeline({list(self.codecs)!r})"
+
+    def __iter__(self) -> Any:
+        return iter(self.codecs)
+
+    # -- zarr's CodecPipeline interface: zarr's own pipeline does everything but reads ----
+    @property
+    def supports_partial_decode(self) -> bool:
+        return bool(self.fallback.supports_partial_decode)
+
+    @property
+    def supports_partial_encode(self) -> bool:
+        return bool(self.fallback.supports_partial_encode)
+
+    def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
+        self.fallback.validate(shape=shape, dtype=dtype, chunk_grid=chunk_grid)
+
+    def compute_encoded_size(self, byte_length: int, array_spec: Any) -> int:
+        return int(self.fallback.compute_encoded_size(byte_length, array_spec))
+
+    async def decode(self, chunk_bytes_and_specs: Iterable[Any]) -> Iterable[Any]:
+        return await self.fallback.decode(chunk_bytes_and_specs)
+
+    async def encode(self, chunk_arrays_and_specs: Iterable[Any]) -> Iterable[Any]:
+        return await self.fallback.encode(chunk_arrays_and_specs)
+
+    async def write(self, batch_info: Iterable[Any], value: Any,
+                    drop_axes: tuple[int, ...] = ()) -> None:
+        await self.fallback.write(batch_info, value, drop_axes)
+
+    async def read(self, batch_info: Iterable[Any], out: Any,
+                   drop_axes: tuple[int, ...] = ()) -> None:
+        """Read every chunk of ``batch_info`` into ``out`` (see the class docstring)."""
+        batch = batch_info if isinstance(batch_info, list) else list(batch_info)
+        if not batch:
+            return
+        planned = self._plan(batch, out)
+        if planned is None:
+            await self.fallback.read(batch, out, drop_axes)
+            return
+        source, layout, target, fill = planned
+        items = [Item(getter.path, chunk_sel, out_sel)
+                 for getter, _, chunk_sel, out_sel, _ in batch]
+        try:
+            await read_items(source, layout, items, target, fill, drop_axes)
+        except NotImplementedError:  # a codec lsio does not decode: found before any read
+            await self.fallback.read(batch, out, drop_axes)
+
+    def _plan(self, batch: list[Any], out: Any) -> tuple[Source, Layout, Any, Any] | None:
+        """(where the chunks come from, how they are stored, the output array, the fill
+        value), or None where zarr's own pipeline reads the batch."""
+        from zarr.storage import LocalStore, StorePath
+
+        getter, spec = batch[0][0], batch[0][1]
+        target = out.as_ndarray_like() if hasattr(out, "as_ndarray_like") else None
+        if (not isinstance(getter, StorePath) or not isinstance(target, np.ndarray)
+                or not target.flags.writeable or batch[-1][1].shape != spec.shape):
+            return None  # (a regular grid's chunk specs all have one shape)
+        store = getter.store
+        if isinstance(store, LsioStore):
+            source = Source(reader=store.reader, path_of=store.path_of, where=store.root)
+        elif type(store) is LocalStore:
+            root = os.fspath(store.root)
+            source = Source(reader=_default_reader(),
+                            path_of=lambda key: os.path.join(root, key), where=root)
+        else:
+            source = Source(store=store, where=str(store))
+        dtype = spec.dtype.to_native_dtype()
+        if dtype != target.dtype or dtype.hasobject:
+            return None
+        layout = Layout(self.codecs, tuple(spec.shape), dtype)
+        return source, layout, target, _fill(spec)
+
+
+def _default_reader() -> Any:
+    from .._reader import default_reader
+
+    return default_reader()
+
+
+def _fill(spec: Any) -> Any:
+    """The chunk's fill value, as zarr's own pipeline fills missing chunks."""
+    from zarr.core.codec_pipeline import fill_value_or_default
+
+    return fill_value_or_default(spec)
+
+
+def enable() -> None:
+    """Make :class:`LsioCodecPipeline` zarr's codec pipeline for arrays opened from now on
+    (``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``)."""
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": PATH})
+
+
+def disable() -> None:
+    """Back to zarr's default codec pipeline for arrays opened from now on."""
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": DEFAULT_PATH})

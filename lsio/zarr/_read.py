@@ -1,0 +1,273 @@
+"""Reading the chunks a selection touches, for the fast path and the codec pipeline alike.
+
+Both hand over what zarr's indexers give: per chunk (or shard), its key, the selection within
+it and where that goes in the output. Chunks are fetched in one planned ``read_many`` (a
+local root or an :class:`LsioStore`) or through a store's own ``get`` (any other store), and
+decoded on the pinned pipeline workers straight into the output: by the batched C decoder
+where it applies (:mod:`._batched`), else one numcodecs chain per chunk (:mod:`._chain`).
+Sharded arrays read every shard's index first (one suffix read each, in one call), then only
+the inner chunks the selection touches (one call, coalesced by the planner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._reader import Reader
+from ._batched import Decoder, block_job, c_decoder, jobs_of, read_batched
+from ._chain import Chain
+
+__all__ = ["Item", "Source", "read_items"]
+
+MAX_UINT64 = 2**64 - 1
+
+Request = tuple[str, int, "int | None"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One chunk (or shard) to read: its key, the selection within it, and where the
+    selected block goes in the output."""
+
+    key: str
+    chunk_sel: Any
+    out_sel: Any
+
+
+class Source:
+    """Where chunks come from: paths read by an lsio :class:`Reader` (``path_of`` maps a key
+    to its path or URL), or any zarr store through its own ``get``."""
+
+    def __init__(self, *, reader: Reader | None = None,
+                 path_of: Callable[[str], str] | None = None, store: Any = None,
+                 where: str = "") -> None:
+        self.reader = reader
+        self.path_of = path_of
+        self.store = store
+        self.where = where
+
+    @property
+    def direct(self) -> bool:
+        """Read by lsio itself (the C decoder reads the chunks from lsio's result memory)."""
+        return self.reader is not None
+
+    async def fetch(self, requests: Sequence[tuple[str, int, int | None]],
+                    steps: Sequence[Callable[[Any], Any]] | None = None, *,
+                    missing_ok: bool = True, progress: Any = False) -> list[Any]:
+        """Each request's bytes (``(key, offset, length)``; a negative offset reads a
+        suffix), or what its step returned; None where a key is missing."""
+        if self.reader is not None:
+            assert self.path_of is not None
+            paths = [(self.path_of(k), off, n) for k, off, n in requests]
+            pipeline = [[s] for s in steps] if steps is not None else None
+            got = await self.reader.read_many(paths, pipeline=pipeline, missing_ok=missing_ok,
+                                              progress=progress)
+            return list(got)
+        return await self._fetch_store(requests, steps, missing_ok)
+
+    async def _fetch_store(self, requests: Sequence[tuple[str, int, int | None]],
+                           steps: Sequence[Callable[[Any], Any]] | None,
+                           missing_ok: bool) -> list[Any]:
+        from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.config import config
+
+        from .._pipeline import worker_pool
+
+        prototype = default_buffer_prototype()
+        limit = asyncio.Semaphore(int(config.get("async.concurrency")) or 1)
+
+        async def one(key: str, off: int, n: int | None) -> Any:
+            rng = (None if (off, n) == (0, None) else SuffixByteRequest(-off) if off < 0
+                   else RangeByteRequest(off, off + n) if n is not None else None)
+            async with limit:
+                buf = await self.store.get(key, prototype=prototype, byte_range=rng)
+            if buf is None and not missing_ok:
+                raise FileNotFoundError(f"lsio.zarr: {key!r} is missing from {self.store}")
+            return None if buf is None else buf.as_numpy_array()
+
+        raw = await asyncio.gather(*(one(*r) for r in requests))
+        if steps is None:
+            return list(raw)
+        loop = asyncio.get_running_loop()
+        return list(await loop.run_in_executor(worker_pool(), _apply, steps, raw))
+
+
+def _apply(steps: Sequence[Callable[[Any], Any]], raw: Sequence[Any]) -> list[Any]:
+    return [None if b is None else step(b) for step, b in zip(steps, raw, strict=True)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one array's chunks are stored: the codecs, the chunk shape and dtype (a shard's,
+    for sharded arrays) and the output dtype."""
+
+    codecs: tuple[Any, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def sharding(self) -> Any:
+        c = self.codecs
+        return c[0] if len(c) == 1 and type(c[0]).__name__ == "ShardingCodec" else None
+
+
+async def read_items(source: Source, layout: Layout, items: Sequence[Item],
+                     out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...] = (),
+                     progress: Any = False) -> None:
+    """Read ``items`` of one array into ``out``: ``out[item.out_sel] = chunk[item.chunk_sel]``
+    (``drop_axes`` squeezed), missing chunks as ``fill``. Raises NotImplementedError for
+    codecs lsio does not decode (before reading anything)."""
+    sharding = layout.sharding
+    if sharding is None:
+        decode = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype)
+        blocks = [_Block((it.key, 0, None), it.chunk_sel, it.out_sel, out) for it in items]
+        await _read_blocks(source, decode, blocks, fill, drop_axes, missing_ok=True,
+                           progress=progress)
+        return
+    await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One chunk's bytes (a request) and where its selected block goes: ``target``."""
+
+    request: tuple[str, int, int | None]
+    chunk_sel: Any
+    out_sel: Any
+    target: npt.NDArray[Any]
+
+
+async def _read_blocks(source: Source, decode: Chain, blocks: Sequence[_Block], fill: Any,
+                       drop_axes: tuple[int, ...], *, missing_ok: bool,
+                       progress: Any = False) -> None:
+    """Read and decode ``blocks``: the C decoder for the blocks it can place, one
+    numcodecs chain per chunk for the rest (fancy selections, other codecs, other stores)."""
+    decoder = None
+    if source.direct and not drop_axes and blocks:
+        decoder = c_decoder(decode, blocks[0].target.dtype)
+    fast: list[int] = []
+    rows: list[Any] = []
+    slow: list[int] = []
+    if decoder is not None:
+        bases: dict[int, int] = {}
+        for i, b in enumerate(blocks):
+            t = b.target
+            base = bases.get(id(t))
+            if base is None:
+                base = bases[id(t)] = t.__array_interface__["data"][0]
+            row = block_job(decoder, b.chunk_sel, b.out_sel, t, base)
+            if row is None:
+                slow.append(i)
+            else:
+                fast.append(i)
+                rows.append(row)
+    else:
+        slow = list(range(len(blocks)))
+
+    def fill_blocks(indexes: Sequence[int]) -> None:
+        for i in indexes:
+            b = blocks[i]
+            b.target[b.out_sel] = fill
+
+    if fast:
+        assert decoder is not None and source.reader is not None and source.path_of
+        reqs = [blocks[i].request for i in fast]
+        paths = [(source.path_of(k), off, n) for k, off, n in reqs]
+        await read_batched(source.reader, paths, jobs_of(decoder, rows), decoder,
+                           lambda idx: fill_blocks([fast[i] for i in idx]),
+                           [b.target for b in blocks], source.where, progress, missing_ok)
+    if slow:
+        steps = [_sink(decode, blocks[i], drop_axes) for i in slow]
+        got = await source.fetch([blocks[i].request for i in slow], steps,
+                                 missing_ok=missing_ok, progress=progress)
+        fill_blocks([i for i, ok in zip(slow, got, strict=True) if ok is None])
+
+
+def _sink(decode: Chain, block: _Block, drop_axes: tuple[int, ...]) -> Callable[[Any], bool]:
+    """A pipeline step: decode one chunk and put its selected block in place."""
+    target, chunk_sel, out_sel = block.target, block.chunk_sel, block.out_sel
+
+    def put(buf: Any) -> bool:
+        value = decode(buf)[chunk_sel]
+        if drop_axes:
+            value = value.squeeze(axis=drop_axes)
+        target[out_sel] = value
+        return True  # written (a missing chunk's result stays None)
+    return put
+
+
+async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Sequence[Item],
+                        out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
+                        progress: Any) -> None:
+    """Shards: every index in one call, then the inner chunks the selections touch in one
+    more (coalesced by the planner), each decoded into its place."""
+    from zarr.core.chunk_grids import RegularChunkGrid
+    from zarr.core.indexing import get_indexer
+
+    shard_shape = layout.chunk_shape
+    inner_shape = tuple(sharding.chunk_shape)
+    per_shard = tuple(s // c for s, c in zip(shard_shape, inner_shape, strict=True))
+    n_inner = int(np.prod(per_shard))
+    index_chain = Chain(list(sharding.index_codecs), (*per_shard, 2), np.dtype("<u8"))
+    decode = Chain(list(sharding.codecs), inner_shape, layout.dtype)  # unsupported: raises
+    index_bytes = 16 * n_inner + 4 * sum(type(c).__name__ == "Crc32cCodec"
+                                         for c in sharding.index_codecs)
+    at_end = getattr(sharding.index_location, "value", sharding.index_location) == "end"
+    requests = [(it.key, -index_bytes, None) if at_end else (it.key, 0, index_bytes)
+                for it in items]
+    indexes = await source.fetch(requests) if items else []
+    inner_grid = RegularChunkGrid(chunk_shape=inner_shape)
+    blocks: list[_Block] = []
+    staged: list[tuple[npt.NDArray[Any], Any, Item]] = []
+    for it, raw in zip(items, indexes, strict=True):
+        if raw is None:  # the whole shard is missing
+            out[it.out_sel] = fill
+            continue
+        if len(raw) != index_bytes:
+            raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
+                             f"has {len(raw)} bytes, expected {index_bytes}")
+        index = index_chain(raw)
+        indexer = get_indexer(it.chunk_sel, shape=shard_shape, chunk_grid=inner_grid)
+        target = _shard_target(out, it.out_sel, indexer, drop_axes)
+        if target is None:  # a fancy selection: gathered, then placed like zarr does
+            target = np.empty(indexer.shape, layout.dtype)
+            staged.append((target, indexer, it))
+        for p in indexer:
+            offset, nbytes = (int(v) for v in index[p.chunk_coords])
+            if offset == MAX_UINT64 and nbytes == MAX_UINT64:
+                target[p.out_selection] = fill
+                continue
+            blocks.append(_Block((it.key, offset, nbytes), p.chunk_selection,
+                                 p.out_selection, target))
+    await _read_blocks(source, decode, blocks, fill, (), missing_ok=False, progress=progress)
+    for target, indexer, it in staged:
+        value = target.reshape(indexer.sel_shape) if hasattr(indexer, "sel_shape") else target
+        if drop_axes:
+            value = value.squeeze(axis=drop_axes)
+        out[it.out_sel] = value
+
+
+def _shard_target(out: npt.NDArray[Any], out_sel: Any, indexer: Any,
+                  drop_axes: tuple[int, ...]) -> npt.NDArray[Any] | None:
+    """The view of ``out`` a shard's selection fills directly (basic selections), or None
+    when its block must be gathered first."""
+    sel = out_sel if isinstance(out_sel, tuple) else (out_sel,)
+    if drop_axes or hasattr(indexer, "sel_shape") or not all(isinstance(s, slice)
+                                                             for s in sel):
+        return None
+    view = out[sel] if sel else out[...]  # out[()] of a 0-d array is a scalar, not a view
+    return view if view.shape == tuple(indexer.shape) else None
+
+
+def decoder_for(layout: Layout, out_dtype: np.dtype[Any]) -> Decoder | None:
+    """The C decoder of an unsharded array's chunks (tests: which path a layout takes)."""
+    if layout.sharding is not None:
+        return None
+    return c_decoder(Chain(list(layout.codecs), layout.chunk_shape, layout.dtype), out_dtype)
