@@ -1,0 +1,228 @@
+"""lsio as zarr-python's codec pipeline: ``zarr.open_array(...)[sel]``, ``.oindex`` and
+``.vindex`` with :class:`lsio.zarr.LsioCodecPipeline` equal zarr's default pipeline
+(hypothesis over shapes, chunks, shards, codecs, byte orders, transposes, fill values,
+missing chunks and selections), on LocalStore, LsioStore and a store lsio cannot plan; the
+fast path's modes equal them too; writes go through zarr's pipeline and read back; the
+pipeline pickles and is found by its configured name."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+import zarr.codecs as zc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lsio.zarr as lz
+import lsio.zarr._batched as batched
+from lsio.zarr import LsioCodecPipeline, LsioStore
+
+PIPELINE = "lsio.zarr.LsioCodecPipeline"
+DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+COMPRESSORS = {
+    "none": None,
+    "blosc-zstd": zc.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    "blosc-lz4-bit": zc.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle"),
+    "zstd": zc.ZstdCodec(level=1),
+    "gzip": zc.GzipCodec(level=1),
+    "zstd+crc32c": (zc.ZstdCodec(level=1), zc.Crc32cCodec()),
+}
+
+
+@pytest.fixture(autouse=True)
+def default_pipeline() -> Iterator[None]:
+    """Each test starts and ends with zarr's default pipeline."""
+    before = zarr.config.get("codec_pipeline.path")
+    yield
+    zarr.config.set({"codec_pipeline.path": before})
+
+
+def open_with(store: Any, pipeline: str) -> zarr.Array:
+    with zarr.config.set({"codec_pipeline.path": pipeline}):
+        return zarr.open_array(store, mode="r")
+
+
+def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[str, Any]:
+    """A zarr selection of ``shape``: (mode, selection)."""
+    mode = draw(st.sampled_from(["basic", "oindex", "vindex"]))
+    if mode == "vindex":
+        n = draw(st.integers(1, 6))
+        return mode, tuple(np.array(draw(st.lists(st.integers(0, s - 1), min_size=n,
+                                                  max_size=n)), np.int64) for s in shape)
+    sel: list[Any] = []
+    for s in shape:
+        kinds = ["all", "slice", "step", "int"] + (["ints", "mask"] if mode == "oindex" else [])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "int":
+            sel.append(draw(st.integers(-s, s - 1)))
+        elif kind in ("slice", "step"):
+            a = draw(st.integers(0, s))
+            step = draw(st.integers(1, 5)) if kind == "step" else None
+            sel.append(slice(a, draw(st.integers(a, s)), step))
+        elif kind == "ints":
+            sel.append(np.array(draw(st.lists(st.integers(0, s - 1), min_size=1, max_size=5,
+                                              unique=True)), np.int64))
+        elif kind == "mask":
+            sel.append(np.array(draw(st.lists(st.booleans(), min_size=s, max_size=s))))
+        else:
+            sel.append(slice(None))
+    return mode, tuple(sel)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict[str, Any]:
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 12)) for _ in range(ndim))
+    chunks = tuple(draw(st.integers(1, max(1, s))) for s in shape)
+    shards = (tuple(c * draw(st.integers(1, 3)) for c in chunks) if draw(st.booleans())
+              else None)
+    mode, sel = selections(draw, shape)
+    return {
+        "shape": shape, "chunks": chunks, "shards": shards, "mode": mode, "selection": sel,
+        "dtype": draw(st.sampled_from(["f4", "<i2", ">i2", "u1", ">f8", "<f8", "i8"])),
+        "compressor": draw(st.sampled_from(sorted(COMPRESSORS))),
+        "transpose": draw(st.permutations(range(ndim))) if ndim > 1 and draw(
+            st.booleans()) else None,
+        "fill": draw(st.sampled_from([0, 7])),
+        "written": draw(st.sampled_from(["all", "some", "none"])),
+    }
+
+
+def make(root: Path, spec: dict[str, Any]) -> zarr.Array:
+    comp = COMPRESSORS[spec["compressor"]]
+    kwargs: dict[str, Any] = {}
+    if spec["transpose"] is not None:
+        kwargs["filters"] = [zc.TransposeCodec(order=tuple(spec["transpose"]))]
+    arr = zarr.create_array(
+        zarr.storage.LocalStore(root), shape=spec["shape"], chunks=spec["chunks"],
+        shards=spec["shards"], dtype=spec["dtype"], fill_value=spec["fill"],
+        compressors=comp, overwrite=True, **kwargs)
+    data = (np.arange(np.prod(spec["shape"])) % 120 + 1).reshape(spec["shape"])
+    part = tuple(slice(0, max(1, s // 2)) for s in spec["shape"])
+    if spec["written"] == "all":
+        arr[...] = data.astype(arr.dtype)
+    elif spec["written"] == "some":
+        arr[part] = data[part].astype(arr.dtype)
+    return arr
+
+
+def index(arr: zarr.Array, mode: str, sel: Any) -> Any:
+    return {"basic": arr, "oindex": arr.oindex, "vindex": arr.vindex}[mode][sel]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(spec=cases())
+def test_pipeline_equals_zarrs_default(tmp_path: Path, spec: dict[str, Any]) -> None:
+    root = tmp_path / f"a{abs(hash(str(spec)))}"
+    make(root, spec)
+    mode, sel = spec["mode"], spec["selection"]
+    want = index(open_with(zarr.storage.LocalStore(root), DEFAULT), mode, sel)
+    for store in (zarr.storage.LocalStore(root), LsioStore(root)):
+        arr = open_with(store, PIPELINE)
+        assert isinstance(arr._async_array.codec_pipeline, LsioCodecPipeline)
+        got = index(arr, mode, sel)
+        assert got.dtype == want.dtype and np.shape(got) == np.shape(want)
+        np.testing.assert_array_equal(got, want)
+    fast = lz.read_sync(str(root), sel, mode=mode)
+    assert fast.dtype == want.dtype and fast.shape == np.shape(want)
+    np.testing.assert_array_equal(fast, want)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4", ">i8", "u1"])
+@pytest.mark.parametrize("transpose", [None, (1, 0)])
+@pytest.mark.parametrize("compressor", ["none", "blosc-zstd", "zstd"])
+def test_the_c_decoder_takes_steps_transposes_and_byte_orders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str,
+        transpose: tuple[int, int] | None, compressor: str) -> None:
+    """Stepped selections, transposed chunks and either byte order stay on the batched C
+    decoder (counted), and equal zarr's own read."""
+    calls: list[int] = []
+    real = batched._decode_scatter
+
+    def counting(decoder: Any, name: Any, batch: Any, keep: Any) -> None:
+        calls.append(len(batch))
+        real(decoder, name, batch, keep)
+
+    monkeypatch.setattr(batched, "_decode_scatter", counting)
+    spec = {"shape": (23, 17), "chunks": (5, 4), "shards": None, "dtype": dtype, "fill": 7,
+            "compressor": compressor, "transpose": transpose, "written": "all"}
+    make(tmp_path / "a", spec)
+    want_arr = open_with(zarr.storage.LocalStore(tmp_path / "a"), DEFAULT)
+    lsio_arr = open_with(zarr.storage.LocalStore(tmp_path / "a"), PIPELINE)
+    for sel in [np.s_[:], np.s_[1:22:3, ::2], np.s_[4, 3:15:5], np.s_[::7, 16]]:
+        calls.clear()
+        np.testing.assert_array_equal(lsio_arr[sel], want_arr[sel])
+        np.testing.assert_array_equal(lz.read_sync(tmp_path / "a", sel), want_arr[sel])
+        assert sum(calls) > 0, sel
+
+
+def test_writes_go_through_zarr_and_read_back(tmp_path: Path) -> None:
+    lz.enable()
+    arr = zarr.create_array(LsioStore(tmp_path / "w"), shape=(30, 20), chunks=(7, 6),
+                            shards=(14, 12), dtype="i4", fill_value=-1,
+                            compressors=zc.ZstdCodec(level=1))
+    assert isinstance(arr._async_array.codec_pipeline, LsioCodecPipeline)
+    data = np.arange(600, dtype="i4").reshape(30, 20)
+    arr[:] = data
+    arr[3:9, 2:5] = 0
+    data[3:9, 2:5] = 0
+    np.testing.assert_array_equal(arr[:], data)
+    np.testing.assert_array_equal(arr.oindex[[0, 29], [19, 0]], data[np.ix_([0, 29], [19, 0])])
+    lz.disable()
+    np.testing.assert_array_equal(zarr.open_array(LsioStore(tmp_path / "w"), mode="r")[:],
+                                  data)
+
+
+def test_pipeline_pickles_and_is_found_by_name(tmp_path: Path) -> None:
+    from zarr.registry import get_pipeline_class
+
+    lz.enable()
+    assert zarr.config.get("codec_pipeline.path") == "lsio.zarr.LsioCodecPipeline"
+    assert get_pipeline_class() is LsioCodecPipeline
+    arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "p"), shape=(10,), chunks=(3,),
+                            dtype="f8")
+    arr[:] = np.arange(10.0)
+    pipe = arr._async_array.codec_pipeline
+    again = pickle.loads(pickle.dumps(pipe))
+    assert again == pipe and isinstance(again, LsioCodecPipeline)
+    lz.disable()  # an unpickled array keeps the pipeline it was opened with
+    back = pickle.loads(pickle.dumps(arr))
+    assert isinstance(back._async_array.codec_pipeline, LsioCodecPipeline)
+    np.testing.assert_array_equal(back[:], np.arange(10.0))
+
+
+def test_other_stores_and_zarr_v2_arrays(tmp_path: Path) -> None:
+    """A store lsio cannot read paths from (MemoryStore) is read through its own ``get``;
+    a zarr v2 array's codecs go to zarr's own pipeline: same results."""
+    data = np.arange(200, dtype="u2").reshape(10, 20)
+    mem = zarr.storage.MemoryStore()
+    zarr.create_array(mem, shape=(10, 20), chunks=(3, 7), shards=(6, 14), dtype="u2",
+                      fill_value=5)[:8] = data[:8]
+    v2 = zarr.create_array(zarr.storage.LocalStore(tmp_path / "v2"), shape=(10, 20),
+                           chunks=(3, 7), dtype="u2", zarr_format=2)
+    v2[:] = data
+    lz.enable()
+    arr = zarr.open_array(mem, mode="r")
+    want = data.copy()
+    want[8:] = 5
+    np.testing.assert_array_equal(arr[:], want)
+    np.testing.assert_array_equal(arr.vindex[[0, 9], [19, 3]], want[[0, 9], [19, 3]])
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "v2", mode="r")[1:9:2], data[1:9:2])
+
+
+def test_a_corrupt_chunk_names_its_path(tmp_path: Path) -> None:
+    arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "c"), shape=(8, 8), chunks=(4, 4),
+                            dtype="f4", compressors=zc.ZstdCodec(level=1))
+    arr[:] = 1.0
+    (tmp_path / "c" / "c" / "1" / "0").write_bytes(b"not zstd at all")
+    lsio_arr = open_with(zarr.storage.LocalStore(tmp_path / "c"), PIPELINE)
+    with pytest.raises(ValueError, match=r"c/1/0 is corrupt"):
+        lsio_arr[:]
+    np.testing.assert_array_equal(lsio_arr[:4], np.ones((4, 8), "f4"))  # the others still read
