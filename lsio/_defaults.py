@@ -17,7 +17,8 @@ __all__: list[str] = [
     "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "WINDOW", "JOB",
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
-    "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES",
+    "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
+    "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS",
 ]
 
@@ -95,6 +96,21 @@ loop is not held: a thread hop costs ~0.1 ms against the bulk path's ~1-3 ms fix
 Measured here with results kept: one 4 MiB file 3.5 ms on the small path against 4.0 ms
 bulk, 50 files x 64 KiB 3.9 against 4.5; from 8 MiB on the bulk path, which spreads the
 copies over the kernel's workers, wins (8.0 against 9.3 ms)."""
+
+SMALL_COLD_REQUESTS = 1
+"""A call of up to this many requests that misses the page cache is read by plain blocking
+calls on a worker thread (within ``SMALL_OFF_LOOP_BYTES``): one cold 256 KiB chunk file
+costs 0.7-1.3 ms that way here against 3-6 ms through io_uring, whose open, statx and read
+each wait for the kernel's workers in turn. Calls of more requests go to io_uring, which
+reads them in parallel; one thread reading several cold files in turn was slower than
+either (LsioStore splits its few-get batches instead: ``SMALL_COLD_SPLIT``)."""
+
+SMALL_COLD_SPLIT = 8
+"""``LsioStore``: a batch of up to this many concurrent gets that missed the page cache is
+read as that many one-request calls at once (each on its own worker thread, like
+zarr's ``LocalStore``); bigger batches are one ``read_many`` through io_uring. zarr-python's
+default pipeline keeps 10 gets in flight and, after its first batch, asks one or two per
+event-loop turn."""
 
 SMALL_URLS = 32
 """Most requests a call may have to take the small-call path for URLs

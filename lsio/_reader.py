@@ -558,11 +558,12 @@ class Reader:
                     on_loop: bool = False) -> Results | None:
         """The call served by the small-call path (``_small``) on this thread, or ``None``:
         up to ``SMALL_BYTES`` ``on_loop``, else (a blocking caller, whose thread waits
-        either way) up to ``SMALL_OFF_LOOP_BYTES``."""
+        either way) up to ``SMALL_OFF_LOOP_BYTES``, a few cold requests included."""
         if self._small is False or self.direct is True:
             return None
         return _small.read(requests, out, missing_ok, force=self._small is True,
-                           limit=SMALL_BYTES if on_loop else SMALL_OFF_LOOP_BYTES)
+                           limit=SMALL_BYTES if on_loop else SMALL_OFF_LOOP_BYTES,
+                           wait=not on_loop)
 
     def _small_urls(self, requests: Any) -> tuple[list[str], list[int]] | None:
         """A call the small-call path for URLs may serve, parsed (``backends/http/_small``:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._aio import uncancellable
-from ._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
+from ._defaults import SMALL_BYTES, SMALL_COLD_REQUESTS, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
 from ._request import plain_requests
 from ._results import Results, shared_columns
 
@@ -87,12 +87,13 @@ class Call:
     """A small call whose files are open: :meth:`serve` reads it, once, on any thread (the
     C call releases the GIL) and closes the files whatever happens."""
 
-    __slots__ = ("n", "flat", "dest", "caps", "pinned", "out", "nfiles", "files", "total")
+    __slots__ = ("n", "flat", "dest", "caps", "pinned", "out", "nfiles", "files", "total",
+                 "wait")
 
     def __init__(self, n: int, flat: list[int], dest: Any, caps: Any, pinned: Any,
-                 out: Sequence[Any] | None, nfiles: int, files: Any) -> None:
+                 out: Sequence[Any] | None, nfiles: int, files: Any, wait: bool) -> None:
         self.n, self.flat, self.dest, self.caps, self.pinned = n, flat, dest, caps, pinned
-        self.out, self.nfiles, self.files = out, nfiles, files
+        self.out, self.nfiles, self.files, self.wait = out, nfiles, files, wait
         self.total = 0
         """Bytes the call returns, once :meth:`serve` found it over its limit."""
 
@@ -104,7 +105,7 @@ class Call:
         res = ffi.new("long long[]", 3 * n + 2)
         arena = ffi.new("void **")
         total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.nfiles,
-                                     self.files, keep_open, res, arena)
+                                     self.files, keep_open, self.wait, res, arena)
         if total < 0:
             self.total = res[3 * n + 1] if total == lib.LSIO_SMALL_BIG else 0
             return None
@@ -124,10 +125,11 @@ class Call:
 
 
 def prepare(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
-            force: bool = False) -> Call | None:
+            force: bool = False, wait: bool = False) -> Call | None:
     """The call with its files open (sizes taken from the descriptors), or ``None``: the
     bulk path must serve it (odd requests, a lookup not in memory, an error, not a regular
-    file). ``force`` (the tests' knob): whatever the number of requests."""
+    file). ``force`` (the tests' knob): whatever the number of requests. ``wait``: lookups
+    and reads may wait for the disk (the cold path, off the event loop)."""
     if lib is None or type(requests) not in (list, tuple):
         return None
     n = len(requests)
@@ -150,16 +152,34 @@ def prepare(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
         dest, caps, pinned = found
     nf = len(paths)
     files = ffi.new("long long[]", 2 * nf)
-    if not lib.lsio_small_open(nf, blob, missing_ok, files):
+    if not lib.lsio_small_open(nf, blob, missing_ok, wait, files):
         return None
-    return Call(n, flat, dest, caps, pinned, out, nf, files)
+    return Call(n, flat, dest, caps, pinned, out, nf, files, wait)
 
 
 def read(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *, force: bool = False,
-         limit: int = SMALL_BYTES) -> Results | None:
-    """The call's results, served on this thread within ``limit`` bytes, or ``None``."""
+         limit: int = SMALL_BYTES, wait: bool = False) -> Results | None:
+    """The call's results, served on this thread within ``limit`` bytes, or ``None``. With
+    ``wait`` (a blocking caller), a call of up to ``SMALL_COLD_REQUESTS`` requests that
+    misses the page cache is read again, waiting for the disk (see :func:`read_cold`)."""
     call = prepare(requests, out, missing_ok, force=force)
-    return None if call is None else call.serve(_INT64 - 1 if force else limit)
+    got = None if call is None else call.serve(_INT64 - 1 if force else limit)
+    if got is None and wait and not force and (call is None or not call.total):
+        return read_cold(requests, out, missing_ok, limit)
+    return got
+
+
+def read_cold(requests: Any, out: Sequence[Any] | None, missing_ok: bool,
+              limit: int = SMALL_OFF_LOOP_BYTES) -> Results | None:
+    """A call of up to ``SMALL_COLD_REQUESTS`` requests that missed the page cache, read by
+    plain blocking calls on this thread (never the event loop's): ~1 ms for a cold 256 KiB
+    file here, where io_uring takes 3-6 ms (its open, statx and read each wait for the
+    kernel's workers in turn). ``None`` for anything else: an error, a bigger call (the
+    bulk path reads those, in parallel)."""
+    if type(requests) not in (list, tuple) or len(requests) > SMALL_COLD_REQUESTS:
+        return None
+    call = prepare(requests, out, missing_ok, wait=True)
+    return None if call is None else call.serve(limit)
 
 
 async def read_async(requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
@@ -169,16 +189,34 @@ async def read_async(requests: Any, out: Sequence[Any] | None, missing_ok: bool,
     loop over ~2 ms; a thread hop costs ~0.1 ms, the bulk path's fixed cost ~1-3 ms). A
     cancelled wait returns once the thread is done with the caller's buffers."""
     call = prepare(requests, out, missing_ok, force=force)
-    if call is None:
-        return None
     if force:
-        return call.serve(_INT64 - 1)
-    got = call.serve(SMALL_BYTES, keep_open=True)
-    if got is not None or not SMALL_BYTES < call.total <= SMALL_OFF_LOOP_BYTES:
-        if call.total:
-            call.close()  # over both limits: the bulk path reads it
+        return None if call is None else call.serve(_INT64 - 1)
+    got = None if call is None else call.serve(SMALL_BYTES, keep_open=True)
+    if got is not None:
         return got
-    job = asyncio.get_running_loop().run_in_executor(None, call.serve, SMALL_OFF_LOOP_BYTES)
+    if call is not None and call.total:
+        if not call.total <= SMALL_OFF_LOOP_BYTES:
+            call.close()  # over both limits: the bulk path reads it
+            return None
+        return await _off_loop(_serve_or_cold, call, requests, out, missing_ok)
+    if type(requests) not in (list, tuple) or len(requests) > SMALL_COLD_REQUESTS:
+        return None
+    return await _off_loop(read_cold, requests, out, missing_ok)
+
+
+def _serve_or_cold(call: Call, requests: Any, out: Sequence[Any] | None, missing_ok: bool
+                   ) -> Results | None:
+    """A medium call on a worker thread: from the page cache, else (a miss) from disk."""
+    got = call.serve(SMALL_OFF_LOOP_BYTES)
+    if got is None and not call.total:
+        return read_cold(requests, out, missing_ok)
+    return got
+
+
+async def _off_loop(fn: Any, *args: Any) -> Results | None:
+    """``fn(*args)`` on a worker thread; a cancelled wait returns once the thread is done
+    (it may be writing into the caller's buffers)."""
+    job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:

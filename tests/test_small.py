@@ -144,6 +144,39 @@ async def test_a_cold_call_waits_on_the_loop_and_lets_timers_run(data_dir: Path)
         assert bytes(chunk) == p.read_bytes()
 
 
+def make_cold(path: Path) -> None:
+    """Evict ``path``'s pages, checked: a read that must not wait fails on them."""
+    for _ in range(20):
+        drop_cache(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.preadv(fd, [bytearray(4096)], 1000, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return
+        finally:
+            os.close(fd)
+        time.sleep(0.05)
+    raise AssertionError(f"{path} stays in the page cache")
+
+
+async def test_one_cold_request_is_read_on_a_thread_not_the_ring(data_dir: Path) -> None:
+    """A single request whose data is not in the page cache is read by blocking calls on a
+    worker thread (``SMALL_COLD_REQUESTS``): served by the small path, after suspending, and
+    exact; the sync door reads it on the caller's thread."""
+    path = write_file(data_dir / "cold-one", random_bytes(300_000, seed=9))
+    make_cold(path)
+    waits = [0]
+    before = _small.served[0]
+    got = await counting(lsio.read_many([(str(path), 1000, 200_000)]), waits)
+    assert _small.served[0] == before + 1 and waits[0] >= 1
+    assert bytes(got[0]) == path.read_bytes()[1000:201_000]
+    make_cold(path)
+    sync = served_by_small(lambda: lsio.read_many_sync([(str(path), -5000, None)]))
+    assert bytes(sync[0]) == path.read_bytes()[-5000:]
+    with pytest.raises(FileNotFoundError, match="cold-missing"):  # errors: the bulk path's
+        await lsio.read_many([(str(data_dir / "cold-missing"),)])
+
+
 @types.coroutine
 def counting(coro: Any, waits: list[int]) -> Any:
     """Await ``coro``, counting the times it suspended (handed a future to the loop)."""
@@ -299,7 +332,7 @@ def test_huge_sizes_cannot_wrap_the_total(files: list[Path]) -> None:
         res = ffi.new("long long[]", 3 * 4 + 2)
         arena = ffi.new("void **")
         got = lib.lsio_small_serve(4, [0, 0, -1] * 4, ffi.NULL, ffi.NULL,
-                                   SMALL_OFF_LOOP_BYTES, 1, table, 1, res, arena)
+                                   SMALL_OFF_LOOP_BYTES, 1, table, 1, 0, res, arena)
         assert got == lib.LSIO_SMALL_BIG and arena[0] == ffi.NULL
         assert res[3 * 4 + 1] == (1 << 63) - 1  # the total, saturated
     finally:

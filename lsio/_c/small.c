@@ -27,10 +27,10 @@
    looked up, present or absent, is such an entry). On older kernels this falls back to a
    plain open (a cold lookup then blocks for its few reads). O_NONBLOCK: opening a FIFO
    never waits for a writer (it is refused after the fstat). */
-static int open_cached(const char *path) {
+static int open_cached(const char *path, int wait) {
     static int plain = 0;
     int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-    if (!plain) {
+    if (!plain && !wait) {
         struct open_how how;
         memset(&how, 0, sizeof(how));
         how.flags = (uint64_t)flags;
@@ -42,11 +42,14 @@ static int open_cached(const char *path) {
     return open(path, flags);
 }
 
-/* Read length bytes at offset into addr, never waiting for the disk. With probe, the range
+/* Read length bytes at offset into addr, never waiting for the disk (with wait, waiting:
+   the cold path on a worker thread; a blocking read stops short only at the end of the
+   file, so the reasoning below holds for it too). With probe, the range
    ends at the size the descriptor reported: one byte more is asked for, and getting it (the
    file grew) or not reaching the end (it shrank) is a miss. 1: served exactly; 0: a miss
    (not in the page cache, an error, or the file changed). */
-static int read_nowait(int fd, long long offset, long long length, char *addr, int probe) {
+static int read_nowait(int fd, long long offset, long long length, char *addr, int probe,
+                       int wait) {
     char extra;
     long long got = 0;
     for (;;) {
@@ -60,7 +63,7 @@ static int read_nowait(int fd, long long offset, long long length, char *addr, i
             iov[0] = iov[1];
             nv = 1;
         }
-        ssize_t r = preadv2(fd, iov, nv, (off_t)(offset + got), RWF_NOWAIT);
+        ssize_t r = preadv2(fd, iov, nv, (off_t)(offset + got), wait ? 0 : RWF_NOWAIT);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return 0;  /* EAGAIN: not in the page cache; or a real error */
         if (r == 0) return got == length;  /* end of file */
@@ -71,10 +74,10 @@ static int read_nowait(int fd, long long offset, long long length, char *addr, i
 
 /* Open every file: files[2f] its descriptor (-1: missing, with missing_ok), files[2f+1]
    its size. 1: all opened; 0: a miss (what was opened is closed). */
-int lsio_small_open(int nfiles, const char *blob, int missing_ok, long long *files) {
+int lsio_small_open(int nfiles, const char *blob, int missing_ok, int wait, long long *files) {
     for (int f = 0; f < nfiles; f++) files[2 * f] = -1;
     for (int f = 0; f < nfiles; f++, blob += strlen(blob) + 1) {
-        int fd = open_cached(blob);
+        int fd = open_cached(blob, wait);
         files[2 * f + 1] = 0;
         if (fd < 0) {
             if (errno == ENOENT && missing_ok) continue;
@@ -103,7 +106,7 @@ void lsio_small_close(int nfiles, long long *files) {
    overflow) and read them. */
 static long long serve(int n, const long long *req, const unsigned long long *dest,
                        const long long *cap, long long limit, const long long *files,
-                       long long *res, void **arena) {
+                       int wait, long long *res, void **arena) {
     long long *start = res, *len = res + n, *missing = res + 2 * n;
     long long total = 0;
     res[3 * n] = 0;
@@ -134,9 +137,9 @@ static long long serve(int n, const long long *req, const unsigned long long *de
         if (fd < 0) { start[k] = at; continue; }
         char *to = dest ? (char *)(uintptr_t)dest[k] : mem + at;
         int at_end = length < 0 || length > size - start[k];
-        int ok = read_nowait(fd, start[k], len[k], to, at_end);
+        int ok = read_nowait(fd, start[k], len[k], to, at_end, wait);
         /* a suffix's start depends on the size: the file must still end there */
-        if (ok && offset < 0 && !at_end) ok = read_nowait(fd, size, 0, NULL, 1);
+        if (ok && offset < 0 && !at_end) ok = read_nowait(fd, size, 0, NULL, 1, wait);
         if (!ok) { free(mem); return LSIO_SMALL_MISS; }
         start[k] = dest ? 0 : at;
         at += dest ? 0 : len[k];
@@ -147,8 +150,8 @@ static long long serve(int n, const long long *req, const unsigned long long *de
 
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
                            const long long *cap, long long limit, int nfiles, long long *files,
-                           int keep_open, long long *res, void **arena) {
-    long long ret = serve(n, req, dest, cap, limit, files, res, arena);
+                           int keep_open, int wait, long long *res, void **arena) {
+    long long ret = serve(n, req, dest, cap, limit, files, wait, res, arena);
     if (!(keep_open && ret == LSIO_SMALL_BIG)) lsio_small_close(nfiles, files);
     return ret;
 }

@@ -17,8 +17,10 @@
 
 /* files[2f], files[2f+1]: file f's descriptor (-1: missing, with missing_ok) and size,
    for the nfiles NUL-terminated paths packed one after another in blob. Returns 1, or 0
-   on a miss (then nothing is left open). lsio_small_close closes them. */
-int lsio_small_open(int nfiles, const char *blob, int missing_ok, long long *files);
+   on a miss (then nothing is left open). lsio_small_close closes them. With wait, the
+   lookups (and lsio_small_serve's reads with wait) may wait for the disk: the cold path,
+   run on a worker thread. */
+int lsio_small_open(int nfiles, const char *blob, int missing_ok, int wait, long long *files);
 void lsio_small_close(int nfiles, long long *files);
 
 /* Per request k (req[3k], req[3k+1], req[3k+2]): file index, offset (negative: from the
@@ -31,7 +33,7 @@ void lsio_small_close(int nfiles, long long *files);
    The nfiles files are closed on return, but for LSIO_SMALL_BIG with keep_open. */
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
                            const long long *cap, long long limit, int nfiles, long long *files,
-                           int keep_open, long long *res, void **arena);
+                           int keep_open, int wait, long long *res, void **arena);
 void lsio_small_free(void *arena);
 
 #endif

@@ -25,7 +25,7 @@ from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
 
-__all__ = ["Decoder", "batch_plan", "block_job", "codecs_lib", "read_batched"]
+__all__ = ["Decoder", "batch_plan", "block_job", "codecs_lib", "read_batched", "slice_jobs"]
 
 
 def codecs_lib() -> Any:
@@ -283,6 +283,45 @@ def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[A
     if o != out.ndim or o != len(out_sel):
         return None
     return offset, shape, sstrides, dst, dstrides
+
+
+def slice_jobs(decoder: Decoder, chunk_sels: Sequence[Any], out_sels: Sequence[Any],
+               out: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
+    """The C jobs of many chunks at once, when every selection is a tuple of slices (one per
+    dimension, the same number on both sides): :func:`block_job` done with numpy arrays,
+    ~1 us a chunk instead of ~8. None when any selection is something else."""
+    nd, n = decoder.ndim, len(chunk_sels)
+    if not all(type(sel) is tuple for sel in chunk_sels) or not all(
+            type(sel) is tuple for sel in out_sels):
+        return None
+    flat_c = [x for sel in chunk_sels for x in sel]
+    flat_o = [x for sel in out_sels for x in sel]
+    if (out.ndim != nd or len(flat_c) != n * nd or len(flat_o) != n * nd
+            or not all(type(x) is slice for x in flat_c)
+            or not all(type(x) is slice for x in flat_o)):
+        return None
+    try:
+        cs = np.array([(x.start or 0, x.stop, x.step or 1) for x in flat_c], np.int64)
+        os_ = np.array([(x.start or 0, x.stop, x.step or 1) for x in flat_o], np.int64)
+    except (TypeError, ValueError, OverflowError):  # a None stop, a non-int
+        return None
+    cs, os_ = cs.reshape(n, nd, 3), os_.reshape(n, nd, 3)
+    if (cs[..., 2] <= 0).any() or (os_[..., 2] <= 0).any():
+        return None
+    counts = np.maximum(0, (cs[..., 1] - cs[..., 0] + cs[..., 2] - 1) // cs[..., 2])
+    ocounts = np.maximum(0, (os_[..., 1] - os_[..., 0] + os_[..., 2] - 1) // os_[..., 2])
+    if not np.array_equal(counts, ocounts):
+        return None
+    strides = np.array(decoder.strides, np.int64)
+    ostrides = np.array(out.strides, np.int64)
+    jobs = decoder.jobs(n)
+    jobs["src_offset"] = (cs[..., 0] * strides).sum(axis=1)
+    jobs["shape"][:, :nd] = counts
+    jobs["src_strides"][:, :nd] = cs[..., 2] * strides
+    base = out.__array_interface__["data"][0]
+    jobs["dst"] = ((os_[..., 0] * ostrides).sum(axis=1) + base).astype(np.uint64)
+    jobs["dst_strides"][:, :nd] = os_[..., 2] * ostrides
+    return jobs
 
 
 def jobs_of(decoder: Decoder, rows: Sequence[tuple[int, list[int], list[int], int, list[int]]]

@@ -20,7 +20,7 @@ from .._reader import Reader, default_reader
 from .._sync import run_sync
 from ._batched import batch_plan, read_batched
 from ._chain import Chain
-from ._read import Item, Layout, Source, read_items
+from ._read import Layout, Source, read_items
 from ._store import LsioStore, join
 
 __all__ = ["read", "read_sync"]
@@ -87,11 +87,12 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
             await read_batched(reader, requests, plan.jobs, plan.decoder,
                                plan.fill_missing(out, fill), out, root, progress)
             return out
-    items = [Item(meta.encode_chunk_key(p.chunk_coords), p.chunk_selection, p.out_selection)
-             for p in indexer]
+    projections = list(indexer)
     source = Source(reader=reader, path_of=lambda key: join(root, key), where=root)
-    await read_items(source, layout, items, out.reshape(indexer.shape), fill,
-                     indexer.drop_axes, progress)
+    await read_items(source, layout, [meta.encode_chunk_key(p.chunk_coords) for p in projections],
+                     [p.chunk_selection for p in projections],
+                     [p.out_selection for p in projections], out, fill, indexer.drop_axes,
+                     progress)
     return out.reshape(indexer.sel_shape) if hasattr(indexer, "sel_shape") else out
 
 

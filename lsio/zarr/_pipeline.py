@@ -17,7 +17,7 @@ import numpy as np
 from zarr.abc.codec import CodecPipeline
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 
-from ._read import Item, Layout, Source, read_items
+from ._read import Layout, Source, read_items
 from ._store import LsioStore
 
 __all__ = ["PATH", "LsioCodecPipeline", "disable", "enable"]
@@ -110,10 +110,10 @@ class LsioCodecPipeline(CodecPipeline):
             await self.fallback.read(batch, out, drop_axes)
             return
         source, layout, target, fill = planned
-        items = [Item(getter.path, chunk_sel, out_sel)
-                 for getter, _, chunk_sel, out_sel, _ in batch]
+        keys = [b[0].path for b in batch]
         try:
-            await read_items(source, layout, items, target, fill, drop_axes)
+            await read_items(source, layout, keys, [b[2] for b in batch],
+                             [b[3] for b in batch], target, fill, drop_axes)
         except NotImplementedError:  # a codec lsio does not decode: found before any read
             await self.fallback.read(batch, out, drop_axes)
 
@@ -132,8 +132,8 @@ class LsioCodecPipeline(CodecPipeline):
             source = Source(reader=store.reader, path_of=store.path_of, where=store.root)
         elif type(store) is LocalStore:
             root = os.fspath(store.root)
-            source = Source(reader=_default_reader(),
-                            path_of=lambda key: os.path.join(root, key), where=root)
+            prefix = root.rstrip("/") + "/"  # zarr's keys are relative '/'-joined paths
+            source = Source(reader=_default_reader(), path_of=prefix.__add__, where=root)
         else:
             source = Source(store=store, where=str(store))
         dtype = spec.dtype.to_native_dtype()

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .._reader import Reader
-from ._batched import Decoder, block_job, c_decoder, jobs_of, read_batched
+from ._batched import Decoder, block_job, c_decoder, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
 
-__all__ = ["Item", "Source", "read_items"]
+__all__ = ["Layout", "Source", "read_items"]
 
 MAX_UINT64 = 2**64 - 1
 
@@ -31,9 +31,9 @@ Request = tuple[str, int, "int | None"]
 
 
 @dataclass(frozen=True)
-class Item:
-    """One chunk (or shard) to read: its key, the selection within it, and where the
-    selected block goes in the output."""
+class _Item:
+    """One shard to read: its key, the selection within it, and where the selected block
+    goes in the output."""
 
     key: str
     chunk_sel: Any
@@ -118,81 +118,107 @@ class Layout:
         return c[0] if len(c) == 1 and type(c[0]).__name__ == "ShardingCodec" else None
 
 
-async def read_items(source: Source, layout: Layout, items: Sequence[Item],
-                     out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...] = (),
-                     progress: Any = False) -> None:
-    """Read ``items`` of one array into ``out``: ``out[item.out_sel] = chunk[item.chunk_sel]``
-    (``drop_axes`` squeezed), missing chunks as ``fill``. Raises NotImplementedError for
-    codecs lsio does not decode (before reading anything)."""
+async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels: list[Any],
+                     out_sels: list[Any], out: npt.NDArray[Any], fill: Any,
+                     drop_axes: tuple[int, ...] = (), progress: Any = False) -> None:
+    """Read chunks (or shards) of one array into ``out``: for each key,
+    ``out[out_sel] = chunk[chunk_sel]`` (``drop_axes`` squeezed), missing chunks as
+    ``fill``. Raises NotImplementedError for codecs lsio does not decode (before reading
+    anything)."""
     sharding = layout.sharding
     if sharding is None:
         decode = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype)
-        blocks = [_Block((it.key, 0, None), it.chunk_sel, it.out_sel, out) for it in items]
+        blocks = _Blocks([(k, 0, None) for k in keys], chunk_sels, out_sels, out)
         await _read_blocks(source, decode, blocks, fill, drop_axes, missing_ok=True,
                            progress=progress)
         return
+    items = [_Item(*x) for x in zip(keys, chunk_sels, out_sels, strict=True)]
     await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress)
 
 
-@dataclass(frozen=True)
-class _Block:
-    """One chunk's bytes (a request) and where its selected block goes: ``target``."""
+@dataclass
+class _Blocks:
+    """Chunks' bytes (requests of keys) and where each one's selected block goes: in
+    ``targets`` (one array for all, or one per block), as columns."""
 
-    request: tuple[str, int, int | None]
-    chunk_sel: Any
-    out_sel: Any
-    target: npt.NDArray[Any]
+    requests: list[tuple[str, int, int | None]] = field(default_factory=list)
+    chunk_sels: list[Any] = field(default_factory=list)
+    out_sels: list[Any] = field(default_factory=list)
+    targets: npt.NDArray[Any] | list[npt.NDArray[Any]] = field(default_factory=list)
+
+    def target(self, i: int) -> npt.NDArray[Any]:
+        t = self.targets
+        return t[i] if isinstance(t, list) else t
+
+    def append(self, request: tuple[str, int, int | None], chunk_sel: Any, out_sel: Any,
+               target: npt.NDArray[Any]) -> None:
+        assert isinstance(self.targets, list)
+        self.requests.append(request)
+        self.chunk_sels.append(chunk_sel)
+        self.out_sels.append(out_sel)
+        self.targets.append(target)
 
 
-async def _read_blocks(source: Source, decode: Chain, blocks: Sequence[_Block], fill: Any,
+async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any,
                        drop_axes: tuple[int, ...], *, missing_ok: bool,
                        progress: Any = False) -> None:
     """Read and decode ``blocks``: the C decoder for the blocks it can place, one
     numcodecs chain per chunk for the rest (fancy selections, other codecs, other stores)."""
+    n = len(blocks.requests)
+    if not n:
+        return
     decoder = None
-    if source.direct and not drop_axes and blocks:
-        decoder = c_decoder(decode, blocks[0].target.dtype)
+    if source.direct and not drop_axes:
+        decoder = c_decoder(decode, blocks.target(0).dtype)
     fast: list[int] = []
-    rows: list[Any] = []
     slow: list[int] = []
-    if decoder is not None:
+    jobs = None
+    if decoder is not None and not isinstance(blocks.targets, list):
+        jobs = slice_jobs(decoder, blocks.chunk_sels, blocks.out_sels, blocks.targets)
+        if jobs is not None:
+            fast = list(range(n))
+    if decoder is not None and jobs is None:
+        rows: list[Any] = []
         bases: dict[int, int] = {}
-        for i, b in enumerate(blocks):
-            t = b.target
+        for i in range(n):
+            t = blocks.target(i)
             base = bases.get(id(t))
             if base is None:
                 base = bases[id(t)] = t.__array_interface__["data"][0]
-            row = block_job(decoder, b.chunk_sel, b.out_sel, t, base)
+            row = block_job(decoder, blocks.chunk_sels[i], blocks.out_sels[i], t, base)
             if row is None:
                 slow.append(i)
             else:
                 fast.append(i)
                 rows.append(row)
-    else:
-        slow = list(range(len(blocks)))
+        jobs = jobs_of(decoder, rows)
+    elif decoder is None:
+        slow = list(range(n))
 
     def fill_blocks(indexes: Sequence[int]) -> None:
         for i in indexes:
-            b = blocks[i]
-            b.target[b.out_sel] = fill
+            blocks.target(i)[blocks.out_sels[i]] = fill
 
     if fast:
-        assert decoder is not None and source.reader is not None and source.path_of
-        reqs = [blocks[i].request for i in fast]
-        paths = [(source.path_of(k), off, n) for k, off, n in reqs]
-        await read_batched(source.reader, paths, jobs_of(decoder, rows), decoder,
+        assert decoder is not None and jobs is not None and source.reader is not None
+        assert source.path_of is not None
+        path_of, reqs = source.path_of, blocks.requests
+        paths = [(path_of(reqs[i][0]), reqs[i][1], reqs[i][2]) for i in fast]
+        keep = blocks.targets
+        await read_batched(source.reader, paths, jobs, decoder,
                            lambda idx: fill_blocks([fast[i] for i in idx]),
-                           [b.target for b in blocks], source.where, progress, missing_ok)
+                           keep, source.where, progress, missing_ok)
     if slow:
-        steps = [_sink(decode, blocks[i], drop_axes) for i in slow]
-        got = await source.fetch([blocks[i].request for i in slow], steps,
+        steps = [_sink(decode, blocks.target(i), blocks.chunk_sels[i], blocks.out_sels[i],
+                       drop_axes) for i in slow]
+        got = await source.fetch([blocks.requests[i] for i in slow], steps,
                                  missing_ok=missing_ok, progress=progress)
         fill_blocks([i for i, ok in zip(slow, got, strict=True) if ok is None])
 
 
-def _sink(decode: Chain, block: _Block, drop_axes: tuple[int, ...]) -> Callable[[Any], bool]:
+def _sink(decode: Chain, target: npt.NDArray[Any], chunk_sel: Any, out_sel: Any,
+          drop_axes: tuple[int, ...]) -> Callable[[Any], bool]:
     """A pipeline step: decode one chunk and put its selected block in place."""
-    target, chunk_sel, out_sel = block.target, block.chunk_sel, block.out_sel
 
     def put(buf: Any) -> bool:
         value = decode(buf)[chunk_sel]
@@ -203,7 +229,7 @@ def _sink(decode: Chain, block: _Block, drop_axes: tuple[int, ...]) -> Callable[
     return put
 
 
-async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Sequence[Item],
+async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Sequence[_Item],
                         out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
                         progress: Any) -> None:
     """Shards: every index in one call, then the inner chunks the selections touch in one
@@ -224,8 +250,8 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
                 for it in items]
     indexes = await source.fetch(requests) if items else []
     inner_grid = RegularChunkGrid(chunk_shape=inner_shape)
-    blocks: list[_Block] = []
-    staged: list[tuple[npt.NDArray[Any], Any, Item]] = []
+    blocks = _Blocks()
+    staged: list[tuple[npt.NDArray[Any], Any, _Item]] = []
     for it, raw in zip(items, indexes, strict=True):
         if raw is None:  # the whole shard is missing
             out[it.out_sel] = fill
@@ -244,8 +270,8 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
             if offset == MAX_UINT64 and nbytes == MAX_UINT64:
                 target[p.out_selection] = fill
                 continue
-            blocks.append(_Block((it.key, offset, nbytes), p.chunk_selection,
-                                 p.out_selection, target))
+            blocks.append((it.key, offset, nbytes), p.chunk_selection, p.out_selection,
+                          target)
     await _read_blocks(source, decode, blocks, fill, (), missing_ok=False, progress=progress)
     for target, indexer, it in staged:
         value = target.reshape(indexer.sel_shape) if hasattr(indexer, "sel_shape") else target

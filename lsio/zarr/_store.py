@@ -25,6 +25,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from .._defaults import SMALL_COLD_SPLIT
 from .._reader import Reader, default_reader
 from .._sync import run_sync
 from .._url import is_url
@@ -204,8 +205,11 @@ class LsioStore(Store):
     async def _read_batch(self, batch: builtins.list[tuple[tuple[str, int, int | None],
                                                   asyncio.Future[Any]]]) -> None:
         try:
-            results = list(await self.reader.read_many([r for r, _ in batch],
-                                                       missing_ok=True))
+            if len(batch) <= SMALL_COLD_SPLIT and not self.remote:  # a few cold reads
+                results = await asyncio.gather(*(self._read_one(r) for r, _ in batch))
+            else:
+                results = list(await self.reader.read_many([r for r, _ in batch],
+                                                           missing_ok=True))
         except (IsADirectoryError, NotADirectoryError, PermissionError, OSError) as exc:
             if len(batch) == 1:
                 results = [None] if isinstance(exc, (IsADirectoryError, NotADirectoryError)) \
@@ -233,6 +237,15 @@ class LsioStore(Store):
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
+
+    async def _read_one(self, request: tuple[str, int, int | None]) -> Any:
+        """One request's bytes, None if missing, or its error (returned, not raised)."""
+        try:
+            return (await self.reader.read_many([request], missing_ok=True))[0]
+        except (IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            return exc
 
     async def get_partial_values(self, prototype: BufferPrototype,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]
