@@ -1,6 +1,7 @@
 """``python -m lsio demo``: write a sample dataset, read it with lsio and with a plain
 Python loop, print throughput and the ratio: cold (the page cache dropped before every run)
-when this process may, else warm; medians of alternated rounds, every result kept."""
+when this process may, else warm; medians of alternated rounds, every result kept and
+checked."""
 
 from __future__ import annotations
 
@@ -10,45 +11,86 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ._reader import Reader
 
-__all__ = ["run_bench", "run_demo"]
+__all__ = ["FULL", "QUICK", "WrongResult", "run_bench", "run_demo"]
 
-SMALL_FILES = 4000
-SMALL_SIZE = 64 * 1024
-BIG_SIZE = 512 * 1024 * 1024
-RANGES = 20_000
-RANGE_SIZE = 4096
+KiB, MiB = 1024, 1024 * 1024
 
 
-def _data_root() -> str:
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much data the demo writes and reads."""
+
+    files: int
+    """Small files, each read whole."""
+    file_size: int
+    """Bytes in each small file."""
+    big_size: int
+    """Bytes in the file the ranges are read from (a multiple of 16 MiB)."""
+    ranges: int
+    """Random ranges read from the big file."""
+    range_size: int
+    """Bytes in each range (a multiple of 4 KiB, the ranges are aligned to it)."""
+
+
+FULL = Sizes(files=4000, file_size=64 * KiB, big_size=512 * MiB, ranges=20_000,
+             range_size=4 * KiB)
+"""``make demo``: a few seconds of reading each, and a page cache big enough to matter."""
+QUICK = Sizes(files=40, file_size=64 * KiB, big_size=16 * MiB, ranges=200, range_size=4 * KiB)
+"""``lsio demo --quick``: the same steps on little data, for the tests."""
+
+
+class WrongResult(RuntimeError):
+    """A contender returned something other than what was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One line of a table: contenders that should all return the same data."""
+
+    name: str
+    count: int
+    """Items (files, ranges) each run reads."""
+    contenders: list[tuple[str, Callable[[], Any]]]
+    """(name, run): each run returns what it read."""
+    check: Callable[[str, Any], int]
+    """(contender's name, what it returned) -> the bytes it holds; raises WrongResult."""
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n >= MiB and n % MiB == 0 else f"{n // KiB} KiB"
+
+
+def _data_root(sizes: Sizes) -> str:
     """A temporary directory on a real disk when /tmp is tmpfs (O_DIRECT needs one)."""
     for cand in (tempfile.gettempdir(), "/var/tmp"):
         try:
-            if os.statvfs(cand).f_bavail * os.statvfs(cand).f_frsize > 2 * BIG_SIZE:
+            if os.statvfs(cand).f_bavail * os.statvfs(cand).f_frsize > 2 * sizes.big_size:
                 return cand
         except OSError:
             continue
     return tempfile.gettempdir()
 
 
-def _write(root: str, bar: Any) -> tuple[list[str], str]:
-    block = os.urandom(SMALL_SIZE)
+def _write(root: str, sizes: Sizes, bar: Any) -> tuple[list[str], str]:
+    block = os.urandom(sizes.file_size)
     paths = []
-    for i in range(SMALL_FILES):
+    for i in range(sizes.files):
         path = os.path.join(root, f"chunk-{i:05d}.bin")
         with open(path, "wb") as f:
             f.write(block)
         paths.append(path)
-        bar.update(SMALL_SIZE)
+        bar.update(sizes.file_size)
     big = os.path.join(root, "big.bin")
-    piece = os.urandom(16 * 1024 * 1024)
+    piece = os.urandom(16 * MiB)
     with open(big, "wb") as f:
-        for _ in range(BIG_SIZE // len(piece)):
+        for _ in range(sizes.big_size // len(piece)):
             f.write(piece)
             bar.update(len(piece))
     return paths, big
@@ -62,16 +104,21 @@ def _plain_files(paths: list[str]) -> list[bytes]:
     return out
 
 
-def _plain_ranges(path: str, offsets: list[int]) -> list[bytes]:
+def _plain_ranges(path: str, offsets: list[int], size: int) -> list[bytes]:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return [os.pread(fd, RANGE_SIZE, off) for off in offsets]
+        return [os.pread(fd, size, off) for off in offsets]
     finally:
         os.close(fd)
 
 
 def _nbytes(result: Any) -> int:
     return sum(len(b) for b in result)
+
+
+def _counted(_name: str, result: Any) -> int:
+    """The check of the byte workloads: their sizes only (the bytes are random)."""
+    return _nbytes(result)
 
 
 def _cache_state() -> tuple[bool, str]:
@@ -89,11 +136,11 @@ def _drop_caches() -> None:
         f.write("3\n")
 
 
-def _timed_rounds(contenders: list[tuple[str, Callable[[], Any]]], rounds: int, cold: bool
-                  ) -> tuple[dict[str, list[float]], int]:
+def _timed_rounds(work: Workload, rounds: int, cold: bool) -> tuple[dict[str, list[float]], int]:
     """Seconds per run of each contender, alternated (round r starts with contender r),
-    every result kept until all rounds are done (as users keep what they read: each run
-    gets fresh memory); and the bytes each returned (the same for all, checked)."""
+    every result checked and kept until all rounds are done (as users keep what they read:
+    each run gets fresh memory); and the bytes each returned (the same for all, checked)."""
+    contenders = work.contenders
     times: dict[str, list[float]] = {name: [] for name, _ in contenders}
     nbytes: dict[str, int] = {}
     kept = []
@@ -106,41 +153,42 @@ def _timed_rounds(contenders: list[tuple[str, Callable[[], Any]]], rounds: int, 
             result = fn()
             times[name].append(time.perf_counter() - t)
             kept.append(result)
-            nbytes[name] = _nbytes(result)
+            nbytes[name] = work.check(name, result)
     if len(set(nbytes.values())) != 1:
-        raise RuntimeError(f"byte counts differ: {nbytes}")
+        raise WrongResult(f"{work.name}: byte counts differ: {nbytes}")
     return times, nbytes.popitem()[1]
 
 
-def run_demo(rounds: int = 3) -> int:
+def run_demo(rounds: int = 3, sizes: Sizes = FULL) -> int:
     import statistics
 
     reader = Reader()
-    root = tempfile.mkdtemp(prefix="lsio-demo-", dir=_data_root())
+    root = tempfile.mkdtemp(prefix="lsio-demo-", dir=_data_root(sizes))
     try:
         print(f"lsio demo: backend={reader.backend}, data in {root}")
-        total = SMALL_FILES * SMALL_SIZE + BIG_SIZE
+        total = sizes.files * sizes.file_size + sizes.big_size
         with tqdm(total=total, unit="B", unit_scale=True, desc="writing sample data") as bar:
-            paths, big = _write(root, bar)
+            paths, big = _write(root, sizes, bar)
         rng = random.Random(42)
-        offsets = [rng.randrange(BIG_SIZE // RANGE_SIZE) * RANGE_SIZE for _ in range(RANGES)]
+        n, size = sizes.ranges, sizes.range_size
+        offsets = [rng.randrange(sizes.big_size // size) * size for _ in range(n)]
         reader.read_many_sync([(paths[0],)] * 2)  # warm-up: the ring, the loop thread
         workloads = [
-            (f"{SMALL_FILES} files x 64 KiB, whole", len(paths), [
+            Workload(f"{sizes.files} files x {_size(sizes.file_size)}, whole", len(paths), [
                 ("lsio", lambda: reader.read_many_sync([(p,) for p in paths])),
-                ("plain loop", lambda: _plain_files(paths))]),
-            (f"{RANGES} random 4 KiB ranges of 512 MiB", RANGES, [
-                ("lsio", lambda: reader.read_many_sync([(big, o, RANGE_SIZE) for o in offsets])),
-                ("plain loop", lambda: _plain_ranges(big, offsets))]),
+                ("plain loop", lambda: _plain_files(paths))], _counted),
+            Workload(f"{n} random {_size(size)} ranges of {_size(sizes.big_size)}", n, [
+                ("lsio", lambda: reader.read_many_sync([(big, o, size) for o in offsets])),
+                ("plain loop", lambda: _plain_ranges(big, offsets, size))], _counted),
         ]
         cold, how = _cache_state()
         print(f"{how}; medians of {rounds} alternated rounds, every result kept")
         rows = []
-        for name, count, contenders in tqdm(workloads, desc="reading", unit="workload"):
-            times, nbytes = _timed_rounds(contenders, rounds, cold)
+        for work in tqdm(workloads, desc="reading", unit="workload"):
+            times, nbytes = _timed_rounds(work, rounds, cold)
             t_lsio = statistics.median(times["lsio"])
             t_plain = statistics.median(times["plain loop"])
-            rows.append((name, count / t_lsio, count / t_plain, nbytes / t_lsio))
+            rows.append((work.name, work.count / t_lsio, work.count / t_plain, nbytes / t_lsio))
         print(f"\n{'workload (' + ('cold' if cold else 'warm') + ')':40} {'lsio/s':>12} "
               f"{'plain loop/s':>14} {'ratio':>7} {'lsio GB/s':>10}")
         for name, a, b, bw in rows:
