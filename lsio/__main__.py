@@ -11,7 +11,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lsio", description="Light Speed IO")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="write a sample dataset, read it with lsio and a plain loop")
+    demo = sub.add_parser("demo", help="write a sample dataset, read it with lsio and a plain "
+                          "loop")
+    demo.add_argument("--quick", action="store_true", help="a little data (a smoke run: the "
+                      "timings mean little)")
     cal = sub.add_parser("calibrate", help="measure a storage location; print the tuning "
                          "lsio would use there")
     cal.add_argument("path", help="a file of at least 64 MiB, or a directory to write a "
@@ -44,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cat":
         return _cat(args.source, args.ranges or [(0, None)], args.progress)
     if args.command == "demo":
-        from ._demo import run_demo
+        from ._demo import FULL, QUICK, WrongResult, run_demo
 
-        return run_demo()
+        try:
+            return run_demo(sizes=QUICK if args.quick else FULL)
+        except WrongResult as exc:
+            print(f"lsio demo: {exc}", file=sys.stderr)
+            return 1
     if args.command == "calibrate":
         from ._calibrate import main as calibrate
 
