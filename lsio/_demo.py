@@ -77,11 +77,32 @@ def _size(n: int) -> str:
     return f"{n // MiB} MiB" if n >= MiB and n % MiB == 0 else f"{n // KiB} KiB"
 
 
+def _in_memory(path: str) -> bool:
+    """Whether ``path`` is on tmpfs or ramfs (the longest mount point holding it): dropping
+    the page cache does not make such data cold."""
+    best, kind = "", ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3:
+                    mount = fields[1].replace("\\040", " ")
+                    inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                    if inside and len(mount) > len(best):
+                        best, kind = mount, fields[2]
+    except OSError:
+        return False
+    return kind in ("tmpfs", "ramfs")
+
+
 def _data_root(sizes: Sizes) -> str:
-    """A temporary directory on a real disk when /tmp is tmpfs (O_DIRECT needs one)."""
+    """A temporary directory on a real disk, with room (cold reads and O_DIRECT need one):
+    /tmp unless it is tmpfs, else /var/tmp."""
     for cand in (tempfile.gettempdir(), "/var/tmp"):
         try:
-            if os.statvfs(cand).f_bavail * os.statvfs(cand).f_frsize > 2 * sizes.big_size:
+            st = os.statvfs(cand)
+            if st.f_bavail * st.f_frsize > 2 * sizes.big_size and not _in_memory(
+                    os.path.realpath(cand)):
                 return cand
         except OSError:
             continue
