@@ -143,6 +143,7 @@ def _pipeline_on_worker(array: zarr.Array) -> str:
     return type(array._async_array.codec_pipeline).__name__
 
 
+@pytest.mark.slow  # starting two worker processes: ~5-15 s here
 def test_dask_cluster_reads_through_lsio(stores: dict[bool, str]) -> None:
     ref = _dataset()
     path = stores[False]
