@@ -23,5 +23,6 @@ def test_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "200 files" in text and "201 chunks" in text
+    assert "2 workers, 64 chunks read" in text  # the Dask cluster cell, through lsio's pipeline
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot was drawn
     assert (tmp_path / "image.zarr" / "zarr.json").exists()
