@@ -243,6 +243,12 @@ class Reader:
         self.max_read = max_read
         self.direct = direct
         self.max_open_files = max_open_files
+        self._settings = {"preset": preset, "queue_depth": queue_depth, "coalesce": coalesce,
+                          "max_gap": max_gap, "max_read": max_read, "direct": direct,
+                          "backend": backend, "max_open_files": max_open_files,
+                          "threads": threads, "http": http}
+        """The arguments, as given: a pickled reader is built again from them (in the
+        receiving process: its own rings and threads, its own backend choice)."""
         self.backend = _choose_backend(backend)
         """Name of the backend this reader uses: ``"uring"`` or ``"threads"``."""
         self._backend: Backend
@@ -258,6 +264,9 @@ class Reader:
         one for URLs (``backends/http/_small``)."""
         self._url_tunings: dict[tuple[Any, ...], Preset] = {}
         """:meth:`tuning` of the URL small-call path, by its inputs (it costs ~12 us)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_reader, (self._settings,))
 
     def __repr__(self) -> str:
         return (f"lsio.Reader(backend={self.backend!r}, preset={self.preset!r}, "
@@ -909,3 +918,8 @@ def default_reader() -> Reader:
 def backend_name() -> str:
     """The backend the module-level functions use: ``"uring"`` or ``"threads"``."""
     return default_reader().backend
+
+
+def _rebuild_reader(settings: dict[str, Any]) -> Reader:
+    """A pickled :class:`Reader`, built again from its arguments."""
+    return Reader(**settings)

@@ -200,13 +200,17 @@ def test_pipeline_pickles_and_is_found_by_name(tmp_path: Path) -> None:
 
 def test_other_stores_and_zarr_v2_arrays(tmp_path: Path) -> None:
     """A store lsio cannot read paths from (MemoryStore) is read through its own ``get``;
-    a zarr v2 array's codecs go to zarr's own pipeline: same results."""
+    a zarr v2 array with filters (numcodecs Delta) goes to zarr's own pipeline: same
+    results."""
+    import numcodecs
+
     data = np.arange(200, dtype="u2").reshape(10, 20)
     mem = zarr.storage.MemoryStore()
     zarr.create_array(mem, shape=(10, 20), chunks=(3, 7), shards=(6, 14), dtype="u2",
                       fill_value=5)[:8] = data[:8]
     v2 = zarr.create_array(zarr.storage.LocalStore(tmp_path / "v2"), shape=(10, 20),
-                           chunks=(3, 7), dtype="u2", zarr_format=2)
+                           chunks=(3, 7), dtype="u2", zarr_format=2,
+                           filters=[numcodecs.Delta(dtype="u2")])
     v2[:] = data
     lz.enable()
     arr = zarr.open_array(mem, mode="r")
@@ -226,3 +230,62 @@ def test_a_corrupt_chunk_names_its_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"c/1/0 is corrupt"):
         lsio_arr[:]
     np.testing.assert_array_equal(lsio_arr[:4], np.ones((4, 8), "f4"))  # the others still read
+
+
+def test_a_stores_reader_survives_pickling(tmp_path: Path) -> None:
+    """Dask ships stores to its workers: the store's own reader (its backend, its HTTP
+    endpoint and headers) goes with it, rebuilt from its settings."""
+    import lsio
+
+    http = lsio.HttpOptions(headers={"x-token": "t"})
+    store = LsioStore(tmp_path, reader=lsio.Reader(backend="threads", max_gap=123, http=http))
+    again = pickle.loads(pickle.dumps(store))
+    assert again.reader is not store.reader
+    assert (again.reader.backend, again.reader.max_gap, again.reader.http) == (
+        "threads", 123, http)
+    assert pickle.loads(pickle.dumps(LsioStore(tmp_path)))._reader is None  # the default's
+
+
+def test_enable_as_a_context_manager() -> None:
+    with lz.enable():
+        assert zarr.config.get("codec_pipeline.path") == lz.PATH
+        with lz.disable():
+            assert zarr.config.get("codec_pipeline.path") == DEFAULT
+        assert zarr.config.get("codec_pipeline.path") == lz.PATH
+    assert zarr.config.get("codec_pipeline.path") == DEFAULT
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", ["<f4", ">i4"])
+@pytest.mark.parametrize("compressor", ["blosc", "zstd", "gzip", "none"])
+def test_zarr_v2_arrays_are_read_by_lsio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         order: str, dtype: str, compressor: str) -> None:
+    """zarr v2 arrays (most xarray data): the compressor over raw C- or F-order chunks, read
+    by lsio (blosc and zstd on the C decoder, counted), equal to zarr's own read."""
+    import numcodecs
+
+    calls: list[int] = []
+    real = batched._decode_scatter
+    monkeypatch.setattr(batched, "_decode_scatter",
+                        lambda *a: (calls.append(1), real(*a))[1])
+    comp = {"blosc": numcodecs.Blosc(cname="zstd", clevel=1), "zstd": numcodecs.Zstd(level=1),
+            "gzip": numcodecs.GZip(level=1), "none": None}[compressor]
+    arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "v2"), shape=(19, 13),
+                            chunks=(5, 4), dtype=dtype, zarr_format=2, order=order,
+                            compressors=comp, fill_value=3)
+    data = np.arange(19 * 13).reshape(19, 13).astype(dtype)
+    arr[:15] = data[:15]
+    ref = open_with(zarr.storage.LocalStore(tmp_path / "v2"), DEFAULT)
+    sels = [np.s_[:], np.s_[2:17:3, 1:12]]
+    want = [ref[sel] for sel in sels] + [ref.oindex[[0, 18], [12, 2]]]
+    from zarr.core.codec_pipeline import BatchedCodecPipeline
+
+    def not_zarrs(*args: Any) -> None:
+        raise AssertionError("zarr's own pipeline read the chunks")
+
+    monkeypatch.setattr(BatchedCodecPipeline, "read", not_zarrs)
+    got = open_with(zarr.storage.LocalStore(tmp_path / "v2"), PIPELINE)
+    for sel, w in zip(sels, want, strict=False):
+        np.testing.assert_array_equal(got[sel], w)
+    np.testing.assert_array_equal(got.oindex[[0, 18], [12, 2]], want[-1])
+    assert (len(calls) > 0) == (compressor in ("blosc", "zstd", "none"))

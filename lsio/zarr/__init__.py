@@ -22,11 +22,11 @@ from zarr.registry import register_pipeline as _register_pipeline
 
 from ._batched import codecs_lib as _codecs_lib  # noqa: F401 - tests: is the C decoder built?
 from ._fastpath import read, read_sync
-from ._pipeline import LsioCodecPipeline, disable, enable
+from ._pipeline import PATH, LsioCodecPipeline, disable, enable
 from ._store import LsioStore
 
 # also registered through the "zarr.codec_pipeline" entry point; this covers a source tree
 # on sys.path without an installed distribution
 _register_pipeline(LsioCodecPipeline)
 
-__all__ = ["LsioCodecPipeline", "LsioStore", "disable", "enable", "read", "read_sync"]
+__all__ = ["PATH", "LsioCodecPipeline", "LsioStore", "disable", "enable", "read", "read_sync"]

@@ -13,10 +13,12 @@ __all__ = ["Chain"]
 
 
 class Chain:
-    """Decodes one chunk's bytes into an array of the chunk's shape (numcodecs)."""
+    """Decodes one chunk's bytes into an array of the chunk's shape (numcodecs).
+    ``order``: the memory order of zarr v2 chunks (v3 stores C order; its transpose codec
+    says otherwise)."""
 
-    def __init__(self, codecs: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype[Any]
-                 ) -> None:
+    def __init__(self, codecs: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype[Any],
+                 order: str = "C") -> None:
         import numcodecs
         from numcodecs.checksum32 import CRC32C
 
@@ -47,6 +49,14 @@ class Chain:
                 self.byte_codecs.append(numcodecs.GZip(level=codec.level))
             elif name == "Crc32cCodec":
                 self.byte_codecs.append(CRC32C())
+            elif name == "V2Codec" and not codec.filters:
+                # a zarr v2 chunk: the compressor (a numcodecs codec) over the raw bytes
+                # in the array's dtype, in C or F order
+                if codec.compressor is not None:
+                    self.byte_codecs.append(codec.compressor)
+                if order == "F" and len(shape) > 1:
+                    self.order = tuple(range(len(shape)))[::-1]
+                    stored_shape = tuple(shape[::-1])
             else:
                 raise NotImplementedError(f"lsio.zarr.read: codec {name} is not supported")
         self.byte_codecs.reverse()  # decode runs the chain backwards

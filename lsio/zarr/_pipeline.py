@@ -139,7 +139,7 @@ class LsioCodecPipeline(CodecPipeline):
         dtype = spec.dtype.to_native_dtype()
         if dtype != target.dtype or dtype.hasobject:
             return None
-        layout = Layout(self.codecs, tuple(spec.shape), dtype)
+        layout = Layout(self.codecs, tuple(spec.shape), dtype, str(spec.order))
         return source, layout, target, _fill(spec)
 
 
@@ -156,16 +156,19 @@ def _fill(spec: Any) -> Any:
     return fill_value_or_default(spec)
 
 
-def enable() -> None:
+def enable() -> Any:
     """Make :class:`LsioCodecPipeline` zarr's codec pipeline for arrays opened from now on
-    (``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``)."""
+    (``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``). Used as
+    a context manager (``with lsio.zarr.enable(): ...``), the previous setting comes back
+    at its end."""
     import zarr
 
-    zarr.config.set({"codec_pipeline.path": PATH})
+    return zarr.config.set({"codec_pipeline.path": PATH})
 
 
-def disable() -> None:
-    """Back to zarr's default codec pipeline for arrays opened from now on."""
+def disable() -> Any:
+    """Back to zarr's default codec pipeline for arrays opened from now on (also a context
+    manager, like :func:`enable`)."""
     import zarr
 
-    zarr.config.set({"codec_pipeline.path": DEFAULT_PATH})
+    return zarr.config.set({"codec_pipeline.path": DEFAULT_PATH})

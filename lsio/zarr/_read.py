@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._reader import Reader
-from ._batched import Decoder, block_job, c_decoder, jobs_of, read_batched, slice_jobs
+from ._batched import block_job, c_decoder, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
 
 __all__ = ["Layout", "Source", "read_items"]
@@ -111,6 +111,8 @@ class Layout:
     codecs: tuple[Any, ...]
     chunk_shape: tuple[int, ...]
     dtype: np.dtype[Any]
+    order: str = "C"
+    """Memory order of zarr v2 chunks."""
 
     @property
     def sharding(self) -> Any:
@@ -127,7 +129,7 @@ async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels
     anything)."""
     sharding = layout.sharding
     if sharding is None:
-        decode = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype)
+        decode = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype, layout.order)
         blocks = _Blocks([(k, 0, None) for k in keys], chunk_sels, out_sels, out)
         await _read_blocks(source, decode, blocks, fill, drop_axes, missing_ok=True,
                            progress=progress)
@@ -290,10 +292,3 @@ def _shard_target(out: npt.NDArray[Any], out_sel: Any, indexer: Any,
         return None
     view = out[sel] if sel else out[...]  # out[()] of a 0-d array is a scalar, not a view
     return view if view.shape == tuple(indexer.shape) else None
-
-
-def decoder_for(layout: Layout, out_dtype: np.dtype[Any]) -> Decoder | None:
-    """The C decoder of an unsharded array's chunks (tests: which path a layout takes)."""
-    if layout.sharding is not None:
-        return None
-    return c_decoder(Chain(list(layout.codecs), layout.chunk_shape, layout.dtype), out_dtype)

@@ -121,8 +121,7 @@ class LsioStore(Store):
         return self.root if self.remote else f"file://{self.root}"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_reader"] = None  # readers hold thread pools; the unpickled store makes its own
+        state = self.__dict__.copy()  # a reader pickles as its settings (Reader.__reduce__)
         del state["_batches"]  # pending reads belong to this process's loops
         return state
 
