@@ -358,6 +358,7 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
     pending: list[asyncio.Future[None]] = []
     running: list[Any] = []  # concurrent futures: C calls write into the output until done
     size = min(BATCH_WINDOW, max(64, -(-len(requests) // BATCH_WINDOWS_MIN)))
+    stop = _populate(pool, workers, keep, running) if POPULATE else None
     bar = make_progress(progress)  # one bar (or callback) for all the windows
     if bar is not None:
         bar.start(len(requests))
@@ -387,6 +388,8 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
                 pending = rest
         await asyncio.gather(*pending)
     finally:
+        if stop is not None:
+            stop[0] = 1  # done or failed: the populating ends at its next step
         # cancelled or failed: the C calls already running still write into the output,
         # whose memory returns to the pool once the caller lets go; wait for them to end
         for cf in running:
@@ -394,6 +397,36 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
                 await asyncio.shield(asyncio.wrap_future(cf, loop=loop))
         if bar is not None:
             bar.close()
+
+
+POPULATE = True
+POPULATE_MIN = 16 << 20
+
+
+def _populate(pool: Any, workers: int, keep: Any, running: list[Any]) -> Any:
+    """Fault in the output's memory ahead of the C calls, in big steps on the workers
+    (``MADV_POPULATE_WRITE``): zarr hands over fresh ``np.empty`` memory, whose first
+    touches otherwise fault one 4 KiB page at a time inside the decode calls. The stop flag
+    (set once the read ends) stops it early."""
+    outs = keep if isinstance(keep, list) else [keep]
+    spans = {}
+    for o in outs:
+        if isinstance(o, np.ndarray) and o.nbytes >= POPULATE_MIN:
+            base = o.__array_interface__["data"][0]
+            spans[base] = o.nbytes if o.flags.c_contiguous or o.flags.f_contiguous else 0
+    spans = {b: n for b, n in spans.items() if n}
+    if not spans:
+        return None
+    try:
+        from .._uring import ffi, lib  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    stop = ffi.new("int[1]")
+    for base, n in spans.items():
+        step = -(-n // workers)
+        for at in range(0, n, step):
+            running.append(pool.submit(lib.lsio_populate, base + at, min(step, n - at), stop))
+    return stop
 
 
 @dataclass(frozen=True)
