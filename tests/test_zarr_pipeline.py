@@ -289,3 +289,32 @@ def test_zarr_v2_arrays_are_read_by_lsio(tmp_path: Path, monkeypatch: pytest.Mon
         np.testing.assert_array_equal(got[sel], w)
     np.testing.assert_array_equal(got.oindex[[0, 18], [12, 2]], want[-1])
     assert (len(calls) > 0) == (compressor in ("blosc", "zstd", "none"))
+
+
+def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page-cache chunks are read and decoded by the workers themselves (small-path C
+    calls); parts with cold data go through the ring instead: exact either way."""
+    from conftest import drop_cache
+
+    outcomes: list[bool] = []
+    real = batched._read_decode
+
+    def spy(*args: Any) -> bool:
+        outcomes.append(real(*args))
+        return outcomes[-1]
+
+    monkeypatch.setattr(batched, "_read_decode", spy)
+    arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "w"), shape=(96, 80),
+                            chunks=(8, 8), dtype="f4", compressors=zc.ZstdCodec(level=1))
+    data = np.arange(96 * 80, dtype="f4").reshape(96, 80)
+    arr[:] = data
+    np.testing.assert_array_equal(lz.read_sync(tmp_path / "w"), data)
+    assert outcomes and all(outcomes)
+    outcomes.clear()
+    for f in (tmp_path / "w" / "c").rglob("*"):
+        if f.is_file():
+            drop_cache(f)
+    lsio_arr = open_with(zarr.storage.LocalStore(tmp_path / "w"), PIPELINE)
+    np.testing.assert_array_equal(lsio_arr[3:90, 5:77], data[3:90, 5:77])
+    assert outcomes and not all(outcomes)  # some parts were cold: the ring read them

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN
+from .._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN, SMALL_REQUESTS
 from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
@@ -363,8 +363,14 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
     if bar is not None:
         bar.start(len(requests))
     try:
-        for lo in range(0, len(requests), size):
-            hi = min(lo + size, len(requests))
+        spans = [(0, len(requests))]
+        if bar is None and _warm_path(reader, requests):
+            spans = await _read_decode_on_workers(loop, pool, workers, requests, jobs,
+                                                  decoder, on_missing, keep, where,
+                                                  missing_ok, running)
+        windows = [(lo, min(lo + size, end)) for start, end in spans
+                   for lo in range(start, end, size)]
+        for lo, hi in windows:
             results = await reader.read_many(requests[lo:hi], missing_ok=missing_ok)
             if bar is not None:
                 bar(np.arange(lo, hi), results, np.arange(hi - lo))
@@ -398,6 +404,64 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
         if bar is not None:
             bar.close()
 
+
+def _warm_path(reader: Reader, requests: Sequence[tuple[str, int, int | None]]) -> bool:
+    """Whether the chunks may be read on the workers themselves (local files, the
+    small-call path allowed)."""
+    return (reader._small is not False and reader.direct is not True
+            and "://" not in requests[0][0])
+
+
+async def _read_decode_on_workers(loop: asyncio.AbstractEventLoop, pool: Any, workers: int,
+                                  requests: Sequence[tuple[str, int, int | None]],
+                                  jobs: npt.NDArray[Any], decoder: Decoder,
+                                  on_missing: Callable[[Sequence[int]], None], keep: Any,
+                                  where: str, missing_ok: bool, running: list[Any]
+                                  ) -> list[tuple[int, int]]:
+    """Read and decode the chunks on the pinned workers, in parts of up to
+    ``SMALL_REQUESTS``: each worker reads its part's page-cache data with one small-path C
+    call (no event loop, no ring) and decodes it right away, while it is in the CPU's
+    cache; so both the reads and the decodes spread over every core (the ring path reads
+    on the loop's thread). Returns the spans of rows whose data was not all in the page
+    cache (or went wrong): the ring path reads those."""
+    n = len(requests)
+    step = max(1, min(SMALL_REQUESTS, -(-n // workers)))
+    spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+    futures = []
+    for lo, hi in spans:
+        cf = pool.submit(_read_decode, decoder, _Namer(where, requests, np.arange(lo, hi)),
+                         requests[lo:hi], jobs[lo:hi], lo, on_missing, keep, missing_ok)
+        running.append(cf)
+        futures.append(asyncio.wrap_future(cf, loop=loop))
+    served = await asyncio.gather(*futures)
+    return [span for span, ok in zip(spans, served, strict=True) if not ok]
+
+
+def _read_decode(decoder: Decoder, name: _Namer, requests: Sequence[tuple[str, int, int | None]],
+                 jobs: npt.NDArray[Any], lo: int, on_missing: Callable[[Sequence[int]], None],
+                 keep: Any, missing_ok: bool) -> bool:
+    """On a worker: one part's chunks from the page cache, decoded into place; False (and
+    nothing written) when the small path cannot serve them."""
+    from .. import _small
+
+    got = _small.read(list(requests), None, missing_ok, limit=WORKER_READ_BYTES)
+    if got is None:
+        return False
+    window = jobs.copy()
+    window["src"], window["srclen"] = got.addresses()
+    missing = got.missing
+    if missing.any():
+        on_missing((np.flatnonzero(missing) + lo).tolist())
+        window = window[~missing]
+        name = _Namer(name.where, name.requests, name.rows[~missing])
+    if len(window):
+        _decode_scatter(decoder, name, window, (got, keep))
+    return True
+
+
+WORKER_READ_BYTES = 64 << 20
+"""Most bytes one worker part reads at once (up to ``SMALL_REQUESTS`` chunks); bigger
+parts go through the ring."""
 
 POPULATE = True
 POPULATE_MIN = 16 << 20
