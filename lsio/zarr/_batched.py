@@ -482,7 +482,7 @@ def _populate(pool: Any, workers: int, keep: Any, running: list[Any]) -> Any:
     if not spans:
         return None
     try:
-        from .._uring import ffi, lib  # type: ignore[attr-defined]
+        from .._uring import ffi, lib
     except ImportError:
         return None
     stop = ffi.new("int[1]")
