@@ -357,6 +357,7 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
     workers = worker_count()
     pending: list[asyncio.Future[None]] = []
     running: list[Any] = []  # concurrent futures: C calls write into the output until done
+    reads: list[asyncio.Task[Any]] = []
     size = min(BATCH_WINDOW, max(64, -(-len(requests) // BATCH_WINDOWS_MIN)))
     stop = _populate(pool, workers, keep, running) if POPULATE else None
     bar = make_progress(progress)  # one bar (or callback) for all the windows
@@ -370,8 +371,17 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
                                                   missing_ok, running)
         windows = [(lo, min(lo + size, end)) for start, end in spans
                    for lo in range(start, end, size)]
-        for lo, hi in windows:
-            results = await reader.read_many(requests[lo:hi], missing_ok=missing_ok)
+        # READ_AHEAD windows are read at once (cold data: the disk sees more requests);
+        # each is decoded as soon as it is in, in order
+        for k in range(min(READ_AHEAD, len(windows))):
+            reads.append(loop.create_task(reader.read_many(
+                requests[windows[k][0]:windows[k][1]], missing_ok=missing_ok)))
+        for k, (lo, hi) in enumerate(windows):
+            results = await reads[k]
+            if k + READ_AHEAD < len(windows):
+                nlo, nhi = windows[k + READ_AHEAD]
+                reads.append(loop.create_task(reader.read_many(requests[nlo:nhi],
+                                                               missing_ok=missing_ok)))
             if bar is not None:
                 bar(np.arange(lo, hi), results, np.arange(hi - lo))
             window = jobs[lo:hi].copy()
@@ -394,6 +404,14 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
                 pending = rest
         await asyncio.gather(*pending)
     finally:
+        for task in reads:  # failed or cancelled: the windows still being read
+            if not task.done():
+                task.cancel()
+        for task in reads:
+            if not task.done():
+                await asyncio.gather(task, return_exceptions=True)
+            elif not task.cancelled():
+                task.exception()  # retrieved: the first failure was raised already
         if stop is not None:
             stop[0] = 1  # done or failed: the populating ends at its next step
         # cancelled or failed: the C calls already running still write into the output,
@@ -434,7 +452,15 @@ async def _read_decode_on_workers(loop: asyncio.AbstractEventLoop, pool: Any, wo
         running.append(cf)
         futures.append(asyncio.wrap_future(cf, loop=loop))
     served = await asyncio.gather(*futures)
-    return [span for span, ok in zip(spans, served, strict=True) if not ok]
+    missed: list[tuple[int, int]] = []
+    for (lo, hi), ok in zip(spans, served, strict=True):
+        if ok:
+            continue
+        if missed and missed[-1][1] == lo:  # adjacent: one span, so few big windows
+            missed[-1] = (missed[-1][0], hi)
+        else:
+            missed.append((lo, hi))
+    return missed
 
 
 def _read_decode(decoder: Decoder, name: _Namer, requests: Sequence[tuple[str, int, int | None]],
@@ -458,6 +484,11 @@ def _read_decode(decoder: Decoder, name: _Namer, requests: Sequence[tuple[str, i
         _decode_scatter(decoder, name, window, (got, keep))
     return True
 
+
+READ_AHEAD = 3
+"""Windows of chunks read at once on the ring path (at most ``BATCH_WINDOW`` chunks each):
+cold 64x64 chunks (1 824 files) took 0.27 s one window at a time here, against 0.09-0.13 s
+for the ring reading them all in one call."""
 
 WORKER_READ_BYTES = 64 << 20
 """Most bytes one worker part reads at once (up to ``SMALL_REQUESTS`` chunks); bigger
