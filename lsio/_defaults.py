@@ -105,7 +105,7 @@ each wait for the kernel's workers in turn. Calls of more requests go to io_urin
 reads them in parallel; one thread reading several cold files in turn was slower than
 either (LsioStore splits its few-get batches instead: ``SMALL_COLD_SPLIT``)."""
 
-SMALL_COLD_SPLIT = 8
+SMALL_COLD_SPLIT = 16
 """``LsioStore``: a batch of up to this many concurrent gets that missed the page cache is
 read as that many one-request calls at once (each on its own worker thread, like
 zarr's ``LocalStore``); bigger batches are one ``read_many`` through io_uring. zarr-python's

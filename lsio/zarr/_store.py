@@ -27,6 +27,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 
 from .._defaults import SMALL_COLD_SPLIT
 from .._reader import Reader, default_reader
+from .._small import read_cold
 from .._sync import run_sync
 from .._url import is_url
 
@@ -238,8 +239,15 @@ class LsioStore(Store):
                 fut.set_result(result)
 
     async def _read_one(self, request: tuple[str, int, int | None]) -> Any:
-        """One request's bytes, None if missing, or its error (returned, not raised)."""
+        """One request's bytes, None if missing, or its error (returned, not raised): the
+        cold small-call path on a worker thread, else (an error, a big value) the bulk
+        path."""
         try:
+            if self.reader._small is not False and self.reader.direct is not True:
+                got = await asyncio.get_running_loop().run_in_executor(
+                    None, read_cold, [request], None, True)
+                if got is not None:
+                    return got[0]
             return (await self.reader.read_many([request], missing_ok=True))[0]
         except (IsADirectoryError, NotADirectoryError):
             return None
