@@ -18,7 +18,12 @@ Contenders, set up once per table and alternated round-robin (A B C D A B C D ..
 asyncio event loop for `--repeats` rounds (default 5, 2 with `--quick`); tables report medians:
 
 - `lsio fast path`: `await lsio.zarr.read(path, selection)`.
-- `zarr + LsioStore`: zarr-python's async API on `lsio.zarr.LsioStore` (`await arr.getitem`).
+- `zarr + lsio pipeline`: zarr-python's async API (`await arr.getitem(selection)`) on
+  `zarr.storage.LocalStore`, the array opened with `lsio.zarr.LsioCodecPipeline`.
+- `zarr + zarrs`: the same with zarrs-python's `ZarrsCodecPipeline` (`ZARRS_CONFIG`: strict,
+  so it never falls back to zarr's pipeline; its other settings at zarrs' defaults).
+- `zarr + LsioStore`: zarr-python's async API on `lsio.zarr.LsioStore`, zarr's default codec
+  pipeline (`BatchedCodecPipeline`).
 - `zarr + LocalStore`: the same on `zarr.storage.LocalStore`.
 - `tensorstore`: `ts.open({"driver": "zarr3", "kvstore": {"driver": "file", ...}})`,
   `await arr[selection].read()`.
@@ -27,10 +32,16 @@ asyncio event loop for `--repeats` rounds (default 5, 2 with `--quick`); tables 
   against `lsio pipelined` (the same requests and the same decode + copy steps through
   `read_many(..., pipeline=...)`, each chunk decoded as soon as it has arrived).
 
+zarr picks an array's codec pipeline when it opens the array, so each `zarr + ...` contender
+opens its own array inside its config (`zarr.config.set`) and checks the pipeline it got.
+
 Checks: in setup, one untimed read of each contender is compared with zarr-python's own read
-(LocalStore) of the same selection, exactly; every timed run's result is checked for shape,
-dtype and a few sample blocks. Targets (whole array, each state): fast path >= 1x tensorstore
-and >= 2x zarr + LocalStore on (a), (b), (c); zarr + LsioStore >= 1.3x zarr + LocalStore.
+(LocalStore, default pipeline) of the same selection, exactly; every timed run's result is
+checked for shape, dtype and a few sample blocks. Targets (`TARGETS`), each judged on every
+array, warm and cold, whole array and sub-selection unless said: zarr + lsio pipeline >= 1.0x
+tensorstore, >= 1.0x zarr + zarrs and >= 0.9x the lsio fast path; the fast path >= 1.0x
+tensorstore and >= 1.0x zarr + zarrs on sub-selections; zarr + LsioStore >= 1.0x zarr +
+LocalStore. A table at the end sums them up.
 When `perf stat` can count `cache-misses,instructions`, the two pipeline modes are measured in
 a subprocess each (reading (a) warm). `--out FILE` writes the section between
 `<!-- bench_zarr:start -->` and `<!-- bench_zarr:end -->`; `--json` the raw samples.
@@ -89,6 +100,8 @@ PERF_EVENTS = "cache-misses,instructions"
 PERF_BYTES = 1 << 30  # decoded bytes each perf subprocess reads (a) for, at least 3 reads
 
 FAST = "lsio fast path"
+LSIO_PIPELINE = "zarr + lsio pipeline"
+ZARRS = "zarr + zarrs"
 LSIOSTORE = "zarr + LsioStore"
 LOCALSTORE = "zarr + LocalStore"
 TENSORSTORE = "tensorstore"
@@ -281,10 +294,45 @@ async def setup_fast(case: Case, ctx: Ctx) -> RunFn:
     return run
 
 
-async def _zarr_async(store: Any, case: Case) -> RunFn:
+# zarr-python picks an array's codec pipeline when the array is opened (and pickles it with the
+# array): each contender opens its array inside the config it is meant to run with.
+DEFAULT_PIPELINE = {"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}
+LSIO_PIPELINE_CONFIG = {"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"}
+ZARRS_CONFIG = {
+    "codec_pipeline.path": "zarrs.ZarrsCodecPipeline",
+    # raise instead of quietly falling back to zarr's own pipeline, so the row is zarrs
+    "codec_pipeline.strict": True,
+    # everything else at zarrs-python 0.2's own defaults, written out so a changed default
+    # shows up here: one Rust thread per logical CPU (threading.max_workers None = rayon's
+    # pool), 4 to #CPUs chunks in flight, buffered reads like every other contender
+    # (direct_io False), checksums validated (no checksum codec in these arrays: no cost)
+    "threading.max_workers": None,
+    "codec_pipeline.chunk_concurrent_minimum": None,
+    "codec_pipeline.chunk_concurrent_maximum": None,
+    "codec_pipeline.direct_io": False,
+    "codec_pipeline.validate_checksums": True,
+}
+
+
+def zarrs_config_text() -> str:
+    return ", ".join(f"`{k}` {v}" for k, v in ZARRS_CONFIG.items()
+                     if k != "codec_pipeline.path")
+
+
+def pipeline_name(arr: Any) -> str:
+    """The codec pipeline class a zarr array reads with, as zarr's config names it."""
+    pipe = getattr(arr, "async_array", arr).codec_pipeline
+    return f"{type(pipe).__module__}.{type(pipe).__qualname__}"
+
+
+async def _zarr_async(store: Any, case: Case, config: dict[str, Any] = DEFAULT_PIPELINE
+                      ) -> RunFn:
     import zarr
 
-    arr = await zarr.api.asynchronous.open_array(store=store, mode="r")
+    with zarr.config.set(config):
+        arr = await zarr.api.asynchronous.open_array(store=store, mode="r")
+    if (got := pipeline_name(arr)) != config["codec_pipeline.path"]:
+        raise RuntimeError(f"opened with {got}, not {config['codec_pipeline.path']}")
     sel = case.sel
 
     async def run() -> Any:
@@ -303,6 +351,21 @@ async def setup_localstore(case: Case, ctx: Ctx) -> RunFn:
     from zarr.storage import LocalStore
 
     return await _zarr_async(LocalStore(case.root, read_only=True), case)
+
+
+async def setup_lsio_pipeline(case: Case, ctx: Ctx) -> RunFn:
+    from zarr.storage import LocalStore
+
+    import lsio.zarr  # noqa: F401 - registers the pipeline with zarr
+
+    return await _zarr_async(LocalStore(case.root, read_only=True), case, LSIO_PIPELINE_CONFIG)
+
+
+async def setup_zarrs(case: Case, ctx: Ctx) -> RunFn:
+    import zarrs  # noqa: F401 - registers the pipeline with zarr
+    from zarr.storage import LocalStore
+
+    return await _zarr_async(LocalStore(case.root, read_only=True), case, ZARRS_CONFIG)
 
 
 async def setup_tensorstore(case: Case, ctx: Ctx) -> RunFn:
@@ -396,6 +459,8 @@ async def setup_pipelined(case: Case, ctx: Ctx) -> RunFn:
 
 CONTENDERS: tuple[ZarrContender, ...] = (
     ZarrContender(FAST, "fast", setup_fast),
+    ZarrContender(LSIO_PIPELINE, "lsio-pipeline", setup_lsio_pipeline),
+    ZarrContender(ZARRS, "zarrs", setup_zarrs),
     ZarrContender(LSIOSTORE, "lsiostore", setup_lsiostore),
     ZarrContender(LOCALSTORE, "localstore", setup_localstore),
     ZarrContender(TENSORSTORE, "tensorstore", setup_tensorstore),
@@ -588,15 +653,22 @@ class Target:
     contender: str
     reference: str
     ratio: float
+    selections: tuple[str, ...] = SELECTIONS  # judged on these tables of every array and state
 
 
-TARGETS = (Target(FAST, TENSORSTORE, 1.0), Target(FAST, LOCALSTORE, 2.0),
-           Target(LSIOSTORE, LOCALSTORE, 1.3))
+# Issue 13: zarr's own API with lsio's pipeline as fast as the peers' best and within 10% of
+# the fast path; the fast path ahead of the peers on sub-selections too; LsioStore no slower
+# than LocalStore under zarr's default pipeline.
+TARGETS = (Target(LSIO_PIPELINE, TENSORSTORE, 1.0), Target(LSIO_PIPELINE, ZARRS, 1.0),
+           Target(LSIO_PIPELINE, FAST, 0.9),
+           Target(FAST, TENSORSTORE, 1.0, ("sub",)), Target(FAST, ZARRS, 1.0, ("sub",)),
+           Target(LSIOSTORE, LOCALSTORE, 1.0))
 
 
 @dataclass(frozen=True)
 class TargetResult:
     workload: str
+    selection: str
     state: str
     contender: str
     reference: str
@@ -614,16 +686,52 @@ def _find(series: list[Series], name: str) -> Series | None:
     return next((s for s in series if s.contender == name), None)
 
 
-def judge(key: str, state: str, series: list[Series], t: Target) -> TargetResult:
+def judge(key: str, selection: str, state: str, series: list[Series],
+          t: Target) -> TargetResult:
+    """`t` on one table (`series`: the rows of one array, selection and state)."""
     who, ref = _find(series, t.contender), _find(series, t.reference)
     for name, s in ((t.contender, who), (t.reference, ref)):
         if s is None or not s.ok:
             note = f"{name} {'not run' if s is None else 'FAILED'}"
-            return TargetResult(key, state, t.contender, t.reference, t.ratio, None, False,
-                                note)
+            return TargetResult(key, selection, state, t.contender, t.reference, t.ratio, None,
+                                False, note)
     assert who is not None and ref is not None
     ratio = median_s(ref) / median_s(who)
-    return TargetResult(key, state, t.contender, t.reference, t.ratio, ratio, ratio >= t.ratio)
+    return TargetResult(key, selection, state, t.contender, t.reference, t.ratio, ratio,
+                        ratio >= t.ratio)
+
+
+def judge_all(cfg: Config, results: list[Series]) -> list[TargetResult]:
+    """Every target on every table it applies to, among the contenders that were run."""
+    return [judge(spec.key, selection, state,
+                  [s for s in results if s.workload == spec.key and s.mode == selection
+                   and s.state == state], t)
+            for t in TARGETS if {t.contender, t.reference} <= set(cfg.contenders)
+            for spec in cfg.specs for selection in t.selections for state in cfg.states]
+
+
+def format_targets_table(cfg: Config, targets: list[TargetResult]) -> str:
+    """One row per target, one column per array and selection, `warm / cold` ratios in each
+    cell (missed ones in bold); — where the target does not apply."""
+    columns = [(spec.key, sel) for spec in cfg.specs for sel in SELECTIONS]
+    rows = ["| target | " + " | ".join(f"({k}) {sel}" for k, sel in columns) + " |",
+            "|---|" + "---:|" * len(columns)]
+    by_key = {(r.contender, r.reference, r.workload, r.selection, r.state): r for r in targets}
+    for t in TARGETS:
+        if not any((t.contender, t.reference) == (r.contender, r.reference) for r in targets):
+            continue
+        cells = []
+        for key, sel in columns:
+            got = [by_key.get((t.contender, t.reference, key, sel, st)) for st in cfg.states]
+            if all(r is None for r in got):
+                cells.append("—")
+                continue
+            cells.append(" / ".join(
+                "—" if r is None else "n/a" if r.ratio is None
+                else f"{r.ratio:.2f}" if r.met else f"**{r.ratio:.2f}**" for r in got))
+        rows.append(f"| {t.contender} >= {t.ratio:g}x {t.reference} | " + " | ".join(cells)
+                    + " |")
+    return "\n".join(rows)
 
 
 def format_target(r: TargetResult) -> str:
@@ -760,20 +868,25 @@ def _ratio(s: Series, ref: Series | None) -> str:
     return f"{median_s(ref) / median_s(s):.2f}x" if ref is not None and ref.ok else "—"
 
 
+RATIO_COLUMNS = (TENSORSTORE, ZARRS, LOCALSTORE)  # each table's "vs X" columns
+
+
 def format_table(series: list[Series]) -> str:
-    ts, local = _find(series, TENSORSTORE), _find(series, LOCALSTORE)
-    rows = ["| contender | median s | GB/s | vs tensorstore | vs zarr + LocalStore | "
-            f"{STALL_HEADER} | runs |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    refs = [_find(series, name) for name in RATIO_COLUMNS]
+    rows = ["| contender | median s | GB/s | "
+            + " | ".join(f"vs {name}" for name in RATIO_COLUMNS) + f" | {STALL_HEADER} | runs |",
+            "|---|---:|---:|" + "---:|" * len(RATIO_COLUMNS) + "---:|---:|"]
     for s in series:
         if not s.ok:
             reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:160]
-            rows.append(f"| {s.contender} | FAILED | — | — | — | — | {reason} |")
+            rows.append(f"| {s.contender} | FAILED | — | " + "— | " * len(RATIO_COLUMNS)
+                        + f"— | {reason} |")
             continue
         sec = median_s(s)
         gbps = s.samples[0].nbytes / sec / 1e9
-        rows.append(f"| {s.contender} | {sec:.4f} | {gbps:.2f} | {_ratio(s, ts)} | "
-                    f"{_ratio(s, local)} | {format_stall(s)} | {len(s.samples)} |")
+        rows.append(f"| {s.contender} | {sec:.4f} | {gbps:.2f} | "
+                    + " | ".join(_ratio(s, ref) for ref in refs)
+                    + f" | {format_stall(s)} | {len(s.samples)} |")
     return "\n".join(rows)
 
 
@@ -789,7 +902,7 @@ def zarr_machine_details(data_dir: Path, perf: PerfResult) -> dict[str, str]:
     details = machine_details(data_dir)
     details.pop("fio", None)
     extra = []
-    for pkg in ("numcodecs", "tensorstore"):
+    for pkg in ("numcodecs", "tensorstore", "zarrs"):
         try:
             extra.append(f"{pkg} {importlib.metadata.version(pkg)}")
         except importlib.metadata.PackageNotFoundError:
@@ -822,14 +935,17 @@ def render(cfg: Config, cases: list[Case], results: list[Series],
                           f"Selection {describe(case.sel)}: {case.shape[0]}x{case.shape[1]}, "
                           f"{case.nbytes / 1e6:,.1f} MB decoded, {case.n_chunks:,} chunks"
                           f"{ratio}.", "", format_table(rows), ""]
-                lines = [format_target(t) for t in targets
-                         if t.workload == spec.key and t.state == state and selection == "whole"]
+                lines = [format_target(t) for t in targets if t.workload == spec.key
+                         and t.state == state and t.selection == selection]
                 if (pl := _pipeline_line(rows)) is not None:
                     lines.append(pl)
                 if lines:
                     parts += ["  \n".join(lines), ""]
     met = sum(t.met for t in targets)
-    parts += [f"Targets met: {met} of {len(targets)}.", "", format_perf(perf), ""]
+    parts += ["### Targets", "", "Ratio of median seconds (reference / contender) per table, "
+              + " / ".join(cfg.states) + "; missed in **bold**.", "",
+              format_targets_table(cfg, targets), "",
+              f"Targets met: {met} of {len(targets)}.", "", format_perf(perf), ""]
     parts += ["Notes: timed by wall clock around one call on the shared loop; one-off setup "
               "(opening the array, building request lists, thread pools) is done before "
               "timing, and every contender's first read (untimed, in setup) is compared with "
@@ -837,9 +953,14 @@ def render(cfg: Config, cases: list[Case], results: list[Series],
               "before each run; cold: `sync; echo 3 > /proc/sys/vm/drop_caches` before each "
               "run (the array metadata is already parsed, except for `lsio fast path`, which "
               "takes a path and reads `zarr.json` in every call). *GB/s*: decoded output bytes "
-              "per second. *vs X*: median seconds of X over the contender's. zarr-python runs "
-              "with its defaults (async.concurrency 10, codecs on asyncio's default thread "
-              "pool); tensorstore with its default context (no chunk cache). The pipeline "
+              "per second. *vs X*: median seconds of X over the contender's. The `zarr + ...` "
+              "rows use zarr-python's async API (`await arr.getitem(sel)`), each array opened "
+              "inside the codec-pipeline config of its row (zarr picks the pipeline at open; "
+              "checked after opening): zarr's default `BatchedCodecPipeline` for LocalStore "
+              "and LsioStore, with zarr's defaults (async.concurrency 10, codecs on asyncio's "
+              "default thread pool); `lsio.zarr.LsioCodecPipeline` and zarrs-python's "
+              f"`ZarrsCodecPipeline` on zarr's LocalStore (zarrs config: {zarrs_config_text()})"
+              "; tensorstore with its default context (no chunk cache). The pipeline "
               "rows read the chunk files of (a)/(b) whole with the default lsio reader; both "
               "use the same per-chunk steps (`numcodecs.Blosc().decode`, then "
               "`lsio.copy_to(out, region)`): read-all-then-decode runs them after the whole "
@@ -891,10 +1012,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"({case.spec.key}) {case.selection} {describe(case.sel)}: {case.spec.title}")
             results += run_case(cfg, case, runner)
 
-    targets = [judge(spec.key, state, [s for s in results if s.workload == spec.key
-                                       and s.mode == "whole" and s.state == state], t)
-               for spec in cfg.specs for state in cfg.states for t in TARGETS
-               if t.contender in cfg.contenders]
+    targets = judge_all(cfg, results)
     both = {READ_ALL, PIPELINED} <= set(cfg.contenders) and "a" in roots
     perf = measure_perf(cfg, data_dir, both)
     details = zarr_machine_details(data_dir, perf)
