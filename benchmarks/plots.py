@@ -3,9 +3,11 @@
     python -m benchmarks.plots [--out docs/img] docs/bench_local.json docs/bench_http.json ...
 
 One PNG per JSON file: a panel per (workload, state[, selection]), a bar per contender with
-its median throughput, lsio's bars highlighted, each labelled with the worst event-loop stall
-while it ran (when the JSON has it: asyncio contenders). The figures in docs/benchmarks.md are these
-files; nothing is drawn by hand.
+its median throughput, lsio's bars highlighted (zarr's API on lsio's codec pipeline, issue 13's
+row, darkest), each labelled with the worst event-loop stall while it ran (when the JSON has it:
+asyncio contenders) and, when the JSON's config names a `reference` contender (bench_dask:
+zarr's default pipeline), with its speed relative to that one in the same panel. The figures in
+docs/benchmarks.md are these files; nothing is drawn by hand.
 """
 
 from __future__ import annotations
@@ -22,6 +24,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 Bar = tuple[str, float, float | None]  # contender, median MB/s, worst loop stall (s)
+PIPELINE_ROW = "zarr + lsio pipeline"  # zarr's own API on lsio.zarr.LsioCodecPipeline
+
+
+def _color(name: str) -> str:
+    if name == PIPELINE_ROW:
+        return "#8c0f10"
+    return "#d62728" if "lsio" in name.lower() else "#7f7f7f"
+
+
+def _labels(bars: list[Bar], reference: str | None) -> list[str] | None:
+    """Per bar: its worst loop stall and its speed against `reference`; None: no labels."""
+    ref = next((b[1] for b in bars if b[0] == reference), None)
+    if ref is None and all(b[2] is None for b in bars):
+        return None
+    return [", ".join(part for part in (
+                "" if stall is None else f"stall {stall * 1e3:.1f} ms",
+                "" if ref is None else f"{rate / ref:.2f}x") if part)
+            for _, rate, stall in bars]
 
 
 def _panels(series: list[dict[str, Any]]) -> dict[str, list[Bar]]:
@@ -79,19 +99,18 @@ def plot(path: Path, out_dir: Path) -> Path:
     if "rows" in data:
         return _plot_fixed(data, path, out_dir)
     panels = _panels(data["series"])
+    reference = data.get("config", {}).get("reference")
     n = len(panels)
     cols = min(3, n) or 1
     rows = -(-n // cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 0.35 * 12 * rows + 1),
-                             squeeze=False)
+    most = max((len(b) for b in panels.values()), default=1)  # bars in the fullest panel
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, (0.35 * max(4, most) + 1.4) * rows
+                                                  + 1), squeeze=False)
     for ax, (title, bars) in zip(axes.ravel(), panels.items(), strict=False):
-        names = [b[0] for b in bars][::-1]
-        values = [b[1] for b in bars][::-1]
-        colors = ["#d62728" if "lsio" in nm.lower() else "#7f7f7f" for nm in names]
-        bar_set = ax.barh(names, values, color=colors)
-        stalls = [b[2] for b in bars][::-1]
-        if any(st is not None for st in stalls):
-            labels = ["" if st is None else f"stall {st * 1e3:.1f} ms" for st in stalls]
+        bars = bars[::-1]
+        names = [b[0] for b in bars]
+        bar_set = ax.barh(names, [b[1] for b in bars], color=[_color(nm) for nm in names])
+        if (labels := _labels(bars, reference)) is not None:
             ax.bar_label(bar_set, labels=labels, fontsize=6, padding=2)
             ax.margins(x=0.3)
         ax.set_title(title, fontsize=9)

@@ -47,3 +47,8 @@ def test_bench_dask_quick(tmp_path: Path) -> None:
                for v in checks["zarr + lsio pipeline"].values()), checks
     assert all(v[:2] == ["zarr.core.codec_pipeline.BatchedCodecPipeline"] * 2 and v[2] > 0
                for v in checks["zarr + default pipeline"].values()), checks
+    # make bench draws the figure from this JSON
+    from benchmarks import plots
+
+    png = plots.plot(tmp_path / "results.json", tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -73,3 +73,8 @@ def test_bench_zarr_quick(tmp_path: Path) -> None:
         assert isinstance(stall, float) and stall >= 0, s
         assert stall == s["samples"][0]["loop_stall_s"], s
     assert results["arrays"]["b"]["chunk"] == 64 and results["arrays"]["c"]["shard"] == 512
+    # make bench draws the figure from this JSON
+    from benchmarks import plots
+
+    png = plots.plot(tmp_path / "results.json", tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
