@@ -75,6 +75,7 @@ DEFAULT = "zarr + default pipeline"
 TARGET_RATIO = 1.5  # issue 13: lsio pipeline >= 1.5x zarr's default pipeline under Dask
 REDUCTION = 'sum(axis=0, dtype="float64")'
 IDLE_TIMEOUT_S = 30.0  # how long to wait for the scheduler to forget the previous run's tasks
+RUN_TIMEOUT_S = 900.0  # a run that takes longer fails its row instead of stalling make bench
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class Checks:
     [the array's pipeline, the worker's config, store gets reading one chunk]."""
 
     workers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    addresses: frozenset[str] = frozenset()  # the workers at the start: a restart is an error
 
 
 # --------------------------------------------------------------------------- workers
@@ -173,17 +175,21 @@ def worker_pipeline(arr: Any) -> tuple[str, str, int]:
             str(zarr.config.get("codec_pipeline.path")), gets)
 
 
-def prepare_workers(client: Any, c: Contender, arr: Any) -> dict[str, list[Any]]:
-    """Set the contender's config on every worker and check what each will read with."""
+def prepare_workers(client: Any, c: Contender, arr: Any, checks: Checks) -> None:
+    """Set the contender's config on every worker and check what each will read with (and
+    that they are the workers the cluster started with: the nanny restarts a crashed one)."""
     client.run(c.worker_setup)
     want = c.config["codec_pipeline.path"]
     seen = {addr: list(v) for addr, v in client.run(worker_pipeline, arr).items()}
+    if set(seen) != checks.addresses:
+        raise RuntimeError(f"the workers changed (a crash and a restart?): {sorted(seen)}, "
+                           f"started with {sorted(checks.addresses)}")
     ok = len(seen) == 2 and all(
         v[:2] == [want, want] and (v[2] > 0) == (c.name == DEFAULT) for v in seen.values())
     if not ok:
         raise RuntimeError(f"workers would not read with {want}: {seen} (pipeline of the "
                            "array, worker config, store gets reading one chunk)")
-    return seen
+    checks.workers[c.name] = seen
 
 
 def wait_idle(client: Any) -> None:
@@ -217,7 +223,7 @@ def graph(arr: Any, edge: int, name: str) -> Any:
 def timed_compute(client: Any, x: Any) -> tuple[float, np.ndarray]:
     gc.collect()
     t0 = time.perf_counter()
-    result = client.compute(x).result()
+    result = client.compute(x).result(timeout=RUN_TIMEOUT_S)
     return time.perf_counter() - t0, np.asarray(result)
 
 
@@ -251,7 +257,7 @@ def run_all(cfg: Config, root: Path, client: Any, checks: Checks) -> list[Series
     for c in cs:  # open, check the workers, one untimed checked run (warms the workers up)
         try:
             arrays[c.name] = arr = open_array(root, c)
-            checks.workers[c.name] = prepare_workers(client, c, arr)
+            prepare_workers(client, c, arr, checks)
             for ch in cfg.chunkings:
                 wait_idle(client)
                 check(timed_compute(client, graph(arr, ch.edge(spec),
@@ -271,7 +277,7 @@ def run_all(cfg: Config, root: Path, client: Any, checks: Checks) -> list[Series
                         continue
                     tag = f"  [{ch.key} {state} {rnd + 1}/{cfg.repeats}] {c.name}:"
                     try:
-                        prepare_workers(client, c, arrays[c.name])
+                        prepare_workers(client, c, arrays[c.name], checks)
                         x = graph(arrays[c.name], ch.edge(spec),
                                   f"run-{c.name}-{ch.key}-{state}-{rnd}")
                         wait_idle(client)
@@ -454,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
+        checks.addresses = frozenset(client.scheduler_info()["workers"])
         results = run_all(cfg, root, client, checks)
     targets = [judge(ch.key, state, [s for s in results if s.workload == ch.key
                                      and s.state == state])
