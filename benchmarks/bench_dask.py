@@ -62,6 +62,7 @@ from .bench_zarr import (
     array_specs,
     ensure_array,
     pipeline_name,
+    ratio_text,
 )
 from .harness import log
 from .report import Sample, Series, format_machine, machine_details, replace_section, series_json
@@ -324,7 +325,8 @@ def format_target(r: TargetResult) -> str:
     wanted = f"{r.contender} >= {r.ratio_wanted:g}x {r.reference}"
     if r.ratio is None:
         return f"Target: {wanted}: **missed** ({r.note})."
-    return f"Target: {wanted}: {r.ratio:.2f}x, **{'met' if r.met else 'missed'}**."
+    return (f"Target: {wanted}: {ratio_text(r.ratio, r.ratio_wanted)}x, "
+            f"**{'met' if r.met else 'missed'}**.")
 
 
 def format_table(series: list[Series]) -> str:

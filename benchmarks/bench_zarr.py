@@ -728,17 +728,27 @@ def format_targets_table(cfg: Config, targets: list[TargetResult]) -> str:
                 continue
             cells.append(" / ".join(
                 "—" if r is None else "n/a" if r.ratio is None
-                else f"{r.ratio:.2f}" if r.met else f"**{r.ratio:.2f}**" for r in got))
+                else ratio_text(r.ratio, r.ratio_wanted) if r.met
+                else f"**{ratio_text(r.ratio, r.ratio_wanted)}**" for r in got))
         rows.append(f"| {t.contender} >= {t.ratio:g}x {t.reference} | " + " | ".join(cells)
                     + " |")
     return "\n".join(rows)
+
+
+def ratio_text(ratio: float, wanted: float) -> str:
+    """A measured ratio with two decimals, or as many more as keep a miss below the line."""
+    digits = 2
+    while ratio < wanted <= round(ratio, digits) and digits < 6:
+        digits += 1
+    return f"{ratio:.{digits}f}"
 
 
 def format_target(r: TargetResult) -> str:
     wanted = f"{r.contender} >= {r.ratio_wanted:g}x {r.reference}"
     if r.ratio is None:
         return f"Target: {wanted}: **missed** ({r.note})."
-    return f"Target: {wanted}: {r.ratio:.2f}x, **{'met' if r.met else 'missed'}**."
+    return (f"Target: {wanted}: {ratio_text(r.ratio, r.ratio_wanted)}x, "
+            f"**{'met' if r.met else 'missed'}**.")
 
 
 # --------------------------------------------------------------------------- perf
