@@ -17,9 +17,9 @@ rounds (default 5, 2 with `--quick`), warm (every chunk file read just before ea
 cold (`sync; echo 3 > /proc/sys/vm/drop_caches` before each run; root only):
 
 - `zarr + lsio pipeline`: the array opened with `lsio.zarr.LsioCodecPipeline`;
-  `client.run(lsio.zarr.enable)` before each run.
+  `lsio.zarr.enable()` on every worker (`client.run`) before each run.
 - `zarr + default pipeline`: opened with zarr's `BatchedCodecPipeline`;
-  `client.run(lsio.zarr.disable)` before each run.
+  `lsio.zarr.disable()` on every worker before each run.
 
 zarr picks an array's codec pipeline when it opens the array and pickles it with the array, so
 the worker's config alone does not decide which one a task reads with: each contender opens
@@ -106,14 +106,27 @@ def chunkings(quick: bool) -> tuple[Chunking, ...]:
 class Contender:
     name: str
     config: dict[str, Any]  # zarr config the array is opened in
-    worker_setup: Callable[[], None]  # run on every worker before each run
+    worker_setup: Callable[[], None]  # run on every worker (client.run) before each run
+
+
+def enable_lsio() -> None:
+    """``lsio.zarr.enable()``, returning nothing: ``client.run`` ships a function's result
+    back, and enable's is a donfig ``ConfigSet`` holding a copy of the worker's config."""
+    import lsio.zarr
+
+    lsio.zarr.enable()
+
+
+def disable_lsio() -> None:
+    """``lsio.zarr.disable()``, returning nothing (see :func:`enable_lsio`)."""
+    import lsio.zarr
+
+    lsio.zarr.disable()
 
 
 def contenders() -> tuple[Contender, ...]:
-    import lsio.zarr
-
-    return (Contender(LSIO, LSIO_PIPELINE_CONFIG, lsio.zarr.enable),
-            Contender(DEFAULT, DEFAULT_PIPELINE, lsio.zarr.disable))
+    return (Contender(LSIO, LSIO_PIPELINE_CONFIG, enable_lsio),
+            Contender(DEFAULT, DEFAULT_PIPELINE, disable_lsio))
 
 
 @dataclass(frozen=True)
@@ -383,7 +396,7 @@ def render(cfg: Config, results: list[Series], targets: list[TargetResult],
               "built before timing, a fresh name per run, the scheduler idle); each contender's "
               "array is opened once in the client inside its codec-pipeline config (zarr "
               "pickles the pipeline with the array), its workers set to the same config "
-              "(`client.run(lsio.zarr.enable)` / `client.run(lsio.zarr.disable)`) and checked "
+              "(`lsio.zarr.enable()` / `lsio.zarr.disable()` through `client.run`) and checked "
               "before every run (the array's pipeline as a worker unpickles it, the worker's "
               "config, and one chunk read there: through the store's `get` for zarr's "
               "pipeline, not for lsio's), and a first untimed run per table warms the worker "
