@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,9 +131,11 @@ def _configured() -> str:
 
 
 def _lsio_decoded() -> bool:
-    """Whether lsio's pinned decoder threads ever ran in this process (they start on the
-    first chunk lsio decodes; zarr's own pipeline never starts them)."""
-    return any(t.name.startswith("lsio-step") for t in threading.enumerate())
+    """Whether lsio's pipeline read a batch of chunks itself in this process (zarr's own
+    pipeline, or a fallback to it, leaves the count alone)."""
+    from lsio.zarr import _pipeline
+
+    return _pipeline.served[0] > 0
 
 
 def _pipeline_on_worker(array: zarr.Array) -> str:

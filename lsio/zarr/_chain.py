@@ -63,6 +63,9 @@ class Chain:
         self.stored_shape = stored_shape
         self.nbytes = int(np.prod(stored_shape)) * self.dtype.itemsize
         self._local = threading.local()
+        self.c_decoders: dict[np.dtype[Any], Any] = {}
+        """The C decoder of these chunks per output dtype (``_batched.c_decoder``),
+        worked out once."""
         # the last decompression, into scratch memory: numcodecs' module-level functions
         # skip the codec objects' per-call argument checks (~5 us a chunk)
         self.last: Any = self._last_step() if self.byte_codecs else None

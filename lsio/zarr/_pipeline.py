@@ -25,6 +25,9 @@ __all__ = ["PATH", "LsioCodecPipeline", "disable", "enable"]
 PATH = "lsio.zarr.LsioCodecPipeline"
 """The name zarr's config knows the pipeline by (``codec_pipeline.path``)."""
 DEFAULT_PATH = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+served = [0]
+"""Batches lsio read itself in this process (not handed to zarr's pipeline): the tests
+check it, on Dask workers too."""
 
 
 class LsioCodecPipeline(CodecPipeline):
@@ -116,6 +119,8 @@ class LsioCodecPipeline(CodecPipeline):
                              [b[3] for b in batch], target, fill, drop_axes)
         except NotImplementedError:  # a codec lsio does not decode: found before any read
             await self.fallback.read(batch, out, drop_axes)
+        else:
+            served[0] += 1
 
     def _plan(self, batch: list[Any], out: Any) -> tuple[Source, Layout, Any, Any] | None:
         """(where the chunks come from, how they are stored, the output array, the fill

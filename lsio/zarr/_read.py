@@ -129,13 +129,37 @@ async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels
     anything)."""
     sharding = layout.sharding
     if sharding is None:
-        decode = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype, layout.order)
+        decode = chain_of(layout)
         blocks = _Blocks([(k, 0, None) for k in keys], chunk_sels, out_sels, out)
         await _read_blocks(source, decode, blocks, fill, drop_axes, missing_ok=True,
                            progress=progress)
         return
     items = [_Item(*x) for x in zip(keys, chunk_sels, out_sels, strict=True)]
     await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress)
+
+
+SLICE_JOBS_MIN = 8
+"""From this many chunks on, their C jobs are worked out with numpy arrays at once
+(:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""
+
+
+def chain_of(layout: Layout) -> Chain:
+    """The decode chain of an unsharded layout, built once per layout (zarr hands the
+    pipeline one chunk at a time when users read that way: ~100 us saved per read). Keyed
+    by the codec objects' identity (zarr's codecs are not all hashable), which the cache
+    holds on to, so an identity is never reused while its entry lives."""
+    key = (tuple(map(id, layout.codecs)), layout.chunk_shape, layout.dtype, layout.order)
+    hit = _CHAINS.get(key)
+    if hit is not None:
+        return hit[1]
+    chain = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype, layout.order)
+    if len(_CHAINS) >= 64:
+        _CHAINS.clear()
+    _CHAINS[key] = (layout.codecs, chain)
+    return chain
+
+
+_CHAINS: dict[tuple[Any, ...], tuple[tuple[Any, ...], Chain]] = {}
 
 
 @dataclass
@@ -171,11 +195,14 @@ async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any
         return
     decoder = None
     if source.direct and not drop_axes:
-        decoder = c_decoder(decode, blocks.target(0).dtype)
+        dtype = blocks.target(0).dtype
+        if dtype not in decode.c_decoders:
+            decode.c_decoders[dtype] = c_decoder(decode, dtype)
+        decoder = decode.c_decoders[dtype]
     fast: list[int] = []
     slow: list[int] = []
     jobs = None
-    if decoder is not None and not isinstance(blocks.targets, list):
+    if decoder is not None and not isinstance(blocks.targets, list) and n > SLICE_JOBS_MIN:
         jobs = slice_jobs(decoder, blocks.chunk_sels, blocks.out_sels, blocks.targets)
         if jobs is not None:
             fast = list(range(n))
@@ -243,8 +270,9 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
     inner_shape = tuple(sharding.chunk_shape)
     per_shard = tuple(s // c for s, c in zip(shard_shape, inner_shape, strict=True))
     n_inner = int(np.prod(per_shard))
-    index_chain = Chain(list(sharding.index_codecs), (*per_shard, 2), np.dtype("<u8"))
-    decode = Chain(list(sharding.codecs), inner_shape, layout.dtype)  # unsupported: raises
+    index_chain = chain_of(Layout(tuple(sharding.index_codecs), (*per_shard, 2),
+                                  np.dtype("<u8")))
+    decode = chain_of(Layout(tuple(sharding.codecs), inner_shape, layout.dtype))  # or raises
     index_bytes = 16 * n_inner + 4 * sum(type(c).__name__ == "Crc32cCodec"
                                          for c in sharding.index_codecs)
     at_end = getattr(sharding.index_location, "value", sharding.index_location) == "end"
