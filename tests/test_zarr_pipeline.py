@@ -247,6 +247,9 @@ def test_a_stores_reader_survives_pickling(tmp_path: Path) -> None:
 
 
 def test_enable_as_a_context_manager() -> None:
+    switch = lz.enable()
+    assert pickle.loads(pickle.dumps(switch)) == switch  # client.run ships it back
+    switch.__exit__(None, None, None)
     with lz.enable():
         assert zarr.config.get("codec_pipeline.path") == lz.PATH
         with lz.disable():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -161,19 +162,38 @@ def _fill(spec: Any) -> Any:
     return fill_value_or_default(spec)
 
 
-def enable() -> Any:
+@dataclass(frozen=True)
+class Switch:
+    """What :func:`enable` and :func:`disable` return: used in a ``with`` block, the
+    previous pipeline comes back at its end. Small and picklable, so
+    ``client.run(lsio.zarr.enable)`` can ship it back from Dask workers."""
+
+    previous: str
+
+    def __enter__(self) -> Switch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _set_path(self.previous)
+
+
+def _set_path(path: str) -> Switch:
+    import zarr
+
+    previous = str(zarr.config.get("codec_pipeline.path"))
+    zarr.config.set({"codec_pipeline.path": path})
+    return Switch(previous)
+
+
+def enable() -> Switch:
     """Make :class:`LsioCodecPipeline` zarr's codec pipeline for arrays opened from now on
     (``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``). Used as
     a context manager (``with lsio.zarr.enable(): ...``), the previous setting comes back
     at its end."""
-    import zarr
-
-    return zarr.config.set({"codec_pipeline.path": PATH})
+    return _set_path(PATH)
 
 
-def disable() -> Any:
+def disable() -> Switch:
     """Back to zarr's default codec pipeline for arrays opened from now on (also a context
     manager, like :func:`enable`)."""
-    import zarr
-
-    return zarr.config.set({"codec_pipeline.path": DEFAULT_PATH})
+    return _set_path(DEFAULT_PATH)
