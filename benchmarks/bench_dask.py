@@ -66,7 +66,7 @@ from .bench_zarr import (
 )
 from .harness import log
 from .report import Sample, Series, format_machine, machine_details, replace_section, series_json
-from .workloads import can_drop_caches, drop_caches, warm_paths
+from .workloads import chosen_states, drop_caches, warm_paths
 
 START_MARK = "<!-- bench_dask:start -->"
 END_MARK = "<!-- bench_dask:end -->"
@@ -447,16 +447,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     repeats = a.repeats if a.repeats is not None else (2 if a.quick else 5)
     if repeats < 1:
         ap.error("--repeats must be >= 1")
-    states: tuple[str, ...] = ("warm",) if a.warm_only else ("cold",) if a.cold_only \
-        else STATES
-    cold_note = ""
-    if "cold" in states:
-        ok, why = can_drop_caches()
-        if not ok:
-            cold_note = f"cold runs skipped: {why}"
-            states = tuple(s for s in states if s != "cold")
-    if not states:
-        ap.error(f"nothing to run: {cold_note}")
+    states, cold_note = chosen_states(ap, a.warm_only, a.cold_only, STATES)
     return Config(spec=array_specs(a.quick)["a"], chunkings=chunkings(a.quick),
                   repeats=repeats, data_dir=a.data_dir, quick=a.quick, states=states,
                   cold_note=cold_note, out=a.out, json_path=a.json_path)

@@ -84,7 +84,7 @@ from .report import (
     replace_section,
     series_json,
 )
-from .workloads import can_drop_caches, drop_caches, warm_paths
+from .workloads import chosen_states, drop_caches, warm_paths
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-zarr")
 DEFAULT_WORKLOADS = "a,b,c"
@@ -552,16 +552,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
         names = tuple(c.name for c in CONTENDERS if c.name in chosen)
     else:
         names = tuple(c.name for c in CONTENDERS)
-    states: tuple[str, ...] = ("warm",) if a.warm_only else ("cold",) if a.cold_only \
-        else STATES
-    cold_note = ""
-    if "cold" in states:
-        ok, why = can_drop_caches()
-        if not ok:
-            cold_note = f"cold runs skipped: {why}"
-            states = tuple(s for s in states if s != "cold")
-    if not states:
-        ap.error(f"nothing to run: {cold_note}")
+    states, cold_note = chosen_states(ap, a.warm_only, a.cold_only, STATES)
     cfg = Config(specs=tuple(specs[k] for k in keys), repeats=repeats, data_dir=a.data_dir,
                  quick=a.quick, contenders=names, states=states, cold_note=cold_note,
                  out=a.out, json_path=a.json_path, perf_events=a.perf_events)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -278,3 +278,20 @@ def set_state(wl: Workload, state: State) -> None:
         drop_caches()
     else:
         warm_cache(wl)
+
+
+def chosen_states(ap: Any, warm_only: bool, cold_only: bool, states: tuple[str, ...]
+                  ) -> tuple[tuple[str, ...], str]:
+    """The states a benchmark runs (``--warm-only`` / ``--cold-only``), without cold when
+    the page cache cannot be dropped, and the note saying why; ``ap.error`` when nothing
+    is left to run."""
+    chosen = ("warm",) if warm_only else ("cold",) if cold_only else states
+    cold_note = ""
+    if "cold" in chosen:
+        ok, why = can_drop_caches()
+        if not ok:
+            cold_note = f"cold runs skipped: {why}"
+            chosen = tuple(s for s in chosen if s != "cold")
+    if not chosen:
+        ap.error(f"nothing to run: {cold_note}")
+    return chosen, cold_note

@@ -22,6 +22,7 @@ from servers import Nginx
 from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
+from zarr_cases import COMPRESSORS, make_array
 
 import lsio.zarr as lz
 from lsio.zarr import LsioStore
@@ -217,14 +218,6 @@ async def test_sync_api_and_own_loop_at_once(tmp_path: Path) -> None:
 
 # -- the fast path against zarr-python ---------------------------------------------------------
 
-COMPRESSORS = {
-    "none": None,
-    "blosc-zstd": zc.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-    "blosc-lz4-bit": zc.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle"),
-    "zstd": zc.ZstdCodec(level=1),
-    "gzip": zc.GzipCodec(level=1),
-    "zstd+crc32c": (zc.ZstdCodec(level=1), zc.Crc32cCodec()),
-}
 
 
 @st.composite
@@ -255,30 +248,12 @@ def arrays(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def _make(root: Path, spec: dict[str, Any]) -> zarr.Array:
-    comp = COMPRESSORS[spec["compressor"]]
-    kwargs: dict[str, Any] = {}
-    if spec["transpose"] is not None:
-        kwargs["filters"] = [zc.TransposeCodec(order=tuple(spec["transpose"]))]
-    arr = zarr.create_array(
-        zarr.storage.LocalStore(root), shape=spec["shape"], chunks=spec["chunks"],
-        shards=spec["shards"], dtype=spec["dtype"], fill_value=spec["fill"],
-        compressors=comp if comp is not None else None, overwrite=True, **kwargs)
-    data = (np.arange(np.prod(spec["shape"])) % 120 + 1).reshape(spec["shape"])
-    if spec["written"] == "all":
-        arr[...] = data.astype(arr.dtype)
-    elif spec["written"] == "some":
-        arr[tuple(slice(0, max(1, s // 2)) for s in spec["shape"])] = data[
-            tuple(slice(0, max(1, s // 2)) for s in spec["shape"])].astype(arr.dtype)
-    return arr
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(spec=arrays())
 def test_fast_path_equals_zarr(tmp_path: Path, spec: dict[str, Any]) -> None:
     root = tmp_path / f"a{abs(hash(str(spec)))}"
-    arr = _make(root, spec)
+    arr = make_array(root, spec)
     want = arr[spec["selection"]]
     got = lz.read_sync(arr, spec["selection"])
     assert got.dtype == want.dtype and got.shape == np.shape(want)
@@ -321,7 +296,7 @@ def test_fast_path_codec_table(tmp_path: Path, compressor: str, layout: str) -> 
             "compressor": compressor, "written": "some",
             "transpose": (1, 2, 0) if layout == "transpose-120" else None,
             "shards": (4, 6, 8) if layout == "sharded" else None}
-    arr = _make(tmp_path / "a", spec)
+    arr = make_array(tmp_path / "a", spec)
     for sel in [(...,), (slice(1, 5), 2, slice(3, None)), (5, 6, 8)]:
         np.testing.assert_array_equal(lz.read_sync(arr, sel), arr[sel])
 

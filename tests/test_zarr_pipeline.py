@@ -18,6 +18,7 @@ import zarr
 import zarr.codecs as zc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zarr_cases import COMPRESSORS, make_array
 
 import lsio.zarr as lz
 import lsio.zarr._batched as batched
@@ -25,14 +26,6 @@ from lsio.zarr import LsioCodecPipeline, LsioStore
 
 PIPELINE = "lsio.zarr.LsioCodecPipeline"
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
-COMPRESSORS = {
-    "none": None,
-    "blosc-zstd": zc.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-    "blosc-lz4-bit": zc.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle"),
-    "zstd": zc.ZstdCodec(level=1),
-    "gzip": zc.GzipCodec(level=1),
-    "zstd+crc32c": (zc.ZstdCodec(level=1), zc.Crc32cCodec()),
-}
 
 
 @pytest.fixture(autouse=True)
@@ -94,24 +87,6 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def make(root: Path, spec: dict[str, Any]) -> zarr.Array:
-    comp = COMPRESSORS[spec["compressor"]]
-    kwargs: dict[str, Any] = {}
-    if spec["transpose"] is not None:
-        kwargs["filters"] = [zc.TransposeCodec(order=tuple(spec["transpose"]))]
-    arr = zarr.create_array(
-        zarr.storage.LocalStore(root), shape=spec["shape"], chunks=spec["chunks"],
-        shards=spec["shards"], dtype=spec["dtype"], fill_value=spec["fill"],
-        compressors=comp, overwrite=True, **kwargs)
-    data = (np.arange(np.prod(spec["shape"])) % 120 + 1).reshape(spec["shape"])
-    part = tuple(slice(0, max(1, s // 2)) for s in spec["shape"])
-    if spec["written"] == "all":
-        arr[...] = data.astype(arr.dtype)
-    elif spec["written"] == "some":
-        arr[part] = data[part].astype(arr.dtype)
-    return arr
-
-
 def index(arr: zarr.Array, mode: str, sel: Any) -> Any:
     return {"basic": arr, "oindex": arr.oindex, "vindex": arr.vindex}[mode][sel]
 
@@ -121,7 +96,7 @@ def index(arr: zarr.Array, mode: str, sel: Any) -> Any:
 @given(spec=cases())
 def test_pipeline_equals_zarrs_default(tmp_path: Path, spec: dict[str, Any]) -> None:
     root = tmp_path / f"a{abs(hash(str(spec)))}"
-    make(root, spec)
+    make_array(root, spec)
     mode, sel = spec["mode"], spec["selection"]
     want = index(open_with(zarr.storage.LocalStore(root), DEFAULT), mode, sel)
     for store in (zarr.storage.LocalStore(root), LsioStore(root)):
@@ -153,7 +128,7 @@ def test_the_c_decoder_takes_steps_transposes_and_byte_orders(
     monkeypatch.setattr(batched, "_decode_scatter", counting)
     spec = {"shape": (23, 17), "chunks": (5, 4), "shards": None, "dtype": dtype, "fill": 7,
             "compressor": compressor, "transpose": transpose, "written": "all"}
-    make(tmp_path / "a", spec)
+    make_array(tmp_path / "a", spec)
     want_arr = open_with(zarr.storage.LocalStore(tmp_path / "a"), DEFAULT)
     lsio_arr = open_with(zarr.storage.LocalStore(tmp_path / "a"), PIPELINE)
     for sel in [np.s_[:], np.s_[1:22:3, ::2], np.s_[4, 3:15:5], np.s_[::7, 16]]:
