@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
 
-__all__ = ["read", "read_async"]
+__all__ = ["read", "read_async", "read_cold"]
 
 served = [0]
 """Calls this path served (the tests check that it did)."""

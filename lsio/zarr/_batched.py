@@ -26,7 +26,8 @@ from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
 
-__all__ = ["Decoder", "batch_plan", "block_job", "codecs_lib", "read_batched", "slice_jobs"]
+__all__ = ["Decoder", "batch_plan", "block_job", "c_decoder", "codecs_lib", "jobs_of",
+           "read_batched", "slice_jobs"]
 
 
 def codecs_lib() -> Any:

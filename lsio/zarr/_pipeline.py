@@ -21,7 +21,7 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from ._read import Layout, Source, read_items
 from ._store import LsioStore
 
-__all__ = ["PATH", "LsioCodecPipeline", "disable", "enable"]
+__all__ = ["PATH", "LsioCodecPipeline", "Switch", "disable", "enable"]
 
 PATH = "lsio.zarr.LsioCodecPipeline"
 """The name zarr's config knows the pipeline by (``codec_pipeline.path``)."""
