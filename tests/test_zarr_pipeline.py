@@ -296,3 +296,8 @@ def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
     lsio_arr = open_with(zarr.storage.LocalStore(tmp_path / "w"), PIPELINE)
     np.testing.assert_array_equal(lsio_arr[3:90, 5:77], data[3:90, 5:77])
     assert outcomes and not all(outcomes)  # some parts were cold: the ring read them
+    chunk = tmp_path / "w" / "c" / "11" / "9"
+    drop_cache(chunk)
+    outcomes.clear()  # one cold chunk: missed in the page cache, then read from disk on a
+    np.testing.assert_array_equal(lsio_arr[88:96, 72:80], data[88:96, 72:80])  # worker
+    assert outcomes == [False, True]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN, SMALL_REQUESTS
+from .._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN, SMALL_COLD_REQUESTS, SMALL_REQUESTS
 from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
@@ -369,11 +369,20 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
     try:
         spans = [(0, len(requests))]
         warm = bar is None and _warm_path(reader, requests)
+        everything = _Namer(where, requests, np.arange(len(requests)))
         if (warm and len(requests) <= SMALL_REQUESTS
                 and len(requests) * decoder.chunk_bytes <= INLINE_DECODE_BYTES
-                and _read_decode(decoder, _Namer(where, requests, np.arange(len(requests))),
-                                 requests, jobs, 0, on_missing, keep, missing_ok)):
+                and _read_decode(decoder, everything, requests, jobs, 0, on_missing, keep,
+                                 missing_ok)):
             return  # a few cached chunks: read and decoded here, no thread hop
+        if warm and len(requests) <= SMALL_COLD_REQUESTS:
+            # one cold chunk (a Dask task's): read from disk and decoded on a worker,
+            # ~1 ms, where the ring's punted open, statx and read take 3-6 ms here
+            job = pool.submit(_read_decode, decoder, everything, requests, jobs, 0,
+                              on_missing, keep, missing_ok, True)
+            running.append(job)
+            if await asyncio.wrap_future(job, loop=loop):
+                return
         if warm:
             spans = await _read_decode_on_workers(loop, pool, workers, requests, jobs,
                                                   decoder, on_missing, keep, where,
@@ -452,7 +461,10 @@ async def _read_decode_on_workers(loop: asyncio.AbstractEventLoop, pool: Any, wo
     on the loop's thread). Returns the spans of rows whose data was not all in the page
     cache (or went wrong): the ring path reads those."""
     n = len(requests)
-    step = max(1, min(SMALL_REQUESTS, -(-n // workers)))
+    step = max(1, min(SMALL_REQUESTS, PART_BYTES // max(1, decoder.chunk_bytes)))
+    parts = -(-n // step)
+    parts = -(-parts // workers) * workers  # as many parts per worker: balanced
+    step = max(1, -(-n // parts))
     spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
     futures = []
     for lo, hi in spans:
@@ -474,12 +486,13 @@ async def _read_decode_on_workers(loop: asyncio.AbstractEventLoop, pool: Any, wo
 
 def _read_decode(decoder: Decoder, name: _Namer, requests: Sequence[tuple[str, int, int | None]],
                  jobs: npt.NDArray[Any], lo: int, on_missing: Callable[[Sequence[int]], None],
-                 keep: Any, missing_ok: bool) -> bool:
-    """On a worker: one part's chunks from the page cache, decoded into place; False (and
-    nothing written) when the small path cannot serve them."""
+                 keep: Any, missing_ok: bool, wait: bool = False) -> bool:
+    """On a worker: one part's chunks from the page cache (``wait``: from the disk too, for
+    a single request), decoded into place; False (and nothing written) when the small path
+    cannot serve them."""
     from .. import _small
 
-    got = _small.read(list(requests), None, missing_ok, limit=WORKER_READ_BYTES)
+    got = _small.read(list(requests), None, missing_ok, limit=WORKER_READ_BYTES, wait=wait)
     if got is None:
         return False
     window = jobs.copy()
@@ -507,6 +520,11 @@ as much as the decode of one 256x256 float32 chunk. One such chunk through zarr:
 against 1.53 ms on the workers (zarrs 1.00, zarr's own pipeline 1.96); four (1 MiB) were
 faster on the two workers (zarr arrays read one chunk at a time, Dask tasks of one
 chunk)."""
+
+PART_BYTES = 4 << 20
+"""Decoded bytes of the chunks one worker reads and decodes per small-path call (at most
+``SMALL_REQUESTS`` chunks): 16 chunks of 256x256 float32, so their stored bytes are still
+in the CPU's cache when decoded; the parts are then evened out over the workers."""
 
 WORKER_READ_BYTES = 64 << 20
 """Most bytes one worker part reads at once (up to ``SMALL_REQUESTS`` chunks); bigger
