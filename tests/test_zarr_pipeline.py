@@ -301,3 +301,19 @@ def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
     outcomes.clear()  # one cold chunk: missed in the page cache, then read from disk on a
     np.testing.assert_array_equal(lsio_arr[88:96, 72:80], data[88:96, 72:80])  # worker
     assert outcomes == [False, True]
+
+
+def test_the_fast_path_sees_a_rewritten_array(tmp_path: Path) -> None:
+    """The fast path parses an unchanged zarr.json once, but reads it every time: an array
+    written again with another shape and fill value reads as the new one."""
+    from lsio.zarr import _fastpath
+
+    store = zarr.storage.LocalStore(tmp_path / "r")
+    zarr.create_array(store, shape=(6, 4), chunks=(3, 2), dtype="i2", fill_value=1)
+    np.testing.assert_array_equal(lz.read_sync(tmp_path / "r"), np.ones((6, 4), "i2"))
+    first = _fastpath._METADATA[str(tmp_path / "r")][1]
+    np.testing.assert_array_equal(lz.read_sync(tmp_path / "r"), np.ones((6, 4), "i2"))
+    assert _fastpath._METADATA[str(tmp_path / "r")][1] is first  # not parsed again
+    zarr.create_array(store, shape=(5, 5), chunks=(3, 2), dtype="i2", fill_value=9,
+                      overwrite=True)
+    np.testing.assert_array_equal(lz.read_sync(tmp_path / "r"), np.full((5, 5), 9, "i2"))

@@ -103,11 +103,25 @@ async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
     root, meta = _location(array_or_url)
     if meta is None:
         (raw,) = await reader.read_many([(join(root, "zarr.json"), 0, None)])
-        doc = json.loads(bytes(raw))
+        text = bytes(raw)
+        cached = _METADATA.get(root)
+        if cached is not None and cached[0] == text:  # the same document: parsed before
+            return root, cached[1]
+        doc = json.loads(text)
         if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
             raise ValueError(f"lsio.zarr.read: {root!r} is not a Zarr v3 array")
         meta = ArrayV3Metadata.from_dict(doc)
+        if len(_METADATA) >= 256:
+            _METADATA.clear()
+        _METADATA[root] = (text, meta)
     return root, meta
+
+
+_METADATA: dict[str, tuple[bytes, Any]] = {}
+"""The last parsed ``zarr.json`` per array root, with its bytes: every read still reads
+the document (so a rewritten array is seen at once), but an unchanged one is not parsed
+again (``ArrayV3Metadata.from_dict`` costs ~2-5 ms here, as much as a sub-selection's
+decode)."""
 
 
 def read_sync(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "basic",
