@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import importlib.metadata
 import json
 import shlex
 import statistics
@@ -65,7 +64,14 @@ from .bench_zarr import (
     ratio_text,
 )
 from .harness import log
-from .report import Sample, Series, format_machine, machine_details, replace_section, series_json
+from .report import (
+    Sample,
+    Series,
+    format_machine,
+    machine_details_with,
+    replace_section,
+    series_json,
+)
 from .workloads import chosen_states, drop_caches, warm_paths
 
 START_MARK = "<!-- bench_dask:start -->"
@@ -359,16 +365,7 @@ def format_table(series: list[Series]) -> str:
 
 
 def dask_machine_details(data_dir: Path) -> dict[str, str]:
-    details = machine_details(data_dir)
-    details.pop("fio", None)
-    extra = []
-    for pkg in ("numcodecs", "dask", "distributed"):
-        try:
-            extra.append(f"{pkg} {importlib.metadata.version(pkg)}")
-        except importlib.metadata.PackageNotFoundError:
-            extra.append(f"{pkg} not installed")
-    details["packages"] += ", " + ", ".join(extra)
-    return details
+    return machine_details_with(data_dir, ("numcodecs", "dask", "distributed"))
 
 
 def render(cfg: Config, results: list[Series], targets: list[TargetResult],

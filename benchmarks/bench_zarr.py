@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib.metadata
 import json
 import math
 import os
@@ -80,7 +79,7 @@ from .report import (
     Series,
     format_machine,
     format_stall,
-    machine_details,
+    machine_details_with,
     replace_section,
     series_json,
 )
@@ -900,15 +899,7 @@ def _pipeline_line(series: list[Series]) -> str | None:
 
 
 def zarr_machine_details(data_dir: Path, perf: PerfResult) -> dict[str, str]:
-    details = machine_details(data_dir)
-    details.pop("fio", None)
-    extra = []
-    for pkg in ("numcodecs", "tensorstore", "zarrs"):
-        try:
-            extra.append(f"{pkg} {importlib.metadata.version(pkg)}")
-        except importlib.metadata.PackageNotFoundError:
-            extra.append(f"{pkg} not installed")
-    details["packages"] += ", " + ", ".join(extra)
+    details = machine_details_with(data_dir, ("numcodecs", "tensorstore", "zarrs"))
     details["perf"] = "counts " + ",".join(perf.events) if perf.available else perf.note
     return details
 

@@ -371,3 +371,20 @@ def replace_section(path: Path, body: str, *, start_mark: str = START_MARK,
         text = text.rstrip() + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def machine_details_with(data_dir: Path, packages: Sequence[str]) -> dict[str, str]:
+    """:func:`machine_details` without fio, with the versions of ``packages`` added (the
+    Zarr and Dask benchmarks run no fio but more libraries)."""
+    import importlib.metadata
+
+    details = machine_details(data_dir)
+    details.pop("fio", None)
+    extra = []
+    for pkg in packages:
+        try:
+            extra.append(f"{pkg} {importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            extra.append(f"{pkg} not installed")
+    details["packages"] += ", " + ", ".join(extra)
+    return details
