@@ -8,6 +8,7 @@ pipeline pickles and is found by its configured name."""
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,8 +279,8 @@ def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
     outcomes: list[bool] = []
     real = batched._read_decode
 
-    def spy(*args: Any) -> bool:
-        outcomes.append(real(*args))
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        outcomes.append(real(*args, **kwargs))
         return outcomes[-1]
 
     monkeypatch.setattr(batched, "_read_decode", spy)
@@ -317,3 +318,60 @@ def test_the_fast_path_sees_a_rewritten_array(tmp_path: Path) -> None:
     zarr.create_array(store, shape=(5, 5), chunks=(3, 2), dtype="i2", fill_value=9,
                       overwrite=True)
     np.testing.assert_array_equal(lz.read_sync(tmp_path / "r"), np.full((5, 5), 9, "i2"))
+
+
+def test_blocks_outside_the_chunk_or_the_output_never_reach_the_c_decoder() -> None:
+    """The C jobs copy from a scratch buffer of one decoded chunk into the output: a
+    selection reaching past either is refused (the numpy path then raises or clips), one
+    by one and in bulk."""
+    from lsio.zarr._chain import Chain
+
+    decoder = batched.c_decoder(Chain([zc.BytesCodec()], (4, 6), np.dtype("<f4")),
+                                np.dtype("<f4"))
+    assert decoder is not None and decoder.shape == (4, 6)
+    out = np.zeros((8, 12), "<f4")
+    base = out.__array_interface__["data"][0]
+    good = ((slice(0, 4, 1), slice(1, 6, 2)), (slice(4, 8, None), slice(0, 3, None)))
+    bad = [
+        ((slice(0, 5, 1), slice(0, 6, 1)), (slice(0, 5), slice(0, 6))),    # past the chunk
+        ((slice(0, 4, 1), slice(0, 7, 2)), (slice(0, 4), slice(0, 4))),    # step past it
+        ((slice(-1, 3, 1), slice(0, 6, 1)), (slice(0, 4), slice(0, 6))),   # negative start
+        ((slice(0, 4, 1), slice(0, 6, 1)), (slice(6, 10), slice(0, 6))),   # past the output
+        ((4, slice(0, 6, 1)), (slice(0, 6),)),                             # int past it
+    ]
+    assert batched.block_job(decoder, *good, out, base) is not None
+    jobs = batched.slice_jobs(decoder, [good[0]] * 9, [good[1]] * 9, out)
+    assert jobs is not None and len(jobs) == 9
+    for chunk_sel, out_sel in bad:
+        assert batched.block_job(decoder, chunk_sel, out_sel, out, base) is None
+        if all(isinstance(x, slice) for x in chunk_sel):
+            assert batched.slice_jobs(decoder, [good[0]] * 9 + [chunk_sel],
+                                      [good[1]] * 9 + [out_sel], out) is None
+
+
+def test_an_oversized_chunk_file_is_not_read_on_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One small chunk is read and decoded on the caller's thread, but only within the
+    small path's on-loop limit: a chunk file replaced by 3 MiB of junk is refused there,
+    goes to a worker and fails there, naming the file."""
+    calls: list[tuple[threading.Thread, str]] = []
+    real = batched._read_decode
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        try:
+            ok = real(*args, **kwargs)
+        except ValueError:
+            calls.append((threading.current_thread(), "raised"))
+            raise
+        calls.append((threading.current_thread(), "served" if ok else "refused"))
+        return ok
+
+    monkeypatch.setattr(batched, "_read_decode", spy)
+    arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "o"), shape=(8, 8),
+                            chunks=(8, 8), dtype="f4", compressors=zc.ZstdCodec(level=1))
+    arr[:] = 1.0
+    (tmp_path / "o" / "c" / "0" / "0").write_bytes(b"\1" * (3 << 20))
+    with pytest.raises(ValueError, match=r"c/0/0 is corrupt"):
+        lz.read_sync(tmp_path / "o")
+    (loop_thread, first), (worker, second) = calls
+    assert first == "refused" and second == "raised" and worker is not loop_thread

@@ -21,13 +21,49 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN, SMALL_COLD_REQUESTS, SMALL_REQUESTS
+from .._defaults import (
+    BATCH_WINDOW,
+    BATCH_WINDOWS_MIN,
+    SMALL_BYTES,
+    SMALL_COLD_REQUESTS,
+    SMALL_REQUESTS,
+)
 from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
 
 __all__ = ["Decoder", "batch_plan", "block_job", "c_decoder", "codecs_lib", "jobs_of",
            "read_batched", "slice_jobs"]
+
+
+READ_AHEAD = 3
+"""Windows of chunks read at once on the ring path (at most ``BATCH_WINDOW`` chunks each):
+cold 64x64 chunks (1 824 files) took 0.27 s one window at a time here, against 0.09-0.13 s
+for the ring reading them all in one call."""
+
+INLINE_DECODE_BYTES = 512 << 10
+"""Cached chunks decoding to at most this many bytes in all are read and decoded on the
+caller's thread (the event loop's, under ~1 ms here: blosc-zstd decodes 256 KiB in
+~0.4 ms) instead of the workers': a thread hop and wake-up cost 0.3-0.5 ms on this VM,
+as much as the decode of one 256x256 float32 chunk. One such chunk through zarr: 0.90 ms
+against 1.53 ms on the workers (zarrs 1.00, zarr's own pipeline 1.96); four (1 MiB) were
+faster on the two workers (zarr arrays read one chunk at a time, Dask tasks of one
+chunk)."""
+
+PART_BYTES = 4 << 20
+"""Decoded bytes of the chunks one worker reads and decodes per small-path call (at most
+``SMALL_REQUESTS`` chunks): 16 chunks of 256x256 float32, so their stored bytes are still
+in the CPU's cache when decoded; the parts are then evened out over the workers."""
+
+WORKER_READ_BYTES = 64 << 20
+"""Most bytes one worker part reads at once (up to ``SMALL_REQUESTS`` chunks); bigger
+parts go through the ring."""
+
+POPULATE = True
+"""Fault in fresh output memory ahead of the C calls (``_populate``); a switch for A/B runs."""
+
+POPULATE_MIN = 16 << 20
+"""Outputs from this size on are populated ahead; below it the page faults cost little."""
 
 
 def codecs_lib() -> Any:
@@ -59,6 +95,9 @@ class Decoder:
     """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC`` or
     ``LSIO_CODEC_ZSTD``."""
     ndim: int
+    shape: tuple[int, ...]
+    """Shape of a decoded chunk, in the array's dimension order: every job's block must lie
+    inside it (the C calls copy from a scratch buffer of ``chunk_bytes``)."""
     chunk_bytes: int
     """Decoded size of a chunk."""
     itemsize: int
@@ -95,7 +134,8 @@ def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     if decode.order is not None:  # array dim k is stored as dim inverse[k]
         inverse = np.argsort(decode.order).tolist()
         cstrides = [cstrides[inverse[k]] for k in range(ndim)]
-    return Decoder(lib=lib, codec=codec, ndim=ndim, chunk_bytes=decode.nbytes,
+    return Decoder(lib=lib, codec=codec, ndim=ndim, shape=tuple(decode.shape),
+                   chunk_bytes=decode.nbytes,
                    itemsize=item, swap=swapped, strides=tuple(cstrides))
 
 
@@ -259,6 +299,8 @@ def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[A
     for k, cs in enumerate(chunk_sel):
         stride = decoder.strides[k]
         if isinstance(cs, (int, np.integer)) and not isinstance(cs, bool):
+            if not 0 <= cs < decoder.shape[k]:
+                return None
             offset += int(cs) * stride
             shape.append(1)
             sstrides.append(0)
@@ -277,6 +319,9 @@ def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[A
         n = len(range(start, cs.stop, step))
         if n != len(range(ostart, os_.stop, ostep)):
             return None
+        if n and not (0 <= start and start + (n - 1) * step < decoder.shape[k]
+                      and 0 <= ostart and ostart + (n - 1) * ostep < out.shape[o - 1]):
+            return None  # outside the chunk or the output: never a C copy
         offset += start * stride
         shape.append(n)
         sstrides.append(step * stride)
@@ -315,6 +360,12 @@ def slice_jobs(decoder: Decoder, chunk_sels: Sequence[Any], out_sels: Sequence[A
     ocounts = np.maximum(0, (os_[..., 1] - os_[..., 0] + os_[..., 2] - 1) // os_[..., 2])
     if not np.array_equal(counts, ocounts):
         return None
+    last = np.maximum(counts - 1, 0)
+    some = counts > 0
+    inside = ((cs[..., 0] >= 0) & (cs[..., 0] + last * cs[..., 2] < np.array(decoder.shape))
+              & (os_[..., 0] >= 0) & (os_[..., 0] + last * os_[..., 2] < np.array(out.shape)))
+    if not (inside | ~some).all():
+        return None  # a block outside the chunk or the output: never a C copy
     strides = np.array(decoder.strides, np.int64)
     ostrides = np.array(out.strides, np.int64)
     jobs = decoder.jobs(n)
@@ -373,7 +424,7 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
         if (warm and len(requests) <= SMALL_REQUESTS
                 and len(requests) * decoder.chunk_bytes <= INLINE_DECODE_BYTES
                 and _read_decode(decoder, everything, requests, jobs, 0, on_missing, keep,
-                                 missing_ok)):
+                                 missing_ok, limit=SMALL_BYTES)):
             return  # a few cached chunks: read and decoded here, no thread hop
         if warm and len(requests) <= SMALL_COLD_REQUESTS:
             # one cold chunk (a Dask task's): read from disk and decoded on a worker,
@@ -500,13 +551,15 @@ def _read_decode_parts(decoder: Decoder, where: str,
 
 def _read_decode(decoder: Decoder, name: _Namer, requests: Sequence[tuple[str, int, int | None]],
                  jobs: npt.NDArray[Any], lo: int, on_missing: Callable[[Sequence[int]], None],
-                 keep: Any, missing_ok: bool, wait: bool = False) -> bool:
+                 keep: Any, missing_ok: bool, wait: bool = False,
+                 limit: int = WORKER_READ_BYTES) -> bool:
     """On a worker: one part's chunks from the page cache (``wait``: from the disk too, for
     a single request), decoded into place; False (and nothing written) when the small path
-    cannot serve them."""
+    cannot serve them, or they hold more than ``limit`` stored bytes (on the event loop's
+    thread: ``SMALL_BYTES``, so an oversized file never holds the loop)."""
     from .. import _small
 
-    got = _small.read(list(requests), None, missing_ok, limit=WORKER_READ_BYTES, wait=wait)
+    got = _small.read(list(requests), None, missing_ok, limit=limit, wait=wait)
     if got is None:
         return False
     window = jobs.copy()
@@ -521,31 +574,6 @@ def _read_decode(decoder: Decoder, name: _Namer, requests: Sequence[tuple[str, i
     return True
 
 
-READ_AHEAD = 3
-"""Windows of chunks read at once on the ring path (at most ``BATCH_WINDOW`` chunks each):
-cold 64x64 chunks (1 824 files) took 0.27 s one window at a time here, against 0.09-0.13 s
-for the ring reading them all in one call."""
-
-INLINE_DECODE_BYTES = 512 << 10
-"""Cached chunks decoding to at most this many bytes in all are read and decoded on the
-caller's thread (the event loop's, under ~1 ms here: blosc-zstd decodes 256 KiB in
-~0.4 ms) instead of the workers': a thread hop and wake-up cost 0.3-0.5 ms on this VM,
-as much as the decode of one 256x256 float32 chunk. One such chunk through zarr: 0.90 ms
-against 1.53 ms on the workers (zarrs 1.00, zarr's own pipeline 1.96); four (1 MiB) were
-faster on the two workers (zarr arrays read one chunk at a time, Dask tasks of one
-chunk)."""
-
-PART_BYTES = 4 << 20
-"""Decoded bytes of the chunks one worker reads and decodes per small-path call (at most
-``SMALL_REQUESTS`` chunks): 16 chunks of 256x256 float32, so their stored bytes are still
-in the CPU's cache when decoded; the parts are then evened out over the workers."""
-
-WORKER_READ_BYTES = 64 << 20
-"""Most bytes one worker part reads at once (up to ``SMALL_REQUESTS`` chunks); bigger
-parts go through the ring."""
-
-POPULATE = True
-POPULATE_MIN = 16 << 20
 
 
 def _populate(pool: Any, workers: int, keep: Any, running: list[Any]) -> Any:
