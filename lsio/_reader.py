@@ -555,11 +555,17 @@ class Reader:
             if bar is not None:
                 bar.close()
 
+    @property
+    def _small_allowed(self) -> bool:
+        """Whether local calls may take the small-call path (``_small``): not turned off
+        (``_small``), and not O_DIRECT by request (the small path reads the page cache)."""
+        return self._small is not False and self.direct is not True
+
     async def _read_small_async(self, requests: Any, out: Sequence[Any] | None,
                                 missing_ok: bool) -> Results | None:
         """The call served by the small-call path (``_small``) for a caller on the loop, or
         ``None``."""
-        if self._small is False or self.direct is True:
+        if not self._small_allowed:
             return None
         return await _small.read_async(requests, out, missing_ok, force=self._small is True)
 
@@ -568,7 +574,7 @@ class Reader:
         """The call served by the small-call path (``_small``) on this thread, or ``None``:
         up to ``SMALL_BYTES`` ``on_loop``, else (a blocking caller, whose thread waits
         either way) up to ``SMALL_OFF_LOOP_BYTES``, a few cold requests included."""
-        if self._small is False or self.direct is True:
+        if not self._small_allowed:
             return None
         return _small.read(requests, out, missing_ok, force=self._small is True,
                            limit=SMALL_BYTES if on_loop else SMALL_OFF_LOOP_BYTES,

@@ -495,8 +495,7 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
 def _warm_path(reader: Reader, requests: Sequence[tuple[str, int, int | None]]) -> bool:
     """Whether the chunks may be read on the workers themselves (local files, the
     small-call path allowed)."""
-    return (reader._small is not False and reader.direct is not True
-            and "://" not in requests[0][0])
+    return reader._small_allowed and "://" not in requests[0][0]
 
 
 async def _read_decode_on_workers(loop: asyncio.AbstractEventLoop, pool: Any, workers: int,

@@ -249,7 +249,7 @@ class LsioStore(Store):
         cold small-call path on a worker thread, else (an error, a big value) the bulk
         path."""
         try:
-            if self.reader._small is not False and self.reader.direct is not True:
+            if self.reader._small_allowed:
                 got = await asyncio.get_running_loop().run_in_executor(
                     None, read_cold, [request], None, True)
                 if got is not None:
