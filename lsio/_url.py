@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-__all__ = ["HttpOptions", "Target", "is_url", "local_path", "resolve", "s3_region"]
+__all__ = ["HttpOptions", "Target", "is_url", "listable", "local_path", "resolve",
+           "s3_region"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})
@@ -144,6 +145,13 @@ def is_url(path: str) -> bool:
     """Whether ``path`` names a remote object (``file://`` URLs are local paths)."""
     m = _SCHEME.match(path)
     return m is not None and m.group(1).lower() in REMOTE_SCHEMES
+
+
+def listable(root: str) -> bool:
+    """Whether keys under ``root`` can be listed: an object store's URL (S3, GCS, Azure);
+    plain HTTP(S) servers have no listing."""
+    m = _SCHEME.match(root)
+    return m is not None and m.group(1).lower() in ("s3", "gs", "gcs", "az", "abfs")
 
 
 def local_path(path: str) -> str:

@@ -461,6 +461,69 @@ async def test_zarr_on_s3(creds: MotoServer, tmp_path: Path) -> None:
                                   arr[3:29, 7])
 
 
+async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
+    """LsioStore on an s3:// root lists keys (ListObjectsV2 followed across pages: 1 100
+    keys is two pages), by prefix and by directory, and zarr opens a group without
+    consolidated metadata through it."""
+    import zarr
+
+    import lsio.zarr as lz
+    from lsio.backends.http import _list
+
+    s3 = creds.client()
+    s3.create_bucket(Bucket="many")
+    names = [f"k/{i:05d}" for i in range(1100)] + ["k/sub/x", "k/sub/y/z", "top"]
+    for name in names:
+        s3.put_object(Bucket="many", Key=name, Body=b"x")
+    reader = s3_reader(creds)
+    pages: list[int] = []
+    real = _list.parse_s3_page
+
+    def counting(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
+        out = real(body, url)
+        pages.append(len(out[0]))
+        return out
+
+    _list.parse_s3_page = counting  # type: ignore[assignment]
+    try:
+        store = lz.LsioStore("s3://many", reader=reader)
+        assert store.supports_listing
+        assert sorted([k async for k in store.list()]) == sorted(names)
+    finally:
+        _list.parse_s3_page = real  # type: ignore[assignment]
+    assert len(pages) == 2 and sum(pages) == len(names)
+    sub = lz.LsioStore("s3://many/k", reader=reader)
+    assert sorted([k async for k in sub.list_prefix("sub/")]) == ["sub/x", "sub/y/z"]
+    dirs = sorted([k async for k in sub.list_dir("")])
+    assert dirs == sorted([f"{i:05d}" for i in range(1100)] + ["sub"])
+    assert sorted([k async for k in sub.list_dir("sub")]) == ["x", "y"]
+    assert [k async for k in sub.list_prefix("nothing/")] == []
+
+    # a group without consolidated metadata, opened and walked through the listing
+    local = zarr.storage.LocalStore(tmp_path / "g")
+    group = zarr.create_group(local)
+    group.create_array("a", shape=(4,), dtype="i2")[:] = [1, 2, 3, 4]
+    group.create_array("b", shape=(2,), dtype="f4")[:] = [5, 6]
+    for path in (tmp_path / "g").rglob("*"):
+        if path.is_file():
+            s3.put_object(Bucket="many", Key=f"g/{path.relative_to(tmp_path / 'g')}",
+                          Body=path.read_bytes())
+    remote = zarr.open_group(lz.LsioStore("s3://many/g", reader=reader), mode="r",
+                             use_consolidated=False)
+    assert sorted(remote.array_keys()) == ["a", "b"]
+    np.testing.assert_array_equal(remote["a"][:], [1, 2, 3, 4])
+
+
+async def test_http_roots_do_not_list(served: tuple[Nginx, Path]) -> None:
+    import lsio.zarr as lz
+
+    nginx, _ = served
+    store = lz.LsioStore(nginx.url(""))
+    assert not store.supports_listing
+    with pytest.raises(NotImplementedError, match="plain HTTP"):
+        [k async for k in store.list()]
+
+
 @pytest.fixture(scope="module")
 def tls_served(served: tuple[Nginx, Path], tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[tuple[Nginx, Path, str]]:

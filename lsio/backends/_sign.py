@@ -1,14 +1,70 @@
-"""Request signing for S3 and S3-compatible stores, through botocore's SigV4 (``lsio[s3]``).
+"""Credentials: how a request to S3, GCS or Azure is authorised.
 
-lsio never implements the crypto itself. Credentials come from botocore's usual chain
-(environment variables, ``~/.aws/credentials`` and ``~/.aws/config``, SSO, instance roles).
+Every service's credentials sit behind one small interface, :class:`Auth`: ``ready()`` is
+awaited before each request (it refreshes a token about to expire; when the token is fresh
+it returns at once), then ``headers()`` adds what authorises the request. The HTTP client
+calls them only for requests to the URL's own origin: credentials never follow a redirect to
+another host.
+
+- S3: botocore's SigV4 (``lsio[s3]``), with botocore's usual credential chain (environment
+  variables, ``~/.aws/credentials`` and ``~/.aws/config``, SSO, instance roles).
+- GCS: :mod:`lsio.backends._gcs`.
+- Azure: :mod:`lsio.backends._azure`.
+
+:func:`auth_for` finds a target's credentials once per backend and service (a lookup can read
+files or ask a metadata server).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["S3Signer", "find_s3_signer"]
+from .._url import HttpOptions, Target
+
+__all__ = ["Auth", "S3Signer", "auth_for", "find_s3_signer"]
+
+
+class Auth(Protocol):
+    """What authorises requests to one service (one S3 region, GCS, one Azure account)."""
+
+    async def ready(self) -> None:
+        """Make sure :meth:`headers` can sign: refresh a token that expires soon."""
+
+    def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` plus what authorises ``method url`` (may return a new dict)."""
+
+
+def auth_key(target: Target) -> tuple[str, str]:
+    """Requests with equal keys share credentials: per S3 region, per Azure account (host),
+    one for GCS."""
+    if target.kind == "s3":
+        return ("s3", target.region)
+    if target.kind == "az":
+        return ("az", target.url.split("://", 1)[1].split("/", 1)[0])
+    return (target.kind, "")
+
+
+def auth_for(target: Target, options: HttpOptions,
+             cache: dict[tuple[str, str], Auth | None]) -> Auth | None:
+    """The credentials of ``target`` (``None``: anonymous), found once per key of
+    :func:`auth_key` and kept in ``cache``."""
+    if target.kind == "http":
+        return None
+    key = auth_key(target)
+    if key not in cache:
+        auth: Auth | None = None
+        if target.kind == "s3":
+            auth = find_s3_signer(target.region, options.anonymous)
+        elif target.kind == "gs":
+            from ._gcs import find_gcs_auth
+
+            auth = find_gcs_auth(options)
+        elif target.kind == "az":
+            from ._azure import find_azure_auth
+
+            auth = find_azure_auth(target, options)
+        cache[key] = auth
+    return cache[key]
 
 
 class S3Signer:
@@ -17,6 +73,9 @@ class S3Signer:
     def __init__(self, credentials: Any, region: str) -> None:
         self._credentials = credentials
         self.region = region
+
+    async def ready(self) -> None:
+        """botocore refreshes its credentials itself, inside :meth:`headers`."""
 
     def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
         from botocore.auth import S3SigV4Auth

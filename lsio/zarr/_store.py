@@ -30,7 +30,7 @@ from .._defaults import SMALL_COLD_SPLIT
 from .._reader import Reader, default_reader
 from .._small import read_cold
 from .._sync import run_sync
-from .._url import is_url
+from .._url import is_url, listable
 
 __all__ = ["LsioStore", "join"]
 
@@ -112,7 +112,7 @@ class LsioStore(Store):
 
     @property
     def supports_listing(self) -> bool:
-        return not self.remote
+        return not self.remote or listable(self.root)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, type(self)) and self.root == other.root
@@ -335,20 +335,33 @@ class LsioStore(Store):
         elif os.path.lexists(path):
             os.unlink(path)
 
-    # -- listing (local roots) -----------------------------------------------------------
-    def _no_listing(self) -> NotImplementedError:
-        return NotImplementedError(f"lsio: {self.root!r}: listing is not possible over HTTP")
+    # -- listing (local roots, object stores) --------------------------------------------
+    def _remote_keys(self, prefix: str, delimiter: str | None = None) -> AsyncIterator[str]:
+        """Keys under an object-store root (S3, GCS, Azure list them); plain HTTP cannot."""
+        if not listable(self.root):
+            raise NotImplementedError(f"lsio: {self.root!r}: listing is not possible over "
+                                      "plain HTTP(S); open the array with consolidated "
+                                      "metadata or read keys by name")
+        from ..backends.http._list import list_keys
+
+        backend = self.reader._http_backend()
+        return list_keys(self.root, prefix, backend.options, backend._auths,
+                         delimiter=delimiter)
 
     async def list(self) -> AsyncIterator[str]:
         if self.remote:
-            raise self._no_listing()
+            async for key in self._remote_keys(""):
+                yield key
+            return
         for key in self._walk(self.root):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         _check_key(prefix)  # "../" would walk the root's parent
         if self.remote:
-            raise self._no_listing()
+            async for key in self._remote_keys(prefix):
+                yield key
+            return
         start = os.path.join(self.root, os.path.dirname(prefix))
         for key in self._walk(start):
             if key.startswith(prefix):
@@ -357,7 +370,12 @@ class LsioStore(Store):
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         _check_key(prefix)  # "../../etc" would list /etc
         if self.remote:
-            raise self._no_listing()
+            base = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+            async for key in self._remote_keys(base, "/"):
+                name = key[len(base):].rstrip("/")
+                if name:
+                    yield name
+            return
         base = os.path.join(self.root, prefix.rstrip("/"))
         try:
             with os.scandir(base) as entries:

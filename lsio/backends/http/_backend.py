@@ -32,7 +32,7 @@ from ..._request import Requests
 from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions
 from .._base import Layout, ReadResult, RunOptions
-from .._sign import S3Signer
+from .._sign import Auth
 from . import _small
 from ._client import HttpClient, NotMulti, Read, origin, workers
 from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
@@ -65,15 +65,16 @@ class HttpBackend:
 
     def __init__(self, options: HttpOptions) -> None:
         self.options = options
-        self._signers: dict[str, S3Signer | None] = {}
-        """S3 signers by region, found on first use (credential lookup takes ~0.1 s)."""
+        self._auths: dict[tuple[str, str], Auth | None] = {}
+        """Credentials per service (``lsio.backends._sign.auth_key``), found on first use
+        (a lookup takes ~0.1 s: files, a metadata server)."""
 
     read_small = _small.read
     """The small-call path (:mod:`._small`): a few requests, each of its own object."""
 
     # -- stat ----------------------------------------------------------------------------
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
-        client = HttpClient(reqs.paths, self.options, self._signers)
+        client = HttpClient(reqs.paths, self.options, self._auths)
         call = _Call(client, self.options.concurrency or tune.queue_depth, tune.max_read,
                      missing_ok)
         await client.start()

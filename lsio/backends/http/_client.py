@@ -20,7 +20,7 @@ from yarl import URL
 
 from ..._defaults import REDIRECTS, RETRY_STATUS
 from ..._url import HttpOptions, Target, resolve, s3_region
-from .._sign import S3Signer, find_s3_signer
+from .._sign import Auth, auth_for
 from ._protocol import (
     UNKNOWN_SIZE,
     HttpError,
@@ -101,31 +101,26 @@ class HttpClient:
     """One ``read_many`` call's remote part: its URLs, what was learned, and the I/O."""
 
     def __init__(self, paths: list[str], options: HttpOptions,
-                 signers: dict[str, S3Signer | None]) -> None:
+                 auths: dict[tuple[str, str], Auth | None]) -> None:
         self.paths = paths
         self.options = options
         self.targets: list[Target] = []
         self.urls: list[URL] = []
-        self.signers: list[S3Signer | None] = []
+        self.auths: list[Auth | None] = []
         region = None
         for p in paths:
             if p[:4].lower() == "http":  # http:// or https://: no other scheme starts so
                 target, url = _http_target(p)
-                signer = None
+                auth = None
             else:
                 if region is None and p[:5].lower() == "s3://":
                     region = s3_region(options)  # once per call (it may read a file)
                 target = resolve(p, options, region)
                 url = URL(target.url, encoded=True)
-                signer = None
-                if target.kind == "s3":
-                    if target.region not in signers:
-                        signers[target.region] = find_s3_signer(target.region,
-                                                                options.anonymous)
-                    signer = signers[target.region]
+                auth = auth_for(target, options, auths)
             self.targets.append(target)
             self.urls.append(url)
-            self.signers.append(signer)
+            self.auths.append(auth)
         self.prefetch: dict[int, tuple[int, memoryview]] = {}
         """(first offset, bytes) of objects, from the size probe: the head, or for objects
         asked only for suffixes, the tail."""
@@ -155,15 +150,21 @@ class HttpClient:
             headers.update(self.options.headers)
         if self.targets[file].kind == "az":
             headers["x-ms-version"] = AZURE_API_VERSION
-        signer = self.signers[file]
-        if signer is not None:
-            headers = signer.headers("GET", str(url), headers)
+        auth = self.auths[file]
+        if auth is not None:
+            headers = auth.headers("GET", str(url), headers)
         return headers
 
-    async def _open(self, file: int, rng: str | None) -> aiohttp.ClientResponse:
-        """Send the GET, following redirects; the caller releases the response."""
+    async def _open(self, file: int, rng: str | None, url: URL | None = None
+                    ) -> aiohttp.ClientResponse:
+        """Send the GET of ``file`` (or of ``url``, on the same origin as ``file``'s URL,
+        with its credentials), following redirects; the caller releases the response."""
         assert self.session is not None
-        url = self.urls[file]
+        if url is None:
+            url = self.urls[file]
+        auth = self.auths[file]
+        if auth is not None:
+            await auth.ready()
         for _ in range(REDIRECTS + 1):
             try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng),
@@ -368,6 +369,30 @@ class HttpClient:
             if eof:
                 break
         return got
+
+    async def document(self, file: int, url: URL) -> memoryview:
+        """The whole body of a GET of ``url`` (a listing page on ``file``'s service, with
+        its credentials), retried like a read; a status other than 200 raises."""
+        async def step() -> memoryview:
+            resp = await self._open(file, None, url)
+            try:
+                if resp.status != 200:
+                    err = status_error(resp.status, resp.reason, str(url))
+                    if isinstance(err, Retry):
+                        err.after = retry_after(resp.headers.get("Retry-After"))
+                    raise err
+                return await read_body(resp, str(url))
+            finally:
+                resp.release()
+
+        def exhausted(exc: Retry | TimeoutError, attempts: int) -> Exception:
+            if isinstance(exc, Retry):
+                return HttpError(exc.final.errno, f"{exc.final.detail} (after {attempts} "
+                                 "attempts)")
+            return HttpError(errno.ETIMEDOUT, f"{url}: no complete answer within "
+                             f"{self.options.request_timeout} s (after {attempts} attempts)")
+
+        return await self.retrying(step, exhausted)
 
     # -- multi-range requests --------------------------------------------------------------
     async def get_multi(self, reads: list[Read]) -> list[Read]:

@@ -85,7 +85,7 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
     n = len(paths)
     max_read = tune.max_read
     options = backend.options
-    client = HttpClient(paths, options, backend._signers)
+    client = HttpClient(paths, options, backend._auths)
     await client.start()
     served[0] += 1
     arena = _memory(room) if room and out is None else None
@@ -152,7 +152,7 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
                      out: Sequence[Any] | None, missing_ok: bool,
                      finished: Callable[[int], None] | None) -> Outcome:
     """The commonest call, one range of one object: its one GET, nothing to gather."""
-    client = HttpClient(paths, backend.options, backend._signers)
+    client = HttpClient(paths, backend.options, backend._auths)
     if client.session is None:
         await client.start()
     served[0] += 1
