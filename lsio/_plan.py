@@ -102,6 +102,20 @@ class Plan:
     """Own destinations with ``check_eof``: bytes of the scratch buffer (buffer index
     ``n_requests``) that the one-byte end-of-file probes land in."""
 
+    piece_offset: I64 | None = None
+    """Sparse plans: file offset of each piece, a run of requested bytes inside one read
+    (read ``k``'s pieces are ``op_piece[k]:op_piece[k + 1]``, by offset). The arena holds
+    the pieces only: the bytes of a read between its pieces are received and dropped."""
+
+    piece_length: I64 | None = None
+    """Sparse plans: bytes of each piece."""
+
+    piece_buf: I64 | None = None
+    """Sparse plans: offset of each piece in the arena (buffer 0)."""
+
+    op_piece: I64 | None = None
+    """Sparse plans: each read's first piece, and one past the last piece at the end."""
+
     @property
     def nops(self) -> int:
         return len(self.op_offset)
@@ -180,6 +194,8 @@ def plan(
     arena_align: int,
     own_destinations: bool,
     check_eof: bool = False,
+    sparse: bool = False,
+    gap_budget: int | None = None,
 ) -> Plan:
     """Plan the reads for a request list.
 
@@ -217,6 +233,17 @@ def plan(
         k-th such request; the caller provides that scratch buffer of ``eof_scratch``
         bytes). Empty size-dependent requests get the probe too, so every file whose
         bytes a call claims was opened.
+    sparse
+        Lay out only the requested bytes: the arena holds each group's runs of requested
+        bytes (its *pieces*, :attr:`Plan.piece_offset`), not the gaps a merged read
+        fetches; reads are trimmed to their first and last piece, and reads that would
+        fetch gap bytes only are dropped. For remote reads, where a merged read streams
+        through memory that need not keep its gaps (not with ``own_destinations`` or
+        ``check_eof``, nor with alignment).
+    gap_budget
+        Most bytes no request asked for that merging may add to the call (the gaps it
+        reads through), spent on the smallest gaps first; ``None``: no limit beyond
+        ``max_gap``. Remote reads bound the bytes transferred per byte requested so.
     """
     if not 0 < split_size <= LINUX_MAX_RW:
         raise ValueError(f"split_size must be in 1..{LINUX_MAX_RW}, got {split_size}")
@@ -226,6 +253,11 @@ def plan(
         raise ValueError(f"max_gap must be >= 0 or None, got {max_gap}")
     if np.any(split_size % file_align):
         raise ValueError("split_size must be a multiple of every file's alignment")
+    if sparse and (own_destinations or check_eof or np.any(file_align != 1)):
+        raise ValueError("a sparse plan needs a shared arena, no end-of-file proof and no "
+                         "alignment")
+    if gap_budget is not None and gap_budget < 0:
+        raise ValueError(f"gap_budget must be >= 0 or None, got {gap_budget}")
     nreq = len(file)
     start, end = resolve_ranges(file, offset, length, file_size)
     count = end - start
@@ -251,7 +283,8 @@ def plan(
         order, first = live, np.ones(len(live), bool)
     else:
         order = live[np.lexsort((rstart[live], file[live]))]
-        first = _group_heads(file[order], rstart[order], rend[order], max_gap, max_read)
+        first = _group_heads(file[order], rstart[order], rend[order], max_gap, max_read,
+                             gap_budget)
     group_of_sorted = np.cumsum(first) - 1
     heads = np.flatnonzero(first)
     if own_destinations:
@@ -276,6 +309,9 @@ def plan(
 
     # -- split, then order -------------------------------------------------------------------
     ops = _split(gstart, gend, gfile, gbase, gbuf, cap)
+    if sparse:
+        return _sparse(start, count, order, first, group_of_sorted, gstart, gend, ops, cap,
+                       arena_align, len(file_size))
     if len(probe):  # own destinations: one byte at each size-dependent request's EOF
         ops = ops.concat(_Ops(group=req_group[probe], file=file[probe],
                               offset=file_size[file[probe]],
@@ -306,19 +342,29 @@ def plan(
     )
 
 
-def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int
-                 ) -> npt.NDArray[np.bool_]:
+def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int,
+                 gap_budget: int | None = None) -> npt.NDArray[np.bool_]:
     """Step 3 on requests sorted by (file, start): which ones start a new group. A request
     joins the group before it when it overlaps it or the gap is at most ``max_gap``
     (``None``: only overlaps), and while it starts within ``max_read`` of its cluster's
-    first byte."""
+    first byte. With a ``gap_budget``, only the smallest gaps whose sum stays within it
+    are read through."""
+    newfile = f[1:] != f[:-1]
+
     def gap_opens(reach: I64) -> npt.NDArray[np.bool_]:
         if max_gap is None:  # deduplicate only: merge what overlaps, not what just touches
             return a[1:] >= reach[:-1]
-        return a[1:] - reach[:-1] > max_gap
+        gap = a[1:] - reach[:-1]
+        opens = gap > max_gap
+        if gap_budget is not None:
+            spent = np.flatnonzero(~opens & ~newfile & (gap > 0))
+            if len(spent):
+                spent = spent[np.argsort(gap[spent], kind="stable")]
+                opens[spent[np.cumsum(gap[spent]) > gap_budget]] = True
+        return opens
 
     first = np.ones(len(a), bool)
-    first[1:] = (f[1:] != f[:-1]) | gap_opens(_segment_cummax(e, f))
+    first[1:] = newfile | gap_opens(_segment_cummax(e, f))
     # Windows of max_read bytes from each cluster's start keep groups bounded.
     cluster = np.cumsum(first) - 1
     window = (a - a[first][cluster]) // max_read
@@ -329,6 +375,73 @@ def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int
     # suffices: a split point is past everything before it.
     first[1:] |= gap_opens(_segment_cummax(e, np.cumsum(first) - 1))
     return first
+
+
+def _sparse(start: I64, count: I64, order: I64, first: npt.NDArray[np.bool_],
+            group_of_sorted: I64, gstart: I64, gend: I64, ops: _Ops, cap: int,
+            arena_align: int, nfiles: int) -> Plan:
+    """Steps 4-6 of a sparse plan: the arena holds each group's runs of requested bytes
+    (overlapping or touching requests form one run; a run never crosses groups), and each
+    read of a group gets the pieces of those runs inside it; reads are trimmed to their
+    pieces and reads without one are dropped."""
+    nreq = len(start)
+    a, e = start[order], start[order] + count[order]
+    # -- runs: the union of requested bytes within each group
+    run_first = first.copy()
+    if len(a):
+        reach = _segment_cummax(e, group_of_sorted)
+        run_first[1:] |= a[1:] > reach[:-1]
+    run_of_sorted = np.cumsum(run_first) - 1
+    rheads = np.flatnonzero(run_first)
+    run_start = a[rheads]
+    run_end = np.maximum.reduceat(e, rheads) if len(rheads) else np.zeros(0, np.int64)
+    run_group = group_of_sorted[rheads]
+    run_buf, arena_size = _arena(run_end - run_start, arena_align)
+    req_buf = np.zeros(nreq, np.int64)
+    req_buf[order] = run_buf[run_of_sorted] + (a - run_start[run_of_sorted])
+    # -- pieces: each run cut at the boundaries of its group's reads (every cap bytes)
+    g0 = gstart[run_group]
+    k0 = (run_start - g0) // cap
+    npieces = (run_end - 1 - g0) // cap - k0 + 1
+    run = np.repeat(np.arange(len(rheads), dtype=np.int64), npieces)
+    k = k0[run] + np.arange(len(run), dtype=np.int64) - np.repeat(
+        np.cumsum(npieces) - npieces, npieces)
+    p_lo = np.maximum(run_start[run], g0[run] + k * cap)
+    p_hi = np.minimum(run_end[run], g0[run] + (k + 1) * cap)
+    nparts = _round_up(gend - gstart, cap) // cap
+    p_op = (np.cumsum(nparts) - nparts)[run_group[run]] + k
+    p_buf = run_buf[run] + (p_lo - run_start[run])
+    # -- reads trimmed to their pieces, those without one dropped, then ordered by file
+    has = np.zeros(len(ops.offset), bool)
+    has[p_op] = True
+    heads = np.flatnonzero(np.r_[True, p_op[1:] != p_op[:-1]]) if len(p_op) else p_op
+    lo = p_lo[heads]
+    hi = np.maximum.reduceat(p_hi, heads) if len(heads) else p_hi
+    keep = np.flatnonzero(has)
+    ops = _Ops(group=ops.group[keep], file=ops.file[keep], offset=lo, length=hi - lo,
+               base=ops.base[keep], buf=p_buf[heads])
+    renumber = np.full(len(has), -1, np.int64)
+    renumber[keep] = np.arange(len(keep), dtype=np.int64)
+    by_file = np.lexsort((ops.offset, ops.file))
+    ops = ops.take(by_file)
+    new_id = np.empty(len(by_file), np.int64)
+    new_id[by_file] = np.arange(len(by_file), dtype=np.int64)
+    p_op = new_id[renumber[p_op]]
+    pieces = np.lexsort((p_lo, p_op))
+    p_op, p_lo, p_hi, p_buf = p_op[pieces], p_lo[pieces], p_hi[pieces], p_buf[pieces]
+    req_group = np.full(nreq, -1, np.int64)
+    req_group[order] = group_of_sorted
+    files = np.arange(nfiles)
+    return Plan(
+        req_start=start, req_length=count, req_base=np.zeros(nreq, np.int64),
+        req_buf=req_buf, req_group=req_group, group_start=gstart, group_end=gend,
+        op_file=ops.file, op_offset=ops.offset, op_length=ops.length, op_base=ops.base,
+        op_buf=ops.buf, op_group=ops.group,
+        file_op_start=np.searchsorted(ops.file, files, "left").astype(np.int64),
+        file_op_end=np.searchsorted(ops.file, files, "right").astype(np.int64),
+        arena_size=arena_size, piece_offset=p_lo, piece_length=p_hi - p_lo,
+        piece_buf=p_buf,
+        op_piece=np.searchsorted(p_op, np.arange(len(by_file) + 1)).astype(np.int64))
 
 
 def _arena(glen: I64, arena_align: int) -> tuple[I64, int]:

@@ -399,7 +399,9 @@ class Reader:
             len(reqs), plan, reqs.file, reqs.offset, reqs.length, file_size=stat.size,
             file_align=layout.file_align, max_gap=layout.max_gap, max_read=tune.max_read,
             split_size=LINUX_MAX_RW, arena_align=layout.arena_align,
-            own_destinations=out is not None, check_eof=layout.check_eof)
+            own_destinations=out is not None, check_eof=layout.check_eof,
+            sparse=layout.sparse and out is None,
+            gap_budget=_gap_budget(reqs, stat.size, layout.gap_budget_ratio))
         buffers = self._buffers(reqs, p, out, caps)
         tracker = await _off_loop(len(reqs), _Tracker, p, *(
             (reqs.file, stat.size) if layout.check_eof else ()))
@@ -713,6 +715,18 @@ class Reader:
                 await asyncio.gather(task, return_exceptions=True)
             if bar is not None:
                 bar.close()
+
+
+def _gap_budget(reqs: Requests, size: npt.NDArray[np.int64], ratio: float | None
+                ) -> int | None:
+    """Gap bytes a call may read through: ``ratio - 1`` times the bytes its requests ask
+    for (ranges clamped to the sizes known; a range of an object whose size was not asked
+    counts in full)."""
+    if ratio is None:
+        return None
+    start, end = resolve_ranges(reqs.file, reqs.offset, reqs.length, size)
+    asked = float((end - start).astype(np.float64).sum())
+    return int(min(max(ratio - 1.0, 0.0) * asked, 2.0**62))
 
 
 @asynccontextmanager

@@ -82,6 +82,8 @@ http {{
         listen 127.0.0.1:{port}{tls};
         root {root};
         location / {{ }}
+        # the same files from a server that ignores Range: always 200, the whole body
+        location /norange/ {{ alias {root}/; max_ranges 0; }}
     }}
 }}
 """

@@ -48,6 +48,14 @@ class Layout:
     parallel: bool = False
     """The reads may be spread over one ring per core (page-cache copies are CPU-bound)."""
 
+    sparse: bool = False
+    """Lay out only requested bytes (``lsio._plan.plan(sparse=True)``): a merged read's
+    gap bytes are received and dropped, not kept in the result memory (remote reads)."""
+
+    gap_budget_ratio: float | None = None
+    """Bytes a call may fetch per byte requested (egress is billed): merging reads through
+    gaps stops when the gaps would add more than ``ratio - 1`` times the requested bytes."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:

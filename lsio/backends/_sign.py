@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .._url import HttpOptions, Target
 
-__all__ = ["Auth", "S3Signer", "auth_for", "find_s3_signer"]
+__all__ = ["Auth", "auth_for"]
 
 
 class Auth(Protocol):

@@ -119,7 +119,8 @@ class HttpBackend:
             if not call.multipart:
                 gap = PRESETS["cloud"].max_gap
         return Layout(file_direct=np.zeros(n, np.int32), file_align=np.ones(n, np.int64),
-                      arena_align=ARENA_ALIGN, max_gap=gap, check_eof=False)
+                      arena_align=ARENA_ALIGN, max_gap=gap, check_eof=False, sparse=True,
+                      gap_budget_ratio=self.options.max_transfer_ratio)
 
     async def _probe_multipart(self, call: _Call, reqs: Requests) -> bool:
         """Whether every plain-HTTP server of this call answers multipart ranges. Servers
@@ -182,14 +183,42 @@ class HttpBackend:
         views = [memoryview(b).cast("B") for b in buffers]
         finished = _progress_batcher(run.on_progress, done, err)
 
+        made: dict[int, Read] = {}
+
         def make(op: int) -> Read:
+            r = made.get(op)
+            if r is not None:
+                return r
             length = int(p.op_length[op])
             base, at = int(p.op_base[op]), int(p.op_buf[op])
-            return Read(op, int(p.op_file[op]), int(p.op_offset[op]), length,
-                        views[base][at:at + length])
+            start = int(p.op_offset[op])
+            if p.op_piece is None:
+                r = Read(op, int(p.op_file[op]), start, length, views[base][at:at + length])
+            else:  # sparse: only the pieces' bytes are kept
+                assert p.piece_offset is not None and p.piece_length is not None
+                assert p.piece_buf is not None
+                arena = views[base]
+                lo, hi = int(p.op_piece[op]), int(p.op_piece[op + 1])
+                pieces = [(o - start, arena[b:b + n]) for o, n, b in zip(
+                    p.piece_offset[lo:hi].tolist(), p.piece_length[lo:hi].tolist(),
+                    p.piece_buf[lo:hi].tolist(), strict=True)]
+                if len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == length:
+                    r = Read(op, int(p.op_file[op]), start, length, pieces[0][1])
+                else:
+                    r = Read(op, int(p.op_file[op]), start, length, None, pieces=pieces,
+                             starts=[q[0] for q in pieces])
+            made[op] = r
+            return r
+
+        def file_reads(file: int) -> list[Read]:
+            return [make(op) for op in range(int(p.file_op_start[file]),
+                                             int(p.file_op_end[file]))]
+
+        client.file_reads = file_reads
 
         async def single(op: int) -> None:
-            done[op] = await client.get(make(op))
+            r = make(op)
+            done[op] = r.got if r.got >= 0 else await client.get(r)
             finished([op])
 
         async def multi(ops: list[int]) -> None:

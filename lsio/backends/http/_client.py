@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import itertools
 import random
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +42,8 @@ from ._session import (
     session_for,
     session_now,
     stream_into,
+    stream_pieces,
+    stream_through,
 )
 
 __all__ = ["HttpClient", "NotMulti", "Read", "origin", "workers"]
@@ -72,9 +76,32 @@ class Read:
     start: int
     length: int
     dest: memoryview | None
-    """Where the bytes go; ``None`` for a size probe, whose buffer is sized by the answer."""
+    """Where the bytes go; ``None`` for a size probe, whose buffer is sized by the answer
+    (and for a sparse read, whose bytes go to ``pieces``)."""
     got: int = -1
-    """Bytes read once served by a multipart answer; -1 until then."""
+    """Bytes read once served by another answer (multipart, or a whole body streamed for
+    the call's reads); -1 until then."""
+    pieces: list[tuple[int, memoryview]] | None = None
+    """Sparse reads: (position in the read, memory) of each run of requested bytes, by
+    position; the bytes between them are received and dropped."""
+    starts: list[int] | None = None
+    """Sparse reads: each piece's position (for bisection)."""
+
+    def put(self, at: int, data: memoryview | bytes) -> None:
+        """Keep the bytes at positions ``[at, at + len(data))`` of the read."""
+        if self.pieces is None:
+            assert self.dest is not None
+            self.dest[at:at + len(data)] = data
+            return
+        assert self.starts is not None
+        end = at + len(data)
+        k = max(bisect_right(self.starts, at) - 1, 0)
+        for pos, mem in itertools.islice(self.pieces, k, None):
+            if pos >= end:
+                break
+            lo, hi = max(pos, at), min(pos + len(mem), end)
+            if lo < hi:
+                mem[lo - pos:hi - pos] = data[lo - at:hi - at]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -125,7 +152,12 @@ class HttpClient:
         """(first offset, bytes) of objects, from the size probe: the head, or for objects
         asked only for suffixes, the tail."""
         self.whole: dict[int, asyncio.Future[memoryview]] = {}
-        """Whole bodies of objects whose server ignored ``Range``."""
+        """Whole bodies of objects whose server ignored ``Range`` (size probes)."""
+        self.file_reads: Callable[[int], list[Read]] | None = None
+        """A call's reads of each object, when it has a plan: a body sent whole (``Range``
+        ignored) is then streamed through them (:meth:`_stream_whole`), not kept."""
+        self.streamed: dict[int, asyncio.Future[None]] = {}
+        """Objects whose whole body is streaming (or streamed) into the call's reads."""
         self.sizes = [UNKNOWN_SIZE] * len(paths)
         """Each object's size, once an answer told it."""
         self.session = session_now(options.connections_per_host)
@@ -224,10 +256,10 @@ class HttpClient:
 
     @staticmethod
     def _put(r: Read, got: int, piece: memoryview) -> int:
-        if r.dest is None:  # a probe answered with the whole body: keep a view of it
-            r.dest = piece
+        if r.dest is None and r.pieces is None:  # a probe answered with the whole body
+            r.dest = piece  # keep a view of it
         else:
-            r.dest[got:got + len(piece)] = piece
+            r.put(got, piece)
         return len(piece)
 
     def _from_memory(self, r: Read) -> int | None:
@@ -258,8 +290,21 @@ class HttpClient:
             if suffix:
                 r.start = start = max(len(body) - want, 0)
             return self._put(r, got, body[start:start + want]), True
+        streamed = self.streamed.get(r.file)
+        if streamed is not None:  # a whole body is being streamed into the call's reads
+            await asyncio.shield(streamed)
+            if r.got >= 0:
+                return r.got - got, True
         resp = await self._open(r.file, range_header(start, want))
         try:
+            if resp.status == 200 and self.file_reads is not None and not suffix:
+                # Range ignored: the body is the whole object; keep only what the call's
+                # reads want while it streams by
+                await self._stream_whole(r.file, resp)
+                if r.got < 0:
+                    raise HttpError(errno.EIO, f"{resp.url} ignored Range and its body did "
+                                    f"not serve bytes {start}-{start + want - 1}")
+                return r.got - got, True
             if resp.status == 200:  # Range ignored: the body is the whole object
                 body = await self._whole_body(r.file, resp)
                 if suffix:
@@ -293,17 +338,54 @@ class HttpClient:
                                       f"{resp.headers['Content-Range']}"))
             if cr[2] is not None:
                 self.sizes[r.file] = cr[2]
+            if r.pieces is not None:
+                added, clean = await stream_pieces(resp, r, got, n)
+                return self._body_end(resp, added, n, clean, cr)
             if r.dest is None:  # a size probe: memory sized by the answer
                 r.length = min(r.length, cr[2]) if cr[2] is not None else n
                 r.dest = (memoryview(bytearray(r.length)) if r.length < SMALL_BODY else
                           memoryview(np.empty(r.length, np.uint8).data).cast("B"))
             added, clean = await stream_into(resp, r.dest[got:got + n])
-            if added < n or not clean:
-                raise Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
-                                      f"{added} of {n} bytes"), progress=added)
-            return n, cr[2] is not None and cr[1] >= cr[2]
+            return self._body_end(resp, added, n, clean, cr)
         finally:
             resp.release()
+
+    @staticmethod
+    def _body_end(resp: aiohttp.ClientResponse, added: int, n: int, clean: bool,
+                  cr: tuple[int, int, int | None]) -> tuple[int, bool]:
+        """(bytes added, reached EOF) of a 206 body of ``n`` bytes that streamed ``added``;
+        a body cut short is retried from where it stopped."""
+        if added < n or not clean:
+            raise Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
+                                  f"{added} of {n} bytes"), progress=added)
+        return n, cr[2] is not None and cr[1] >= cr[2]
+
+    async def _stream_whole(self, file: int, resp: aiohttp.ClientResponse) -> None:
+        """A 200 answer (the server ignored ``Range``) streamed once for every read of the
+        call on ``file`` (:attr:`file_reads`): each keeps its own bytes as they pass and is
+        marked served (``Read.got``); nothing else of the body is kept. Reads of the file
+        that ask meanwhile wait for it."""
+        fut = self.streamed.get(file)
+        if fut is not None:  # another read is streaming it already
+            resp.close()
+            await asyncio.shield(fut)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.streamed[file] = fut
+        assert self.file_reads is not None
+        reads = sorted((r for r in self.file_reads(file) if r.got < 0), key=lambda r: r.start)
+        try:
+            pos = await stream_through(resp, reads)
+        except BaseException as exc:
+            del self.streamed[file]
+            fut.set_exception(exc if isinstance(exc, (HttpError, Retry)) else Retry(
+                HttpError(errno.EIO, f"download of {self.urls[file]} was interrupted")))
+            fut.exception()  # mark retrieved
+            raise
+        self.sizes[file] = pos
+        for r in reads:
+            r.got = min(max(pos - r.start, 0), r.length)
+        fut.set_result(None)
 
     # -- the retry loop -----------------------------------------------------------------
     async def retrying(self, step: Callable[[], Awaitable[T]],
@@ -413,8 +495,7 @@ class HttpClient:
                 if start <= r.start < end:
                     piece = data[r.start - start:r.start - start + r.length]
                     if len(piece) == r.length or (total is not None and end >= total):
-                        assert r.dest is not None
-                        r.dest[:len(piece)] = piece
+                        r.put(0, piece)
                         r.got = len(piece)
                     break
             if r.got < 0:

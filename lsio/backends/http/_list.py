@@ -21,7 +21,7 @@ from .._sign import Auth
 from ._client import HttpClient
 from ._protocol import HttpError
 
-__all__ = ["list_keys", "parse_s3_page", "s3_pages"]
+__all__ = ["Page", "list_keys"]
 
 Page = tuple[list[str], list[str]]
 """One page: object names, and common prefixes (each ending with the delimiter)."""

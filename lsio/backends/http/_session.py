@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import errno
+import itertools
 import os
 import sys
 import urllib.request
@@ -24,7 +25,7 @@ from yarl import URL
 from ._protocol import HttpError, Retry
 
 __all__ = ["Proxies", "aiohttp_error", "read_body", "session_for", "session_now",
-           "stream_into"]
+           "stream_into", "stream_pieces", "stream_through"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
 """What a body cut short raises while it streams (a resumable failure)."""
@@ -222,6 +223,61 @@ async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[i
                 return pos, True
     except BODY_ERRORS:
         return pos, False
+
+
+async def stream_pieces(resp: aiohttp.ClientResponse, r: Any, got: int, n: int
+                        ) -> tuple[int, bool]:
+    """Like :func:`stream_into` for a sparse read ``r`` (``lsio.backends.http._client.Read``)
+    whose body starts at its position ``got``: bytes its pieces want are kept, the rest are
+    dropped as they pass (they never reach the result memory)."""
+    pos = 0
+    content = resp.content
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                return pos, True
+            k = len(chunk)
+            if pos + k > n:
+                raise HttpError(errno.EIO, f"{resp.url} sent more bytes than its "
+                                f"Content-Range/Content-Length announced ({n})")
+            r.put(got + pos, chunk)
+            pos += k
+            if pos == n and content.at_eof():
+                return pos, True
+    except BODY_ERRORS:
+        return pos, False
+
+
+async def stream_through(resp: aiohttp.ClientResponse, reads: list[Any]) -> int:
+    """Stream a whole body (a 200 answer) past ``reads`` (``Read``s of that object, sorted
+    by start, not overlapping): each keeps the bytes of its range; returns the body's
+    length. A body cut short raises ``Retry`` (a retry streams it again)."""
+    pos = 0
+    k = 0  # the first read not yet passed
+    content = resp.content
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            end = pos + len(chunk)
+            while k < len(reads) and reads[k].start + reads[k].length <= pos:
+                k += 1
+            for r in itertools.islice(reads, k, None):
+                if r.start >= end:
+                    break
+                lo, hi = max(r.start, pos), min(r.start + r.length, end)
+                r.put(lo - r.start, memoryview(chunk)[lo - pos:hi - pos])
+            pos = end
+    except BODY_ERRORS:
+        raise Retry(HttpError(errno.EIO, f"body of {resp.url} truncated at {pos} bytes")
+                    ) from None
+    announced = resp.content_length
+    if announced is not None and pos != announced:
+        raise Retry(HttpError(errno.EIO, f"body of {resp.url} truncated at {pos} of "
+                              f"{announced} bytes"))
+    return pos
 
 
 async def read_body(resp: aiohttp.ClientResponse, what: str) -> memoryview:
