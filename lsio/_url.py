@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-__all__ = ["HttpOptions", "Target", "gcs_endpoint", "is_url", "listable", "local_path",
+__all__ = ["GCS_OBJECTS", "HttpOptions", "Target", "is_url", "listable", "local_path",
            "resolve", "s3_region"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")

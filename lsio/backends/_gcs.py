@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .http._client import HttpClient
     from .http._list import Page
 
-__all__ = ["GcsAuth", "find_gcs_auth", "fresh_until", "gcs_pages", "parse_gcs_page"]
+__all__ = ["find_gcs_auth", "gcs_pages"]
 
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_only",)
 """OAuth scope asked for (lsio only reads); credentials that carry their own scopes (user
