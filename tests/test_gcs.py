@@ -262,8 +262,8 @@ async def test_service_account_token_is_cached(proxy: RecordingProxy,
                                                token_server: TokenServer, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """$GOOGLE_APPLICATION_CREDENTIALS names a service-account key: one signed-JWT exchange
-    (checked by the token endpoint) serves every request of several calls, each of which
-    carries that token."""
+    (checked by the token endpoint) serves every request of several calls and a listing,
+    each of which carries that token."""
     key = token_server.service_account_file(tmp_path / "sa.json")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     reader = gcs_reader(proxy.endpoint)
@@ -271,9 +271,14 @@ async def test_service_account_token_is_cached(proxy: RecordingProxy,
         got = await reader.read_many([("gs://bkt/a.bin", i * 1000, 100) for i in range(20)]
                                      + [(f"gs://bkt/{ODD}", 5, 10)])
         assert bytes(got[7]) == A[7000:7100] and bytes(got[-1]) == B[5:15]
+    import lsio.zarr as lz
+
+    listed = [k async for k in lz.LsioStore("gs://bkt/dir", reader=reader).list()]
+    assert listed == [ODD.removeprefix("dir/")]
     assert token_server.issued == ["sa-token-1"]
     assert token_server.scopes == ["https://www.googleapis.com/auth/devstorage.read_only"]
-    assert len(proxy.log) >= 3 and set(proxy.bearers()) == {"Bearer sa-token-1"}
+    assert any("/storage/v1/b/bkt/o?" in e["path"] for e in proxy.log)  # the listing
+    assert len(proxy.log) >= 4 and set(proxy.bearers()) == {"Bearer sa-token-1"}
 
 
 async def test_expiring_token_is_refreshed(proxy: RecordingProxy, token_server: TokenServer,

@@ -34,6 +34,7 @@ import math
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -69,7 +70,8 @@ _LIST_FIELDS = "items(name),prefixes,nextPageToken"
 
 Source = Literal["adc", "metadata", "any"]
 """Where :class:`GcsAuth` loads credentials from: an ADC file, the metadata server, or
-wherever ``google.auth.default()`` finds them (slow off Google Cloud: only when required)."""
+wherever ``google.auth.default()`` finds them (it may wait seconds for a metadata server off
+Google Cloud: only when credentials are required and no quick check found any)."""
 
 
 # -- finding credentials -----------------------------------------------------------------
@@ -78,14 +80,18 @@ def _env(name: str) -> str:
     return os.environ.get(name, "")
 
 
-def _adc_file_exists() -> bool:
-    """Whether ``google.auth.default()`` would find a credentials file (no network)."""
-    if _env("GOOGLE_APPLICATION_CREDENTIALS"):
-        return True  # set: used (a missing file is an error google-auth reports, by name)
+def _adc_file() -> str | None:
+    """The credentials file ``google.auth.default()`` would use, if any (no network):
+    ``$GOOGLE_APPLICATION_CREDENTIALS`` (when set, used: a missing file is an error that
+    google-auth reports by name), else gcloud's ADC file if it exists."""
+    explicit = _env("GOOGLE_APPLICATION_CREDENTIALS")
+    if explicit:
+        return explicit
     config = _env("CLOUDSDK_CONFIG") or (
         os.path.join(_env("APPDATA"), "gcloud") if os.name == "nt"
         else os.path.expanduser("~/.config/gcloud"))
-    return os.path.isfile(os.path.join(config, "application_default_credentials.json"))
+    path = os.path.join(config, "application_default_credentials.json")
+    return path if os.path.isfile(path) else None
 
 
 def _metadata_server_likely() -> bool:
@@ -118,8 +124,9 @@ def find_gcs_auth(options: HttpOptions) -> GcsAuth | None:
         if required:
             raise ImportError("lsio: GCS credentials need google-auth: pip install 'lsio[gcs]'")
         return None  # public buckets still work
-    if _adc_file_exists():
-        return GcsAuth("adc")
+    path = _adc_file()
+    if path is not None:
+        return GcsAuth("adc", path)
     if _metadata_server_likely():
         return GcsAuth("metadata")
     return GcsAuth("any") if required else None
@@ -146,8 +153,10 @@ def fresh_until(now: float, expires: float | None) -> float:
 class GcsAuth:
     """A bearer token from google-auth's credentials, refreshed before it expires."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, path: str | None = None) -> None:
         self.source = source
+        self.path = path
+        """The credentials file (``source="adc"``)."""
         self.refreshes = 0
         """Tokens fetched so far."""
         self._credentials: Any = None
@@ -221,9 +230,23 @@ class GcsAuth:
 
             return compute_engine.Credentials()  # type: ignore[no-untyped-call]
         import google.auth
+        from google.auth.credentials import with_scopes_if_required
 
-        credentials, _project = google.auth.default(scopes=list(SCOPES))
-        return credentials
+        if self.source == "adc" and self.path is not None:
+            # the file google.auth.default() would load, without what default() does after:
+            # finding a project id (lsio needs none) runs `gcloud config get project` for
+            # gcloud's file (~1.5 s) or asks an STS server for federated identities. The
+            # function warns that loading an untrusted file is risky; default() silences
+            # that for ADC files, which the user set up, and so does this
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                load = google.auth.load_credentials_from_file
+                credentials, _project = load(self.path)  # type: ignore[no-untyped-call]
+        else:
+            credentials, _project = google.auth.default()
+        # as default() does: scopes for service accounts, none forced on user credentials
+        scoped = with_scopes_if_required(credentials, list(SCOPES))  # type: ignore[no-untyped-call]
+        return scoped
 
 
 # -- listing -------------------------------------------------------------------------------
