@@ -5,6 +5,7 @@ request carried (the emulator checks none). Every read is checked against the so
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from collections.abc import Iterator
@@ -401,3 +402,29 @@ async def test_explicit_authorization_header_wins(proxy: RecordingProxy,
     assert bytes((await reader.read_many([("gs://bkt/a.bin", 0, 10)]))[0]) == A[:10]
     assert proxy.bearers() == ["Bearer mine"] and token_server.issued == []
 
+
+
+async def test_broken_credentials_are_clear_errors(proxy: RecordingProxy,
+                                                   token_server: TokenServer, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key file that is not there: PermissionError naming it; a token endpoint that does
+    not answer: retried like a failed read, then an I/O error saying so. Nothing is sent to
+    the bucket without a token."""
+    import json
+
+    from servers import free_port
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "nope.json"))
+    with pytest.raises(PermissionError, match="no usable GCS credentials.*nope.json") as info:
+        await gcs_reader(proxy.endpoint).read_many([("gs://bkt/a.bin", 0, 10)])
+    assert info.value.filename == "gs://bkt/a.bin"
+
+    key = token_server.service_account_file(tmp_path / "sa.json")
+    dead = json.loads(key.read_text())
+    dead["token_uri"] = f"http://127.0.0.1:{free_port()}/token"
+    key.write_text(json.dumps(dead))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    with pytest.raises(OSError, match=r"GCS token request failed.*after 2 attempts") as err:
+        await gcs_reader(proxy.endpoint, retries=1).read_many([("gs://bkt/a.bin", 0, 10)])
+    assert err.value.errno == errno.EIO
+    assert proxy.log == [] and token_server.issued == []

@@ -157,8 +157,6 @@ class GcsAuth:
         self.source = source
         self.path = path
         """The credentials file (``source="adc"``)."""
-        self.refreshes = 0
-        """Tokens fetched so far."""
         self._credentials: Any = None
         self._request: Any = None
         self._token: str | None = None
@@ -220,7 +218,6 @@ class GcsAuth:
             now = time.time()
             self._token = creds.token
             self._quota_project = getattr(creds, "quota_project_id", None)
-            self.refreshes += 1
             self._fresh_until = fresh_until(
                 now, None if creds.expiry is None else _timestamp(creds.expiry))
 
