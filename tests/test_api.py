@@ -126,8 +126,8 @@ def test_private_modules_all_is_what_the_others_import() -> None:
 
 # -- what importing costs ---------------------------------------------------------------------
 
-OPTIONAL = {"aiohttp", "yarl", "botocore", "tqdm", "zarr", "numcodecs"}
-"""Third-party packages loaded only by the features that use them (URLs, S3 signing,
+OPTIONAL = {"aiohttp", "yarl", "botocore", "google", "requests", "tqdm", "zarr", "numcodecs"}
+"""Third-party packages loaded only by the features that use them (URLs, S3 signing, GCS tokens,
 ``progress=True``, ``lsio.zarr``, codecs)."""
 
 TOOLS = {"lsio.__main__", "lsio._calibrate", "lsio._demo", "lsio._doctables", "lsio.zarr",

@@ -24,7 +24,8 @@ def test_is_url(path: str, remote: bool) -> None:
     ("http://h:8080/a b?x=1", "http://h:8080/a b?x=1", "http"),
     ("s3://bkt/dir/a b+c.bin", "https://bkt.s3.eu-west-3.amazonaws.com/dir/a%20b%2Bc.bin", "s3"),
     ("s3://my.bucket/k", "https://s3.eu-west-3.amazonaws.com/my.bucket/k", "s3"),
-    ("gs://pub/x/é.zarr", "https://storage.googleapis.com/pub/x/%C3%A9.zarr", "gs"),
+    ("gs://pub/x/é.zarr",
+     "https://storage.googleapis.com/download/storage/v1/b/pub/o/x%2F%C3%A9.zarr?alt=media", "gs"),
     ("az://cont/blob/x", "https://acct.blob.core.windows.net/cont/blob/x", "az"),
     ("abfs://cont@other.dfs.core.windows.net/b", "https://other.blob.core.windows.net/cont/b",
      "az"),
@@ -41,6 +42,19 @@ def test_s3_endpoint_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (t.url, t.region) == ("http://minio:9000/b/k/x", "ap-south-1")
     t = resolve("s3://b/k", HttpOptions(endpoint_url="http://other:1"))
     assert t.url == "http://other:1/b/k"
+
+
+def test_gcs_endpoint_and_emulator_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The option wins over $STORAGE_EMULATOR_HOST; a bare host:port is plain HTTP; the
+    object name is one path segment ('/' and '+' encoded)."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "localhost:4443")
+    assert resolve("gs://b/k/a+b", HttpOptions()).url == (
+        "http://localhost:4443/download/storage/v1/b/b/o/k%2Fa%2Bb?alt=media")
+    assert resolve("gcs://b/k", HttpOptions(gcs_endpoint="https://gcs.corp/")).url == (
+        "https://gcs.corp/download/storage/v1/b/b/o/k?alt=media")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    assert resolve("gs://b/k", HttpOptions()).url.startswith(
+        "https://storage.googleapis.com/download/")
 
 
 def test_azure_account_and_sas_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,28 +1,296 @@
-"""Google Cloud Storage credentials (placeholder: anonymous access, or a token the user put in
-``HttpOptions.headers``)."""
+"""Google Cloud Storage: credentials (a bearer token) and listing (the JSON API).
+
+Theory of operation
+-------------------
+Credentials are google-auth's *application default credentials* (``lsio[gcs]``), looked up
+the way every Google client library does: ``$GOOGLE_APPLICATION_CREDENTIALS`` (a service
+account key, an authorized-user file, workload identity federation, impersonation...), the
+gcloud ADC file (``gcloud auth application-default login``), then the metadata server of GCE,
+GKE and Cloud Run. google-auth is maintained by Google and follows every variant of these; a
+stdlib version would still have to sign RS256 JWTs (so need ``cryptography``).
+
+google-auth's I/O blocks, and a bare ``google.auth.default()`` off Google Cloud may wait
+seconds for a metadata server that is not there. So:
+
+- :func:`find_gcs_auth` runs on the event loop, once per backend: it only looks at
+  environment variables and whether one file exists (microseconds) to decide if credentials
+  may be there; it loads nothing and asks no server.
+- :class:`GcsAuth` loads the credentials and refreshes the token in a worker thread, the
+  first time a request needs it and again when the token expires within
+  :data:`REFRESH_MARGIN`; one refresh at a time (a thread lock, and per event loop an
+  asyncio lock so waiting requests do not each take a thread). Between refreshes
+  :meth:`GcsAuth.ready` is one clock comparison.
+
+With ``$STORAGE_EMULATOR_HOST`` set, no credentials are looked up (as google-cloud-storage
+does), unless ``HttpOptions(anonymous=False)``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import json
+import math
+import os
+import threading
+import time
+import warnings
+import weakref
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from importlib.util import find_spec
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
-from .._url import HttpOptions
+from yarl import URL
+
+from .._url import GCS_OBJECTS, HttpOptions
+from .http._protocol import HttpError, Retry
 
 if TYPE_CHECKING:
-    from ._sign import Auth
     from .http._client import HttpClient
     from .http._list import Page
 
 __all__ = ["find_gcs_auth", "gcs_pages"]
 
+SCOPES = ("https://www.googleapis.com/auth/devstorage.read_only",)
+"""OAuth scope asked for (lsio only reads); credentials that carry their own scopes (user
+credentials, the metadata server's) keep theirs."""
 
-def find_gcs_auth(options: HttpOptions) -> Auth | None:
-    del options
-    return None
+REFRESH_MARGIN = 300.0
+"""Refresh a token that expires within this many seconds (5 minutes; google-auth's own
+threshold is 3 min 45 s): long reads and clock skew never send an expired token. A token
+shorter-lived than twice this is refreshed after half its life."""
 
+MAX_RESULTS = 1000
+"""Objects per listing page: the JSON API's default and maximum."""
+
+_LIST_FIELDS = "items(name),prefixes,nextPageToken"
+"""Ask only for what is used (a full object resource is ~1 kB of JSON)."""
+
+Source = Literal["adc", "metadata", "any"]
+"""Where :class:`GcsAuth` loads credentials from: an ADC file, the metadata server, or
+wherever ``google.auth.default()`` finds them (it may wait seconds for a metadata server off
+Google Cloud: only when credentials are required and no quick check found any)."""
+
+
+# -- finding credentials -----------------------------------------------------------------
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "")
+
+
+def _adc_file() -> str | None:
+    """The credentials file ``google.auth.default()`` would use, if any (no network):
+    ``$GOOGLE_APPLICATION_CREDENTIALS`` (when set, used: a missing file is an error that
+    google-auth reports by name), else gcloud's ADC file if it exists."""
+    explicit = _env("GOOGLE_APPLICATION_CREDENTIALS")
+    if explicit:
+        return explicit
+    config = _env("CLOUDSDK_CONFIG") or (
+        os.path.join(_env("APPDATA"), "gcloud") if os.name == "nt"
+        else os.path.expanduser("~/.config/gcloud"))
+    path = os.path.join(config, "application_default_credentials.json")
+    return path if os.path.isfile(path) else None
+
+
+def _metadata_server_likely() -> bool:
+    """Whether a metadata server should answer: pointed at by google-auth's variables, or
+    running on Google Cloud (the DMI product name google-auth checks too; Cloud Run and
+    Cloud Functions set their own variables)."""
+    if any(_env(v) for v in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT", "GCE_METADATA_IP")):
+        return True
+    if _env("NO_GCE_CHECK").lower() == "true":  # google-auth's opt-out
+        return False
+    if any(_env(v) for v in ("K_SERVICE", "CLOUD_RUN_JOB", "FUNCTION_TARGET")):
+        return True
+    try:
+        with open("/sys/class/dmi/id/product_name") as f:
+            return f.read().startswith("Google")
+    except OSError:
+        return False
+
+
+def find_gcs_auth(options: HttpOptions) -> GcsAuth | None:
+    """GCS credentials if they may exist (``anonymous=None``) or are required (``False``);
+    ``None``: anonymous requests (public buckets). An ``Authorization`` header in
+    ``options.headers`` wins: nothing is looked up."""
+    if options.anonymous or any(k.lower() == "authorization" for k in options.headers):
+        return None
+    required = options.anonymous is False
+    if not required and options.gcs_endpoint is None and _env("STORAGE_EMULATOR_HOST"):
+        return None  # an emulator, as google-cloud-storage reads the variable
+    if find_spec("google.auth") is None or find_spec("requests") is None:
+        if required:
+            raise ImportError("lsio: GCS credentials need google-auth: pip install 'lsio[gcs]'")
+        return None  # public buckets still work
+    path = _adc_file()
+    if path is not None:
+        return GcsAuth("adc", path)
+    if _metadata_server_likely():
+        return GcsAuth("metadata")
+    return GcsAuth("any") if required else None
+
+
+# -- the token ---------------------------------------------------------------------------
+
+def _timestamp(expiry: datetime) -> float:
+    if expiry.tzinfo is None:  # google-auth keeps naive UTC datetimes
+        expiry = expiry.replace(tzinfo=UTC)
+    return expiry.timestamp()
+
+
+def fresh_until(now: float, expires: float | None) -> float:
+    """Until when a token fetched at ``now`` (epoch seconds) and expiring at ``expires``
+    (``None``: never) needs no refresh: :data:`REFRESH_MARGIN` before it expires, or after
+    half its life if it lives less than twice the margin (else a short-lived token, such as
+    a metadata server's nearly expired one, would be fetched again for every request)."""
+    if expires is None:
+        return math.inf
+    return expires - min(REFRESH_MARGIN, (expires - now) / 2)
+
+
+class GcsAuth:
+    """A bearer token from google-auth's credentials, refreshed before it expires."""
+
+    def __init__(self, source: Source, path: str | None = None) -> None:
+        self.source = source
+        self.path = path
+        """The credentials file (``source="adc"``)."""
+        self._credentials: Any = None
+        self._request: Any = None
+        self._token: str | None = None
+        self._quota_project: str | None = None
+        self._fresh_until = -math.inf
+        """``time.time()`` until which the token needs no refresh."""
+        self._thread_lock = threading.Lock()
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
+
+    async def ready(self) -> None:
+        """Refresh the token (in a worker thread) if it expires within the margin."""
+        if time.time() < self._fresh_until:
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:
+            if time.time() < self._fresh_until:  # refreshed while this request waited
+                return
+            await loop.run_in_executor(None, self._refresh)
+
+    def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+            if self._quota_project:
+                headers["x-goog-user-project"] = self._quota_project
+        return headers
+
+    def _refresh(self) -> None:
+        """Load the credentials if not yet done, and fetch a token (blocking)."""
+        with self._thread_lock:
+            if time.time() < self._fresh_until:  # another loop's thread just did
+                return
+            from google.auth import exceptions
+
+            try:
+                if self._credentials is None:
+                    self._credentials = self._load()
+                    from google.auth.transport.requests import Request
+
+                    self._request = Request()
+                self._credentials.refresh(self._request)
+            except exceptions.DefaultCredentialsError as exc:
+                hint = (" (HttpOptions(anonymous=False) asks for credentials)"
+                        if self.source == "any" else "")
+                raise HttpError(errno.EACCES, f"lsio: no usable GCS credentials{hint}: "
+                                f"{exc}") from None
+            except exceptions.TransportError as exc:  # the token server could not be reached
+                raise Retry(HttpError(errno.EIO, f"lsio: GCS token request failed: {exc}")
+                            ) from None
+            except exceptions.RefreshError as exc:
+                final = HttpError(errno.EACCES, f"lsio: GCS token refresh refused: {exc}")
+                if getattr(exc, "retryable", False):
+                    raise Retry(final) from None
+                raise final from None
+            creds = self._credentials
+            now = time.time()
+            self._token = creds.token
+            self._quota_project = getattr(creds, "quota_project_id", None)
+            self._fresh_until = fresh_until(
+                now, None if creds.expiry is None else _timestamp(creds.expiry))
+
+    def _load(self) -> Any:
+        if self.source == "metadata":  # not google.auth.default(): it pings the default IP
+            from google.auth import compute_engine
+
+            return compute_engine.Credentials()  # type: ignore[no-untyped-call]
+        import google.auth
+        from google.auth.credentials import with_scopes_if_required
+
+        if self.source == "adc" and self.path is not None:
+            # the file google.auth.default() would load, without what default() does after:
+            # finding a project id (lsio needs none) runs `gcloud config get project` for
+            # gcloud's file (~1.5 s) or asks an STS server for federated identities. The
+            # function warns that loading an untrusted file is risky; default() silences
+            # that for ADC files, which the user set up, and so does this
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                load = google.auth.load_credentials_from_file
+                credentials, _project = load(self.path)  # type: ignore[no-untyped-call]
+        else:
+            credentials, _project = google.auth.default()
+        # as default() does: scopes for service accounts, none forced on user credentials
+        scoped = with_scopes_if_required(credentials, list(SCOPES))  # type: ignore[no-untyped-call]
+        return scoped
+
+
+# -- listing -------------------------------------------------------------------------------
 
 async def gcs_pages(client: HttpClient, prefix: str, delimiter: str | None
                     ) -> AsyncIterator[Page]:
-    """The GCS JSON API's object listing (not yet: the GCS issue work fills this in)."""
-    raise NotImplementedError("lsio: listing gs:// roots is not implemented yet")
-    yield [], []  # pragma: no cover
+    """The JSON API's object listing (``GET /storage/v1/b/BUCKET/o``), followed across
+    pages by ``nextPageToken``."""
+    url = str(client.urls[0])  # ENDPOINT/download/storage/v1/b/BUCKET/o/PLACEHOLDER?alt=media
+    head = GCS_OBJECTS.split("{}")[0]
+    at = url.rindex(head)
+    bucket = url[at + len(head):].split("/", 1)[0]  # percent-encoded already
+    base = f"{url[:at]}/storage/v1/b/{bucket}/o"
+    token: str | None = None
+    seen: set[str] = set()  # a prefix can come again on a later page (fake-gcs-server)
+    while True:
+        query = (f"prefix={quote(prefix, safe='')}&maxResults={MAX_RESULTS}"
+                 f"&fields={quote(_LIST_FIELDS, safe='')}")
+        if delimiter:
+            query += f"&delimiter={quote(delimiter, safe='')}"
+        if token is not None:
+            query += f"&pageToken={quote(token, safe='')}"
+        page_url = URL(f"{base}?{query}", encoded=True)
+        body = await client.document(0, page_url)
+        names, prefixes, token = parse_gcs_page(bytes(body), str(page_url))
+        fresh = [p for p in prefixes if p not in seen]
+        seen.update(fresh)
+        yield names, fresh
+        if token is None:
+            return
+
+
+def parse_gcs_page(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
+    """A JSON API listing page: (object names, prefixes, next page token or None)."""
+    try:
+        page = json.loads(body)
+    except ValueError as exc:
+        raise HttpError(errno.EIO, f"{url}: listing is not JSON: {exc}") from None
+    if not isinstance(page, dict):
+        raise HttpError(errno.EIO, f"{url}: listing is not a JSON object")
+    items = page.get("items", [])
+    prefixes = page.get("prefixes", [])
+    token = page.get("nextPageToken") or None
+    if not (isinstance(items, list) and all(isinstance(i, dict) and isinstance(i.get("name"),
+                                                                               str)
+                                            for i in items)
+            and isinstance(prefixes, list) and all(isinstance(p, str) for p in prefixes)
+            and (token is None or isinstance(token, str))):
+        raise HttpError(errno.EIO, f"{url}: listing has unexpected fields: {body[:200]!r}")
+    return [i["name"] for i in items], prefixes, token
