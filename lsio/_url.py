@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-__all__ = ["AzureConfig", "HttpOptions", "Target", "azure_config", "is_url", "listable",
-           "local_path", "redact", "resolve", "s3_region"]
+__all__ = ["HttpOptions", "Target", "azure_config", "is_url", "listable", "local_path",
+           "redact", "resolve", "s3_region"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .http._client import HttpClient
     from .http._list import Page
 
-__all__ = ["EntraToken", "azure_pages", "find_azure_auth", "parse_azure_page"]
+__all__ = ["azure_pages", "find_azure_auth"]
 
 SCOPE = "https://storage.azure.com/.default"
 """The OAuth scope of Azure Storage's data plane."""
@@ -137,10 +137,9 @@ def find_azure_auth(target: Target, options: HttpOptions) -> Auth | None:
 async def azure_pages(client: HttpClient, prefix: str, delimiter: str | None
                       ) -> AsyncIterator[Page]:
     """Azure List Blobs of the client's container, page after page (``NextMarker``)."""
-    from .http._list import _bucket_url
-
-    container = _bucket_url(client).rstrip("/")
-    sas = client.urls[0].raw_query_string  # a SAS authorises listing URLs too
+    home = client.urls[0]  # the container's placeholder blob: CONTAINER_URL/placeholder
+    container = str(home.with_query(None)).rsplit("/", 1)[0]
+    sas = home.raw_query_string  # a SAS authorises listing URLs too
     marker: str | None = None
     while True:
         query = f"restype=container&comp=list&prefix={quote(prefix, safe='')}"

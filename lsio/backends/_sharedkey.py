@@ -27,7 +27,7 @@ import hmac
 from email.utils import formatdate
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["SharedKey", "canonical_resource", "sign", "string_to_sign"]
+__all__ = ["SharedKey"]
 
 _STANDARD = ("content-encoding", "content-language", "content-length", "content-md5",
              "content-type", "date", "if-modified-since", "if-match", "if-none-match",
