@@ -99,6 +99,12 @@ class HttpOptions:
     RFC 9110 14.6) when the server supports it (probed once per host); never for S3, GCS
     and Azure, which do not."""
 
+    azure_credential: Any = None
+    """Entra ID credential for ``az://``: an azure-identity credential object (synchronous,
+    e.g. ``ClientSecretCredential``, ``InteractiveBrowserCredential``: anything with
+    ``get_token(*scopes)``); default: an account key or SAS from the environment, else
+    azure-identity's ``DefaultAzureCredential`` when ``lsio[azure]`` is installed."""
+
     azure_endpoint: str | None = None
     """Blob service endpoint for ``az://`` (Azurite ``http://127.0.0.1:10000/devstoreaccount1``,
     Azure Stack, private endpoints), path-style: ``ENDPOINT/container/blob``; default the
@@ -305,8 +311,11 @@ def azure_config(options: HttpOptions, host_account: str | None = None) -> Azure
     account = (host_account or options.azure_account
                or _env("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
                or conn.get("accountname") or (AZURITE_ACCOUNT if dev else ""))
-    if not account and endpoint:  # path-style endpoints end with the account
-        account = endpoint.rsplit("/", 1)[-1] if endpoint.count("/") > 2 else ""
+    if not account and endpoint:
+        # path-style endpoints end with the account (Azurite's); host-style ones start with
+        # it (https://ACCOUNT.blob.core.windows.net, private links, Azure Stack)
+        host, _, base = endpoint.split("://", 1)[-1].partition("/")
+        account = base.rsplit("/", 1)[-1] if base else host.split(".", 1)[0]
     if options.anonymous:
         return AzureConfig(account, endpoint, "", "")
     key = (_env("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY") or conn.get("accountkey")

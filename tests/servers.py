@@ -403,6 +403,7 @@ class Azurite:
         self._own_location = location is None
         self.location = location or ""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     @property
     def connection_string(self) -> str:
@@ -416,18 +417,32 @@ class Azurite:
                                "(or npm install -g azurite@3)")
         if self._own_location:
             self.location = tempfile.mkdtemp(prefix="lsio-azurite-")
+        # --skipApiVersionCheck: lsio's x-ms-version may be newer than this Azurite knows;
+        # --loose: ignore headers Azurite does not implement instead of failing
+        flags = ["--silent", "--skipApiVersionCheck", "--loose"]
+        if self._knows_telemetry(binary):  # 3.33 and later phone home unless told not to
+            flags.append("--disableTelemetry")
+        # stderr to a file, not a pipe nobody reads (a full pipe would stall the server)
+        self._log = tempfile.TemporaryFile()
         for _attempt in range(3):
             self.port = free_port()
             self.endpoint = f"http://127.0.0.1:{self.port}/{self.account}"
             self._proc = subprocess.Popen(
                 [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-                 "--location", self.location, "--silent", "--skipApiVersionCheck", "--loose",
-                 "--disableTelemetry"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 "--location", self.location, *flags],
+                stdout=subprocess.DEVNULL, stderr=self._log)
             if self._wait_ready():
                 return self
             self._kill()
-        raise RuntimeError("azurite did not start")
+        self._log.seek(0)
+        log = self._log.read()[-2000:].decode(errors="replace")
+        self.stop()
+        raise RuntimeError(f"azurite did not start: {log}")
+
+    @staticmethod
+    def _knows_telemetry(binary: str) -> bool:
+        text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
+        return "--disableTelemetry" in text.stdout + text.stderr
 
     def _wait_ready(self, timeout: float = 30.0) -> bool:
         import urllib.error
@@ -489,12 +504,13 @@ class Azurite:
     def _kill(self) -> None:
         if self._proc is not None:
             terminate(self._proc)
-            if self._proc.stderr is not None:
-                self._proc.stderr.close()
             self._proc = None
 
     def stop(self) -> None:
         self._kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._own_location and self.location:
             shutil.rmtree(self.location, ignore_errors=True)
             self.location = ""

@@ -327,14 +327,24 @@ async def test_entra_token_cached_and_refreshed(fs: FaultServer,
     assert all(e["headers"]["Authorization"] == "Bearer tok1" for e in log)
     assert all(e["headers"]["x-ms-version"] >= "2017-11-09" for e in log)  # bearer needs it
 
-    fs.reset()
+    fs.reset()  # the user's own credential (HttpOptions.azure_credential) the same way
     stale = FakeCredential([-10.0, 60.0, 3600.0])  # expired, expiring soon, fresh
-    monkeypatch.setattr(_azure, "default_credential", lambda: stale)
-    r = fault_reader(fs, "ok")
+    r = fault_reader(fs, "ok", azure_credential=stale)
     for _ in range(4):
         await r.read_many([("az://cont/f.bin", 0, 10)])
     assert [e["headers"]["Authorization"] for e in fs.requests_for("cont/f.bin")] == [
         "Bearer tok1", "Bearer tok2", "Bearer tok3", "Bearer tok3"]
+
+
+async def test_azure_credential_must_be_synchronous(fs: FaultServer) -> None:
+    class AsyncCredential:
+        async def get_token(self, *scopes: str) -> Any:
+            raise AssertionError("never called")
+
+    for bad, message in ((AsyncCredential(), "synchronous"), ("a token", "get_token")):
+        with pytest.raises(TypeError, match=message):
+            await fault_reader(fs, "ok", azure_credential=bad).read_many(
+                [("az://cont/f.bin", 0, 10)])
 
 
 async def test_entra_failure(fs: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,6 +447,13 @@ def test_azure_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     auth = _azure.find_azure_auth(target, HttpOptions())
     assert isinstance(auth, _sharedkey.SharedKey) and auth.account == "acct"
     assert _azure.find_azure_auth(target, HttpOptions(anonymous=True)) is None
+    # the account of a private endpoint: the host's first label, or the path's last part
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountKey=a2V5")
+    for endpoint, account in (("https://acc2.privatelink.blob.core.windows.net", "acc2"),
+                              ("http://127.0.0.1:10000/acc3/", "acc3")):
+        options = HttpOptions(azure_endpoint=endpoint)
+        auth = _azure.find_azure_auth(resolve("az://c/b", options), options)
+        assert isinstance(auth, _sharedkey.SharedKey) and auth.account == account
 
 
 def test_error_messages_hide_sas_signatures() -> None:

@@ -2,6 +2,7 @@
 
 Credentials, first found wins (as azure-storage-blob's users and object_store expect them):
 
+0. ``HttpOptions(azure_credential=...)``: the user's own azure-identity credential;
 1. an account key (``$AZURE_STORAGE_ACCOUNT_KEY`` / ``$AZURE_STORAGE_KEY``, the connection
    string's ``AccountKey``, or Azurite's with ``UseDevelopmentStorage=true``): every request
    is signed with Shared Key (:mod:`lsio.backends._sharedkey`, standard library only);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -114,10 +116,13 @@ def find_azure_auth(target: Target, options: HttpOptions) -> Auth | None:
     """The credentials of ``target``'s account, in the order of this module's docstring."""
     if options.anonymous:
         return None
+    required = options.anonymous is False
+    if options.azure_credential is not None:  # the user's own: it wins
+        return EntraToken(_synchronous(options.azure_credential), required)
     az = azure_config(options)
     if az.key:
         # https://ACCOUNT.blob.core.windows.net (abfs:// URLs name it there too); a custom
-        # endpoint's account is configured or ends its path
+        # endpoint's account is configured or read from the endpoint
         account = az.account if az.endpoint else (URL(target.url).host or "").split(".")[0]
         return SharedKey(account, az.key)
     if az.sas:
@@ -129,7 +134,19 @@ def find_azure_auth(target: Target, options: HttpOptions) -> Auth | None:
             raise ImportError("lsio: no Azure account key or SAS found, and Entra ID tokens "
                               "need azure-identity: pip install 'lsio[azure]'") from None
         return None
-    return EntraToken(credential, required=options.anonymous is False)
+    return EntraToken(credential, required)
+
+
+def _synchronous(credential: Any) -> Any:
+    """``credential`` if its ``get_token`` is synchronous (it runs in a worker thread)."""
+    if not callable(getattr(credential, "get_token", None)):
+        raise TypeError(f"lsio: HttpOptions.azure_credential must have get_token(*scopes) "
+                        f"(an azure-identity credential), got {credential!r}")
+    if inspect.iscoroutinefunction(credential.get_token):
+        raise TypeError("lsio: HttpOptions.azure_credential must be synchronous: pass "
+                        "azure.identity's credential, not azure.identity.aio's (lsio fetches "
+                        "tokens in a worker thread, bound to no event loop)")
+    return credential
 
 
 # -- List Blobs --------------------------------------------------------------------------------
