@@ -218,9 +218,11 @@ def _quote_key(key: str) -> str:
     return quote(key, safe="/~")
 
 
-def resolve(path: str, options: HttpOptions, region: str | None = None) -> Target:
+def resolve(path: str, options: HttpOptions, region: str | None = None,
+            azure: AzureConfig | None = None) -> Target:
     """The :class:`Target` of a remote ``path`` (a URL :func:`is_url` accepts); ``region``
-    is the S3 region if the caller already knows it (finding it may read the AWS config).
+    is the S3 region if the caller already knows it (finding it may read the AWS config),
+    ``azure`` the :func:`azure_config` of ``az://`` paths (it reads six variables).
 
     Raises ``ValueError`` naming the URL when it cannot be read from."""
     scheme = path.split("://", 1)[0].lower()
@@ -249,7 +251,8 @@ def resolve(path: str, options: HttpOptions, region: str | None = None) -> Targe
         if "@" in container:  # abfs://container@account.dfs.core.windows.net/blob
             container, host = container.split("@", 1)
             host_account = host.split(".", 1)[0]
-        az = azure_config(options, host_account)
+        az = azure if azure is not None and host_account is None else azure_config(
+            options, host_account)
         if az.endpoint:
             url = f"{az.endpoint}/{container}/{_quote_key(blob)}"
         elif az.account:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from yarl import URL
 
 from ..._defaults import REDIRECTS, RETRY_STATUS
-from ..._url import HttpOptions, Target, resolve, s3_region
+from ..._url import HttpOptions, Target, azure_config, resolve, s3_region
 from .._sign import Auth, auth_for
 from ._protocol import (
     UNKNOWN_SIZE,
@@ -108,6 +108,7 @@ class HttpClient:
         self.urls: list[URL] = []
         self.auths: list[Auth | None] = []
         region = None
+        azure = None
         for p in paths:
             if p[:4].lower() == "http":  # http:// or https://: no other scheme starts so
                 target, url = _http_target(p)
@@ -115,7 +116,9 @@ class HttpClient:
             else:
                 if region is None and p[:5].lower() == "s3://":
                     region = s3_region(options)  # once per call (it may read a file)
-                target = resolve(p, options, region)
+                if azure is None and p[:5].lower() == "az://":
+                    azure = azure_config(options)  # once per call (six variables)
+                target = resolve(p, options, region, azure)
                 url = URL(target.url, encoded=True)
                 auth = auth_for(target, options, auths)
             self.targets.append(target)
