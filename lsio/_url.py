@@ -306,7 +306,7 @@ def azure_config(options: HttpOptions, host_account: str | None = None) -> Azure
     ``$AZURE_STORAGE_ACCOUNT_NAME`` / ``$AZURE_STORAGE_ACCOUNT_KEY`` (or ``_KEY``) /
     ``$AZURE_STORAGE_SAS_TOKEN``, then ``$AZURE_STORAGE_CONNECTION_STRING``. ``host_account``
     is the account an ``abfs://container@ACCOUNT.dfs...`` URL names (it wins). With
-    ``anonymous=True`` no key or SAS is returned."""
+    ``anonymous=True`` or an ``azure_credential`` no key or SAS is returned."""
     conn = azure_connection_string()
     dev = conn.get("usedevelopmentstorage", "").lower() == "true"
     endpoint = (options.azure_endpoint or conn.get("blobendpoint")
@@ -319,8 +319,8 @@ def azure_config(options: HttpOptions, host_account: str | None = None) -> Azure
         # it (https://ACCOUNT.blob.core.windows.net, private links, Azure Stack)
         host, _, base = endpoint.split("://", 1)[-1].partition("/")
         account = base.rsplit("/", 1)[-1] if base else host.split(".", 1)[0]
-    if options.anonymous:
-        return AzureConfig(account, endpoint, "", "")
+    if options.anonymous or options.azure_credential is not None:
+        return AzureConfig(account, endpoint, "", "")  # no secret, or the user's credential
     key = (_env("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY") or conn.get("accountkey")
            or (AZURITE_KEY if dev else ""))
     sas = _env("AZURE_STORAGE_SAS_TOKEN") or conn.get("sharedaccesssignature") or ""

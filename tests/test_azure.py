@@ -437,6 +437,8 @@ def test_azure_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
                        "BlobEndpoint=https://blob.example.net/;SharedAccessSignature=sv=1&sig=a=")
     assert resolve("az://c/b", HttpOptions()).url == "https://blob.example.net/c/b?sv=1&sig=a="
     assert resolve("az://c/b", HttpOptions(anonymous=True)).url == "https://blob.example.net/c/b"
+    assert resolve("az://c/b", HttpOptions(azure_credential=FakeCredential([1.0]))).url == (
+        "https://blob.example.net/c/b")  # the user's own credential, not the SAS
     assert resolve("az://c/b", HttpOptions(azure_endpoint="http://h:1/acc/")).url == (
         "http://h:1/acc/c/b?sv=1&sig=a=")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
