@@ -21,7 +21,7 @@ import numpy.typing as npt
 from yarl import URL
 
 from ..._defaults import REDIRECTS, RETRY_STATUS
-from ..._url import HttpOptions, Target, resolve, s3_region
+from ..._url import HttpOptions, Target, azure_config, resolve, s3_region
 from .._sign import Auth, auth_for
 from ._protocol import (
     UNKNOWN_SIZE,
@@ -135,6 +135,7 @@ class HttpClient:
         self.urls: list[URL] = []
         self.auths: list[Auth | None] = []
         region = None
+        azure = None
         for p in paths:
             if p[:4].lower() == "http":  # http:// or https://: no other scheme starts so
                 target, url = _http_target(p)
@@ -142,7 +143,9 @@ class HttpClient:
             else:
                 if region is None and p[:5].lower() == "s3://":
                     region = s3_region(options)  # once per call (it may read a file)
-                target = resolve(p, options, region)
+                if azure is None and p[:5].lower() == "az://":
+                    azure = azure_config(options)  # once per call (six variables)
+                target = resolve(p, options, region, azure)
                 url = URL(target.url, encoded=True)
                 auth = auth_for(target, options, auths)
             self.targets.append(target)
@@ -295,6 +298,14 @@ class HttpClient:
             await asyncio.shield(streamed)
             if r.got >= 0:
                 return r.got - got, True
+        if suffix and self.targets[r.file].kind == "az":
+            # Azure Blob has no suffix ranges (bytes=-N; Azurite answers 500): the size first
+            size = await self._azure_size(r.file)
+            r.start = start = max(size - want, 0)
+            r.length = want = size - start
+            suffix = False
+            if want == 0:
+                return 0, True
         resp = await self._open(r.file, range_header(start, want))
         try:
             if resp.status == 200 and self.file_reads is not None and not suffix:
@@ -386,6 +397,31 @@ class HttpClient:
         for r in reads:
             r.got = min(max(pos - r.start, 0), r.length)
         fut.set_result(None)
+
+    async def _azure_size(self, file: int) -> int:
+        """An Azure blob's size, from a one-byte range's ``Content-Range`` (a HEAD would
+        tell it too, but the client's one request path is a GET)."""
+        if self.sizes[file] != UNKNOWN_SIZE:
+            return self.sizes[file]
+        resp = await self._open(file, "bytes=0-0")
+        try:
+            if resp.status in (206, 416):  # 416: an empty blob has no byte 0
+                # only the total matters (Azurite answers "bytes 0--1/0" for an empty blob)
+                size = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                total = int(size) if size.isdecimal() else None
+            elif resp.status == 200:
+                total = resp.content_length
+            else:
+                err = status_error(resp.status, resp.reason, str(resp.url))
+                if isinstance(err, Retry):
+                    err.after = retry_after(resp.headers.get("Retry-After"))
+                raise err
+            if total is None:
+                raise HttpError(errno.EIO, f"{resp.url} did not tell the blob's size")
+        finally:
+            resp.release()
+        self.sizes[file] = total
+        return total
 
     # -- the retry loop -----------------------------------------------------------------
     async def retrying(self, step: Callable[[], Awaitable[T]],
