@@ -305,3 +305,58 @@ def test_peak_memory_with_a_server_ignoring_range(huge: tuple[str, Path], nginx:
     result = _probe(nginx.url(f"norange/{path.name}"), 400)
     _within_bound(result)
     _check_sample(result, path)
+
+
+# -- the gap each host is worth --------------------------------------------------------------
+
+@pytest.mark.parametrize(("ttfb", "rates", "gap"), [
+    pytest.param([], [(1 << 20, 0.002)], None, id="one-answer-is-not-enough"),
+    pytest.param([0.001, 0.001], [], None, id="no-long-body-no-rate"),
+    pytest.param([0.001, 0.002], [(100_000, 0.0001)], None, id="short-bodies-say-nothing"),
+    pytest.param([0.001, 0.001], [(1 << 20, 0.002)], 524_288, id="1ms-at-0.5GB/s"),
+    pytest.param([0.02] * 5 + [0.5] * 5, [(8 << 20, 0.08), (8 << 20, 0.8)], 2_097_152,
+                 id="queued-answers-and-slow-streams-do-not-inflate"),
+    pytest.param([1.0, 1.0], [(1 << 30, 1.0)], 8 << 20, id="capped-at-the-read-size"),
+])
+def test_host_cost_gap(ttfb: list[float], rates: list[tuple[int, float]],
+                       gap: int | None) -> None:
+    from lsio.backends.http._cost import HostCost
+
+    cost = HostCost()
+    for t in ttfb:
+        cost.answer(t, 0, 0.0)
+    for n, seconds in rates:
+        cost.answer(10.0, n, seconds)  # a slow TTFB the 10th percentile leaves out
+    assert cost.gap() == gap
+
+
+async def test_a_new_host_is_measured_before_a_big_call(faults: FaultServer, big_data: bytes
+                                                        ) -> None:
+    """The first call with many ranges on a host sends two timing reads at its first
+    range (4 KiB, then 1 MiB, whose bytes serve the call's ranges they cover), then plans
+    with the measured gap; a later call plans at once."""
+    from yarl import URL
+
+    from lsio.backends.http import _cost
+    from lsio.backends.http._client import origin
+
+    faults.reset()
+    url = faults.url("ok", "big.bin")
+    _cost._COSTS.pop(origin(URL(url)), None)
+    rng = np.random.default_rng(7)
+    offsets = np.sort(rng.integers(0, BIG - 4096, 100)).tolist()
+    ranges = [(int(o), 4096) for o in offsets]
+    reader = lsio.Reader(preset="cloud")
+    check(await reader.read_many([(url, o, n) for o, n in ranges]), ranges, big_data)
+    log = [e["range"] for e in faults.requests_for("big.bin")]
+    first = offsets[0]
+    assert log[:2] == [f"bytes={first}-{first + 4095}", f"bytes={first}-{first + (1 << 20) - 1}"]
+    covered = sum(1 for o in offsets if o + 4096 <= first + (1 << 20))
+    assert covered >= 1
+    served_by_probe = [r for r in log[2:] if int(r.split("=")[1].split("-")[0]) < first + (1 << 20)]
+    assert not served_by_probe  # the probe's bytes served them
+    assert _cost._COSTS[origin(URL(url))].gap() is not None
+    faults.reset()
+    check(await reader.read_many([(url, o, n) for o, n in ranges]), ranges, big_data)
+    assert not any(e["range"] == f"bytes={first}-{first + (1 << 20) - 1}"
+                   for e in faults.requests_for("big.bin"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +36,28 @@ from .._base import Layout, ReadResult, RunOptions
 from .._sign import Auth
 from . import _small
 from ._client import HttpClient, NotMulti, Read, origin, workers
-from ._protocol import UNKNOWN_SIZE, HttpError, Retry, plan_jobs, size_probes
+from ._cost import PROBE_BYTES, cost_of
+from ._protocol import (
+    UNKNOWN_SIZE,
+    HttpError,
+    Retry,
+    content_range,
+    plan_jobs,
+    range_header,
+    size_probes,
+)
+from ._session import read_body
 
 __all__ = ["HttpBackend"]
 
 MULTI_OK: dict[Any, bool] = {}
 """Per origin: whether it answers multi-range requests with multipart bodies (learned once
 per process)."""
+
+
+CALIBRATE_MIN_RANGES = 64
+"""A host not measured yet is measured before planning a call with this many ranges on it
+(two requests, one round trip each): below that, the preset's gap is good enough."""
 
 
 class _NoVerdict(Exception):
@@ -110,17 +126,73 @@ class HttpBackend:
     async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,
                      direct: bool | None, own_destinations: bool) -> Layout:
         """Plain HTTP servers that answer multipart ranges keep the ``http`` preset's small
-        gap; one that does not gets the cloud gap (a gap the user set is kept)."""
+        gap; object stores and servers that do not get the gap their host's answers show
+        worth reading through (:mod:`._cost`; the cloud preset's until measured). A gap the
+        user set is kept. Merging is bounded by ``HttpOptions.max_transfer_ratio``, and
+        the plan is sparse: gap bytes are dropped as they arrive."""
         call: _Call = stat.state
         n = len(reqs.paths)
         gap = tune.max_gap
-        if tune.name == "http" and not tune.gap_fixed:
-            call.multipart = await self._probe_multipart(call, reqs)
-            if not call.multipart:
-                gap = PRESETS["cloud"].max_gap
+        if not tune.gap_fixed:
+            if tune.name == "http":
+                call.multipart = await self._probe_multipart(call, reqs)
+            if not call.multipart:  # one range per request: what does a request cost?
+                gap = await self._calibrated_gap(call, reqs, PRESETS["cloud"].max_gap
+                                                 if tune.name == "http" else gap)
         return Layout(file_direct=np.zeros(n, np.int32), file_align=np.ones(n, np.int64),
                       arena_align=ARENA_ALIGN, max_gap=gap, check_eof=False, sparse=True,
                       gap_budget_ratio=self.options.max_transfer_ratio)
+
+    async def _calibrated_gap(self, call: _Call, reqs: Requests, fallback: int | None
+                              ) -> int | None:
+        """The gap worth reading through on the host of the call's first range
+        (:mod:`._cost`): measured on the host's earlier answers, or now, with two reads of
+        the call's own bytes when the call has at least ``CALIBRATE_MIN_RANGES`` ranges
+        there; ``fallback`` (the preset's gap) until a host is measured."""
+        ranged = np.flatnonzero((reqs.offset >= 0) & (reqs.length > 0))
+        if not len(ranged):
+            return fallback
+        first = int(ranged[0])
+        file = int(reqs.file[first])
+        client = call.client
+        cost = cost_of(origin(client.urls[file]))
+        gap = cost.gap()
+        if gap is None and len(ranged) >= CALIBRATE_MIN_RANGES:
+            await self._calibrate(client, file, int(reqs.offset[first]))
+            gap = cost.gap()
+        return fallback if gap is None else gap
+
+    @staticmethod
+    async def _calibrate(client: HttpClient, file: int, start: int) -> None:
+        """Time a small read (it also opens a connection), then a ``PROBE_BYTES`` one,
+        both at ``start`` (a byte the call wants); their answers go to the host's record,
+        and the long one's bytes serve the call's reads they cover. Any failure or a
+        server ignoring ``Range`` ends the calibration quietly: the reads report
+        errors."""
+        for length in (4096, PROBE_BYTES):
+            t0 = time.perf_counter()
+            try:
+                resp = await client._open(file, range_header(start, length))
+            except (HttpError, Retry, TimeoutError):
+                return
+            t1 = time.perf_counter()
+            try:
+                cr = content_range(resp.headers.get("Content-Range"))
+                if resp.status != 206 or cr is None or cr[0] != start:
+                    return
+                body = await read_body(resp, str(resp.url))
+                if len(body) != cr[1] - cr[0]:
+                    return
+                cost_of(origin(resp.url)).answer(t1 - t0, len(body),
+                                                 time.perf_counter() - t1)
+                if length == PROBE_BYTES and file not in client.prefetch:
+                    if cr[2] is not None:
+                        client.sizes[file] = cr[2]
+                    client.prefetch[file] = (start, body)
+            except (HttpError, Retry, TimeoutError):
+                return
+            finally:
+                resp.close() if resp.status == 200 else resp.release()
 
     async def _probe_multipart(self, call: _Call, reqs: Requests) -> bool:
         """Whether every plain-HTTP server of this call answers multipart ranges. Servers

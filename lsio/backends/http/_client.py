@@ -10,6 +10,7 @@ import errno
 import functools
 import itertools
 import random
+import time
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from yarl import URL
 from ..._defaults import REDIRECTS, RETRY_STATUS
 from ..._url import HttpOptions, Target, azure_config, resolve, s3_region
 from .._sign import Auth, auth_for
+from ._cost import cost_of
 from ._protocol import (
     UNKNOWN_SIZE,
     HttpError,
@@ -306,7 +308,9 @@ class HttpClient:
             suffix = False
             if want == 0:
                 return 0, True
+        t0 = time.perf_counter()
         resp = await self._open(r.file, range_header(start, want))
+        t1 = time.perf_counter()
         try:
             if resp.status == 200 and self.file_reads is not None and not suffix:
                 # Range ignored: the body is the whole object; keep only what the call's
@@ -351,24 +355,27 @@ class HttpClient:
                 self.sizes[r.file] = cr[2]
             if r.pieces is not None:
                 added, clean = await stream_pieces(resp, r, got, n)
-                return self._body_end(resp, added, n, clean, cr)
+                return self._body_end(resp, added, n, clean, cr, t1 - t0, t1)
             if r.dest is None:  # a size probe: memory sized by the answer
                 r.length = min(r.length, cr[2]) if cr[2] is not None else n
                 r.dest = (memoryview(bytearray(r.length)) if r.length < SMALL_BODY else
                           memoryview(np.empty(r.length, np.uint8).data).cast("B"))
             added, clean = await stream_into(resp, r.dest[got:got + n])
-            return self._body_end(resp, added, n, clean, cr)
+            return self._body_end(resp, added, n, clean, cr, t1 - t0, t1)
         finally:
             resp.release()
 
     @staticmethod
     def _body_end(resp: aiohttp.ClientResponse, added: int, n: int, clean: bool,
-                  cr: tuple[int, int, int | None]) -> tuple[int, bool]:
+                  cr: tuple[int, int, int | None], ttfb: float, headers_at: float
+                  ) -> tuple[int, bool]:
         """(bytes added, reached EOF) of a 206 body of ``n`` bytes that streamed ``added``;
-        a body cut short is retried from where it stopped."""
+        a body cut short is retried from where it stopped. A complete answer's timing goes
+        to its host's record (:mod:`._cost`)."""
         if added < n or not clean:
             raise Retry(HttpError(errno.EIO, f"body from {resp.url} truncated at "
                                   f"{added} of {n} bytes"), progress=added)
+        cost_of(origin(resp.url)).answer(ttfb, n, time.perf_counter() - headers_at)
         return n, cr[2] is not None and cr[1] >= cr[2]
 
     async def _stream_whole(self, file: int, resp: aiohttp.ClientResponse) -> None:
