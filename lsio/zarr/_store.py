@@ -71,6 +71,8 @@ class LsioStore(Store):
     ----------
     root
         A local directory, or a URL (``http(s)://``, ``s3://``, ``gs://``, ``az://``).
+        Object-store roots (S3, GCS, Azure) list their keys (``list``, ``list_prefix``,
+        ``list_dir``), page after page; plain HTTP(S) roots cannot list.
     read_only
         Default: ``False`` for local roots, ``True`` (and only ``True``) for URLs.
     reader
