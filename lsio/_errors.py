@@ -23,7 +23,7 @@ def request_error(err: int, reqs: Requests, index: int, detail: str | None = Non
     of a SAS token in a URL it names."""
     path = reqs.paths[int(reqs.file[index])]
     text = os.strerror(err) if detail is None else f"{os.strerror(err)}: {redact(detail)}"
-    exc = OSError(err, text, path)  # OSError picks the subclass from errno
+    exc = OSError(err, text, redact(path))  # OSError picks the subclass from errno
     exc.request_index = reqs.caller_index(index)  # type: ignore[attr-defined]
-    exc.add_note(f"lsio: while reading {reqs.describe(index)}")
+    exc.add_note(f"lsio: while reading {redact(reqs.describe(index))}")
     return exc

@@ -349,9 +349,10 @@ def azure_config(options: HttpOptions, host_account: str | None = None) -> Azure
     dev = conn.get("usedevelopmentstorage", "").lower() == "true"
     endpoint = (options.azure_endpoint or conn.get("blobendpoint")
                 or (AZURITE_ENDPOINT if dev else "")).rstrip("/")
-    account = (host_account or options.azure_account
-               or _env("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
-               or conn.get("accountname") or (AZURITE_ACCOUNT if dev else ""))
+    configured = (options.azure_account
+                  or _env("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
+                  or conn.get("accountname") or (AZURITE_ACCOUNT if dev else ""))
+    account = host_account or configured
     if not account and endpoint:
         # path-style endpoints end with the account (Azurite's); host-style ones start with
         # it (https://ACCOUNT.blob.core.windows.net, private links, Azure Stack)
@@ -359,13 +360,18 @@ def azure_config(options: HttpOptions, host_account: str | None = None) -> Azure
         account = base.rsplit("/", 1)[-1] if base else host.split(".", 1)[0]
     if options.anonymous or options.azure_credential is not None:
         return AzureConfig(account, endpoint, "", "")  # no secret, or the user's credential
+    if host_account and configured and host_account.lower() != configured.lower():
+        # a URL naming another account than the one configured (a path from a reference
+        # file, say) gets none of the configured account's secrets
+        return AzureConfig(account, endpoint, "", "")
     key = (_env("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY") or conn.get("accountkey")
            or (AZURITE_KEY if dev else ""))
     sas = _env("AZURE_STORAGE_SAS_TOKEN") or conn.get("sharedaccesssignature") or ""
     return AzureConfig(account, endpoint, key, sas.lstrip("?"))
 
 
-_SAS_SIG = re.compile(r"([?&]sig=)[^&#\s'\"]+", re.I)
+_SAS_SIG = re.compile(r"([?&;]sig=)[^&#\s'\"<]+", re.I)
+"""A SAS signature in a URL (``&amp;sig=`` too, as XML error bodies quote it)."""
 
 
 def redact(text: str) -> str:

@@ -6,6 +6,7 @@ Key canonical string against the examples of Azure's REST documentation."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Iterator
@@ -328,12 +329,41 @@ async def test_entra_token_cached_and_refreshed(fs: FaultServer,
     assert all(e["headers"]["x-ms-version"] >= "2017-11-09" for e in log)  # bearer needs it
 
     fs.reset()  # the user's own credential (HttpOptions.azure_credential) the same way
-    stale = FakeCredential([-10.0, 60.0, 3600.0])  # expired, expiring soon, fresh
+    stale = FakeCredential([-10.0, 2.0, 3600.0])  # expired, short-lived, fresh
     r = fault_reader(fs, "ok", azure_credential=stale)
-    for _ in range(4):
+    for k in range(5):
+        if k == 3:
+            await asyncio.sleep(1.1)  # past half of tok2's life: it is replaced
         await r.read_many([("az://cont/f.bin", 0, 10)])
     assert [e["headers"]["Authorization"] for e in fs.requests_for("cont/f.bin")] == [
-        "Bearer tok1", "Bearer tok2", "Bearer tok3", "Bearer tok3"]
+        "Bearer tok1", "Bearer tok2", "Bearer tok2", "Bearer tok3", "Bearer tok3"]
+
+
+async def test_entra_refresh_failure_keeps_the_token(fs: FaultServer) -> None:
+    """A token service that fails once after the first token: the token still valid is
+    kept (never anonymous requests); a first fetch that fails for a reason that may pass
+    is a failed read, not anonymous access."""
+    class Flaky(FakeCredential):
+        fail = False
+
+        def get_token(self, *scopes: str) -> Any:
+            if self.fail:
+                raise RuntimeError("token service unreachable")
+            return super().get_token(*scopes)
+
+    flaky = Flaky([250.0])  # inside the 5-minute margin: every request wants a new one
+    r = fault_reader(fs, "ok", azure_credential=flaky, retries=1)
+    await r.read_many([("az://cont/f.bin", 0, 10)])
+    flaky.fail = True
+    for _ in range(3):
+        await r.read_many([("az://cont/f.bin", 0, 10)])
+    assert [e["headers"].get("Authorization") for e in fs.requests_for("cont/f.bin")] == [
+        "Bearer tok1"] * 4
+    broken = Flaky([3600.0])
+    broken.fail = True
+    with pytest.raises(PermissionError, match="could not be fetched"):
+        await fault_reader(fs, "ok", azure_credential=broken, retries=1).read_many(
+            [("az://cont/f.bin", 0, 10)])
 
 
 async def test_azure_credential_must_be_synchronous(fs: FaultServer) -> None:
@@ -350,9 +380,12 @@ async def test_azure_credential_must_be_synchronous(fs: FaultServer) -> None:
 async def test_entra_failure(fs: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """No identity found: anonymous requests (public containers), or with
     ``anonymous=False`` a PermissionError saying so."""
+    from azure.identity import CredentialUnavailableError
+
     class Nobody:
         def get_token(self, *scopes: str) -> Any:
-            raise RuntimeError("DefaultAzureCredential failed to retrieve a token")
+            raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a "
+                                             "token")
 
     monkeypatch.setattr(_azure, "default_credential", Nobody)
     (got,) = await fault_reader(fs, "ok").read_many([("az://cont/f.bin", 0, 10)])
@@ -464,3 +497,25 @@ def test_error_messages_hide_sas_signatures() -> None:
     assert redact("HTTP 404 from http://h/c/b?sv=1&sig=ab%2Fc%3D&se=2") == (
         "HTTP 404 from http://h/c/b?sv=1&sig=REDACTED&se=2")
     assert redact("no secret here") == "no secret here"
+
+
+def test_secrets_stay_with_their_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An abfs:// URL naming another account than the configured one (a path from a
+    reference file, say) gets neither the SAS nor a Shared Key signer."""
+    from lsio._url import resolve
+    from lsio.backends._sharedkey import SharedKey
+
+    for var in AZURE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "prod")
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "sv=2021&sig=SECRET")
+    opts = HttpOptions()
+    assert "sig=SECRET" in resolve("abfs://c@prod.dfs.core.windows.net/x", opts).url
+    assert "sig=" not in resolve("abfs://c@evil.dfs.core.windows.net/x", opts).url
+    monkeypatch.delenv("AZURE_STORAGE_SAS_TOKEN")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", base64.b64encode(b"k" * 64).decode())
+    home = resolve("abfs://c@prod.dfs.core.windows.net/x", opts)
+    elsewhere = resolve("abfs://c@evil.dfs.core.windows.net/x", opts)
+    assert isinstance(_azure.find_azure_auth(home, opts), SharedKey)
+    assert _azure.find_azure_auth(elsewhere, HttpOptions(anonymous=True)) is None
+    assert not isinstance(_azure.find_azure_auth(elsewhere, opts), SharedKey)

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import expected_bytes
 from servers import FaultServer, MotoServer, Nginx, serving_faults
+from yarl import URL
 
 import lsio
 from lsio.backends.http import _backend, _protocol, _session
@@ -479,7 +480,8 @@ async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
 
     s3 = creds.client()
     s3.create_bucket(Bucket="many")
-    names = [f"k/{i:05d}" for i in range(1100)] + ["k/sub/x", "k/sub/y/z", "top"]
+    names = [f"k/{i:05d}" for i in range(1100)] + ["k/sub/x", "k/sub/x/deeper", "k/sub/y/z",
+                                                    "top", "odd/a b+c%20é?#.bin"]
     for name in names:
         s3.put_object(Bucket="many", Key=name, Body=b"x")
     reader = s3_reader(creds)
@@ -500,10 +502,11 @@ async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
         _list.parse_s3_page = real  # type: ignore[assignment]
     assert len(pages) == 2 and sum(pages) == len(names)
     sub = lz.LsioStore("s3://many/k", reader=reader)
-    assert sorted([k async for k in sub.list_prefix("sub/")]) == ["sub/x", "sub/y/z"]
+    assert sorted([k async for k in sub.list_prefix("sub/")]) == ["sub/x", "sub/x/deeper",
+                                                                  "sub/y/z"]
     dirs = sorted([k async for k in sub.list_dir("")])
     assert dirs == sorted([f"{i:05d}" for i in range(1100)] + ["sub"])
-    assert sorted([k async for k in sub.list_dir("sub")]) == ["x", "y"]
+    assert sorted([k async for k in sub.list_dir("sub")]) == ["x", "y"]  # "x" once
     assert [k async for k in sub.list_prefix("nothing/")] == []
 
     # a group without consolidated metadata, opened and walked through the listing
@@ -519,6 +522,29 @@ async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
                              use_consolidated=False)
     assert sorted(remote.array_keys()) == ["a", "b"]
     np.testing.assert_array_equal(remote["a"][:], [1, 2, 3, 4])
+
+
+async def test_a_listing_repeating_its_token_stops() -> None:
+    """A server that answers every page with the same continuation token is refused, not
+    listed forever."""
+    from lsio.backends.http import _list
+
+    page = (b'<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a</Key>'
+            b'</Contents><NextContinuationToken>same</NextContinuationToken>'
+            b'</ListBucketResult>')
+
+    class Client:
+        urls = [URL("http://h/b/" + _list._PLACEHOLDER)]
+        calls = 0
+
+        async def document(self, file: int, url: URL) -> memoryview:
+            self.calls += 1
+            return memoryview(page)
+
+    client = Client()
+    with pytest.raises(_list.HttpError, match="twice"):
+        [p async for p in _list.s3_pages(client, "", None)]  # type: ignore[arg-type]
+    assert client.calls == 2
 
 
 async def test_http_roots_do_not_list(served: tuple[Nginx, Path]) -> None:

@@ -67,14 +67,24 @@ class EntraToken:
         """``anonymous=False``: a failed token fetch raises instead of going anonymous."""
         self._token: str | None = None
         self._expires = 0.0
+        self._fetched = 0.0
         self._gave_up = False
+        self._retry_at = 0.0
+        """After a failed refresh while the old token still holds: when to try again."""
         self._lock = threading.Lock()
         self.fetches = 0
         """Tokens fetched (the tests check the cache)."""
 
     def _fresh(self) -> bool:
-        return self._gave_up or (self._token is not None
-                                 and self._expires - time.time() > REFRESH_BEFORE)
+        if self._gave_up:
+            return True
+        if self._token is None:
+            return False
+        now = time.time()
+        # refresh REFRESH_BEFORE seconds early, or at half the life of a short-lived token
+        margin = min(REFRESH_BEFORE, (self._expires - self._fetched) / 2)
+        return self._expires - now > margin or (now < self._retry_at
+                                                and self._expires > now)
 
     async def ready(self) -> None:
         if not self._fresh():
@@ -87,15 +97,33 @@ class EntraToken:
             try:
                 token = self._credential.get_token(SCOPE)
             except Exception as exc:  # azure.core's ClientAuthenticationError and friends
-                if self._required:
-                    raise PermissionError(
-                        errno.EACCES, "lsio: HttpOptions(anonymous=False) but no Azure "
-                        f"credentials were found (account key, SAS, or Entra ID: {exc})"
-                        ) from None
-                self._gave_up = True  # no identity here: public containers still work
+                self._failed(exc)
                 return
             self.fetches += 1
             self._token, self._expires = token.token, float(token.expires_on)
+            self._fetched = time.time()
+
+    def _failed(self, exc: Exception) -> None:
+        """A token fetch failed: an unexpired token is kept (tried again in 30 s); the very
+        first fetch finding no identity at all means anonymous access (public containers),
+        or an error with ``anonymous=False``; anything else may pass and is retried like a
+        failed read, never turned into anonymous requests."""
+        now = time.time()
+        if self._token is not None and self._expires > now:
+            self._retry_at = now + 30.0
+            return
+        unavailable = type(exc).__name__ == "CredentialUnavailableError"
+        if self._token is None and unavailable and not self._required:
+            self._gave_up = True  # no identity here: public containers still work
+            return
+        if self._required or unavailable:
+            raise PermissionError(
+                errno.EACCES, "lsio: no Azure credentials could be used (account key, SAS, "
+                f"or Entra ID: {exc})") from None
+        from .http._protocol import HttpError, Retry
+
+        raise Retry(HttpError(errno.EACCES, f"lsio: an Entra ID token could not be fetched: "
+                              f"{exc}"))
 
     def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
         del method, url
@@ -119,12 +147,13 @@ def find_azure_auth(target: Target, options: HttpOptions) -> Auth | None:
     required = options.anonymous is False
     if options.azure_credential is not None:  # the user's own: it wins
         return EntraToken(_synchronous(options.azure_credential), required)
-    az = azure_config(options)
-    if az.key:
-        # https://ACCOUNT.blob.core.windows.net (abfs:// URLs name it there too); a custom
-        # endpoint's account is configured or read from the endpoint
-        account = az.account if az.endpoint else (URL(target.url).host or "").split(".")[0]
-        return SharedKey(account, az.key)
+    # https://ACCOUNT.blob.core.windows.net (abfs:// URLs name it there too); a custom
+    # endpoint's account is configured or read from the endpoint
+    host_account = None if azure_config(options).endpoint else (
+        URL(target.url).host or "").split(".")[0]
+    az = azure_config(options, host_account)
+    if az.key:  # only the configured account's own key (azure_config)
+        return SharedKey(az.account, az.key)
     if az.sas:
         return None  # the SAS is in every URL
     try:
@@ -154,10 +183,13 @@ def _synchronous(credential: Any) -> Any:
 async def azure_pages(client: HttpClient, prefix: str, delimiter: str | None
                       ) -> AsyncIterator[Page]:
     """Azure List Blobs of the client's container, page after page (``NextMarker``)."""
+    from .http._list import next_token
+
     home = client.urls[0]  # the container's placeholder blob: CONTAINER_URL/placeholder
     container = str(home.with_query(None)).rsplit("/", 1)[0]
     sas = home.raw_query_string  # a SAS authorises listing URLs too
     marker: str | None = None
+    markers: set[str] = set()
     while True:
         query = f"restype=container&comp=list&prefix={quote(prefix, safe='')}"
         if delimiter:
@@ -172,7 +204,7 @@ async def azure_pages(client: HttpClient, prefix: str, delimiter: str | None
         body = await client.document(0, url)
         names, prefixes, marker = parse_azure_page(bytes(body), container)
         yield names, prefixes
-        if marker is None:
+        if next_token(marker, markers, container) is None:
             return
 
 

@@ -252,6 +252,8 @@ async def gcs_pages(client: HttpClient, prefix: str, delimiter: str | None
                     ) -> AsyncIterator[Page]:
     """The JSON API's object listing (``GET /storage/v1/b/BUCKET/o``), followed across
     pages by ``nextPageToken``."""
+    from .http._list import next_token
+
     url = str(client.urls[0])  # ENDPOINT/download/storage/v1/b/BUCKET/o/PLACEHOLDER?alt=media
     head = GCS_OBJECTS.split("{}")[0]
     at = url.rindex(head)
@@ -259,6 +261,7 @@ async def gcs_pages(client: HttpClient, prefix: str, delimiter: str | None
     base = f"{url[:at]}/storage/v1/b/{bucket}/o"
     token: str | None = None
     seen: set[str] = set()  # a prefix can come again on a later page (fake-gcs-server)
+    tokens: set[str] = set()
     while True:
         query = (f"prefix={quote(prefix, safe='')}&maxResults={MAX_RESULTS}"
                  f"&fields={quote(_LIST_FIELDS, safe='')}")
@@ -272,7 +275,7 @@ async def gcs_pages(client: HttpClient, prefix: str, delimiter: str | None
         fresh = [p for p in prefixes if p not in seen]
         seen.update(fresh)
         yield names, fresh
-        if token is None:
+        if next_token(token, tokens, str(page_url)) is None:
             return
 
 

@@ -353,7 +353,8 @@ class LsioStore(Store):
     async def list(self) -> AsyncIterator[str]:
         if self.remote:
             async for key in self._remote_keys(""):
-                yield key
+                if not key.endswith("/"):  # a "folder" marker object is no key
+                    yield key
             return
         for key in self._walk(self.root):
             yield key
@@ -362,7 +363,8 @@ class LsioStore(Store):
         _check_key(prefix)  # "../" would walk the root's parent
         if self.remote:
             async for key in self._remote_keys(prefix):
-                yield key
+                if not key.endswith("/"):
+                    yield key
             return
         start = os.path.join(self.root, os.path.dirname(prefix))
         for key in self._walk(start):
@@ -373,9 +375,11 @@ class LsioStore(Store):
         _check_key(prefix)  # "../../etc" would list /etc
         if self.remote:
             base = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+            seen = set()  # "x" as an object and as a prefix ("x/y"), or on two pages
             async for key in self._remote_keys(base, "/"):
                 name = key[len(base):].rstrip("/")
-                if name:
+                if name and name not in seen:
+                    seen.add(name)
                     yield name
             return
         base = os.path.join(self.root, prefix.rstrip("/"))

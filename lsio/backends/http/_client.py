@@ -312,7 +312,8 @@ class HttpClient:
         resp = await self._open(r.file, range_header(start, want))
         t1 = time.perf_counter()
         try:
-            if resp.status == 200 and self.file_reads is not None and not suffix:
+            probe = r.dest is None and r.pieces is None  # sized by the answer: keep it all
+            if resp.status == 200 and self.file_reads is not None and not probe:
                 # Range ignored: the body is the whole object; keep only what the call's
                 # reads want while it streams by
                 await self._stream_whole(r.file, resp)
@@ -388,19 +389,22 @@ class HttpClient:
             resp.close()
             await asyncio.shield(fut)
             return
-        fut = asyncio.get_running_loop().create_future()
-        self.streamed[file] = fut
         assert self.file_reads is not None
         reads = sorted((r for r in self.file_reads(file) if r.got < 0), key=lambda r: r.start)
+        fut = asyncio.get_running_loop().create_future()
+        self.streamed[file] = fut
         try:
-            pos = await stream_through(resp, reads)
+            pos, whole = await stream_through(resp, reads)
         except BaseException as exc:
             del self.streamed[file]
             fut.set_exception(exc if isinstance(exc, (HttpError, Retry)) else Retry(
                 HttpError(errno.EIO, f"download of {self.urls[file]} was interrupted")))
             fut.exception()  # mark retrieved
             raise
-        self.sizes[file] = pos
+        if whole:
+            self.sizes[file] = pos
+        else:  # every read is served: the rest of the body is not worth downloading
+            resp.close()
         for r in reads:
             r.got = min(max(pos - r.start, 0), r.length)
         fut.set_result(None)

@@ -13,7 +13,7 @@ import errno
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 from yarl import URL
 
@@ -79,8 +79,19 @@ async def list_keys(root: str, prefix: str, options: HttpOptions,
 def _bucket_url(client: HttpClient) -> str:
     """The listing client's placeholder object URL without the object name (ends in ``/``)."""
     url = str(client.urls[0])
-    at = url.index(_PLACEHOLDER)
+    at = url.rindex(_PLACEHOLDER)
     return url[:at]
+
+
+def next_token(token: str | None, seen: set[str], url: str) -> str | None:
+    """The next page's ``token``, refused if a page gave it before (a server repeating its
+    token would be listed forever)."""
+    if token is not None:
+        if token in seen:
+            raise HttpError(errno.EIO, f"{url}: the listing gave page token {token!r} "
+                            "twice; stopped")
+        seen.add(token)
+    return token
 
 
 async def s3_pages(client: HttpClient, prefix: str, delimiter: str | None
@@ -88,8 +99,10 @@ async def s3_pages(client: HttpClient, prefix: str, delimiter: str | None
     """S3 ListObjectsV2, 1000 keys a page."""
     base = _bucket_url(client)
     token: str | None = None
+    seen: set[str] = set()
     while True:
-        query = f"list-type=2&prefix={quote(prefix, safe='')}"
+        # keys come percent-encoded: XML 1.0 cannot carry every character a key may hold
+        query = f"list-type=2&encoding-type=url&prefix={quote(prefix, safe='')}"
         if delimiter:
             query += f"&delimiter={quote(delimiter, safe='')}"
         if token is not None:
@@ -98,7 +111,7 @@ async def s3_pages(client: HttpClient, prefix: str, delimiter: str | None
         body = await client.document(0, url)
         keys, prefixes, token = parse_s3_page(bytes(body), str(url))
         yield keys, prefixes
-        if token is None:
+        if next_token(token, seen, str(url)) is None:
             return
 
 
@@ -116,16 +129,19 @@ def parse_s3_page(body: bytes, url: str) -> tuple[list[str], list[str], str | No
     prefixes: list[str] = []
     token = None
     truncated = False
+    encoded = any(_local(c.tag) == "EncodingType" and (c.text or "").strip().lower() == "url"
+                  for c in root)
+    name = unquote_plus if encoded else str
     for child in root:
         tag = _local(child.tag)
         if tag == "Contents":
             for c in child:
                 if _local(c.tag) == "Key" and c.text is not None:
-                    keys.append(c.text)
+                    keys.append(name(c.text))
         elif tag == "CommonPrefixes":
             for c in child:
                 if _local(c.tag) == "Prefix" and c.text is not None:
-                    prefixes.append(c.text)
+                    prefixes.append(name(c.text))
         elif tag == "IsTruncated":
             truncated = (child.text or "").strip().lower() == "true"
         elif tag == "NextContinuationToken":

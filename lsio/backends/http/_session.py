@@ -249,15 +249,19 @@ async def stream_pieces(resp: aiohttp.ClientResponse, r: Any, got: int, n: int
         return pos, False
 
 
-async def stream_through(resp: aiohttp.ClientResponse, reads: list[Any]) -> int:
+async def stream_through(resp: aiohttp.ClientResponse, reads: list[Any]
+                         ) -> tuple[int, bool]:
     """Stream a whole body (a 200 answer) past ``reads`` (``Read``s of that object, sorted
-    by start, not overlapping): each keeps the bytes of its range; returns the body's
-    length. A body cut short raises ``Retry`` (a retry streams it again)."""
+    by start; they may overlap): each keeps the bytes of its range. Stops once the body is
+    past the last read's end (the rest is not downloaded: close the response); returns
+    (bytes streamed, whether that was the whole body). A body cut short raises ``Retry``
+    (a retry streams it again)."""
     pos = 0
-    k = 0  # the first read not yet passed
+    k = 0  # reads before k ended before pos (a long read keeps k at itself)
+    last = max((r.start + r.length for r in reads), default=0)
     content = resp.content
     try:
-        while True:
+        while pos < last:
             chunk = await content.readany()
             if not chunk:
                 break
@@ -268,16 +272,19 @@ async def stream_through(resp: aiohttp.ClientResponse, reads: list[Any]) -> int:
                 if r.start >= end:
                     break
                 lo, hi = max(r.start, pos), min(r.start + r.length, end)
-                r.put(lo - r.start, memoryview(chunk)[lo - pos:hi - pos])
+                if lo < hi:  # a read that ended already (one overlapping a longer one)
+                    r.put(lo - r.start, memoryview(chunk)[lo - pos:hi - pos])
             pos = end
     except BODY_ERRORS:
         raise Retry(HttpError(errno.EIO, f"body of {resp.url} truncated at {pos} bytes")
                     ) from None
+    if pos >= last and not content.at_eof():
+        return pos, False
     announced = resp.content_length
     if announced is not None and pos != announced:
         raise Retry(HttpError(errno.EIO, f"body of {resp.url} truncated at {pos} of "
                               f"{announced} bytes"))
-    return pos
+    return pos, True
 
 
 async def read_body(resp: aiohttp.ClientResponse, what: str) -> memoryview:

@@ -111,6 +111,10 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
         elif finished is not None:  # nothing to read, as the planner gives it: no request
             finished(i)
 
+    ranges = {r.file: r for r in reads if r.dest is not None}
+    client.file_reads = lambda file: [ranges[file]] if file in ranges else []
+    """A 200 answer to a range streams by, keeping the range (not the whole body)."""
+
     rest: list[tuple[int, int, int]] = []
     """Requests the size probe did not cover: (request, start, end)."""
 
@@ -160,8 +164,10 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
         dest = memoryview(out[0]).cast("B")[:length]
     else:
         dest = _memory(length)
+    r = Read(0, 0, offset, length, dest)
+    client.file_reads = lambda file: [r]  # a 200 answer streams by, keeping the range
     try:
-        got = await client.get(Read(0, 0, offset, length, dest))
+        got = await client.get(r)
     except HttpError as exc:
         if finished is not None and missing_ok and exc.errno == errno.ENOENT:
             finished(0)  # served: as missing
