@@ -428,3 +428,46 @@ async def test_broken_credentials_are_clear_errors(proxy: RecordingProxy,
         await gcs_reader(proxy.endpoint, retries=1).read_many([("gs://bkt/a.bin", 0, 10)])
     assert err.value.errno == errno.EIO
     assert proxy.log == [] and token_server.issued == []
+
+
+async def test_a_failed_refresh_keeps_a_valid_token() -> None:
+    """The token service unreachable while the token is within its refresh margin: the
+    token still valid is used (asked again 30 s later); once it has expired, the failure
+    is a read failure that may pass (retried), never an unsigned request."""
+    import datetime
+
+    from google.auth import exceptions
+
+    from lsio.backends._gcs import GcsAuth
+    from lsio.backends.http._protocol import Retry
+
+    class Creds:
+        token: str | None = None
+        expiry: datetime.datetime | None = None
+        calls = 0
+        fail = False
+
+        def refresh(self, request: object) -> None:
+            self.calls += 1
+            if self.fail:
+                raise exceptions.TransportError("token service unreachable")
+            self.token = f"tok{self.calls}"
+            # naive UTC, as google-auth keeps it; inside the 5-minute margin
+            self.expiry = (datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+                           + datetime.timedelta(seconds=200))
+
+    creds = Creds()
+    auth = GcsAuth("adc", "unused", timeout=1.0)
+    auth._credentials, auth._request = creds, object()
+    await auth.ready()
+    assert auth.headers("GET", "u", {})["Authorization"] == "Bearer tok1"
+    creds.fail = True
+    auth._fresh_until = 0.0  # due for a refresh
+    await auth.ready()
+    assert creds.calls == 2
+    assert auth.headers("GET", "u", {})["Authorization"] == "Bearer tok1"
+    await auth.ready()
+    assert creds.calls == 2  # not asked again at once
+    auth._fresh_until, auth._expires = 0.0, 0.0  # now expired
+    with pytest.raises(Retry):
+        await auth.ready()

@@ -702,3 +702,27 @@ async def test_suffix_probe_over_nginx_and_s3(served: tuple[Nginx, Path]) -> Non
                                 (server.url("empty.bin"), -10, None),
                                 (server.url("one.bin"), -10, None)])
     assert [bytes(g) for g in got] == [data[-68:], b"", (root / "one.bin").read_bytes()]
+
+
+async def test_s3_credentials_refresh_off_the_loop() -> None:
+    """Refreshable credentials due for renewal are renewed in a worker thread by ready(),
+    not on the event loop inside headers()."""
+    import threading
+
+    from lsio.backends._sign import S3Signer
+
+    class Creds:
+        threads: list[str] = []
+
+        def refresh_needed(self) -> bool:
+            return not self.threads
+
+        def get_frozen_credentials(self) -> object:
+            self.threads.append(threading.current_thread().name)
+            return object()
+
+    creds = Creds()
+    signer = S3Signer(creds, "us-east-1")
+    await signer.ready()
+    await signer.ready()  # fresh now: no second refresh
+    assert len(creds.threads) == 1 and creds.threads[0] != threading.current_thread().name

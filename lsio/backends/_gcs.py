@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import math
 import os
@@ -126,10 +127,10 @@ def find_gcs_auth(options: HttpOptions) -> GcsAuth | None:
         return None  # public buckets still work
     path = _adc_file()
     if path is not None:
-        return GcsAuth("adc", path)
+        return GcsAuth("adc", path, timeout=options.request_timeout)
     if _metadata_server_likely():
-        return GcsAuth("metadata")
-    return GcsAuth("any") if required else None
+        return GcsAuth("metadata", timeout=options.request_timeout)
+    return GcsAuth("any", timeout=options.request_timeout) if required else None
 
 
 # -- the token ---------------------------------------------------------------------------
@@ -153,9 +154,14 @@ def fresh_until(now: float, expires: float | None) -> float:
 class GcsAuth:
     """A bearer token from google-auth's credentials, refreshed before it expires."""
 
-    def __init__(self, source: Source, path: str | None = None) -> None:
+    def __init__(self, source: Source, path: str | None = None, *,
+                 timeout: float = 30.0) -> None:
         self.source = source
         self.path = path
+        self.timeout = timeout
+        """Deadline of one token request (``HttpOptions.request_timeout``; google-auth's
+        own is 120 s)."""
+        self._expires = -math.inf
         """The credentials file (``source="adc"``)."""
         self._credentials: Any = None
         self._request: Any = None
@@ -199,7 +205,7 @@ class GcsAuth:
                     self._credentials = self._load()
                     from google.auth.transport.requests import Request
 
-                    self._request = Request()
+                    self._request = functools.partial(Request(), timeout=self.timeout)
                 self._credentials.refresh(self._request)
             except exceptions.DefaultCredentialsError as exc:
                 hint = (" (HttpOptions(anonymous=False) asks for credentials)"
@@ -207,19 +213,33 @@ class GcsAuth:
                 raise HttpError(errno.EACCES, f"lsio: no usable GCS credentials{hint}: "
                                 f"{exc}") from None
             except exceptions.TransportError as exc:  # the token server could not be reached
+                if self._keep_token():
+                    return
                 raise Retry(HttpError(errno.EIO, f"lsio: GCS token request failed: {exc}")
                             ) from None
             except exceptions.RefreshError as exc:
                 final = HttpError(errno.EACCES, f"lsio: GCS token refresh refused: {exc}")
                 if getattr(exc, "retryable", False):
+                    if self._keep_token():
+                        return
                     raise Retry(final) from None
                 raise final from None
             creds = self._credentials
             now = time.time()
             self._token = creds.token
             self._quota_project = getattr(creds, "quota_project_id", None)
+            self._expires = math.inf if creds.expiry is None else _timestamp(creds.expiry)
             self._fresh_until = fresh_until(
                 now, None if creds.expiry is None else _timestamp(creds.expiry))
+
+    def _keep_token(self) -> bool:
+        """After a refresh that failed for a reason that may pass: keep a token that has not
+        expired yet (tried again in 30 s) rather than fail the reads."""
+        now = time.time()
+        if self._token is None or self._expires <= now + 1.0:
+            return False
+        self._fresh_until = min(now + 30.0, self._expires - 1.0)
+        return True
 
     def _load(self) -> Any:
         if self.source == "metadata":  # not google.auth.default(): it pings the default IP

@@ -17,6 +17,7 @@ files or ask a metadata server).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from .._url import HttpOptions, Target
@@ -75,7 +76,12 @@ class S3Signer:
         self.region = region
 
     async def ready(self) -> None:
-        """botocore refreshes its credentials itself, inside :meth:`headers`."""
+        """Refreshable credentials (SSO, assumed roles, instance roles) about to expire are
+        refreshed in a worker thread: botocore would otherwise do it inside :meth:`headers`,
+        blocking the event loop for a network round trip."""
+        due = getattr(self._credentials, "refresh_needed", None)
+        if due is not None and due():
+            await asyncio.to_thread(self._credentials.get_frozen_credentials)
 
     def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
         from botocore.auth import S3SigV4Auth
