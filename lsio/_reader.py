@@ -397,7 +397,8 @@ class Reader:
                                       own_destinations=out is not None)
         p = await _off_loop(
             len(reqs), plan, reqs.file, reqs.offset, reqs.length, file_size=stat.size,
-            file_align=layout.file_align, max_gap=layout.max_gap, max_read=tune.max_read,
+            file_align=layout.file_align, max_gap=layout.max_gap,
+            max_read=layout.max_read or tune.max_read,
             split_size=LINUX_MAX_RW, arena_align=layout.arena_align,
             own_destinations=out is not None, check_eof=layout.check_eof,
             sparse=layout.sparse and out is None,

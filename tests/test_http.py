@@ -726,3 +726,28 @@ async def test_s3_credentials_refresh_off_the_loop() -> None:
     await signer.ready()
     await signer.ready()  # fresh now: no second refresh
     assert len(creds.threads) == 1 and creds.threads[0] != threading.current_thread().name
+
+
+async def test_credential_lookup_runs_off_the_loop(creds: MotoServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's first S3 call finds its region and credentials in a worker thread (a
+    botocore session takes 0.1-0.5 s to make); later calls find them cached."""
+    import threading
+
+    from lsio.backends import _sign
+    from lsio.backends.http import _client
+
+    threads: list[str] = []
+    real = _sign.find_s3_signer
+
+    def spy(region: str, anonymous: bool | None) -> object:
+        threads.append(threading.current_thread().name)
+        return real(region, anonymous)
+
+    monkeypatch.setattr(_sign, "find_s3_signer", spy)
+    monkeypatch.setattr(_client, "_REGIONS", {})
+    reader = s3_reader(creds)
+    for _ in range(2):
+        (got,) = await reader.read_many([("s3://bkt/a.bin", 10, 100)])
+        assert bytes(got) == random_bytes(300_000, seed=len("a.bin"))[10:110]
+    assert len(threads) == 1 and threads[0] != threading.current_thread().name

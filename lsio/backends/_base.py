@@ -52,6 +52,11 @@ class Layout:
     """Lay out only requested bytes (``lsio._plan.plan(sparse=True)``): a merged read's
     gap bytes are received and dropped, not kept in the result memory (remote reads)."""
 
+    max_read: int | None = None
+    """The read size the backend advises for this call (HTTP: parts long enough that a
+    request's fixed cost does not dominate, ``lsio.backends.http._cost``); ``None``: the
+    preset's."""
+
     gap_budget_ratio: float | None = None
     """Bytes a call may fetch per byte requested (egress is billed): merging reads through
     gaps stops when the gaps would add more than ``ratio - 1`` times the requested bytes."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .._url import HttpOptions, Target
 
-__all__ = ["Auth", "auth_for"]
+__all__ = ["Auth", "auth_for", "auth_key"]
 
 
 class Auth(Protocol):

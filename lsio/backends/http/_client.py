@@ -23,7 +23,7 @@ from yarl import URL
 
 from ..._defaults import REDIRECTS, RETRY_STATUS
 from ..._url import HttpOptions, Target, azure_config, resolve, s3_region
-from .._sign import Auth, auth_for
+from .._sign import Auth, auth_for, auth_key
 from ._cost import cost_of
 from ._protocol import (
     UNKNOWN_SIZE,
@@ -40,6 +40,7 @@ from ._protocol import (
 from ._session import (
     Proxies,
     aiohttp_error,
+    getenv,
     read_body,
     session_for,
     session_now,
@@ -118,6 +119,18 @@ def _http_target(path: str) -> tuple[Target, URL]:
 _NO_OPTIONS = HttpOptions()
 """``resolve`` reads no option for ``http(s)://`` URLs."""
 
+_UNRESOLVED = Target("", "http")
+_NO_URL = URL("http://unresolved.invalid/")
+"""Placeholders of paths :meth:`HttpClient.start` resolves."""
+
+_REGIONS: dict[tuple[str | None, str | None, str | None], str] = {}
+"""The S3 region found for (``HttpOptions.region``, ``$AWS_REGION``,
+``$AWS_DEFAULT_REGION``): finding it may make a botocore session (~0.1-0.3 s, once)."""
+
+
+def _region_key(options: HttpOptions) -> tuple[str | None, str | None, str | None]:
+    return (options.region, getenv("AWS_REGION"), getenv("AWS_DEFAULT_REGION"))
+
 
 @functools.lru_cache(maxsize=16)
 def _timeout(request_timeout: float, connect_timeout: float) -> aiohttp.ClientTimeout:
@@ -136,20 +149,30 @@ class HttpClient:
         self.targets: list[Target] = []
         self.urls: list[URL] = []
         self.auths: list[Auth | None] = []
-        region = None
+        self._auth_cache = auths
+        self.pending = False
+        """Some paths wait for :meth:`start`: finding their region or credentials may block
+        (botocore's session, credential files, a metadata server), so it runs in a thread."""
+        region = _REGIONS.get(_region_key(options))
         azure = None
         for p in paths:
             if p[:4].lower() == "http":  # http:// or https://: no other scheme starts so
                 target, url = _http_target(p)
                 auth = None
+            elif self.pending or (region is None and p[:5].lower() == "s3://"):
+                self.pending = True  # resolved in start()
+                target, url, auth = _UNRESOLVED, _NO_URL, None
             else:
-                if region is None and p[:5].lower() == "s3://":
-                    region = s3_region(options)  # once per call (it may read a file)
                 if azure is None and p[:5].lower() == "az://":
                     azure = azure_config(options)  # once per call (six variables)
                 target = resolve(p, options, region, azure)
                 url = URL(target.url, encoded=True)
-                auth = auth_for(target, options, auths)
+                key = auth_key(target)
+                if key not in auths:
+                    self.pending = True
+                    auth = None
+                else:
+                    auth = auths[key]
             self.targets.append(target)
             self.urls.append(url)
             self.auths.append(auth)
@@ -171,9 +194,32 @@ class HttpClient:
         self.timeout = _timeout(options.request_timeout, options.connect_timeout)
 
     async def start(self) -> None:
+        if self.pending:
+            await asyncio.to_thread(self._resolve_all)
+            self.pending = False
         if self.session is None:
             limit = self.options.connections_per_host
             self.session = session_now(limit) or await session_for(limit)
+
+    def _resolve_all(self) -> None:
+        """Targets, URLs and credentials of every remote path (in a worker thread: the
+        first S3 region or credential lookup of a process can take 0.1-0.5 s)."""
+        options = self.options
+        region = None
+        azure = None
+        for i, p in enumerate(self.paths):
+            if p[:4].lower() == "http":
+                continue
+            if region is None and p[:5].lower() == "s3://":
+                key = _region_key(options)
+                region = _REGIONS.get(key) or s3_region(options)
+                _REGIONS[key] = region
+            if azure is None and p[:5].lower() == "az://":
+                azure = azure_config(options)
+            target = resolve(p, options, region, azure)
+            self.targets[i] = target
+            self.urls[i] = URL(target.url, encoded=True)
+            self.auths[i] = auth_for(target, options, self._auth_cache)
 
     # -- one request ---------------------------------------------------------------------
     def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:

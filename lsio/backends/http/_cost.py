@@ -27,8 +27,9 @@ __all__ = ["PROBE_BYTES", "cost_of"]
 SAMPLES = 64
 """Answers remembered per host (the newest)."""
 
-MIN_TTFB = 2
-"""TTFB samples needed before the host's gap is trusted."""
+MIN_TTFB = 1
+"""TTFB samples needed before the host's gap is trusted (one long answer, such as the size
+probe of an object read whole, already tells both)."""
 
 RATE_MIN_BYTES = 256 << 10
 """Bodies shorter than this say little about throughput (their time is mostly latency)."""
@@ -39,6 +40,16 @@ PROBE_BYTES = 1 << 20
 GAP_MAX = 8 << 20
 """Largest gap a calibration can give: the cloud preset's read size (a merged read is
 split there anyway)."""
+
+PART_FACTOR = 4
+"""A part of a split read is worth its request when moving it takes this many times the
+request's own cost: ``PART_FACTOR x TTFB x rate`` bytes (so a request's fixed cost stays
+under 20% of its time). Real S3 (~20-30 ms, ~90 MB/s a stream) gives 8-11 MB, AWS's advice;
+an emulator that copies the whole object for every GET (moto: ~0.4 s for 512 MiB) gives
+parts as large as the object."""
+
+PART_MAX = 1 << 30
+"""Largest part: a GiB in one request."""
 
 
 @dataclass(slots=True)
@@ -57,11 +68,21 @@ class HostCost:
 
     def gap(self) -> int | None:
         """The break-even gap in bytes, or ``None`` before enough answers."""
+        cost = self._bytes_per_request()
+        return None if cost is None else int(min(cost, GAP_MAX))
+
+    def part(self, floor: int) -> int | None:
+        """How long the parts of a split read should be (at least ``floor``: the preset's
+        read size), or ``None`` before enough answers."""
+        cost = self._bytes_per_request()
+        return None if cost is None else int(min(max(PART_FACTOR * cost, floor), PART_MAX))
+
+    def _bytes_per_request(self) -> float | None:
+        """What one more request costs, in bytes of stream: low TTFB x best rate."""
         if len(self.ttfb) < MIN_TTFB or not self.rate:
             return None
         ordered = sorted(self.ttfb)
-        low = ordered[len(ordered) // 10]
-        return int(min(low * max(self.rate), GAP_MAX))
+        return ordered[len(ordered) // 10] * max(self.rate)
 
 
 _COSTS: dict[Any, HostCost] = {}

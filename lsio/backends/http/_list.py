@@ -22,7 +22,7 @@ from .._sign import Auth
 from ._client import HttpClient
 from ._protocol import HttpError
 
-__all__ = ["Page", "list_keys"]
+__all__ = ["Page", "list_keys", "next_token"]
 
 Page = tuple[list[str], list[str]]
 """One page: object names, and common prefixes (each ending with the delimiter)."""

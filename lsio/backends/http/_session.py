@@ -24,7 +24,7 @@ from yarl import URL
 
 from ._protocol import HttpError, Retry
 
-__all__ = ["Proxies", "aiohttp_error", "read_body", "session_for", "session_now",
+__all__ = ["Proxies", "aiohttp_error", "getenv", "read_body", "session_for", "session_now",
            "stream_into", "stream_pieces", "stream_through"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)

@@ -157,7 +157,7 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
                      finished: Callable[[int], None] | None) -> Outcome:
     """The commonest call, one range of one object: its one GET, nothing to gather."""
     client = HttpClient(paths, backend.options, backend._auths)
-    if client.session is None:
+    if client.session is None or client.pending:
         await client.start()
     served[0] += 1
     if out is not None:
