@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from ._request import Requests
+from ._url import redact
 
 __all__ = ["request_error", "BackendWarning"]
 
@@ -18,9 +19,10 @@ class BackendWarning(UserWarning):
 def request_error(err: int, reqs: Requests, index: int, detail: str | None = None
                   ) -> OSError:
     """``OSError(err, strerror, path)`` for request ``index``, as ``open`` would raise it;
-    ``detail`` (what the server answered, for URLs) joins the message."""
+    ``detail`` (what the server answered, for URLs) joins the message, without the signature
+    of a SAS token in a URL it names."""
     path = reqs.paths[int(reqs.file[index])]
-    text = os.strerror(err) if detail is None else f"{os.strerror(err)}: {detail}"
+    text = os.strerror(err) if detail is None else f"{os.strerror(err)}: {redact(detail)}"
     exc = OSError(err, text, path)  # OSError picks the subclass from errno
     exc.request_index = reqs.caller_index(index)  # type: ignore[attr-defined]
     exc.add_note(f"lsio: while reading {reqs.describe(index)}")

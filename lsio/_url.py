@@ -9,8 +9,10 @@ their services' REST APIs, so one HTTP engine reads them all.
   anonymous.
 - ``gs://bucket/object``: ``https://storage.googleapis.com/bucket/object``; anonymous (public
   buckets), or a bearer token in :attr:`HttpOptions.headers`.
-- ``az://container/blob``: ``https://ACCOUNT.blob.core.windows.net/container/blob``; anonymous
-  (public containers) or ``$AZURE_STORAGE_SAS_TOKEN``.
+- ``az://container/blob``: ``https://ACCOUNT.blob.core.windows.net/container/blob`` (or
+  ``ENDPOINT/container/blob``: Azurite, Azure Stack, private endpoints); a SAS token joins the
+  URL's query when no account key is found (:func:`azure_config`), other credentials are
+  headers (:mod:`lsio.backends._azure`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-__all__ = ["HttpOptions", "Target", "is_url", "listable", "local_path", "resolve",
-           "s3_region"]
+__all__ = ["AzureConfig", "HttpOptions", "Target", "azure_config", "is_url", "listable",
+           "local_path", "redact", "resolve", "s3_region"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})
@@ -77,7 +79,8 @@ class HttpOptions:
     else ``us-east-1``."""
 
     anonymous: bool | None = None
-    """S3: ``True`` never signs; ``None`` signs when credentials are found."""
+    """S3 and Azure: ``True`` never signs (nor sends a SAS); ``None`` signs when credentials
+    are found; ``False`` raises when none are found."""
 
     azure_account: str | None = None
     """Storage account for ``az://``; default ``$AZURE_STORAGE_ACCOUNT_NAME``."""
@@ -95,6 +98,12 @@ class HttpOptions:
     """Plain HTTP servers: ask for several ranges in one request (``multipart/byteranges``,
     RFC 9110 14.6) when the server supports it (probed once per host); never for S3, GCS
     and Azure, which do not."""
+
+    azure_endpoint: str | None = None
+    """Blob service endpoint for ``az://`` (Azurite ``http://127.0.0.1:10000/devstoreaccount1``,
+    Azure Stack, private endpoints), path-style: ``ENDPOINT/container/blob``; default the
+    ``BlobEndpoint`` of ``$AZURE_STORAGE_CONNECTION_STRING`` (Azurite's address with
+    ``UseDevelopmentStorage=true``), else ``https://ACCOUNT.blob.core.windows.net``."""
 
     def __post_init__(self) -> None:
         _check_count("retries", self.retries, 0)
@@ -230,19 +239,85 @@ def resolve(path: str, options: HttpOptions, region: str | None = None) -> Targe
         return Target(f"https://storage.googleapis.com/{bucket}/{_quote_key(key)}", "gs")
     if scheme in ("az", "abfs"):
         container, blob = _split_bucket(path, "az://container/blob")
+        host_account = None
         if "@" in container:  # abfs://container@account.dfs.core.windows.net/blob
             container, host = container.split("@", 1)
-            account = host.split(".", 1)[0]
+            host_account = host.split(".", 1)[0]
+        az = azure_config(options, host_account)
+        if az.endpoint:
+            url = f"{az.endpoint}/{container}/{_quote_key(blob)}"
+        elif az.account:
+            url = f"https://{az.account}.blob.core.windows.net/{container}/{_quote_key(blob)}"
         else:
-            account = options.azure_account or _env("AZURE_STORAGE_ACCOUNT_NAME",
-                                                    "AZURE_STORAGE_ACCOUNT") or ""
-        if not account:
             raise ValueError(f"lsio: {path!r}: no Azure storage account; set "
                              "HttpOptions(azure_account=...) or $AZURE_STORAGE_ACCOUNT_NAME")
-        url = f"https://{account}.blob.core.windows.net/{container}/{_quote_key(blob)}"
-        sas = _env("AZURE_STORAGE_SAS_TOKEN")
-        if sas:
-            url += "?" + sas.lstrip("?")
+        if az.sas and not az.key:
+            url += "?" + az.sas
         return Target(url, "az")
     raise ValueError(f"lsio: {path!r}: unsupported URL scheme {scheme!r}; lsio reads local "
                      f"paths, file://, {', '.join(sorted(REMOTE_SCHEMES))}")
+
+
+# -- Azure: where the account, endpoint and secrets come from ---------------------------------
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+"""The storage emulator's fixed, published account and key (``UseDevelopmentStorage=true``)."""
+AZURITE_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
+
+
+@dataclass(frozen=True, slots=True)
+class AzureConfig:
+    """One ``az://`` location's account, endpoint and secrets, as found the usual way."""
+
+    account: str
+    """Storage account name (``""``: unknown)."""
+    endpoint: str
+    """Blob endpoint without a trailing ``/`` (``""``: ``https://ACCOUNT.blob.core...``)."""
+    key: str
+    """Account key (base64) for Shared Key signing (``""``: none)."""
+    sas: str
+    """SAS token without its ``?`` (``""``: none)."""
+
+
+def azure_connection_string() -> dict[str, str]:
+    """The fields of ``$AZURE_STORAGE_CONNECTION_STRING`` (``Name=value;...``), names in
+    lower case (Azure's SDKs read them case-insensitively); empty when unset."""
+    fields = {}
+    for part in (os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or "").split(";"):
+        name, eq, value = part.partition("=")  # values (keys, SAS) may contain '='
+        if eq and name.strip():
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def azure_config(options: HttpOptions, host_account: str | None = None) -> AzureConfig:
+    """Account, endpoint, key and SAS for ``az://``: :class:`HttpOptions` fields first, then
+    ``$AZURE_STORAGE_ACCOUNT_NAME`` / ``$AZURE_STORAGE_ACCOUNT_KEY`` (or ``_KEY``) /
+    ``$AZURE_STORAGE_SAS_TOKEN``, then ``$AZURE_STORAGE_CONNECTION_STRING``. ``host_account``
+    is the account an ``abfs://container@ACCOUNT.dfs...`` URL names (it wins). With
+    ``anonymous=True`` no key or SAS is returned."""
+    conn = azure_connection_string()
+    dev = conn.get("usedevelopmentstorage", "").lower() == "true"
+    endpoint = (options.azure_endpoint or conn.get("blobendpoint")
+                or (AZURITE_ENDPOINT if dev else "")).rstrip("/")
+    account = (host_account or options.azure_account
+               or _env("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
+               or conn.get("accountname") or (AZURITE_ACCOUNT if dev else ""))
+    if not account and endpoint:  # path-style endpoints end with the account
+        account = endpoint.rsplit("/", 1)[-1] if endpoint.count("/") > 2 else ""
+    if options.anonymous:
+        return AzureConfig(account, endpoint, "", "")
+    key = (_env("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY") or conn.get("accountkey")
+           or (AZURITE_KEY if dev else ""))
+    sas = _env("AZURE_STORAGE_SAS_TOKEN") or conn.get("sharedaccesssignature") or ""
+    return AzureConfig(account, endpoint, key, sas.lstrip("?"))
+
+
+_SAS_SIG = re.compile(r"([?&]sig=)[^&#\s'\"]+", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` (an error message) without the secret of a SAS token in a URL it quotes."""
+    return _SAS_SIG.sub(r"\1REDACTED", text) if "sig=" in text.lower() else text

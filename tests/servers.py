@@ -54,7 +54,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-__all__ = ["FaultServer", "MotoServer", "Nginx", "free_port", "nginx_binary", "terminate"]
+__all__ = ["Azurite", "FaultServer", "MotoServer", "Nginx", "free_port", "nginx_binary",
+           "terminate"]
 
 _CONF = """\
 {user}
@@ -372,3 +373,135 @@ class MotoServer:
         if self._proc is not None:
             terminate(self._proc)
             self._proc = None
+
+
+class Azurite:
+    """Azurite's blob service (``azurite-blob``, installed by ``scripts/system-deps.sh --bench``
+    with npm) on a free loopback port, storing under ``location`` (a temporary directory,
+    removed at :meth:`stop`, when ``None``)::
+
+        with Azurite() as az:
+            az.create_container("c")
+            az.put_blob("c", "x.bin", b"...")
+            reader = lsio.Reader(http=lsio.HttpOptions(azure_endpoint=az.endpoint))
+            # with $AZURE_STORAGE_ACCOUNT_KEY=az.key, or $AZURE_STORAGE_SAS_TOKEN=az.sas("c"),
+            # or $AZURE_STORAGE_CONNECTION_STRING=az.connection_string
+
+    Uploads are signed with lsio's own Shared Key signer (no azure-storage-blob)."""
+
+    account = "devstoreaccount1"
+    key = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+           "KBHBeksoGMGw==")
+    """The emulator's well-known account and key (published in Azurite's README)."""
+
+    version = "2021-08-06"
+    """``x-ms-version`` of the uploads and of SAS tokens."""
+
+    def __init__(self, location: str | None = None) -> None:
+        self.port = 0
+        self.endpoint = ""
+        self._own_location = location is None
+        self.location = location or ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={self.account};"
+                f"AccountKey={self.key};BlobEndpoint={self.endpoint};")
+
+    def start(self) -> Azurite:
+        binary = shutil.which("azurite-blob")
+        if binary is None:
+            raise RuntimeError("azurite is not installed; run scripts/system-deps.sh --bench "
+                               "(or npm install -g azurite@3)")
+        if self._own_location:
+            self.location = tempfile.mkdtemp(prefix="lsio-azurite-")
+        for _attempt in range(3):
+            self.port = free_port()
+            self.endpoint = f"http://127.0.0.1:{self.port}/{self.account}"
+            self._proc = subprocess.Popen(
+                [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                 "--location", self.location, "--silent", "--skipApiVersionCheck", "--loose",
+                 "--disableTelemetry"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if self._wait_ready():
+                return self
+            self._kill()
+        raise RuntimeError("azurite did not start")
+
+    def _wait_ready(self, timeout: float = 30.0) -> bool:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                return False
+            try:  # any HTTP answer (an unsigned request gets 403) means it serves
+                urllib.request.urlopen(f"{self.endpoint}?comp=list", timeout=0.5).close()
+                return True
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def _request(self, method: str, path: str, data: bytes = b"",
+                 headers: dict[str, str] | None = None, query: str = "") -> None:
+        import urllib.request
+
+        from lsio.backends._sharedkey import SharedKey
+
+        url = f"{self.endpoint}/{quote(path)}" + (f"?{query}" if query else "")
+        base = {"x-ms-version": self.version, "Content-Length": str(len(data)),
+                "Content-Type": "application/octet-stream", **(headers or {})}
+        signed = SharedKey(self.account, self.key).headers(method, url, base)
+        req = urllib.request.Request(url, data=data if method == "PUT" else None,
+                                     method=method, headers=signed)
+        urllib.request.urlopen(req, timeout=30).close()
+
+    def create_container(self, name: str) -> None:
+        self._request("PUT", name, query="restype=container")
+
+    def put_blob(self, container: str, name: str, data: bytes) -> None:
+        self._request("PUT", f"{container}/{name}", data, {"x-ms-blob-type": "BlockBlob"})
+
+    def sas(self, container: str, permissions: str = "rl", hours: float = 2.0) -> str:
+        """A service SAS for ``container`` (``sr=c``), read and list by default: the query
+        string, without ``?``. Signed per "Create a service SAS" (version 2020-12-06 and
+        later: the encryption-scope line is in the string to sign)."""
+        import base64
+        import datetime as dt
+        from urllib.parse import urlencode
+
+        from lsio.backends._sharedkey import sign
+
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        start = (now - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expiry = (now + dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields = [permissions, start, expiry, f"/blob/{self.account}/{container}",
+                  "", "", "http,https", self.version, "c", "", "", "", "", "", "", ""]
+        sig = sign(base64.b64decode(self.key), "\n".join(fields))
+        return urlencode({"sv": self.version, "st": start, "se": expiry, "sr": "c",
+                          "sp": permissions, "spr": "http,https", "sig": sig})
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            terminate(self._proc)
+            if self._proc.stderr is not None:
+                self._proc.stderr.close()
+            self._proc = None
+
+    def stop(self) -> None:
+        self._kill()
+        if self._own_location and self.location:
+            shutil.rmtree(self.location, ignore_errors=True)
+            self.location = ""
+
+    def __enter__(self) -> Azurite:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -258,6 +258,14 @@ class HttpClient:
             if suffix:
                 r.start = start = max(len(body) - want, 0)
             return self._put(r, got, body[start:start + want]), True
+        if suffix and self.targets[r.file].kind == "az":
+            # Azure Blob has no suffix ranges (bytes=-N; Azurite answers 500): the size first
+            size = await self._azure_size(r.file)
+            r.start = start = max(size - want, 0)
+            r.length = want = size - start
+            suffix = False
+            if want == 0:
+                return 0, True
         resp = await self._open(r.file, range_header(start, want))
         try:
             if resp.status == 200:  # Range ignored: the body is the whole object
@@ -304,6 +312,31 @@ class HttpClient:
             return n, cr[2] is not None and cr[1] >= cr[2]
         finally:
             resp.release()
+
+    async def _azure_size(self, file: int) -> int:
+        """An Azure blob's size, from a one-byte range's ``Content-Range`` (a HEAD would
+        tell it too, but the client's one request path is a GET)."""
+        if self.sizes[file] != UNKNOWN_SIZE:
+            return self.sizes[file]
+        resp = await self._open(file, "bytes=0-0")
+        try:
+            if resp.status in (206, 416):  # 416: an empty blob has no byte 0
+                # only the total matters (Azurite answers "bytes 0--1/0" for an empty blob)
+                size = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                total = int(size) if size.isdecimal() else None
+            elif resp.status == 200:
+                total = resp.content_length
+            else:
+                err = status_error(resp.status, resp.reason, str(resp.url))
+                if isinstance(err, Retry):
+                    err.after = retry_after(resp.headers.get("Retry-After"))
+                raise err
+            if total is None:
+                raise HttpError(errno.EIO, f"{resp.url} did not tell the blob's size")
+        finally:
+            resp.release()
+        self.sizes[file] = total
+        return total
 
     # -- the retry loop -----------------------------------------------------------------
     async def retrying(self, step: Callable[[], Awaitable[T]],

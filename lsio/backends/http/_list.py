@@ -10,13 +10,14 @@ retries. Plain ``http(s)://`` has no listing.
 from __future__ import annotations
 
 import errno
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 from yarl import URL
 
-from ..._url import HttpOptions
+from ..._url import HttpOptions, redact
 from .._sign import Auth
 from ._client import HttpClient
 from ._protocol import HttpError
@@ -64,11 +65,15 @@ async def list_keys(root: str, prefix: str, options: HttpOptions,
     client = HttpClient([f"{bucket}/{_PLACEHOLDER}"], options, auths)
     await client.start()
     pages = _service(client.targets[0].kind)
-    async for keys, prefixes in pages(client, base + prefix, delimiter):
-        for name in keys:
-            yield name[len(base):]
-        for name in prefixes:
-            yield name[len(base):]
+    try:
+        async for keys, prefixes in pages(client, base + prefix, delimiter):
+            for name in keys:
+                yield name[len(base):]
+            for name in prefixes:
+                yield name[len(base):]
+    except HttpError as exc:  # a missing bucket, a refused listing: an OSError naming root
+        raise OSError(exc.errno, f"{os.strerror(exc.errno)}: {redact(exc.detail)}",
+                      root) from None
 
 
 def _bucket_url(client: HttpClient) -> str:
