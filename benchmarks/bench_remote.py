@@ -5,7 +5,8 @@
         [--shared-net] [--out docs/benchmarks.md] [--json docs/bench_remote.json]
 
 Servers, started here on 127.0.0.1: moto's S3 server (``tests.servers.MotoServer``, signed
-requests) and Azurite's blob service (``azurite-blob`` from npm). Workloads (``remoteprobe``):
+requests) and Azurite's blob service (``tests.servers.Azurite``, ``azurite-blob`` from npm).
+Workloads (``remoteprobe``):
 *objects* (2000 objects of 64 KiB read whole), *sparse* (20 000 random 4 KiB ranges of one
 2 GiB object), *big* (one 512 MiB object read whole); ``--quick`` shrinks them to seconds.
 
@@ -30,6 +31,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,9 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import MotoServer
+from tests.servers import Azurite, MotoServer
 
-from ._azurite import Azurite, azurite_binary
 from .harness import log, stall_text
 from .remoteprobe import CONTENDERS, OBSTORE_CONCURRENCY, SERVERS, RemoteSample, Server, specs
 from .remoteprobe import object_key as key_of
@@ -269,7 +270,7 @@ def serving(server: Server, workloads: Sequence[Workload], data_dir: Path) -> It
     location = data_dir.parent / f"{data_dir.name}-azurite"  # its blobs, on disk
     shutil.rmtree(location, ignore_errors=True)
     try:
-        with Azurite(location) as az:
+        with Azurite(str(location)) as az:
             upload_azurite(az, workloads, data_dir)
             log(f"azurite at {az.endpoint}: uploaded in {time.perf_counter() - t0:.1f} s")
             yield Running(server, az.endpoint, azurite_env(az), f"azurite {azurite_version()}")
@@ -287,7 +288,7 @@ def _version(pkg: str) -> str:
 
 
 def azurite_version() -> str:
-    binary = azurite_binary()
+    binary = shutil.which("azurite-blob")
     if binary is None:
         return "not installed"
     try:
@@ -301,7 +302,7 @@ def azurite_version() -> str:
 
 
 _SCRUB = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-          "AZURE_STORAGE_SAS_TOKEN")
+          "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY")
 
 
 def run_probe(cfg: Config, srv: Running, spec: WorkloadSpec, contender: str) -> RemoteSample:
@@ -498,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     if not cfg.shared_net:
         enter_private_net(argv)  # returns only when it cannot
+    # SIGTERM unwinds like Ctrl-C: the servers are stopped and the data removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     net = net_note()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = cfg.data_dir.resolve()

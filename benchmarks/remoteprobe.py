@@ -116,7 +116,7 @@ async def lsio_setup(wl: Workload, keys: Sequence[str], t: Target) -> RunFn:
     if t.server == "moto":
         options = lsio.HttpOptions(endpoint_url=t.endpoint, region="us-east-1")
     else:  # account and key from the environment
-        options = lsio.HttpOptions(azure_endpoint=t.endpoint)  # type: ignore[call-arg,unused-ignore]
+        options = lsio.HttpOptions(azure_endpoint=t.endpoint)
     reader = lsio.Reader(http=options)
     requests: list[tuple[str, int, int | None]] = [
         (_lsio_url(t, k), r.offset, r.length if wl.spec.kind == "ranges" else None)
