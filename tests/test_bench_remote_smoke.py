@@ -3,7 +3,6 @@ azurite started, every row present, every read checked byte for byte (no speed t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -13,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import lsio
-
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("moto", "azurite")
 WORKLOADS = ("objects", "sparse", "big")
 CONTENDERS = ("lsio", "obstore")
-
-
-def _lsio_reads_azurite() -> bool:
-    """lsio can be pointed at an Azure endpoint (the emulator) at all."""
-    return "azure_endpoint" in {f.name for f in dataclasses.fields(lsio.HttpOptions)}
 
 
 def _rows(stdout: str) -> dict[tuple[str, str, str], list[str]]:
@@ -42,7 +34,8 @@ def _rows(stdout: str) -> dict[tuple[str, str, str], list[str]]:
 @pytest.mark.slow
 def test_bench_remote_quick(tmp_path: Path) -> None:
     # A missing emulator must fail, not silently skip the only check that the benchmark runs.
-    assert shutil.which("azurite-blob"), "azurite is not installed: npm install -g azurite@3"
+    assert shutil.which("azurite-blob"), \
+        "azurite is not installed: run scripts/system-deps.sh --bench"
     cmd = [sys.executable, "-m", "benchmarks.bench_remote", "--quick",
            "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "results.json"),
            "--out", str(tmp_path / "bench.md")]
@@ -50,16 +43,12 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
 
-    # lsio's az:// rows may fail only while lsio cannot be given the emulator's endpoint
-    may_fail = set() if _lsio_reads_azurite() else {("azurite", "lsio")}
     rows = _rows(out)
     for server in SERVERS:
         for key in WORKLOADS:
             for name in CONTENDERS:
                 cells = rows.get((server, key, name))
                 assert cells is not None, (server, key, name, out)
-                if (server, name) in may_fail and cells[2] == "FAILED":
-                    continue
                 assert float(cells[2].replace(",", "")) > 0, cells  # MB/s; raises on FAILED
                 assert cells[-2] == "yes" and cells[-1] == "1", cells  # verified, one run
                 assert float(cells[4].rstrip("x")) >= 1.0, cells  # transferred >= requested
@@ -70,9 +59,7 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     series = {(s["state"], s["workload"], s["contender"]): s for s in results["series"]}
     assert len(series) == len(SERVERS) * len(WORKLOADS) * len(CONTENDERS)
-    for (server, key, name), s in series.items():
-        if (server, name) in may_fail and s["error"] is not None:
-            continue
+    for (_, key, _), s in series.items():
         assert s["error"] is None and len(s["samples"]) == 1, s
         assert len(s["net_bytes"]) == 1 and len(s["rss_growth"]) == 1, s
         assert s["samples"][0]["nbytes"] == results["workloads"][key]["n_requests"] * \
