@@ -249,6 +249,37 @@ class Running:
     endpoint: str
     env: dict[str, str]  # credentials, as a user's environment would hold them
     version: str
+    pid: int  # the server's process
+
+
+def _server_pid(server: MotoServer | Azurite) -> int:
+    proc = server._proc  # neither class exposes its process; the benchmark only reads its pid
+    assert proc is not None
+    return proc.pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def settle(pid: int, *, limit: float, window: float = 1.0, busy: float = 0.05) -> float:
+    """Wait until process `pid` uses under `busy` of a core over `window` seconds (at most
+    `limit` seconds); return the seconds waited. A server still serving the requests of a
+    failed read (moto copies the whole object for every GET) would slow the next read down."""
+    t0 = time.monotonic()
+    try:
+        used = _cpu_seconds(pid)
+        while time.monotonic() - t0 < limit:
+            time.sleep(window)
+            now = _cpu_seconds(pid)
+            if now - used < busy * window:
+                break
+            used = now
+    except OSError:  # the server is gone
+        pass
+    return time.monotonic() - t0
 
 
 @contextmanager
@@ -263,7 +294,8 @@ def serving(server: Server, workloads: Sequence[Workload], data_dir: Path) -> It
             env = {"AWS_ACCESS_KEY_ID": moto.key_id, "AWS_SECRET_ACCESS_KEY": moto.secret,
                    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                    "AWS_EC2_METADATA_DISABLED": "true"}
-            yield Running(server, moto.endpoint, env, f"moto {_version('moto')}")
+            yield Running(server, moto.endpoint, env, f"moto {_version('moto')}",
+                          _server_pid(moto))
         finally:
             moto.stop()
         return
@@ -273,7 +305,8 @@ def serving(server: Server, workloads: Sequence[Workload], data_dir: Path) -> It
         with Azurite(str(location)) as az:
             upload_azurite(az, workloads, data_dir)
             log(f"azurite at {az.endpoint}: uploaded in {time.perf_counter() - t0:.1f} s")
-            yield Running(server, az.endpoint, azurite_env(az), f"azurite {azurite_version()}")
+            yield Running(server, az.endpoint, azurite_env(az), f"azurite {azurite_version()}",
+                          _server_pid(az))
     finally:
         shutil.rmtree(location, ignore_errors=True)
 
@@ -341,6 +374,9 @@ def run_server(cfg: Config, srv: Running) -> list[RemoteSeries]:
                 if r.error is not None:
                     s.error = r.error
                     log(f"{tag} FAILED: {r.error}")
+                    waited = settle(srv.pid, limit=cfg.probe_timeout)
+                    log(f"  (waited {waited:.0f} s for {srv.server} to finish the failed "
+                        "read's requests)")
                     continue
                 s.samples.append(Sample(round=rnd, seconds=r.seconds, nbytes=r.nbytes,
                                         n_ops=r.n_ops, loop_stall_s=r.loop_stall_s))
@@ -374,7 +410,7 @@ def format_server_table(cfg: Config, server: str, results: Sequence[RemoteSeries
         ref = _find(rows, "obstore")
         for s in rows:
             if not s.ok:
-                reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:160]
+                reason = (s.error or "no runs").splitlines()[0].replace("|", "/")[:160]
                 out.append(f"| {spec.key} | {s.contender} | FAILED | — | — | — | — | — | "
                            f"{reason} | 0 |")
                 continue
@@ -453,9 +489,13 @@ NOTES = (
     f"Blob (obstore's multipart `put`, {PART // MiB} MiB blocks, above it). Servers: moto's S3 "
     "server in one process (threaded werkzeug; SigV4 checked) and `azurite-blob` (`--loose`, "
     "blobs on disk), both on 127.0.0.1. moto keeps each object in one spooled temporary file "
-    "and reads the whole object for every GET, ranged or not, then slices it: a ranged GET of "
-    "the 2 GiB object costs a 2 GiB copy, so on moto the sparse and big rows measure the "
-    "number of GETs a client sends more than its own speed.")
+    "and, for every GET, ranged or not, copies the whole object out of it (one GET at a time "
+    "per object: a lock) before it slices the range: a ranged GET of the 2 GiB object costs a "
+    "2 GiB copy, so on moto the sparse and big rows measure how many GETs a client sends more "
+    "than the client, and GETs queued behind others can pass the 30 s per-request deadline "
+    "both clients have by default (the row is then FAILED, with the client's error). After a "
+    "failed read the benchmark waits until the server's process is idle again (the server "
+    "goes on serving the abandoned requests) before the next one.")
 
 
 def render(cfg: Config, results: list[RemoteSeries], verdicts: list[dict[str, Any]],
