@@ -450,8 +450,14 @@ def judge(cfg: Config, server: str, results: Sequence[RemoteSeries]) -> list[dic
 def format_targets(verdicts: Sequence[dict[str, Any]]) -> str:
     lines = []
     for v in verdicts:
-        value = "lsio FAILED or not run" if v["value"] is None else (
-            f"{v['value']:.2f} of the bound" if "RSS" in v["target"] else f"{v['value']:.2f}x")
+        if v["value"] is None:
+            value = "lsio FAILED or not run"
+        elif "RSS" in v["target"]:
+            value = f"{v['value']:.2f} of the bound"
+        elif "obstore" in v["target"]:  # three decimals: a 0.996x miss must not read 1.00x
+            value = f"{v['value']:.3f}x"
+        else:
+            value = f"{v['value']:.2f}x"
         lines.append(f"- ({v['workload']}) {v['target']}: {value}, "
                      f"**{'met' if v['met'] else 'missed'}**")
     return "\n".join(lines)
