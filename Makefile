@@ -56,8 +56,9 @@ bench: setup
 	$(PY) -m benchmarks.bench_http --out docs/benchmarks.md --json docs/bench_http.json
 	$(PY) -m benchmarks.bench_zarr --out docs/benchmarks.md --json docs/bench_zarr.json
 	$(PY) -m benchmarks.bench_dask --out docs/benchmarks.md --json docs/bench_dask.json
+	$(PY) -m benchmarks.bench_remote --out docs/benchmarks.md --json docs/bench_remote.json
 	$(PY) -m benchmarks.plots docs/bench_fixed.json docs/bench_local.json docs/bench_http.json \
-		docs/bench_zarr.json docs/bench_dask.json
+		docs/bench_zarr.json docs/bench_dask.json docs/bench_remote.json
 
 clean:
 	rm -rf $(VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o
