@@ -46,7 +46,15 @@ from typing import Any
 from tests.servers import Azurite, MotoServer
 
 from .harness import log, stall_text
-from .remoteprobe import CONTENDERS, OBSTORE_CONCURRENCY, SERVERS, RemoteSample, Server, specs
+from .remoteprobe import (
+    CONTENDERS,
+    OBSTORE_CONCURRENCY,
+    SERVERS,
+    RemoteSample,
+    Server,
+    runs_on,
+    specs,
+)
 from .remoteprobe import object_key as key_of
 from .report import (
     STALL_HEADER,
@@ -364,7 +372,7 @@ def run_server(cfg: Config, srv: Running) -> list[RemoteSeries]:
     for spec in cfg.specs:
         log(f"[{srv.server}] ({spec.key}) {spec.title}:")
         rows = [RemoteSeries(workload=spec.key, state=srv.server, contender=c, mode="remote")
-                for c in CONTENDERS]
+                for c in CONTENDERS if runs_on(c, spec.key)]
         for rnd in range(cfg.repeats):
             for s in rows:  # alternated: lsio obstore lsio obstore ...
                 if s.error is not None:
@@ -416,7 +424,7 @@ def format_server_table(cfg: Config, server: str, results: Sequence[RemoteSeries
                 continue
             ratio = f"{s.mb_per_s / ref.mb_per_s:.2f}x" if ref is not None else "—"
             bound = "—"
-            if s.contender == "lsio":
+            if s.contender.startswith("lsio"):
                 verdict = "pass" if s.worst_rss_growth <= s.rss_bound else "**fail**"
                 bound = f"{_mib(s.rss_bound)} {verdict}"
             out.append(f"| {spec.key} | {s.contender} | {s.mb_per_s:,.1f} | {ratio} | "
@@ -567,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(error)
                 results += [RemoteSeries(workload=spec.key, state=server, contender=c,
                                          mode="remote", error=error)
-                            for spec in cfg.specs for c in CONTENDERS]
+                            for spec in cfg.specs for c in CONTENDERS if runs_on(c, spec.key)]
     finally:
         if not cfg.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -41,7 +41,14 @@ if TYPE_CHECKING:
 
 Server = Literal["moto", "azurite"]
 SERVERS: tuple[Server, ...] = ("moto", "azurite")
-CONTENDERS = ("lsio", "obstore")
+CONTENDERS = ("lsio", "obstore", "lsio-unbounded")
+"""``lsio-unbounded``: lsio with ``HttpOptions(max_transfer_ratio=None)``, merging through gaps
+as the host's cost says with no bound on the bytes fetched (as obstore does); sparse only."""
+
+
+def runs_on(contender: str, workload: str) -> bool:
+    """Whether ``contender`` runs ``workload`` (the unbounded lsio differs on sparse only)."""
+    return contender != "lsio-unbounded" or workload == "sparse"
 OBSTORE_CONCURRENCY = 32  # get_async calls in flight for many objects (lsio's cloud depth)
 
 FULL_SPECS: dict[str, WorkloadSpec] = {
@@ -108,15 +115,18 @@ def _lsio_url(t: Target, key: str) -> str:
     return f"{'s3' if t.server == 'moto' else 'az'}://{t.bucket}/{key}"
 
 
-async def lsio_setup(wl: Workload, keys: Sequence[str], t: Target) -> RunFn:
+async def lsio_setup(wl: Workload, keys: Sequence[str], t: Target, *,
+                     bounded: bool = True) -> RunFn:
     """One ``lsio.Reader``, one ``read_many`` of ``(url, offset, length)`` (``(url, 0, None)``
     for whole objects)."""
     import lsio
 
+    ratio = lsio.HttpOptions().max_transfer_ratio if bounded else None
     if t.server == "moto":
-        options = lsio.HttpOptions(endpoint_url=t.endpoint, region="us-east-1")
+        options = lsio.HttpOptions(endpoint_url=t.endpoint, region="us-east-1",
+                                   max_transfer_ratio=ratio)
     else:  # account and key from the environment
-        options = lsio.HttpOptions(azure_endpoint=t.endpoint)
+        options = lsio.HttpOptions(azure_endpoint=t.endpoint, max_transfer_ratio=ratio)
     reader = lsio.Reader(http=options)
     requests: list[tuple[str, int, int | None]] = [
         (_lsio_url(t, k), r.offset, r.length if wl.spec.kind == "ranges" else None)
@@ -174,7 +184,11 @@ async def obstore_setup(wl: Workload, keys: Sequence[str], t: Target) -> RunFn:
     return objects
 
 
-SETUPS = {"lsio": lsio_setup, "obstore": obstore_setup}
+async def lsio_unbounded_setup(wl: Workload, keys: Sequence[str], t: Target) -> RunFn:
+    return await lsio_setup(wl, keys, t, bounded=False)
+
+
+SETUPS = {"lsio": lsio_setup, "obstore": obstore_setup, "lsio-unbounded": lsio_unbounded_setup}
 
 
 # --------------------------------------------------------------------------- measuring

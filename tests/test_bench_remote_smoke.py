@@ -46,7 +46,7 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
     rows = _rows(out)
     for server in SERVERS:
         for key in WORKLOADS:
-            for name in CONTENDERS:
+            for name in CONTENDERS + (("lsio-unbounded",) if key == "sparse" else ()):
                 cells = rows.get((server, key, name))
                 assert cells is not None, (server, key, name, out)
                 assert float(cells[2].replace(",", "")) > 0, cells  # MB/s; raises on FAILED
@@ -58,7 +58,7 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
     assert doc.count("<!-- bench_remote:start -->") == 1 and "<!-- bench_remote:end -->" in doc
     results = json.loads((tmp_path / "results.json").read_text())
     series = {(s["state"], s["workload"], s["contender"]): s for s in results["series"]}
-    assert len(series) == len(SERVERS) * len(WORKLOADS) * len(CONTENDERS)
+    assert len(series) == len(SERVERS) * (len(WORKLOADS) * len(CONTENDERS) + 1)  # + unbounded
     for (_, key, _), s in series.items():
         assert s["error"] is None and len(s["samples"]) == 1, s
         assert len(s["net_bytes"]) == 1 and len(s["rss_growth"]) == 1, s
