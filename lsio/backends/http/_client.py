@@ -45,7 +45,6 @@ from ._session import (
     session_for,
     session_now,
     stream_into,
-    stream_pieces,
     stream_through,
 )
 
@@ -401,7 +400,7 @@ class HttpClient:
             if cr[2] is not None:
                 self.sizes[r.file] = cr[2]
             if r.pieces is not None:
-                added, clean = await stream_pieces(resp, r, got, n)
+                added, clean = await stream_into(resp, None, read=r, at=got, n=n)
                 return self._body_end(resp, added, n, clean, cr, t1 - t0, t1)
             if r.dest is None:  # a size probe: memory sized by the answer
                 r.length = min(r.length, cr[2]) if cr[2] is not None else n

@@ -25,7 +25,7 @@ from yarl import URL
 from ._protocol import HttpError, Retry
 
 __all__ = ["Proxies", "aiohttp_error", "getenv", "read_body", "session_for", "session_now",
-           "stream_into", "stream_pieces", "stream_through"]
+           "stream_into", "stream_through"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
 """What a body cut short raises while it streams (a resumable failure)."""
@@ -202,11 +202,19 @@ def aiohttp_error(exc: BaseException, url: URL, request_timeout: float
     return None
 
 
-async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[int, bool]:
-    """Copy the body into ``dest``; (bytes copied, whether the body ended cleanly).
+async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview | None, *,
+                      read: Any = None, at: int = 0, n: int | None = None
+                      ) -> tuple[int, bool]:
+    """Copy the body into ``dest``; (bytes copied, whether the body ended cleanly). For a
+    sparse read (``read``, an ``lsio.backends.http._client.Read`` whose body of ``n`` bytes
+    starts at its position ``at``), the bytes its pieces want are kept and the rest dropped
+    as they pass: they never reach the result memory.
 
-    Raises HttpError if the body is longer than ``dest``."""
-    pos, n = 0, len(dest)
+    Raises HttpError if the body is longer than ``dest`` (or ``n``)."""
+    pos = 0
+    if n is None:
+        assert dest is not None
+        n = len(dest)
     content = resp.content
     try:
         while True:
@@ -217,33 +225,12 @@ async def stream_into(resp: aiohttp.ClientResponse, dest: memoryview) -> tuple[i
             if pos + k > n:
                 raise HttpError(errno.EIO, f"{resp.url} sent more bytes than its "
                                 f"Content-Range/Content-Length announced ({n})")
-            dest[pos:pos + k] = chunk
+            if dest is not None:
+                dest[pos:pos + k] = chunk
+            else:
+                read.put(at + pos, chunk)
             pos += k
             if pos == n and content.at_eof():  # all there: no await for the end
-                return pos, True
-    except BODY_ERRORS:
-        return pos, False
-
-
-async def stream_pieces(resp: aiohttp.ClientResponse, r: Any, got: int, n: int
-                        ) -> tuple[int, bool]:
-    """Like :func:`stream_into` for a sparse read ``r`` (``lsio.backends.http._client.Read``)
-    whose body starts at its position ``got``: bytes its pieces want are kept, the rest are
-    dropped as they pass (they never reach the result memory)."""
-    pos = 0
-    content = resp.content
-    try:
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                return pos, True
-            k = len(chunk)
-            if pos + k > n:
-                raise HttpError(errno.EIO, f"{resp.url} sent more bytes than its "
-                                f"Content-Range/Content-Length announced ({n})")
-            r.put(got + pos, chunk)
-            pos += k
-            if pos == n and content.at_eof():
                 return pos, True
     except BODY_ERRORS:
         return pos, False
