@@ -494,3 +494,24 @@ async def test_a_streamed_body_stops_after_the_last_read() -> None:
     resp = Response()
     pos, whole = await stream_through(resp, [Read(0, 0, 9000, 5000, memoryview(bytearray(5000)))])  # type: ignore[arg-type]
     assert (pos, whole) == (10_000, True)
+
+
+@pytest.mark.parametrize("how", ["one object (small path)", "with a range (bulk path)"])
+async def test_parts_follow_what_a_request_costs(faults: FaultServer, how: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose requests cost as much as a GiB of stream (moto copies the whole object
+    for every GET; ``HostCost.part``, table-tested above) gets an object read whole in two
+    requests (the size probe, then the rest), not in 8 MiB parts."""
+    from lsio.backends.http import _cost
+
+    monkeypatch.setattr(_cost.HostCost, "part", lambda self, floor: 1 << 30)
+    data = random_bytes(40 * MiB, seed=40)
+    faults.files["forty.bin"] = data
+    faults.reset()
+    url = faults.url("ok", "forty.bin")
+    requests = [url] if how.startswith("one") else [url, (url, 5, 10)]
+    got = await lsio.Reader(preset="cloud").read_many(requests)
+    assert bytes(got[0]) == data
+    whole = [e for e in faults.requests_for("forty.bin") if e["range"] != "bytes=5-14"]
+    assert len(whole) == 2, [e["range"] for e in whole]
+    del faults.files["forty.bin"]
