@@ -399,9 +399,9 @@ def test_host_cost_part_size() -> None:
 
 async def test_a_new_host_is_measured_before_a_big_call(faults: FaultServer, big_data: bytes
                                                         ) -> None:
-    """The first call with many ranges on a host sends two timing reads at its first
-    range (4 KiB, then 1 MiB, whose bytes serve the call's ranges they cover), then plans
-    with the measured gap; a later call plans at once."""
+    """The first call with many ranges on a host sends a timing read at its first range
+    (1 MiB, whose bytes serve the call's ranges they cover), then plans with the measured
+    gap; a later call plans at once."""
     from yarl import URL
 
     from lsio.backends.http import _cost
@@ -417,10 +417,10 @@ async def test_a_new_host_is_measured_before_a_big_call(faults: FaultServer, big
     check(await reader.read_many([(url, o, n) for o, n in ranges]), ranges, big_data)
     log = [e["range"] for e in faults.requests_for("big.bin")]
     first = offsets[0]
-    assert log[:2] == [f"bytes={first}-{first + 4095}", f"bytes={first}-{first + (1 << 20) - 1}"]
+    assert log[:1] == [f"bytes={first}-{first + (1 << 20) - 1}"]
     covered = sum(1 for o in offsets if o + 4096 <= first + (1 << 20))
     assert covered >= 1
-    served_by_probe = [r for r in log[2:] if int(r.split("=")[1].split("-")[0]) < first + (1 << 20)]
+    served_by_probe = [r for r in log[1:] if int(r.split("=")[1].split("-")[0]) < first + (1 << 20)]
     assert not served_by_probe  # the probe's bytes served them
     assert _cost._COSTS[origin(URL(url))].gap() is not None
     faults.reset()
@@ -494,3 +494,24 @@ async def test_a_streamed_body_stops_after_the_last_read() -> None:
     resp = Response()
     pos, whole = await stream_through(resp, [Read(0, 0, 9000, 5000, memoryview(bytearray(5000)))])  # type: ignore[arg-type]
     assert (pos, whole) == (10_000, True)
+
+
+@pytest.mark.parametrize("how", ["one object (small path)", "with a range (bulk path)"])
+async def test_parts_follow_what_a_request_costs(faults: FaultServer, how: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose requests cost as much as a GiB of stream (moto copies the whole object
+    for every GET; ``HostCost.part``, table-tested above) gets an object read whole in two
+    requests (the size probe, then the rest), not in 8 MiB parts."""
+    from lsio.backends.http import _cost
+
+    monkeypatch.setattr(_cost.HostCost, "part", lambda self, floor: 1 << 30)
+    data = random_bytes(40 * MiB, seed=40)
+    faults.files["forty.bin"] = data
+    faults.reset()
+    url = faults.url("ok", "forty.bin")
+    requests = [url] if how.startswith("one") else [url, (url, 5, 10)]
+    got = await lsio.Reader(preset="cloud").read_many(requests)
+    assert bytes(got[0]) == data
+    whole = [e for e in faults.requests_for("forty.bin") if e["range"] != "bytes=5-14"]
+    assert len(whole) == 2, [e["range"] for e in whole]
+    del faults.files["forty.bin"]

@@ -6,8 +6,9 @@ it returns at once), then ``headers()`` adds what authorises the request. The HT
 calls them only for requests to the URL's own origin: credentials never follow a redirect to
 another host.
 
-- S3: botocore's SigV4 (``lsio[s3]``), with botocore's usual credential chain (environment
-  variables, ``~/.aws/credentials`` and ``~/.aws/config``, SSO, instance roles).
+- S3: SigV4 (:mod:`._sigv4`, standard library), with botocore's usual credential chain
+  (``lsio[s3]``: environment variables, ``~/.aws/credentials`` and ``~/.aws/config``, SSO,
+  instance roles).
 - GCS: :mod:`lsio.backends._gcs`.
 - Azure: :mod:`lsio.backends._azure`.
 
@@ -21,6 +22,7 @@ import asyncio
 from typing import Any, Protocol
 
 from .._url import HttpOptions, Target
+from ._sigv4 import sign
 
 __all__ = ["Auth", "auth_for", "auth_key"]
 
@@ -84,14 +86,11 @@ class S3Signer:
             await asyncio.to_thread(self._credentials.get_frozen_credentials)
 
     def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        request = AWSRequest(method=method, url=url, headers=headers)
-        # refreshable credentials (SSO, roles) renew themselves here
-        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self.region).add_auth(
-            request)
-        return dict(request.headers.items())
+        """SigV4 by :mod:`._sigv4` (~20 us; botocore's ``S3SigV4Auth`` ~150-230 us) with
+        botocore's current credentials (renewed in :meth:`ready` when due)."""
+        creds = self._credentials.get_frozen_credentials()
+        return sign(method, url, headers, access_key=creds.access_key,
+                    secret_key=creds.secret_key, token=creds.token, region=self.region)
 
 
 def find_s3_signer(region: str, anonymous: bool | None) -> S3Signer | None:

@@ -57,7 +57,7 @@ per process)."""
 
 CALIBRATE_MIN_RANGES = 64
 """A host not measured yet is measured before planning a call with this many ranges on it
-(two requests, one round trip each): below that, the preset's gap is good enough."""
+(one request of 1 MiB): below that, the preset's gap is good enough."""
 
 
 class _NoVerdict(Exception):
@@ -150,7 +150,7 @@ class HttpBackend:
     async def _calibrated_gap(self, call: _Call, reqs: Requests, fallback: int | None
                               ) -> int | None:
         """The gap worth reading through on the host of the call's first range
-        (:mod:`._cost`): measured on the host's earlier answers, or now, with two reads of
+        (:mod:`._cost`): measured on the host's earlier answers, or now, with one read of
         the call's own bytes when the call has at least ``CALIBRATE_MIN_RANGES`` ranges
         there; ``fallback`` (the preset's gap) until a host is measured."""
         ranged = np.flatnonzero((reqs.offset >= 0) & (reqs.length > 0))
@@ -168,12 +168,12 @@ class HttpBackend:
 
     @staticmethod
     async def _calibrate(client: HttpClient, file: int, start: int) -> None:
-        """Time a small read (it also opens a connection), then a ``PROBE_BYTES`` one,
-        both at ``start`` (a byte the call wants); their answers go to the host's record,
-        and the long one's bytes serve the call's reads they cover. Any failure or a
-        server ignoring ``Range`` ends the calibration quietly: the reads report
-        errors."""
-        for length in (4096, PROBE_BYTES):
+        """Time one ``PROBE_BYTES`` read at ``start`` (a byte the call wants): its time to
+        first byte and its stream rate go to the host's record, and its bytes serve the
+        call's reads they cover. (A new connection's setup inflates that first TTFB a
+        little; later answers refine it.) Any failure or a server ignoring ``Range`` ends
+        the calibration quietly: the reads report errors."""
+        for length in (PROBE_BYTES,):
             t0 = time.perf_counter()
             try:
                 resp = await client._open(file, range_header(start, length))

@@ -12,7 +12,7 @@ TTFB, and, for bodies of at least :data:`RATE_MIN_BYTES`, the body's bytes per s
 gap uses a low TTFB (the 10th percentile: answers queued behind other requests of the same
 call overstate what one more request costs) and the best stream rate seen. Until a host has
 :data:`MIN_TTFB` and one rate sample, it has no gap of its own; the backend then measures
-it with two requests of the call itself (:data:`PROBE_BYTES`) before planning a call with
+it with one request of the call itself (:data:`PROBE_BYTES`) before planning a call with
 many ranges.
 """
 

@@ -27,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._memory import allocate
-from ..._presets import Preset
-from ._client import HttpClient, Read, workers
+from ..._presets import PRESETS, Preset
+from ._client import HttpClient, Read, origin, workers
+from ._cost import cost_of
 from ._protocol import UNKNOWN_SIZE, HttpError
 
 if TYPE_CHECKING:
@@ -147,7 +148,12 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
                   detail, missing_ok)
     failed = {reads[k].file: (err[k], text) for k, text in detail.items()}
     if rest and all(e == errno.ENOENT and missing_ok for e, _ in failed.values()):
-        await _read_rest(client, rest, max_read, options.concurrency or tune.queue_depth,
+        # parts as long as the host's requests are worth (the size probes just timed it),
+        # as the bulk path's layout chooses them
+        step = max_read
+        if max_read == PRESETS["cloud"].max_read:  # the preset's, not the user's
+            step = cost_of(origin(client.urls[rest[0][0]])).part(max_read) or max_read
+        await _read_rest(client, rest, step, options.concurrency or tune.queue_depth,
                          missing_ok, views, lengths, failed, finished)
     return views, lengths, failed
 
@@ -217,7 +223,7 @@ async def _read_rest(client: HttpClient, rest: list[tuple[int, int, int]], step:
                      concurrency: int, missing_ok: bool, views: list[memoryview],
                      lengths: list[int], failed: dict[int, tuple[int, str]],
                      finished: Callable[[int], None] | None) -> None:
-    """Requests longer than their size probe: read in parts of ``max_read`` bytes from the
+    """Requests longer than their size probe: read in parts of ``step`` bytes from the
     request's start, in parallel, as the bulk path plans them (a part the probe holds is
     copied from it)."""
     parts: list[Read] = []
