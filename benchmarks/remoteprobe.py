@@ -120,6 +120,7 @@ async def lsio_setup(wl: Workload, keys: Sequence[str], t: Target, *,
     """One ``lsio.Reader``, one ``read_many`` of ``(url, offset, length)`` (``(url, 0, None)``
     for whole objects)."""
     import lsio
+    import lsio.backends.http  # noqa: F401 - imported in setup, as obstore's module is
 
     ratio = lsio.HttpOptions().max_transfer_ratio if bounded else None
     if t.server == "moto":
