@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["EMPTY_SHA256", "sign"]
+__all__ = ["sign"]
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 """``x-amz-content-sha256`` of a request without a body."""
