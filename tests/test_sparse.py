@@ -515,3 +515,29 @@ async def test_parts_follow_what_a_request_costs(faults: FaultServer, how: str,
     whole = [e for e in faults.requests_for("forty.bin") if e["range"] != "bytes=5-14"]
     assert len(whole) == 2, [e["range"] for e in whole]
     del faults.files["forty.bin"]
+
+
+async def test_a_part_starting_in_the_size_probe_asks_only_for_the_rest(
+        faults: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts longer than the size probe (8 MiB): the first part's head comes from the
+    probe's bytes and only its rest is asked for; no byte is fetched twice."""
+    from lsio.backends.http import _cost
+
+    monkeypatch.setattr(_cost.HostCost, "part", lambda self, floor: 12 * MiB)
+    data = random_bytes(30 * MiB, seed=30)
+    faults.files["thirty.bin"] = data
+    try:
+        for requests in (["thirty"], ["thirty", "range"]):
+            faults.reset()
+            url = faults.url("ok", "thirty.bin")
+            reqs = [url] + ([(url, 5, 10)] if "range" in requests else [])
+            got = await lsio.Reader(preset="cloud").read_many(reqs)
+            assert bytes(got[0]) == data
+            spans = sorted(tuple(int(x) for x in e["range"].split("=")[1].split("-"))
+                           for e in faults.requests_for("thirty.bin")
+                           if e["range"] != "bytes=5-14")
+            assert spans[0] == (0, 8 * MiB - 1)  # the size probe
+            fetched = sum(b - a + 1 for a, b in spans)
+            assert fetched == len(data), spans
+    finally:
+        del faults.files["thirty.bin"]

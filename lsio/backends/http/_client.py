@@ -330,6 +330,20 @@ class HttpClient:
             return None
         return self._put(r, 0, body[r.start - first:r.start - first + r.length])
 
+    def _head_from_memory(self, r: Read) -> int:
+        """Copy the part of ``r``'s head that a size probe holds (a read starting inside
+        it and running past it: the first part of an object split after its probe); the
+        bytes copied, 0 if none."""
+        pre = self.prefetch.get(r.file)
+        if pre is None or r.start < 0 or (r.dest is None and r.pieces is None):
+            return 0
+        first, body = pre
+        if not first <= r.start < first + len(body):
+            return 0
+        head = body[r.start - first:r.start - first + r.length]
+        r.put(0, head)
+        return len(head)
+
     async def _attempt(self, r: Read, got: int) -> tuple[int, bool]:
         """One GET of the rest of ``r`` (from ``got``); (bytes added, reached EOF)."""
         start, want = r.start + got, r.length - got
@@ -516,11 +530,12 @@ class HttpClient:
     async def get(self, r: Read) -> int:
         """Read ``r`` completely (short only at the object's end), retrying what may pass
         and resuming after the bytes already received."""
+        got = 0
         if self.whole or self.prefetch:
             served = self._from_memory(r)
             if served is not None:
                 return served
-        got = 0
+            got = self._head_from_memory(r)  # the rest is asked for after it
 
         async def step() -> tuple[int, bool]:
             nonlocal got
