@@ -517,14 +517,14 @@ class HttpClient:
             attempt += 1
             failed = None
 
-    def _gave_up(self, r: Read) -> Callable[[Retry | TimeoutError, int], Exception]:
+    def _gave_up(self, url: URL) -> Callable[[Retry | TimeoutError, int], Exception]:
+        """The error once the retries for ``url`` ran out."""
         def exhausted(exc: Retry | TimeoutError, attempts: int) -> Exception:
             if isinstance(exc, Retry):
                 return HttpError(exc.final.errno, f"{exc.final.detail} (after {attempts} "
                                  "attempts)")
-            return HttpError(errno.ETIMEDOUT, f"{self.urls[r.file]}: no complete answer "
-                             f"within {self.options.request_timeout} s (after {attempts} "
-                             "attempts)")
+            return HttpError(errno.ETIMEDOUT, f"{url}: no complete answer within "
+                             f"{self.options.request_timeout} s (after {attempts} attempts)")
         return exhausted
 
     async def get(self, r: Read) -> int:
@@ -551,7 +551,7 @@ class HttpClient:
             except (Retry, TimeoutError) as exc:
                 if isinstance(exc, Retry):
                     got += exc.progress
-                added, eof = await self.retrying(step, self._gave_up(r), exc)
+                added, eof = await self.retrying(step, self._gave_up(self.urls[r.file]), exc)
             if added == 0 and not eof:
                 raise HttpError(errno.EIO, f"{self.urls[r.file]} returned no bytes")
             got += added
@@ -574,14 +574,7 @@ class HttpClient:
             finally:
                 resp.release()
 
-        def exhausted(exc: Retry | TimeoutError, attempts: int) -> Exception:
-            if isinstance(exc, Retry):
-                return HttpError(exc.final.errno, f"{exc.final.detail} (after {attempts} "
-                                 "attempts)")
-            return HttpError(errno.ETIMEDOUT, f"{url}: no complete answer within "
-                             f"{self.options.request_timeout} s (after {attempts} attempts)")
-
-        return await self.retrying(step, exhausted)
+        return await self.retrying(step, self._gave_up(url))
 
     # -- multi-range requests --------------------------------------------------------------
     async def get_multi(self, reads: list[Read]) -> list[Read]:
