@@ -44,6 +44,10 @@ class Preset:
     """The user set the gap (``max_gap=`` or ``coalesce=False``): backends keep it rather
     than advise another (an HTTP server without multipart ranges gets the cloud gap)."""
 
+    read_fixed: bool = False
+    """The user set ``max_read``: backends keep it rather than advise another (remote reads
+    size their parts from what a request to the host costs)."""
+
     def with_(self, **knobs: Any) -> Preset:
         """A copy with some knobs replaced (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in knobs.items() if v is not None})

@@ -278,7 +278,8 @@ class Reader:
         base = PRESETS[self.preset or detect_preset(path)]
         tuned = base.with_(queue_depth=self.queue_depth, max_gap=self.max_gap,
                            max_read=self.max_read)
-        fixed = replace(tuned, gap_fixed=self.max_gap is not None or not self.coalesce)
+        fixed = replace(tuned, gap_fixed=self.max_gap is not None or not self.coalesce,
+                        read_fixed=self.max_read is not None)
         return fixed if self.coalesce else replace(fixed, max_gap=None)
 
     def _max_open(self) -> int:

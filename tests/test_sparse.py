@@ -541,3 +541,26 @@ async def test_a_part_starting_in_the_size_probe_asks_only_for_the_rest(
             assert fetched == len(data), spans
     finally:
         del faults.files["thirty.bin"]
+
+
+@pytest.mark.parametrize("how", ["one object (small path)", "with a range (bulk path)"])
+async def test_a_max_read_the_user_set_is_kept(faults: FaultServer, how: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Reader(max_read=...)`` wins over the part size the host's costs advise."""
+    from lsio.backends.http import _cost
+
+    monkeypatch.setattr(_cost.HostCost, "part", lambda self, floor: 1 << 30)
+    data = random_bytes(20 * MiB, seed=20)
+    faults.files["twenty.bin"] = data
+    try:
+        faults.reset()
+        url = faults.url("ok", "twenty.bin")
+        requests = [url] if how.startswith("one") else [url, (url, 5, 10)]
+        got = await lsio.Reader(preset="cloud", max_read=4 * MiB).read_many(requests)
+        assert bytes(got[0]) == data
+        sizes = [int(b) - int(a) + 1 for a, b in (
+            e["range"].split("=")[1].split("-") for e in faults.requests_for("twenty.bin")
+            if e["range"] != "bytes=5-14")]
+        assert max(sizes) == 4 * MiB and sum(sizes) == len(data), sizes
+    finally:
+        del faults.files["twenty.bin"]

@@ -140,8 +140,7 @@ class HttpBackend:
                 gap = await self._calibrated_gap(call, reqs, PRESETS["cloud"].max_gap
                                                  if tune.name == "http" else gap)
         part = None
-        preset = PRESETS.get(tune.name)
-        if len(reqs) and (preset is None or tune.max_read == preset.max_read):  # user: kept
+        if len(reqs) and not tune.read_fixed:
             part = cost_of(origin(call.client.urls[int(reqs.file[0])])).part(tune.max_read)
         return Layout(file_direct=np.zeros(n, np.int32), file_align=np.ones(n, np.int64),
                       arena_align=ARENA_ALIGN, max_gap=gap, check_eof=False, sparse=True,

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._memory import allocate
-from ..._presets import PRESETS, Preset
+from ..._presets import Preset
 from ._client import HttpClient, Read, origin, workers
 from ._cost import cost_of
 from ._protocol import UNKNOWN_SIZE, HttpError
@@ -151,7 +151,7 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
         # parts as long as the host's requests are worth (the size probes just timed it),
         # as the bulk path's layout chooses them
         step = max_read
-        if max_read == PRESETS["cloud"].max_read:  # the preset's, not the user's
+        if not tune.read_fixed:
             step = cost_of(origin(client.urls[rest[0][0]])).part(max_read) or max_read
         await _read_rest(client, rest, step, options.concurrency or tune.queue_depth,
                          missing_ok, views, lengths, failed, finished)
