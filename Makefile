@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo notebook lint cwarn docs test bench clean
+.PHONY: setup sysdeps demo notebook lint cwarn docs test fuzz bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -49,6 +49,12 @@ docs: setup
 
 test: lint cwarn docs
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
+
+# The fuzz suite (tests marked `fuzz`: parsers of untrusted bytes) at random, FUZZ_SCALE times
+# the examples `make test` runs derandomized. Turn each failure it finds into an @example.
+FUZZ_SCALE ?= 50
+fuzz: setup
+	LSIO_HYPOTHESIS_PROFILE=fuzz LSIO_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider -m fuzz
 
 bench: setup
 	$(PY) -m benchmarks.bench_fixed --out docs/benchmarks.md --json docs/bench_fixed.json

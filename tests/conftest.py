@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fuzzing import load_profile
 from servers import Nginx
 
 import lsio
+
+load_profile()
 
 BACKENDS = ["uring", "threads"]
 
