@@ -71,8 +71,8 @@ static const char *decode(int codec, ZSTD_DCtx *z, const lsio_chunk *c, size_t n
         return c->srclen == need ? c->src : NULL;
     if (codec == LSIO_CODEC_BLOSC) {
         size_t nbytes, cbytes, blocksize;
-        if (c->srclen < BLOSC_MIN_HEADER_LENGTH)
-            return NULL;
+        if (c->srclen < BLOSC_MIN_HEADER_LENGTH || need > (size_t)INT32_MAX)
+            return NULL;  /* blosc 1 returns the decoded size as an int */
         blosc_cbuffer_sizes(c->src, &nbytes, &cbytes, &blocksize);
         if (nbytes != need || cbytes > c->srclen)
             return NULL;
@@ -84,22 +84,67 @@ static const char *decode(int codec, ZSTD_DCtx *z, const lsio_chunk *c, size_t n
     return ZSTD_isError(got) || got != need ? NULL : scratch;
 }
 
-/* Returns 0, -1 - i when chunk i is corrupt (-1 - n: the scratch is too small), or
-   LSIO_DECODE_NOMEM when the zstd context cannot be allocated. */
-int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,
-                        int itemsize, int swap, char *scratch, size_t scratch_len)
+/* Whether a block of `shape` starting `start` bytes into a buffer of `len` bytes, with the
+   byte `strides`, stays inside it (checked arithmetic: strides may be negative, and a
+   caller's wrong shape or stride must not wrap into a small number). */
+static int block_fits(int64_t start, const int64_t *shape, const int64_t *strides, int ndim,
+                      int itemsize, size_t len)
 {
-    if (chunk_bytes > scratch_len || ndim < 1 || ndim > LSIO_MAX_DIM || itemsize < 1)
-        return -1 - n;
+    int64_t lo = start, hi = start;
+    for (int k = 0; k < ndim; k++) {
+        if (shape[k] < 0)
+            return 0;
+        if (shape[k] == 0)
+            return 1;  /* an empty block: nothing is copied */
+    }
+    for (int k = 0; k < ndim; k++) {
+        int64_t span;
+        if (__builtin_mul_overflow(shape[k] - 1, strides[k], &span))
+            return 0;
+        if (__builtin_add_overflow(span < 0 ? lo : hi, span, span < 0 ? &lo : &hi))
+            return 0;
+    }
+    if (lo < 0 || __builtin_add_overflow(hi, (int64_t)itemsize, &hi))
+        return 0;
+    return (uint64_t)hi <= (uint64_t)len;
+}
+
+/* Whether job c copies only from inside a decoded chunk of chunk_bytes and only into its
+   output buffer [out, out + outlen). */
+static int job_fits(const lsio_chunk *c, int ndim, size_t chunk_bytes, int itemsize)
+{
+    uintptr_t dst = (uintptr_t)c->dst, out = (uintptr_t)c->out;
+    if (!c->out || dst < out || dst - out > (uintptr_t)INT64_MAX)
+        return 0;
+    return block_fits(c->src_offset, c->shape, c->src_strides, ndim, itemsize, chunk_bytes)
+        && block_fits((int64_t)(dst - out), c->shape, c->dst_strides, ndim, itemsize,
+                      c->outlen);
+}
+
+int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,
+                        int itemsize, int swap, char *scratch, size_t scratch_len,
+                        int *failed)
+{
+    *failed = -1;
+    if ((codec != LSIO_CODEC_RAW && chunk_bytes > scratch_len) || ndim < 1
+            || ndim > LSIO_MAX_DIM || itemsize < 1 || n < 0)
+        return LSIO_DECODE_BADARGS;
+    for (int i = 0; i < n; i++) {  /* every job first: a wrong plan writes nothing */
+        if (!job_fits(&chunks[i], ndim, chunk_bytes, itemsize)) {
+            *failed = i;
+            return LSIO_DECODE_BOUNDS;
+        }
+    }
     ZSTD_DCtx *z = NULL;
     if (codec == LSIO_CODEC_ZSTD && !(z = ZSTD_createDCtx()))
         return LSIO_DECODE_NOMEM;
-    int ret = 0;
+    int ret = LSIO_DECODE_OK;
     for (int i = 0; i < n; i++) {
         const lsio_chunk *c = &chunks[i];
         const char *data = decode(codec, z, c, chunk_bytes, scratch, scratch_len);
         if (!data) {
-            ret = -1 - i;
+            *failed = i;
+            ret = LSIO_DECODE_CORRUPT;
             break;
         }
         scatter(data + c->src_offset, c->src_strides, c->dst, c->dst_strides, c->shape,

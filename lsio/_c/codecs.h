@@ -11,8 +11,15 @@
 #define LSIO_CODEC_BLOSC 1
 #define LSIO_CODEC_ZSTD 2
 
-/* lsio_decode_scatter's result besides 0 and -1 - i (chunk i is corrupt) */
-#define LSIO_DECODE_NOMEM -2147483647
+/* lsio_decode_scatter's results (*failed: the index of the chunk concerned): OK; CORRUPT,
+   chunk *failed is not a valid chunk of chunk_bytes; BOUNDS, job *failed reaches outside its
+   chunk or its output (nothing was written: every job is checked before any copy); NOMEM,
+   no memory for a zstd decompression context; BADARGS, wrong ndim, itemsize or scratch. */
+#define LSIO_DECODE_OK 0
+#define LSIO_DECODE_CORRUPT 1
+#define LSIO_DECODE_BOUNDS 2
+#define LSIO_DECODE_NOMEM 3
+#define LSIO_DECODE_BADARGS 4
 
 /* One stored chunk and where its selected block goes (lsio/zarr/_batched.py builds an
    array of these; its numpy dtype is derived from this struct through cffi). */
@@ -25,12 +32,17 @@ typedef struct {
     int64_t src_strides[8];     /* strides of the block in the decoded chunk, in bytes
                                    (selection steps and a transpose are folded in) */
     int64_t dst_strides[8];     /* output strides in bytes */
+    char *out;                  /* the output buffer the block lies in: the decoder refuses */
+    size_t outlen;              /* a job whose block reaches outside [out, out + outlen) */
 } lsio_chunk;
 
 /* Decode chunks of `chunk_bytes` decoded bytes each and copy each block to its place,
    element by element of `itemsize` bytes; swap != 0 reverses each element's bytes (stored
-   in the other byte order than the output). */
+   in the other byte order than the output). Every job's block is first checked to lie
+   inside the decoded chunk and inside its output buffer, whatever the caller computed.
+   Returns an LSIO_DECODE_* result; *failed is the chunk concerned (or -1). */
 int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,
-                        int itemsize, int swap, char *scratch, size_t scratch_len);
+                        int itemsize, int swap, char *scratch, size_t scratch_len,
+                        int *failed);
 
 #endif

@@ -32,7 +32,7 @@ from .._progress import make_progress
 from .._reader import Reader
 from ._chain import Chain
 
-__all__ = ["Decoder", "batch_plan", "block_job", "c_decoder", "codecs_lib", "jobs_of",
+__all__ = ["Decoder", "batch_plan", "block_job", "c_decoder", "codecs_lib", "extent", "jobs_of",
            "read_batched", "slice_jobs"]
 
 
@@ -79,7 +79,8 @@ def _chunk_dtype(ffi: Any) -> np.dtype[Any]:
     """numpy twin of the C ``lsio_chunk`` struct, read from the compiled struct itself
     (field offsets and size from cffi), so the struct is written once, in codecs.h."""
     fields = [("src", "<u8"), ("srclen", "<u8"), ("dst", "<u8"), ("src_offset", "<i8"),
-              ("shape", ("<i8", 8)), ("src_strides", ("<i8", 8)), ("dst_strides", ("<i8", 8))]
+              ("shape", ("<i8", 8)), ("src_strides", ("<i8", 8)), ("dst_strides", ("<i8", 8)),
+              ("out", "<u8"), ("outlen", "<u8")]
     return np.dtype({"names": [n for n, _ in fields], "formats": [f for _, f in fields],
                      "offsets": [ffi.offsetof("lsio_chunk", n) for n, _ in fields],
                      "itemsize": ffi.sizeof("lsio_chunk")})
@@ -279,17 +280,38 @@ def _grid_jobs(decoder: Decoder, out: npt.NDArray[Any],
         jobs["dst_strides"][:, k] = out_strides[k]
         ostarts[:, k] = ostart
     jobs["dst"] += np.uint64(out.ctypes.data)
+    jobs["out"], jobs["outlen"] = extent(out)
     return BatchPlan(decoder=decoder, coords=coords, jobs=jobs, ostarts=ostarts,
                      kept=tuple(dims_kept))
 
 
+Row = tuple[int, list[int], list[int], int, list[int], tuple[int, int]]
+"""A :func:`block_job`: (offset in the decoded chunk, shape, source strides, output address,
+output strides, the output's :func:`extent`)."""
+
+
+def extent(out: npt.NDArray[Any]) -> tuple[int, int]:
+    """(lowest address, bytes) of the memory an array's elements span: the C decoder
+    refuses a job whose block reaches outside it."""
+    base = out.__array_interface__["data"][0]
+    if out.size == 0:
+        return base, 0
+    lo = hi = base
+    for n, stride in zip(out.shape, out.strides, strict=True):
+        span = (n - 1) * stride
+        if span < 0:
+            lo += span
+        else:
+            hi += span
+    return lo, hi - lo + out.itemsize
+
+
 def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[Any],
-              base: int) -> tuple[int, list[int], list[int], int, list[int]] | None:
+              base: int, span: tuple[int, int]) -> Row | None:
     """One chunk's C job from zarr's selections, or None where the C path does not apply:
     ``chunk_sel`` has an int or a positive-step slice per chunk dimension, ``out_sel`` a
-    slice of the same length per dimension of ``out`` (at address ``base``). Returns
-    (offset in the decoded chunk, shape, source strides, output address, output
-    strides)."""
+    slice of the same length per dimension of ``out`` (at address ``base``, its memory
+    ``span``, from :func:`extent`)."""
     if not isinstance(chunk_sel, tuple) or len(chunk_sel) != decoder.ndim:
         return None
     if not isinstance(out_sel, tuple):
@@ -330,7 +352,7 @@ def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[A
         dstrides.append(ostep * ostride)
     if o != out.ndim or o != len(out_sel):
         return None
-    return offset, shape, sstrides, dst, dstrides
+    return offset, shape, sstrides, dst, dstrides, span
 
 
 def slice_jobs(decoder: Decoder, chunk_sels: Sequence[Any], out_sels: Sequence[Any],
@@ -375,21 +397,22 @@ def slice_jobs(decoder: Decoder, chunk_sels: Sequence[Any], out_sels: Sequence[A
     base = out.__array_interface__["data"][0]
     jobs["dst"] = ((os_[..., 0] * ostrides).sum(axis=1) + base).astype(np.uint64)
     jobs["dst_strides"][:, :nd] = os_[..., 2] * ostrides
+    jobs["out"], jobs["outlen"] = extent(out)
     return jobs
 
 
-def jobs_of(decoder: Decoder, rows: Sequence[tuple[int, list[int], list[int], int, list[int]]]
-            ) -> npt.NDArray[Any]:
+def jobs_of(decoder: Decoder, rows: Sequence[Row]) -> npt.NDArray[Any]:
     """The C jobs of :func:`block_job` rows."""
     jobs = decoder.jobs(len(rows))
     if rows:
-        offsets, shapes, sstrides, dsts, dstrides = zip(*rows, strict=True)
+        offsets, shapes, sstrides, dsts, dstrides, spans = zip(*rows, strict=True)
         nd = decoder.ndim
         jobs["src_offset"] = offsets
         jobs["shape"][:, :nd] = shapes
         jobs["src_strides"][:, :nd] = sstrides
         jobs["dst"] = np.array(dsts, np.uint64)
         jobs["dst_strides"][:, :nd] = dstrides
+        jobs["out"], jobs["outlen"] = np.array(spans, np.uint64).T
     return jobs
 
 
@@ -621,15 +644,27 @@ def _decode_scatter(decoder: Decoder, name: _Namer, batch: npt.NDArray[Any], kee
     C call (on a pipeline worker); ``keep`` holds the chunks' and output's memory meanwhile."""
     lib, ffi = decoder.lib.lib, decoder.lib.ffi
     nbytes = decoder.chunk_bytes
-    scratch = np.empty(nbytes, np.uint8)
+    raw = decoder.codec == lib.LSIO_CODEC_RAW  # decoded in place: no scratch
+    try:
+        scratch = np.empty(0 if raw else nbytes, np.uint8)
+    except (MemoryError, ValueError):
+        raise MemoryError(f"lsio.zarr: no memory to decode a chunk of {nbytes} bytes of "
+                          f"{name.where!r}") from None
+    failed = ffi.new("int *")
     ret = lib.lsio_decode_scatter(
         decoder.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch), decoder.ndim,
         nbytes, decoder.itemsize, int(decoder.swap), ffi.cast("char *", scratch.ctypes.data),
-        nbytes)
+        scratch.nbytes, failed)
+    i = failed[0]
+    what = name(i) if 0 <= i < len(batch) else f"a chunk of {name.where!r}"
     if ret == lib.LSIO_DECODE_NOMEM:
-        raise MemoryError("lsio.zarr: no memory for a zstd decompression context")
-    if ret < 0:
-        what = name(-1 - ret) if -1 - ret < len(batch) else f"a chunk of {name.where!r}"
+        raise MemoryError(f"lsio.zarr: no memory for a zstd decompression context "
+                          f"({what})")
+    if ret == lib.LSIO_DECODE_CORRUPT:
         raise ValueError(f"lsio.zarr: {what} is corrupt or does not decode to "
                          f"{nbytes} bytes")
+    if ret != lib.LSIO_DECODE_OK:  # a plan lsio got wrong: refused before any copy
+        raise ValueError(f"lsio.zarr: refused to decode {what}: its block does not fit "
+                         f"in the chunk of {nbytes} bytes or in the output (C decoder "
+                         f"result {ret})")
     del keep

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._reader import Reader
-from ._batched import block_job, c_decoder, jobs_of, read_batched, slice_jobs
+from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
 
 __all__ = ["Layout", "Source", "read_items"]
@@ -208,13 +208,13 @@ async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any
             fast = list(range(n))
     if decoder is not None and jobs is None:
         rows: list[Any] = []
-        bases: dict[int, int] = {}
+        bases: dict[int, tuple[int, tuple[int, int]]] = {}
         for i in range(n):
             t = blocks.target(i)
-            base = bases.get(id(t))
-            if base is None:
-                base = bases[id(t)] = t.__array_interface__["data"][0]
-            row = block_job(decoder, blocks.chunk_sels[i], blocks.out_sels[i], t, base)
+            known = bases.get(id(t))
+            if known is None:
+                known = bases[id(t)] = (t.__array_interface__["data"][0], extent(t))
+            row = block_job(decoder, blocks.chunk_sels[i], blocks.out_sels[i], t, *known)
             if row is None:
                 slow.append(i)
             else:
