@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._sizes import nbytes
+
 __all__ = ["Chain"]
 
 
@@ -61,7 +63,9 @@ class Chain:
                 raise NotImplementedError(f"lsio.zarr.read: codec {name} is not supported")
         self.byte_codecs.reverse()  # decode runs the chain backwards
         self.stored_shape = stored_shape
-        self.nbytes = int(np.prod(stored_shape)) * self.dtype.itemsize
+        # Python ints: np.prod wraps around on untrusted shapes (callers name the array
+        # first with _sizes.check_layout; this refuses anything that slipped by)
+        self.nbytes = nbytes(stored_shape, self.dtype.itemsize, "a chunk")
         self._local = threading.local()
         self.c_decoders: dict[np.dtype[Any], Any] = {}
         """The C decoder of these chunks per output dtype (``_batched.c_decoder``),

@@ -20,6 +20,7 @@ from .._reader import Reader, default_reader
 from .._sync import run_sync
 from ._batched import batch_plan, read_batched
 from ._read import Layout, Source, chain_of, read_items
+from ._sizes import check_layout, nbytes
 from ._store import LsioStore, join
 
 __all__ = ["read", "read_sync"]
@@ -75,9 +76,10 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     indexer = getattr(indexing, _INDEXERS[mode])(selection, meta.shape, meta.chunk_grid)
     # result memory from lsio's arena pool: recycled once the caller drops the array, so
     # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
-    size = int(np.prod(indexer.shape)) * dtype.itemsize
-    out: npt.NDArray[Any] = allocate(size).view(dtype).reshape(indexer.shape)
     layout = Layout(tuple(meta.codecs), grid_shape, dtype)
+    check_layout(layout, root)  # sizes from untrusted metadata, before any is used
+    size = nbytes(indexer.shape, dtype.itemsize, f"the selection {selection!r} of {root!r}")
+    out: npt.NDArray[Any] = allocate(size).view(dtype).reshape(indexer.shape)
     if mode == "basic" and layout.sharding is None:
         plan = batch_plan(chain_of(layout), selection, meta, out)
         if plan is not None:  # the whole chunk grid's work as numpy arrays

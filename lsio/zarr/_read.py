@@ -12,6 +12,7 @@ the inner chunks the selection touches (one call, coalesced by the planner).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ import numpy.typing as npt
 from .._reader import Reader
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
+from ._sizes import MAX_BYTES, check_layout
 
 __all__ = ["Layout", "Source", "read_items"]
 
@@ -125,8 +127,9 @@ async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels
                      drop_axes: tuple[int, ...] = (), progress: Any = False) -> None:
     """Read chunks (or shards) of one array into ``out``: for each key,
     ``out[out_sel] = chunk[chunk_sel]`` (``drop_axes`` squeezed), missing chunks as
-    ``fill``. Raises NotImplementedError for codecs lsio does not decode (before reading
-    anything)."""
+    ``fill``. Raises NotImplementedError for codecs lsio does not decode, ValueError for
+    chunk sizes that do not fit (before reading anything)."""
+    check_layout(layout, source.where)
     sharding = layout.sharding
     if sharding is None:
         decode = chain_of(layout)
@@ -269,7 +272,7 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
     shard_shape = layout.chunk_shape
     inner_shape = tuple(sharding.chunk_shape)
     per_shard = tuple(s // c for s, c in zip(shard_shape, inner_shape, strict=True))
-    n_inner = int(np.prod(per_shard))
+    n_inner = math.prod(per_shard)  # a Python int: check_layout refused what does not fit
     index_chain = chain_of(Layout(tuple(sharding.index_codecs), (*per_shard, 2),
                                   np.dtype("<u8")))
     decode = chain_of(Layout(tuple(sharding.codecs), inner_shape, layout.dtype))  # or raises
@@ -300,6 +303,11 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
             if offset == MAX_UINT64 and nbytes == MAX_UINT64:
                 target[p.out_selection] = fill
                 continue
+            if offset + nbytes > MAX_BYTES:  # no file holds such bytes: the index is corrupt
+                raise ValueError(
+                    f"lsio.zarr: the shard index of {it.key!r} in {source.where} places inner "
+                    f"chunk {tuple(p.chunk_coords)} at bytes {offset}+{nbytes}, beyond any "
+                    f"file (2**63 - 1 bytes)")
             blocks.append((it.key, offset, nbytes), p.chunk_selection, p.out_selection,
                           target)
     await _read_blocks(source, decode, blocks, fill, (), missing_ok=False, progress=progress)
