@@ -307,11 +307,11 @@ def extent(out: npt.NDArray[Any]) -> tuple[int, int]:
 
 
 def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[Any],
-              base: int, span: tuple[int, int]) -> Row | None:
+              base: int, span: tuple[int, int] | None = None) -> Row | None:
     """One chunk's C job from zarr's selections, or None where the C path does not apply:
     ``chunk_sel`` has an int or a positive-step slice per chunk dimension, ``out_sel`` a
     slice of the same length per dimension of ``out`` (at address ``base``, its memory
-    ``span``, from :func:`extent`)."""
+    ``span``: :func:`extent` of ``out``, worked out here if not given)."""
     if not isinstance(chunk_sel, tuple) or len(chunk_sel) != decoder.ndim:
         return None
     if not isinstance(out_sel, tuple):
@@ -352,7 +352,7 @@ def block_job(decoder: Decoder, chunk_sel: Any, out_sel: Any, out: npt.NDArray[A
         dstrides.append(ostep * ostride)
     if o != out.ndim or o != len(out_sel):
         return None
-    return offset, shape, sstrides, dst, dstrides, span
+    return offset, shape, sstrides, dst, dstrides, span or extent(out)
 
 
 def slice_jobs(decoder: Decoder, chunk_sels: Sequence[Any], out_sels: Sequence[Any],

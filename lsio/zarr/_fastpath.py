@@ -111,14 +111,30 @@ async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
         cached = _METADATA.get(root)
         if cached is not None and cached[0] == text:  # the same document: parsed before
             return root, cached[1]
-        doc = json.loads(text)
-        if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
-            raise ValueError(f"lsio.zarr.read: {root!r} is not a Zarr v3 array")
-        meta = ArrayV3Metadata.from_dict(doc)
+        meta = _parse(root, text, ArrayV3Metadata)
         if len(_METADATA) >= 256:
             _METADATA.clear()
         _METADATA[root] = (text, meta)
     return root, meta
+
+
+def _parse(root: str, text: bytes, cls: Any) -> Any:
+    """``zarr.json``'s bytes as array metadata; anything else (not JSON, not an object,
+    not a v3 array, fields zarr refuses) is a ValueError naming the document."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError
+        raise ValueError(f"lsio.zarr.read: {root}/zarr.json is not JSON: {exc}") from None
+    if (not isinstance(doc, dict) or doc.get("zarr_format") != 3
+            or doc.get("node_type") != "array"):
+        raise ValueError(f"lsio.zarr.read: {root!r} is not a Zarr v3 array")
+    try:
+        return cls.from_dict(doc)
+    except MemoryError:
+        raise
+    except Exception as exc:  # zarr raises KeyError, TypeError, ... on untrusted fields
+        raise ValueError(f"lsio.zarr.read: {root}/zarr.json is not valid Zarr v3 array "
+                         f"metadata: {type(exc).__name__}: {exc}") from exc
 
 
 _METADATA: dict[str, tuple[bytes, Any]] = {}
