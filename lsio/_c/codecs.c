@@ -91,12 +91,12 @@ static int block_fits(int64_t start, const int64_t *shape, const int64_t *stride
                       int itemsize, size_t len)
 {
     int64_t lo = start, hi = start;
-    for (int k = 0; k < ndim; k++) {
+    for (int k = 0; k < ndim; k++)
         if (shape[k] < 0)
             return 0;
+    for (int k = 0; k < ndim; k++)
         if (shape[k] == 0)
             return 1;  /* an empty block: nothing is copied */
-    }
     for (int k = 0; k < ndim; k++) {
         int64_t span;
         if (__builtin_mul_overflow(shape[k] - 1, strides[k], &span))
@@ -113,12 +113,13 @@ static int block_fits(int64_t start, const int64_t *shape, const int64_t *stride
    output buffer [out, out + outlen). */
 static int job_fits(const lsio_chunk *c, int ndim, size_t chunk_bytes, int itemsize)
 {
-    uintptr_t dst = (uintptr_t)c->dst, out = (uintptr_t)c->out;
-    if (!c->out || dst < out || dst - out > (uintptr_t)INT64_MAX)
+    if (!c->out)
         return 0;
+    /* dst's offset in the output; before it (or absurdly far past it): negative, refused */
+    uint64_t delta = (uint64_t)(uintptr_t)c->dst - (uint64_t)(uintptr_t)c->out;
+    int64_t start = delta > (uint64_t)INT64_MAX ? -1 : (int64_t)delta;
     return block_fits(c->src_offset, c->shape, c->src_strides, ndim, itemsize, chunk_bytes)
-        && block_fits((int64_t)(dst - out), c->shape, c->dst_strides, ndim, itemsize,
-                      c->outlen);
+        && block_fits(start, c->shape, c->dst_strides, ndim, itemsize, c->outlen);
 }
 
 int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,

@@ -192,6 +192,8 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
             or getattr(enc, "separator", "") != "/"):
         return None
     shape, chunks = tuple(meta.shape), decode.shape
+    if max(shape + chunks, default=0) >= 2**62:  # its int64 arithmetic could wrap: the
+        return None  # per-chunk path works with Python ints
     sel = _full_selection(selection, len(shape))
     if sel is None:
         return None

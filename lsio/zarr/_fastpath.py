@@ -73,11 +73,11 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     dtype = meta.dtype.to_native_dtype()
     fill = meta.fill_value
     grid_shape = tuple(meta.chunk_grid.chunk_shape)
+    layout = Layout(tuple(meta.codecs), grid_shape, dtype)
+    check_layout(layout, root, meta.shape)  # untrusted sizes, before any is used
     indexer = getattr(indexing, _INDEXERS[mode])(selection, meta.shape, meta.chunk_grid)
     # result memory from lsio's arena pool: recycled once the caller drops the array, so
     # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
-    layout = Layout(tuple(meta.codecs), grid_shape, dtype)
-    check_layout(layout, root)  # sizes from untrusted metadata, before any is used
     size = nbytes(indexer.shape, dtype.itemsize, f"the selection {selection!r} of {root!r}")
     out: npt.NDArray[Any] = allocate(size).view(dtype).reshape(indexer.shape)
     if mode == "basic" and layout.sharding is None:

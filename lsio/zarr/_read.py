@@ -292,7 +292,11 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
         if len(raw) != index_bytes:
             raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
                              f"has {len(raw)} bytes, expected {index_bytes}")
-        index = index_chain(raw)
+        try:
+            index = index_chain(raw)
+        except Exception as exc:  # numcodecs: RuntimeError for a bad checksum, ...
+            raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
+                             f"is corrupt: {exc}") from exc
         indexer = get_indexer(it.chunk_sel, shape=shard_shape, chunk_grid=inner_grid)
         target = _shard_target(out, it.out_sel, indexer, drop_axes)
         if target is None:  # a fancy selection: gathered, then placed like zarr does

@@ -30,10 +30,17 @@ def nbytes(shape: Sequence[int], itemsize: int, what: str) -> int:
     return size
 
 
-def check_layout(layout: Any, where: str) -> None:
+def check_layout(layout: Any, where: str, shape: Sequence[int] | None = None) -> None:
     """Refuse an array whose chunks (or shards' inner chunks and indexes) have sizes that do
-    not fit (:func:`nbytes`), naming the array ``where``."""
+    not fit (:func:`nbytes`), or whose ``shape`` has a dimension numpy cannot index (zarr's
+    own pipeline returns garbage there), naming the array ``where``."""
+    if shape is not None and any(int(n) > MAX_BYTES for n in shape):
+        raise ValueError(f"lsio.zarr: the shape {list(shape)} of {where!r} has a dimension "
+                         f"longer than 2**63 - 1")
     name = f"a chunk of {where!r}"
+    if any(int(n) <= 0 for n in layout.chunk_shape):
+        raise ValueError(f"lsio.zarr: the chunk shape {list(layout.chunk_shape)} of {where!r} "
+                         f"has an empty dimension")
     nbytes(layout.chunk_shape, layout.dtype.itemsize, name)
     sharding = layout.sharding
     if sharding is None:
