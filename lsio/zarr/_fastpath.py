@@ -12,7 +12,6 @@ import json
 import os
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from .._memory import allocate
