@@ -5,6 +5,7 @@
    per-call scratch buffer, and the selected block is copied row by row into the output. */
 #include <stdint.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <blosc.h>
 #include <zstd.h>
@@ -62,20 +63,34 @@ static void scatter(const char *src, const int64_t *src_strides, char *dst,
     }
 }
 
-/* Decompress chunk c into scratch (or point at it, raw); the decoded bytes, or NULL when
-   the chunk is not a valid chunk of `need` bytes. */
+/* Whether chunk c may be a chunk of `need` decoded bytes, from its header alone: the
+   scratch buffer (`need` bytes, which untrusted metadata may make huge) is allocated only
+   for chunks that pass. A zstd frame may leave its size out, or be the first of several. */
+static int plausible(int codec, const lsio_chunk *c, size_t need)
+{
+    if (codec == LSIO_CODEC_RAW)
+        return c->srclen == need;
+    if (codec == LSIO_CODEC_BLOSC) {
+        size_t nbytes, cbytes, blocksize;
+        if (c->srclen < BLOSC_MIN_HEADER_LENGTH || need > (size_t)INT32_MAX)
+            return 0;  /* blosc 1 returns the decoded size as an int */
+        blosc_cbuffer_sizes(c->src, &nbytes, &cbytes, &blocksize);
+        return nbytes == need && cbytes <= c->srclen;
+    }
+    unsigned long long size = ZSTD_getFrameContentSize(c->src, c->srclen);
+    if (size == ZSTD_CONTENTSIZE_ERROR)
+        return 0;
+    return size == ZSTD_CONTENTSIZE_UNKNOWN || size <= need;
+}
+
+/* Decompress chunk c (plausible) into scratch (or point at it, raw); the decoded bytes, or
+   NULL when the chunk is not a valid chunk of `need` bytes. */
 static const char *decode(int codec, ZSTD_DCtx *z, const lsio_chunk *c, size_t need,
                           char *scratch, size_t scratch_len)
 {
     if (codec == LSIO_CODEC_RAW)
-        return c->srclen == need ? c->src : NULL;
+        return c->src;
     if (codec == LSIO_CODEC_BLOSC) {
-        size_t nbytes, cbytes, blocksize;
-        if (c->srclen < BLOSC_MIN_HEADER_LENGTH || need > (size_t)INT32_MAX)
-            return NULL;  /* blosc 1 returns the decoded size as an int */
-        blosc_cbuffer_sizes(c->src, &nbytes, &cbytes, &blocksize);
-        if (nbytes != need || cbytes > c->srclen)
-            return NULL;
         if (blosc_decompress_ctx(c->src, scratch, scratch_len, 1) != (int)need)
             return NULL;
         return scratch;
@@ -127,7 +142,7 @@ int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t c
                         int *failed)
 {
     *failed = -1;
-    if ((codec != LSIO_CODEC_RAW && chunk_bytes > scratch_len) || ndim < 1
+    if ((codec != LSIO_CODEC_RAW && scratch && chunk_bytes > scratch_len) || ndim < 1
             || ndim > LSIO_MAX_DIM || itemsize < 1 || n < 0)
         return LSIO_DECODE_BADARGS;
     for (int i = 0; i < n; i++) {  /* every job first: a wrong plan writes nothing */
@@ -140,8 +155,23 @@ int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t c
     if (codec == LSIO_CODEC_ZSTD && !(z = ZSTD_createDCtx()))
         return LSIO_DECODE_NOMEM;
     int ret = LSIO_DECODE_OK;
+    char *own = NULL;  /* the scratch, when the caller passed none: allocated on first need */
     for (int i = 0; i < n; i++) {
         const lsio_chunk *c = &chunks[i];
+        if (!plausible(codec, c, chunk_bytes)) {
+            *failed = i;
+            ret = LSIO_DECODE_CORRUPT;
+            break;
+        }
+        if (codec != LSIO_CODEC_RAW && !scratch) {
+            if (!(own = malloc(chunk_bytes ? chunk_bytes : 1))) {
+                *failed = i;
+                ret = LSIO_DECODE_NOMEM;
+                break;
+            }
+            scratch = own;
+            scratch_len = chunk_bytes;
+        }
         const char *data = decode(codec, z, c, chunk_bytes, scratch, scratch_len);
         if (!data) {
             *failed = i;
@@ -152,5 +182,6 @@ int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t c
                 ndim, itemsize, swap != 0);
     }
     ZSTD_freeDCtx(z);  /* accepts NULL */
+    free(own);
     return ret;
 }

@@ -14,7 +14,7 @@
 /* lsio_decode_scatter's results (*failed: the index of the chunk concerned): OK; CORRUPT,
    chunk *failed is not a valid chunk of chunk_bytes; BOUNDS, job *failed reaches outside its
    chunk or its output (nothing was written: every job is checked before any copy); NOMEM,
-   no memory for a zstd decompression context; BADARGS, wrong ndim, itemsize or scratch. */
+   no memory for a zstd context or the scratch; BADARGS, wrong ndim, itemsize or scratch. */
 #define LSIO_DECODE_OK 0
 #define LSIO_DECODE_CORRUPT 1
 #define LSIO_DECODE_BOUNDS 2
@@ -40,7 +40,9 @@ typedef struct {
    element by element of `itemsize` bytes; swap != 0 reverses each element's bytes (stored
    in the other byte order than the output). Every job's block is first checked to lie
    inside the decoded chunk and inside its output buffer, whatever the caller computed.
-   Returns an LSIO_DECODE_* result; *failed is the chunk concerned (or -1). */
+   `scratch` (scratch_len >= chunk_bytes) holds a decompressed chunk; NULL: allocated here,
+   once a chunk's header says it is a chunk of chunk_bytes (untrusted metadata may make
+   chunk_bytes huge). Returns an LSIO_DECODE_* result; *failed is the chunk concerned (or -1). */
 int lsio_decode_scatter(int codec, lsio_chunk *chunks, int n, int ndim, size_t chunk_bytes,
                         int itemsize, int swap, char *scratch, size_t scratch_len,
                         int *failed);

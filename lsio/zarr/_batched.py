@@ -646,22 +646,16 @@ def _decode_scatter(decoder: Decoder, name: _Namer, batch: npt.NDArray[Any], kee
     C call (on a pipeline worker); ``keep`` holds the chunks' and output's memory meanwhile."""
     lib, ffi = decoder.lib.lib, decoder.lib.ffi
     nbytes = decoder.chunk_bytes
-    raw = decoder.codec == lib.LSIO_CODEC_RAW  # decoded in place: no scratch
-    try:
-        scratch = np.empty(0 if raw else nbytes, np.uint8)
-    except (MemoryError, ValueError):
-        raise MemoryError(f"lsio.zarr: no memory to decode a chunk of {nbytes} bytes of "
-                          f"{name.where!r}") from None
     failed = ffi.new("int *")
+    # no scratch passed: the C call allocates it once a chunk's header says it decodes to
+    # nbytes (untrusted metadata may claim terabytes for a 4-byte file)
     ret = lib.lsio_decode_scatter(
         decoder.codec, ffi.cast("lsio_chunk *", batch.ctypes.data), len(batch), decoder.ndim,
-        nbytes, decoder.itemsize, int(decoder.swap), ffi.cast("char *", scratch.ctypes.data),
-        scratch.nbytes, failed)
+        nbytes, decoder.itemsize, int(decoder.swap), ffi.NULL, 0, failed)
     i = failed[0]
     what = name(i) if 0 <= i < len(batch) else f"a chunk of {name.where!r}"
     if ret == lib.LSIO_DECODE_NOMEM:
-        raise MemoryError(f"lsio.zarr: no memory for a zstd decompression context "
-                          f"({what})")
+        raise MemoryError(f"lsio.zarr: no memory to decode {what} ({nbytes} bytes)")
     if ret == lib.LSIO_DECODE_CORRUPT:
         raise ValueError(f"lsio.zarr: {what} is corrupt or does not decode to "
                          f"{nbytes} bytes")

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_BYTES", "check_layout", "nbytes"]
+__all__ = ["MAX_BYTES", "MAX_DIM", "check_layout", "nbytes"]
 
 MAX_BYTES = 2**63 - 1
 """The most bytes a chunk, a shard index or a result may hold."""
@@ -30,13 +30,24 @@ def nbytes(shape: Sequence[int], itemsize: int, what: str) -> int:
     return size
 
 
+MAX_DIM = 2**53
+"""The longest array dimension read: zarr's indexers count chunks with float division
+(``math.ceil(a / b)``), inexact past 2**53, and then hand over no chunk at all for a
+selection (zarr's own read returns uninitialized memory there; lsio's result memory may
+hold an earlier result)."""
+
+
 def check_layout(layout: Any, where: str, shape: Sequence[int] | None = None) -> None:
     """Refuse an array whose chunks (or shards' inner chunks and indexes) have sizes that do
-    not fit (:func:`nbytes`), or whose ``shape`` has a dimension numpy cannot index (zarr's
-    own pipeline returns garbage there), naming the array ``where``."""
-    if shape is not None and any(int(n) > MAX_BYTES for n in shape):
+    not fit (:func:`nbytes`), or whose ``shape`` has a dimension longer than
+    :data:`MAX_DIM`, naming the array ``where``."""
+    _check_chunks(layout, where)
+    if shape is not None and any(int(n) > MAX_DIM for n in shape):
         raise ValueError(f"lsio.zarr: the shape {list(shape)} of {where!r} has a dimension "
-                         f"longer than 2**63 - 1")
+                         f"longer than 2**53, past which zarr's indexing is inexact")
+
+
+def _check_chunks(layout: Any, where: str) -> None:
     name = f"a chunk of {where!r}"
     if any(int(n) <= 0 for n in layout.chunk_shape):
         raise ValueError(f"lsio.zarr: the chunk shape {list(layout.chunk_shape)} of {where!r} "
