@@ -77,7 +77,7 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     indexer = getattr(indexing, _INDEXERS[mode])(selection, meta.shape, meta.chunk_grid)
     # result memory from lsio's arena pool: recycled once the caller drops the array, so
     # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
-    size = nbytes(indexer.shape, dtype.itemsize, f"the selection {selection!r} of {root!r}")
+    size = nbytes(indexer.shape, dtype.itemsize, f"the selection of {root!r}")
     out: npt.NDArray[Any] = allocate(size).view(dtype).reshape(indexer.shape)
     if mode == "basic" and layout.sharding is None:
         plan = batch_plan(chain_of(layout), selection, meta, out)
