@@ -49,8 +49,10 @@ def same(got, requests):
         assert bytes(g) == pread(path, offset, length), (path, offset, length)
 
 
-def in_child(fn, timeout=30):
-    """fn() in an os.fork child, which must exit 0 within ``timeout`` seconds."""
+def in_child(fn, timeout=30, normal_exit=False):
+    """fn() in an os.fork child, which must exit 0 within ``timeout`` seconds (with
+    ``normal_exit`` through ``sys.exit``: atexit hooks, finalizers and the interpreter's
+    shutdown run in the child; else through ``os._exit``, as multiprocessing's do)."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -63,6 +65,8 @@ def in_child(fn, timeout=30):
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            if normal_exit:
+                sys.exit(code)  # unwinds this script to its end, as a child's exit would
             os._exit(code)
     deadline = time.monotonic() + timeout
     while True:
@@ -203,27 +207,7 @@ def test_a_child_ending_its_loop_leaves_the_parent_ring_working(tmp_path: Path) 
         same(runner.run(lsio.read_many(REQS)), REQS)
         lsio.read_many_sync(REQS)  # and lsio's private loop has a ring too
 
-        def child():
-            same(asyncio.run(lsio.read_many(REQS)), REQS)
-            same(lsio.read_many_sync(REQS), REQS)
-            sys.exit(0)  # a normal exit: atexit hooks and finalizers run
-
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child()
-            except SystemExit:
-                raise
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                os._exit(1)
-        deadline = time.monotonic() + 30
-        while not os.waitpid(pid, os.WNOHANG)[0]:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                raise AssertionError("the child hung")
-            time.sleep(0.02)
+        in_child(lambda: same(asyncio.run(lsio.read_many(REQS)), REQS), normal_exit=True)
         for _ in range(2):
             drop_cache()
             same(runner.run(asyncio.wait_for(lsio.read_many(REQS), 20)), REQS)
@@ -255,7 +239,7 @@ def test_a_fork_while_another_thread_is_inside_a_call(tmp_path: Path) -> None:
 
         result = []
         t = threading.Thread(target=lambda: result.append(
-            lsio.read_many_sync(REQS, pipeline=[slow])))
+            lsio.read_many_sync(REQS, pipeline=[slow])), daemon=True)
         t.start()
         assert started.wait(20)
 
@@ -297,7 +281,7 @@ def test_a_fork_while_lsio_locks_are_held(tmp_path: Path) -> None:
             for lock in locks:
                 lock.release()
 
-        t = threading.Thread(target=hold)
+        t = threading.Thread(target=hold, daemon=True)
         t.start()
         assert held.wait(10)
 
@@ -305,8 +289,10 @@ def test_a_fork_while_lsio_locks_are_held(tmp_path: Path) -> None:
             same(lsio.read_many_sync(REQS), REQS)
             same(reader.read_many_sync(REQS), REQS)
 
-        in_child(CHECK)
-        release.set()
+        try:
+            in_child(CHECK)
+        finally:
+            release.set()
         t.join()
         CHECK()
         print("ok")
