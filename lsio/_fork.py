@@ -43,7 +43,7 @@ F = TypeVar("F", bound=Callable[[], None])
 _locks: weakref.WeakSet[Any] = weakref.WeakSet()
 _forgets: list[Callable[[], None]] = []
 _tracked: dict[int, tuple[weakref.ref[Any], Callable[[Any], None]]] = {}
-_finalizers: dict[int, tuple[weakref.finalize, Callable[[], None] | None]] = {}
+_finalizers: dict[int, tuple[weakref.finalize[..., Any], Callable[[], None] | None]] = {}
 _ids = itertools.count()
 _inherited: list[Any] = []
 """What this process inherited and must never release (see the module's docstring)."""
@@ -79,7 +79,7 @@ def keep(*objs: Any) -> None:
 
 
 def finalizer(obj: Any, fn: Callable[..., Any], *args: Any,
-              in_child: Callable[[], None] | None = None) -> weakref.finalize:
+              in_child: Callable[[], None] | None = None) -> weakref.finalize[..., Any]:
     """``weakref.finalize(obj, fn, *args)`` that never runs at interpreter exit, nor in a
     forked child: there it is detached at the fork and ``in_child`` runs instead."""
     key = next(_ids)
@@ -105,7 +105,7 @@ def _after_in_child() -> None:
             errors.append(exc)
 
     for held in list(_locks):
-        attempt(held._at_fork_reinit)  # type: ignore[attr-defined]
+        attempt(held._at_fork_reinit)
     for fin, in_child in list(_finalizers.values()):
         if fin.detach() is not None and in_child is not None:
             attempt(in_child)

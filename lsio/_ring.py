@@ -17,6 +17,9 @@ Theory of operation
 * Teardown: when the loop is garbage collected, at interpreter exit, or when the next ring is
   created and finds its loop closed, the ring drains (blocking until the kernel is done
   with every buffer), closes the files it opened, and closes the ring and the eventfd.
+* fork: a child shares its parent's rings (their queues are shared memory). It forgets them
+  (``_fork``): it unmaps and closes its copies (``Ring._forget``) and never drains,
+  unregisters or reaps them; its own loops get rings of their own.
 """
 
 from __future__ import annotations
