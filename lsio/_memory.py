@@ -15,13 +15,14 @@ import weakref
 import numpy as np
 import numpy.typing as npt
 
+from . import _fork
 from ._defaults import POOL_BYTES, REUSE_SLACK, UNMAP_ASIDE
 
 __all__ = ["allocate", "is_fresh"]
 
 PAGE = mmap.PAGESIZE
 
-_lock = threading.Lock()
+_lock = _fork.lock()  # the pooled arenas are the child's own copies: it keeps them
 _pool: list[mmap.mmap] = []
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _fork
 from ._defaults import JOB, WINDOW
 
 if TYPE_CHECKING:
@@ -136,9 +137,17 @@ def run_steps(items: list[tuple[int, Any]], steps: Callable[[int], Sequence[Step
 
 # -- the workers: one per core, pinned -------------------------------------------------------
 
-_pool_lock = threading.Lock()
+_pool_lock = _fork.lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
+
+
+@_fork.forget_in_child
+def _forget() -> None:
+    """A forked child starts workers of its own (the parent's threads are not there)."""
+    global _pool, _pool_workers
+    _fork.keep(_pool)
+    _pool, _pool_workers = None, 0
 
 
 def _cpus() -> list[int]:

@@ -17,6 +17,9 @@ Theory of operation
 * Teardown: when the loop is garbage collected, at interpreter exit, or when the next ring is
   created and finds its loop closed, the ring drains (blocking until the kernel is done
   with every buffer), closes the files it opened, and closes the ring and the eventfd.
+* fork: a child shares its parent's rings (their queues are shared memory). It forgets them
+  (``_fork``): it unmaps and closes its copies (``Ring._forget``) and never drains,
+  unregisters or reaps them; its own loops get rings of their own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import errno
+import functools
 import os
 import threading
 import weakref
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _fork
 from ._aio import uncancellable
 from ._defaults import ASYNC_MIN, PUMP_BUDGET, PUMP_NS, RING_ENTRIES, RING_FILES
 from ._plan import LINUX_MAX_RW, Plan
@@ -179,11 +184,12 @@ class Ring:
         loop.add_reader(self._efd, self._on_ready)
         # The finalizer holds the C ring and the live batches (so their buffers outlive the
         # kernel's use of them), never the loop itself.
-        self._finalizer = weakref.finalize(loop, _teardown, ptr, self._live)
         # At interpreter exit the loop may still be running in a daemon thread (lsio's own
         # sync loop, a user's): tearing its ring down under it would crash. _at_exit
-        # releases only rings whose loop is idle; the kernel reclaims the rest.
-        self._finalizer.atexit = False
+        # releases only rings whose loop is idle; the kernel reclaims the rest. In a forked
+        # child the ring is the parent's: the child only forgets it (_forget).
+        self._finalizer = _fork.finalizer(loop, _teardown, ptr, self._live,
+                                          in_child=self._forget)
         self.closed = False
 
     @property
@@ -341,6 +347,14 @@ class Ring:
             await uncancellable(together)
             raise
 
+    def _forget(self) -> None:
+        """In a forked child: the ring is the parent's, which still drives it. Give back
+        this process's mappings and descriptors of it, and never touch it again (no
+        drain, no unregistering, nothing removed from the loop's selector)."""
+        self.closed = True
+        ptr, self._ptr = self._ptr, None
+        lib.lsio_ring_forget(ptr)
+
     def close(self) -> None:
         """Drain and release the ring now (normally done by the loop's finalizer)."""
         if self.closed:
@@ -438,7 +452,7 @@ def _teardown(ptr: Any, live: dict[int, _Batch]) -> None:
 
 
 _rings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ring] = weakref.WeakKeyDictionary()
-_rings_lock = threading.Lock()
+_rings_lock = _fork.lock()
 
 
 @atexit.register
@@ -464,9 +478,20 @@ def ring_for_loop(loop: asyncio.AbstractEventLoop) -> Ring:
     return ring
 
 
-_pool_lock = threading.Lock()
+_pool_lock = _fork.lock()
 _pool: ThreadPoolExecutor | None = None
 _thread_rings = threading.local()
+
+
+@_fork.forget_in_child
+def _forget() -> None:
+    """A forked child makes rings and worker threads of its own; the inherited ones (each
+    already forgotten, see Ring._forget) and their loops stay untouched."""
+    global _rings, _pool, _thread_rings
+    _fork.keep(*_rings.items(), _pool)
+    _rings = weakref.WeakKeyDictionary()
+    _pool = None
+    _thread_rings = threading.local()
 
 
 def _worker_pool(workers: int) -> ThreadPoolExecutor:
@@ -514,9 +539,10 @@ def _thread_ring() -> Any:
             raise RingUnavailable(err[0], f"io_uring_setup failed: {os.strerror(err[0])}")
         # Freed when the thread ends (the pool's threads live until interpreter exit).
         _thread_rings.ptr = ptr
-        _thread_rings.finalizer = weakref.finalize(threading.current_thread(),
-                                                   lib.lsio_ring_free, ptr)
-        _thread_rings.finalizer.atexit = False  # the kernel reclaims it at exit
+        # (not at exit: the kernel reclaims it; a forked child only forgets its copy)
+        _thread_rings.finalizer = _fork.finalizer(
+            threading.current_thread(), lib.lsio_ring_free, ptr,
+            in_child=functools.partial(lib.lsio_ring_forget, ptr))
     return ptr
 
 

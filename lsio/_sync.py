@@ -12,13 +12,23 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from . import _fork
+
 __all__ = ["on_loop_thread", "run_sync"]
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
+_lock = _fork.lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
+
+
+@_fork.forget_in_child
+def _forget() -> None:
+    """A forked child makes its own loop thread: the parent's one does not run there."""
+    global _loop, _thread
+    _fork.keep(_loop, _thread)
+    _loop = _thread = None
 
 
 def _get_loop() -> asyncio.AbstractEventLoop:

@@ -158,6 +158,18 @@ void lsio_ring_free(lsio_ring *r) {
     free(r);
 }
 
+/* In a forked child, for a ring inherited from the parent: release only this process's
+   view of it (its mappings of the queues and its copies of the two descriptors). The ring
+   itself is the parent's, still in use: no completion is reaped, the eventfd stays
+   registered, nothing is drained. */
+void lsio_ring_forget(lsio_ring *r) {
+    if (!r) return;
+    io_uring_queue_exit(&r->ring);  /* munmap and close(ring_fd), nothing else here */
+    close(r->efd);
+    free(r->free_files);
+    free(r);
+}
+
 int lsio_ring_add(lsio_ring *r, lsio_batch *b) {
     for (int i = 0; i < MAX_SLOTS - 1; i++) {  /* the last slot tags cancel requests */
         if (!r->slots[i]) {

@@ -67,6 +67,7 @@ typedef struct lsio_ring lsio_ring;
 lsio_ring *lsio_ring_new(unsigned queue_depth, unsigned nfiles, int *err);
 int lsio_ring_eventfd(lsio_ring *r);
 void lsio_ring_free(lsio_ring *r);
+void lsio_ring_forget(lsio_ring *r);
 int lsio_ring_add(lsio_ring *r, lsio_batch *b);
 void lsio_ring_remove(lsio_ring *r, lsio_batch *b);
 int lsio_pump(lsio_ring *r, int max_cqes, long long max_ns);

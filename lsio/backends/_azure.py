@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from urllib.parse import quote, unquote
 
 from yarl import URL
 
+from .. import _fork
 from .._url import HttpOptions, Target, azure_config
 from ._sharedkey import SharedKey
 
@@ -71,7 +71,7 @@ class EntraToken:
         self._gave_up = False
         self._retry_at = 0.0
         """After a failed refresh while the old token still holds: when to try again."""
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
         self.fetches = 0
         """Tokens fetched (the tests check the cache)."""
 

@@ -33,7 +33,6 @@ import functools
 import json
 import math
 import os
-import threading
 import time
 import warnings
 import weakref
@@ -45,6 +44,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from .. import _fork
 from .._url import GCS_OBJECTS, HttpOptions
 from .http._protocol import HttpError, Retry
 
@@ -169,7 +169,7 @@ class GcsAuth:
         self._quota_project: str | None = None
         self._fresh_until = -math.inf
         """``time.time()`` until which the token needs no refresh."""
-        self._thread_lock = threading.Lock()
+        self._thread_lock = _fork.lock()
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
 

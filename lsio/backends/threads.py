@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .. import _fork
 from .._aio import uncancellable
 from .._defaults import STAT_GROUP
 from .._plan import Plan
@@ -44,7 +45,13 @@ class ThreadsBackend:
     def __init__(self, workers: int) -> None:
         self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
+        _fork.track(self, ThreadsBackend._forget)
+
+    def _forget(self) -> None:
+        """In a forked child: start a pool of its own (the parent's threads are not there)."""
+        _fork.keep(self._pool)
+        self._pool = None
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from ... import _fork
 from ._protocol import HttpError, Retry
 
 __all__ = ["Proxies", "aiohttp_error", "getenv", "read_body", "session_for", "session_now",
@@ -32,6 +33,15 @@ BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, Connec
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
     weakref.WeakKeyDictionary())
+
+
+@_fork.forget_in_child
+def _forget() -> None:
+    """A forked child opens sessions of its own: the parent's keep-alive connections are
+    sockets it shares with the parent, never to be used or closed here."""
+    global _sessions
+    _fork.keep(*_sessions.items())
+    _sessions = weakref.WeakKeyDictionary()
 
 
 async def _closer(session: aiohttp.ClientSession, key: Any) -> AsyncGenerator[None, None]:
