@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _ring, _small
+from ._callbacks import Guard
 from ._defaults import (
     DEFAULT_MAX_OPEN,
     DEFAULT_THREADS,
@@ -441,25 +442,32 @@ class Reader:
             return results
 
         on_progress = None
+        guard = None
         if progress is not None:
             empty = np.flatnonzero(p.req_group < 0)  # nothing to read: finished already
             if len(empty):
                 report(empty)
 
-            def on_progress(ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64],
-                            err: npt.NDArray[np.int32]) -> None:
+            def finished_reads(ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64],
+                               err: npt.NDArray[np.int32]) -> None:
                 ok = ops[err[ops] == 0]
                 finished = tracker.update(ok, done)
                 if len(finished):
                     report(finished)
 
+            # the caller's callback runs inside the backend's completion handling: one
+            # that raises must end the read (and the call), not the backend
+            guard = Guard()
+            on_progress = guard.wrap(finished_reads)
+
         depth = tune.queue_depth
         if out is not None:
             depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
-        res = await backend.read(reqs, stat, layout, p, buffers, RunOptions(
+        reading = backend.read(reqs, stat, layout, p, buffers, RunOptions(
             queue_depth=depth, max_open=self._max_open(), on_progress=on_progress,
             missing_ok=missing_ok, caller_memory=out is not None,
             changed=tracker.changed if layout.check_eof else None))
+        res = await (reading if guard is None else guard.run(reading))
         self._raise_failures(reqs, p, res, tracker, results, missing_ok,
                              report if progress is not None else None)
         if progress is None and np.any(res.done != p.op_length):
@@ -667,7 +675,9 @@ class Reader:
         if bar is not None:
             bar.start(n)
         outputs: list[Any] = [None] * n
-        run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe)
+        guard = Guard()  # a failed step ends the window's read at once
+        run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe,
+                          on_error=lambda: guard.fail(run.errors[0]))
         window = 0
 
         def hand_off(finished: npt.NDArray[np.int64], results: Results,
@@ -681,8 +691,14 @@ class Reader:
         try:
             for lo in range(0, n, WINDOW):
                 window = lo // WINDOW
-                await self._run_reqs(reqs.window(lo, min(lo + WINDOW, n)), None, hand_off,
-                                     missing_ok)
+                try:
+                    await guard.run(self._run_reqs(reqs.window(lo, min(lo + WINDOW, n)),
+                                                   None, hand_off, missing_ok))
+                except BaseException as exc:
+                    if exc is not guard.error:
+                        raise
+                    run.raise_first()  # the lowest failing request's step, as below
+                    raise
                 if window:  # the window before is decoded: its memory can go
                     await run.window_done(window - 1)
                 run.raise_first()
