@@ -59,7 +59,8 @@ class Guard:
             if asyncio.iscoroutine(work):
                 work.close()
             raise self.error
-        job = self._job = asyncio.ensure_future(work)
+        job: asyncio.Future[T] = asyncio.ensure_future(work)
+        self._job = job
         try:
             result = await job
         except asyncio.CancelledError:

@@ -54,7 +54,8 @@ def test_route_steers_local_calls(data_dir: Path) -> None:
                                              ("auto", [(path,)], [data], True),
                                              ("auto", many, want, False)]:
         reader = lsio.Reader(route=route)  # type: ignore[arg-type]
-        for read in (reader.read_many_sync, lambda r: asyncio.run(reader.read_many(r))):
+        for read in (reader.read_many_sync,
+                     lambda r, reader=reader: asyncio.run(reader.read_many(r))):
             before = _small.served[0]
             got = read(requests)
             assert [bytes(g) for g in got] == expected
@@ -73,10 +74,14 @@ if kind == "http":
     reader = lsio.Reader(route="bulk", http=lsio.HttpOptions(retries=1))
 elif kind == "small":
     reader = lsio.Reader(route="small")
+elif kind == "parallel":  # cached reads spread over one ring per core
+    reader = lsio.Reader(backend="uring", route="bulk", coalesce=False)
 else:
     reader = lsio.Reader(backend=kind, route="bulk")
 requests = [(p, 100, 1000) for p in paths] + [(p, 0, 2000) for p in paths]
-if kind != "http":  # (a URL of unknown size is probed, and small objects read whole)
+if kind == "parallel":  # enough reads (PARALLEL_MIN_READS) of the biggest file
+    requests = [(paths[-2], 1400 * i, 1000) for i in range(2100)]
+elif kind != "http":  # (a URL of unknown size is probed, and small objects read whole)
     requests += [(p,) for p in paths]
 
 class Boom(Exception):
@@ -177,7 +182,7 @@ def _local_files(root: Path) -> list[str]:
             for i, n in enumerate(sizes)]
 
 
-@pytest.mark.parametrize("kind", ["small", "uring", "threads"])
+@pytest.mark.parametrize("kind", ["small", "uring", "parallel", "threads"])
 def test_raising_callbacks_end_local_calls(kind: str, data_dir: Path) -> None:
     """A progress callback, a pipeline step or an ``iter_many`` report that raises ends
     the call, which raises that very exception (on io_uring it reached only the loop's
