@@ -193,10 +193,13 @@ class PipelineRun:
     step may itself run a pipelined read."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, steps: Callable[[int], Sequence[Step]],
-                 outputs: list[Any], describe: Callable[[int], str]) -> None:
+                 outputs: list[Any], describe: Callable[[int], str],
+                 on_error: Callable[[], None] | None = None) -> None:
         from queue import SimpleQueue  # here: only pipelines need it
 
         self.loop = loop
+        self.on_error = on_error
+        """Called on the loop when a step fails (the reader stops the window's read)."""
         self.steps, self.outputs, self.describe = steps, outputs, describe
         self.queue: queue.SimpleQueue[tuple[int, list[tuple[int, Any]]] | None] = (
             SimpleQueue())
@@ -267,6 +270,8 @@ class PipelineRun:
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     self.stop.set()
                     self.errors.append(exc)
+                    if self.on_error is not None:
+                        self.loop.call_soon_threadsafe(self.on_error)
             with self._lock:
                 self._left[window] -= len(items)
                 finished = window in self._closed and self._left[window] == 0

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _ring, _small
+from ._callbacks import Guard
 from ._defaults import (
     DEFAULT_MAX_OPEN,
     DEFAULT_THREADS,
@@ -51,6 +52,9 @@ DirectMode = bool | None
 _Progress = Callable[[npt.NDArray[np.int64], "Results", npt.NDArray[np.int64]], None]
 """Told (request indices in the caller's list, the part's results, indices in the part)."""
 BackendName = Literal["uring", "threads"]
+RouteName = Literal["auto", "small", "bulk"]
+ROUTES: dict[str, bool | None] = {"auto": None, "small": True, "bulk": False}
+"""Each ``Reader(route=...)`` and what it makes of ``Reader._small``."""
 
 _probe_result: list[str | None] = []
 _warned = False
@@ -198,6 +202,16 @@ class Reader:
     http
         :class:`lsio.HttpOptions` for URLs (``http(s)://``, ``s3://``, ``gs://``,
         ``az://``): concurrency, retries, timeouts, headers, S3 endpoint and credentials.
+    route
+        Which path serves a call, whatever its size. ``"auto"`` (default): a call of a few
+        requests whose data is in the page cache, or of a few URLs each of its own object,
+        takes the small-call path (served on the caller's thread, or in one GET per
+        object), every other call the bulk path. ``"small"``: every call the small-call
+        path can serve takes it, however many requests or bytes it has (a URL call: as
+        ``"auto"``). ``"bulk"``: every call takes the bulk path (stat, plan, the backend's
+        batched reads); calls with ``progress=`` or ``pipeline=`` always do. Results and
+        errors are the same on every route; this is for tests and measurements. The
+        backend of the bulk path is chosen by ``backend``.
     """
 
     def __init__(
@@ -213,7 +227,11 @@ class Reader:
         max_open_files: int | None = None,
         threads: int = DEFAULT_THREADS,
         http: HttpOptions | None = None,
+        route: RouteName = "auto",
     ) -> None:
+        if not isinstance(route, str) or route not in ROUTES:
+            raise ValueError(f"lsio: route must be one of {', '.join(map(repr, ROUTES))}, "
+                             f"got {route!r}")
         if queue_depth is not None and (not isinstance(queue_depth, int) or isinstance(
                 queue_depth, bool) or not 1 <= queue_depth <= _ring.RING_ENTRIES):
             raise ValueError(f"lsio: queue_depth must be an int in 1..{_ring.RING_ENTRIES}, "
@@ -246,7 +264,7 @@ class Reader:
         self._settings = {"preset": preset, "queue_depth": queue_depth, "coalesce": coalesce,
                           "max_gap": max_gap, "max_read": max_read, "direct": direct,
                           "backend": backend, "max_open_files": max_open_files,
-                          "threads": threads, "http": http}
+                          "threads": threads, "http": http, "route": route}
         """The arguments, as given: a pickled reader is built again from them (in the
         receiving process: its own rings and threads, its own backend choice)."""
         self.backend = _choose_backend(backend)
@@ -258,9 +276,11 @@ class Reader:
             from .backends.threads import ThreadsBackend
 
             self._backend = ThreadsBackend(threads)
-        self._small: bool | None = None
-        """The small-call path (``_small``): ``None`` for calls within its limits, ``True``
-        for every call, ``False`` never (a knob for the tests). ``False`` also turns off the
+        self.route = route
+        """Which path serves a call (``route``): ``"auto"``, ``"small"`` or ``"bulk"``."""
+        self._small: bool | None = ROUTES[route]
+        """The small-call path (``_small``), as ``route`` says: ``None`` for calls within
+        its limits, ``True`` for every call, ``False`` never. ``False`` also turns off the
         one for URLs (``backends/http/_small``)."""
         self._url_tunings: dict[tuple[Any, ...], Preset] = {}
         """:meth:`tuning` of the URL small-call path, by its inputs (it costs ~12 us)."""
@@ -269,8 +289,9 @@ class Reader:
         return (_rebuild_reader, (self._settings,))
 
     def __repr__(self) -> str:
+        route = "" if self.route == "auto" else f", route={self.route!r}"
         return (f"lsio.Reader(backend={self.backend!r}, preset={self.preset!r}, "
-                f"queue_depth={self.queue_depth}, direct={self.direct!r})")
+                f"queue_depth={self.queue_depth}, direct={self.direct!r}{route})")
 
     def tuning(self, path: str) -> Preset:
         """The knobs a call whose first request is ``path`` uses: the preset (named, or
@@ -421,25 +442,32 @@ class Reader:
             return results
 
         on_progress = None
+        guard = None
         if progress is not None:
             empty = np.flatnonzero(p.req_group < 0)  # nothing to read: finished already
             if len(empty):
                 report(empty)
 
-            def on_progress(ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64],
-                            err: npt.NDArray[np.int32]) -> None:
+            def finished_reads(ops: npt.NDArray[np.int64], done: npt.NDArray[np.int64],
+                               err: npt.NDArray[np.int32]) -> None:
                 ok = ops[err[ops] == 0]
                 finished = tracker.update(ok, done)
                 if len(finished):
                     report(finished)
 
+            # the caller's callback runs inside the backend's completion handling: one
+            # that raises must end the read (and the call), not the backend
+            guard = Guard()
+            on_progress = guard.wrap(finished_reads)
+
         depth = tune.queue_depth
         if out is not None:
             depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
-        res = await backend.read(reqs, stat, layout, p, buffers, RunOptions(
+        reading = backend.read(reqs, stat, layout, p, buffers, RunOptions(
             queue_depth=depth, max_open=self._max_open(), on_progress=on_progress,
             missing_ok=missing_ok, caller_memory=out is not None,
             changed=tracker.changed if layout.check_eof else None))
+        res = await (reading if guard is None else guard.run(reading))
         self._raise_failures(reqs, p, res, tracker, results, missing_ok,
                              report if progress is not None else None)
         if progress is None and np.any(res.done != p.op_length):
@@ -647,7 +675,9 @@ class Reader:
         if bar is not None:
             bar.start(n)
         outputs: list[Any] = [None] * n
-        run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe)
+        guard = Guard()  # a failed step ends the window's read at once
+        run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe,
+                          on_error=lambda: guard.fail(run.errors[0]))
         window = 0
 
         def hand_off(finished: npt.NDArray[np.int64], results: Results,
@@ -661,8 +691,14 @@ class Reader:
         try:
             for lo in range(0, n, WINDOW):
                 window = lo // WINDOW
-                await self._run_reqs(reqs.window(lo, min(lo + WINDOW, n)), None, hand_off,
-                                     missing_ok)
+                try:
+                    await guard.run(self._run_reqs(reqs.window(lo, min(lo + WINDOW, n)),
+                                                   None, hand_off, missing_ok))
+                except BaseException as exc:
+                    if exc is not guard.error:
+                        raise
+                    run.raise_first()  # the lowest failing request's step, as below
+                    raise
                 if window:  # the window before is decoded: its memory can go
                     await run.window_done(window - 1)
                 run.raise_first()

@@ -3,11 +3,21 @@
 This works from plain scripts and from inside a running loop (a Jupyter cell): the caller's
 thread blocks on a ``concurrent.futures.Future`` while lsio's own loop does the work, as
 zarr and fsspec do. No ``nest_asyncio``.
+
+The call's outcome is handed over as is: the very exception object the coroutine raised
+(``asyncio.run_coroutine_threadsafe`` rebuilds a ``TimeoutError`` from its args, losing its
+``filename``, ``request_index`` and notes). A ``KeyboardInterrupt`` (or any exception a
+signal handler raises) in the waiting thread cancels the call and waits, up to
+:data:`SETTLE_SECONDS`, for it to end: a cancelled read returns only once nothing writes
+into the caller's buffers any more, so ``out=`` is quiet when the interrupt is raised. A
+second interrupt during that wait raises at once; the cancelled reads keep the buffers
+referenced until their completions land.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -17,6 +27,11 @@ from . import _fork
 __all__ = ["on_loop_thread", "run_sync"]
 
 T = TypeVar("T")
+
+SETTLE_SECONDS = 2.0
+"""How long an interrupted blocking call waits for its cancelled reads to end (a cold
+read in flight on a disk takes milliseconds; a stalled network filesystem may never end,
+and Ctrl-C must still work)."""
 
 _lock = _fork.lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -55,9 +70,40 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         coro.close()
         raise RuntimeError("lsio: a *_sync function was called from lsio's own loop thread; "
                            "await the async function instead")
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+    ended = threading.Event()  # (a cancelled Future wakes no concurrent.futures.wait)
+    tasks: list[asyncio.Task[T]] = []
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        tasks.append(task)
+        task.add_done_callback(lambda t: _hand_over(t, outcome, ended))
+
+    def cancel() -> None:  # runs after start(): the loop runs its callbacks in order
+        tasks[0].cancel()
+
+    loop.call_soon_threadsafe(start)
     try:
-        return future.result()
+        return outcome.result()
     except BaseException:
-        future.cancel()  # e.g. KeyboardInterrupt: stop the work (its buffers stay safe)
+        if outcome.done():
+            raise  # the call's own outcome
+        # e.g. KeyboardInterrupt: stop the work, and give the reads in flight a moment
+        # to land (a second Ctrl-C ends this wait at once)
+        loop.call_soon_threadsafe(cancel)
+        ended.wait(SETTLE_SECONDS)
         raise
+
+
+def _hand_over(task: asyncio.Task[T], outcome: concurrent.futures.Future[T],
+               ended: threading.Event) -> None:
+    """Hand the finished ``task``'s outcome to the waiting thread, exceptions unchanged."""
+    ended.set()
+    if task.cancelled():
+        outcome.cancel()
+        return
+    exc = task.exception()
+    if exc is not None:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(task.result())

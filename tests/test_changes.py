@@ -159,7 +159,7 @@ def _unlink_after_stat(reader: lsio.Reader, victim: str) -> None:
         return res
 
     backend.stat = stat_then_unlink  # type: ignore[method-assign]
-    reader._small = False  # the bulk path: the small-call path has no stat to hook
+    assert reader.route == "bulk"  # the small-call path has no stat to hook
 
 
 @pytest.mark.parametrize("nfiles", [3, 300])
@@ -172,7 +172,7 @@ async def test_file_deleted_mid_call_is_missing_with_missing_ok(backend: lsio.Re
             for i in range(nfiles)}
     paths = list(data)
     victim = paths[nfiles // 2]
-    reader = lsio.Reader(backend=backend.backend)
+    reader = lsio.Reader(backend=backend.backend, route="bulk")
     _unlink_after_stat(reader, victim)
     requests = [(p,) for p in paths] + [(p, 10, 100) for p in paths]
     results = await reader.read_many(requests, missing_ok=True)

@@ -52,12 +52,13 @@ def kit(request: pytest.FixtureRequest, nginx: Any,
     on URLs (calls of distinct objects take ``backends/http/_small.py``)."""
     root, data = conformance_dir
     if not request.param.startswith("http"):
-        reader = lsio.Reader(backend="uring" if request.param == "small" else request.param)
-        reader._small = request.param == "small"
+        small = request.param == "small"
+        reader = lsio.Reader(backend="uring" if small else request.param,
+                             route="small" if small else "bulk")
         return reader, lambda name: str(root / name), data
-    reader = lsio.Reader(http=lsio.HttpOptions(retries=1))
     # "http": the bulk path only; "http-small": one-object calls through the URL twin
-    reader._small = None if request.param == "http-small" else False
+    reader = lsio.Reader(http=lsio.HttpOptions(retries=1),
+                         route="auto" if request.param == "http-small" else "bulk")
     return reader, lambda name: nginx.url(f"conformance/{name}"), data
 
 
@@ -87,7 +88,7 @@ def test_every_backend_matches_the_source(kit: Kit, reqs: list[tuple[str, int, i
     requests = [(where(name), off, n) for name, off, n in reqs]
     served = _small.served[0]
     results = asyncio.run(reader.read_many(requests))
-    if reader._small:  # the files are in the page cache: the small path served the call
+    if reader.route == "small":  # the files are in the page cache: the small path served the call
         assert _small.served[0] == served + 1
     assert len(results) == len(reqs)
     for i, (name, off, n) in enumerate(reqs):

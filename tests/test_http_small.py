@@ -44,9 +44,8 @@ def reader(small: bool, **knobs: Any) -> lsio.Reader:
     """Quick retries; ``small=False``: the bulk path only."""
     max_read = knobs.pop("max_read", None)
     opts = {"backoff": 0.001, "backoff_max": 0.01, **knobs}
-    r = lsio.Reader(max_read=max_read, http=lsio.HttpOptions(**opts))
-    r._small = None if small else False
-    return r
+    return lsio.Reader(max_read=max_read, http=lsio.HttpOptions(**opts),
+                       route="auto" if small else "bulk")
 
 
 def taken() -> int:

@@ -881,7 +881,7 @@ def _shrink_after_stat(reader: lsio.Reader, victims: dict[str, int]) -> None:
         return res
 
     backend.stat = stat_then_shrink  # type: ignore[method-assign]
-    reader._small = False  # the bulk path: the small-call path has no stat to hook
+    assert reader.route == "bulk"  # the small-call path has no stat to hook
 
 
 @pytest.mark.parametrize("direct", [None, True, False], ids=["auto", "direct", "buffered"])
@@ -892,7 +892,7 @@ async def test_file_shrinks_between_stat_and_read(backend: lsio.Reader, data_dir
     whole = str(write_file(data_dir / "whole.bin", data))  # one read: a linked chain
     ranged = str(write_file(data_dir / "ranged.bin", data))  # many reads of one file
     steady = str(write_file(data_dir / "steady.bin", data))
-    reader = lsio.Reader(backend=backend.backend, direct=direct)
+    reader = lsio.Reader(backend=backend.backend, direct=direct, route="bulk")
     _shrink_after_stat(reader, {whole: new_size, ranged: new_size})
     requests: list[Any] = [(whole, 0, None), (steady, 3, 1000)]
     requests += [(ranged, o, 9000) for o in range(0, 100_000, 7000)]
@@ -911,7 +911,7 @@ async def test_file_grows_between_stat_and_read(backend: lsio.Reader, data_dir: 
     end) are planned again against the new size; ranges inside the file are unaffected."""
     data = random_bytes(10_000, seed=3)
     path = str(write_file(data_dir / "grows.bin", data))
-    reader = lsio.Reader(backend=backend.backend)
+    reader = lsio.Reader(backend=backend.backend, route="bulk")
     _shrink_after_stat(reader, {path: 50_000})  # "shrink" to a larger size: grow
     requests = [(path, 0, None), (path, -100, None), (path, 9000, 5000), (path, 20_000, 10),
                 (path, 100, 200)]
@@ -932,7 +932,7 @@ def _unlink_after_stat(reader: lsio.Reader, victim: str) -> None:
         return res
 
     backend.stat = stat_then_unlink  # type: ignore[method-assign]
-    reader._small = False  # the bulk path: the small-call path has no stat to hook
+    assert reader.route == "bulk"  # the small-call path has no stat to hook
 
 
 @pytest.mark.parametrize("nfiles", [40, 1500], ids=["few-reads", "thousands-of-reads"])
@@ -947,14 +947,14 @@ async def test_file_removed_between_stat_and_read(backend: lsio.Reader, data_dir
     victim = requests[victim_index][0]
     content = {p: Path(p).read_bytes() for p in paths}
 
-    reader = lsio.Reader(backend=backend.backend)
+    reader = lsio.Reader(backend=backend.backend, route="bulk")
     _unlink_after_stat(reader, victim)
     with pytest.raises(FileNotFoundError) as info:
         await reader.read_many(requests)
     check_request_error(info.value, victim, victim_index)
 
     write_file(Path(victim), content[victim])
-    reader = lsio.Reader(backend=backend.backend)
+    reader = lsio.Reader(backend=backend.backend, route="bulk")
     _unlink_after_stat(reader, victim)
     wrong, seen = [], set()
     with pytest.raises(FileNotFoundError) as info:
