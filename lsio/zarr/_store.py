@@ -28,6 +28,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 
 from .._defaults import SMALL_COLD_SPLIT
 from .._reader import Reader, default_reader
+from .._redact import redact
 from .._small import read_cold
 from .._sync import run_sync
 from .._url import is_url, listable
@@ -123,7 +124,7 @@ class LsioStore(Store):
         return hash((type(self), self.root))
 
     def __repr__(self) -> str:
-        return f"LsioStore({self.root!r})"
+        return f"LsioStore({redact(repr(self.root))})"
 
     def __str__(self) -> str:
         return self.root if self.remote else f"file://{self.root}"
