@@ -16,11 +16,16 @@ reader's public calls); reprs of objects holding secrets use :func:`redact` and
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-__all__ = ["DENY", "MASK", "redact", "redact_exception", "redact_headers", "secret_name"]
+__all__ = ["DENY", "MASK", "redact", "redact_exception", "redact_headers", "redacting",
+           "secret_name"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DENY = ("sig", "signature", "token", "credential", "key", "password", "secret",
         "authorization", "cookie")
@@ -122,6 +127,29 @@ def redact_exception(exc: BaseException) -> BaseException:
             todo.append(inner)
         todo.extend(getattr(e, "exceptions", ()) or ())
     return exc
+
+
+def redacting(fn: F) -> F:
+    """``fn`` (a public entry point, sync or async) with :func:`redact_exception` applied to
+    what it raises."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                redact_exception(exc)
+                raise
+        return call_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            redact_exception(exc)
+            raise
+    return call  # type: ignore[return-value]
 
 
 class RedactedError(Exception):

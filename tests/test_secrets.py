@@ -23,6 +23,7 @@ from conftest import check_ok, random_bytes, run_python
 from servers import FaultServer, MotoServer, free_port, serving_faults
 
 import lsio
+import lsio.zarr
 from lsio._redact import redact, redact_exception
 
 SECRET = "Zs3cr3tV4lu3Q"
@@ -246,6 +247,28 @@ def test_reprs_hold_no_secret(tmp_path: Path) -> None:
                SharedKey("acct", "a2V5"), EntraToken(_Credential(), False)]
     for obj in objects:
         assert SECRET not in repr(obj), repr(obj)
+
+
+async def test_zarr_errors_hold_no_secret(fs: FaultServer) -> None:
+    """A zarr root with a password: lsio.zarr.read's error, and zarr's own (which shows the
+    store's ``str``), name the root without it."""
+    import zarr
+
+    from lsio.zarr import LsioStore
+
+    base = f"127.0.0.1:{fs.port}/ok/missing.zarr"
+    url = f"http://reader:{SECRET}@{base}"
+    with pytest.raises(FileNotFoundError) as info:
+        await lsio.zarr.read(url)
+    assert_clean(info.value, base)
+    store = LsioStore(url)
+    assert SECRET not in str(store) and base in str(store)
+    with pytest.raises(Exception) as caught:  # zarr's own error type
+        await asyncio.to_thread(zarr.open_array, store=store, mode="r")
+    assert_clean(caught.value, base)
+    with pytest.raises(ValueError) as refused:
+        LsioStore(url, read_only=False)
+    assert_clean(refused.value, base)
 
 
 # -- S3 with botocore but no AWS configuration (item 10) ---------------------------------------
