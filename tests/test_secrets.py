@@ -341,3 +341,31 @@ def test_s3_credentials_found_but_failing(public_bucket: MotoServer, tmp_path: P
     out = _run_without_aws(monkeypatch, tmp_path, public_bucket)
     assert out[0] == "error PermissionError True s3://pub/k.bin", out
     assert "AWS credentials were found but cannot be used" in out[1], out
+
+
+class _ExpiredSession:
+    """botocore credentials whose refresh fails, as an SSO session that expired mid-run."""
+
+    def refresh_needed(self) -> bool:
+        return True
+
+    def get_frozen_credentials(self) -> Any:
+        raise RuntimeError("Token has expired and refresh failed")
+
+
+@pytest.mark.parametrize("progress", [False, True], ids=["small", "bulk"])
+async def test_s3_refresh_failing_mid_run(public_bucket: MotoServer,
+                                          monkeypatch: pytest.MonkeyPatch, progress: bool
+                                          ) -> None:
+    """Credentials that worked but cannot be refreshed: the request fails with a
+    PermissionError naming it, not the credential provider's own error."""
+    from lsio.backends import _sign
+
+    monkeypatch.setattr(_sign, "find_s3_signer",
+                        lambda region, anonymous: _sign.S3Signer(_ExpiredSession(), region))
+    reader = lsio.Reader(http=lsio.HttpOptions(endpoint_url=public_bucket.endpoint,
+                                               region="us-east-1", backoff=0.001))
+    with pytest.raises(PermissionError, match="found but cannot be used") as info:
+        await reader.read_many([("s3://pub/k.bin", 0, 10)],
+                               progress=(lambda *a: None) if progress else False)
+    assert info.value.filename == "s3://pub/k.bin"
