@@ -156,7 +156,7 @@ class HttpOptions:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             if name == "headers":
-                text = repr(redact_headers(value))
+                text = redact(repr(redact_headers(value)))
             elif name == "azure_credential" and value is not None:
                 text = f"<{type(value).__name__}>"
             else:

@@ -77,21 +77,27 @@ def secret_urls(fs: FaultServer, fault: str) -> list[tuple[str, str]]:
     return urls
 
 
-@pytest.mark.parametrize("route", ["small", "bulk", "sync"])
-@pytest.mark.parametrize("fault", ["status404", "status403", "503x99"])
+@pytest.mark.parametrize("route", ["small", "bulk", "sync", "iter"])
+@pytest.mark.parametrize("fault", ["status404", "status403", "status503"])
 async def test_url_secrets_in_errors(fs: FaultServer, route: str, fault: str) -> None:
     """Not found, refused, and retries ran out: each kind of secret in the URL, on the
-    small-call path, the bulk path (a progress callback takes it) and the sync API."""
+    small-call path, the bulk path (a progress callback takes it), the sync API and
+    iter_many."""
     for url, where in secret_urls(fs, fault):
         with pytest.raises(OSError) as info:
             if route == "small":
                 await reader().read_many([(url, 0, 100)])
             elif route == "bulk":
                 await reader().read_many([(url, 0, 100)], progress=lambda *a: None)
+            elif route == "iter":
+                async for _ in reader().iter_many([(url, 0, 100)]):
+                    pass
             else:
                 await asyncio.to_thread(reader().read_many_sync, [(url, 0, 100)])
         assert_clean(info.value, where)
         assert where in str(info.value.filename)
+        if fault == "status503":  # the retries ran out
+            assert "after 2 attempts" in str(info.value)
 
 
 async def test_deadline_timeout_with_a_sas(fs: FaultServer) -> None:
@@ -232,7 +238,8 @@ def test_reprs_hold_no_secret(tmp_path: Path) -> None:
 
     headers = {"Authorization": f"Bearer {SECRET}", "Proxy-Authorization": f"Basic {SECRET}",
                "Cookie": f"session={SECRET}", "X-Amz-Security-Token": SECRET,
-               "x-goog-api-key": SECRET, "Range-Hint": "kept"}
+               "x-goog-api-key": SECRET, "Range-Hint": "kept",
+               "X-Origin": f"https://u:{SECRET}@h.example/"}
     options = lsio.HttpOptions(headers=headers, azure_credential=_Credential(),
                                endpoint_url=f"http://admin:{SECRET}@minio:9000")
     for text in (repr(options), str(options)):
