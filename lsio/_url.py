@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
+from ._redact import redact as redact
+from ._redact import redact_headers
+
 __all__ = ["GCS_OBJECTS", "HttpOptions", "Target", "azure_config", "is_url", "listable",
            "local_path", "redact", "resolve", "s3_region"]
 
@@ -146,6 +149,21 @@ class HttpOptions:
             _check_seconds("timeout", self.timeout, zero_ok=False)
         _check_seconds("backoff", self.backoff, zero_ok=True)  # 0: retry at once
 
+    def __repr__(self) -> str:
+        """The options, without their secrets: secret headers' values are masked, a
+        credential object shows as its type, endpoints lose a password they carry."""
+        shown = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "headers":
+                text = redact(repr(redact_headers(value)))
+            elif name == "azure_credential" and value is not None:
+                text = f"<{type(value).__name__}>"
+            else:
+                text = redact(repr(value))
+            shown.append(f"{name}={text}")
+        return f"HttpOptions({', '.join(shown)})"
+
 
 def _check_count(name: str, value: object, low: int) -> None:
     # bool is an int to Python, but True here is a slip, not 1
@@ -176,6 +194,9 @@ class Target:
 
     region: str = ""
     """S3 region for signing."""
+
+    def __repr__(self) -> str:  # the URL may hold a SAS token
+        return f"Target(url={redact(repr(self.url))}, kind={self.kind!r}, region={self.region!r})"
 
 
 def is_url(path: str) -> bool:
@@ -322,9 +343,9 @@ class AzureConfig:
     """Storage account name (``""``: unknown)."""
     endpoint: str
     """Blob endpoint without a trailing ``/`` (``""``: ``https://ACCOUNT.blob.core...``)."""
-    key: str
+    key: str = field(repr=False)
     """Account key (base64) for Shared Key signing (``""``: none)."""
-    sas: str
+    sas: str = field(repr=False)
     """SAS token without its ``?`` (``""``: none)."""
 
 
@@ -368,12 +389,3 @@ def azure_config(options: HttpOptions, host_account: str | None = None) -> Azure
            or (AZURITE_KEY if dev else ""))
     sas = _env("AZURE_STORAGE_SAS_TOKEN") or conn.get("sharedaccesssignature") or ""
     return AzureConfig(account, endpoint, key, sas.lstrip("?"))
-
-
-_SAS_SIG = re.compile(r"([?&;]sig=)[^&#\s'\"<]+", re.I)
-"""A SAS signature in a URL (``&amp;sig=`` too, as XML error bodies quote it)."""
-
-
-def redact(text: str) -> str:
-    """``text`` (an error message) without the secret of a SAS token in a URL it quotes."""
-    return _SAS_SIG.sub(r"\1REDACTED", text) if "sig=" in text.lower() else text

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from .._memory import allocate
 from .._reader import Reader, default_reader
+from .._redact import redacting
 from .._sync import run_sync
 from ._batched import batch_plan, read_batched
 from ._read import Layout, Source, chain_of, read_items
@@ -50,6 +51,7 @@ _INDEXERS = {"basic": "BasicIndexer", "oindex": "OrthogonalIndexer",
              "vindex": "CoordinateIndexer"}
 
 
+@redacting
 async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "basic",
                reader: Reader | None = None, progress: Any = False) -> npt.NDArray[Any]:
     """Read ``array[selection]`` of a Zarr v3 array into a new numpy array.
@@ -143,6 +145,7 @@ again (``ArrayV3Metadata.from_dict`` costs ~2-5 ms here, as much as a sub-select
 decode)."""
 
 
+@redacting
 def read_sync(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "basic",
               reader: Reader | None = None, progress: Any = False) -> npt.NDArray[Any]:
     """Blocking :func:`read`; safe to call from inside a running event loop (Jupyter)."""

@@ -28,6 +28,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 
 from .._defaults import SMALL_COLD_SPLIT
 from .._reader import Reader, default_reader
+from .._redact import redact
 from .._small import read_cold
 from .._sync import run_sync
 from .._url import is_url, listable
@@ -87,7 +88,8 @@ class LsioStore(Store):
         self.remote = is_url(root)
         if self.remote:
             if read_only is False:
-                raise ValueError(f"lsio: {root!r}: writes to remote roots are not supported")
+                raise ValueError(f"lsio: {redact(repr(root))}: writes to remote roots are "
+                                 "not supported")
             read_only = True
             root = root.rstrip("/")
         else:
@@ -123,10 +125,11 @@ class LsioStore(Store):
         return hash((type(self), self.root))
 
     def __repr__(self) -> str:
-        return f"LsioStore({self.root!r})"
+        return f"LsioStore({redact(repr(self.root))})"
 
     def __str__(self) -> str:
-        return self.root if self.remote else f"file://{self.root}"
+        # zarr shows it in reprs and errors (StorePath), never opens it
+        return redact(self.root) if self.remote else f"file://{self.root}"
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()  # a reader pickles as its settings (Reader.__reduce__)
@@ -294,7 +297,7 @@ class LsioStore(Store):
         try:
             return os.path.getsize(self.path_of(key))
         except (IsADirectoryError, NotADirectoryError):
-            raise FileNotFoundError(self.path_of(key)) from None
+            raise FileNotFoundError(redact(self.path_of(key))) from None
 
     # zarr's optional synchronous protocol (run on lsio's own loop thread)
     def get_sync(self, key: str, *, prototype: BufferPrototype | None = None,
@@ -341,9 +344,9 @@ class LsioStore(Store):
     def _remote_keys(self, prefix: str, delimiter: str | None = None) -> AsyncIterator[str]:
         """Keys under an object-store root (S3, GCS, Azure list them); plain HTTP cannot."""
         if not listable(self.root):
-            raise NotImplementedError(f"lsio: {self.root!r}: listing is not possible over "
-                                      "plain HTTP(S); open the array with consolidated "
-                                      "metadata or read keys by name")
+            raise NotImplementedError(f"lsio: {redact(repr(self.root))}: listing is not "
+                                      "possible over plain HTTP(S); open the array with "
+                                      "consolidated metadata or read keys by name")
         from ..backends.http._list import list_keys
 
         backend = self.reader._http_backend()

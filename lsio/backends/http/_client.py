@@ -218,7 +218,7 @@ class HttpClient:
             target = resolve(p, options, region, azure)
             self.targets[i] = target
             self.urls[i] = URL(target.url, encoded=True)
-            self.auths[i] = auth_for(target, options, self._auth_cache)
+            self.auths[i] = auth_for(target, options, self._auth_cache, p)
 
     # -- one request ---------------------------------------------------------------------
     def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:
