@@ -360,6 +360,10 @@ class Reader:
         if not remote and "file://" in "\n".join(reqs.paths).lower():
             reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
         stat = await backend.stat(reqs, tune=tune, missing_ok=missing_ok)
+        if remote and attempt + 1 < READ_ATTEMPTS and np.any(stat.err == errno.ESTALE):
+            # an object changed between its size probe's requests: nothing is handed out yet
+            return await self._run_part(reqs, out, caps, progress, missing_ok, remote=True,
+                                        attempt=attempt + 1)
         err = stat.err[reqs.file]
         gone = (err == errno.ENOENT) if missing_ok else np.zeros(len(reqs), bool)
         bad = np.flatnonzero(err * ~gone)
@@ -440,6 +444,11 @@ class Reader:
             queue_depth=depth, max_open=self._max_open(), on_progress=on_progress,
             missing_ok=missing_ok, caller_memory=out is not None,
             changed=tracker.changed if layout.check_eof else None))
+        if backend.name == "http" and attempt + 1 < READ_ATTEMPTS:
+            redo = _stale(reqs, p, res, tracker)  # objects that changed while read
+            if redo is not None:
+                return await self._read_again(reqs, results, redo, out, caps, progress,
+                                              missing_ok, attempt, remote=True)
         self._raise_failures(reqs, p, res, tracker, results, missing_ok,
                              report if progress is not None else None)
         if progress is None and np.any(res.done != p.op_length):
@@ -456,15 +465,16 @@ class Reader:
     async def _read_again(self, reqs: Requests, results: Results,
                           redo: npt.NDArray[np.bool_], out: Sequence[Any] | None,
                           caps: npt.NDArray[np.int64], progress: _Progress | None,
-                          missing_ok: bool, attempt: int) -> Results:
+                          missing_ok: bool, attempt: int, remote: bool = False) -> Results:
         """Files replaced or changed while they were read: their requests not yet handed
         out (``redo``) are planned and read again from a fresh stat, so each returns one
-        version; after ``READ_ATTEMPTS``, each such file is read to its end at once."""
+        version; after ``READ_ATTEMPTS``, each such file is read to its end at once (a
+        local file; a URL's last attempt reports the change, ``ESTALE``)."""
         rest = reqs.select(redo)
         sub_out, sub_caps = _pick(out, redo), caps[redo] if out is not None else caps
-        if attempt + 1 < READ_ATTEMPTS:
+        if attempt + 1 < READ_ATTEMPTS or remote:
             again = await self._run_part(rest, sub_out, sub_caps, progress, missing_ok,
-                                         remote=False, attempt=attempt + 1)
+                                         remote=remote, attempt=attempt + 1)
         else:
             again = await _read_to_end(rest, sub_out, sub_caps, progress, missing_ok)
         keep = np.flatnonzero(~redo)
@@ -759,6 +769,25 @@ async def _deadline(seconds: float | None, reqs: Requests | Callable[[], Request
 
 
 T = TypeVar("T")
+
+
+def _stale(reqs: Requests, p: Plan, res: ReadResult, tracker: _Tracker
+           ) -> npt.NDArray[np.bool_] | None:
+    """The requests to read again because their object changed while this call read it
+    (reads failed with ``ESTALE``: ``lsio.backends.http._version``), those handed out
+    already excepted (they are final); ``None`` if no object changed. Other failures of the
+    reads are reported by the next attempt if they persist."""
+    stale = res.err == errno.ESTALE
+    if not stale.any():
+        return None
+    changed = np.zeros(len(reqs.paths), bool)
+    changed[p.op_file[stale]] = True
+    redo = changed[reqs.file] & ~tracker.reported
+    failed = np.flatnonzero(res.err)
+    hit = tracker.requests_of(distinct(p.op_group[failed])[0])
+    if np.any(~redo[hit]):  # another failure, on a request not read again: report it
+        return None
+    return redo
 
 
 async def _off_loop(n: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
