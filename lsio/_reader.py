@@ -353,17 +353,26 @@ class Reader:
                         caps: npt.NDArray[np.int64], progress: _Progress | None,
                         missing_ok: bool, *, remote: bool, attempt: int = 0) -> Results:
         """request -> stat -> plan -> backend -> result for requests of one kind of storage.
-        ``attempt``: how many times these (local) requests were read before, their files
-        having changed under the read."""
+        ``attempt``: how many times these requests were read before, their files having
+        changed under the read. Remote objects that changed while read (and kept changing
+        ``READ_ATTEMPTS`` times) fail with ``ESTALE``."""
+        try:
+            return await self._run_part_once(reqs, out, caps, progress, missing_ok,
+                                             remote=remote, attempt=attempt)
+        except _Changed:  # nothing handed out yet: the whole part again, one version each
+            return await self._run_part(reqs, out, caps, progress, missing_ok, remote=remote,
+                                        attempt=attempt + 1)
+
+    async def _run_part_once(self, reqs: Requests, out: Sequence[Any] | None,
+                             caps: npt.NDArray[np.int64], progress: _Progress | None,
+                             missing_ok: bool, *, remote: bool, attempt: int = 0) -> Results:
         tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
         backend = self._http_backend() if remote else self._backend
         if not remote and "file://" in "\n".join(reqs.paths).lower():
             reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
         stat = await backend.stat(reqs, tune=tune, missing_ok=missing_ok)
         if remote and attempt + 1 < READ_ATTEMPTS and np.any(stat.err == errno.ESTALE):
-            # an object changed between its size probe's requests: nothing is handed out yet
-            return await self._run_part(reqs, out, caps, progress, missing_ok, remote=True,
-                                        attempt=attempt + 1)
+            raise _Changed()  # between a size probe's requests: nothing is handed out yet
         err = stat.err[reqs.file]
         gone = (err == errno.ENOENT) if missing_ok else np.zeros(len(reqs), bool)
         bad = np.flatnonzero(err * ~gone)
@@ -446,7 +455,9 @@ class Reader:
             changed=tracker.changed if layout.check_eof else None))
         if backend.name == "http" and attempt + 1 < READ_ATTEMPTS:
             redo = _stale(reqs, p, res, tracker)  # objects that changed while read
-            if redo is not None:
+            if redo is not None and progress is None:
+                raise _Changed()  # (requests served by size probes too): all again
+            if redo is not None:  # those handed out are final; the others again
                 return await self._read_again(reqs, results, redo, out, caps, progress,
                                               missing_ok, attempt, remote=True)
         self._raise_failures(reqs, p, res, tracker, results, missing_ok,
@@ -769,6 +780,11 @@ async def _deadline(seconds: float | None, reqs: Requests | Callable[[], Request
 
 
 T = TypeVar("T")
+
+
+class _Changed(Exception):
+    """A remote object changed while the call read it, before any request was handed out:
+    the call's remote part is read again (``Reader._run_part``)."""
 
 
 def _stale(reqs: Requests, p: Plan, res: ReadResult, tracker: _Tracker
