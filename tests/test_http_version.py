@@ -84,6 +84,19 @@ def test_record_pins_strong_etags_only() -> None:
         v.check(2, "u2", 206, H(Content_Range="bytes 0-1/6"), None)
 
 
+def test_one_version_scope_shares_records_by_url() -> None:
+    from lsio.backends.http._version import one_version
+
+    with one_version():
+        a = Versions(["u", "w"])
+        a.check(0, "u", 206, H(ETag='"s"', Content_Range="bytes 0-1/5"), None)
+        b = Versions(["x", "u"])  # a later call of the scope: "u" is its file 1
+        assert b.if_match(1) == '"s"' and b.if_match(0) is None
+        with pytest.raises(VersionChanged):
+            b.check(1, "u", 206, H(ETag='"t"', Content_Range="bytes 0-1/5"), None)
+    assert Versions(["u"]).if_match(0) is None  # outside: each call on its own
+
+
 # -- the hostile server ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -264,3 +277,55 @@ async def test_azure_replaced_mid_read(azurite: Azurite, monkeypatch: pytest.Mon
     assert k == 1
     assert bytes(got[1]) == (V1, V2)[k][-10:]  # the suffix: the same version
     assert len(sent) == 4 if after == 0 else len(sent) <= 2 * 4
+
+
+# -- a sharded Zarr read: the index in one call, the inner chunks in the next -----------------
+
+@pytest.mark.parametrize("when", ["between-calls", "never"])
+async def test_zarr_shard_replaced_between_index_and_chunks(
+        nginx: Nginx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """A shard replaced after its index was read: the chunks are not read from the new
+    version at the old index's offsets (garbage, or a decode error); the read starts over
+    and gives the new array whole."""
+    import numpy as np
+    import zarr
+    import zarr.codecs as zc
+
+    import lsio.zarr as lz
+
+    def write(where: Path, values: Any) -> None:
+        codec = zc.ShardingCodec(chunk_shape=(8, 8), codecs=[zc.BytesCodec(), zc.ZstdCodec()])
+        arr = zarr.create_array(zarr.storage.LocalStore(where), shape=(32, 32),
+                                chunks=(32, 32), dtype="i4", serializer=codec,
+                                compressors=None, fill_value=0)
+        arr[:] = values
+
+    name = f"zshard-{when}"
+    root = Path(nginx.root) / name
+    old = np.arange(32 * 32, dtype="i4").reshape(32, 32)
+    new = np.random.default_rng(5).integers(0, 1 << 20, (32, 32), dtype="i4")
+    write(root, old)
+    write(tmp_path / "new", new)
+    shard = root / "c" / "0" / "0"
+    os.utime(shard, (1_700_000_000, 1_700_000_000))
+    sent: list[tuple[str, str | None]] = []
+    send = HttpClient._open
+
+    async def spy(self: HttpClient, file: int, rng: str | None, url: Any = None) -> Any:
+        target = str(self.urls[file])
+        if (when == "between-calls" and target.endswith("c/0/0") and rng is not None
+                and not rng.startswith("bytes=-") and not any(
+                    t.endswith("c/0/0") and r and not r.startswith("bytes=-")
+                    for t, r in sent)):
+            tmp = root / "c" / "0" / "new"
+            tmp.write_bytes((tmp_path / "new" / "c" / "0" / "0").read_bytes())
+            os.utime(tmp, (1_700_000_100, 1_700_000_100))
+            os.replace(tmp, shard)
+        sent.append((target, rng))
+        return await send(self, file, rng, url)
+
+    monkeypatch.setattr(HttpClient, "_open", spy)
+    got = await lz.read(nginx.url(name))
+    np.testing.assert_array_equal(got, new if when == "between-calls" else old)
+    if when == "never":  # zarr.json, the index, the inner chunks (coalesced): nothing more
+        assert len(sent) == 3

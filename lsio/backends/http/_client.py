@@ -192,7 +192,7 @@ class HttpClient:
         """This loop's session, once :meth:`start` found or made it."""
         self._proxy = Proxies(options.trust_env)
         self.timeout = _timeout(options.request_timeout, options.connect_timeout)
-        self.versions = Versions()
+        self.versions = Versions(paths)
         """Each object's first answer: later requests of the call must get the same
         version (:mod:`._version`)."""
 

@@ -23,13 +23,15 @@ from a fresh record (a bounded number of times, ``lsio._defaults.READ_ATTEMPTS``
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._protocol import HttpError
 
-__all__ = ["STALE", "Validators", "VersionChanged", "Versions", "validators"]
+__all__ = ["STALE", "Validators", "VersionChanged", "Versions", "one_version", "validators"]
 
 STALE = errno.ESTALE
 """The errno of an object that changed while a call read it (and kept changing for every
@@ -97,18 +99,48 @@ def differs(first: Validators, later: Validators) -> str | None:
     return None
 
 
+_SCOPE: contextvars.ContextVar[dict[str, Validators] | None] = contextvars.ContextVar(
+    "lsio_one_version", default=None)
+"""The first answers of the calls of a :func:`one_version` scope, by URL."""
+
+
+@contextlib.contextmanager
+def one_version() -> Iterator[None]:
+    """Calls made inside (in this task and the tasks it starts) read one version of each
+    object, as one call does: a sharded Zarr read asks for the shard indexes in one call and
+    the inner chunks in the next (``lsio.zarr._read``). A change between the calls fails
+    the later one with ``ESTALE`` (its retries cannot help: the earlier bytes are another
+    version); the caller reads everything again in a new scope."""
+    token = _SCOPE.set({})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
 class Versions:
-    """One call's record: each object's first answer (by the client's file number)."""
+    """One call's record: each object's first answer (by the client's file number), shared
+    by URL with the other calls of a :func:`one_version` scope."""
 
-    __slots__ = ("_first",)
+    __slots__ = ("_first", "_paths", "_shared")
 
-    def __init__(self) -> None:
+    def __init__(self, paths: Sequence[str] = ()) -> None:
         self._first: dict[int, Validators] = {}
+        self._paths = paths
+        self._shared = _SCOPE.get()
+
+    def _record(self, file: int) -> Validators | None:
+        first = self._first.get(file)
+        if first is None and self._shared is not None:
+            first = self._shared.get(self._paths[file])
+            if first is not None:
+                self._first[file] = first
+        return first
 
     def if_match(self, file: int) -> str | None:
         """The ``If-Match`` value for a request of ``file``: the first answer's strong ETag,
         ``None`` until an answer came or when it had a weak ETag or none."""
-        first = self._first.get(file)
+        first = self._record(file)
         return first.etag if first is not None and first.strong else None
 
     def check(self, file: int, url: object, status: int, headers: Mapping[str, str],
@@ -121,9 +153,11 @@ class Versions:
         if status not in (200, 206, 416):
             return
         seen = validators(status, headers)
-        first = self._first.get(file)
+        first = self._record(file)
         if first is None:
             self._first[file] = seen
+            if self._shared is not None:
+                self._shared.setdefault(self._paths[file], seen)
             return
         why = differs(first, seen)
         if why is not None:
