@@ -375,13 +375,26 @@ class Reader:
                         caps: npt.NDArray[np.int64], progress: _Progress | None,
                         missing_ok: bool, *, remote: bool, attempt: int = 0) -> Results:
         """request -> stat -> plan -> backend -> result for requests of one kind of storage.
-        ``attempt``: how many times these (local) requests were read before, their files
-        having changed under the read."""
+        ``attempt``: how many times these requests were read before, their files having
+        changed under the read. Remote objects that changed while read (and kept changing
+        ``READ_ATTEMPTS`` times) fail with ``ESTALE``."""
+        try:
+            return await self._run_part_once(reqs, out, caps, progress, missing_ok,
+                                             remote=remote, attempt=attempt)
+        except _Changed:  # nothing handed out yet: the whole part again, one version each
+            return await self._run_part(reqs, out, caps, progress, missing_ok, remote=remote,
+                                        attempt=attempt + 1)
+
+    async def _run_part_once(self, reqs: Requests, out: Sequence[Any] | None,
+                             caps: npt.NDArray[np.int64], progress: _Progress | None,
+                             missing_ok: bool, *, remote: bool, attempt: int = 0) -> Results:
         tune = self.tuning(reqs.paths[0]) if len(reqs) else PRESETS["nvme"]
         backend = self._http_backend() if remote else self._backend
         if not remote and "file://" in "\n".join(reqs.paths).lower():
             reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
         stat = await backend.stat(reqs, tune=tune, missing_ok=missing_ok)
+        if remote and attempt + 1 < READ_ATTEMPTS and np.any(stat.err == errno.ESTALE):
+            raise _Changed()  # between a size probe's requests: nothing is handed out yet
         err = stat.err[reqs.file]
         gone = (err == errno.ENOENT) if missing_ok else np.zeros(len(reqs), bool)
         bad = np.flatnonzero(err * ~gone)
@@ -469,6 +482,13 @@ class Reader:
             missing_ok=missing_ok, caller_memory=out is not None,
             changed=tracker.changed if layout.check_eof else None))
         res = await (reading if guard is None else guard.run(reading))
+        if backend.name == "http" and attempt + 1 < READ_ATTEMPTS:
+            redo = _stale(reqs, p, res, tracker)  # objects that changed while read
+            if redo is not None and progress is None:
+                raise _Changed()  # (requests served by size probes too): all again
+            if redo is not None:  # those handed out are final; the others again
+                return await self._read_again(reqs, results, redo, out, caps, progress,
+                                              missing_ok, attempt, remote=True)
         self._raise_failures(reqs, p, res, tracker, results, missing_ok,
                              report if progress is not None else None)
         if progress is None and np.any(res.done != p.op_length):
@@ -485,15 +505,16 @@ class Reader:
     async def _read_again(self, reqs: Requests, results: Results,
                           redo: npt.NDArray[np.bool_], out: Sequence[Any] | None,
                           caps: npt.NDArray[np.int64], progress: _Progress | None,
-                          missing_ok: bool, attempt: int) -> Results:
+                          missing_ok: bool, attempt: int, remote: bool = False) -> Results:
         """Files replaced or changed while they were read: their requests not yet handed
         out (``redo``) are planned and read again from a fresh stat, so each returns one
-        version; after ``READ_ATTEMPTS``, each such file is read to its end at once."""
+        version; after ``READ_ATTEMPTS``, each such file is read to its end at once (a
+        local file; a URL's last attempt reports the change, ``ESTALE``)."""
         rest = reqs.select(redo)
         sub_out, sub_caps = _pick(out, redo), caps[redo] if out is not None else caps
-        if attempt + 1 < READ_ATTEMPTS:
+        if attempt + 1 < READ_ATTEMPTS or remote:
             again = await self._run_part(rest, sub_out, sub_caps, progress, missing_ok,
-                                         remote=False, attempt=attempt + 1)
+                                         remote=remote, attempt=attempt + 1)
         else:
             again = await _read_to_end(rest, sub_out, sub_caps, progress, missing_ok)
         keep = np.flatnonzero(~redo)
@@ -813,6 +834,30 @@ async def _deadline(seconds: float | None, reqs: Requests | Callable[[], Request
 
 
 T = TypeVar("T")
+
+
+class _Changed(Exception):
+    """A remote object changed while the call read it, before any request was handed out:
+    the call's remote part is read again (``Reader._run_part``)."""
+
+
+def _stale(reqs: Requests, p: Plan, res: ReadResult, tracker: _Tracker
+           ) -> npt.NDArray[np.bool_] | None:
+    """The requests to read again because their object changed while this call read it
+    (reads failed with ``ESTALE``: ``lsio.backends.http._version``), those handed out
+    already excepted (they are final); ``None`` if no object changed. Other failures of the
+    reads are reported by the next attempt if they persist."""
+    stale = res.err == errno.ESTALE
+    if not stale.any():
+        return None
+    changed = np.zeros(len(reqs.paths), bool)
+    changed[p.op_file[stale]] = True
+    redo = changed[reqs.file] & ~tracker.reported
+    failed = np.flatnonzero(res.err)
+    hit = tracker.requests_of(distinct(p.op_group[failed])[0])
+    if np.any(~redo[hit]):  # another failure, on a request not read again: report it
+        return None
+    return redo
 
 
 async def _off_loop(n: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -31,7 +31,13 @@ recorded in ``FaultServer.log``. A path ``/<fault>/<name>`` serves ``name`` with
 - ``short``: answers at most 1000 bytes of any range (a server capping range sizes);
 - ``redirect``: 302 to ``/ok/<name>`` on the *other* address (localhost <-> 127.0.0.1);
 - ``loop``: redirects to itself forever;
-- ``status<C>``: always answers status C.
+- ``status<C>``: always answers status C;
+- ``v<etag>x<N>``: the first N requests are answered from ``name``, later ones from
+  ``name~2`` (the object replaced between requests), with ``<etag>`` ``strong`` (a strong
+  ETag, ``If-Match`` honoured: 412), ``weak`` (``W/"..."``: any ``If-Match`` fails, as RFC
+  9110's strong comparison says), ``none`` (no ETag: any ``If-Match`` fails) or ``ignore``
+  (a strong ETag, ``If-Match`` ignored); each version has its own ``Last-Modified``.
+  ``v<etag>xalt``: replaced at every request (odd ones ``name``, even ones ``name~2``).
 """
 
 from __future__ import annotations
@@ -296,13 +302,20 @@ class FaultServer:
         if kind == "hold":
             await asyncio.sleep(0.02)
         data = self.files.get(name)
+        validators: dict[str, str] = {}
+        if kind[:1] == "v" and (nth % 2 == 0 if times == "alt" else not first_n):
+            data = self.files.get(f"{name}~2")  # replaced: the second version
+        if kind[:1] == "v" and data is not None:
+            validators, ok = _validators(kind[1:], data, request.headers.get("If-Match"))
+            if not ok:
+                return web.Response(status=412, headers=validators, text="precondition")
         if data is None:
             return web.Response(status=404, text="no such file")
         size = len(data)
         rng = request.headers.get("Range")
         m = _RANGE.match(rng) if rng else None
         if kind == "norange" or m is None or (not m.group(1) and not m.group(2)):
-            return web.Response(body=data, status=200)
+            return web.Response(body=data, status=200, headers=validators)
         if m.group(1):
             start = int(m.group(1))
             end = min(int(m.group(2)) + 1, size) if m.group(2) else size
@@ -315,7 +328,7 @@ class FaultServer:
         if kind == "wrongrange":
             start, end = start + 1, min(end + 1, size)
         body = data[start:end]
-        headers = {"Content-Range": f"bytes {start}-{end - 1}/{size}"}
+        headers = {"Content-Range": f"bytes {start}-{end - 1}/{size}", **validators}
         if kind in ("reset", "badlen") and first_n:
             resp = web.StreamResponse(status=206, headers=headers)
             resp.content_length = len(body) + (10 if kind == "badlen" else 0)
@@ -325,6 +338,21 @@ class FaultServer:
             request.transport.close()
             return resp
         return web.Response(body=body, status=206, headers=headers)
+
+
+def _validators(etag: str, data: bytes, if_match: str | None) -> tuple[dict[str, str], bool]:
+    """The version headers a ``v<etag>`` path sends for ``data``, and whether its
+    ``If-Match`` (if any) passes."""
+    import hashlib
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    headers = {"Last-Modified": time.strftime(  # one second per version
+        "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(1_700_000_000 + int(digest[:4], 16)))}
+    tag = None if etag == "none" else f'W/"{digest}"' if etag == "weak" else f'"{digest}"'
+    if tag is not None:
+        headers["ETag"] = tag
+    if if_match is None or etag == "ignore" or if_match.strip() == "*":
+        return headers, True
+    return headers, etag == "strong" and tag in (t.strip() for t in if_match.split(","))
 
 
 class MotoServer:

@@ -12,6 +12,7 @@ the inner chunks the selection touches (one call, coalesced by the planner).
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,7 +266,30 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
                         out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
                         progress: Any) -> None:
     """Shards: every index in one call, then the inner chunks the selections touch in one
-    more (coalesced by the planner), each decoded into its place."""
+    more (coalesced by the planner), each decoded into its place. Remote shards: both
+    calls read one version of each shard (an index of one version locates garbage in
+    another); a shard replaced between them is read again, up to ``READ_ATTEMPTS`` times."""
+    if not (items and source.direct and source.path_of is not None
+            and "://" in source.path_of(items[0].key)):
+        await _read_shards(source, layout, sharding, items, out, fill, drop_axes, progress)
+        return
+    from .._defaults import READ_ATTEMPTS
+    from ..backends.http._version import one_version
+
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            with one_version():
+                await _read_shards(source, layout, sharding, items, out, fill, drop_axes,
+                                   progress)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt + 1 == READ_ATTEMPTS:
+                raise
+
+
+async def _read_shards(source: Source, layout: Layout, sharding: Any, items: Sequence[_Item],
+                       out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
+                       progress: Any) -> None:
     from zarr.core.chunk_grids import RegularChunkGrid
     from zarr.core.indexing import get_indexer
 

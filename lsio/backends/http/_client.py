@@ -47,6 +47,7 @@ from ._session import (
     stream_into,
     stream_through,
 )
+from ._version import Versions
 
 __all__ = ["HttpClient", "NotMulti", "Read", "origin", "workers"]
 
@@ -191,6 +192,9 @@ class HttpClient:
         """This loop's session, once :meth:`start` found or made it."""
         self._proxy = Proxies(options.trust_env)
         self.timeout = _timeout(options.request_timeout, options.connect_timeout)
+        self.versions = Versions(paths)
+        """Each object's first answer: later requests of the call must get the same
+        version (:mod:`._version`)."""
 
     async def start(self) -> None:
         if self.pending:
@@ -221,10 +225,13 @@ class HttpClient:
             self.auths[i] = auth_for(target, options, self._auth_cache, p)
 
     # -- one request ---------------------------------------------------------------------
-    def _headers(self, file: int, url: URL, rng: str | None) -> dict[str, str]:
+    def _headers(self, file: int, url: URL, rng: str | None, pin: str | None = None
+                 ) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
         if rng is not None:
             headers["Range"] = rng
+        if pin is not None:  # the version the call's first answer was (signed with it)
+            headers["If-Match"] = pin
         home = self.urls[file]
         if url is not home and origin(url) != origin(home):
             return headers  # redirected elsewhere: no credentials
@@ -240,16 +247,34 @@ class HttpClient:
     async def _open(self, file: int, rng: str | None, url: URL | None = None
                     ) -> aiohttp.ClientResponse:
         """Send the GET of ``file`` (or of ``url``, on the same origin as ``file``'s URL,
-        with its credentials), following redirects; the caller releases the response."""
+        with its credentials), following redirects; the caller releases the response.
+        A GET of ``file`` itself asks for the version of the call's first answer for it,
+        and raises ``VersionChanged`` if the answer is another (:mod:`._version`)."""
         assert self.session is not None
+        pin = None
         if url is None:
             url = self.urls[file]
+            pin = self.versions.if_match(file)
+        elif url is not self.urls[file]:  # another resource (a listing page)
+            return await self._follow(file, rng, url, None)
+        resp = await self._follow(file, rng, url, pin)
+        try:
+            self.versions.check(file, self.urls[file], resp.status, resp.headers, pin)
+        except BaseException:
+            resp.release()
+            raise
+        return resp
+
+    async def _follow(self, file: int, rng: str | None, url: URL, pin: str | None
+                      ) -> aiohttp.ClientResponse:
+        """The GET of ``url`` for ``file``, following redirects."""
+        assert self.session is not None
         auth = self.auths[file]
         if auth is not None:
             await auth.ready()
         for _ in range(REDIRECTS + 1):
             try:
-                resp = await self.session.get(url, headers=self._headers(file, url, rng),
+                resp = await self.session.get(url, headers=self._headers(file, url, rng, pin),
                                               allow_redirects=False, timeout=self.timeout,
                                               ssl=True if self.options.ssl is None
                                               else self.options.ssl,
@@ -643,7 +668,8 @@ async def workers(todo: Sequence[int], fn: Callable[[int], Any], concurrency: in
                   missing_ok: bool = False) -> None:
     """Run ``fn(i)`` for each ``i`` of ``todo`` on up to ``concurrency`` coroutines (no more
     than there is work for; one runs inline, without a task). The first failure stops new
-    work (fail fast), but for "not found" with ``missing_ok``; failures land in
+    work (fail fast), but for "not found" with ``missing_ok`` and for an object that changed
+    while read (``._version``); failures land in
     ``err``/``detail``."""
     stop = False
     work = iter(todo)
@@ -658,7 +684,9 @@ async def workers(todo: Sequence[int], fn: Callable[[int], Any], concurrency: in
             except HttpError as exc:
                 err[i] = exc.errno
                 detail[i] = exc.detail
-                stop = stop or not (missing_ok and exc.errno == errno.ENOENT)
+                # an object that changed is read again (by the caller): the rest goes on
+                stop = stop or not ((missing_ok and exc.errno == errno.ENOENT)
+                                    or exc.errno == errno.ESTALE)
 
     count = min(max(1, concurrency), len(todo))
     if count <= 1:  # no task: it would cost loop turns for nothing to overlap

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ..._defaults import READ_ATTEMPTS
 from ..._memory import allocate
 from ..._presets import Preset
 from ._client import HttpClient, Read, origin, workers
 from ._cost import cost_of
 from ._protocol import UNKNOWN_SIZE, HttpError
+from ._version import STALE
 
 if TYPE_CHECKING:
     from ._backend import HttpBackend
@@ -63,7 +65,8 @@ def read(backend: HttpBackend, paths: list[str], flat: list[int],
     if n == 1 and flat[1] >= 0 and 0 < flat[2] <= max_read:  # one range: one GET
         if caps is not None and caps[0] < flat[2]:
             return None  # the bulk path names the buffer that is too small
-        return _one_range(backend, paths, flat[1], flat[2], out, missing_ok, finished)
+        return _versioned(lambda: _one_range(backend, paths, flat[1], flat[2], out,
+                                             missing_ok, finished))
     room = 0
     for i in range(n):
         off, length = flat[3 * i + 1], flat[3 * i + 2]
@@ -75,7 +78,19 @@ def read(backend: HttpBackend, paths: list[str], flat: list[int],
                 return None  # the bulk path names the buffer that is too small
         elif caps is not None and (off < 0 or length < 0):
             return None  # a size-dependent length: the bulk path checks the buffer
-    return _many(backend, paths, flat, out, tune, room, missing_ok, finished)
+    return _versioned(lambda: _many(backend, paths, flat, out, tune, room, missing_ok,
+                                    finished))
+
+
+async def _versioned(job: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome:
+    """``await job()``, again (a new client: a fresh record of versions) while an object
+    changed under it (:mod:`._version`), up to ``READ_ATTEMPTS`` times in all; then the
+    change is the request's error (``ESTALE``)."""
+    for _ in range(READ_ATTEMPTS - 1):
+        outcome = await job()
+        if all(code != STALE for code, _ in outcome[2].values()):
+            return outcome
+    return await job()
 
 
 async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
