@@ -1,0 +1,138 @@
+"""How long the first big read of a process holds the event loop.
+
+    python -m benchmarks.bench_stall [--size-mib 1024] [--samples 5] [--state cold]
+                                     [--data-dir DIR] [--compare OLD_TREE] [--json FILE]
+
+Each sample is a fresh process: ``import lsio``, start a heartbeat task that sleeps 1 ms in a
+loop, then ``await lsio.read_many([(path,)])`` of one file of ``--size-mib`` (the process's
+first lsio call: the engine's import, the ring, a fresh result arena and its page faults),
+keeping the result. It reports the heartbeat's worst gap beyond its 1 ms sleep (the longest
+the loop was held) and the read's wall time. ``cold`` evicts the file from the page cache
+before each read (``posix_fadvise(DONTNEED)``, this file only); ``warm`` reads it cached.
+
+``--compare OLD_TREE`` runs another lsio source tree (its root, on ``PYTHONPATH``) in
+alternation with this one (A B A B ...: the disk's host cache and the other processes on the
+machine drift), and prints both. Figures are medians over ``--samples``; the machine is
+shared, so read them as ranges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BEAT = 0.001
+
+
+def _evict(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+async def _sample(path: str, cold: bool) -> dict[str, Any]:
+    import lsio
+
+    worst = 0.0
+    stop = False
+
+    async def beat() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while not stop:
+            await asyncio.sleep(BEAT)
+            now = time.perf_counter()
+            worst = max(worst, now - last - BEAT)
+            last = now
+
+    if cold:
+        _evict(path)
+    task = asyncio.ensure_future(beat())
+    await asyncio.sleep(0.05)  # the heartbeat settles (its own first steps are not the read's)
+    worst = 0.0
+    t0 = time.perf_counter()
+    result = await lsio.read_many([(path,)])
+    wall = time.perf_counter() - t0
+    await asyncio.sleep(0.005)
+    stop = True
+    await task
+    assert len(result[0]) == os.path.getsize(path)
+    return {"wall_ms": wall * 1e3, "stall_ms": worst * 1e3, "lsio": lsio.__file__}
+
+
+def _data(data_dir: Path, size: int) -> Path:
+    path = data_dir / f"stall-{size}.bin"
+    if not path.exists() or path.stat().st_size != size:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        block = os.urandom(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(size >> 20):
+                f.write(block)
+            f.write(block[: size & ((1 << 20) - 1)])
+    return path
+
+
+def _run_child(tree: Path, path: Path, state: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    code = ("import asyncio, json, sys; from benchmarks.bench_stall import _sample; "
+            "print(json.dumps(asyncio.run(_sample(sys.argv[1], sys.argv[2] == 'cold'))))")
+    # benchmarks/ comes from this tree, lsio from `tree` (first on the path)
+    env["PYTHONPATH"] = f"{tree}{os.pathsep}{ROOT}"
+    proc = subprocess.run([sys.executable, "-c", code, str(path), state], env=env,
+                          capture_output=True, text=True, timeout=600, cwd="/")
+    if proc.returncode:
+        raise RuntimeError(f"sample failed ({tree}): {proc.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not out["lsio"].startswith(str(tree)):
+        raise RuntimeError(f"sample imported {out['lsio']}, not lsio from {tree}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--state", choices=("cold", "warm"), default="cold")
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/lsio-bench-stall"))
+    parser.add_argument("--compare", type=Path, help="another lsio tree to alternate with")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    path = _data(args.data_dir, args.size_mib << 20)
+    trees = {"this tree": ROOT}
+    if args.compare is not None:
+        trees = {"old": args.compare.resolve(), "new": ROOT}
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for _ in range(args.samples):
+        for name, tree in trees.items():
+            samples[name].append(_run_child(tree, path, args.state))
+    print(f"First read of a process, {args.size_mib} MiB, {args.state}, "
+          f"{args.samples} fresh processes each (1 ms heartbeat)\n")
+    print("| lsio | worst stall, median (ms) | min-max (ms) | wall, median (ms) | min-max (ms) |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for name, got in samples.items():
+        stall = [s["stall_ms"] for s in got]
+        wall = [s["wall_ms"] for s in got]
+        rows.append({"tree": name, "stall_ms": stall, "wall_ms": wall})
+        print(f"| {name} | {statistics.median(stall):.1f} | {min(stall):.1f}-{max(stall):.1f} "
+              f"| {statistics.median(wall):.0f} | {min(wall):.0f}-{max(wall):.0f} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"size_mib": args.size_mib, "state": args.state,
+                                         "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
