@@ -4,12 +4,17 @@ path, with the failing request attached."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 from ._request import Requests
 from ._url import redact
 
-__all__ = ["request_error", "BackendWarning"]
+__all__ = ["request_error", "BackendWarning", "MISSING"]
+
+MISSING = (errno.ENOENT, errno.ENOTDIR)
+"""Errnos meaning "no such file" under ``missing_ok``: ENOTDIR is a path under a regular
+file (``file/child``), which exists no more than a path under a missing directory."""
 
 
 class BackendWarning(UserWarning):
