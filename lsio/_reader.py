@@ -28,7 +28,7 @@ from ._defaults import (
     SMALL_OFF_LOOP_BYTES,
     SMALL_URLS,
 )
-from ._errors import MISSING, BackendWarning, request_error
+from ._errors import MISSING, BackendWarning, no_memory, request_error
 from ._memory import allocate
 from ._outcheck import holds_pointers
 from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
@@ -478,7 +478,10 @@ class Reader:
         """Where the plan's reads land: a fresh arena, or the caller's buffers (checked to
         be large enough) and a scratch buffer for end-of-file probes."""
         if out is None:
-            return [allocate(p.arena_size)]
+            try:
+                return [allocate(p.arena_size)]
+            except (OSError, MemoryError) as exc:  # mmap: ENOMEM; numpy: MemoryError
+                raise no_memory(reqs, p.req_length, p.arena_size) from exc
         small = np.flatnonzero(caps < p.req_length)
         if len(small):
             i = int(small[0])

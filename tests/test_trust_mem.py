@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import check_ok, run_python
 
 import lsio
 
@@ -97,3 +98,39 @@ async def test_missing_ok_path_under_a_file_big_read(backend: lsio.Reader,
     big.write_bytes(bytes(range(256)) * (16 << 12))  # 16 MiB: above the small path's bytes
     got = await backend.read_many([(str(big),), (str(big) + "/x",)], missing_ok=True)
     assert len(got[0]) == 16 << 20 and got[1] is None
+
+
+def test_results_that_cannot_be_allocated_name_the_request(tmp_path: Path) -> None:
+    """A call whose results do not fit the address space (RLIMIT_AS here; a 1 TiB sparse
+    file read whole anywhere) raises OSError(ENOMEM) naming its largest request, on both
+    backends, instead of a bare ENOMEM."""
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 4096)
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 40)
+    code = """
+        import errno, resource, sys
+        import lsio
+        small, sparse = sys.argv[1:]
+        readers = [lsio.Reader(backend=b) for b in ("uring", "threads")]
+        for r in readers:  # rings, pools and imports first: only the results must not fit
+            r.read_many_sync([(small,)] * 100)
+        with open("/proc/self/status") as f:
+            vm = next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) * 1024
+        limit = vm + (512 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        for r in readers:
+            for big in (1 << 30, None):  # 1 GiB: over the limit; None: the whole 1 TiB
+                try:
+                    r.read_many_sync([(small,)] * 3 + [(sparse, 0, big)] + [(small,)])
+                except OSError as exc:
+                    assert exc.errno == errno.ENOMEM, exc
+                    assert exc.filename == sparse, exc.filename
+                    assert exc.request_index == 3, exc.request_index
+                    assert "request #3" in exc.__notes__[0], exc.__notes__
+                else:
+                    raise AssertionError(f"{r.backend}: no error")
+        print("ok")
+    """
+    assert check_ok(run_python(code, str(small), str(sparse), timeout=120)).strip() == "ok"
