@@ -42,11 +42,29 @@ def _evict(path: str) -> None:
         os.close(fd)
 
 
-async def _sample(path: str, cold: bool) -> dict[str, Any]:
+def _watch_callbacks() -> list[float]:
+    """Record the CPU time of every event-loop callback from now on (this process only): a
+    figure the machine's other load barely moves, unlike the heartbeat's wall-clock gaps."""
+    import asyncio.events
+
+    cpu: list[float] = []
+    run = asyncio.events.Handle._run
+
+    def timed(self: asyncio.events.Handle) -> None:
+        start = time.thread_time()
+        run(self)
+        cpu.append(time.thread_time() - start)
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    return cpu
+
+
+async def _sample(path: str, cold: bool, idle: bool = False) -> dict[str, Any]:
     import lsio
 
     worst = 0.0
     stop = False
+    cpu = _watch_callbacks()
 
     async def beat() -> None:
         nonlocal worst
@@ -62,14 +80,22 @@ async def _sample(path: str, cold: bool) -> dict[str, Any]:
     task = asyncio.ensure_future(beat())
     await asyncio.sleep(0.05)  # the heartbeat settles (its own first steps are not the read's)
     worst = 0.0
+    cpu.clear()
     t0 = time.perf_counter()
-    result = await lsio.read_many([(path,)])
+    loop_cpu = time.thread_time()
+    if idle:  # the noise floor: the heartbeat alone, as long as a read takes
+        await asyncio.sleep(0.5)
+    else:
+        result = await lsio.read_many([(path,)])
+    loop_cpu = time.thread_time() - loop_cpu
     wall = time.perf_counter() - t0
     await asyncio.sleep(0.005)
     stop = True
     await task
-    assert len(result[0]) == os.path.getsize(path)
-    return {"wall_ms": wall * 1e3, "stall_ms": worst * 1e3, "lsio": lsio.__file__}
+    if not idle:
+        assert len(result[0]) == os.path.getsize(path)
+    return {"wall_ms": wall * 1e3, "stall_ms": worst * 1e3, "loop_cpu_ms": loop_cpu * 1e3,
+            "callback_cpu_ms": max(cpu, default=0.0) * 1e3, "lsio": lsio.__file__}
 
 
 def _data(data_dir: Path, size: int) -> Path:
@@ -84,13 +110,15 @@ def _data(data_dir: Path, size: int) -> Path:
     return path
 
 
-def _run_child(tree: Path, path: Path, state: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def _run_child(tree: Path, path: Path, state: str, idle: bool = False) -> dict[str, Any]:
+    env = dict(os.environ)
     code = ("import asyncio, json, sys; from benchmarks.bench_stall import _sample; "
-            "print(json.dumps(asyncio.run(_sample(sys.argv[1], sys.argv[2] == 'cold'))))")
+            "print(json.dumps(asyncio.run(_sample(sys.argv[1], sys.argv[2] == 'cold', "
+            "sys.argv[3] == 'idle'))))")
     # benchmarks/ comes from this tree, lsio from `tree` (first on the path)
     env["PYTHONPATH"] = f"{tree}{os.pathsep}{ROOT}"
-    proc = subprocess.run([sys.executable, "-c", code, str(path), state], env=env,
+    proc = subprocess.run([sys.executable, "-c", code, str(path), state,
+                           "idle" if idle else "read"], env=env,
                           capture_output=True, text=True, timeout=600, cwd="/")
     if proc.returncode:
         raise RuntimeError(f"sample failed ({tree}): {proc.stderr[-2000:]}")
@@ -98,6 +126,15 @@ def _run_child(tree: Path, path: Path, state: str) -> dict[str, Any]:
     if not out["lsio"].startswith(str(tree)):
         raise RuntimeError(f"sample imported {out['lsio']}, not lsio from {tree}")
     return out
+
+
+NOISE = "no read (noise floor)"
+FIGURES = ("stall_ms", "wall_ms", "loop_cpu_ms", "callback_cpu_ms")
+
+
+def _spread(values: list[float]) -> str:
+    return (f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+            if values else "—")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,21 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"this tree": ROOT}
     if args.compare is not None:
         trees = {"old": args.compare.resolve(), "new": ROOT}
-    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in [*trees, NOISE]}
     for _ in range(args.samples):
         for name, tree in trees.items():
             samples[name].append(_run_child(tree, path, args.state))
+        samples[NOISE].append(_run_child(ROOT, path, args.state, idle=True))
     print(f"First read of a process, {args.size_mib} MiB, {args.state}, "
-          f"{args.samples} fresh processes each (1 ms heartbeat)\n")
-    print("| lsio | worst stall, median (ms) | min-max (ms) | wall, median (ms) | min-max (ms) |")
+          f"{args.samples} fresh processes each (1 ms heartbeat; medians, min-max)\n")
+    print("| lsio | worst stall (ms) | wall (ms) | loop CPU (ms) | longest callback CPU (ms) |")
     print("|---|---|---|---|---|")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, got in samples.items():
-        stall = [s["stall_ms"] for s in got]
-        wall = [s["wall_ms"] for s in got]
-        rows.append({"tree": name, "stall_ms": stall, "wall_ms": wall})
-        print(f"| {name} | {statistics.median(stall):.1f} | {min(stall):.1f}-{max(stall):.1f} "
-              f"| {statistics.median(wall):.0f} | {min(wall):.0f}-{max(wall):.0f} |")
+        figures = {k: [float(s[k]) for s in got] for k in FIGURES}
+        rows.append({"tree": name, **figures})
+        print(f"| {name} | " + " | ".join(_spread(figures[k]) for k in FIGURES) + " |")
+    print(f"\n'{NOISE}': the heartbeat alone for 0.5 s, no read: the machine's own stalls. "
+          "CPU columns count the loop thread only, so other load barely moves them.")
     if args.json is not None:
         args.json.write_text(json.dumps({"size_mib": args.size_mib, "state": args.state,
                                          "rows": rows}, indent=1))

@@ -123,7 +123,10 @@ def test_bench_stall_quick(tmp_path: Path) -> None:
                "--json", str(out)]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        (row,) = json.loads(out.read_text())["rows"]
-        assert len(row["stall_ms"]) == 1 and row["stall_ms"][0] >= 0, row
-        assert row["wall_ms"][0] > 0, row
+        row, noise = json.loads(out.read_text())["rows"]
+        assert row["tree"] == "this tree" and noise["tree"].startswith("no read"), row
+        for r in (row, noise):
+            assert len(r["stall_ms"]) == 1 and r["stall_ms"][0] >= 0, r
+            assert r["wall_ms"][0] > 0 and r["loop_cpu_ms"][0] > 0, r
+            assert 0 <= r["callback_cpu_ms"][0] <= r["loop_cpu_ms"][0], r
         assert "| this tree |" in proc.stdout, proc.stdout
