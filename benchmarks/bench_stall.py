@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_stall [--size-mib 1024] [--samples 5] [--state cold]
                                      [--data-dir DIR] [--compare OLD_TREE] [--json FILE]
+                                     [--preload]
 
 Each sample is a fresh process: ``import lsio``, start a heartbeat task that sleeps 1 ms in a
 loop, then ``await lsio.read_many([(path,)])`` of one file of ``--size-mib`` (the process's
@@ -59,8 +60,12 @@ def _watch_callbacks() -> list[float]:
     return cpu
 
 
-async def _sample(path: str, cold: bool, idle: bool = False) -> dict[str, Any]:
+async def _sample(path: str, cold: bool, idle: bool = False, preload: bool = False
+                  ) -> dict[str, Any]:
     import lsio
+
+    if preload:  # the engine's import done before the heartbeat starts: the read alone
+        import lsio._reader  # noqa: F401
 
     worst = 0.0
     stop = False
@@ -110,15 +115,17 @@ def _data(data_dir: Path, size: int) -> Path:
     return path
 
 
-def _run_child(tree: Path, path: Path, state: str, idle: bool = False) -> dict[str, Any]:
+def _run_child(tree: Path, path: Path, state: str, idle: bool = False,
+               preload: bool = False) -> dict[str, Any]:
     env = dict(os.environ)
     code = ("import asyncio, json, sys; from benchmarks.bench_stall import _sample; "
             "print(json.dumps(asyncio.run(_sample(sys.argv[1], sys.argv[2] == 'cold', "
-            "sys.argv[3] == 'idle'))))")
+            "sys.argv[3] == 'idle', sys.argv[4] == 'preload'))))")
     # benchmarks/ comes from this tree, lsio from `tree` (first on the path)
     env["PYTHONPATH"] = f"{tree}{os.pathsep}{ROOT}"
     proc = subprocess.run([sys.executable, "-c", code, str(path), state,
-                           "idle" if idle else "read"], env=env,
+                           "idle" if idle else "read", "preload" if preload else "-"],
+                          env=env,
                           capture_output=True, text=True, timeout=600, cwd="/")
     if proc.returncode:
         raise RuntimeError(f"sample failed ({tree}): {proc.stderr[-2000:]}")
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/lsio-bench-stall"))
     parser.add_argument("--compare", type=Path, help="another lsio tree to alternate with")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--preload", action="store_true",
+                        help="import lsio's engine before the heartbeat starts (the read alone)")
     args = parser.parse_args(argv)
     path = _data(args.data_dir, args.size_mib << 20)
     trees = {"this tree": ROOT}
@@ -153,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in [*trees, NOISE]}
     for _ in range(args.samples):
         for name, tree in trees.items():
-            samples[name].append(_run_child(tree, path, args.state))
+            samples[name].append(_run_child(tree, path, args.state, preload=args.preload))
         samples[NOISE].append(_run_child(ROOT, path, args.state, idle=True))
     print(f"First read of a process, {args.size_mib} MiB, {args.state}, "
+          f"{'engine imported before, ' if args.preload else ''}"
           f"{args.samples} fresh processes each (1 ms heartbeat; medians, min-max)\n")
     print("| lsio | worst stall (ms) | wall (ms) | loop CPU (ms) | longest callback CPU (ms) |")
     print("|---|---|---|---|---|")

@@ -84,7 +84,10 @@ async def _load_engine() -> None:
     import asyncio
     import importlib
 
-    await asyncio.to_thread(importlib.import_module, "lsio._reader")
+    try:
+        await asyncio.to_thread(importlib.import_module, "lsio._reader")
+    except RuntimeError:  # the loop's default executor is shut down: import here
+        importlib.import_module("lsio._reader")
 
 
 async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,

@@ -134,3 +134,39 @@ def test_results_that_cannot_be_allocated_name_the_request(tmp_path: Path) -> No
         print("ok")
     """
     assert check_ok(run_python(code, str(small), str(sparse), timeout=120)).strip() == "ok"
+
+
+def test_first_read_imports_nothing_on_the_loop(tmp_path: Path) -> None:
+    """Issue 20 item 12: the first read of a process held the event loop ~70-130 ms, mostly
+    importing lsio's engine and (through np.median in the page-cache sample) numpy.ma on
+    the loop's thread. The engine now loads on a worker thread and nothing imports
+    numpy.ma. (The stall itself is measured by benchmarks/bench_stall.py, not here.)"""
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * (16 << 20))  # big enough that the page cache is sampled
+    code = """
+        import asyncio, sys, threading
+        import lsio
+        assert "lsio._reader" not in sys.modules and "numpy.ma" not in sys.modules
+        on_loop = []
+
+        class Watch:  # sees every import first, then lets the usual finders find it
+            @staticmethod
+            def find_spec(name, path=None, target=None):
+                if name in ("lsio._reader", "numpy.ma"):
+                    on_loop.append((name, threading.current_thread() is loop_thread))
+                return None
+
+        async def main():
+            global loop_thread
+            loop_thread = threading.current_thread()
+            sys.meta_path.insert(0, Watch)
+            got = await lsio.read_many([(sys.argv[1],)])
+            assert len(got[0]) == 16 << 20
+
+        asyncio.run(main())
+        assert ("lsio._reader", False) in on_loop, on_loop
+        assert not [m for m, here in on_loop if here], on_loop
+        assert "numpy.ma" not in sys.modules
+        print("ok")
+    """
+    assert check_ok(run_python(code, str(path), timeout=120)).strip() == "ok"
