@@ -129,4 +129,5 @@ def test_bench_stall_quick(tmp_path: Path) -> None:
             assert len(r["stall_ms"]) == 1 and r["stall_ms"][0] >= 0, r
             assert r["wall_ms"][0] > 0 and r["loop_cpu_ms"][0] > 0, r
             assert 0 <= r["callback_cpu_ms"][0] <= r["loop_cpu_ms"][0], r
+            assert r["drop_stall_ms"][0] >= 0, r
         assert "| this tree |" in proc.stdout, proc.stdout
