@@ -77,6 +77,19 @@ def _default_reader() -> Reader:
     return _default()
 
 
+async def _load_engine() -> None:
+    """Import the engine on a worker thread: the first call of a process would otherwise
+    hold the event loop ~40-110 ms importing it (the loop keeps running between the
+    import's GIL slices)."""
+    import asyncio
+    import importlib
+
+    try:
+        await asyncio.to_thread(importlib.import_module, "lsio._reader")
+    except RuntimeError:  # the loop's default executor is shut down: import here
+        importlib.import_module("lsio._reader")
+
+
 async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                     progress: ProgressArg = False, missing_ok: bool = False,
                     pipeline: PipelineArg = None) -> Any:
@@ -110,6 +123,8 @@ async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None
         A sequence, in request order, of ``memoryview`` chunks; with ``pipeline``, a list
         of each request's last step output.
     """
+    if _default is None:
+        await _load_engine()
     return await _default_reader().read_many(requests, out=out, progress=progress,
                                             missing_ok=missing_ok, pipeline=pipeline)
 

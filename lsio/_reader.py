@@ -29,8 +29,9 @@ from ._defaults import (
     SMALL_OFF_LOOP_BYTES,
     SMALL_URLS,
 )
-from ._errors import BackendWarning, request_error
+from ._errors import MISSING, BackendWarning, no_memory, request_error
 from ._memory import allocate
+from ._outcheck import holds_pointers
 from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._plan import LINUX_MAX_RW, Plan, distinct, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
@@ -396,7 +397,7 @@ class Reader:
         if remote and attempt + 1 < READ_ATTEMPTS and np.any(stat.err == errno.ESTALE):
             raise _Changed()  # between a size probe's requests: nothing is handed out yet
         err = stat.err[reqs.file]
-        gone = (err == errno.ENOENT) if missing_ok else np.zeros(len(reqs), bool)
+        gone = np.isin(err, MISSING) if missing_ok else np.zeros(len(reqs), bool)
         bad = np.flatnonzero(err * ~gone)
         if len(bad):
             file = int(reqs.file[bad[0]])
@@ -527,7 +528,10 @@ class Reader:
         """Where the plan's reads land: a fresh arena, or the caller's buffers (checked to
         be large enough) and a scratch buffer for end-of-file probes."""
         if out is None:
-            return [allocate(p.arena_size)]
+            try:
+                return [allocate(p.arena_size)]
+            except (OSError, MemoryError) as exc:  # mmap: ENOMEM; numpy: MemoryError
+                raise no_memory(reqs, p.req_length, p.arena_size) from exc
         small = np.flatnonzero(caps < p.req_length)
         if len(small):
             i = int(small[0])
@@ -548,12 +552,12 @@ class Reader:
         request's error."""
         failed = np.flatnonzero(res.err)
         if len(failed) and missing_ok:
-            lost = failed[res.err[failed] == errno.ENOENT]
+            lost = failed[np.isin(res.err[failed], MISSING)]
             if len(lost):
                 victims = tracker.requests_of(distinct(p.op_group[lost])[0])
                 results.missing[victims] = True
                 results.lengths[victims] = 0
-                failed = failed[res.err[failed] != errno.ENOENT]
+                failed = failed[~np.isin(res.err[failed], MISSING)]
                 if report is not None:
                     report(victims[~tracker.reported[victims]])
         if len(failed):
@@ -688,7 +692,7 @@ class Reader:
         missing = None
         if failed:
             bad = [i for i in sorted(failed)
-                   if not (missing_ok and failed[i][0] == errno.ENOENT)]
+                   if not (missing_ok and failed[i][0] in MISSING)]
             if bad:  # the lowest failing request, as the bulk path reports
                 code, detail = failed[bad[0]]
                 raise request_error(code, normalize(requests), bad[0], detail)
@@ -942,7 +946,7 @@ async def _read_to_end(reqs: Requests, out: Sequence[Any] | None,
         try:
             body = await asyncio.to_thread(_slurp, path)
         except OSError as exc:
-            if missing_ok and exc.errno == errno.ENOENT:
+            if missing_ok and exc.errno in MISSING:
                 gone[f] = True
                 body = b""
             else:
@@ -1019,6 +1023,9 @@ def _check_out(out: Sequence[Any] | None, n: int) -> npt.NDArray[np.int64]:
                             "buffer protocol") from None
         if view.readonly:
             raise TypeError(f"lsio: out[{i}] is read-only")
+        if holds_pointers(buf, view):
+            raise TypeError(f"lsio: out[{i}] holds Python objects or pointers (format "
+                            f"{view.format!r}): file bytes cannot be written over them")
         if not view.c_contiguous:
             raise ValueError(f"lsio: out[{i}] is not C-contiguous")
         caps[i] = view.nbytes

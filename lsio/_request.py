@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._url import local_path
+from ._url import file_url_problem, local_path
 
 if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
     import numpy.typing as npt
@@ -240,6 +240,9 @@ def _path_problem(path: str) -> str | None:
     """Why ``path`` cannot be read, or ``None``. Checked after every transformation lsio
     applies (``file://`` URLs are percent-decoded), so the C engine, which receives paths as
     NUL-terminated byte strings, never sees a NUL inside one."""
+    problem = file_url_problem(path)
+    if problem is not None:
+        return problem
     local = local_path(path)
     url = local is not path
     if not path or not local:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._aio import uncancellable
 from ._defaults import SMALL_BYTES, SMALL_COLD_REQUESTS, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
+from ._outcheck import holds_pointers
 from ._request import plain_requests
 from ._results import Results, shared_columns
 
@@ -75,6 +76,8 @@ def _destinations(out: Sequence[Any]) -> tuple[list[int], list[int], list[Any]] 
     for buf in out:
         try:
             view = ffi.from_buffer(buf, require_writable=True)
+            if holds_pointers(buf, memoryview(buf)):
+                return None
         except (TypeError, ValueError, BufferError):
             return None
         views.append(view)

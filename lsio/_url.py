@@ -30,8 +30,8 @@ from urllib.parse import quote, unquote
 from ._redact import redact as redact
 from ._redact import redact_headers
 
-__all__ = ["GCS_OBJECTS", "HttpOptions", "Target", "azure_config", "is_url", "listable",
-           "local_path", "redact", "resolve", "s3_region"]
+__all__ = ["GCS_OBJECTS", "HttpOptions", "Target", "azure_config", "file_url_problem", "is_url",
+           "listable", "local_path", "redact", "resolve", "s3_region"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})
@@ -216,10 +216,24 @@ def local_path(path: str) -> str:
     """``file:///x`` -> ``/x``; other paths unchanged."""
     if path[:7].lower() == "file://":
         rest = path[7:]
-        if rest.startswith("localhost/"):
+        if rest[:10].lower() == "localhost/":  # host names ignore case
             rest = rest[9:]
         return unquote(rest)
     return path
+
+
+def file_url_problem(path: str) -> str | None:
+    """Why a ``file://`` URL cannot name a local file, or ``None``: a host other than
+    empty or ``localhost`` names another machine, and a query or fragment is no part of a
+    file's name (lsio would otherwise read ``host/p`` or ``p?x=1``)."""
+    if path[:7].lower() != "file://":
+        return None
+    host, slash, rest = path[7:].partition("/")
+    if host.lower() not in ("", "localhost"):
+        return f"file:// URL names host {host!r}: only local files (no host, or localhost)"
+    if "?" in rest or "#" in rest:
+        return "file:// URL has a query or fragment ('?' or '#'; percent-encode them as %3F, %23)"
+    return None
 
 
 def _split_bucket(url: str, what: str) -> tuple[str, str]:

@@ -110,3 +110,24 @@ def test_plots_draw_from_the_json(tmp_path: Path) -> None:
     for name in ("bench_fixed", "bench_local", "bench_http", "bench_zarr"):
         png = plots.plot(ROOT / "docs" / f"{name}.json", tmp_path)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_bench_stall_quick(tmp_path: Path) -> None:
+    """The first-read loop-stall benchmark (benchmarks/bench_stall.py) runs at a tiny size,
+    cold and warm, and reports a stall and a wall time for each fresh process."""
+    for state in ("cold", "warm"):
+        out = tmp_path / f"{state}.json"
+        cmd = [sys.executable, "-m", "benchmarks.bench_stall", "--size-mib", "8",
+               "--samples", "1", "--state", state, "--data-dir", str(tmp_path / "data"),
+               "--json", str(out)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        row, noise = json.loads(out.read_text())["rows"]
+        assert row["tree"] == "this tree" and noise["tree"].startswith("no read"), row
+        for r in (row, noise):
+            assert len(r["stall_ms"]) == 1 and r["stall_ms"][0] >= 0, r
+            assert r["wall_ms"][0] > 0 and r["loop_cpu_ms"][0] > 0, r
+            assert 0 <= r["callback_cpu_ms"][0] <= r["loop_cpu_ms"][0], r
+            assert r["drop_stall_ms"][0] >= 0, r
+        assert "| this tree |" in proc.stdout, proc.stdout

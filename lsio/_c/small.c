@@ -80,7 +80,7 @@ int lsio_small_open(int nfiles, const char *blob, int missing_ok, int wait, long
         int fd = open_cached(blob, wait);
         files[2 * f + 1] = 0;
         if (fd < 0) {
-            if (errno == ENOENT && missing_ok) continue;
+            if ((errno == ENOENT || errno == ENOTDIR) && missing_ok) continue;
             lsio_small_close(nfiles, files);
             return 0;
         }

@@ -273,7 +273,7 @@ static long long file_of_op(lsio_batch *b, long long op) {
 
 static void fail(lsio_batch *b, int err) {
     /* a file deleted since the stat is a missing file, not a failure, under missing_ok */
-    if (err == ENOENT && b->missing_ok) return;
+    if ((err == ENOENT || err == ENOTDIR) && b->missing_ok) return;
     if (b->fail_fast) {
         b->stopping = 1;
         /* sibling batches of one call, on other threads' rings, stop too */

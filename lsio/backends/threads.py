@@ -29,6 +29,7 @@ import numpy.typing as npt
 from .. import _fork
 from .._aio import uncancellable
 from .._defaults import STAT_GROUP
+from .._errors import MISSING
 from .._plan import Plan
 from .._presets import Preset
 from .._request import Requests
@@ -158,7 +159,7 @@ class _Job:
             fd = os.open(self.paths[f], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             self.err[lo:hi] = exc.errno or errno.EIO
-            if not (self.missing_ok and exc.errno == errno.ENOENT):
+            if not (self.missing_ok and exc.errno in MISSING):
                 self.stop.set()
             return hi
         try:
