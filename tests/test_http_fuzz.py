@@ -35,12 +35,18 @@ BOUND_S = 2.0
 """Seconds any one parse may take (they take microseconds to milliseconds)."""
 
 
+class ParseHang(BaseException):
+    """A parse ran past its time bound. A ``BaseException``: hypothesis lets it through at
+    once instead of shrinking (each shrink step would hang for the bound again), so a
+    regression fails in seconds; the message carries the input."""
+
+
 @contextlib.contextmanager
-def time_bound(seconds: float = BOUND_S) -> Iterator[None]:
-    """Raise in the parse if it runs longer than ``seconds`` (pure Python: the signal handler
-    runs between bytecodes, so a loop cannot hold it off)."""
+def time_bound(what: object, seconds: float = BOUND_S) -> Iterator[None]:
+    """Raise ParseHang in the parse of ``what`` if it runs longer than ``seconds`` (pure
+    Python: the signal handler runs between bytecodes, so a loop cannot hold it off)."""
     def expired(signum: int, frame: Any) -> None:
-        raise AssertionError(f"parse did not end within {seconds} s")
+        raise ParseHang(f"parse did not end within {seconds} s: {what!r:.2000}")
 
     old = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -51,16 +57,18 @@ def time_bound(seconds: float = BOUND_S) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def bounded(fn: Callable[[], T], size: int) -> T:
-    """``fn()`` within the time bound, allocating at most ``8 * size + 256 KiB`` at peak
-    (tracemalloc counts Python's allocations: the parsers' copies and lists)."""
+def bounded(fn: Callable[[], T], what: str | bytes) -> T:
+    """``fn()`` (the parse of ``what``) within the time bound, allocating at most
+    ``8 * len(what) + 256 KiB`` at peak (tracemalloc counts Python's allocations: the
+    parsers' copies and lists)."""
     tracemalloc.start()
     try:
-        with time_bound():
+        with time_bound(what):
             result = fn()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    size = len(what)
     assert peak <= 8 * size + (256 << 10), f"parse of {size} bytes allocated {peak} bytes"
     return result
 
@@ -87,7 +95,7 @@ EDITS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16),
 # -- Content-Range ----------------------------------------------------------------------
 
 def check_content_range(value: str) -> None:
-    got = bounded(lambda: content_range(value), len(value))
+    got = bounded(lambda: content_range(value), value)
     if got is None:
         return
     a, b, total = got
@@ -151,7 +159,7 @@ def check_multipart(body: bytes, boundary: bytes) -> list[tuple[int, int, bytes]
     """The parse of ``body``: its parts (checked to be views of it), or None if refused."""
     view = memoryview(body)
     try:
-        parts, total = bounded(lambda: parse_multipart(view, boundary), len(body))
+        parts, total = bounded(lambda: parse_multipart(view, boundary), body)
     except ValueError:
         return None
     out = []
@@ -237,7 +245,7 @@ LISTINGS: list[tuple[str, Callable[[bytes, str], tuple[list[str], list[str], str
 def check_listing(parse: Callable[[bytes, str], tuple[list[str], list[str], str | None]],
                   body: bytes) -> tuple[list[str], list[str], str | None] | None:
     try:
-        keys, prefixes, token = bounded(lambda: parse(body, URL), len(body))
+        keys, prefixes, token = bounded(lambda: parse(body, URL), body)
     except HttpError as exc:
         assert URL in exc.detail  # names the page
         return None

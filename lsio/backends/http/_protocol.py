@@ -152,8 +152,9 @@ def parse_multipart(body: memoryview, boundary: bytes
     Each turn of the loop moves past the part it read (its body has ``end - start >= 0``
     bytes after its headers), so the loop ends within one turn per delimiter of the body;
     the parts are views of ``body`` (nothing is copied)."""
-    whole = isinstance(body.obj, (bytes, bytearray)) and len(body.obj) == body.nbytes
-    data = body.obj if whole else bytes(body)
+    obj = body.obj  # positions in ``data`` are positions in ``body`` (a view of all of it)
+    data = (obj if isinstance(obj, (bytes, bytearray)) and len(obj) == body.nbytes
+            else bytes(body))
     delim = b"--" + boundary
     if not boundary:
         raise ValueError("empty boundary")
