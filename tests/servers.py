@@ -297,6 +297,9 @@ class FaultServer:
             raise web.HTTPFound(f"http://{other}:{self.port}/ok/{name}")
         if kind == "loop":
             raise web.HTTPFound(f"/loop/{name}")
+        hostile = await self._hostile(request, kind, name)
+        if hostile is not None:
+            return hostile
         if kind == "slow" and first_n:
             await asyncio.sleep(2)
         if kind == "hold":
@@ -338,6 +341,59 @@ class FaultServer:
             request.transport.close()
             return resp
         return web.Response(body=body, status=206, headers=headers)
+
+
+    async def _hostile(self, request: web.Request, kind: str, name: str
+                       ) -> web.StreamResponse | None:
+        """Answers of a hostile or broken server (``None``: not one of these faults):
+
+        - ``to<scheme>``: a redirect to ``<scheme>://`` (``tofile``, ``toftp``, ``tos3``);
+        - ``claim<N>``: a 200 claiming ``Content-Length: N`` that sends 1 KiB and hangs up;
+        - ``zeros``: an object of ``int(name)`` bytes (byte ``i`` is ``i % 251``) generated
+          as it is sent, always whole (``Range`` ignored), never held in memory;
+        - ``azempty``: an empty object as Azurite answers a range of it
+          (``206 Content-Range: bytes 0--1/0``);
+        - ``hugetotal``: a 206 whose ``Content-Range`` claims a total of 2^62 bytes;
+        - ``badmulti``: a multi-range request answered with a part whose ``Content-Range``
+          ends before it starts, after a preamble (other requests: as ``ok``)."""
+        rng = request.headers.get("Range") or ""
+        if kind in ("tofile", "toftp", "tos3"):
+            raise web.HTTPFound(f"{kind[2:]}://somewhere/{name}")
+        if kind.startswith("claim"):
+            resp = web.StreamResponse(status=200)
+            resp.content_length = int(kind[5:])
+            await resp.prepare(request)
+            await resp.write(b"x" * 1024)
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if kind == "zeros":
+            size = int(name)
+            resp = web.StreamResponse(status=200)
+            resp.content_length = size
+            await resp.prepare(request)
+            block = bytes(range(251)) * ((1 << 20) // 251 + 2)
+            for pos in range(0, size, 1 << 20):
+                n = min(1 << 20, size - pos)
+                await resp.write(block[pos % 251:pos % 251 + n])
+            await resp.write_eof()
+            return resp
+        if kind == "azempty":
+            return web.Response(status=206, body=b"",
+                                headers={"Content-Range": "bytes 0--1/0"})
+        if kind == "hugetotal":
+            m = _RANGE.match(rng)
+            start = int(m.group(1)) if m and m.group(1) else 0
+            return web.Response(status=206, body=b"x" * 10, headers={
+                "Content-Range": f"bytes {start}-{start + 9}/{1 << 62}"})
+        if kind == "badmulti" and "," in rng:
+            size = len(self.files.get(name, b""))
+            body = (b"preamble\r\n--B\r\nContent-Range: bytes 150-99/" + str(size).encode()
+                    + b"\r\n\r\n--B\r\nContent-Range: bytes 0-0/" + str(size).encode()
+                    + b"\r\n\r\nx\r\n--B--\r\n")
+            return web.Response(status=206, body=body, headers={
+                "Content-Type": "multipart/byteranges; boundary=B"})
+        return None
 
 
 def _validators(etag: str, data: bytes, if_match: str | None) -> tuple[dict[str, str], bool]:

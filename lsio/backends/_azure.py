@@ -224,7 +224,7 @@ def parse_azure_page(body: bytes, url: str) -> tuple[list[str], list[str], str |
 
     try:
         root = ET.fromstring(body)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding
         raise HttpError(errno.EIO, f"{url}: listing is not XML: {exc}") from None
     names: list[str] = []
     prefixes: list[str] = []

@@ -303,7 +303,7 @@ def parse_gcs_page(body: bytes, url: str) -> tuple[list[str], list[str], str | N
     """A JSON API listing page: (object names, prefixes, next page token or None)."""
     try:
         page = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
         raise HttpError(errno.EIO, f"{url}: listing is not JSON: {exc}") from None
     if not isinstance(page, dict):
         raise HttpError(errno.EIO, f"{url}: listing is not a JSON object")

@@ -45,6 +45,7 @@ from ._session import (
     session_for,
     session_now,
     stream_into,
+    stream_tail,
     stream_through,
 )
 from ._version import Versions
@@ -292,6 +293,9 @@ class HttpClient:
                     raise HttpError(errno.EIO, f"{url} redirected to an invalid location "
                                     f"{resp.headers['Location']!r}") from None
                 resp.release()
+                if location.scheme not in ("http", "https"):  # file://, ftp://, s3://...
+                    raise HttpError(errno.EIO, f"{url} redirected to {location.scheme}:// "
+                                    "(only http:// and https:// are followed); refused")
                 url = location
                 continue
             return resp
@@ -405,6 +409,11 @@ class HttpClient:
                     raise HttpError(errno.EIO, f"{resp.url} ignored Range and its body did "
                                     f"not serve bytes {start}-{start + want - 1}")
                 return r.got - got, True
+            if resp.status == 200 and suffix:  # Range ignored: keep only the tail
+                size, tail = await stream_tail(resp, want, str(resp.url))
+                self.sizes[r.file] = size
+                r.start, r.length, r.dest = size - len(tail), len(tail), tail
+                return len(tail), True
             if resp.status == 200:  # Range ignored: the body is the whole object
                 body = await self._whole_body(r.file, resp)
                 if suffix:
@@ -421,6 +430,9 @@ class HttpClient:
                     err.after = retry_after(resp.headers.get("Retry-After"))
                 raise err
             cr = content_range(resp.headers.get("Content-Range"))
+            if cr == (0, 0, 0):  # an empty object ("bytes 0--1/0"): any range of it is b""
+                self.sizes[r.file] = 0
+                return 0, True
             if suffix and cr is not None and cr[2] is not None:
                 # the total is known now: the tail is [total - want, total); the server may
                 # send it all or (capping range sizes) only its first part
@@ -502,10 +514,12 @@ class HttpClient:
         try:
             if resp.status in (206, 416):  # 416: an empty blob has no byte 0
                 # only the total matters (Azurite answers "bytes 0--1/0" for an empty blob)
-                size = resp.headers.get("Content-Range", "").rpartition("/")[2]
-                total = int(size) if size.isdecimal() else None
+                cr = content_range(resp.headers.get("Content-Range"))
+                total = None if cr is None else cr[2]
             elif resp.status == 200:
                 total = resp.content_length
+                if total is not None and total >= UNKNOWN_SIZE:
+                    total = None
             else:
                 err = status_error(resp.status, resp.reason, str(resp.url))
                 if isinstance(err, Retry):

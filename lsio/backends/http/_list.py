@@ -123,7 +123,7 @@ def parse_s3_page(body: bytes, url: str) -> tuple[list[str], list[str], str | No
     """A ListObjectsV2 answer: (keys, common prefixes, next continuation token or None)."""
     try:
         root = ET.fromstring(body)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding
         raise HttpError(errno.EIO, f"{url}: listing is not XML: {exc}") from None
     keys: list[str] = []
     prefixes: list[str] = []

@@ -24,9 +24,10 @@ __all__ = [
 ]
 
 UNKNOWN_SIZE = 1 << 62
-"""Size the planner sees for objects nobody asked the size of (nothing is clamped)."""
+"""Size the planner sees for objects nobody asked the size of (nothing is clamped). No
+answer can tell this size: :func:`content_range` refuses totals (and ends) this big."""
 
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.I)
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|(0--1)|\*)/(\d+|\*)", re.I)
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
 
 
@@ -75,7 +76,13 @@ def retry_after(value: str | None) -> float | None:
 
 
 def content_range(value: str | None) -> tuple[int, int, int | None] | None:
-    """``bytes a-b/total`` -> (a, b + 1, total or None); ``bytes */total`` -> (-1, -1, total)."""
+    """``bytes a-b/total`` -> (a, b + 1, total or None); ``bytes */total`` -> (-1, -1,
+    total); an empty object's ``bytes 0--1/0`` (Azurite's answer to a range of an empty blob)
+    -> (0, 0, 0). ``None`` if the value is not a valid one: malformed, a range ending before
+    it starts (``bytes 150-99/N``) or running past its total, or a number of
+    :data:`UNKNOWN_SIZE` or more (no object is that big, and sizes must not collide with
+    it). The one parser of ``Content-Range`` for every path (ranges, size probes, multipart
+    parts)."""
     if not value:
         return None
     if value[:6] == "bytes ":  # the form servers send, parsed without the regex (~2x)
@@ -83,14 +90,43 @@ def content_range(value: str | None) -> tuple[int, int, int | None] | None:
         a, dash, b = first.partition("-")
         if slash and dash and a.isdecimal() and b.isdecimal() and (  # what \d takes
                 size == "*" or size.isdecimal()):
-            return (int(a), int(b) + 1, None if size == "*" else int(size))
+            return _checked(a, b, size)
     m = _CONTENT_RANGE.fullmatch(value.strip())
     if m is None:
         return None
-    total = None if m.group(3) == "*" else int(m.group(3))
-    if m.group(1) is None:
-        return (-1, -1, total)
-    return (int(m.group(1)), int(m.group(2)) + 1, total)
+    a, b, empty, size = m.groups()
+    if empty is not None:  # bytes 0--1/total: only an empty object has no last byte
+        total = _number(size)
+        return (0, 0, 0) if total == 0 else None
+    if a is None:  # bytes */total
+        total = _number(size)
+        return None if total is None else (-1, -1, total)
+    return _checked(a, b, size)
+
+
+def _number(digits: str) -> int | None:
+    """A non-negative number below :data:`UNKNOWN_SIZE`, ``None`` if it is not one. The
+    length is checked before ``int`` (which refuses over 4 300 digits, and is quadratic)."""
+    if len(digits) > _MAX_DIGITS or not digits.isdecimal():
+        return None
+    n = int(digits)
+    return n if n < UNKNOWN_SIZE else None
+
+
+_MAX_DIGITS = len(str(UNKNOWN_SIZE))
+
+
+def _checked(a: str, b: str, size: str) -> tuple[int, int, int | None] | None:
+    """(a, b + 1, total or None) of ``bytes a-b/size`` if it is a range of its object."""
+    first, last = _number(a), _number(b)
+    if first is None or last is None or first > last or last + 1 >= UNKNOWN_SIZE:
+        return None
+    if size == "*":
+        return (first, last + 1, None)
+    total = _number(size)
+    if total is None or last >= total:
+        return None
+    return (first, last + 1, total)
 
 
 def range_header(start: int, length: int) -> str:
@@ -110,9 +146,18 @@ def multipart_boundary(content_type: str) -> bytes | None:
 def parse_multipart(body: memoryview, boundary: bytes
                     ) -> tuple[list[tuple[int, int, memoryview]], int | None]:
     """Parts of a ``multipart/byteranges`` body, (start, end, bytes) each, and the object's
-    size if the parts tell it. Raises ``ValueError`` on a malformed body."""
-    data = body.obj if isinstance(body.obj, (bytes, bytearray)) else bytes(body)
+    size if the parts tell it. Raises ``ValueError`` on a malformed body (a part without a
+    valid ``Content-Range``, parts disagreeing on the size, a part running past the body).
+
+    Each turn of the loop moves past the part it read (its body has ``end - start >= 0``
+    bytes after its headers), so the loop ends within one turn per delimiter of the body;
+    the parts are views of ``body`` (nothing is copied)."""
+    obj = body.obj  # positions in ``data`` are positions in ``body`` (a view of all of it)
+    data = (obj if isinstance(obj, (bytes, bytearray)) and len(obj) == body.nbytes
+            else bytes(body))
     delim = b"--" + boundary
+    if not boundary:
+        raise ValueError("empty boundary")
     parts = []
     total = None
     pos = data.find(delim)
@@ -127,16 +172,25 @@ def parse_multipart(body: memoryview, boundary: bytes
         for line in data[pos:head_end].split(b"\r\n"):
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-range":
-                rng = content_range(value.decode("latin-1"))
+                rng = content_range(value.decode("latin-1").strip())
+                if rng is None:
+                    raise ValueError(f"part with an invalid Content-Range {value[:80]!r}")
         if rng is None or rng[0] < 0:
             raise ValueError("part without a Content-Range")
-        start, end, total = rng
+        start, end, size = rng
+        if size is not None:
+            if total is not None and size != total:
+                raise ValueError(f"parts disagree on the size ({total} and {size})")
+            total = size
         body_start = head_end + 4
         body_end = body_start + (end - start)
         if body_end > len(data):
             raise ValueError("part runs past the body")
         parts.append((start, end, body[body_start:body_end]))
-        pos = data.find(delim, body_end)
+        nxt = data.find(delim, body_end)
+        if 0 <= nxt < pos:  # cannot happen (body_end > pos): the loop must move forward
+            raise ValueError("multipart parser made no progress")
+        pos = nxt
     return parts, total
 
 

@@ -26,7 +26,7 @@ from ... import _fork
 from ._protocol import HttpError, Retry
 
 __all__ = ["Proxies", "aiohttp_error", "getenv", "read_body", "session_for", "session_now",
-           "stream_into", "stream_through"]
+           "stream_into", "stream_tail", "stream_through"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
 """What a body cut short raises while it streams (a resumable failure)."""
@@ -284,20 +284,65 @@ async def stream_through(resp: aiohttp.ClientResponse, reads: list[Any]
     return pos, True
 
 
+PREALLOCATE = 8 << 20
+"""At most this many bytes of a body are allocated from its ``Content-Length`` before they
+arrive; a longer body grows as its bytes come (a server may claim any length)."""
+
+
 async def read_body(resp: aiohttp.ClientResponse, what: str) -> memoryview:
-    """The whole body, into one buffer sized from ``Content-Length`` when given."""
-    if resp.content_length is not None:
-        buf = memoryview(bytearray(resp.content_length))
-        got, clean = await stream_into(resp, buf)
-        if got != len(buf) or not clean:
-            raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {got} of "
-                                  f"{len(buf)} bytes"))
-        return buf
-    parts = bytearray()
+    """The whole body: into one buffer sized from ``Content-Length`` when it is given and
+    small, else grown as the bytes arrive (never more than they are). A body longer than
+    its ``Content-Length`` raises HttpError, a shorter one Retry, memory that cannot be had
+    an HttpError (``ENOMEM``) naming ``what``."""
+    announced = resp.content_length
+    try:
+        if announced is not None and announced <= PREALLOCATE:
+            buf = memoryview(bytearray(announced))
+            got, clean = await stream_into(resp, buf)
+            if got != len(buf) or not clean:
+                raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {got} of "
+                                      f"{len(buf)} bytes"))
+            return buf
+        parts = bytearray()
+        try:
+            async for chunk in resp.content.iter_any():
+                parts += chunk
+                if announced is not None and len(parts) > announced:
+                    raise HttpError(errno.EIO, f"{what} sent more bytes than its "
+                                    f"Content-Length announced ({announced})")
+        except BODY_ERRORS:
+            raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {len(parts)} "
+                                  "bytes")) from None
+        if announced is not None and len(parts) != announced:
+            raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {len(parts)} of "
+                                  f"{announced} bytes"))
+        return memoryview(parts)
+    except MemoryError:
+        raise HttpError(errno.ENOMEM, f"out of memory for the body of {what} "
+                        f"(Content-Length {announced})") from None
+
+
+async def stream_tail(resp: aiohttp.ClientResponse, want: int, what: str
+                      ) -> tuple[int, memoryview]:
+    """The last ``want`` bytes of a whole body (a suffix read the server answered with the
+    whole object) and the body's length; only about ``2 * want`` bytes (plus a chunk) are
+    held at any time. A body cut short raises Retry."""
+    announced = resp.content_length
+    keep = bytearray()
+    pos = 0
     try:
         async for chunk in resp.content.iter_any():
-            parts += chunk
+            pos += len(chunk)
+            if announced is not None and pos > announced:
+                raise HttpError(errno.EIO, f"{what} sent more bytes than its "
+                                f"Content-Length announced ({announced})")
+            keep += chunk[-want:] if want else b""
+            if len(keep) > 2 * want:
+                del keep[:len(keep) - want]
     except BODY_ERRORS:
-        raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {len(parts)} bytes")
+        raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {pos} bytes"),
                     ) from None
-    return memoryview(parts)
+    if announced is not None and pos != announced:
+        raise Retry(HttpError(errno.EIO, f"body of {what} truncated at {pos} of "
+                              f"{announced} bytes"))
+    return pos, memoryview(keep)[len(keep) - min(want, len(keep)):]
