@@ -37,10 +37,8 @@ def fs(faults: FaultServer) -> FaultServer:
 
 def reader(*, small: bool = True, **knobs: Any) -> lsio.Reader:
     """Quick retries; ``small=False``: the bulk path only."""
-    r = lsio.Reader(http=lsio.HttpOptions(**{"backoff": 0.001, "backoff_max": 0.01,
-                                             "retries": 2, **knobs}))
-    r._small = None if small else False
-    return r
+    return lsio.Reader(route="small" if small else "bulk", http=lsio.HttpOptions(
+        **{"backoff": 0.001, "backoff_max": 0.01, "retries": 2, **knobs}))
 
 
 PEAK = """
@@ -50,8 +48,8 @@ import lsio
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-reader = lsio.Reader(http=lsio.HttpOptions(backoff=0.001, backoff_max=0.01, retries=1))
-reader._small = None if sys.argv[3] == "small" else False
+reader = lsio.Reader(route=sys.argv[3],
+                     http=lsio.HttpOptions(backoff=0.001, backoff_max=0.01, retries=1))
 reader.read_many_sync([(sys.argv[1], 0, 10)])  # warm: session, loop, arenas
 before = peak_mib()
 try:
@@ -163,8 +161,8 @@ url = sys.argv[1]
 outcomes = []
 for route in ("small", "bulk"):
     for req in [(0, None), (-4, None), (0, 10)]:
-        reader = lsio.Reader(http=lsio.HttpOptions(backoff=0.001, backoff_max=0.01, retries=1))
-        reader._small = None if route == "small" else False
+        reader = lsio.Reader(route=route, http=lsio.HttpOptions(backoff=0.001,
+                                                                backoff_max=0.01, retries=1))
         try:
             (got,) = reader.read_many_sync([(url, *req)])
             outcomes.append([route, req, "ok", len(got)])

@@ -105,11 +105,9 @@ def fs() -> Iterator[FaultServer]:
 
 
 def reader(small: bool, concurrency: int | None = None, **knobs: Any) -> lsio.Reader:
-    r = lsio.Reader(max_read=PART, http=lsio.HttpOptions(
+    # bulk: the planner, multipart, the worker pool
+    return lsio.Reader(max_read=PART, route="auto" if small else "bulk", http=lsio.HttpOptions(
         backoff=0.001, concurrency=concurrency, **knobs))
-    if not small:
-        r._small = False  # the bulk path (planner, multipart, worker pool)
-    return r
 
 
 def which(got: Any, *versions: bytes) -> int:
