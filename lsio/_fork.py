@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["finalizer", "forget_in_child", "keep", "lock", "locks", "track"]
+__all__ = ["finalizer", "forget_in_child", "keep", "lock", "track"]
 
 F = TypeVar("F", bound=Callable[[], None])
 

@@ -22,8 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["DENY", "MASK", "redact", "redact_exception", "redact_headers", "redacting",
-           "secret_name"]
+__all__ = ["redact", "redact_exception", "redact_headers", "redacting"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fuzzing import load_profile
-from servers import Nginx
+from servers import MotoServer, Nginx
 
 import lsio
 
@@ -113,6 +113,18 @@ def backend(request: pytest.FixtureRequest) -> lsio.Reader:
     reader = lsio.Reader(backend=request.param)
     assert reader.backend == request.param
     return reader
+
+
+def use_moto_credentials(monkeypatch: pytest.MonkeyPatch, moto: MotoServer) -> None:
+    """Sign with ``moto``'s keys and nothing else: no profile, config file, endpoint or
+    metadata server of the machine's own."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def write_file(path: Path, data: bytes) -> Path:

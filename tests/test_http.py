@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_ok, random_bytes, run_python
+from conftest import check_ok, random_bytes, run_python, use_moto_credentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import expected_bytes
@@ -362,13 +362,7 @@ def moto() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def creds(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_moto_credentials(monkeypatch, moto)
     return moto
 
 

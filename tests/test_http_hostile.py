@@ -42,11 +42,14 @@ def reader(*, small: bool = True, **knobs: Any) -> lsio.Reader:
 
 
 PEAK = """
-import json, resource, sys
+import json, sys
 import lsio
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not getrusage's ru_maxrss: a child inherits its parent's ru_maxrss (pytest's,
+    # gigabytes by the end of the suite), which would hide any growth here
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 reader = lsio.Reader(route=sys.argv[3],
                      http=lsio.HttpOptions(backoff=0.001, backoff_max=0.01, retries=1))

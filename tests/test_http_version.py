@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import random_bytes
+from conftest import random_bytes, use_moto_credentials
 from servers import Azurite, FaultServer, MotoServer, Nginx, serving_faults
 
 import lsio
@@ -232,13 +232,7 @@ def moto() -> Iterator[MotoServer]:
 @pytest.mark.parametrize("after", [0, 1, 2])
 async def test_s3_replaced_mid_read(moto: MotoServer, monkeypatch: pytest.MonkeyPatch,
                                     small: bool, after: int) -> None:
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_moto_credentials(monkeypatch, moto)
     s3 = moto.client()
     key = f"v-{small}-{after}.bin"
     s3.put_object(Bucket="ver", Key=key, Body=V1)

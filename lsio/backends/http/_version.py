@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._protocol import HttpError
 
-__all__ = ["STALE", "Validators", "VersionChanged", "Versions", "one_version", "validators"]
+__all__ = ["STALE", "Versions", "one_version"]
 
 STALE = errno.ESTALE
 """The errno of an object that changed while a call read it (and kept changing for every
