@@ -42,19 +42,8 @@ def _give_back(mm: mmap.mmap) -> None:
         _close(mm)
 
 
-_RELEASE_STEP = 16 << 20
-"""Pages handed back per ``madvise`` before a big arena's ``munmap``: ``munmap`` holds the
-process's memory-map lock for writing while it frees every page (~200-300 ms for 1 GiB on
-this VM), and every page fault of every thread, the event loop's included, waits for it;
-``MADV_DONTNEED`` frees pages under the lock held for reading, a step at a time, and the
-final ``munmap`` of an emptied range is quick (measured: benchmarks/bench_stall.py)."""
-
-
 def _close(mm: mmap.mmap) -> None:
     try:
-        if len(mm) >= UNMAP_ASIDE:
-            for at in range(0, len(mm), _RELEASE_STEP):
-                mm.madvise(mmap.MADV_DONTNEED, at, min(_RELEASE_STEP, len(mm) - at))
         mm.close()  # munmap, with the GIL released
     except BufferError:  # still exported somewhere (interpreter exit): let the GC have it
         pass
