@@ -5,9 +5,9 @@ A secret is named by its key: a URL query parameter, a header, or a ``name=value
 name holds one of :data:`DENY` (case-insensitive substring: ``X-Amz-Signature``,
 ``X-Amz-Credential``, ``X-Amz-Security-Token``, ``X-Goog-Signature``, Azure's ``sig``,
 ``Proxy-Authorization``, ``Cookie``, a connection string's ``AccountKey``...), or it is the
-password of a URL (``user:pass@host``), or the credentials of an ``Authorization`` scheme
-(``Bearer``, ``Basic``, ``SharedKey``...). Their values become ``REDACTED``; the URL's host and
-path stay, so an error still says what failed.
+user information of a URL (``user:pass@host``, ``TOKEN@host``), or the credentials of an
+``Authorization`` scheme (``Bearer``, ``Basic``, ``SharedKey``...). Their values become
+``REDACTED``; the URL's host and path stay, so an error still says what failed.
 
 Errors are made safe once, where they leave lsio (:func:`redact_exception`, called by the
 reader's public calls); reprs of objects holding secrets use :func:`redact` and
@@ -35,8 +35,9 @@ MASK = "REDACTED"
 _WORDS = "|".join(DENY)
 _NAME = rf"[\w.~-]*(?:{_WORDS})[\w.~-]*"
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/?#@:'\"<>]*):[^\s/?#'\"<>]*@")
-"""``scheme://user:password@``: the password (to the last ``@`` before the path)."""
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]*@")
+"""``scheme://user:password@``: the whole user information (to the last ``@`` before the
+path), as a token is often passed as the user name alone (``https://TOKEN@host``)."""
 
 _PAIR = re.compile(rf"(?i)(?<![\w.~-])({_NAME})=[^&#\s'\"<>,;]*")
 """``name=value`` in a query, a connection string or an ``Authorization`` value."""
@@ -64,7 +65,7 @@ def redact(text: str) -> str:
     """``text`` without the secrets it quotes (see the module's docstring)."""
     if not any(h in text for h in _HINTS):
         return text
-    text = _USERINFO.sub(rf"\1:{MASK}@", text)
+    text = _USERINFO.sub(rf"\1{MASK}@", text)
     text = _QUOTED.sub(rf"\1\2\1\3\4{MASK}\4", text)
     text = _LINE.sub(rf"\1 {MASK}", text)
     text = _SCHEME.sub(rf"\1 {MASK}", text)

@@ -202,8 +202,10 @@ def test_redact_exception_chain_and_group() -> None:
 
 def test_redact_texts() -> None:
     cases = {
-        f"https://u:{SECRET}@h/p?x=1": "https://u:REDACTED@h/p?x=1",
-        f"https://u:a@{SECRET}@h/p": "https://u:REDACTED@h/p",
+        f"https://u:{SECRET}@h/p?x=1": "https://REDACTED@h/p?x=1",
+        f"https://u:a@{SECRET}@h/p": "https://REDACTED@h/p",
+        f"https://{SECRET}@h/p": "https://REDACTED@h/p",
+        f"s3://{SECRET}:x@h/p@q": "s3://REDACTED@h/p@q",
         f"GET https://h/p?sv=1&amp;sig={SECRET}&se=2": "GET https://h/p?sv=1&amp;sig=REDACTED&se=2",
         f"{{'Authorization': 'Bearer {SECRET}', 'Range': 'bytes=0-1'}}":
             "{'Authorization': 'REDACTED', 'Range': 'bytes=0-1'}",
