@@ -49,7 +49,7 @@ def _forget() -> None:
 def _get_loop() -> asyncio.AbstractEventLoop:
     global _loop, _thread
     with _lock:
-        if _loop is None or _loop.is_closed():
+        if _loop is None or _loop.is_closed() or _thread is None or not _thread.is_alive():
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="lsio-sync-loop",
                                       daemon=True)
@@ -75,7 +75,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     tasks: list[asyncio.Task[T]] = []
 
     def start() -> None:
-        task = loop.create_task(coro)
+        task = loop.create_task(_boxed(coro))
         tasks.append(task)
         task.add_done_callback(lambda t: _hand_over(t, outcome, ended))
 
@@ -95,6 +95,25 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+async def _boxed(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, with a ``KeyboardInterrupt`` or ``SystemExit`` (a user's callback may raise
+    one on the loop thread) handed over as its outcome: asyncio re-raises those out of
+    ``run_forever``, which would end the loop thread before the waiting caller hears of it
+    (and leave it waiting for ever)."""
+    try:
+        return await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise _Escaped(exc) from None
+
+
+class _Escaped(Exception):
+    """Carries a ``KeyboardInterrupt``/``SystemExit`` out of a task as an ordinary error."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+
 def _hand_over(task: asyncio.Task[T], outcome: concurrent.futures.Future[T],
                ended: threading.Event) -> None:
     """Hand the finished ``task``'s outcome to the waiting thread, exceptions unchanged."""
@@ -103,7 +122,9 @@ def _hand_over(task: asyncio.Task[T], outcome: concurrent.futures.Future[T],
         outcome.cancel()
         return
     exc = task.exception()
-    if exc is not None:
+    if isinstance(exc, _Escaped):
+        outcome.set_exception(exc.exc)
+    elif exc is not None:
         outcome.set_exception(exc)
     else:
         outcome.set_result(task.result())

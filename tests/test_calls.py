@@ -201,6 +201,43 @@ def test_raising_callbacks_end_http_calls(nginx: Nginx) -> None:
                                timeout=HARD_TIMEOUT)).strip() == "ok"
 
 
+ESCAPING = """
+import sys
+import lsio
+path = sys.argv[1]
+size = len(open(path, "rb").read())
+
+def progress(*_):
+    raise KeyboardInterrupt("mine")
+
+def step(_):
+    raise SystemExit(7)
+
+for route in ("auto", "bulk"):
+    reader = lsio.Reader(route=route)
+    for knobs, kind in (({"progress": progress}, KeyboardInterrupt),
+                        ({"pipeline": [step]}, SystemExit)):
+        try:
+            reader.read_many_sync([(path,)], **knobs)
+        except kind as exc:
+            assert exc.args in (("mine",), (7,)), exc
+        else:
+            raise AssertionError("the call returned")
+        (got,) = reader.read_many_sync([(path,)])  # lsio's loop thread still serves calls
+        assert len(got) == size
+print("ok")
+"""
+
+
+def test_keyboard_interrupt_or_exit_from_a_callback_reaches_the_sync_caller(
+        data_dir: Path) -> None:
+    """A callback raising ``KeyboardInterrupt`` or ``SystemExit`` inside a ``*_sync`` call:
+    asyncio re-raised it out of lsio's loop thread, which died, and the caller waited for
+    ever; now the caller gets it and the next call works."""
+    path = write_file(data_dir / "k.bin", random_bytes(1 << 20))
+    assert check_ok(run_python(ESCAPING, str(path), timeout=30)).strip() == "ok"
+
+
 # -- Ctrl-C, a raising callback and a deadline during a read into out= --------------------------
 
 COLD = r"""
