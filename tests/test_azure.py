@@ -376,9 +376,10 @@ async def test_entra_refresh_failure_keeps_the_token(fs: FaultServer) -> None:
         "Bearer tok1"] * 4
     broken = Flaky([3600.0])
     broken.fail = True
-    with pytest.raises(PermissionError, match="could not be fetched"):
+    with pytest.raises(PermissionError, match="could not be fetched") as info:
         await fault_reader(fs, "ok", azure_credential=broken, retries=1).read_many(
             [("az://cont/f.bin", 0, 10)])
+    assert info.value.filename == "az://cont/f.bin"
 
 
 async def test_azure_credential_must_be_synchronous(fs: FaultServer) -> None:
@@ -406,8 +407,9 @@ async def test_entra_failure(fs: FaultServer, monkeypatch: pytest.MonkeyPatch) -
     (got,) = await fault_reader(fs, "ok").read_many([("az://cont/f.bin", 0, 10)])
     assert bytes(got) == F[:10]
     assert "Authorization" not in fs.requests_for("cont/f.bin")[0]["headers"]
-    with pytest.raises(PermissionError, match="no Azure credentials"):
+    with pytest.raises(PermissionError, match="no Azure credentials") as info:
         await fault_reader(fs, "ok", anonymous=False).read_many([("az://cont/f.bin", 0, 10)])
+    assert info.value.filename == "az://cont/f.bin"
 
 
 @pytest.mark.parametrize("how", ["key", "token"])

@@ -272,7 +272,12 @@ class HttpClient:
         assert self.session is not None
         auth = self.auths[file]
         if auth is not None:
-            await auth.ready()
+            try:
+                await auth.ready()
+            except OSError as exc:  # credentials that cannot be used: name the object
+                if exc.filename is None:
+                    exc.filename = self.paths[file]
+                raise
         for _ in range(REDIRECTS + 1):
             try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng, pin),
