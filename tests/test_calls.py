@@ -244,6 +244,9 @@ COLD = r"""
 import asyncio, os, signal, socket, sys, threading, time
 import numpy as np
 import lsio
+# a shell that starts a job in the background (CI, nohup) makes it ignore SIGINT, and its
+# children inherit that: Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 backend, how, path = sys.argv[1], sys.argv[2], sys.argv[3]
 size = os.path.getsize(path)
@@ -342,6 +345,9 @@ def test_nothing_writes_into_out_after_the_call_raised(backend: str, how: str,
 SECOND_INTERRUPT = r"""
 import asyncio, signal, sys, threading, time
 from lsio._sync import run_sync
+# a shell that starts a job in the background (CI, nohup) makes it ignore SIGINT, and its
+# children inherit that: Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 async def stubborn():  # a call whose reads take long to stop (a stalled filesystem)
     try:
