@@ -36,7 +36,7 @@ from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._plan import LINUX_MAX_RW, Plan, distinct, plan, resolve_ranges
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import Progress, ProgressArg, make_progress
-from ._redact import redact_exception
+from ._redact import redact_exception, redacting
 from ._request import Chunk, Requests, normalize, plain_requests
 from ._results import Results, shared_columns
 from ._sync import on_loop_thread, run_sync
@@ -575,6 +575,7 @@ class Reader:
             self._http = HttpBackend(self.http)
         return self._http
 
+    @redacting  # the door errors leave by: no secret in them
     async def read_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                         progress: ProgressArg = False, missing_ok: bool = False,
                         pipeline: PipelineArg = None) -> Any:
@@ -591,15 +592,6 @@ class Reader:
         thread per core (see :func:`lsio.copy_to` for a sink). Then the result is a list of
         each request's last step output (``None`` after a sink or for a missing file).
         """
-        try:
-            return await self._read_many(requests, out, progress, missing_ok, pipeline)
-        except Exception as exc:
-            redact_exception(exc)  # the one place errors leave: no secret in them
-            raise
-
-    async def _read_many(self, requests: Iterable[Any], out: Sequence[Any] | None,
-                         progress: ProgressArg, missing_ok: bool, pipeline: PipelineArg
-                         ) -> Any:
         if pipeline is None and not progress:
             small = None
             urls = self._small_urls(requests)
@@ -745,20 +737,17 @@ class Reader:
             await run.close()
         return outputs
 
+    @redacting  # the small path's errors too
     def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                        progress: ProgressArg = False, missing_ok: bool = False,
                        pipeline: PipelineArg = None) -> Any:
         """Blocking :meth:`read_many`; safe to call from inside a running event loop."""
-        try:
-            if pipeline is None and not progress and not on_loop_thread():
-                small = self._read_small(requests, out, missing_ok)
-                if small is not None:
-                    return small
-            return run_sync(self.read_many(requests, out=out, progress=progress,
-                                           missing_ok=missing_ok, pipeline=pipeline))
-        except Exception as exc:
-            redact_exception(exc)  # also what run_sync made of it
-            raise
+        if pipeline is None and not progress and not on_loop_thread():
+            small = self._read_small(requests, out, missing_ok)
+            if small is not None:
+                return small
+        return run_sync(self.read_many(requests, out=out, progress=progress,
+                                       missing_ok=missing_ok, pipeline=pipeline))
 
     async def iter_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                         progress: ProgressArg = False, missing_ok: bool = False
