@@ -48,6 +48,8 @@ def H(**kw: str) -> dict[str, str]:
     (206, H(ETag='W/"w"', Content_Range="bytes 0-9/*"), Validators('W/"w"', None, None)),
     (206, H(Content_Range="bytes 0-9/99999999999999999999999"), Validators(None, None, None)),
     (206, {}, Validators(None, None, None)),  # multipart: no Content-Range
+    (206, H(Content_Range="bytes 9-0/100"), Validators(None, None, None)),  # invalid
+    (200, H(Content_Length="9" * 5000), Validators(None, None, None)),  # hostile length
 ])
 def test_validators(status: int, headers: dict[str, str], want: Validators) -> None:
     assert validators(status, headers) == want

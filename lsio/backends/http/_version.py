@@ -29,7 +29,7 @@ import errno
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from ._protocol import HttpError
+from ._protocol import HttpError, content_range
 
 __all__ = ["STALE", "Versions", "one_version"]
 
@@ -63,24 +63,18 @@ class Validators:
         return self.etag is not None and not self.etag.startswith("W/")
 
 
-def _total(content_range: str | None) -> int | None:
-    """The ``/total`` of a ``Content-Range`` (``bytes a-b/N``, ``bytes */N``, Azurite's
-    ``bytes 0--1/0``), ``None`` if absent or ``*``."""
-    if not content_range:
-        return None
-    size = content_range.rpartition("/")[2].strip()
-    return int(size) if size.isdecimal() and len(size) < 20 else None
-
-
 def validators(status: int, headers: Mapping[str, str]) -> Validators:
     """The validators of an answer with ``status`` and ``headers`` (a case-insensitive
     mapping, as aiohttp's)."""
     size = None
-    if status in (206, 416):
-        size = _total(headers.get("Content-Range"))
+    if status in (206, 416):  # the one Content-Range parser: None if absent, * or invalid
+        told = content_range(headers.get("Content-Range"))
+        size = None if told is None else told[2]
     elif status == 200:
         length = headers.get("Content-Length")
-        size = int(length) if length is not None and length.isdecimal() else None
+        # (int() of a hostile 5 000-digit length would raise, and is quadratic)
+        size = (int(length) if length is not None and length.isdecimal() and len(length) < 20
+                else None)
     etag = headers.get("ETag")
     return Validators(etag.strip() if etag else None, headers.get("Last-Modified"), size)
 
