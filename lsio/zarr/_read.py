@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._reader import Reader
+from .._url import is_url
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
 from ._sizes import MAX_BYTES, check_layout
@@ -270,7 +271,7 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
     calls read one version of each shard (an index of one version locates garbage in
     another); a shard replaced between them is read again, up to ``READ_ATTEMPTS`` times."""
     if not (items and source.direct and source.path_of is not None
-            and "://" in source.path_of(items[0].key)):
+            and is_url(source.path_of(items[0].key))):  # (file:// roots are local)
         await _read_shards(source, layout, sharding, items, out, fill, drop_axes, progress)
         return
     from .._defaults import READ_ATTEMPTS
