@@ -1,7 +1,9 @@
 """lsio: Light Speed IO. Read many chunks of data as fast as the hardware allows.
 
-The data flow: requests (``_request``) -> plan (``_plan``) -> backend (``backends``: io_uring
-in ``_ring``, or a thread pool) -> results (``_results``).
+The road of a call: call (``_call``: parsed once) -> route (``_route``: small or bulk) ->
+backend (``backends``: the local one, io_uring or threads, or HTTP; each serves its small
+path, and the bulk road's stat / plan / read) -> outcome (``_outcome``: missing files,
+progress, the lowest-index error, stats) -> result (``_results``).
 
 >>> results = await lsio.read_many([("data.bin", 0, 4096), lsio.Chunk("other.bin")])
 """
@@ -17,6 +19,7 @@ from ._results import Results as Results
 from ._url import HttpOptions as HttpOptions
 
 if TYPE_CHECKING:
+    from ._outcome import Stats as Stats
     from ._pipeline import PipelineArg
     from ._pipeline import copy_to as copy_to
     from ._progress import ProgressArg
@@ -29,6 +32,7 @@ __all__ = [
     "HttpOptions",
     "Reader",
     "Results",
+    "Stats",
     "backend_name",
     "copy_to",
     "iter_many",
@@ -40,14 +44,16 @@ __version__ = "0.1.0"
 
 
 def _engine(name: str) -> Any:
-    """``Reader``, ``backend_name`` and ``copy_to`` come with the engine (asyncio, io_uring,
-    the planner, the backends, the thread pools), loaded on first use: ``import lsio`` costs
+    """``Reader``, ``Stats``, ``backend_name`` and ``copy_to`` come with the engine
+    (asyncio, io_uring, the planner, the backends, the thread pools), loaded on first use: ``import lsio`` costs
     little more than numpy, and ``from lsio import Reader`` works as usual (PEP 562)."""
     module: Any
     if name in ("Reader", "backend_name"):
         from . import _reader as module
     elif name == "copy_to":
         from . import _pipeline as module
+    elif name == "Stats":
+        from . import _outcome as module
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(module, name)
@@ -140,6 +146,7 @@ def read_many_sync(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
 def iter_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
               progress: ProgressArg = False, missing_ok: bool = False
               ) -> AsyncIterator[tuple[int, memoryview]]:
-    """``async for index, chunk in lsio.iter_many(requests)``: chunks in completion order."""
+    """``async for index, chunk in lsio.iter_many(requests)``: chunks in completion order;
+    the iterator's ``stats`` tells what the call did once it is exhausted."""
     return _default_reader().iter_many(requests, out=out, progress=progress,
                                       missing_ok=missing_ok)

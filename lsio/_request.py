@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._url import file_url_problem, local_path
+from ._url import file_url_problem, is_url, local_path
 
 if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
     import numpy.typing as npt
 
-__all__ = ["Chunk", "Requests", "normalize", "plain_requests"]
+__all__ = ["Chunk", "Requests", "normalize", "paths_ok", "plain_requests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,12 @@ class Requests:
         return Requests([self.paths[int(f)] for f in files], local.astype(np.int64),
                         self.offset[lo:hi], self.length[lo:hi],
                         number if self.number is None else self.number[lo:hi])
+
+    def has_urls(self) -> bool:
+        """Whether any request names a URL (one C-speed scan of the joined paths first)."""
+        if "://" not in "\n".join(self.paths):
+            return False
+        return any(map(is_url, self.paths))
 
     def with_paths(self, paths: list[str]) -> Requests:
         return Requests(paths, self.file, self.offset, self.length, self.number)
@@ -195,7 +201,7 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
         ids = {p: i for i, p in enumerate(dict.fromkeys(paths))}
     except TypeError:  # an unhashable "path"
         return None
-    if any(type(p) is not str for p in ids) or not _paths_ok(list(ids)):
+    if any(type(p) is not str for p in ids) or not paths_ok(list(ids)):
         return None
     # exact types: bool is an int subclass that numpy would silently accept
     if set(map(type, offs)) != {int} or not set(map(type, lens)) <= {int, type(None)}:
@@ -221,7 +227,7 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
     return Requests(list(ids), file, offset, length)
 
 
-def _paths_ok(paths: list[str]) -> bool:
+def paths_ok(paths: list[str]) -> bool:
     """Whether every path passes :func:`_path_problem`, checked with C-speed scans of the
     joined paths (the per-item path finds and names a bad one)."""
     joined = "\n".join(paths)

@@ -11,6 +11,8 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
     import numpy.typing as npt
 
+    from ._outcome import Stats
+
 __all__ = ["Results", "shared_columns"]
 
 
@@ -33,7 +35,7 @@ class Results(Sequence[memoryview]):
     large buffers, which stay alive while any item does.
     """
 
-    __slots__ = ("_views", "_base", "_start", "lengths", "missing")
+    __slots__ = ("_views", "_base", "_start", "lengths", "missing", "_stats")
 
     def __init__(self, buffers: list[Any], base: npt.NDArray[np.int64],
                  start: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
@@ -46,6 +48,7 @@ class Results(Sequence[memoryview]):
         self.missing = np.zeros(len(lengths), bool) if missing is None else missing
         """Which requests named a file or object that does not exist (``missing_ok=True``);
         their items are ``None``."""
+        self._stats: Any = None
 
     @classmethod
     def absent(cls, n: int) -> Results:
@@ -63,6 +66,7 @@ class Results(Sequence[memoryview]):
         merged._start = np.zeros(n, np.int64)
         merged.lengths = np.zeros(n, np.int64)
         merged.missing = np.zeros(n, bool)
+        merged._stats = None
         for part, index in parts:
             merged._base[index] = part._base + len(merged._views)
             merged._start[index] = part._start
@@ -79,6 +83,7 @@ class Results(Sequence[memoryview]):
         part._start = self._start[index]
         part.lengths = self.lengths[index]
         part.missing = self.missing[index]
+        part._stats = None
         return part
 
     def addresses(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
@@ -92,6 +97,22 @@ class Results(Sequence[memoryview]):
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @property
+    def stats(self) -> Stats:
+        """What the call did (:class:`lsio.Stats`): its road, operations, bytes, retries and
+        longest hold of the event loop."""
+        raw = self._stats
+        if raw is None:
+            from ._outcome import Stats
+
+            raw = Stats("bulk", "", len(self), 0, None, 0, 0.0, 0, self.lengths)
+        elif type(raw) is tuple:
+            from ._outcome import Stats
+
+            raw = Stats(*raw)
+        self._stats = raw
+        return raw  # type: ignore[no-any-return]
 
     @property
     def nbytes(self) -> int:

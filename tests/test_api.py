@@ -135,7 +135,8 @@ TOOLS = {"lsio.__main__", "lsio._calibrate", "lsio._demo", "lsio._doctables", "l
 """The command line, calibration, the demo, the zarr integration and its C codecs."""
 
 ENGINE = {"asyncio", "concurrent.futures", "ssl", "socket", "subprocess", "mmap",
-          "queue", "_cffi_backend", "lsio._uring", "lsio._ring", "lsio._small", "lsio._reader",
+          "queue", "_cffi_backend", "lsio._uring", "lsio._ring", "lsio.backends._local_small",
+          "lsio._reader",
           "lsio._plan", "lsio._presets", "lsio._pipeline", "lsio._progress", "lsio._memory",
           "lsio._sync", "lsio.backends"}
 """The engine and what it imports (asyncio with its ssl, socket and subprocess, io_uring

@@ -19,7 +19,6 @@ from conftest import check_ok, random_bytes, run_python, write_file
 from servers import FaultServer, Nginx, serving_faults
 
 import lsio
-from lsio import _small
 
 HARD_TIMEOUT = 90
 """Seconds a subprocess may take before the test fails (a hang fails in this, not in CI's
@@ -56,10 +55,9 @@ def test_route_steers_local_calls(data_dir: Path) -> None:
         reader = lsio.Reader(route=route)  # type: ignore[arg-type]
         for read in (reader.read_many_sync,
                      lambda r, reader=reader: asyncio.run(reader.read_many(r))):
-            before = _small.served[0]
             got = read(requests)
             assert [bytes(g) for g in got] == expected
-            assert (_small.served[0] > before) == taken, (route, len(requests))
+            assert (got.stats.route == "small") == taken, (route, len(requests))
 
 
 # -- callbacks that raise -----------------------------------------------------------------------

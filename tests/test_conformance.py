@@ -22,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lsio
-from lsio import _small
 
 SIZES = [0, 1, 4095, 4096, 10_000, 70_000, (1 << 20) + 3]
 
@@ -47,9 +46,10 @@ def conformance_dir(nginx: Any) -> tuple[Path, dict[str, bytes]]:
 def kit(request: pytest.FixtureRequest, nginx: Any,
         conformance_dir: tuple[Path, dict[str, bytes]]) -> Kit:
     """``uring``, ``threads`` and ``http``: the bulk path of each backend (the small-call
-    paths off); ``small``: every local call through the small-call path (``lsio/_small.py``),
-    the bulk path taking over only what it cannot serve; ``http-small``: the default reader
-    on URLs (calls of distinct objects take ``backends/http/_small.py``)."""
+    paths off); ``small``: every local call through the local small path
+    (``backends/_local_small.py``), the bulk path taking over only what it cannot serve;
+    ``http-small``: the default reader on URLs (calls of distinct objects take
+    ``backends/http/_small.py``)."""
     root, data = conformance_dir
     if not request.param.startswith("http"):
         small = request.param == "small"
@@ -86,10 +86,9 @@ def test_every_backend_matches_the_source(kit: Kit, reqs: list[tuple[str, int, i
     if dup:
         reqs = reqs + reqs[: len(reqs) // 2]
     requests = [(where(name), off, n) for name, off, n in reqs]
-    served = _small.served[0]
     results = asyncio.run(reader.read_many(requests))
     if reader.route == "small":  # the files are in the page cache: the small path served the call
-        assert _small.served[0] == served + 1
+        assert results.stats.route == "small"
     assert len(results) == len(reqs)
     for i, (name, off, n) in enumerate(reqs):
         want = reference(data[name], off, n)

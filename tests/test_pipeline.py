@@ -15,6 +15,7 @@ import pytest
 from conftest import random_bytes
 
 import lsio
+import lsio._windows
 from lsio import _pipeline
 
 
@@ -74,7 +75,7 @@ async def test_step_error_names_request_and_step(data_dir: Path) -> None:
 async def test_windows_bound_memory_and_keep_order(data_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pipeline, "WINDOW", 7)
-    monkeypatch.setattr(lsio._reader, "WINDOW", 7)
+    monkeypatch.setattr(lsio._windows, "WINDOW", 7)
     data = random_bytes(10_000)
     (data_dir / "f").write_bytes(data)
     reqs = [(str(data_dir / "f"), i * 100, 100) for i in range(50)]
@@ -158,7 +159,7 @@ async def test_progress_with_pipeline(data_dir: Path) -> None:
 
 async def test_windows_stat_only_their_own_files(data_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lsio._reader, "WINDOW", 7)
+    monkeypatch.setattr(lsio._windows, "WINDOW", 7)
     chunks = _chunks(data_dir, 40, size=16)
     reader = lsio.Reader()
     seen: list[int] = []

@@ -1,11 +1,12 @@
-"""The small-call path (``lsio/_small.py``): a call of a few requests whose data is in the
-page cache is served without an event-loop round trip, and everything else it meets goes to
-the bulk path with the same outcome. Byte-exactness over both paths is the conformance
+"""The local small path (``lsio/backends/_local_small.py``): a call of a few requests whose data
+is in the page cache is served without an event-loop round trip, and everything else it meets
+goes to the bulk path with the same outcome. Byte-exactness over both paths is the conformance
 kit's job (``test_conformance.py``, kits ``small`` and ``uring``/``threads``)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import types
@@ -17,8 +18,8 @@ import pytest
 from conftest import drop_cache, new_fds, open_fds, random_bytes, write_file
 
 import lsio
-from lsio import _small
 from lsio._defaults import SMALL_BYTES, SMALL_OFF_LOOP_BYTES, SMALL_REQUESTS
+from lsio.backends import _local_small as _small
 
 
 def finish_now(coro: Any) -> Any:
@@ -37,10 +38,12 @@ def files(data_dir: Path) -> list[Path]:
             for i in range(8)]
 
 
+SMALL_ROUTES = ("small", "small-thread", "cold")
+
+
 def served_by_small(fn: Any) -> Any:
-    before = _small.served[0]
     result = fn()
-    assert _small.served[0] == before + 1, "the small-call path did not serve the call"
+    assert result.stats.route in SMALL_ROUTES, "the small path did not serve the call"
     return result
 
 
@@ -76,10 +79,8 @@ async def test_out_buffers_on_the_small_path(files: list[Path]) -> None:
 ])
 async def test_bad_out_buffers_raise_as_on_the_bulk_path(files: list[Path], bad: Any,
                                                          error: type[Exception]) -> None:
-    before = _small.served[0]
     with pytest.raises(error, match=r"out\[0\]"):
         await lsio.read_many([(str(files[0]),)], out=bad())
-    assert _small.served[0] == before
 
 
 async def test_errors_are_the_bulk_paths(files: list[Path], data_dir: Path) -> None:
@@ -92,12 +93,11 @@ async def test_errors_are_the_bulk_paths(files: list[Path], data_dir: Path) -> N
         (str(files[0]) + "/x", NotADirectoryError),
     ]
     for path, error in cases:
-        before = _small.served[0]
         with pytest.raises(error) as info:
             await asyncio.wait_for(lsio.read_many([(str(files[1]),), (path,)]), 10)
         assert info.value.request_index == 1  # type: ignore[attr-defined]
         assert info.value.filename == path
-        assert _small.served[0] == before
+        assert info.value.stats.route == "bulk"  # type: ignore[attr-defined]
 
 
 async def test_missing_ok_on_the_small_path(files: list[Path], data_dir: Path) -> None:
@@ -129,14 +129,13 @@ async def test_a_cold_call_waits_on_the_loop_and_lets_timers_run(data_dir: Path)
     ticker = asyncio.ensure_future(tick())
     await asyncio.sleep(0.005)
     waits = [0]
-    before = _small.served[0]
     start = time.perf_counter()
     try:
         got = await counting(lsio.read_many([(str(p),) for p in paths]), waits)
     finally:
         end = time.perf_counter()
         ticker.cancel()
-    assert _small.served[0] == before
+    assert got.stats.route == "bulk"
     assert waits[0] >= 1, "a cold call never waited on the event loop"
     beats = [start] + [t for t in ticks if start < t < end] + [end]
     assert max(np.diff(beats)) < 0.1, "the loop was held while cold data was read"
@@ -166,9 +165,8 @@ async def test_one_cold_request_is_read_on_a_thread_not_the_ring(data_dir: Path)
     path = write_file(data_dir / "cold-one", random_bytes(300_000, seed=9))
     make_cold(path)
     waits = [0]
-    before = _small.served[0]
     got = await counting(lsio.read_many([(str(path), 1000, 200_000)]), waits)
-    assert _small.served[0] == before + 1 and waits[0] >= 1
+    assert got.stats.route == "cold" and waits[0] >= 1
     assert bytes(got[0]) == path.read_bytes()[1000:201_000]
     make_cold(path)
     sync = served_by_small(lambda: lsio.read_many_sync([(str(path), -5000, None)]))
@@ -215,9 +213,9 @@ async def test_a_file_changed_between_open_and_read_is_read_again(
             return int(real.lsio_small_serve(*args))
 
     monkeypatch.setattr(_small, "lib", Growing())
-    before = _small.served[0]
-    (got,) = await lsio.read_many([(str(path), offset, length)])
-    assert _small.served[0] == before
+    results = await lsio.read_many([(str(path), offset, length)])
+    (got,) = results
+    assert results.stats.route == "bulk"
     now = path.read_bytes()
     start = len(now) + offset if offset < 0 else offset
     assert bytes(got) == now[start : None if length is None else start + length]
@@ -229,9 +227,8 @@ async def test_a_medium_call_is_copied_on_a_thread(data_dir: Path) -> None:
     caller copies on its own thread."""
     path = write_file(data_dir / "medium", random_bytes(SMALL_BYTES + 12345, seed=5))
     waits = [0]
-    before = _small.served[0]
     got = await counting(lsio.read_many([(str(path),), (str(path), 7, 10)]), waits)
-    assert _small.served[0] == before + 1 and waits[0] == 1
+    assert got.stats.route == "small-thread" and waits[0] == 1
     assert bytes(got[0]) == path.read_bytes() and bytes(got[1]) == path.read_bytes()[7:17]
     got = served_by_small(lambda: lsio.read_many_sync([(str(path),)]))
     assert bytes(got[0]) == path.read_bytes()
@@ -257,9 +254,8 @@ def test_calls_beyond_the_limits_take_the_bulk_path(data_dir: Path) -> None:
     big = write_file(data_dir / "big", random_bytes(SMALL_OFF_LOOP_BYTES + 1))
     small = write_file(data_dir / "small", b"abc")
     for reqs in ([(str(big),)], [(str(small),)] * (SMALL_REQUESTS + 1)):
-        before = _small.served[0]
         got = lsio.read_many_sync(reqs)
-        assert _small.served[0] == before
+        assert got.stats.route == "bulk"
         assert bytes(got[0]) == Path(reqs[0][0]).read_bytes()
     served_by_small(lambda: lsio.read_many_sync([(str(small),)] * SMALL_REQUESTS))
 
@@ -298,7 +294,9 @@ async def test_concurrent_small_calls_and_cancellation(files: list[Path]) -> Non
             assert got == want[i % len(files)]
 
 
-async def test_concurrent_store_gets_are_one_small_call(files: list[Path]) -> None:
+async def test_concurrent_store_gets_are_one_small_call(files: list[Path],
+                                                        caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
     """zarr-python's concurrent ``get`` calls of one loop turn are read by one small call;
     a cancelled one leaves the others served."""
     from zarr.core.buffer import default_buffer_prototype
@@ -309,9 +307,10 @@ async def test_concurrent_store_gets_are_one_small_call(files: list[Path]) -> No
     proto = default_buffer_prototype()
     names = [f.name for f in files]
     await store.get(names[0], proto)  # opens the store
-    before = _small.served[0]
-    got = await asyncio.gather(*(store.get(n, proto) for n in names))
-    assert _small.served[0] == before + 1
+    with caplog.at_level(logging.DEBUG, logger="lsio"):
+        got = await asyncio.gather(*(store.get(n, proto) for n in names))
+    calls = [r.getMessage() for r in caplog.records if "lsio.Stats(" in r.getMessage()]
+    assert len(calls) == 1 and "route='small'" in calls[0], calls
     assert [g.to_bytes() for g in got] == [f.read_bytes() for f in files]
     tasks = [asyncio.ensure_future(store.get(n, proto)) for n in names]
     await asyncio.sleep(0)

@@ -1,17 +1,18 @@
-"""The backend interface: three awaitables, arrays in and arrays out.
+"""The backend interface: a small path, three bulk steps, and close.
 
-Every backend (io_uring, threads, HTTP) implements the same three steps, so the reader only
-routes: it asks the backend what the files are (:meth:`Backend.stat`), how the backend
-wants them planned (:meth:`Backend.layout`), plans with the pure planner, and has the
-backend execute the plan (:meth:`Backend.read`). What is particular to a storage (O_DIRECT
-and page-cache policy and worker fan-out for the ring; size probes, multipart verdicts and
+Every backend (io_uring, threads, HTTP) implements the same methods, so the reader only
+routes (:mod:`lsio._route`). A small call goes to :meth:`Backend.read_small`, which serves
+it or declines before handing anything out. The bulk road asks the backend what the files
+are (:meth:`Backend.stat`), how the backend wants them planned (:meth:`Backend.layout`),
+plans with the pure planner, and has the backend execute the plan (:meth:`Backend.read`).
+What is particular to a storage (O_DIRECT and page-cache policy and worker fan-out for the ring; size probes, multipart verdicts and
 bytes the probes already hold for HTTP) stays inside its backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,13 @@ from .._presets import Preset
 from .._request import Requests
 from .._types import ProgressFn, StatResult
 
-__all__ = ["Backend", "Layout", "ReadResult", "RunOptions"]
+if TYPE_CHECKING:
+    from .._call import Call
+    from .._outcome import Outcome
+    from .._results import Results
+    from .._route import Strategy
+
+__all__ = ["Backend", "Layout", "LocalBackend", "ReadResult", "RunOptions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,18 @@ class Backend(Protocol):
     name: str
     """Short name: ``"uring"``, ``"threads"`` or ``"http"``."""
 
+    async def read_small(self, call: Call, strategy: Strategy, tune: Preset | None,
+                         outcome: Outcome | None) -> Results | None:
+        """Serve a small call (:mod:`lsio._route`) on this storage's fast path, or decline
+        with ``None`` before handing anything out (the bulk road then serves it). Failures
+        of requests it served go to ``outcome`` (remote backends)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, connections); idempotent."""
+        ...
+
+
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
         """What the call needs to know of each file before planning: its size (and
         direct-I/O alignment), per-file errno instead of raising, and any bytes already
@@ -128,4 +147,13 @@ class Backend(Protocol):
         """Execute ``plan`` as ``run`` says; read ``i`` lands in
         ``buffers[plan.op_base[i]]`` at ``plan.op_buf[i]``. Each file is read through
         descriptors of one version of it."""
+        ...
+
+
+class LocalBackend(Backend, Protocol):
+    """A backend of local files: its small path can also run on a blocking caller's
+    thread."""
+
+    def serve_small(self, call: Call, strategy: Strategy) -> Results | None:
+        """The small call served on this thread, which may wait for the disk, or ``None``."""
         ...

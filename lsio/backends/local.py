@@ -34,6 +34,7 @@ from .._request import Requests
 from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, ring_for_loop
 from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
+from ._local_small import LocalSmallPath
 
 __all__ = ["UringBackend", "local_layout", "special_detail", "with_details"]
 
@@ -110,7 +111,7 @@ def local_layout(stat: StatResult, tune: Preset, direct: npt.NDArray[np.int32], 
                   max_gap=tune.max_gap, check_eof=True, parallel=parallel)
 
 
-class UringBackend:
+class UringBackend(LocalSmallPath):
     name = "uring"
 
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:

@@ -35,12 +35,13 @@ from .._presets import Preset
 from .._request import Requests
 from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
+from ._local_small import LocalSmallPath
 from .local import local_layout, with_details
 
 __all__ = ["ThreadsBackend"]
 
 
-class ThreadsBackend:
+class ThreadsBackend(LocalSmallPath):
     name = "threads"
 
     def __init__(self, workers: int) -> None:

@@ -21,7 +21,7 @@ import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,12 @@ from ._protocol import (
     size_probes,
 )
 from ._session import read_body
+
+if TYPE_CHECKING:
+    from ..._call import Call
+    from ..._outcome import Outcome
+    from ..._results import Results
+    from ..._route import Strategy
 
 __all__ = ["HttpBackend"]
 
@@ -85,8 +91,16 @@ class HttpBackend:
         """Credentials per service (``lsio.backends._sign.auth_key``), found on first use
         (a lookup takes ~0.1 s: files, a metadata server)."""
 
-    read_small = _small.read
-    """The small-call path (:mod:`._small`): a few requests, each of its own object."""
+    async def read_small(self, call: Call, strategy: Strategy, tune: Preset | None,
+                         outcome: Outcome | None) -> Results | None:
+        """The small path (:mod:`._small`): a few requests, each of its own object."""
+        assert tune is not None and outcome is not None
+        return await _small.serve(self, call, tune, outcome)
+
+    def close(self) -> None:
+        """Forget the credentials found (connections belong to each loop's session, which
+        closes with its loop)."""
+        self._auths.clear()
 
     # -- stat ----------------------------------------------------------------------------
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:

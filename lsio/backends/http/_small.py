@@ -10,11 +10,11 @@ send for it (one range GET; for a whole object or a suffix, the same size probe,
 serves the request when the object fits in it), through the same client: redirects,
 signing, retries and the checks of every answer are the bulk path's.
 
-The reader hands :func:`read` calls of up to ``lsio._defaults.SMALL_URLS`` requests of the
-plain shapes, every one a URL of its own object (``lsio._reader._parse_urls``); it decides
-before any I/O whether the requests qualify, and returns ``None`` if not: the bulk path then
-serves the call unchanged. Failures come back per request as (errno, detail); the reader
-raises them as it does the bulk path's.
+The route (``lsio._route``) sends here calls of up to ``lsio._defaults.SMALL_URLS``
+requests of the plain shapes, every one a URL of its own object; :func:`serve` decides
+before any I/O whether the requests qualify, and returns ``None`` if not: the bulk road
+then serves the call unchanged. Failures go to the call's outcome, which raises them as it
+does the bulk road's.
 """
 
 from __future__ import annotations
@@ -29,15 +29,18 @@ import numpy.typing as npt
 from ..._defaults import READ_ATTEMPTS
 from ..._memory import allocate
 from ..._presets import Preset
+from ..._results import Results, shared_columns
 from ._client import HttpClient, Read, origin, workers
 from ._cost import cost_of
 from ._protocol import UNKNOWN_SIZE, HttpError
 from ._version import STALE
 
 if TYPE_CHECKING:
+    from ..._call import Call
+    from ..._outcome import Outcome
     from ._backend import HttpBackend
 
-__all__ = ["read"]
+__all__ = ["serve"]
 
 _EMPTY = memoryview(b"")
 
@@ -46,17 +49,46 @@ _ARENA = 64 << 10
 arena (``lsio._memory``: ~5 us, which pays off where fresh memory would fault page by
 page)."""
 
-served = [0]
-"""Calls this path served (the tests check that it did)."""
-
-Outcome = tuple[list[memoryview], list[int], dict[int, tuple[int, str]]]
+Answer = tuple[list[memoryview], list[int], dict[int, tuple[int, str]]]
 """Each request's bytes, its length, and the failed requests' (errno, detail)."""
+
+
+async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
+                ) -> Results | None:
+    """The call served by this path, or ``None`` before any I/O: the bulk road must."""
+    assert call.plain is not None
+    paths, offsets, lengths = call.plain
+    flat: list[int] = []
+    for i, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
+        flat += (i, offset, length)
+    done = outcome.done  # kept for the deadline, which names the first request not read
+    finished = None if done is None else (lambda i: done.__setitem__(i, True))
+    job = read(backend, paths, flat, call.out, call.caps, tune, call.missing_ok, finished)
+    if job is None:
+        return None
+    views, got, failed = await job
+    n = len(paths)
+    missing = None
+    if failed:
+        idx = np.array(sorted(failed), np.int64)
+        codes = np.array([failed[i][0] for i in idx.tolist()], np.int32)
+        gone = outcome.fail(idx, codes, {k: failed[i][1] for k, i in enumerate(idx.tolist())})
+        outcome.raise_first()  # the lowest failing request, as the bulk road reports
+        missing = np.zeros(n, bool)
+        missing[idx[gone]] = True
+    index, zeros, _ = shared_columns(n)
+    results = Results(views if call.out is None else list(call.out), index, zeros,
+                      np.array(got, np.int64), missing)
+    c = outcome.counters
+    results._stats = ("small", "http", n, c.operations or n, None, c.retries, 0.0, paths,
+                      results.lengths)
+    return results
 
 
 def read(backend: HttpBackend, paths: list[str], flat: list[int],
          out: Sequence[Any] | None, caps: npt.NDArray[np.int64] | None, tune: Preset,
          missing_ok: bool, finished: Callable[[int], None] | None
-         ) -> Coroutine[Any, Any, Outcome] | None:
+         ) -> Coroutine[Any, Any, Answer] | None:
     """The call that serves requests ``i`` = ``(paths[i], flat[3i + 1], flat[3i + 2])`` (a
     length of -1: to the end) into ``out`` if given, to await; ``None`` (before any I/O)
     if the bulk path must. ``finished(i)`` is told of each request served."""
@@ -82,7 +114,7 @@ def read(backend: HttpBackend, paths: list[str], flat: list[int],
                                     finished))
 
 
-async def _versioned(job: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome:
+async def _versioned(job: Callable[[], Coroutine[Any, Any, Answer]]) -> Answer:
     """``await job()``, again (a new client: a fresh record of versions) while an object
     changed under it (:mod:`._version`), up to ``READ_ATTEMPTS`` times in all; then the
     change is the request's error (``ESTALE``)."""
@@ -95,7 +127,7 @@ async def _versioned(job: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome
 
 async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
                 out: Sequence[Any] | None, tune: Preset, room: int, missing_ok: bool,
-                finished: Callable[[int], None] | None) -> Outcome:
+                finished: Callable[[int], None] | None) -> Answer:
     """Several requests, or one that is not a plain range: all sent at once (up to the
     concurrency cap), then the parts of objects longer than their size probe."""
     n = len(paths)
@@ -103,7 +135,6 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
     options = backend.options
     client = HttpClient(paths, options, backend._auths)
     await client.start()
-    served[0] += 1
     arena = _memory(room) if room and out is None else None
 
     views = [_EMPTY] * n
@@ -175,12 +206,11 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
 
 async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length: int,
                      out: Sequence[Any] | None, missing_ok: bool,
-                     finished: Callable[[int], None] | None) -> Outcome:
+                     finished: Callable[[int], None] | None) -> Answer:
     """The commonest call, one range of one object: its one GET, nothing to gather."""
     client = HttpClient(paths, backend.options, backend._auths)
     if client.session is None or client.pending:
         await client.start()
-    served[0] += 1
     if out is not None:
         dest = memoryview(out[0]).cast("B")[:length]
     else:

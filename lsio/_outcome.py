@@ -1,0 +1,253 @@
+"""Where every road ends: one call's outcome, and what the call did.
+
+Whichever road serves a call (a backend's small path, the bulk path, a mixed call's two
+parts, the last-resort read to the end), it reports here: finished requests
+(:meth:`Outcome.report`: the caller's progress, once per request, and what the deadline
+names), failed ones (:meth:`Outcome.fail`: ``missing_ok`` decides, once, which failures are
+missing files and which are errors), and the counters of :class:`Stats`. The call's error is
+raised here only (:meth:`Outcome.raise_first`): the lowest failing request's ``OSError``,
+naming its path, whichever road met it. Failures are kept as columns (an errno per request,
+a sparse ``{index: detail}``), never as a Python object per request.
+
+So "which path does this call take" is :mod:`lsio._route`; "where are its errors raised" is
+this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import MISSING, request_error
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ._request import Requests
+    from ._results import Results
+
+__all__ = ["Counters", "Outcome", "Stats", "timed"]
+
+Progress = Callable[["npt.NDArray[np.int64]", "Results", "npt.NDArray[np.int64]"], None]
+"""Told (request indices in the caller's list, the part's results, indices in the part)."""
+
+
+class Stats:
+    """What one call did. ``Results.stats``, ``exc.stats`` on a call's error, and the
+    iterator of ``iter_many`` once exhausted carry one.
+
+    The paths keep raw counters; derived fields are computed when first read."""
+
+    __slots__ = ("route", "backend", "requests", "operations", "_transferred", "retries",
+                 "loop_hold", "_files", "_lengths", "_requested")
+
+    def __init__(self, route: str, backend: str, requests: int, operations: int,
+                 transferred: int | None, retries: int, loop_hold: float, files: Any,
+                 lengths: Any) -> None:
+        self.route = route
+        """Road the call took: ``"small"`` (served at once on the calling thread),
+        ``"small-thread"`` (the small path on a worker thread), ``"cold"`` (a few requests
+        not in the page cache, read by blocking calls off the loop), ``"bulk"`` (stat,
+        plan, the backend's batched reads) or ``"mixed"`` (local and remote parts, each
+        bulk)."""
+        self.backend = backend
+        """``"uring"``, ``"threads"``, ``"http"`` or ``"mixed"``."""
+        self.requests = requests
+        """Requests in the call."""
+        self.operations = operations
+        """Reads issued: io_uring or thread reads of files, HTTP GETs (size probes
+        included)."""
+        self.retries = retries
+        """Requests sent again (HTTP retries, reads of changed files planned again)."""
+        self.loop_hold = loop_hold
+        """Longest synchronous span, in seconds, that lsio itself ran on the event loop's
+        thread during the call (0.0 where the call ran on no event loop)."""
+        self._transferred = transferred
+        self._files = files
+        self._lengths = lengths
+        self._requested: int | None = None
+
+    @property
+    def files(self) -> int:
+        """Distinct files or objects the call named."""
+        if not isinstance(self._files, int):
+            self._files = len(set(self._files))
+        return self._files
+
+    @property
+    def bytes_requested(self) -> int:
+        """Bytes the call returned (each request's length, as read)."""
+        if self._requested is None:
+            self._requested = 0 if self._lengths is None else int(np.sum(self._lengths))
+        return self._requested
+
+    @property
+    def bytes_transferred(self) -> int:
+        """Bytes read from disk or received on the wire: more than requested where reads
+        were merged through gaps or aligned for O_DIRECT, less where requests overlap."""
+        return self.bytes_requested if self._transferred is None else self._transferred
+
+    def __repr__(self) -> str:
+        return (f"lsio.Stats(route={self.route!r}, backend={self.backend!r}, "
+                f"requests={self.requests}, files={self.files}, "
+                f"bytes_requested={self.bytes_requested}, "
+                f"bytes_transferred={self.bytes_transferred}, operations={self.operations}, "
+                f"retries={self.retries}, loop_hold={self.loop_hold:.6f})")
+
+
+class Counters:
+    """The raw counters of one bulk or mixed call, filled as it runs."""
+
+    __slots__ = ("route", "backend", "operations", "transferred", "retries", "hold")
+
+    def __init__(self, route: str, backend: str) -> None:
+        self.route, self.backend = route, backend
+        self.operations = self.transferred = self.retries = 0
+        self.hold = 0.0
+
+    def stats(self, n: int, files: Any, lengths: Any) -> Stats:
+        return Stats(self.route, self.backend, n, self.operations, self.transferred,
+                     self.retries, self.hold, files, lengths)
+
+
+class Outcome:
+    """One call's finished and failed requests, in the caller's numbering."""
+
+    __slots__ = ("n", "missing_ok", "progress", "reqs", "err", "detail", "errors", "done",
+                 "counters")
+
+    def __init__(self, n: int, reqs: Callable[[], Requests], missing_ok: bool,
+                 progress: Progress | None, counters: Counters, *, track: bool = False) -> None:
+        self.n = n
+        self.missing_ok = missing_ok
+        self.progress = progress
+        self.reqs = reqs
+        """The call's requests (made on demand: only an error needs them)."""
+        self.err: npt.NDArray[np.int32] | None = None
+        """errno of each failed request (0: none), made at the first failure."""
+        self.detail: dict[int, str] = {}
+        """What the backend knows of a failure beyond its errno (an HTTP status)."""
+        self.errors: dict[int, BaseException] = {}
+        """A request's own exception, where it is not an errno (kept per slot)."""
+        self.done = np.zeros(n, bool) if track or progress is not None else None
+        """Requests reported finished (kept for progress and the deadline)."""
+        self.counters = counters
+
+    def report(self, idx: npt.NDArray[np.int64], results: Results,
+               local: npt.NDArray[np.int64]) -> None:
+        """Requests ``idx`` (caller's numbering; ``results[local[k]]`` is ``idx[k]``'s)
+        are finished: told to the caller's progress, once each."""
+        if self.done is not None:
+            self.done[idx] = True
+        if self.progress is not None:
+            self.progress(idx, results, local)
+
+    def fail(self, idx: npt.NDArray[np.int64], codes: npt.NDArray[Any],
+             detail: dict[int, str] | None = None) -> npt.NDArray[np.bool_]:
+        """Requests ``idx`` failed with errnos ``codes`` (``detail``: by position in
+        ``idx``). Returns which of them are missing files under ``missing_ok`` (their
+        results are ``None``); the others are the call's errors."""
+        codes = np.asarray(codes, np.int32)
+        gone = (np.isin(codes, MISSING) if self.missing_ok else np.zeros(len(idx), bool))
+        bad = np.flatnonzero(~gone)
+        if len(bad):
+            if self.err is None:
+                self.err = np.zeros(self.n, np.int32)
+            self.err[idx[bad]] = codes[bad]
+            for k in bad.tolist() if detail else ():
+                if k in detail:  # type: ignore[operator]
+                    self.detail[int(idx[k])] = detail[k]  # type: ignore[index]
+        return gone
+
+    def failed(self) -> bool:
+        return self.err is not None or bool(self.errors)
+
+    def first_error(self) -> BaseException | None:
+        """The lowest failing request's error, or ``None``."""
+        first = self.n
+        if self.err is not None:
+            hit = np.flatnonzero(self.err)
+            first = int(hit[0]) if len(hit) else self.n
+        if self.errors and min(self.errors) < first:
+            return self.errors[min(self.errors)]
+        if first == self.n:
+            return None
+        return request_error(int(self.err[first]), self.reqs(), first,  # type: ignore[index]
+                             self.detail.get(first))
+
+    def raise_first(self) -> None:
+        """Raise the lowest failing request's error, if any failed."""
+        exc = self.first_error()
+        if exc is not None:
+            raise exc
+
+    @asynccontextmanager
+    async def deadline(self, seconds: float | None) -> AsyncIterator[None]:
+        """The call's overall deadline (``HttpOptions.timeout``), as a ``TimeoutError``
+        naming the first request not finished by then (``request_index``, ``filename``),
+        as I/O errors do."""
+        if seconds is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                yield
+        except TimeoutError as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise self._late(seconds) from None
+
+    def _late(self, seconds: float) -> TimeoutError:
+        reqs = self.reqs()
+        late = (np.flatnonzero(~self.done) if self.done is not None
+                else np.arange(self.n, dtype=np.int64))
+        first = int(late[0]) if len(late) else 0
+        error = TimeoutError(errno.ETIMEDOUT, f"lsio: read_many of {self.n} requests did "
+                             f"not finish within HttpOptions.timeout={seconds} s "
+                             f"({len(late)} not read)", reqs.paths[int(reqs.file[first])])
+        error.request_index = first  # type: ignore[attr-defined]
+        error.add_note(f"lsio: the first request not read: {reqs.describe(first)}")
+        return error
+
+
+class _Timed:
+    """Runs a coroutine step by step, keeping the longest step: each step is a span the
+    call ran on the event loop's thread without yielding."""
+
+    __slots__ = ("coro", "counters")
+
+    def __init__(self, coro: Any, counters: Counters) -> None:
+        self.coro, self.counters = coro, counters
+
+    def __await__(self) -> Any:
+        it = self.coro.__await__()
+        value: Any = None
+        exc: BaseException | None = None
+        clock, counters = time.perf_counter, self.counters
+        while True:
+            start = clock()
+            try:
+                step = it.send(value) if exc is None else it.throw(exc)
+            except StopIteration as stop:
+                counters.hold = max(counters.hold, clock() - start)
+                return stop.value
+            except BaseException:
+                counters.hold = max(counters.hold, clock() - start)
+                raise
+            counters.hold = max(counters.hold, clock() - start)
+            try:
+                value, exc = (yield step), None
+            except BaseException as thrown:  # cancellation, thrown into the step
+                value, exc = None, thrown
+
+
+def timed(coro: Any, counters: Counters) -> Any:
+    """``await timed(coro, counters)``: ``await coro``, with its longest step in
+    ``counters.hold``."""
+    return _Timed(coro, counters)

@@ -1,0 +1,76 @@
+"""``read_many(pipeline=...)``: the bulk road in windows, each finished chunk handed to the
+pinned workers (:mod:`lsio._pipeline`) while the next chunks are read."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._callbacks import Guard
+from ._outcome import Counters, Outcome
+from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
+from ._progress import Progress
+from ._request import Requests
+from ._results import Results
+
+if TYPE_CHECKING:
+    from ._bulk import Bulk
+
+__all__ = ["run_pipeline"]
+
+
+class Outputs(list[Any]):
+    """Each request's last step output, in request order, and what the call did
+    (``stats``, :class:`lsio.Stats`)."""
+
+    stats: Any = None
+
+
+async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
+                       bar: Progress | None, missing_ok: bool, counters: Counters,
+                       off: bool) -> Outputs:
+    """Read in windows; hand each finished chunk to the pinned workers."""
+    n = len(reqs)
+    steps = steps_for(pipeline, n)
+    outputs = Outputs([None] * n)
+    guard = Guard()  # a failed step ends the window's read at once
+    run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe,
+                      on_error=lambda: guard.fail(run.errors[0]))
+    window = 0
+
+    def hand_off(finished: npt.NDArray[np.int64], results: Results,
+                 local: npt.NDArray[np.int64]) -> None:
+        if bar is not None:
+            bar(finished, results, local)
+        if not run.stop.is_set():
+            run.put(window, [(g, results[k]) for g, k in zip(
+                finished.tolist(), local.tolist(), strict=True)])
+
+    outcome = Outcome(n, lambda: reqs, missing_ok, hand_off, counters)
+    lengths = np.zeros(n, np.int64)
+    try:
+        for lo in range(0, n, WINDOW):
+            window = lo // WINDOW
+            try:
+                got = await guard.run(road.run(reqs.window(lo, min(lo + WINDOW, n)), None,
+                                               np.zeros(0, np.int64), outcome, off))
+                lengths[lo:lo + len(got)] = got.lengths
+            except BaseException as exc:
+                if exc is not guard.error:
+                    raise
+                run.raise_first()  # the lowest failing request's step, as below
+                raise
+            if window:  # the window before is decoded: its memory can go
+                await run.window_done(window - 1)
+            run.raise_first()
+        await run.window_done(window)
+    except BaseException:
+        run.stop.set()  # running steps finish the chunk they are on; no new ones
+        raise
+    finally:
+        await run.close()
+    outputs.stats = counters.stats(n, reqs.paths, lengths)
+    return outputs
