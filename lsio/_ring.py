@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from . import _fork
 from ._aio import uncancellable
+from ._cpus import affinity
 from ._defaults import ASYNC_MIN, PUMP_BUDGET, PUMP_NS, RING_ENTRIES, RING_FILES
 from ._plan import LINUX_MAX_RW, Plan
 from ._types import ProgressFn, StatResult
@@ -83,7 +84,7 @@ def _spare_a_core(ptr: Any) -> None:
     always has a core: on this 2-core machine, a cold 256 MiB buffered read stalled a 1 ms
     heartbeat 30-100 ms with the workers on both cores, 2-10 ms with them on one. Best
     effort: nothing changes where the kernel refuses."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    allowed = affinity()
     if len(allowed) < 2:
         return
     cpus = np.array(allowed[1:], np.int32)

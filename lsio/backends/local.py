@@ -27,6 +27,7 @@ from .._defaults import (
     SMALL_CALL_BYTES,
     STAT_DEPTH,
 )
+from .._cpus import usable_cpus
 from .._memory import is_fresh
 from .._plan import Plan, resolve_ranges
 from .._presets import Preset
@@ -36,9 +37,6 @@ from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
 
 __all__ = ["UringBackend", "local_layout", "special_detail", "with_details"]
-
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-    os.cpu_count() or 1)
 
 
 def _addresses(plan: Plan, buffers: list[Any]) -> tuple[npt.NDArray[np.uint64], list[Any]]:
@@ -136,7 +134,7 @@ class UringBackend:
                    buffers: list[Any], run: RunOptions) -> ReadResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         addresses, handles = _addresses(plan, buffers)
-        workers = _CORES if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
+        workers = usable_cpus() if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
                                                  plan.bytes_read >= PARALLEL_MIN_BYTES) else 1
         done, err, _ = await ring.read(
             reqs.paths, stat.size, layout.file_direct, plan, addresses,
