@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._cpus import usable_cpus
 from .._defaults import (
     ARENA_ALIGN,
     CACHE_SAMPLE,
@@ -27,12 +28,11 @@ from .._defaults import (
     SMALL_CALL_BYTES,
     STAT_DEPTH,
 )
-from .._cpus import usable_cpus
 from .._memory import is_fresh
 from .._plan import Plan, resolve_ranges
 from .._presets import Preset
 from .._request import Requests
-from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, ring_for_loop
+from .._ring import DIRECT_OFF, DIRECT_ON, ReadOptions, cached_share, ffi, ring_for_loop
 from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
 
@@ -137,10 +137,10 @@ class UringBackend:
         workers = usable_cpus() if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
                                                  plan.bytes_read >= PARALLEL_MIN_BYTES) else 1
         done, err, _ = await ring.read(
-            reqs.paths, stat.size, layout.file_direct, plan, addresses,
-            queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
-            keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
-            caller_memory=run.caller_memory, changed=run.changed,
-            fresh=not run.caller_memory and is_fresh(buffers[0]),
+            reqs.paths, stat.size, layout.file_direct, plan, addresses, ReadOptions(
+                queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
+                keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
+                caller_memory=run.caller_memory, changed=run.changed,
+                fresh=not run.caller_memory and is_fresh(buffers[0])),
         )
         return ReadResult(done, err, run.changed)
