@@ -174,6 +174,18 @@ def worker_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def close_worker_pool() -> None:
+    """End the pipeline workers (process-wide: zarr's batched reads share them). Idempotent
+    and non-blocking: queued and running steps finish, then the threads exit; the next
+    :func:`worker_pool` starts new ones. In a forked child the parent's pool is already
+    forgotten, so this does nothing to it."""
+    global _pool, _pool_workers
+    with _pool_lock:
+        old, _pool, _pool_workers = _pool, None, 0
+    if old is not None:
+        old.shutdown(wait=False)
+
+
 def worker_count() -> int:
     """How many threads :func:`worker_pool` runs (starting it if it has not started yet)."""
     worker_pool()

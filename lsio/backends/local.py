@@ -111,6 +111,12 @@ def local_layout(stat: StatResult, tune: Preset, direct: npt.NDArray[np.int32], 
 class UringBackend:
     name = "uring"
 
+    def close(self) -> None:
+        """Nothing to release: this backend holds nothing of its own. The ring it reads
+        through belongs to the event loop (shared by every reader on it, released with the
+        loop or by ``Ring.close``), and the worker rings of parallel page-cache reads are
+        process-wide (``_ringpool.close``)."""
+
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         stat = await ring.stat(reqs.paths, queue_depth=max(tune.queue_depth, STAT_DEPTH))
