@@ -144,6 +144,10 @@ being issued inline by ``io_uring_submit`` on the event loop's thread, where the
 faults (~1 ms per MiB of fresh memory here) and page-cache copies (~0.25 ms per MiB) would
 stall the loop. Below it, inline completion is what makes cached small reads fast."""
 
+# Compile-time numbers of the C helpers (the C loops use them as constants) stay in
+# lsio/_c/os.h, each with where it comes from: LSIO_POPULATE_STEP (memory faulted in per
+# madvise, 8 MiB), LSIO_CACHE_WINDOWS x LSIO_CACHE_WINDOW (page-cache sample, 4 x 1 MiB).
+
 # -- Result memory -------------------------------------------------------------------------------
 
 POOL_BYTES = 1 << 30

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _fork
+from ._cpus import usable_set
 from ._defaults import JOB, WINDOW
 
 if TYPE_CHECKING:
@@ -150,12 +151,6 @@ def _forget() -> None:
     _pool, _pool_workers = None, 0
 
 
-def _cpus() -> list[int]:
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))  # pragma: no cover - not Linux
-
-
 def worker_pool() -> ThreadPoolExecutor:
     """The pipeline workers: one thread per usable core, each pinned to its own core."""
     from concurrent.futures import ThreadPoolExecutor  # here: only pipelines need it
@@ -163,7 +158,7 @@ def worker_pool() -> ThreadPoolExecutor:
     global _pool, _pool_workers
     with _pool_lock:
         if _pool is None:
-            cpus = _cpus()
+            cpus = usable_set()
             counter = itertools.count()
 
             def pin() -> None:
@@ -177,6 +172,18 @@ def worker_pool() -> ThreadPoolExecutor:
                                        initializer=pin)
             _pool_workers = len(cpus)
         return _pool
+
+
+def close_worker_pool() -> None:
+    """End the pipeline workers (process-wide: zarr's batched reads share them). Idempotent
+    and non-blocking: queued and running steps finish, then the threads exit; the next
+    :func:`worker_pool` starts new ones. In a forked child the parent's pool is already
+    forgotten, so this does nothing to it."""
+    global _pool, _pool_workers
+    with _pool_lock:
+        old, _pool, _pool_workers = _pool, None, 0
+    if old is not None:
+        old.shutdown(wait=False)
 
 
 def worker_count() -> int:
@@ -210,7 +217,7 @@ class PipelineRun:
         self._closed: set[int] = set()
         self._done: dict[int, asyncio.Future[None]] = {}
         self.workers: list[asyncio.Future[None]] = []
-        for cpu in _cpus():
+        for cpu in usable_set():
             done: asyncio.Future[None] = loop.create_future()
             self.workers.append(done)
             threading.Thread(target=self._work, args=(cpu, done), daemon=True,

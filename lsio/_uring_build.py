@@ -3,7 +3,9 @@
 Debian 12 ships liburing 2.3, whose ``io_uring_prep_*`` helpers are ``static inline``: they
 only exist once compiled, so ABI mode cannot reach them and this module compiles
 ``lsio/_c/uring.c`` against the system ``<liburing.h>``. ``lsio/_c/uring.h`` is both the C
-header and the cdef. See uring.c for the engine and ``lsio/_ring.py`` for its theory.
+header and the cdef. See uring.c for the engine and ``lsio/_ring.py`` for its theory. The same
+module carries the small-call path (``small.c``) and the OS helpers beside the ring
+(``os.c``: page-cache probes, faulting memory in, the filesystem's type).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (c
 from _cbuild import C_DIR, CFLAGS, header_cdef  # noqa: E402
 
 ffibuilder = FFI()
-ffibuilder.cdef(header_cdef("uring.h") + header_cdef("small.h"))
+_PARTS = ("uring", "small", "os")
+ffibuilder.cdef("\n".join(header_cdef(f"{n}.h") for n in _PARTS))
 ffibuilder.set_source(
     "lsio._uring",
-    '#include "uring.c"\n#include "small.c"',  # one unit: static constants reach cffi
+    "".join(f'#include "{n}.c"\n' for n in _PARTS),  # one unit: static constants reach cffi
     include_dirs=[str(C_DIR)],
-    depends=[str(C_DIR / n) for n in ("uring.h", "uring.c", "small.h", "small.c")],
+    depends=[str(C_DIR / f"{n}.{ext}") for n in _PARTS for ext in ("h", "c")],
     libraries=["uring"],
     extra_compile_args=CFLAGS,
 )

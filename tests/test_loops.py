@@ -335,7 +335,8 @@ import asyncio, faulthandler, gc, os, sys, threading
 faulthandler.dump_traceback_later(45, exit=True)  # a hang: dump every thread's stack, exit
 import numpy as np
 import lsio
-from lsio import _ring
+from lsio import _ring, _ringpool
+from lsio._defaults import RING_FILES
 backend, direct, path = sys.argv[1], {"1": True, "0": False}[sys.argv[2]], sys.argv[3]
 data = np.fromfile(path, np.uint8)
 reader = lsio.Reader(backend=backend, direct=direct)
@@ -354,7 +355,7 @@ def verify(results, reqs):
 def worker_threads_idle(what):
     # lsio's page-cache worker threads (engines that have them) must all be free again once
     # cancelled work has drained, else later calls queue forever and exit blocks
-    pool = getattr(_ring, "_pool", None)
+    pool = getattr(_ringpool, "_pool", None)
     if pool is None:
         return
     n = pool._max_workers
@@ -380,7 +381,7 @@ async def settle(loop, what):
     assert not stuck, f"{what}: cancelled batches never finish (nopen, inflight, stopping): {stuck}"
     if hasattr(_ring.lib, "lsio_ring_free_files"):  # engines with a registered-file table
         free = _ring.lib.lsio_ring_free_files(ring._ptr)
-        assert free == _ring.RING_FILES, f"{what}: registered file slots leaked: {free} free"
+        assert free == RING_FILES, f"{what}: registered file slots leaked: {free} free"
     worker_threads_idle(what)
 
 async def main():

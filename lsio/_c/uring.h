@@ -78,8 +78,5 @@ int lsio_ring_drain(lsio_ring *r);
 int lsio_run_blocking(lsio_ring *r, lsio_batch *b);
 int lsio_ring_free_files(lsio_ring *r);
 int lsio_ring_iowq(lsio_ring *r, int ncpus, const int *cpus, unsigned bounded);
-double lsio_cached_share(const char *path);
-int lsio_populate(unsigned long long addr, unsigned long long len, const int *stop);
-long long lsio_fs_type(const char *path);
 
 #endif

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._cpus import usable_cpus
 from .._defaults import (
     ARENA_ALIGN,
     CACHE_SAMPLE,
@@ -31,15 +32,12 @@ from .._memory import is_fresh
 from .._plan import Plan, resolve_ranges
 from .._presets import Preset
 from .._request import Requests
-from .._ring import DIRECT_OFF, DIRECT_ON, cached_share, ffi, ring_for_loop
+from .._ring import DIRECT_OFF, DIRECT_ON, ReadOptions, cached_share, ffi, ring_for_loop
 from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
 from ._local_small import LocalSmallPath
 
 __all__ = ["UringBackend", "local_layout", "special_detail", "with_details"]
-
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-    os.cpu_count() or 1)
 
 
 def _addresses(plan: Plan, buffers: list[Any]) -> tuple[npt.NDArray[np.uint64], list[Any]]:
@@ -114,6 +112,12 @@ def local_layout(stat: StatResult, tune: Preset, direct: npt.NDArray[np.int32], 
 class UringBackend(LocalSmallPath):
     name = "uring"
 
+    def close(self) -> None:
+        """Nothing to release: this backend holds nothing of its own. The ring it reads
+        through belongs to the event loop (shared by every reader on it, released with the
+        loop or by ``Ring.close``), and the worker rings of parallel page-cache reads are
+        process-wide (``_ringpool.close``)."""
+
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         stat = await ring.stat(reqs.paths, queue_depth=max(tune.queue_depth, STAT_DEPTH))
@@ -137,13 +141,13 @@ class UringBackend(LocalSmallPath):
                    buffers: list[Any], run: RunOptions) -> ReadResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         addresses, handles = _addresses(plan, buffers)
-        workers = _CORES if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
+        workers = usable_cpus() if layout.parallel and (plan.nops >= PARALLEL_MIN_READS or
                                                  plan.bytes_read >= PARALLEL_MIN_BYTES) else 1
         done, err, _ = await ring.read(
-            reqs.paths, stat.size, layout.file_direct, plan, addresses,
-            queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
-            keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
-            caller_memory=run.caller_memory, changed=run.changed,
-            fresh=not run.caller_memory and is_fresh(buffers[0]),
+            reqs.paths, stat.size, layout.file_direct, plan, addresses, ReadOptions(
+                queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
+                keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
+                caller_memory=run.caller_memory, changed=run.changed,
+                fresh=not run.caller_memory and is_fresh(buffers[0])),
         )
         return ReadResult(done, err, run.changed)

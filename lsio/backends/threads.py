@@ -55,6 +55,16 @@ class ThreadsBackend(LocalSmallPath):
         _fork.keep(self._pool)
         self._pool = None
 
+    def close(self) -> None:
+        """End this backend's threads. Idempotent and non-blocking: jobs already running
+        finish (they hold their memory and close their files), queued ones still run, then
+        the threads exit. A later call starts a new pool. In a forked child the parent's
+        pool was forgotten at the fork: nothing to do."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
