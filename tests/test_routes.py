@@ -26,8 +26,13 @@ from conftest import drop_cache, new_fds, open_fds, random_bytes, use_moto_crede
 from servers import MotoServer
 
 import lsio
-from lsio._defaults import (PARALLEL_MIN_READS, SMALL_BYTES, SMALL_COLD_REQUESTS,
-                            SMALL_OFF_LOOP_BYTES, SMALL_URLS)
+from lsio._defaults import (
+    PARALLEL_MIN_READS,
+    SMALL_BYTES,
+    SMALL_COLD_REQUESTS,
+    SMALL_OFF_LOOP_BYTES,
+    SMALL_URLS,
+)
 
 SIZES = {"f0": 0, "f1": 1, "f4095": 4095, "f4096": 4096, "f10000": 10_000, "f70000": 70_000,
          "f1M": (1 << 20) + 3}
@@ -89,7 +94,7 @@ class Route:
         if where == "local":
             return str(env.root / name)
         if where == "http":
-            return env.nginx.url(f"routes/{name}")
+            return str(env.nginx.url(f"routes/{name}"))
         return f"s3://{BUCKET}/{name}"
 
     def padding(self, env: Env) -> list[tuple[str, int, int | None]]:
@@ -342,7 +347,7 @@ async def test_cancellation_leaves_the_reader_working(route: Route, env: Env) ->
         else:
             await asyncio.sleep(0)
         task.cancel()
-        (outcome,) = await asyncio.gather(task, return_exceptions=True)
+        outcome: Any = (await asyncio.gather(task, return_exceptions=True))[0]
         assert isinstance(outcome, (tuple, asyncio.CancelledError)), repr(outcome)
         if isinstance(outcome, tuple):
             assert outcome[1] == wants
@@ -351,12 +356,15 @@ async def test_cancellation_leaves_the_reader_working(route: Route, env: Env) ->
     assert not _leaks(baseline, route.where != "local")
 
 
+def _recorder(seen: list[tuple[int, int, int]]) -> Callable[[int, int, int], None]:
+    return lambda done, total, nbytes: seen.append((done, total, nbytes))
+
+
 async def test_progress_reports_every_chunk_once(route: Route, env: Env) -> None:
     reader = route.reader(env)
     for reqs in _shaped(route, REQS):
         seen: list[tuple[int, int, int]] = []
-        got, values = await call(route, env, reader, reqs,
-                                 progress=lambda *a: seen.append(a))
+        got, values = await call(route, env, reader, reqs, progress=_recorder(seen))
         # today the small paths are skipped when progress= is set (they report nothing):
         # Results.stats will tell, and the Outcome serves progress on every route
         assert _took(got, route.took)
@@ -440,3 +448,61 @@ def test_every_route_is_listed() -> None:
     """The suite's routes cover every value ``Results.stats.route`` may take."""
     assert {r.took for r in ROUTES} == {"small", "small-thread", "cold", "bulk", "mixed"}
 
+
+
+# -- the zarr schedules: the same array through zarr-python's own store and every lsio way ------
+
+ZARR_SIDE, ZARR_CHUNK = 384, 8
+"""2304 chunks: more than a window of the fast path (``WINDOW``) and of the batched codec
+pipeline (``BATCH_WINDOW``)."""
+
+
+@pytest.fixture(scope="module")
+def zarr_array(module_data_dir: Path) -> tuple[str, np.ndarray]:
+    import zarr
+
+    from lsio._defaults import BATCH_WINDOW, WINDOW
+
+    assert (ZARR_SIDE // ZARR_CHUNK) ** 2 > max(WINDOW, BATCH_WINDOW)
+    root = str(module_data_dir / "a.zarr")
+    data = np.arange(ZARR_SIDE ** 2, dtype="float32").reshape(ZARR_SIDE, ZARR_SIDE) % 977
+    arr = zarr.create_array(store=root, shape=data.shape, dtype="float32",
+                            chunks=(ZARR_CHUNK, ZARR_CHUNK), fill_value=0.0)
+    arr[:] = data
+    assert np.array_equal(zarr.open_array(root, mode="r")[:], data)  # zarr-python's own store
+    return root, data
+
+
+ZARR_WAYS = ["lsio.zarr.read", "LsioCodecPipeline", "LsioStore"]
+ZARR_SCHEDULES = {
+    "many-cached": (slice(None), slice(None)),  # every chunk, more than a window
+    "few-cached": (slice(3, 20), slice(5, 14)),  # a few chunks, read inline
+    "one-cold": (slice(17, 23), slice(9, 15)),  # one chunk, dropped from the page cache
+}
+
+
+def _zarr_read(way: str, root: str, sel: Any) -> np.ndarray:
+    import zarr
+
+    import lsio.zarr
+
+    if way == "lsio.zarr.read":
+        return lsio.zarr.read_sync(root, sel)
+    if way == "LsioStore":
+        return np.asarray(zarr.open_array(lsio.zarr.LsioStore(root), mode="r")[sel])
+    with zarr.config.set({"codec_pipeline.path": lsio.zarr.PATH}):
+        arr = zarr.open_array(root, mode="r")
+    return np.asarray(arr[sel])
+
+
+@pytest.mark.parametrize("schedule", list(ZARR_SCHEDULES))
+@pytest.mark.parametrize("way", ZARR_WAYS)
+def test_zarr_schedules_match_zarrs_own_store(way: str, schedule: str,
+                                              zarr_array: tuple[str, np.ndarray]) -> None:
+    root, data = zarr_array
+    sel = ZARR_SCHEDULES[schedule]
+    want = data[sel]  # what zarr-python's own store and pipeline read (the fixture checks)
+    if schedule == "one-cold":
+        drop_cache(os.path.join(root, "c", "2", "1"))
+    got = _zarr_read(way, root, sel)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
