@@ -45,8 +45,9 @@ __version__ = "0.1.0"
 
 def _engine(name: str) -> Any:
     """``Reader``, ``Stats``, ``backend_name`` and ``copy_to`` come with the engine
-    (asyncio, io_uring, the planner, the backends, the thread pools), loaded on first use: ``import lsio`` costs
-    little more than numpy, and ``from lsio import Reader`` works as usual (PEP 562)."""
+    (asyncio, io_uring, the planner, the backends, the thread pools), loaded on first use:
+    ``import lsio`` costs little more than numpy, and ``from lsio import Reader`` works as
+    usual (PEP 562)."""
     module: Any
     if name in ("Reader", "backend_name"):
         from . import _reader as module

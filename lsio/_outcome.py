@@ -144,6 +144,11 @@ class Outcome:
         """Requests ``idx`` (caller's numbering; ``results[local[k]]`` is ``idx[k]``'s)
         are finished: told to the caller's progress, once each."""
         if self.done is not None:
+            fresh = ~self.done[idx]
+            if not fresh.all():  # a road may see a request finish twice: told once
+                idx, local = idx[fresh], local[fresh]
+                if not len(idx):
+                    return
             self.done[idx] = True
         if self.progress is not None:
             self.progress(idx, results, local)

@@ -254,15 +254,16 @@ class Reader:
                        pipeline: PipelineArg = None) -> Any:
         """Blocking :meth:`read_many`; safe to call from inside a running event loop."""
         self._open()
-        if pipeline is not None or progress or on_loop_thread():
+        if pipeline is not None or on_loop_thread():
             return run_sync(self.read_many(requests, out=out, progress=progress,
                                            missing_ok=missing_ok, pipeline=pipeline))
-        call = parse(requests, out, missing_ok, sync=True, plain_max=plain_limit(self._force))
+        call = parse(requests, out, missing_ok, progress=make_progress(progress), sync=True,
+                     plain_max=plain_limit(self._force))
         strategy = route(call, self._force, self.direct)
         if strategy.small and not strategy.remote:
             got = self._backend.serve_small(call, strategy)
             if got is not None:
-                return got
+                return _served(call, got)
             strategy = replace(strategy, small=False)  # the calling thread could not
         return run_sync(self._serve(call, strategy, None))
 
@@ -272,9 +273,7 @@ class Reader:
         if strategy.small:
             got = await self._small_road(call, strategy)
             if got is not None:
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("lsio: %s", redact(repr(got.stats)))
-                return got
+                return _served(call, got)
         counters = Counters("bulk", self.backend)
         try:
             return await timed(self._bulk_call(call, strategy, counters, pipeline), counters)
@@ -359,6 +358,21 @@ class Reader:
         from ._explain import explain
 
         return await explain(self, requests, missing_ok=missing_ok)
+
+
+def _served(call: Call, got: Results) -> Results:
+    """A call a small path served: its progress told at once, its stats logged."""
+    bar = call.progress
+    if bar is not None:
+        everything = np.arange(len(got), dtype=np.int64)
+        bar.start(len(got))
+        try:
+            bar(everything, got, everything)
+        finally:
+            bar.close()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("lsio: %s", redact(repr(got.stats)))
+    return got
 
 
 def _local_backend(name: str, threads: int) -> LocalBackend:

@@ -81,7 +81,7 @@ def route(call: Call, force: bool | None, direct: bool | None) -> Strategy:
     small path can serve, ``False`` never, ``None`` by size); ``direct``: the reader's
     O_DIRECT setting (``True`` bypasses the page cache, which the local small path reads)."""
     n = len(call)
-    if force is False or call.plain is None or call.progress is not None or call.pipeline:
+    if force is False or call.plain is None or call.pipeline:
         return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
     if call.remote:
         if 0 < n <= SMALL_URLS and _distinct_urls(call):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +164,21 @@ def drop_cache(path: str | os.PathLike[str]) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def make_cold(path: str | os.PathLike[str]) -> None:
+    """Evict ``path``'s pages, checked: a read that must not wait fails on them."""
+    for _ in range(20):
+        drop_cache(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.preadv(fd, [bytearray(4096)], 1000, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return
+        finally:
+            os.close(fd)
+        time.sleep(0.05)
+    raise AssertionError(f"{path} stays in the page cache")
 
 
 def new_fds(baseline: dict[int, str]) -> dict[int, str]:

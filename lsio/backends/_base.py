@@ -5,8 +5,9 @@ routes (:mod:`lsio._route`). A small call goes to :meth:`Backend.read_small`, wh
 it or declines before handing anything out. The bulk road asks the backend what the files
 are (:meth:`Backend.stat`), how the backend wants them planned (:meth:`Backend.layout`),
 plans with the pure planner, and has the backend execute the plan (:meth:`Backend.read`).
-What is particular to a storage (O_DIRECT and page-cache policy and worker fan-out for the ring; size probes, multipart verdicts and
-bytes the probes already hold for HTTP) stays inside its backend.
+What is particular to a storage (O_DIRECT and page-cache policy and worker fan-out for the
+ring; size probes, multipart verdicts and bytes the probes already hold for HTTP) stays
+inside its backend.
 """
 
 from __future__ import annotations
