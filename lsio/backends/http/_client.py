@@ -12,7 +12,7 @@ import itertools
 import random
 import time
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 from yarl import URL
 
-from ..._defaults import REDIRECTS, RETRY_STATUS
-from ..._url import HttpOptions, Target, azure_config, resolve, s3_region
-from .._sign import Auth, auth_for, auth_key
+from ..._defaults import BYTEARRAY_BELOW, REDIRECTS, RETRY_STATUS
+from ..._url import HttpOptions, Target, resolve_http, unsupported
+from ..cloud._types import Auth, Provider, Providers
 from ._cost import cost_of
 from ._protocol import (
     UNKNOWN_SIZE,
@@ -40,7 +40,6 @@ from ._protocol import (
 from ._session import (
     Proxies,
     aiohttp_error,
-    getenv,
     read_body,
     session_for,
     session_now,
@@ -52,14 +51,7 @@ from ._version import Versions
 
 __all__ = ["HttpClient", "NotMulti", "Read", "origin", "workers"]
 
-AZURE_API_VERSION = "2021-08-06"
-"""``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""
-
 T = TypeVar("T")
-
-SMALL_BODY = 64 << 10
-"""Below this many bytes a size probe's body goes in a ``bytearray`` (zeroed, but ~4x
-cheaper to make than a numpy buffer at this size); above, in uninitialised memory."""
 
 
 class NotMulti(Exception):
@@ -113,24 +105,17 @@ def _http_target(path: str) -> tuple[Target, URL]:
     """An ``http(s)://`` URL's target and parsed URL: a pure function of the text, kept for
     the URLs used again (~5 us a call to make, and aiohttp finds a reused ``URL``'s parts
     already computed)."""
-    target = resolve(path, _NO_OPTIONS)
+    target = resolve_http(path)
     return target, URL(target.url, encoded=False)
-
-
-_NO_OPTIONS = HttpOptions()
-"""``resolve`` reads no option for ``http(s)://`` URLs."""
 
 _UNRESOLVED = Target("", "http")
 _NO_URL = URL("http://unresolved.invalid/")
+_NO_HEADERS: Mapping[str, str] = {}
+_EMPTY = memoryview(b"")
 """Placeholders of paths :meth:`HttpClient.start` resolves."""
 
-_REGIONS: dict[tuple[str | None, str | None, str | None], str] = {}
-"""The S3 region found for (``HttpOptions.region``, ``$AWS_REGION``,
-``$AWS_DEFAULT_REGION``): finding it may make a botocore session (~0.1-0.3 s, once)."""
-
-
-def _region_key(options: HttpOptions) -> tuple[str | None, str | None, str | None]:
-    return (options.region, getenv("AWS_REGION"), getenv("AWS_DEFAULT_REGION"))
+Credentials = dict[tuple[str, str], Auth | None]
+"""Credentials found, by (``Target.kind``, the provider's ``auth_key``): per backend."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -143,40 +128,27 @@ def _timeout(request_timeout: float, connect_timeout: float) -> aiohttp.ClientTi
 class HttpClient:
     """One ``read_many`` call's remote part: its URLs, what was learned, and the I/O."""
 
-    def __init__(self, paths: list[str], options: HttpOptions,
-                 auths: dict[tuple[str, str], Auth | None]) -> None:
+    def __init__(self, paths: list[str], options: HttpOptions, auths: Credentials,
+                 providers: Providers) -> None:
         self.paths = paths
         self.options = options
         self.targets: list[Target] = []
         self.urls: list[URL] = []
         self.auths: list[Auth | None] = []
+        self.headers: list[Mapping[str, str]] = []
+        """Headers of each path's service (its provider's)."""
         self._auth_cache = auths
+        self._providers = providers
         self.pending = False
         """Some paths wait for :meth:`start`: finding their region or credentials may block
         (botocore's session, credential files, a metadata server), so it runs in a thread."""
-        region = _REGIONS.get(_region_key(options))
-        azure = None
+        configs: dict[str, Any] = {}
         for p in paths:
-            if p[:4].lower() == "http":  # http:// or https://: no other scheme starts so
-                target, url = _http_target(p)
-                auth = None
-            elif self.pending or (region is None and p[:5].lower() == "s3://"):
-                self.pending = True  # resolved in start()
-                target, url, auth = _UNRESOLVED, _NO_URL, None
-            else:
-                if azure is None and p[:5].lower() == "az://":
-                    azure = azure_config(options)  # once per call (six variables)
-                target = resolve(p, options, region, azure)
-                url = URL(target.url, encoded=True)
-                key = auth_key(target)
-                if key not in auths:
-                    self.pending = True
-                    auth = None
-                else:
-                    auth = auths[key]
+            target, url, auth, headers = self._resolve(p, configs, False)
             self.targets.append(target)
             self.urls.append(url)
             self.auths.append(auth)
+            self.headers.append(headers)
         self.prefetch: dict[int, tuple[int, memoryview]] = {}
         """(first offset, bytes) of objects, from the size probe: the head, or for objects
         asked only for suffixes, the tail."""
@@ -208,22 +180,48 @@ class HttpClient:
     def _resolve_all(self) -> None:
         """Targets, URLs and credentials of every remote path (in a worker thread: the
         first S3 region or credential lookup of a process can take 0.1-0.5 s)."""
-        options = self.options
-        region = None
-        azure = None
+        configs: dict[str, Any] = {}
         for i, p in enumerate(self.paths):
-            if p[:4].lower() == "http":
-                continue
-            if region is None and p[:5].lower() == "s3://":
-                key = _region_key(options)
-                region = _REGIONS.get(key) or s3_region(options)
-                _REGIONS[key] = region
-            if azure is None and p[:5].lower() == "az://":
-                azure = azure_config(options)
-            target = resolve(p, options, region, azure)
-            self.targets[i] = target
-            self.urls[i] = URL(target.url, encoded=True)
-            self.auths[i] = auth_for(target, options, self._auth_cache, p)
+            if p[:4].lower() != "http":
+                self.targets[i], self.urls[i], self.auths[i], self.headers[i] = (
+                    self._resolve(p, configs, True))
+
+    def _resolve(self, path: str, configs: dict[str, Any], block: bool
+                 ) -> tuple[Target, URL, Auth | None, Mapping[str, str]]:
+        """``path``'s target, URL, credentials and service headers; without ``block``, a
+        path whose provider would block is left for :meth:`start` (:attr:`pending`).
+        ``configs``: each provider's call-wide settings, found once."""
+        if path[:4].lower() == "http":  # http:// or https://: no other scheme starts so
+            target, url = _http_target(path)
+            return target, url, None, _NO_HEADERS
+        if self.pending and not block:
+            return _UNRESOLVED, _NO_URL, None, _NO_HEADERS
+        provider = self._provider(path)
+        config = configs.get(provider.KIND)
+        if config is None:
+            config = configs[provider.KIND] = provider.config(self.options, block)
+        if config is None:
+            self.pending = True  # resolved in start()
+            return _UNRESOLVED, _NO_URL, None, _NO_HEADERS
+        target = provider.resolve(path, self.options, config)
+        url = URL(target.url, encoded=True)
+        key = (target.kind, provider.auth_key(target))
+        if key not in self._auth_cache:
+            if not block:
+                self.pending = True
+                return target, url, None, provider.HEADERS
+            try:
+                self._auth_cache[key] = provider.find_auth(target, self.options)
+            except OSError as exc:  # credentials that cannot be used: name the object
+                exc.filename = path
+                raise
+        return target, url, self._auth_cache[key], provider.HEADERS
+
+    def _provider(self, path: str) -> Provider:
+        provider = self._providers.get(path.split("://", 1)[0].lower())
+        if provider is None:
+            raise unsupported(path)
+        return provider
 
     # -- one request ---------------------------------------------------------------------
     def _headers(self, file: int, url: URL, rng: str | None, pin: str | None = None
@@ -238,8 +236,7 @@ class HttpClient:
             return headers  # redirected elsewhere: no credentials
         if self.options.headers:
             headers.update(self.options.headers)
-        if self.targets[file].kind == "az":
-            headers["x-ms-version"] = AZURE_API_VERSION
+        headers.update(self.headers[file])
         auth = self.auths[file]
         if auth is not None:
             headers = auth.headers("GET", str(url), headers)
@@ -337,6 +334,23 @@ class HttpClient:
         self.sizes[file] = len(body)
         fut.set_result(body)
         return body
+
+    def keep_probe(self, r: Read, got: int, probe_size: int, tail: int
+                   ) -> tuple[int, memoryview]:
+        """After the size probe ``r`` of a file (``tail``: the bytes of a tail probe, 0
+        for a head probe of ``probe_size`` bytes) brought ``got`` bytes: the object's size
+        is known (an answer without a total ending before ``probe_size`` ended at the
+        object's end; else ``HttpError``), and the probe's (first offset, bytes) are kept
+        for later reads of the file (:attr:`prefetch`) and returned."""
+        file = r.file
+        if self.sizes[file] == UNKNOWN_SIZE and got < probe_size and not tail:
+            self.sizes[file] = got  # no total given: the body ended at the object's end
+        elif self.sizes[file] == UNKNOWN_SIZE:
+            raise HttpError(errno.EIO, f"{self.urls[file]} did not tell the object's "
+                            "size (Content-Range: bytes a-b/*)")
+        kept = (max(r.start, 0), _EMPTY if r.dest is None else r.dest[:got])
+        self.prefetch[file] = kept
+        return kept
 
     @staticmethod
     def _put(r: Read, got: int, piece: memoryview) -> int:
@@ -460,7 +474,7 @@ class HttpClient:
                 return self._body_end(resp, added, n, clean, cr, t1 - t0, t1)
             if r.dest is None:  # a size probe: memory sized by the answer
                 r.length = min(r.length, cr[2]) if cr[2] is not None else n
-                r.dest = (memoryview(bytearray(r.length)) if r.length < SMALL_BODY else
+                r.dest = (memoryview(bytearray(r.length)) if r.length < BYTEARRAY_BELOW else
                           memoryview(np.empty(r.length, np.uint8).data).cast("B"))
             added, clean = await stream_into(resp, r.dest[got:got + n])
             return self._body_end(resp, added, n, clean, cr, t1 - t0, t1)
