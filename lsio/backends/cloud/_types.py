@@ -18,6 +18,8 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from yarl import URL
 
+    from ..._url import Target
+
 __all__ = ["Auth", "Page", "Provider", "Providers", "first_env", "getenv", "quote_key",
            "split_bucket"]
 
@@ -44,18 +46,20 @@ class Auth(Protocol):
 class Provider(Protocol):
     """One object store (a module of this package): URL rules, credentials, listing."""
 
-    KIND: str
-    """``Target.kind`` of its URLs: ``"s3"``, ``"gs"`` or ``"az"``."""
+    @property
+    def KIND(self) -> str:  # noqa: N802 - a module constant
+        """``Target.kind`` of its URLs: ``"s3"``, ``"gs"`` or ``"az"``."""
 
-    HEADERS: Mapping[str, str]
-    """Headers every request to the service carries (Azure's ``x-ms-version``)."""
+    @property
+    def HEADERS(self) -> Mapping[str, str]:  # noqa: N802 - a module constant
+        """Headers every request to the service carries (Azure's ``x-ms-version``)."""
 
     def config(self, options: Any, block: bool) -> Any:
         """What resolving a call's URLs needs, found once per call (the S3 region, the Azure
         account and secrets); ``None`` when finding it may block and ``block`` is false
         (the client then resolves in a worker thread)."""
 
-    def resolve(self, path: str, options: Any, config: Any) -> Any:
+    def resolve(self, path: str, options: Any, config: Any) -> Target:
         """The ``lsio._url.Target`` of ``path`` with the call's ``config``; ``ValueError``
         naming the URL when it cannot be read from."""
 

@@ -34,8 +34,9 @@ from ..._url import HttpOptions
 from .._base import Layout, ReadResult, RunOptions
 from ..cloud import PROVIDERS
 from . import _list, _small
-from ._client import Credentials, HttpClient, NotMulti, Read, origin, workers
+from ._client import Credentials, HttpClient
 from ._cost import PROBE_BYTES, cost_of
+from ._multi import NotMulti
 from ._protocol import (
     HttpError,
     Retry,
@@ -44,6 +45,7 @@ from ._protocol import (
     range_header,
     size_probes,
 )
+from ._read import Read, origin, workers
 from ._session import read_body
 
 __all__ = ["HttpBackend"]
@@ -90,14 +92,8 @@ class HttpBackend:
 
     def list_keys(self, root: str, prefix: str, delimiter: str | None = None
                   ) -> AsyncIterator[str]:
-        """Keys under the object-store ``root`` (``s3://``, ``gs://``, ``az://``) starting
-        with ``prefix``, relative to ``root``; with a ``delimiter``, what is below the next
-        delimiter comes as one prefix ending with it. A failed listing raises an
-        ``OSError`` naming ``root``."""
-        bucket = _list.split_root(root)[0]
-        provider = PROVIDERS[bucket.split("://", 1)[0].lower()]
-        client = self.client([f"{bucket}/{_list.PLACEHOLDER}"])
-        return _list.list_keys(client, provider, root, prefix, delimiter)
+        """Keys under the object-store ``root`` starting with ``prefix`` (:mod:`._list`)."""
+        return _list.list_keys(self.client, root, prefix, delimiter)
 
     read_small = _small.read
     """The small-call path (:mod:`._small`): a few requests, each of its own object."""

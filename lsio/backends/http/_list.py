@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ..._url import redact
-from ..cloud import Provider
+from ..cloud import PROVIDERS, Provider
 from ._client import HttpClient
 from ._protocol import HttpError
 
@@ -32,12 +32,15 @@ def split_root(root: str) -> tuple[str, str]:
     return f"{scheme}://{bucket}", f"{path}/" if path else ""
 
 
-async def list_keys(client: HttpClient, provider: Provider, root: str, prefix: str,
+async def list_keys(client_for: Callable[[list[str]], HttpClient], root: str, prefix: str,
                     delimiter: str | None) -> AsyncIterator[str]:
-    """Keys under ``root`` starting with ``prefix``, relative to ``root``; with a
-    ``delimiter``, what is below the next delimiter comes as one prefix ending with it.
-    ``client``: a client of the one path ``split_root(root)[0]/PLACEHOLDER``."""
-    base = split_root(root)[1]
+    """Keys under the object-store ``root`` (``s3://``, ``gs://``, ``az://``) starting with
+    ``prefix``, relative to ``root``; with a ``delimiter``, what is below the next delimiter
+    comes as one prefix ending with it. A failed listing raises an ``OSError`` naming
+    ``root``. ``client_for(paths)``: the backend's client of ``paths``."""
+    bucket, base = split_root(root)
+    provider = PROVIDERS[bucket.split("://", 1)[0].lower()]
+    client = client_for([f"{bucket}/{PLACEHOLDER}"])
     await client.start()
     try:
         async for keys, prefixes in pages(client, provider, base + prefix, delimiter):

@@ -29,9 +29,10 @@ import numpy.typing as npt
 from ..._defaults import BYTEARRAY_BELOW, READ_ATTEMPTS
 from ..._memory import allocate
 from ..._presets import Preset
-from ._client import HttpClient, Read, origin, workers
+from ._client import HttpClient
 from ._cost import cost_of
 from ._protocol import HttpError
+from ._read import Read, origin, workers
 from ._version import STALE
 
 if TYPE_CHECKING:
