@@ -222,10 +222,6 @@ the next try (the reads go on with the old token meanwhile)."""
 GCS_PAGE_SIZE = 1000
 """Objects per GCS listing page: the JSON API's default and maximum."""
 
-AZURE_PAGE_SIZE: int | None = None
-"""``maxresults`` of each Azure List Blobs request; ``None``: the service's (and its cap):
-5000."""
-
 # -- Zarr ----------------------------------------------------------------------------------------
 
 BATCH_WINDOW = 1024

@@ -194,7 +194,7 @@ async def test_listing_follows_pages(azurite: Azurite, many: list[str], cred: st
 
     if cred == "sas":
         monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", azurite.sas("many"))
-    monkeypatch.setattr(_azure, "AZURE_PAGE_SIZE", 3)
+    monkeypatch.setattr(_azure, "PAGE_SIZE", 3)
     pages: list[int] = []
     real = _azure.parse_page
 

@@ -37,7 +37,7 @@ from urllib.parse import quote, unquote
 from yarl import URL
 
 from ... import _fork
-from ..._defaults import AZURE_PAGE_SIZE, AZURE_REFRESH_BEFORE, TOKEN_RETRY_AFTER
+from ..._defaults import AZURE_REFRESH_BEFORE, TOKEN_RETRY_AFTER
 from ..._url import HttpOptions, Target
 from ..http._protocol import HttpError, Retry
 from ._sharedkey import SharedKey
@@ -52,6 +52,9 @@ API_VERSION = "2021-08-06"
 """``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""
 
 HEADERS = {"x-ms-version": API_VERSION}
+
+PAGE_SIZE: int | None = None
+"""``maxresults`` of each List Blobs request; ``None``: the service's (and its cap): 5000."""
 
 SCOPE = "https://storage.azure.com/.default"
 """The OAuth scope of Azure Storage's data plane."""
@@ -201,8 +204,8 @@ def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -
     query = f"restype=container&comp=list&prefix={quote(prefix, safe='')}"
     if delimiter:
         query += f"&delimiter={quote(delimiter, safe='')}"
-    if AZURE_PAGE_SIZE is not None:
-        query += f"&maxresults={AZURE_PAGE_SIZE}"
+    if PAGE_SIZE is not None:
+        query += f"&maxresults={PAGE_SIZE}"
     if token is not None:
         query += f"&marker={quote(token, safe='')}"
     if sas:
