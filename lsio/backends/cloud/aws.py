@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import xml.etree.ElementTree as ET
 from typing import Any
-from urllib.parse import quote, unquote_plus
+from urllib.parse import unquote_plus
 
 from yarl import URL
 
 from ..._defaults import AWS_METADATA_TIMEOUT
 from ..._url import HttpOptions, Target
 from ..http._protocol import HttpError
+from ._listing import query, xml_root
 from ._sigv4 import sign
 from ._types import Page, first_env, getenv, quote_key, split_bucket
 
@@ -171,12 +171,9 @@ def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -
     """A ListObjectsV2 page of ``home``'s bucket (1000 keys a page)."""
     base = str(home).rsplit("/", 1)[0] + "/"
     # keys come percent-encoded: XML 1.0 cannot carry every character a key may hold
-    query = f"list-type=2&encoding-type=url&prefix={quote(prefix, safe='')}"
-    if delimiter:
-        query += f"&delimiter={quote(delimiter, safe='')}"
-    if token is not None:
-        query += f"&continuation-token={quote(token, safe='')}"
-    return URL(f"{base}?{query}", encoded=True)
+    q = query(("list-type", 2), ("encoding-type", "url"), ("prefix", prefix),
+              ("delimiter", delimiter or None), ("continuation-token", token))
+    return URL(f"{base}?{q}", encoded=True)
 
 
 def _local(tag: str) -> str:
@@ -185,10 +182,7 @@ def _local(tag: str) -> str:
 
 def parse_page(body: bytes, url: str) -> Page:
     """A ListObjectsV2 answer: (keys, common prefixes, next continuation token or None)."""
-    try:
-        root = ET.fromstring(body)
-    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding
-        raise HttpError(errno.EIO, f"{url}: listing is not XML: {exc}") from None
+    root = xml_root(body, url)
     keys: list[str] = []
     prefixes: list[str] = []
     token = None

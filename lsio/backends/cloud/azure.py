@@ -32,7 +32,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from yarl import URL
 
@@ -40,6 +40,7 @@ from ... import _fork
 from ..._defaults import AZURE_REFRESH_BEFORE, TOKEN_RETRY_AFTER
 from ..._url import HttpOptions, Target
 from ..http._protocol import HttpError, Retry
+from ._listing import query, xml_root
 from ._sharedkey import SharedKey
 from ._types import Auth, Page, first_env, quote_key, split_bucket
 
@@ -201,16 +202,9 @@ def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -
     ``CONTAINER_URL/placeholder``), from the ``marker`` ``token`` on."""
     container = str(home.with_query(None)).rsplit("/", 1)[0]
     sas = home.raw_query_string  # a SAS authorises listing URLs too
-    query = f"restype=container&comp=list&prefix={quote(prefix, safe='')}"
-    if delimiter:
-        query += f"&delimiter={quote(delimiter, safe='')}"
-    if PAGE_SIZE is not None:
-        query += f"&maxresults={PAGE_SIZE}"
-    if token is not None:
-        query += f"&marker={quote(token, safe='')}"
-    if sas:
-        query += f"&{sas}"
-    return URL(f"{container}?{query}", encoded=True)
+    q = query(("restype", "container"), ("comp", "list"), ("prefix", prefix),
+              ("delimiter", delimiter or None), ("maxresults", PAGE_SIZE), ("marker", token))
+    return URL(f"{container}?{q}&{sas}" if sas else f"{container}?{q}", encoded=True)
 
 
 def _name(elem: ET.Element) -> str | None:
@@ -225,10 +219,7 @@ def _name(elem: ET.Element) -> str | None:
 
 def parse_page(body: bytes, url: str) -> Page:
     """A List Blobs answer: (blob names, prefixes, the next page's marker or None)."""
-    try:
-        root = ET.fromstring(body)
-    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding
-        raise HttpError(errno.EIO, f"{url}: listing is not XML: {exc}") from None
+    root = xml_root(body, url)
     names: list[str] = []
     prefixes: list[str] = []
     for group in root.iter("Blobs"):

@@ -51,6 +51,7 @@ from ... import _fork
 from ..._defaults import GCS_PAGE_SIZE, GCS_REFRESH_MARGIN, TOKEN_RETRY_AFTER
 from ..._url import HttpOptions, Target
 from ..http._protocol import HttpError, Retry
+from ._listing import query
 from ._types import Page, first_env, split_bucket
 
 __all__ = ["KIND", "HEADERS", "auth_key", "config", "endpoint", "find_auth", "find_gcs_auth",
@@ -311,13 +312,9 @@ def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -
     head = OBJECTS.split("{}")[0]
     at = url.rindex(head)
     bucket = url[at + len(head):].split("/", 1)[0]  # percent-encoded already
-    query = (f"prefix={quote(prefix, safe='')}&maxResults={GCS_PAGE_SIZE}"
-             f"&fields={quote(_LIST_FIELDS, safe='')}")
-    if delimiter:
-        query += f"&delimiter={quote(delimiter, safe='')}"
-    if token is not None:
-        query += f"&pageToken={quote(token, safe='')}"
-    return URL(f"{url[:at]}/storage/v1/b/{bucket}/o?{query}", encoded=True)
+    q = query(("prefix", prefix), ("maxResults", GCS_PAGE_SIZE), ("fields", _LIST_FIELDS),
+              ("delimiter", delimiter or None), ("pageToken", token))
+    return URL(f"{url[:at]}/storage/v1/b/{bucket}/o?{q}", encoded=True)
 
 
 def parse_page(body: bytes, url: str) -> Page:
