@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from ..._url import HttpOptions, Target, resolve_http, unsupported
 from . import aws, azure, gcp
-from ._types import Auth, Provider, Providers
+from ._types import Provider, Providers
 
-__all__ = ["PROVIDERS", "Auth", "Provider", "Providers", "resolve"]
+__all__ = ["PROVIDERS", "Provider"]
 
 PROVIDERS: Providers = {"s3": aws, "gs": gcp, "gcs": gcp, "az": azure, "abfs": azure}
 """Each object store's URL scheme and its provider."""

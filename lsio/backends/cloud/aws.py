@@ -25,9 +25,6 @@ from ._listing import query, xml_root
 from ._sigv4 import sign
 from ._types import Page, first_env, getenv, quote_key, split_bucket
 
-__all__ = ["KIND", "HEADERS", "S3Signer", "auth_key", "config", "find_auth", "find_s3_signer",
-           "list_url", "parse_page", "region", "resolve"]
-
 KIND = "s3"
 HEADERS: dict[str, str] = {}
 

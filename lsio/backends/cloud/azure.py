@@ -44,9 +44,6 @@ from ._listing import query, xml_root
 from ._sharedkey import SharedKey
 from ._types import Auth, Page, first_env, quote_key, split_bucket
 
-__all__ = ["KIND", "HEADERS", "AzureConfig", "EntraToken", "auth_key", "azure_config",
-           "config", "find_auth", "find_azure_auth", "list_url", "parse_page", "resolve"]
-
 KIND = "az"
 
 API_VERSION = "2021-08-06"

@@ -54,9 +54,6 @@ from ..http._protocol import HttpError, Retry
 from ._listing import query
 from ._types import Page, first_env, split_bucket
 
-__all__ = ["KIND", "HEADERS", "auth_key", "config", "endpoint", "find_auth", "find_gcs_auth",
-           "list_url", "parse_page", "resolve"]
-
 KIND = "gs"
 HEADERS: dict[str, str] = {}
 

@@ -18,7 +18,7 @@ from ..cloud import PROVIDERS, Provider
 from ._client import HttpClient
 from ._protocol import HttpError
 
-__all__ = ["PLACEHOLDER", "list_keys", "next_token", "pages"]
+__all__ = ["list_keys"]
 
 PLACEHOLDER = "lsio-list-placeholder"
 """The object name a listing client is made for (never requested)."""

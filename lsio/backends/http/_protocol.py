@@ -20,7 +20,7 @@ from ..._request import Requests
 
 __all__ = [
     "UNKNOWN_SIZE", "HttpError", "Retry", "backoff_delay", "content_range", "multipart_boundary",
-    "parse_multipart", "plan_jobs", "range_header", "retry_after", "size_probes", "status_error",
+    "parse_multipart", "plan_jobs", "range_header", "size_probes", "status_error",
 ]
 
 UNKNOWN_SIZE = 1 << 62

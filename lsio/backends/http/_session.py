@@ -25,7 +25,7 @@ from ..._defaults import PREALLOCATE
 from ..cloud._types import getenv
 from ._protocol import HttpError, Retry
 
-__all__ = ["Proxies", "aiohttp_error", "getenv", "read_body", "session_for", "session_now",
+__all__ = ["Proxies", "aiohttp_error", "read_body", "session_for", "session_now",
            "stream_into", "stream_tail", "stream_through"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
