@@ -159,7 +159,9 @@ class HttpClient(Answers):
             return headers  # redirected elsewhere: no credentials
         if self.options.headers:
             headers.update(self.options.headers)
-        headers.update(self.headers[file])
+        service = self.headers[file]
+        if service:
+            headers.update(service)
         auth = self.auths[file]
         if auth is not None:
             headers = auth.headers("GET", str(url), headers)
