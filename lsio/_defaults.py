@@ -17,6 +17,8 @@ __all__: list[str] = [
     "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "WINDOW", "JOB",
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
+    "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
+    "AZURE_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS",
@@ -194,6 +196,37 @@ MULTI_MAX_RANGES = 128
 MULTI_MAX_PART = 256 * 1024
 """Reads up to this size are batched into multipart requests; bigger ones cost their
 transfer time more than a request, so they go alone (and in parallel)."""
+
+BYTEARRAY_BELOW = 64 << 10
+"""Below this many bytes a response body or a small call's result goes in a ``bytearray``
+(zeroed, but ~4x cheaper to make than a numpy buffer or a pooled arena at this size, ~0.2 us
+against ~5 us); above, in uninitialised or pooled memory, which pays off where fresh memory
+would fault page by page."""
+
+PREALLOCATE = 8 << 20
+"""At most this many bytes of a body are allocated from its ``Content-Length`` before they
+arrive; a longer body grows as its bytes come (a server may claim any length)."""
+
+AWS_METADATA_TIMEOUT = 1
+"""Seconds to wait for the EC2 instance-metadata service (botocore's default, 1 attempt):
+off EC2 a closed port answers at once, an unrouted address costs this once per process;
+botocore keeps whole seconds."""
+
+GCS_REFRESH_MARGIN = 300.0
+"""Refresh a GCS token that expires within this many seconds (5 minutes; google-auth's own
+threshold is 3 min 45 s): long reads and clock skew never send an expired token. A token
+shorter-lived than twice this is refreshed after half its life."""
+
+AZURE_REFRESH_BEFORE = 300.0
+"""Seconds before its expiry an Entra ID token is replaced (Azure's SDKs refresh 5 minutes
+early)."""
+
+TOKEN_RETRY_AFTER = 30.0
+"""After a failed token refresh while the old token still holds (GCS, Azure): seconds until
+the next try (the reads go on with the old token meanwhile)."""
+
+GCS_PAGE_SIZE = 1000
+"""Objects per GCS listing page: the JSON API's default and maximum."""
 
 # -- Zarr ----------------------------------------------------------------------------------------
 

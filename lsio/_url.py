@@ -1,7 +1,9 @@
-"""Remote locations: which paths are URLs, and the HTTP(S) address each one is read from.
+"""Remote locations: which paths are URLs, how lsio talks to them (:class:`HttpOptions`), and
+where each is read from (:class:`Target`).
 
-Pure functions (no I/O): ``s3://``, ``gs://`` and ``az://`` URLs become the HTTPS URLs of
-their services' REST APIs, so one HTTP engine reads them all.
+Pure functions (no I/O). ``s3://``, ``gs://`` and ``az://`` URLs become the HTTPS URLs of
+their services' REST APIs, so one HTTP engine reads them all; each service's rules live with
+its provider (:mod:`lsio.backends.cloud`):
 
 - ``http(s)://host/path``: itself; anonymous, or with :attr:`HttpOptions.headers`.
 - ``s3://bucket/key``: ``https://bucket.s3.REGION.amazonaws.com/key`` (or ``ENDPOINT/bucket/key``
@@ -13,25 +15,24 @@ their services' REST APIs, so one HTTP engine reads them all.
   google-auth's application default credentials (``lsio[gcs]``) when found, else anonymous.
 - ``az://container/blob``: ``https://ACCOUNT.blob.core.windows.net/container/blob`` (or
   ``ENDPOINT/container/blob``: Azurite, Azure Stack, private endpoints); a SAS token joins the
-  URL's query when no account key is found (:func:`azure_config`), other credentials are
-  headers (:mod:`lsio.backends._azure`).
+  URL's query when no account key is found, other credentials are
+  headers (:mod:`lsio.backends.cloud.azure`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from ._redact import redact as redact
 from ._redact import redact_headers
 
-__all__ = ["GCS_OBJECTS", "HttpOptions", "Target", "azure_config", "file_url_problem", "is_url",
-           "listable", "local_path", "redact", "resolve", "s3_region"]
+__all__ = ["HttpOptions", "Target", "file_url_problem", "is_url", "listable", "local_path",
+           "redact", "resolve_http", "unsupported"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})
@@ -236,170 +237,18 @@ def file_url_problem(path: str) -> str | None:
     return None
 
 
-def _split_bucket(url: str, what: str) -> tuple[str, str]:
-    rest = url.split("://", 1)[1]
-    bucket, _, key = rest.partition("/")
-    if not bucket or not key:
-        raise ValueError(f"lsio: {url!r} must look like {what}")
-    return bucket, key
+def resolve_http(path: str) -> Target:
+    """The :class:`Target` of an ``http(s)://`` URL; ``ValueError`` naming it if it has no
+    host. Object stores' URLs are resolved by their providers
+    (:func:`lsio.backends.cloud.resolve`)."""
+    host = path.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    if not host or host.startswith(":"):
+        raise ValueError(f"lsio: {path!r} has no host")
+    return Target(path, "http")
 
 
-def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
-def s3_region(options: HttpOptions) -> str:
-    if options.region:
-        return options.region
-    env = _env("AWS_REGION", "AWS_DEFAULT_REGION")
-    if env:
-        return env
-    try:  # the config file (profile's region), when botocore is installed
-        import botocore.session
-
-        region = botocore.session.get_session().get_config_variable("region")
-        if region:
-            return str(region)
-    except Exception:  # noqa: BLE001 - no botocore, or an unreadable config: the default
-        pass
-    return "us-east-1"
-
-
-GCS_OBJECTS = "/download/storage/v1/b/{}/o/"
-"""Path of a bucket's objects for media downloads (JSON API), after the endpoint."""
-
-
-def gcs_endpoint(options: HttpOptions) -> str:
-    """Where ``gs://`` is read: :attr:`HttpOptions.gcs_endpoint`, ``$STORAGE_EMULATOR_HOST``,
-    else Google's; no trailing ``/``."""
-    endpoint = (options.gcs_endpoint or _env("STORAGE_EMULATOR_HOST")
-                or "https://storage.googleapis.com")
-    if "://" not in endpoint:  # host:port, as emulators' instructions write it
-        endpoint = "http://" + endpoint
-    return endpoint.rstrip("/")
-
-
-def _quote_key(key: str) -> str:
-    # S3/GCS/Azure object names: every byte but unreserved characters and '/' is encoded,
-    # as SigV4's canonical URI wants (RFC 3986 unreserved set).
-    return quote(key, safe="/~")
-
-
-def resolve(path: str, options: HttpOptions, region: str | None = None,
-            azure: AzureConfig | None = None) -> Target:
-    """The :class:`Target` of a remote ``path`` (a URL :func:`is_url` accepts); ``region``
-    is the S3 region if the caller already knows it (finding it may read the AWS config),
-    ``azure`` the :func:`azure_config` of ``az://`` paths (it reads six variables).
-
-    Raises ``ValueError`` naming the URL when it cannot be read from."""
+def unsupported(path: str) -> ValueError:
+    """The error of a URL whose scheme lsio cannot read."""
     scheme = path.split("://", 1)[0].lower()
-    if scheme in ("http", "https"):
-        host = path.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-        if not host or host.startswith(":"):
-            raise ValueError(f"lsio: {path!r} has no host")
-        return Target(path, "http")
-    if scheme == "s3":
-        bucket, key = _split_bucket(path, "s3://bucket/key")
-        region = region or s3_region(options)
-        endpoint = options.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-        if endpoint:  # S3-compatible servers: path-style addressing
-            return Target(f"{endpoint.rstrip('/')}/{bucket}/{_quote_key(key)}", "s3", region)
-        if "." in bucket:  # virtual-hosted names with dots break TLS host matching
-            return Target(f"https://s3.{region}.amazonaws.com/{bucket}/{_quote_key(key)}",
-                          "s3", region)
-        return Target(f"https://{bucket}.s3.{region}.amazonaws.com/{_quote_key(key)}", "s3",
-                      region)
-    if scheme in ("gs", "gcs"):
-        bucket, key = _split_bucket(path, "gs://bucket/object")
-        # the JSON API's media download (ranges work; the object name is one path segment)
-        return Target(f"{gcs_endpoint(options)}{GCS_OBJECTS.format(quote(bucket, safe=''))}"
-                      f"{quote(key, safe='~')}?alt=media", "gs")
-    if scheme in ("az", "abfs"):
-        container, blob = _split_bucket(path, "az://container/blob")
-        host_account = None
-        if "@" in container:  # abfs://container@account.dfs.core.windows.net/blob
-            container, host = container.split("@", 1)
-            host_account = host.split(".", 1)[0]
-        az = azure if azure is not None and host_account is None else azure_config(
-            options, host_account)
-        if az.endpoint:
-            url = f"{az.endpoint}/{container}/{_quote_key(blob)}"
-        elif az.account:
-            url = f"https://{az.account}.blob.core.windows.net/{container}/{_quote_key(blob)}"
-        else:
-            raise ValueError(f"lsio: {path!r}: no Azure storage account; set "
-                             "HttpOptions(azure_account=...) or $AZURE_STORAGE_ACCOUNT_NAME")
-        if az.sas and not az.key:
-            url += "?" + az.sas
-        return Target(url, "az")
-    raise ValueError(f"lsio: {path!r}: unsupported URL scheme {scheme!r}; lsio reads local "
-                     f"paths, file://, {', '.join(sorted(REMOTE_SCHEMES))}")
-
-
-# -- Azure: where the account, endpoint and secrets come from ---------------------------------
-
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
-               "KBHBeksoGMGw==")
-"""The storage emulator's fixed, published account and key (``UseDevelopmentStorage=true``)."""
-AZURITE_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
-
-
-@dataclass(frozen=True, slots=True)
-class AzureConfig:
-    """One ``az://`` location's account, endpoint and secrets, as found the usual way."""
-
-    account: str
-    """Storage account name (``""``: unknown)."""
-    endpoint: str
-    """Blob endpoint without a trailing ``/`` (``""``: ``https://ACCOUNT.blob.core...``)."""
-    key: str = field(repr=False)
-    """Account key (base64) for Shared Key signing (``""``: none)."""
-    sas: str = field(repr=False)
-    """SAS token without its ``?`` (``""``: none)."""
-
-
-def azure_connection_string() -> dict[str, str]:
-    """The fields of ``$AZURE_STORAGE_CONNECTION_STRING`` (``Name=value;...``), names in
-    lower case (Azure's SDKs read them case-insensitively); empty when unset."""
-    fields = {}
-    for part in (os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or "").split(";"):
-        name, eq, value = part.partition("=")  # values (keys, SAS) may contain '='
-        if eq and name.strip():
-            fields[name.strip().lower()] = value.strip()
-    return fields
-
-
-def azure_config(options: HttpOptions, host_account: str | None = None) -> AzureConfig:
-    """Account, endpoint, key and SAS for ``az://``: :class:`HttpOptions` fields first, then
-    ``$AZURE_STORAGE_ACCOUNT_NAME`` / ``$AZURE_STORAGE_ACCOUNT_KEY`` (or ``_KEY``) /
-    ``$AZURE_STORAGE_SAS_TOKEN``, then ``$AZURE_STORAGE_CONNECTION_STRING``. ``host_account``
-    is the account an ``abfs://container@ACCOUNT.dfs...`` URL names (it wins). With
-    ``anonymous=True`` or an ``azure_credential`` no key or SAS is returned."""
-    conn = azure_connection_string()
-    dev = conn.get("usedevelopmentstorage", "").lower() == "true"
-    endpoint = (options.azure_endpoint or conn.get("blobendpoint")
-                or (AZURITE_ENDPOINT if dev else "")).rstrip("/")
-    configured = (options.azure_account
-                  or _env("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
-                  or conn.get("accountname") or (AZURITE_ACCOUNT if dev else ""))
-    account = host_account or configured
-    if not account and endpoint:
-        # path-style endpoints end with the account (Azurite's); host-style ones start with
-        # it (https://ACCOUNT.blob.core.windows.net, private links, Azure Stack)
-        host, _, base = endpoint.split("://", 1)[-1].partition("/")
-        account = base.rsplit("/", 1)[-1] if base else host.split(".", 1)[0]
-    if options.anonymous or options.azure_credential is not None:
-        return AzureConfig(account, endpoint, "", "")  # no secret, or the user's credential
-    if host_account and configured and host_account.lower() != configured.lower():
-        # a URL naming another account than the one configured (a path from a reference
-        # file, say) gets none of the configured account's secrets
-        return AzureConfig(account, endpoint, "", "")
-    key = (_env("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY") or conn.get("accountkey")
-           or (AZURITE_KEY if dev else ""))
-    sas = _env("AZURE_STORAGE_SAS_TOKEN") or conn.get("sharedaccesssignature") or ""
-    return AzureConfig(account, endpoint, key, sas.lstrip("?"))
+    return ValueError(f"lsio: {path!r}: unsupported URL scheme {scheme!r}; lsio reads local "
+                      f"paths, file://, {', '.join(sorted(REMOTE_SCHEMES))}")

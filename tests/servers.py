@@ -879,7 +879,7 @@ class Azurite:
                  headers: dict[str, str] | None = None, query: str = "") -> None:
         import urllib.request
 
-        from lsio.backends._sharedkey import SharedKey
+        from lsio.backends.cloud._sharedkey import SharedKey
 
         url = f"{self.endpoint}/{quote(path)}" + (f"?{query}" if query else "")
         base = {"x-ms-version": self.version, "Content-Length": str(len(data)),
@@ -903,7 +903,7 @@ class Azurite:
         import datetime as dt
         from urllib.parse import urlencode
 
-        from lsio.backends._sharedkey import sign
+        from lsio.backends.cloud._sharedkey import sign
 
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         start = (now - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from servers import Azurite, FaultServer, serving_faults
 
 import lsio
-from lsio._url import HttpOptions, resolve
-from lsio.backends import _azure, _sharedkey
+from lsio._url import HttpOptions
+from lsio.backends.cloud import _sharedkey, resolve
+from lsio.backends.cloud import azure as _azure
 
 CONTAINER = "data"
 BLOBS = {"a.bin": random_bytes(300_000, seed=1), "dir/with space+plus é.bin":
@@ -195,14 +196,14 @@ async def test_listing_follows_pages(azurite: Azurite, many: list[str], cred: st
         monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", azurite.sas("many"))
     monkeypatch.setattr(_azure, "PAGE_SIZE", 3)
     pages: list[int] = []
-    real = _azure.parse_azure_page
+    real = _azure.parse_page
 
     def counting(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
         out = real(body, url)
         pages.append(len(out[0]) + len(out[1]))
         return out
 
-    monkeypatch.setattr(_azure, "parse_azure_page", counting)
+    monkeypatch.setattr(_azure, "parse_page", counting)
     r = reader(azurite)
     store = lz.LsioStore("az://many", reader=r)
     assert store.supports_listing
@@ -236,12 +237,12 @@ def test_parse_azure_page() -> None:
   </Blobs>
   <NextMarker>2!72!MDAwMDA0</NextMarker>
 </EnumerationResults>"""
-    assert _azure.parse_azure_page(body, "u") == (["p/a", "p/\ufffeodd"], ["p/d/"],
+    assert _azure.parse_page(body, "u") == (["p/a", "p/\ufffeodd"], ["p/d/"],
                                                   "2!72!MDAwMDA0")
     last = body.replace(b"<NextMarker>2!72!MDAwMDA0</NextMarker>", b"<NextMarker/>")
-    assert _azure.parse_azure_page(last, "u")[2] is None
+    assert _azure.parse_page(last, "u")[2] is None
     with pytest.raises(Exception, match="not XML"):
-        _azure.parse_azure_page(b"<html", "u")
+        _azure.parse_page(b"<html", "u")
 
 
 # -- Zarr ---------------------------------------------------------------------------------------
@@ -519,8 +520,8 @@ def test_error_messages_hide_sas_signatures() -> None:
 def test_secrets_stay_with_their_account(monkeypatch: pytest.MonkeyPatch) -> None:
     """An abfs:// URL naming another account than the configured one (a path from a
     reference file, say) gets neither the SAS nor a Shared Key signer."""
-    from lsio._url import resolve
-    from lsio.backends._sharedkey import SharedKey
+    from lsio.backends.cloud import resolve
+    from lsio.backends.cloud._sharedkey import SharedKey
 
     for var in AZURE_VARS:
         monkeypatch.delenv(var, raising=False)

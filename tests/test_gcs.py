@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from servers import GcsEmulator, RecordingProxy, TokenServer
 
 import lsio
-from lsio._url import resolve
-from lsio.backends import _gcs
+from lsio.backends.cloud import gcp as _gcs
+from lsio.backends.cloud import resolve
 from lsio.backends.http._protocol import HttpError
 
 A = random_bytes(300_000, seed=1)
@@ -182,16 +182,16 @@ async def test_gcs_listing_across_pages(emulator: GcsEmulator, emulated: GcsEmul
     names = [f"k/{i:03d}" for i in range(20)] + ["k/sub/x y", "k/sub/é/z+1", "top"]
     for name in names:
         emulator.put_object("many", name, b"x")
-    monkeypatch.setattr(_gcs, "MAX_RESULTS", 7)
+    monkeypatch.setattr(_gcs, "GCS_PAGE_SIZE", 7)
     pages: list[int] = []
-    real = _gcs.parse_gcs_page
+    real = _gcs.parse_page
 
     def counting(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
         out = real(body, url)
         pages.append(len(out[0]) + len(out[1]))
         return out
 
-    monkeypatch.setattr(_gcs, "parse_gcs_page", counting)
+    monkeypatch.setattr(_gcs, "parse_page", counting)
     store = lz.LsioStore("gs://many", reader=gcs_reader())
     assert store.supports_listing
     assert sorted([k async for k in store.list()]) == sorted(names)
@@ -207,11 +207,11 @@ async def test_gcs_listing_across_pages(emulator: GcsEmulator, emulated: GcsEmul
 def test_parse_gcs_page() -> None:
     body = b'{"items": [{"name": "a/b"}, {"name": "c"}], "prefixes": ["d/"], ' \
            b'"nextPageToken": "t"}'
-    assert _gcs.parse_gcs_page(body, "u") == (["a/b", "c"], ["d/"], "t")
-    assert _gcs.parse_gcs_page(b'{"kind": "storage#objects"}', "u") == ([], [], None)
+    assert _gcs.parse_page(body, "u") == (["a/b", "c"], ["d/"], "t")
+    assert _gcs.parse_page(b'{"kind": "storage#objects"}', "u") == ([], [], None)
     for bad in (b"<xml/>", b"[]", b'{"items": [{"size": "1"}]}', b'{"prefixes": "d/"}'):
         with pytest.raises(HttpError, match="listing"):
-            _gcs.parse_gcs_page(bad, "u")
+            _gcs.parse_page(bad, "u")
 
 
 def _upload(emulator: GcsEmulator, bucket: str, root: Path, prefix: str) -> None:
@@ -438,7 +438,7 @@ async def test_a_failed_refresh_keeps_a_valid_token() -> None:
 
     from google.auth import exceptions
 
-    from lsio.backends._gcs import GcsAuth
+    from lsio.backends.cloud.gcp import GcsAuth
     from lsio.backends.http._protocol import Retry
 
     class Creds:

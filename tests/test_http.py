@@ -476,7 +476,7 @@ async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
     import zarr
 
     import lsio.zarr as lz
-    from lsio.backends.http import _list
+    from lsio.backends.cloud import aws
 
     s3 = creds.client()
     s3.create_bucket(Bucket="many")
@@ -486,20 +486,20 @@ async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
         s3.put_object(Bucket="many", Key=name, Body=b"x")
     reader = s3_reader(creds)
     pages: list[int] = []
-    real = _list.parse_s3_page
+    real = aws.parse_page
 
     def counting(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
         out = real(body, url)
         pages.append(len(out[0]))
         return out
 
-    _list.parse_s3_page = counting  # type: ignore[assignment]
+    aws.parse_page = counting  # type: ignore[assignment]
     try:
         store = lz.LsioStore("s3://many", reader=reader)
         assert store.supports_listing
         assert sorted([k async for k in store.list()]) == sorted(names)
     finally:
-        _list.parse_s3_page = real  # type: ignore[assignment]
+        aws.parse_page = real  # type: ignore[assignment]
     assert len(pages) == 2 and sum(pages) == len(names)
     sub = lz.LsioStore("s3://many/k", reader=reader)
     assert sorted([k async for k in sub.list_prefix("sub/")]) == ["sub/x", "sub/x/deeper",
@@ -527,6 +527,7 @@ async def test_s3_listing(creds: MotoServer, tmp_path: Path) -> None:
 async def test_a_listing_repeating_its_token_stops() -> None:
     """A server that answers every page with the same continuation token is refused, not
     listed forever."""
+    from lsio.backends.cloud import aws
     from lsio.backends.http import _list
 
     page = (b'<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a</Key>'
@@ -534,7 +535,7 @@ async def test_a_listing_repeating_its_token_stops() -> None:
             b'</ListBucketResult>')
 
     class Client:
-        urls = [URL("http://h/b/" + _list._PLACEHOLDER)]
+        urls = [URL("http://h/b/" + _list.PLACEHOLDER)]
         calls = 0
 
         async def document(self, file: int, url: URL) -> memoryview:
@@ -543,7 +544,7 @@ async def test_a_listing_repeating_its_token_stops() -> None:
 
     client = Client()
     with pytest.raises(_list.HttpError, match="twice"):
-        [p async for p in _list.s3_pages(client, "", None)]  # type: ignore[arg-type]
+        [p async for p in _list.pages(client, aws, "", None)]  # type: ignore[arg-type]
     assert client.calls == 2
 
 
@@ -709,7 +710,7 @@ async def test_s3_credentials_refresh_off_the_loop() -> None:
     not on the event loop inside headers()."""
     import threading
 
-    from lsio.backends._sign import S3Signer
+    from lsio.backends.cloud.aws import S3Signer
 
     class Creds:
         threads: list[str] = []
@@ -734,8 +735,7 @@ async def test_credential_lookup_runs_off_the_loop(creds: MotoServer,
     botocore session takes 0.1-0.5 s to make); later calls find them cached."""
     import threading
 
-    from lsio.backends import _sign
-    from lsio.backends.http import _client
+    from lsio.backends.cloud import aws as _sign
 
     threads: list[str] = []
     real = _sign.find_s3_signer
@@ -745,7 +745,7 @@ async def test_credential_lookup_runs_off_the_loop(creds: MotoServer,
         return real(region, anonymous)
 
     monkeypatch.setattr(_sign, "find_s3_signer", spy)
-    monkeypatch.setattr(_client, "_REGIONS", {})
+    monkeypatch.setattr(_sign, "_REGIONS", {})
     reader = s3_reader(creds)
     for _ in range(2):
         (got,) = await reader.read_many([("s3://bkt/a.bin", 10, 100)])
@@ -759,7 +759,7 @@ def test_sigv4_matches_aws_published_example() -> None:
     signed too; moto checks every signature of the S3 tests above."""
     import datetime
 
-    from lsio.backends._sigv4 import sign
+    from lsio.backends.cloud._sigv4 import sign
 
     when = datetime.datetime(2013, 5, 24, tzinfo=datetime.UTC)
     h = sign("GET", "https://examplebucket.s3.amazonaws.com/test.txt", {"Range": "bytes=0-9"},

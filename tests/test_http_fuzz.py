@@ -22,9 +22,9 @@ from fuzzing import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lsio.backends._azure import parse_azure_page
-from lsio.backends._gcs import parse_gcs_page
-from lsio.backends.http._list import parse_s3_page
+from lsio.backends.cloud.aws import parse_page as parse_s3_page
+from lsio.backends.cloud.azure import parse_page as parse_azure_page
+from lsio.backends.cloud.gcp import parse_page as parse_gcs_page
 from lsio.backends.http._protocol import UNKNOWN_SIZE, HttpError, content_range, parse_multipart
 
 pytestmark = pytest.mark.fuzz

@@ -51,6 +51,22 @@ def test_status_errors(case: StatusCase) -> None:
     assert f"HTTP {case.status} Reason from http://h/x" == final.detail
 
 
+@pytest.mark.parametrize(("status", "headers", "after"), [
+    (503, {"Retry-After": "7"}, 7.0), (429, {"Retry-After": "0.25"}, 0.25),
+    (500, {}, None), (504, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+    (404, {"Retry-After": "7"}, "final"), (403, {"Retry-After": "7"}, "final"),
+    (501, {"Retry-After": "7"}, "final")])
+def test_status_errors_carry_retry_after(status: int, headers: dict[str, str],
+                                         after: float | str | None) -> None:
+    """The one status decision: a retried status waits at least the server's
+    ``Retry-After`` (seconds; an HTTP date is our own backoff); a final one ignores it."""
+    err = proto.status_error(status, None, "http://h/x", headers)
+    if after == "final":
+        assert isinstance(err, proto.HttpError)
+    else:
+        assert isinstance(err, proto.Retry) and err.after == after
+
+
 @pytest.mark.parametrize(("start", "length", "header"), [
     (0, 1, "bytes=0-0"), (100, 4096, "bytes=100-4195"), (-1, 64, "bytes=-64"),
     (2**40, 2, f"bytes={2**40}-{2**40 + 1}")])

@@ -233,9 +233,9 @@ class _Credential:
 
 
 def test_reprs_hold_no_secret(tmp_path: Path) -> None:
-    from lsio._url import AzureConfig, Target
-    from lsio.backends._azure import EntraToken
-    from lsio.backends._sharedkey import SharedKey
+    from lsio._url import Target
+    from lsio.backends.cloud._sharedkey import SharedKey
+    from lsio.backends.cloud.azure import AzureConfig, EntraToken
     from lsio.zarr import LsioStore
 
     headers = {"Authorization": f"Bearer {SECRET}", "Proxy-Authorization": f"Basic {SECRET}",
@@ -368,7 +368,7 @@ async def test_s3_refresh_failing_mid_run(public_bucket: MotoServer,
                                           ) -> None:
     """Credentials that worked but cannot be refreshed: the request fails with a
     PermissionError naming it, not the credential provider's own error."""
-    from lsio.backends import _sign
+    from lsio.backends.cloud import aws as _sign
 
     monkeypatch.setattr(_sign, "find_s3_signer",
                         lambda region, anonymous: _sign.S3Signer(_ExpiredSession(), region))

@@ -405,7 +405,7 @@ async def test_a_new_host_is_measured_before_a_big_call(faults: FaultServer, big
     from yarl import URL
 
     from lsio.backends.http import _cost
-    from lsio.backends.http._client import origin
+    from lsio.backends.http._read import origin
 
     faults.reset()
     url = faults.url("ok", "big.bin")
@@ -464,7 +464,7 @@ async def test_overlapping_reads_on_a_server_ignoring_range(faults: FaultServer,
 
 async def test_a_streamed_body_stops_after_the_last_read() -> None:
     """The body of a 200 answer is read only up to the last byte a read wants."""
-    from lsio.backends.http._client import Read
+    from lsio.backends.http._read import Read
     from lsio.backends.http._session import stream_through
 
     class Content:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from lsio._url import HttpOptions, is_url, local_path, resolve
+from lsio._url import HttpOptions, is_url, local_path
+from lsio.backends.cloud import resolve
 
 
 @pytest.mark.parametrize("path,remote", [

@@ -347,11 +347,7 @@ class LsioStore(Store):
             raise NotImplementedError(f"lsio: {redact(repr(self.root))}: listing is not "
                                       "possible over plain HTTP(S); open the array with "
                                       "consolidated metadata or read keys by name")
-        from ..backends.http._list import list_keys
-
-        backend = self.reader._http_backend()
-        return list_keys(self.root, prefix, backend.options, backend._auths,
-                         delimiter=delimiter)
+        return self.reader._http_backend().list_keys(self.root, prefix, delimiter)
 
     async def list(self) -> AsyncIterator[str]:
         if self.remote:

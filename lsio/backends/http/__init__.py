@@ -8,9 +8,26 @@
   loop;
 - ``_backend``: :class:`HttpBackend`, the backend interface (stat, layout, read);
 - ``_small``: the small-call path: a few requests, each of its own object, each sent as the
-  one GET (or size probe) the bulk path would send, without planning the call.
+  one GET (or size probe) the bulk path would send, without planning the call;
+- ``_list``: listing an object store's keys, one pager for every provider.
+
+HttpBackend is imported on first use: the cloud providers import this package's sans-IO
+modules (``_protocol``: errors), and the backend imports the providers' registry.
 """
 
-from ._backend import HttpBackend
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._backend import HttpBackend
 
 __all__ = ["HttpBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HttpBackend":
+        from ._backend import HttpBackend
+
+        return HttpBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,9 +17,8 @@ A call runs in the same three steps as the local backends:
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +32,12 @@ from ..._request import Requests
 from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions
 from .._base import Layout, ReadResult, RunOptions
-from .._sign import Auth
-from . import _small
-from ._client import HttpClient, NotMulti, Read, origin, workers
+from ..cloud import PROVIDERS
+from . import _list, _small
+from ._client import Credentials, HttpClient
 from ._cost import PROBE_BYTES, cost_of
+from ._multi import NotMulti
 from ._protocol import (
-    UNKNOWN_SIZE,
     HttpError,
     Retry,
     content_range,
@@ -46,6 +45,7 @@ from ._protocol import (
     range_header,
     size_probes,
 )
+from ._read import Read, origin, workers
 from ._session import read_body
 
 if TYPE_CHECKING:
@@ -87,9 +87,19 @@ class HttpBackend:
 
     def __init__(self, options: HttpOptions) -> None:
         self.options = options
-        self._auths: dict[tuple[str, str], Auth | None] = {}
-        """Credentials per service (``lsio.backends._sign.auth_key``), found on first use
-        (a lookup takes ~0.1 s: files, a metadata server)."""
+        self._auths: Credentials = {}
+        """Credentials per service (a provider's ``auth_key``), found on first use (a
+        lookup takes ~0.1 s: files, a metadata server)."""
+
+    def client(self, paths: list[str]) -> HttpClient:
+        """A client for one call's ``paths``, sharing the backend's credentials and the
+        cloud providers' registry (:mod:`lsio.backends.cloud`)."""
+        return HttpClient(paths, self.options, self._auths, PROVIDERS)
+
+    def list_keys(self, root: str, prefix: str, delimiter: str | None = None
+                  ) -> AsyncIterator[str]:
+        """Keys under the object-store ``root`` starting with ``prefix`` (:mod:`._list`)."""
+        return _list.list_keys(self.client, root, prefix, delimiter)
 
     async def read_small(self, call: Call, strategy: Strategy, tune: Preset | None,
                          outcome: Outcome | None) -> Results | None:
@@ -104,7 +114,7 @@ class HttpBackend:
 
     # -- stat ----------------------------------------------------------------------------
     async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
-        client = HttpClient(reqs.paths, self.options, self._auths)
+        client = self.client(reqs.paths)
         call = _Call(client, self.options.concurrency or tune.queue_depth, tune.max_read,
                      missing_ok)
         await client.start()
@@ -118,17 +128,8 @@ class HttpBackend:
             r = Read(-1, file, -tail, tail, None) if tail else Read(-1, file, 0,
                                                                     call.probe_size, None)
             got = await client.get(r)
-            if file in client.whole:  # the server sent it whole
-                return
-            if client.sizes[file] == UNKNOWN_SIZE and got < call.probe_size and not tail:
-                client.sizes[file] = got  # no total given: the body ended at the object's end
-            elif client.sizes[file] == UNKNOWN_SIZE:
-                raise HttpError(errno.EIO, f"{client.urls[file]} did not tell the object's "
-                                "size (Content-Range: bytes a-b/*)")
-            if r.dest is None:  # nothing came (an empty object)
-                client.prefetch[file] = (0, memoryview(b""))
-            else:
-                client.prefetch[file] = (max(r.start, 0), r.dest[:got])
+            if file not in client.whole:  # else the server sent it whole
+                client.keep_probe(r, got, call.probe_size, tail)
 
         await workers(np.flatnonzero(need).tolist(), probe, call.concurrency, err, detail,
                       missing_ok)

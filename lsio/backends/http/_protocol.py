@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ from ..._request import Requests
 
 __all__ = [
     "UNKNOWN_SIZE", "HttpError", "Retry", "backoff_delay", "content_range", "multipart_boundary",
-    "parse_multipart", "plan_jobs", "range_header", "retry_after", "size_probes", "status_error",
+    "parse_multipart", "plan_jobs", "range_header", "size_probes", "status_error",
 ]
 
 UNKNOWN_SIZE = 1 << 62
@@ -54,16 +54,19 @@ class Retry(Exception):
         """The server's ``Retry-After`` in seconds, if it sent one."""
 
 
-def status_error(status: int, reason: str | None, url: str) -> HttpError | Retry:
-    """What a non-2xx status means: 404/410 not found, 401/403 permission, ``RETRY_STATUS``
-    retried, anything else an I/O error."""
+def status_error(status: int, reason: str | None, url: str,
+                 headers: Mapping[str, str] | None = None) -> HttpError | Retry:
+    """What a status the request cannot use means: 404/410 not found, 401/403 permission,
+    ``RETRY_STATUS`` retried (after at least the server's ``Retry-After``, from
+    ``headers``), anything else an I/O error. The one place a status becomes an error."""
     detail = f"HTTP {status} {reason or ''}".rstrip() + f" from {url}"
     if status in (404, 410):
         return HttpError(errno.ENOENT, detail)
     if status in (401, 403):
         return HttpError(errno.EACCES, detail)
     if status in RETRY_STATUS:
-        return Retry(HttpError(errno.EIO, detail))
+        after = None if headers is None else retry_after(headers.get("Retry-After"))
+        return Retry(HttpError(errno.EIO, detail), after=after)
     return HttpError(errno.EIO, detail)
 
 

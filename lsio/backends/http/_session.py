@@ -12,8 +12,6 @@ import asyncio
 import atexit
 import errno
 import itertools
-import os
-import sys
 import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
@@ -23,9 +21,11 @@ import aiohttp
 from yarl import URL
 
 from ... import _fork
+from ..._defaults import PREALLOCATE
+from ..cloud._types import getenv
 from ._protocol import HttpError, Retry
 
-__all__ = ["Proxies", "aiohttp_error", "getenv", "read_body", "session_for", "session_now",
+__all__ = ["Proxies", "aiohttp_error", "read_body", "session_for", "session_now",
            "stream_into", "stream_tail", "stream_through"]
 
 BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
@@ -168,21 +168,6 @@ def env_proxy(name: str) -> str | None:
     return high
 
 
-def getenv(name: str) -> str | None:
-    """``os.environ.get(name)``. For a variable that is not set (the usual case for
-    proxies) that lookup raises and catches two KeyErrors, ~2 us each on a loaded machine:
-    4-6% of a loopback GET for the two a call makes. CPython keeps ``os.environ``'s
-    contents in a dict of bytes (``_data``) on POSIX, read here the way ``os.environ``
-    reads it; anywhere else (or if ``os.environ`` was replaced) the public lookup."""
-    data = getattr(os.environ, "_data", None)
-    if type(data) is not dict or not _POSIX:
-        return os.environ.get(name)
-    value = data.get(name.encode(_FS_ENCODING, "surrogateescape"))
-    return None if value is None else value.decode(_FS_ENCODING, "surrogateescape")
-
-
-_POSIX = os.name == "posix"
-_FS_ENCODING = sys.getfilesystemencoding()
 """What ``os.environ`` encodes names and values with on POSIX (fixed at startup)."""
 
 
@@ -282,11 +267,6 @@ async def stream_through(resp: aiohttp.ClientResponse, reads: list[Any]
         raise Retry(HttpError(errno.EIO, f"body of {resp.url} truncated at {pos} of "
                               f"{announced} bytes"))
     return pos, True
-
-
-PREALLOCATE = 8 << 20
-"""At most this many bytes of a body are allocated from its ``Content-Length`` before they
-arrive; a longer body grows as its bytes come (a server may claim any length)."""
 
 
 async def read_body(resp: aiohttp.ClientResponse, what: str) -> memoryview:

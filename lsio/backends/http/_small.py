@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..._defaults import READ_ATTEMPTS
+from ..._defaults import BYTEARRAY_BELOW, READ_ATTEMPTS
 from ..._memory import allocate
 from ..._presets import Preset
 from ..._results import Results, shared_columns
-from ._client import HttpClient, Read, origin, workers
+from ._client import HttpClient
 from ._cost import cost_of
-from ._protocol import UNKNOWN_SIZE, HttpError
+from ._protocol import HttpError
+from ._read import Read, origin, workers
 from ._version import STALE
 
 if TYPE_CHECKING:
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 _EMPTY = memoryview(b"")
-
-_ARENA = 64 << 10
-"""Below this many bytes, results go in a ``bytearray`` (~0.2 us) rather than a pooled
-arena (``lsio._memory``: ~5 us, which pays off where fresh memory would fault page by
-page)."""
 
 Answer = tuple[list[memoryview], list[int], dict[int, tuple[int, str]]]
 """Each request's bytes, its length, and the failed requests' (errno, detail)."""
@@ -133,7 +129,7 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
     n = len(paths)
     max_read = tune.max_read
     options = backend.options
-    client = HttpClient(paths, options, backend._auths)
+    client = backend.client(paths)
     await client.start()
     arena = _memory(room) if room and out is None else None
 
@@ -208,7 +204,7 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
                      out: Sequence[Any] | None, missing_ok: bool,
                      finished: Callable[[int], None] | None) -> Answer:
     """The commonest call, one range of one object: its one GET, nothing to gather."""
-    client = HttpClient(paths, backend.options, backend._auths)
+    client = backend.client(paths)
     if client.session is None or client.pending:
         await client.start()
     if out is not None:
@@ -230,7 +226,7 @@ async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length
 
 def _memory(size: int) -> memoryview:
     """Result memory for ``size`` bytes."""
-    return memoryview(bytearray(size)) if size < _ARENA else allocate(size).data
+    return memoryview(bytearray(size)) if size < BYTEARRAY_BELOW else allocate(size).data
 
 
 def _tail(off: int, max_read: int) -> int:
@@ -247,14 +243,8 @@ def _probed(client: HttpClient, r: Read, got: int, tail: int, probe_size: int, o
     whole = client.whole.get(file)
     if whole is not None:  # the server sent it whole
         first, body = 0, whole.result()
-    else:
-        if client.sizes[file] == UNKNOWN_SIZE and got < probe_size and not tail:
-            client.sizes[file] = got  # no total given: the body ended at the object's end
-        elif client.sizes[file] == UNKNOWN_SIZE:
-            raise HttpError(errno.EIO, f"{client.urls[file]} did not tell the object's "
-                            "size (Content-Range: bytes a-b/*)")
-        first, body = max(r.start, 0), (_EMPTY if r.dest is None else r.dest[:got])
-        client.prefetch[file] = (first, body)  # a part read later may come from it
+    else:  # a part read later may come from the probe's bytes
+        first, body = client.keep_probe(r, got, probe_size, tail)
     size = client.sizes[file]
     start = max(size + off, 0) if off < 0 else min(off, size)
     room = size - start

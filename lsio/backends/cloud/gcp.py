@@ -1,4 +1,8 @@
-"""Google Cloud Storage: credentials (a bearer token) and listing (the JSON API).
+"""Google Cloud Storage: URL rules, credentials (a bearer token), listing (the JSON API).
+
+``gs://bucket/object`` (or ``gcs://``) is read from the JSON API's media URL,
+``https://storage.googleapis.com/download/storage/v1/b/bucket/o/object?alt=media`` (or on
+:attr:`HttpOptions.gcs_endpoint` / ``$STORAGE_EMULATOR_HOST``).
 
 Theory of operation
 -------------------
@@ -17,8 +21,8 @@ seconds for a metadata server that is not there. So:
   may be there; it loads nothing and asks no server.
 - :class:`GcsAuth` loads the credentials and refreshes the token in a worker thread, the
   first time a request needs it and again when the token expires within
-  :data:`REFRESH_MARGIN`; one refresh at a time (a thread lock, and per event loop an
-  asyncio lock so waiting requests do not each take a thread). Between refreshes
+  ``lsio._defaults.GCS_REFRESH_MARGIN``; one refresh at a time (a thread lock, and per
+  event loop an asyncio lock so waiting requests do not each take a thread). Between refreshes
   :meth:`GcsAuth.ready` is one clock comparison.
 
 With ``$STORAGE_EMULATOR_HOST`` set, no credentials are looked up (as google-cloud-storage
@@ -36,35 +40,29 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib.util import find_spec
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from yarl import URL
 
-from .. import _fork
-from .._url import GCS_OBJECTS, HttpOptions
-from .http._protocol import HttpError, Retry
+from ... import _fork
+from ..._defaults import GCS_PAGE_SIZE, GCS_REFRESH_MARGIN, TOKEN_RETRY_AFTER
+from ..._url import HttpOptions, Target
+from ..http._protocol import HttpError, Retry
+from ._listing import query
+from ._types import Page, first_env, split_bucket
 
-if TYPE_CHECKING:
-    from .http._client import HttpClient
-    from .http._list import Page
+KIND = "gs"
+HEADERS: dict[str, str] = {}
 
-__all__ = ["find_gcs_auth", "gcs_pages"]
+OBJECTS = "/download/storage/v1/b/{}/o/"
+"""Path of a bucket's objects for media downloads (JSON API), after the endpoint."""
 
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_only",)
 """OAuth scope asked for (lsio only reads); credentials that carry their own scopes (user
 credentials, the metadata server's) keep theirs."""
-
-REFRESH_MARGIN = 300.0
-"""Refresh a token that expires within this many seconds (5 minutes; google-auth's own
-threshold is 3 min 45 s): long reads and clock skew never send an expired token. A token
-shorter-lived than twice this is refreshed after half its life."""
-
-MAX_RESULTS = 1000
-"""Objects per listing page: the JSON API's default and maximum."""
 
 _LIST_FIELDS = "items(name),prefixes,nextPageToken"
 """Ask only for what is used (a full object resource is ~1 kB of JSON)."""
@@ -75,7 +73,43 @@ wherever ``google.auth.default()`` finds them (it may wait seconds for a metadat
 Google Cloud: only when credentials are required and no quick check found any)."""
 
 
+# -- URL rules -----------------------------------------------------------------------------
+
+def endpoint(options: HttpOptions) -> str:
+    """Where ``gs://`` is read: :attr:`HttpOptions.gcs_endpoint`, ``$STORAGE_EMULATOR_HOST``,
+    else Google's; no trailing ``/``."""
+    found = (options.gcs_endpoint or first_env("STORAGE_EMULATOR_HOST")
+             or "https://storage.googleapis.com")
+    if "://" not in found:  # host:port, as emulators' instructions write it
+        found = "http://" + found
+    return found.rstrip("/")
+
+
+def config(options: HttpOptions, block: bool) -> str:
+    """The call's endpoint (reading it never blocks)."""
+    del block
+    return endpoint(options)
+
+
+def resolve(path: str, options: HttpOptions, config: str | None) -> Target:
+    bucket, key = split_bucket(path, "gs://bucket/object")
+    # the JSON API's media download (ranges work; the object name is one path segment)
+    return Target(f"{config or endpoint(options)}{OBJECTS.format(quote(bucket, safe=''))}"
+                  f"{quote(key, safe='~')}?alt=media", "gs")
+
+
 # -- finding credentials -----------------------------------------------------------------
+
+def auth_key(target: Target) -> str:
+    """One set of credentials for all of GCS."""
+    del target
+    return ""
+
+
+def find_auth(target: Target, options: HttpOptions) -> GcsAuth | None:
+    del target
+    return find_gcs_auth(options)
+
 
 def _env(name: str) -> str:
     return os.environ.get(name, "")
@@ -143,12 +177,12 @@ def _timestamp(expiry: datetime) -> float:
 
 def fresh_until(now: float, expires: float | None) -> float:
     """Until when a token fetched at ``now`` (epoch seconds) and expiring at ``expires``
-    (``None``: never) needs no refresh: :data:`REFRESH_MARGIN` before it expires, or after
+    (``None``: never) needs no refresh: ``GCS_REFRESH_MARGIN`` before it expires, or after
     half its life if it lives less than twice the margin (else a short-lived token, such as
     a metadata server's nearly expired one, would be fetched again for every request)."""
     if expires is None:
         return math.inf
-    return expires - min(REFRESH_MARGIN, (expires - now) / 2)
+    return expires - min(GCS_REFRESH_MARGIN, (expires - now) / 2)
 
 
 class GcsAuth:
@@ -234,11 +268,11 @@ class GcsAuth:
 
     def _keep_token(self) -> bool:
         """After a refresh that failed for a reason that may pass: keep a token that has not
-        expired yet (tried again in 30 s) rather than fail the reads."""
+        expired yet (tried again in ``TOKEN_RETRY_AFTER`` s) rather than fail the reads."""
         now = time.time()
         if self._token is None or self._expires <= now + 1.0:
             return False
-        self._fresh_until = min(now + 30.0, self._expires - 1.0)
+        self._fresh_until = min(now + TOKEN_RETRY_AFTER, self._expires - 1.0)
         return True
 
     def _load(self) -> Any:
@@ -268,38 +302,19 @@ class GcsAuth:
 
 # -- listing -------------------------------------------------------------------------------
 
-async def gcs_pages(client: HttpClient, prefix: str, delimiter: str | None
-                    ) -> AsyncIterator[Page]:
-    """The JSON API's object listing (``GET /storage/v1/b/BUCKET/o``), followed across
-    pages by ``nextPageToken``."""
-    from .http._list import next_token
-
-    url = str(client.urls[0])  # ENDPOINT/download/storage/v1/b/BUCKET/o/PLACEHOLDER?alt=media
-    head = GCS_OBJECTS.split("{}")[0]
+def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -> URL:
+    """A page of the JSON API's object listing (``GET /storage/v1/b/BUCKET/o``) of the
+    bucket of ``home`` (``ENDPOINT/download/storage/v1/b/BUCKET/o/PLACEHOLDER?alt=media``)."""
+    url = str(home)
+    head = OBJECTS.split("{}")[0]
     at = url.rindex(head)
     bucket = url[at + len(head):].split("/", 1)[0]  # percent-encoded already
-    base = f"{url[:at]}/storage/v1/b/{bucket}/o"
-    token: str | None = None
-    seen: set[str] = set()  # a prefix can come again on a later page (fake-gcs-server)
-    tokens: set[str] = set()
-    while True:
-        query = (f"prefix={quote(prefix, safe='')}&maxResults={MAX_RESULTS}"
-                 f"&fields={quote(_LIST_FIELDS, safe='')}")
-        if delimiter:
-            query += f"&delimiter={quote(delimiter, safe='')}"
-        if token is not None:
-            query += f"&pageToken={quote(token, safe='')}"
-        page_url = URL(f"{base}?{query}", encoded=True)
-        body = await client.document(0, page_url)
-        names, prefixes, token = parse_gcs_page(bytes(body), str(page_url))
-        fresh = [p for p in prefixes if p not in seen]
-        seen.update(fresh)
-        yield names, fresh
-        if next_token(token, tokens, str(page_url)) is None:
-            return
+    q = query(("prefix", prefix), ("maxResults", GCS_PAGE_SIZE), ("fields", _LIST_FIELDS),
+              ("delimiter", delimiter or None), ("pageToken", token))
+    return URL(f"{url[:at]}/storage/v1/b/{bucket}/o?{q}", encoded=True)
 
 
-def parse_gcs_page(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
+def parse_page(body: bytes, url: str) -> Page:
     """A JSON API listing page: (object names, prefixes, next page token or None)."""
     try:
         page = json.loads(body)

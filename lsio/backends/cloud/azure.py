@@ -1,18 +1,23 @@
-"""Azure Blob Storage: credentials found the usual way, and List Blobs.
+"""Azure Blob Storage: URL rules, credentials found the usual way, and List Blobs.
+
+``az://container/blob`` (or ``abfs://container@ACCOUNT.dfs.core.windows.net/blob``) is read
+from ``https://ACCOUNT.blob.core.windows.net/container/blob`` (or ``ENDPOINT/container/blob``:
+Azurite, Azure Stack, private endpoints); a SAS token joins the URL's query when no account
+key is found (:func:`azure_config`), other credentials are headers.
 
 Credentials, first found wins (as azure-storage-blob's users and object_store expect them):
 
 0. ``HttpOptions(azure_credential=...)``: the user's own azure-identity credential;
 1. an account key (``$AZURE_STORAGE_ACCOUNT_KEY`` / ``$AZURE_STORAGE_KEY``, the connection
    string's ``AccountKey``, or Azurite's with ``UseDevelopmentStorage=true``): every request
-   is signed with Shared Key (:mod:`lsio.backends._sharedkey`, standard library only);
+   is signed with Shared Key (:mod:`._sharedkey`, standard library only);
 2. a SAS token (``$AZURE_STORAGE_SAS_TOKEN`` or the connection string's
-   ``SharedAccessSignature``): it is in each URL's query (:func:`lsio._url.resolve`), listing
+   ``SharedAccessSignature``): it is in each URL's query (:func:`resolve`), listing
    URLs too; nothing else is sent;
 3. Microsoft Entra ID tokens from azure-identity's ``DefaultAzureCredential`` (``pip install
    'lsio[azure]'``): a service principal from the environment, workload identity, managed
    identity, the Azure CLI... The token is cached and fetched again when it expires within
-   :data:`REFRESH_BEFORE` seconds;
+   ``lsio._defaults.AZURE_REFRESH_BEFORE`` seconds;
 4. none: anonymous requests (public containers). ``HttpOptions(anonymous=False)`` raises
    instead, naming what to install or set.
 """
@@ -22,33 +27,35 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
 
 from yarl import URL
 
-from .. import _fork
-from .._url import HttpOptions, Target, azure_config
+from ... import _fork
+from ..._defaults import AZURE_REFRESH_BEFORE, TOKEN_RETRY_AFTER
+from ..._url import HttpOptions, Target
+from ..http._protocol import HttpError, Retry
+from ._listing import query, xml_root
 from ._sharedkey import SharedKey
+from ._types import Auth, Page, first_env, quote_key, split_bucket
 
-if TYPE_CHECKING:
-    from ._sign import Auth
-    from .http._client import HttpClient
-    from .http._list import Page
+KIND = "az"
 
-__all__ = ["azure_pages", "find_azure_auth"]
+API_VERSION = "2021-08-06"
+"""``x-ms-version`` sent to Azure Blob storage (ranges need 2011-08-18 or later)."""
 
-SCOPE = "https://storage.azure.com/.default"
-"""The OAuth scope of Azure Storage's data plane."""
-
-REFRESH_BEFORE = 300.0
-"""Seconds before its expiry a token is replaced (Azure's SDKs refresh 5 minutes early)."""
+HEADERS = {"x-ms-version": API_VERSION}
 
 PAGE_SIZE: int | None = None
 """``maxresults`` of each List Blobs request; ``None``: the service's (and its cap): 5000."""
+
+SCOPE = "https://storage.azure.com/.default"
+"""The OAuth scope of Azure Storage's data plane."""
 
 
 class EntraToken:
@@ -82,7 +89,7 @@ class EntraToken:
             return False
         now = time.time()
         # refresh REFRESH_BEFORE seconds early, or at half the life of a short-lived token
-        margin = min(REFRESH_BEFORE, (self._expires - self._fetched) / 2)
+        margin = min(AZURE_REFRESH_BEFORE, (self._expires - self._fetched) / 2)
         return self._expires - now > margin or (now < self._retry_at
                                                 and self._expires > now)
 
@@ -104,13 +111,13 @@ class EntraToken:
             self._fetched = time.time()
 
     def _failed(self, exc: Exception) -> None:
-        """A token fetch failed: an unexpired token is kept (tried again in 30 s); the very
+        """A token fetch failed: an unexpired token is kept (tried again later); the very
         first fetch finding no identity at all means anonymous access (public containers),
         or an error with ``anonymous=False``; anything else may pass and is retried like a
         failed read, never turned into anonymous requests."""
         now = time.time()
         if self._token is not None and self._expires > now:
-            self._retry_at = now + 30.0
+            self._retry_at = now + TOKEN_RETRY_AFTER
             return
         unavailable = type(exc).__name__ == "CredentialUnavailableError"
         if self._token is None and unavailable and not self._required:
@@ -120,8 +127,6 @@ class EntraToken:
             raise PermissionError(
                 errno.EACCES, "lsio: no Azure credentials could be used (account key, SAS, "
                 f"or Entra ID: {exc})") from None
-        from .http._protocol import HttpError, Retry
-
         raise Retry(HttpError(errno.EACCES, f"lsio: an Entra ID token could not be fetched: "
                               f"{exc}"))
 
@@ -138,6 +143,15 @@ def default_credential() -> Any:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
+
+
+def auth_key(target: Target) -> str:
+    """One set of credentials per account (the URL's host)."""
+    return target.url.split("://", 1)[1].split("/", 1)[0]
+
+
+def find_auth(target: Target, options: HttpOptions) -> Auth | None:
+    return find_azure_auth(target, options)
 
 
 def find_azure_auth(target: Target, options: HttpOptions) -> Auth | None:
@@ -180,32 +194,14 @@ def _synchronous(credential: Any) -> Any:
 
 # -- List Blobs --------------------------------------------------------------------------------
 
-async def azure_pages(client: HttpClient, prefix: str, delimiter: str | None
-                      ) -> AsyncIterator[Page]:
-    """Azure List Blobs of the client's container, page after page (``NextMarker``)."""
-    from .http._list import next_token
-
-    home = client.urls[0]  # the container's placeholder blob: CONTAINER_URL/placeholder
+def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -> URL:
+    """A List Blobs page of the container of ``home`` (its placeholder blob,
+    ``CONTAINER_URL/placeholder``), from the ``marker`` ``token`` on."""
     container = str(home.with_query(None)).rsplit("/", 1)[0]
     sas = home.raw_query_string  # a SAS authorises listing URLs too
-    marker: str | None = None
-    markers: set[str] = set()
-    while True:
-        query = f"restype=container&comp=list&prefix={quote(prefix, safe='')}"
-        if delimiter:
-            query += f"&delimiter={quote(delimiter, safe='')}"
-        if PAGE_SIZE is not None:
-            query += f"&maxresults={PAGE_SIZE}"
-        if marker is not None:
-            query += f"&marker={quote(marker, safe='')}"
-        if sas:
-            query += f"&{sas}"
-        url = URL(f"{container}?{query}", encoded=True)
-        body = await client.document(0, url)
-        names, prefixes, marker = parse_azure_page(bytes(body), container)
-        yield names, prefixes
-        if next_token(marker, markers, container) is None:
-            return
+    q = query(("restype", "container"), ("comp", "list"), ("prefix", prefix),
+              ("delimiter", delimiter or None), ("maxresults", PAGE_SIZE), ("marker", token))
+    return URL(f"{container}?{q}&{sas}" if sas else f"{container}?{q}", encoded=True)
 
 
 def _name(elem: ET.Element) -> str | None:
@@ -218,14 +214,9 @@ def _name(elem: ET.Element) -> str | None:
     return None
 
 
-def parse_azure_page(body: bytes, url: str) -> tuple[list[str], list[str], str | None]:
+def parse_page(body: bytes, url: str) -> Page:
     """A List Blobs answer: (blob names, prefixes, the next page's marker or None)."""
-    from .http._protocol import HttpError
-
-    try:
-        root = ET.fromstring(body)
-    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding
-        raise HttpError(errno.EIO, f"{url}: listing is not XML: {exc}") from None
+    root = xml_root(body, url)
     names: list[str] = []
     prefixes: list[str] = []
     for group in root.iter("Blobs"):
@@ -239,3 +230,95 @@ def parse_azure_page(body: bytes, url: str) -> tuple[list[str], list[str], str |
                 prefixes.append(name)
     marker = root.findtext("NextMarker") or None
     return names, prefixes, marker
+
+# -- URL rules ---------------------------------------------------------------------------------
+
+def config(options: HttpOptions, block: bool) -> AzureConfig:
+    """The configured account's :func:`azure_config`, once per call (six variables)."""
+    del block
+    return azure_config(options)
+
+
+def resolve(path: str, options: HttpOptions, config: AzureConfig | None) -> Target:
+    container, blob = split_bucket(path, "az://container/blob")
+    host_account = None
+    if "@" in container:  # abfs://container@account.dfs.core.windows.net/blob
+        container, host = container.split("@", 1)
+        host_account = host.split(".", 1)[0]
+    az = config if config is not None and host_account is None else azure_config(
+        options, host_account)
+    if az.endpoint:
+        url = f"{az.endpoint}/{container}/{quote_key(blob)}"
+    elif az.account:
+        url = f"https://{az.account}.blob.core.windows.net/{container}/{quote_key(blob)}"
+    else:
+        raise ValueError(f"lsio: {path!r}: no Azure storage account; set "
+                         "HttpOptions(azure_account=...) or $AZURE_STORAGE_ACCOUNT_NAME")
+    if az.sas and not az.key:
+        url += "?" + az.sas
+    return Target(url, "az")
+
+
+# -- Azure: where the account, endpoint and secrets come from ---------------------------------
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+"""The storage emulator's fixed, published account and key (``UseDevelopmentStorage=true``)."""
+AZURITE_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
+
+
+@dataclass(frozen=True, slots=True)
+class AzureConfig:
+    """One ``az://`` location's account, endpoint and secrets, as found the usual way."""
+
+    account: str
+    """Storage account name (``""``: unknown)."""
+    endpoint: str
+    """Blob endpoint without a trailing ``/`` (``""``: ``https://ACCOUNT.blob.core...``)."""
+    key: str = field(repr=False)
+    """Account key (base64) for Shared Key signing (``""``: none)."""
+    sas: str = field(repr=False)
+    """SAS token without its ``?`` (``""``: none)."""
+
+
+def azure_connection_string() -> dict[str, str]:
+    """The fields of ``$AZURE_STORAGE_CONNECTION_STRING`` (``Name=value;...``), names in
+    lower case (Azure's SDKs read them case-insensitively); empty when unset."""
+    fields = {}
+    for part in (os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or "").split(";"):
+        name, eq, value = part.partition("=")  # values (keys, SAS) may contain '='
+        if eq and name.strip():
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def azure_config(options: HttpOptions, host_account: str | None = None) -> AzureConfig:
+    """Account, endpoint, key and SAS for ``az://``: :class:`HttpOptions` fields first, then
+    ``$AZURE_STORAGE_ACCOUNT_NAME`` / ``$AZURE_STORAGE_ACCOUNT_KEY`` (or ``_KEY``) /
+    ``$AZURE_STORAGE_SAS_TOKEN``, then ``$AZURE_STORAGE_CONNECTION_STRING``. ``host_account``
+    is the account an ``abfs://container@ACCOUNT.dfs...`` URL names (it wins). With
+    ``anonymous=True`` or an ``azure_credential`` no key or SAS is returned."""
+    conn = azure_connection_string()
+    dev = conn.get("usedevelopmentstorage", "").lower() == "true"
+    endpoint = (options.azure_endpoint or conn.get("blobendpoint")
+                or (AZURITE_ENDPOINT if dev else "")).rstrip("/")
+    configured = (options.azure_account
+                  or first_env("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
+                  or conn.get("accountname") or (AZURITE_ACCOUNT if dev else ""))
+    account = host_account or configured
+    if not account and endpoint:
+        # path-style endpoints end with the account (Azurite's); host-style ones start with
+        # it (https://ACCOUNT.blob.core.windows.net, private links, Azure Stack)
+        host, _, base = endpoint.split("://", 1)[-1].partition("/")
+        account = base.rsplit("/", 1)[-1] if base else host.split(".", 1)[0]
+    if options.anonymous or options.azure_credential is not None:
+        return AzureConfig(account, endpoint, "", "")  # no secret, or the user's credential
+    if host_account and configured and host_account.lower() != configured.lower():
+        # a URL naming another account than the one configured (a path from a reference
+        # file, say) gets none of the configured account's secrets
+        return AzureConfig(account, endpoint, "", "")
+    key = (first_env("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY") or conn.get("accountkey")
+           or (AZURITE_KEY if dev else ""))
+    sas = first_env("AZURE_STORAGE_SAS_TOKEN") or conn.get("sharedaccesssignature") or ""
+    return AzureConfig(account, endpoint, key, sas.lstrip("?"))

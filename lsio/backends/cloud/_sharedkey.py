@@ -64,7 +64,7 @@ def sign(key: bytes, text: str) -> str:
 
 
 class SharedKey:
-    """Signs each request with an account key (the :class:`~lsio.backends._sign.Auth`
+    """Signs each request with an account key (the :class:`~._types.Auth`
     interface); nothing to refresh."""
 
     def __init__(self, account: str, key: str) -> None:

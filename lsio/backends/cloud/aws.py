@@ -1,0 +1,205 @@
+"""Amazon S3 (and S3-compatible stores): URL rules, credentials, SigV4, ListObjectsV2.
+
+- URLs: ``s3://bucket/key`` is read from ``https://bucket.s3.REGION.amazonaws.com/key``, or
+  ``ENDPOINT/bucket/key`` for S3-compatible stores (MinIO, Ceph, moto...: path-style).
+- Credentials: botocore's usual chain (``lsio[s3]``: environment variables,
+  ``~/.aws/credentials`` and ``~/.aws/config``, SSO, instance roles), found once per
+  backend and region; requests are signed with SigV4 by :mod:`._sigv4` (standard library).
+  No credentials found: anonymous requests (public buckets).
+- Listing: ListObjectsV2, ``continuation-token`` from page to page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from typing import Any
+from urllib.parse import unquote_plus
+
+from yarl import URL
+
+from ..._defaults import AWS_METADATA_TIMEOUT
+from ..._url import HttpOptions, Target
+from ..http._protocol import HttpError
+from ._listing import query, xml_root
+from ._sigv4 import sign
+from ._types import Page, first_env, getenv, quote_key, split_bucket
+
+KIND = "s3"
+HEADERS: dict[str, str] = {}
+
+_REGIONS: dict[tuple[str | None, str | None, str | None], str] = {}
+"""The S3 region found for (``HttpOptions.region``, ``$AWS_REGION``,
+``$AWS_DEFAULT_REGION``): finding it may make a botocore session (~0.1-0.3 s, once)."""
+
+
+# -- URL rules -----------------------------------------------------------------------------
+
+def region(options: HttpOptions) -> str:
+    """The S3 region: the option, ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the AWS config
+    file (when botocore is installed), else ``us-east-1``."""
+    if options.region:
+        return options.region
+    env = first_env("AWS_REGION", "AWS_DEFAULT_REGION")
+    if env:
+        return env
+    try:  # the config file (profile's region), when botocore is installed
+        import botocore.session
+
+        found = botocore.session.get_session().get_config_variable("region")
+        if found:
+            return str(found)
+    except Exception:  # noqa: BLE001 - no botocore, or an unreadable config: the default
+        pass
+    return "us-east-1"
+
+
+def config(options: HttpOptions, block: bool) -> str | None:
+    """The call's region, remembered per options and environment; ``None`` if it is not
+    known yet and ``block`` is false (finding it may read files)."""
+    key = (options.region, getenv("AWS_REGION"), getenv("AWS_DEFAULT_REGION"))
+    found = _REGIONS.get(key)
+    if found is None and block:
+        found = _REGIONS[key] = region(options)
+    return found
+
+
+def resolve(path: str, options: HttpOptions, config: str | None) -> Target:
+    bucket, key = split_bucket(path, "s3://bucket/key")
+    where = config or region(options)
+    endpoint = options.endpoint_url or first_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    if endpoint:  # S3-compatible servers: path-style addressing
+        return Target(f"{endpoint.rstrip('/')}/{bucket}/{quote_key(key)}", "s3", where)
+    if "." in bucket:  # virtual-hosted names with dots break TLS host matching
+        return Target(f"https://s3.{where}.amazonaws.com/{bucket}/{quote_key(key)}", "s3",
+                      where)
+    return Target(f"https://{bucket}.s3.{where}.amazonaws.com/{quote_key(key)}", "s3", where)
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+def auth_key(target: Target) -> str:
+    """One set of credentials per region."""
+    return target.region
+
+
+def find_auth(target: Target, options: HttpOptions) -> S3Signer | None:
+    return find_s3_signer(target.region, options.anonymous)
+
+
+class S3Signer:
+    """Signs GET/HEAD requests with AWS Signature Version 4."""
+
+    def __init__(self, credentials: Any, region: str) -> None:
+        self._credentials = credentials
+        self.region = region
+
+    async def ready(self) -> None:
+        """Refreshable credentials (SSO, assumed roles, instance roles) about to expire are
+        refreshed in a worker thread: botocore would otherwise do it inside :meth:`headers`,
+        blocking the event loop for a network round trip."""
+        due = getattr(self._credentials, "refresh_needed", None)
+        if due is not None and due():
+            await asyncio.to_thread(self._frozen)
+
+    def headers(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """SigV4 by :mod:`._sigv4` (~20 us; botocore's ``S3SigV4Auth`` ~150-230 us) with
+        botocore's current credentials (renewed in :meth:`ready` when due)."""
+        creds = self._frozen()
+        return sign(method, url, headers, access_key=creds.access_key,
+                    secret_key=creds.secret_key, token=creds.token, region=self.region)
+
+    def _frozen(self) -> Any:
+        """botocore's current credentials; a failed refresh (an expired SSO session, a
+        revoked role) is a permission error of the request, never botocore's own error."""
+        try:
+            return self._credentials.get_frozen_credentials()
+        except Exception as exc:  # noqa: BLE001 - any provider's failure, mapped once
+            raise HttpError(errno.EACCES, _unusable(exc)) from None
+
+
+def find_s3_signer(region: str, anonymous: bool | None) -> S3Signer | None:
+    """A signer if credentials are found (``anonymous=None``) or required (``False``);
+    ``None`` (anonymous requests: public buckets) when none are found. Credentials found
+    but unusable (an expired SSO session, a failing ``credential_process``, an unknown
+    profile) raise ``PermissionError``: never anonymous requests that a private bucket
+    would refuse with a puzzling 403."""
+    if anonymous:
+        return None
+    try:
+        import botocore.session
+    except ImportError:
+        if anonymous is False:
+            raise ImportError("lsio: signed S3 access needs botocore: pip install 'lsio[s3]'"
+                              ) from None
+        return None  # no signer installed: public buckets still work
+    try:
+        session = botocore.session.get_session()
+        # one quick try of the instance-metadata service, not botocore's 1 s x 1 default
+        # wait; botocore keeps whole seconds (int): 0.5 would be a connect timeout of 0,
+        # which urllib3 refuses with an error botocore does not catch
+        session.set_config_variable("metadata_service_timeout", AWS_METADATA_TIMEOUT)
+        session.set_config_variable("metadata_service_num_attempts", 1)
+        credentials = session.get_credentials()
+        if credentials is not None:
+            # SSO, assumed roles and credential processes fetch lazily: fetch now (this
+            # runs in a worker thread), so a failure is told here, once
+            credentials.get_frozen_credentials()
+    except Exception as exc:  # noqa: BLE001 - botocore's errors are no OSError
+        raise PermissionError(errno.EACCES, _unusable(exc)) from None
+    if credentials is None:
+        if anonymous is False:
+            raise PermissionError(errno.EACCES, "lsio: HttpOptions(anonymous=False) but "
+                                  "botocore found no AWS credentials (environment, ~/.aws, "
+                                  "or an instance role)")
+        return None
+    return S3Signer(credentials, region)
+
+
+def _unusable(exc: BaseException) -> str:
+    return (f"lsio: AWS credentials were found but cannot be used ({type(exc).__name__}: "
+            f"{exc}); renew them (e.g. `aws sso login`), fix the profile, or pass "
+            "HttpOptions(anonymous=True) for a public bucket")
+
+
+# -- ListObjectsV2 -------------------------------------------------------------------------
+
+def list_url(home: URL, prefix: str, delimiter: str | None, token: str | None) -> URL:
+    """A ListObjectsV2 page of ``home``'s bucket (1000 keys a page)."""
+    base = str(home).rsplit("/", 1)[0] + "/"
+    # keys come percent-encoded: XML 1.0 cannot carry every character a key may hold
+    q = query(("list-type", 2), ("encoding-type", "url"), ("prefix", prefix),
+              ("delimiter", delimiter or None), ("continuation-token", token))
+    return URL(f"{base}?{q}", encoded=True)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def parse_page(body: bytes, url: str) -> Page:
+    """A ListObjectsV2 answer: (keys, common prefixes, next continuation token or None)."""
+    root = xml_root(body, url)
+    keys: list[str] = []
+    prefixes: list[str] = []
+    token = None
+    truncated = False
+    encoded = any(_local(c.tag) == "EncodingType" and (c.text or "").strip().lower() == "url"
+                  for c in root)
+    name = unquote_plus if encoded else str
+    for child in root:
+        tag = _local(child.tag)
+        if tag == "Contents":
+            keys.extend(name(c.text) for c in child
+                        if _local(c.tag) == "Key" and c.text is not None)
+        elif tag == "CommonPrefixes":
+            prefixes.extend(name(c.text) for c in child
+                            if _local(c.tag) == "Prefix" and c.text is not None)
+        elif tag == "IsTruncated":
+            truncated = (child.text or "").strip().lower() == "true"
+        elif tag == "NextContinuationToken":
+            token = child.text
+    if truncated and not token:
+        raise HttpError(errno.EIO, f"{url}: listing is truncated but gives no "
+                        "NextContinuationToken")
+    return keys, prefixes, token if truncated else None
