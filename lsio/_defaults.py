@@ -81,7 +81,7 @@ the event loop: both cost ~0.35 us per request here (50 000 requests: 17 ms to c
 to plan), and the loop must not stall over 10 ms; a thread hop costs ~0.1 ms."""
 
 SMALL_REQUESTS = 64
-"""Calls of up to this many requests try the small-call path first (``lsio/_small.py``):
+"""Calls of up to this many requests try the small path first (``backends/_local_small.py``):
 page-cache data copied on the caller's thread in two C calls, no planner, no event-loop
 round trip. It costs ~2-4 us per request here; the bulk path's fixed cost is ~0.5-1 ms, so
 it wins for any such call whose data is cached, and 64 requests hold the loop < 0.3 ms."""

@@ -25,24 +25,24 @@ from ._demo_data import (
     Sizes,
     Workload,
     WrongResult,
-    _cache_state,
-    _counted,
-    _data_root,
-    _nbytes,
-    _plain_files,
-    _plain_ranges,
-    _size,
-    _timed_rounds,
-    _write,
+    demo_cache_state,
+    demo_counted,
+    demo_data_root,
+    demo_nbytes,
+    demo_plain_files,
+    demo_plain_ranges,
+    demo_size,
+    demo_timed_rounds,
+    demo_write,
 )
 from ._demo_zarr import (
-    _stored,
-    _write_zarr,
-    _zarr_data,
-    _zarr_matches,
-    _zarr_missing,
-    _zarr_root,
-    _zarr_workloads,
+    demo_stored,
+    demo_write_zarr,
+    demo_zarr_data,
+    demo_zarr_matches,
+    demo_zarr_missing,
+    demo_zarr_root,
+    demo_zarr_workloads,
 )
 from ._reader import Reader
 
@@ -54,21 +54,21 @@ def _write_all(root: str, data_root: str, sizes: Sizes
     """Write the sample files under ``root`` and, unless a matching one is kept, the Zarr
     array; print what the array is. Returns (small files, big file, the array's values or
     None without zarr, the array's path or None)."""
-    no_zarr = _zarr_missing()
-    zroot = _zarr_root(data_root, sizes)
-    write_zarr = no_zarr is None and not _zarr_matches(zroot, sizes)
+    no_zarr = demo_zarr_missing()
+    zroot = demo_zarr_root(data_root, sizes)
+    write_zarr = no_zarr is None and not demo_zarr_matches(zroot, sizes)
     total = (sizes.files * sizes.file_size + sizes.big_size
              + (sizes.zarr_n ** 2 * 4 if write_zarr else 0))
     with tqdm(total=total, unit="B", unit_scale=True, desc="writing sample data") as bar:
-        paths, big = _write(root, sizes, bar)
-        data = _zarr_data(sizes.zarr_n) if no_zarr is None else None
+        paths, big = demo_write(root, sizes, bar)
+        data = demo_zarr_data(sizes.zarr_n) if no_zarr is None else None
         if write_zarr:
-            _write_zarr(zroot, sizes, data, bar)
+            demo_write_zarr(zroot, sizes, data, bar)
     if no_zarr is not None:
         print(f"Zarr: skipped ({no_zarr})")
         return paths, big, None, None
     side, c = sizes.zarr_n, sizes.zarr_chunk
-    files, stored = _stored(zroot)
+    files, stored = demo_stored(zroot)
     print(f"Zarr v3 array: {side}x{side} float32 in {c}x{c} chunks, blosc-zstd: {files} "
           f"chunk files, {stored / 1e6:.1f} MB, "
           f"{'written to' if write_zarr else 'reused from'} {zroot}")
@@ -82,12 +82,12 @@ def _byte_workloads(reader: Reader, sizes: Sizes, paths: list[str], big: str
     n, size = sizes.ranges, sizes.range_size
     offsets = [rng.randrange(sizes.big_size // size) * size for _ in range(n)]
     return [
-        Workload(f"{sizes.files} files x {_size(sizes.file_size)}, whole", len(paths), [
+        Workload(f"{sizes.files} files x {demo_size(sizes.file_size)}, whole", len(paths), [
             ("lsio", lambda: reader.read_many_sync([(p,) for p in paths])),
-            ("plain loop", lambda: _plain_files(paths))], _counted),
-        Workload(f"{n} random {_size(size)} ranges of {_size(sizes.big_size)}", n, [
+            ("plain loop", lambda: demo_plain_files(paths))], demo_counted),
+        Workload(f"{n} random {demo_size(size)} ranges of {demo_size(sizes.big_size)}", n, [
             ("lsio", lambda: reader.read_many_sync([(big, o, size) for o in offsets])),
-            ("plain loop", lambda: _plain_ranges(big, offsets, size))], _counted),
+            ("plain loop", lambda: demo_plain_ranges(big, offsets, size))], demo_counted),
     ]
 
 
@@ -116,19 +116,19 @@ def _print_tables(workloads: list[Workload], zarr_workloads: list[Workload],
 
 def run_demo(rounds: int = 3, sizes: Sizes = FULL) -> int:
     reader = Reader()
-    data_root = _data_root(sizes)
+    data_root = demo_data_root(sizes)
     root = tempfile.mkdtemp(prefix="lsio-demo-", dir=data_root)
     try:
         print(f"lsio demo: backend={reader.backend}, data in {root}")
         paths, big, data, zroot = _write_all(root, data_root, sizes)
         reader.read_many_sync([(paths[0],)] * 2)  # warm-up: the ring, the loop thread
         workloads = _byte_workloads(reader, sizes, paths, big)
-        zarr_workloads = [] if zroot is None else _zarr_workloads(zroot, sizes, data)
-        cold, how = _cache_state()
+        zarr_workloads = [] if zroot is None else demo_zarr_workloads(zroot, sizes, data)
+        cold, how = demo_cache_state()
         print(f"{how}; medians of {rounds} alternated rounds, every result kept")
         medians = []
         for work in tqdm(workloads + zarr_workloads, desc="reading", unit="workload"):
-            times, nbytes = _timed_rounds(work, rounds, cold)
+            times, nbytes = demo_timed_rounds(work, rounds, cold)
             medians.append(({k: statistics.median(v) for k, v in times.items()}, nbytes))
         _print_tables(workloads, zarr_workloads, medians, "cold" if cold else "warm")
         return 0
@@ -172,11 +172,11 @@ def run_bench(items: list[str], repeats: int) -> int:
         nbytes = got.nbytes
         if local:
             t = time.perf_counter()
-            plain = _plain_files(paths)
+            plain = demo_plain_files(paths)
             times["plain loop"].append(time.perf_counter() - t)
-            if _nbytes(plain) != nbytes:
+            if demo_nbytes(plain) != nbytes:
                 raise RuntimeError(f"byte counts differ: lsio {nbytes}, plain loop "
-                                   f"{_nbytes(plain)}")
+                                   f"{demo_nbytes(plain)}")
         del got
     print(f"\n{'reader':12} {'median s':>10} {'files/s':>12} {'MB/s':>10} {'vs plain':>9}")
     base = statistics.median(times["plain loop"]) if times["plain loop"] else None

@@ -11,7 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FULL", "QUICK", "Sizes", "Workload", "WrongResult"]
+__all__ = [
+    "FULL", "QUICK", "Sizes", "Workload", "WrongResult", "demo_cache_state", "demo_counted",
+    "demo_data_root", "demo_nbytes", "demo_plain_files", "demo_plain_ranges", "demo_size",
+    "demo_timed_rounds", "demo_write"
+]
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -63,7 +67,7 @@ class Workload:
     """(contender's name, what it returned) -> the bytes it holds; raises WrongResult."""
 
 
-def _size(n: int) -> str:
+def demo_size(n: int) -> str:
     return f"{n // MiB} MiB" if n >= MiB and n % MiB == 0 else f"{n // KiB} KiB"
 
 
@@ -85,7 +89,7 @@ def _in_memory(path: str) -> bool:
     return kind in ("tmpfs", "ramfs")
 
 
-def _data_root(sizes: Sizes) -> str:
+def demo_data_root(sizes: Sizes) -> str:
     """A temporary directory on a real disk, with room (cold reads and O_DIRECT need one):
     /tmp unless it is tmpfs, else /var/tmp."""
     for cand in (tempfile.gettempdir(), "/var/tmp"):
@@ -99,7 +103,7 @@ def _data_root(sizes: Sizes) -> str:
     return tempfile.gettempdir()
 
 
-def _write(root: str, sizes: Sizes, bar: Any) -> tuple[list[str], str]:
+def demo_write(root: str, sizes: Sizes, bar: Any) -> tuple[list[str], str]:
     block = os.urandom(sizes.file_size)
     paths = []
     for i in range(sizes.files):
@@ -117,7 +121,7 @@ def _write(root: str, sizes: Sizes, bar: Any) -> tuple[list[str], str]:
     return paths, big
 
 
-def _plain_files(paths: list[str]) -> list[bytes]:
+def demo_plain_files(paths: list[str]) -> list[bytes]:
     out = []
     for p in paths:
         with open(p, "rb") as f:
@@ -125,7 +129,7 @@ def _plain_files(paths: list[str]) -> list[bytes]:
     return out
 
 
-def _plain_ranges(path: str, offsets: list[int], size: int) -> list[bytes]:
+def demo_plain_ranges(path: str, offsets: list[int], size: int) -> list[bytes]:
     fd = os.open(path, os.O_RDONLY)
     try:
         return [os.pread(fd, size, off) for off in offsets]
@@ -133,16 +137,16 @@ def _plain_ranges(path: str, offsets: list[int], size: int) -> list[bytes]:
         os.close(fd)
 
 
-def _nbytes(result: Any) -> int:
+def demo_nbytes(result: Any) -> int:
     return sum(len(b) for b in result)
 
 
-def _counted(_name: str, result: Any) -> int:
+def demo_counted(_name: str, result: Any) -> int:
     """The check of the byte workloads: their sizes only (the bytes are random)."""
-    return _nbytes(result)
+    return demo_nbytes(result)
 
 
-def _cache_state() -> tuple[bool, str]:
+def demo_cache_state() -> tuple[bool, str]:
     """Whether each run starts cold (the page cache dropped first), and why (not)."""
     if os.geteuid() != 0:
         return False, "warm: dropping the page cache needs root (run `sudo make demo` for cold)"
@@ -157,7 +161,8 @@ def _drop_caches() -> None:
         f.write("3\n")
 
 
-def _timed_rounds(work: Workload, rounds: int, cold: bool) -> tuple[dict[str, list[float]], int]:
+def demo_timed_rounds(work: Workload, rounds: int, cold: bool
+                      ) -> tuple[dict[str, list[float]], int]:
     """Seconds per run of each contender, alternated (round r starts with contender r),
     every result checked and kept until all rounds are done (as users keep what they read:
     each run gets fresh memory); and the bytes each returned (the same for all, checked)."""

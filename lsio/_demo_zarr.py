@@ -13,17 +13,22 @@ from typing import Any
 
 from ._demo_data import Sizes, Workload, WrongResult
 
+__all__ = [
+    "demo_stored", "demo_write_zarr", "demo_zarr_data", "demo_zarr_matches",
+    "demo_zarr_missing", "demo_zarr_root", "demo_zarr_workloads"
+]
+
 ZARR_DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 """zarr-python's own codec pipeline (the default of its ``codec_pipeline.path``)."""
 ZARR_LSIO = "lsio.zarr.LsioCodecPipeline"
 ZARR_MARK = {"lsio_demo": {"data": 1, "complete": True}}
-"""The array's attributes, set after its last chunk: bump ``data`` when :func:`_zarr_data`
+"""The array's attributes, set after its last chunk: bump ``data`` when :func:`demo_zarr_data`
 changes, and the arrays the demo kept are written again."""
 ZARR_SUB = ((1000, 3000), (500, 3600))
 """The sub-selection of the 4096 x 4096 array (scaled with the array): chunks cut on all sides."""
 
 
-def _zarr_missing() -> str | None:
+def demo_zarr_missing() -> str | None:
     """Why the Zarr workload cannot run here, or None when it can."""
     try:
         import zarr  # noqa: F401
@@ -34,7 +39,7 @@ def _zarr_missing() -> str | None:
     return None
 
 
-def _zarr_data(n: int) -> Any:
+def demo_zarr_data(n: int) -> Any:
     """The array's values: 8 x 8 blocks of a ramp plus noise from an integer hash of the
     index, in steps of 1/16: exact in float32, so the same on every machine and numpy
     version; blosc-zstd stores them in about a quarter (measured data often compresses so)."""
@@ -56,12 +61,12 @@ def _zarr_kwargs(sizes: Sizes) -> dict[str, Any]:
                 compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"))
 
 
-def _zarr_root(data_root: str, sizes: Sizes) -> str:
+def demo_zarr_root(data_root: str, sizes: Sizes) -> str:
     n, c = sizes.zarr_n, sizes.zarr_chunk
     return os.path.join(data_root, "lsio-demo-zarr", f"{n}x{n}_c{c}.zarr")
 
 
-def _zarr_matches(root: str, sizes: Sizes) -> bool:
+def demo_zarr_matches(root: str, sizes: Sizes) -> bool:
     """The array at ``root`` was written to the end, with the metadata (and data version)
     the demo would write now."""
     import zarr
@@ -78,7 +83,7 @@ def _zarr_matches(root: str, sizes: Sizes) -> bool:
     return bool(doc == expected and attributes == ZARR_MARK)
 
 
-def _write_zarr(root: str, sizes: Sizes, data: Any, bar: Any) -> None:
+def demo_write_zarr(root: str, sizes: Sizes, data: Any, bar: Any) -> None:
     import zarr
 
     shutil.rmtree(root, ignore_errors=True)
@@ -91,7 +96,7 @@ def _write_zarr(root: str, sizes: Sizes, data: Any, bar: Any) -> None:
     arr.attrs.update(ZARR_MARK)  # last: marks the array complete
 
 
-def _stored(root: str) -> tuple[int, int]:
+def demo_stored(root: str) -> tuple[int, int]:
     """(chunk files, bytes) under ``root``, metadata left out."""
     sizes = [os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root)
              for f in names if f != "zarr.json"]
@@ -124,7 +129,7 @@ def _zarr_contenders(default: Any, piped: Any, root: str, sel: Any
             ("lsio.zarr.read", lambda: read_sync(root, sel))]
 
 
-def _zarr_workloads(root: str, sizes: Sizes, data: Any) -> list[Workload]:
+def demo_zarr_workloads(root: str, sizes: Sizes, data: Any) -> list[Workload]:
     """The whole array and a sub-selection, each read by zarr-python with its default codec
     pipeline, by zarr-python with lsio's, and by lsio's fast path. zarr picks the pipeline
     when it opens an array, so each array is opened (once, untimed) under its own config."""

@@ -73,8 +73,8 @@ def quick_demo(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
     """``lsio demo --quick`` in this process (so a test can break a contender), writing under
     ``data_dir`` and warm: a test leaves the machine's page cache alone, even as root.
     Returns (exit code, stdout lines, stderr)."""
-    monkeypatch.setattr(_demo, "_data_root", lambda sizes: str(data_dir))
-    monkeypatch.setattr(_demo, "_cache_state", lambda: (False, "warm: a test"))
+    monkeypatch.setattr(_demo, "demo_data_root", lambda sizes: str(data_dir))
+    monkeypatch.setattr(_demo, "demo_cache_state", lambda: (False, "warm: a test"))
 
     def run() -> tuple[int, list[str], str]:
         code = main(["demo", "--quick"])
@@ -111,21 +111,21 @@ def test_demo_quick(quick_demo: Demo, data_dir: Path) -> None:
     assert code == 0, err
     assert lines[1].endswith(f"reused from {zarr_root}")
     doc = json.loads((zarr_root / "zarr.json").read_text())
-    assert _demo._zarr_matches(str(zarr_root), _demo.QUICK)
+    assert _demo.demo_zarr_matches(str(zarr_root), _demo.QUICK)
     doc["attributes"]["lsio_demo"]["complete"] = False  # as if the writer was killed
     (zarr_root / "zarr.json").write_text(json.dumps(doc))
-    assert not _demo._zarr_matches(str(zarr_root), _demo.QUICK)
+    assert not _demo.demo_zarr_matches(str(zarr_root), _demo.QUICK)
 
 
 def test_demo_fails_on_a_short_result(quick_demo: Demo, monkeypatch: pytest.MonkeyPatch
                                       ) -> None:
     """A contender that returns a file less fails the demo (the files hold random bytes:
     their sizes are what the demo checks)."""
-    plain = _demo._plain_files
+    plain = _demo.demo_plain_files
 
     def one_file_short(paths: list[str]) -> Any:
         return plain(paths)[1:]
-    monkeypatch.setattr(_demo, "_plain_files", one_file_short)
+    monkeypatch.setattr(_demo, "demo_plain_files", one_file_short)
     code, _, err = quick_demo()
     assert code == 1
     assert "lsio demo: 40 files x 64 KiB, whole: byte counts differ" in err
