@@ -21,7 +21,8 @@ __all__: list[str] = [
     "AZURE_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
     "SMALL_COLD_SPLIT",
-    "SMALL_OFF_LOOP_BYTES", "SMALL_URLS",
+    "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
+    "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -181,6 +182,13 @@ worker busy)."""
 STAT_GROUP = 256
 """Paths stat'ed per job: big enough that the thread hop is amortised."""
 
+# -- Blocking calls ------------------------------------------------------------------------------
+
+SETTLE_SECONDS = 2.0
+"""How long an interrupted blocking call waits for its cancelled reads to end (a cold
+read in flight on a disk takes milliseconds; a stalled network filesystem may never end,
+and Ctrl-C must still work)."""
+
 # -- HTTP ----------------------------------------------------------------------------------------
 
 REDIRECTS = 10
@@ -228,6 +236,37 @@ the next try (the reads go on with the old token meanwhile)."""
 GCS_PAGE_SIZE = 1000
 """Objects per GCS listing page: the JSON API's default and maximum."""
 
+# -- HTTP: measuring a host (``backends/http/_cost.py``) -------------------------------------
+
+COST_SAMPLES = 64
+"""Answers remembered per host (the newest)."""
+
+MIN_TTFB = 1
+"""TTFB samples needed before the host's gap is trusted (one long answer, such as the size
+probe of an object read whole, already tells both)."""
+
+RATE_MIN_BYTES = 256 << 10
+"""Bodies shorter than this say little about throughput (their time is mostly latency)."""
+
+PROBE_BYTES = 1 << 20
+"""The calibration read: long enough that its body time shows the stream rate."""
+
+GAP_MAX = 8 << 20
+"""Largest gap a calibration can give: the cloud preset's read size (a merged read is
+split there anyway)."""
+
+PART_FACTOR = 8
+"""A part of a split read is worth its request when moving it takes this many times the
+request's own cost: ``PART_FACTOR x TTFB x rate`` bytes (a request's fixed cost stays near
+a tenth of its time). Real S3 (~20-30 ms, ~90 MB/s a stream) gives 15-22 MB (AWS advises
+8-16 MB parts); Azurite on loopback (3.8 ms, 0.7 GB/s) ~21 MB, where a 512 MiB blob read
+in 8 / 32 / 128 / 512 MiB parts took 1.09 / 0.91 / 0.85 / 1.24 s (obstore, one GET: 0.92 s);
+an emulator that copies the whole object for every GET (moto: ~0.4 s for 512 MiB) gets
+parts as large as the object."""
+
+PART_MAX = 1 << 30
+"""Largest part: a GiB in one request."""
+
 # -- Zarr ----------------------------------------------------------------------------------------
 
 BATCH_WINDOW = 1024
@@ -238,3 +277,6 @@ BATCH_WINDOWS_MIN = 8
 """A read is cut into at least this many windows (of at least 64 chunks), so reading and
 decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensorstore)."""
 
+SLICE_JOBS_MIN = 8
+"""From this many chunks on, their C jobs are worked out with numpy arrays at once
+(:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""

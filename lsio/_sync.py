@@ -23,15 +23,12 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from . import _fork
+from ._defaults import SETTLE_SECONDS
 
 __all__ = ["on_loop_thread", "run_sync"]
 
 T = TypeVar("T")
 
-SETTLE_SECONDS = 2.0
-"""How long an interrupted blocking call waits for its cancelled reads to end (a cold
-read in flight on a disk takes milliseconds; a stalled network filesystem may never end,
-and Ctrl-C must still work)."""
 
 _lock = _fork.lock()
 _loop: asyncio.AbstractEventLoop | None = None

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._defaults import SLICE_JOBS_MIN
 from .._reader import Reader
 from .._url import is_url
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
@@ -141,11 +142,6 @@ async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels
         return
     items = [_Item(*x) for x in zip(keys, chunk_sels, out_sels, strict=True)]
     await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress)
-
-
-SLICE_JOBS_MIN = 8
-"""From this many chunks on, their C jobs are worked out with numpy arrays at once
-(:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""
 
 
 def chain_of(layout: Layout) -> Chain:

@@ -22,45 +22,26 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._defaults import (
+    COST_SAMPLES,
+    GAP_MAX,
+    MIN_TTFB,
+    PART_FACTOR,
+    PART_MAX,
+    PROBE_BYTES,
+    RATE_MIN_BYTES,
+)
+
 __all__ = ["PROBE_BYTES", "cost_of"]
-
-SAMPLES = 64
-"""Answers remembered per host (the newest)."""
-
-MIN_TTFB = 1
-"""TTFB samples needed before the host's gap is trusted (one long answer, such as the size
-probe of an object read whole, already tells both)."""
-
-RATE_MIN_BYTES = 256 << 10
-"""Bodies shorter than this say little about throughput (their time is mostly latency)."""
-
-PROBE_BYTES = 1 << 20
-"""The calibration read: long enough that its body time shows the stream rate."""
-
-GAP_MAX = 8 << 20
-"""Largest gap a calibration can give: the cloud preset's read size (a merged read is
-split there anyway)."""
-
-PART_FACTOR = 8
-"""A part of a split read is worth its request when moving it takes this many times the
-request's own cost: ``PART_FACTOR x TTFB x rate`` bytes (a request's fixed cost stays near
-a tenth of its time). Real S3 (~20-30 ms, ~90 MB/s a stream) gives 15-22 MB (AWS advises
-8-16 MB parts); Azurite on loopback (3.8 ms, 0.7 GB/s) ~21 MB, where a 512 MiB blob read
-in 8 / 32 / 128 / 512 MiB parts took 1.09 / 0.91 / 0.85 / 1.24 s (obstore, one GET: 0.92 s);
-an emulator that copies the whole object for every GET (moto: ~0.4 s for 512 MiB) gets
-parts as large as the object."""
-
-PART_MAX = 1 << 30
-"""Largest part: a GiB in one request."""
 
 
 @dataclass(slots=True)
 class HostCost:
     """The answers of one host."""
 
-    ttfb: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    ttfb: deque[float] = field(default_factory=lambda: deque(maxlen=COST_SAMPLES))
     """Seconds from sending a request to its answer's headers."""
-    rate: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    rate: deque[float] = field(default_factory=lambda: deque(maxlen=COST_SAMPLES))
     """Bytes per second of bodies of at least ``RATE_MIN_BYTES``."""
 
     def answer(self, ttfb: float, nbytes: int, body_seconds: float) -> None:
