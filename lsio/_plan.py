@@ -182,19 +182,9 @@ def size_dependent(offset: I64, length: I64, start: I64, end: I64, size: I64
 
 
 def plan(
-    file: I64,
-    offset: I64,
-    length: I64,
-    *,
-    file_size: I64,
-    file_align: I64,
-    max_gap: int | None,
-    max_read: int,
-    split_size: int,
-    arena_align: int,
-    own_destinations: bool,
-    check_eof: bool = False,
-    sparse: bool = False,
+    file: I64, offset: I64, length: I64, *, file_size: I64, file_align: I64,
+    max_gap: int | None, max_read: int, split_size: int, arena_align: int,
+    own_destinations: bool, check_eof: bool = False, sparse: bool = False,
     gap_budget: int | None = None,
 ) -> Plan:
     """Plan the reads for a request list.
@@ -224,27 +214,35 @@ def plan(
         nothing is merged or widened); otherwise requests share one arena.
     check_eof
         Prove the size each size-dependent request was resolved against (see
-        :func:`size_dependent`) with the bytes read: such a request's read runs one byte
-        (one aligned block for direct I/O) past the end of the file, so a read that comes
-        back with more or fewer bytes than the size predicts shows the file was replaced
-        or changed. In the shared arena the request's own read is widened to
-        ``[start, size + 1)``; with own destinations (the caller's buffers) the request gets
-        an extra one-byte read at ``size`` into buffer ``n_requests`` at offset ``k`` (the
-        k-th such request; the caller provides that scratch buffer of ``eof_scratch``
-        bytes). Empty size-dependent requests get the probe too, so every file whose
-        bytes a call claims was opened.
+        :func:`size_dependent`) with the bytes read: its read runs one byte past the end of
+        the file, so a read that comes back with more or fewer bytes than the size predicts
+        shows the file was replaced or changed (how, and ``eof_scratch``: :func:`_align`).
     sparse
-        Lay out only the requested bytes: the arena holds each group's runs of requested
-        bytes (its *pieces*, :attr:`Plan.piece_offset`), not the gaps a merged read
-        fetches; reads are trimmed to their first and last piece, and reads that would
-        fetch gap bytes only are dropped. For remote reads, where a merged read streams
-        through memory that need not keep its gaps (not with ``own_destinations`` or
-        ``check_eof``, nor with alignment).
+        Lay out only the requested bytes, not the gaps a merged read fetches (remote reads;
+        not with ``own_destinations``, ``check_eof`` or alignment): see :func:`_sparse`.
     gap_budget
         Most bytes no request asked for that merging may add to the call (the gaps it
         reads through), spent on the smallest gaps first; ``None``: no limit beyond
         ``max_gap``. Remote reads bound the bytes transferred per byte requested so.
     """
+    _check_knobs(file_align, max_gap, max_read, split_size, own_destinations, check_eof,
+                 sparse, gap_budget)
+    start, end = resolve_ranges(file, offset, length, file_size)
+    count = end - start
+    rstart, rend, eof, cap = _align(file, offset, length, start, end, file_size, file_align,
+                                    max_read, split_size, own_destinations, check_eof)
+    # empty requests read nothing and belong to no group, unless they probe the end
+    g = _group(file, rstart, rend, np.flatnonzero((count > 0) | eof), own_destinations,
+               max_gap, max_read, gap_budget)
+    if sparse:
+        return _sparse(start, count, g, cap, arena_align, len(file_size))
+    return _dense(file, file_size, start, count, eof, g, cap, arena_align, own_destinations)
+
+
+def _check_knobs(file_align: I64, max_gap: int | None, max_read: int, split_size: int,
+                 own_destinations: bool, check_eof: bool, sparse: bool,
+                 gap_budget: int | None) -> None:
+    """Reject knobs the planner cannot honour, with a ValueError naming the knob."""
     if not 0 < split_size <= LINUX_MAX_RW:
         raise ValueError(f"split_size must be in 1..{LINUX_MAX_RW}, got {split_size}")
     if max_read <= 0:
@@ -258,27 +256,49 @@ def plan(
                          "alignment")
     if gap_budget is not None and gap_budget < 0:
         raise ValueError(f"gap_budget must be >= 0 or None, got {gap_budget}")
-    nreq = len(file)
-    start, end = resolve_ranges(file, offset, length, file_size)
-    count = end - start
 
-    # -- align --------------------------------------------------------------------------
+
+def _align(file: I64, offset: I64, length: I64, start: I64, end: I64, file_size: I64,
+           file_align: I64, max_read: int, split_size: int, own_destinations: bool,
+           check_eof: bool) -> tuple[I64, I64, npt.NDArray[np.bool_], int]:
+    """Step 2: the aligned ranges, the requests that prove their file's size, the largest read.
+
+    With ``check_eof`` a size-dependent request proves the size: in the shared arena its own
+    read is widened to ``[start, size + 1)``; with own destinations (the caller's buffers,
+    never widened) it gets an extra one-byte read at ``size`` into buffer ``n_requests`` at
+    offset ``k`` (the k-th such request; the caller provides that scratch buffer of
+    ``eof_scratch`` bytes). Empty size-dependent requests get the probe too, so every file
+    whose bytes a call claims was opened."""
+    nreq = len(file)
     align = np.ones(nreq, np.int64) if own_destinations else file_align[file]
     rstart = start // align * align
     rend = _round_up(end, align)
     eof = (size_dependent(offset, length, start, end, file_size[file]) if check_eof
            else np.zeros(nreq, bool))
-    probe = np.flatnonzero(eof) if own_destinations else np.zeros(0, np.int64)
     if not own_destinations and eof.any():
         rend[eof] = _round_up(file_size[file[eof]] + 1, align[eof])
     # Largest read: aligned down so every part of a split stays aligned.
     cap = min(max_read, split_size)
     cap_align = int(file_align.max()) if len(file_align) and not own_destinations else 1
-    cap = max(cap // cap_align * cap_align, cap_align)
+    return rstart, rend, eof, max(cap // cap_align * cap_align, cap_align)
 
-    # -- group --------------------------------------------------------------------------
-    # empty requests read nothing and belong to no group, unless they probe the end
-    live = np.flatnonzero((count > 0) | eof)
+
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    """Step 3's result: the merged reads (groups) and the requests each one serves."""
+
+    order: I64  # the live requests, sorted by (file, aligned start) unless own destinations
+    first: npt.NDArray[np.bool_]  # which request of ``order`` starts a group
+    of_sorted: I64  # the group of each request of ``order``
+    req_group: I64  # the group of each request, -1 for none
+    start: I64  # each group's first byte in its file (aligned)
+    end: I64  # one past each group's last byte
+    file: I64  # each group's file
+
+
+def _group(file: I64, rstart: I64, rend: I64, live: I64, own_destinations: bool,
+           max_gap: int | None, max_read: int, gap_budget: int | None) -> _Groups:
+    """Step 3: the live requests merged into groups (own destinations: one group each)."""
     if own_destinations:
         order, first = live, np.ones(len(live), bool)
     else:
@@ -293,53 +313,9 @@ def plan(
         gstart, gfile = rstart[order][heads], file[order][heads]
         gend = (np.maximum.reduceat(rend[order], heads) if len(heads)
                 else np.zeros(0, np.int64))
-    req_group = np.full(nreq, -1, np.int64)
+    req_group = np.full(len(file), -1, np.int64)
     req_group[order] = group_of_sorted
-
-    # -- lay out -------------------------------------------------------------------------
-    if own_destinations:  # each request's group lands at the start of its own buffer
-        req_base = np.arange(nreq, dtype=np.int64)
-        gbase, gbuf = order.astype(np.int64), np.zeros(len(heads), np.int64)
-        req_buf, arena_size = np.zeros(nreq, np.int64), 0
-    else:
-        req_base, gbase = np.zeros(nreq, np.int64), np.zeros(len(heads), np.int64)
-        gbuf, arena_size = _arena(gend - gstart, arena_align)
-        req_buf = np.zeros(nreq, np.int64)
-        req_buf[order] = gbuf[group_of_sorted] + (start[order] - gstart[group_of_sorted])
-
-    # -- split, then order -------------------------------------------------------------------
-    ops = _split(gstart, gend, gfile, gbase, gbuf, cap)
-    if sparse:
-        return _sparse(start, count, order, first, group_of_sorted, gstart, gend, ops, cap,
-                       arena_align, len(file_size))
-    if len(probe):  # own destinations: one byte at each size-dependent request's EOF
-        ops = ops.concat(_Ops(group=req_group[probe], file=file[probe],
-                              offset=file_size[file[probe]],
-                              length=np.ones(len(probe), np.int64),
-                              base=np.full(len(probe), nreq, np.int64),
-                              buf=np.arange(len(probe), dtype=np.int64)))
-    ops = _by_file(ops, force=own_destinations)
-
-    files = np.arange(len(file_size))
-    return Plan(
-        req_start=start,
-        req_length=count,
-        req_base=req_base,
-        req_buf=req_buf,
-        req_group=req_group,
-        group_start=gstart,
-        group_end=gend,
-        op_file=ops.file,
-        op_offset=ops.offset,
-        op_length=ops.length,
-        op_base=ops.base,
-        op_buf=ops.buf,
-        op_group=ops.group,
-        file_op_start=np.searchsorted(ops.file, files, "left").astype(np.int64),
-        file_op_end=np.searchsorted(ops.file, files, "right").astype(np.int64),
-        arena_size=arena_size,
-        eof_scratch=len(probe),
-    )
+    return _Groups(order, first, group_of_sorted, req_group, gstart, gend, gfile)
 
 
 def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int,
@@ -377,41 +353,99 @@ def _group_heads(f: I64, a: I64, e: I64, max_gap: int | None, max_read: int,
     return first
 
 
-def _sparse(start: I64, count: I64, order: I64, first: npt.NDArray[np.bool_],
-            group_of_sorted: I64, gstart: I64, gend: I64, ops: _Ops, cap: int,
-            arena_align: int, nfiles: int) -> Plan:
+def _lay_out(start: I64, g: _Groups, arena_align: int, own_destinations: bool
+             ) -> tuple[I64, I64, I64, I64, int]:
+    """Step 4: each request's and each group's buffer and offset in it, and the arena size."""
+    nreq, ngroups = len(start), len(g.start)
+    if own_destinations:  # each request's group lands at the start of its own buffer
+        return (np.arange(nreq, dtype=np.int64), np.zeros(nreq, np.int64),
+                g.order.astype(np.int64), np.zeros(ngroups, np.int64), 0)
+    gbuf, arena_size = _arena(g.end - g.start, arena_align)
+    req_buf = np.zeros(nreq, np.int64)
+    req_buf[g.order] = gbuf[g.of_sorted] + (start[g.order] - g.start[g.of_sorted])
+    return np.zeros(nreq, np.int64), req_buf, np.zeros(ngroups, np.int64), gbuf, arena_size
+
+
+def _dense(file: I64, file_size: I64, start: I64, count: I64, eof: npt.NDArray[np.bool_],
+           g: _Groups, cap: int, arena_align: int, own_destinations: bool) -> Plan:
+    """Steps 4-6 of a plan whose destinations hold whole groups (requests and gaps)."""
+    req_base, req_buf, gbase, gbuf, arena_size = _lay_out(start, g, arena_align,
+                                                          own_destinations)
+    ops = _split(g.start, g.end, g.file, gbase, gbuf, cap)
+    probe = np.flatnonzero(eof) if own_destinations else np.zeros(0, np.int64)
+    if len(probe):  # own destinations: one byte at each size-dependent request's EOF
+        ops = ops.concat(_Ops(group=g.req_group[probe], file=file[probe],
+                              offset=file_size[file[probe]],
+                              length=np.ones(len(probe), np.int64),
+                              base=np.full(len(probe), len(file), np.int64),
+                              buf=np.arange(len(probe), dtype=np.int64)))
+    ops = _by_file(ops, force=own_destinations)
+    file_op_start, file_op_end = _file_ranges(ops.file, len(file_size))
+    return Plan(
+        req_start=start, req_length=count, req_base=req_base, req_buf=req_buf,
+        req_group=g.req_group, group_start=g.start, group_end=g.end,
+        op_file=ops.file, op_offset=ops.offset, op_length=ops.length, op_base=ops.base,
+        op_buf=ops.buf, op_group=ops.group, file_op_start=file_op_start,
+        file_op_end=file_op_end, arena_size=arena_size, eof_scratch=len(probe))
+
+
+def _sparse(start: I64, count: I64, g: _Groups, cap: int, arena_align: int,
+            nfiles: int) -> Plan:
     """Steps 4-6 of a sparse plan: the arena holds each group's runs of requested bytes
     (overlapping or touching requests form one run; a run never crosses groups), and each
     read of a group gets the pieces of those runs inside it; reads are trimmed to their
     pieces and reads without one are dropped."""
     nreq = len(start)
-    a, e = start[order], start[order] + count[order]
-    # -- runs: the union of requested bytes within each group
-    run_first = first.copy()
-    if len(a):
-        reach = _segment_cummax(e, group_of_sorted)
-        run_first[1:] |= a[1:] > reach[:-1]
-    run_of_sorted = np.cumsum(run_first) - 1
-    rheads = np.flatnonzero(run_first)
-    run_start = a[rheads]
-    run_end = np.maximum.reduceat(e, rheads) if len(rheads) else np.zeros(0, np.int64)
-    run_group = group_of_sorted[rheads]
+    a, e = start[g.order], start[g.order] + count[g.order]
+    run_of_sorted, run_start, run_end, run_group = _runs(a, e, g.first, g.of_sorted)
     run_buf, arena_size = _arena(run_end - run_start, arena_align)
     req_buf = np.zeros(nreq, np.int64)
-    req_buf[order] = run_buf[run_of_sorted] + (a - run_start[run_of_sorted])
-    # -- pieces: each run cut at the boundaries of its group's reads (every cap bytes)
-    g0 = gstart[run_group]
+    req_buf[g.order] = run_buf[run_of_sorted] + (a - run_start[run_of_sorted])
+    p_op, p_lo, p_hi, p_buf = _pieces(run_start, run_end, run_group, run_buf, g, cap)
+    zero = np.zeros(len(g.start), np.int64)  # one arena; _trim sets each read's offset
+    ops, p_op, p_lo, p_hi, p_buf = _trim(_split(g.start, g.end, g.file, zero, zero, cap),
+                                         p_op, p_lo, p_hi, p_buf)
+    file_op_start, file_op_end = _file_ranges(ops.file, nfiles)
+    return Plan(
+        req_start=start, req_length=count, req_base=np.zeros(nreq, np.int64),
+        req_buf=req_buf, req_group=g.req_group, group_start=g.start, group_end=g.end,
+        op_file=ops.file, op_offset=ops.offset, op_length=ops.length, op_base=ops.base,
+        op_buf=ops.buf, op_group=ops.group, file_op_start=file_op_start,
+        file_op_end=file_op_end, arena_size=arena_size, piece_offset=p_lo,
+        piece_length=p_hi - p_lo, piece_buf=p_buf,
+        op_piece=np.searchsorted(p_op, np.arange(len(ops.offset) + 1)).astype(np.int64))
+
+
+def _runs(a: I64, e: I64, first: npt.NDArray[np.bool_], group_of_sorted: I64
+          ) -> tuple[I64, I64, I64, I64]:
+    """Sparse step 4: the union of requested bytes within each group, as runs."""
+    run_first = first.copy()
+    if len(a):
+        run_first[1:] |= a[1:] > _segment_cummax(e, group_of_sorted)[:-1]
+    rheads = np.flatnonzero(run_first)
+    run_end = np.maximum.reduceat(e, rheads) if len(rheads) else np.zeros(0, np.int64)
+    return np.cumsum(run_first) - 1, a[rheads], run_end, group_of_sorted[rheads]
+
+
+def _pieces(run_start: I64, run_end: I64, run_group: I64, run_buf: I64, g: _Groups,
+            cap: int) -> tuple[I64, I64, I64, I64]:
+    """Sparse step 5: each run cut at the boundaries of its group's reads (every cap bytes)."""
+    g0 = g.start[run_group]
     k0 = (run_start - g0) // cap
     npieces = (run_end - 1 - g0) // cap - k0 + 1
-    run = np.repeat(np.arange(len(rheads), dtype=np.int64), npieces)
+    run = np.repeat(np.arange(len(run_start), dtype=np.int64), npieces)
     k = k0[run] + np.arange(len(run), dtype=np.int64) - np.repeat(
         np.cumsum(npieces) - npieces, npieces)
     p_lo = np.maximum(run_start[run], g0[run] + k * cap)
     p_hi = np.minimum(run_end[run], g0[run] + (k + 1) * cap)
-    nparts = _round_up(gend - gstart, cap) // cap
+    nparts = _round_up(g.end - g.start, cap) // cap
     p_op = (np.cumsum(nparts) - nparts)[run_group[run]] + k
-    p_buf = run_buf[run] + (p_lo - run_start[run])
-    # -- reads trimmed to their pieces, those without one dropped, then ordered by file
+    return p_op, p_lo, p_hi, run_buf[run] + (p_lo - run_start[run])
+
+
+def _trim(ops: _Ops, p_op: I64, p_lo: I64, p_hi: I64, p_buf: I64
+          ) -> tuple[_Ops, I64, I64, I64, I64]:
+    """Sparse step 6: reads trimmed to their pieces, those without one dropped, by file."""
     has = np.zeros(len(ops.offset), bool)
     has[p_op] = True
     heads = np.flatnonzero(np.r_[True, p_op[1:] != p_op[:-1]]) if len(p_op) else p_op
@@ -428,20 +462,14 @@ def _sparse(start: I64, count: I64, order: I64, first: npt.NDArray[np.bool_],
     new_id[by_file] = np.arange(len(by_file), dtype=np.int64)
     p_op = new_id[renumber[p_op]]
     pieces = np.lexsort((p_lo, p_op))
-    p_op, p_lo, p_hi, p_buf = p_op[pieces], p_lo[pieces], p_hi[pieces], p_buf[pieces]
-    req_group = np.full(nreq, -1, np.int64)
-    req_group[order] = group_of_sorted
+    return ops, p_op[pieces], p_lo[pieces], p_hi[pieces], p_buf[pieces]
+
+
+def _file_ranges(op_file: I64, nfiles: int) -> tuple[I64, I64]:
+    """Each file's first read and one past its last (reads are grouped by file)."""
     files = np.arange(nfiles)
-    return Plan(
-        req_start=start, req_length=count, req_base=np.zeros(nreq, np.int64),
-        req_buf=req_buf, req_group=req_group, group_start=gstart, group_end=gend,
-        op_file=ops.file, op_offset=ops.offset, op_length=ops.length, op_base=ops.base,
-        op_buf=ops.buf, op_group=ops.group,
-        file_op_start=np.searchsorted(ops.file, files, "left").astype(np.int64),
-        file_op_end=np.searchsorted(ops.file, files, "right").astype(np.int64),
-        arena_size=arena_size, piece_offset=p_lo, piece_length=p_hi - p_lo,
-        piece_buf=p_buf,
-        op_piece=np.searchsorted(p_op, np.arange(len(by_file) + 1)).astype(np.int64))
+    return (np.searchsorted(op_file, files, "left").astype(np.int64),
+            np.searchsorted(op_file, files, "right").astype(np.int64))
 
 
 def _arena(glen: I64, arena_align: int) -> tuple[I64, int]:
