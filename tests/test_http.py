@@ -21,7 +21,7 @@ from servers import FaultServer, MotoServer, Nginx, serving_faults
 from yarl import URL
 
 import lsio
-from lsio.backends.http import _backend, _protocol, _session
+from lsio.backends.http import _protocol, _session, _verdict
 
 SIZES = {"big.bin": 3_000_000, "empty.bin": 0, "one.bin": 1,
          **{f"s{i}.bin": 1000 + 7919 * i for i in range(12)}}
@@ -79,7 +79,7 @@ async def test_nginx_many_small_ranges_use_multipart(served: tuple[Nginx, Path],
     the host is set aside (and restored afterwards), so this read must probe it again."""
     server, root = served
     origin = ("http", "127.0.0.1", server.port)
-    monkeypatch.delitem(_backend.MULTI_OK, origin, raising=False)
+    monkeypatch.delitem(_verdict.MULTI_OK, origin, raising=False)
     data = (root / "big.bin").read_bytes()
     rng = np.random.default_rng(1)
     offsets = rng.integers(0, len(data) - 4096, 500)
@@ -87,7 +87,7 @@ async def test_nginx_many_small_ranges_use_multipart(served: tuple[Nginx, Path],
     results = await reader.read_many([(server.url("big.bin"), int(o), 4096) for o in offsets])
     for o, got in zip(offsets, results, strict=True):
         assert bytes(got) == data[o:o + 4096]
-    assert _backend.MULTI_OK[origin] is True
+    assert _verdict.MULTI_OK[origin] is True
 
 
 async def test_mixed_local_and_remote(served: tuple[Nginx, Path]) -> None:
@@ -432,7 +432,7 @@ async def test_server_without_multipart_gets_the_cloud_gap(fs: FaultServer,
     """Probed once: no multipart answers, so two ranges 100 kB apart merge (1 MiB gap)
     when no transfer bound holds them apart; with the default bound (2x the requested
     bytes) a 99 kB gap is not worth 2 kB, and each range goes alone."""
-    monkeypatch.delitem(_backend.MULTI_OK, ("http", "127.0.0.1", fs.port), raising=False)
+    monkeypatch.delitem(_verdict.MULTI_OK, ("http", "127.0.0.1", fs.port), raising=False)
     wanted = [(fs.url("ok", "f.bin"), 0, 1000), (fs.url("ok", "f.bin"), 100_000, 1000)]
     got = await fast(max_transfer_ratio=None).read_many(wanted)
     assert [bytes(g) for g in got] == [F[:1000], F[100_000:101_000]]

@@ -93,6 +93,30 @@ async def test_one_request_per_object_over_nginx(served_small: tuple[Nginx, Path
         "/s.bin", "/s.bin"], lines
 
 
+@pytest.mark.parametrize("reqs", [
+    [("503x2", "f.bin", 0, 100)],  # one range: retried twice
+    [("503x1", "f.bin", 0, 100), ("429x1", "big.bin", -10, None), ("ok", "f.bin", 5, 10)],
+    [("503x1", "big.bin", 0, None)],  # a size probe retried, then the parts after it
+])
+async def test_stats_count_the_gets_and_retries_the_server_saw(fs: FaultServer,
+                                                               reqs: list[Req]) -> None:
+    results = await reader(True, max_read=1 << 20).read_many(
+        [(fs.url(fault, name), o, ln) for fault, name, o, ln in reqs])
+    for (_, name, o, ln), got in zip(reqs, results, strict=True):
+        assert bytes(got) == expected_bytes_of(F if name == "f.bin" else BIG, o, ln)
+    assert small_route(results)
+    assert results.stats.retries == sum(int(f[4:]) for f, *_ in reqs if f != "ok") >= 1
+    assert results.stats.operations == len(fs.log) > len(reqs), fs.log  # GETs logged
+
+
+async def test_stats_of_a_failed_call_count_its_retries(fs: FaultServer) -> None:
+    with pytest.raises(OSError) as caught:
+        await reader(True, retries=2).read_many([(fs.url("status500", "f.bin"), 0, 10)])
+    stats = caught.value.stats  # type: ignore[attr-defined]
+    assert stats.route == "small"
+    assert (stats.operations, stats.retries) == (len(fs.log), 2) == (3, 2)
+
+
 async def test_empty_range_sends_nothing(fs: FaultServer) -> None:
     for small in (True, False):
         got = await reader(small).read_many([(fs.url("ok", "missing.bin"), 5, 0)])

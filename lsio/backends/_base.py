@@ -113,6 +113,13 @@ class ReadResult:
     """What happened, per failed read, where the backend knows more than the errno (an HTTP
     status and URL)."""
 
+    operations: int | None = None
+    """Requests the backend sent for this call since its stat, that stat's own included
+    (HTTP: every GET, size probes and retries counted); ``None``: one per planned read."""
+
+    retries: int = 0
+    """Requests sent again after a failure that may pass (HTTP: a 503, a timeout)."""
+
 
 class Backend(Protocol):
     name: str

@@ -33,10 +33,9 @@ from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions
 from .._base import Layout, ReadResult, RunOptions
 from ..cloud import PROVIDERS
-from . import _list, _small
+from . import _list, _small, _verdict
 from ._client import Credentials, HttpClient
 from ._cost import PROBE_BYTES, cost_of
-from ._multi import NotMulti
 from ._protocol import (
     HttpError,
     Retry,
@@ -56,18 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpBackend"]
 
-MULTI_OK: dict[Any, bool] = {}
-"""Per origin: whether it answers multi-range requests with multipart bodies (learned once
-per process)."""
-
-
 CALIBRATE_MIN_RANGES = 64
 """A host not measured yet is measured before planning a call with this many ranges on it
 (one request of 1 MiB): below that, the preset's gap is good enough."""
-
-
-class _NoVerdict(Exception):
-    """Multi-range requests kept failing for other reasons: no answer on multipart."""
 
 
 @dataclass(slots=True)
@@ -80,6 +70,16 @@ class _Call:
     missing_ok: bool
     multipart: bool = False
     probing: dict[Any, asyncio.Lock] = field(default_factory=dict)
+    told: tuple[int, int] = (0, 0)
+    """The client's (requests, retries) already reported by :meth:`HttpBackend.read`."""
+
+    def tally(self) -> tuple[int, int]:
+        """The client's requests and retries since the last tally (the first: since the
+        stat, its size probes included)."""
+        now = (self.client.requests, self.client.retries)
+        sent, again = now[0] - self.told[0], now[1] - self.told[1]
+        self.told = now
+        return sent, again
 
 
 class HttpBackend:
@@ -150,7 +150,8 @@ class HttpBackend:
         gap = tune.max_gap
         if not tune.gap_fixed:
             if tune.name == "http":
-                call.multipart = await self._probe_multipart(call, reqs)
+                call.multipart = self.options.multi_range and await _verdict.probe(
+                    call.client, reqs)
             if not call.multipart:  # one range per request: what does a request cost?
                 gap = await self._calibrated_gap(call, reqs, PRESETS["cloud"].max_gap
                                                  if tune.name == "http" else gap)
@@ -212,99 +213,20 @@ class HttpBackend:
             finally:
                 resp.close() if resp.status == 200 else resp.release()
 
-    async def _probe_multipart(self, call: _Call, reqs: Requests) -> bool:
-        """Whether every plain-HTTP server of this call answers multipart ranges. Servers
-        not yet known are asked once per process, with two 1-byte ranges of the call's own
-        requests (``bytes=a-a,b-b``)."""
-        if not self.options.multi_range:
-            return False
-        client = call.client
-        verdicts = []
-        asked: set[Any] = set()
-        file, offset, length = reqs.file, reqs.offset, reqs.length
-        ok = (offset >= 0) & (length > 0)
-        # each file's sorted starts, once (a scan per file would be quadratic in big calls)
-        order = np.lexsort((offset[ok], file[ok]))
-        f_sorted, o_sorted = file[ok][order], offset[ok][order]
-        heads = np.flatnonzero(np.r_[True, f_sorted[1:] != f_sorted[:-1]]) if len(
-            f_sorted) else np.zeros(0, np.int64)
-        bounds = np.append(heads, len(f_sorted))
-        seen: set[Any] = set()
-        for k, f in enumerate(f_sorted[heads].tolist()):
-            if client.targets[f].kind != "http":
-                continue
-            where = origin(client.urls[f])
-            if where in MULTI_OK:
-                if where not in seen:
-                    seen.add(where)
-                    verdicts.append(MULTI_OK[where])
-                continue
-            if where in asked or bounds[k + 1] - bounds[k] < 2:
-                continue
-            starts = o_sorted[bounds[k]:bounds[k + 1]]
-            far = np.flatnonzero(starts >= starts[0] + 2)
-            if not len(far):
-                continue
-            asked.add(where)
-            a, b = int(starts[0]), int(starts[far[0]])
-            probe = [Read(-1, f, a, 1, memoryview(bytearray(1))),
-                     Read(-1, f, b, 1, memoryview(bytearray(1)))]
-            try:
-                if await client.get_multi(probe):  # no range satisfiable (416) or parts
-                    continue  # missing: ask again later
-                verdict = True
-            except NotMulti:
-                verdict = False
-            except (HttpError, Retry):
-                continue  # the reads themselves will report what is wrong
-            MULTI_OK[where] = verdict
-            verdicts.append(verdict)
-        return bool(verdicts) and all(verdicts)
-
     # -- read ----------------------------------------------------------------------------
     async def read(self, reqs: Requests, stat: StatResult, layout: Layout, plan: Plan,
                    buffers: list[Any], run: RunOptions) -> ReadResult:
-        """Execute ``plan`` (destinations as for the local backends)."""
+        """Execute ``plan`` (destinations as for the local backends). The result counts
+        the GETs sent since the stat (:meth:`_Call.tally`)."""
         call: _Call = stat.state
         client = call.client
         p = plan
         done = np.zeros(p.nops, np.int64)
         err = np.zeros(p.nops, np.int32)
-        views = [memoryview(b).cast("B") for b in buffers]
+        make = _plan_reads(p, [memoryview(b).cast("B") for b in buffers])
         finished = _progress_batcher(run.on_progress, done, err)
-
-        made: dict[int, Read] = {}
-
-        def make(op: int) -> Read:
-            r = made.get(op)
-            if r is not None:
-                return r
-            length = int(p.op_length[op])
-            base, at = int(p.op_base[op]), int(p.op_buf[op])
-            start = int(p.op_offset[op])
-            if p.op_piece is None:
-                r = Read(op, int(p.op_file[op]), start, length, views[base][at:at + length])
-            else:  # sparse: only the pieces' bytes are kept
-                assert p.piece_offset is not None and p.piece_length is not None
-                assert p.piece_buf is not None
-                arena = views[base]
-                lo, hi = int(p.op_piece[op]), int(p.op_piece[op + 1])
-                pieces = [(o - start, arena[b:b + n]) for o, n, b in zip(
-                    p.piece_offset[lo:hi].tolist(), p.piece_length[lo:hi].tolist(),
-                    p.piece_buf[lo:hi].tolist(), strict=True)]
-                if len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == length:
-                    r = Read(op, int(p.op_file[op]), start, length, pieces[0][1])
-                else:
-                    r = Read(op, int(p.op_file[op]), start, length, None, pieces=pieces,
-                             starts=[q[0] for q in pieces])
-            made[op] = r
-            return r
-
-        def file_reads(file: int) -> list[Read]:
-            return [make(op) for op in range(int(p.file_op_start[file]),
-                                             int(p.file_op_end[file]))]
-
-        client.file_reads = file_reads
+        client.file_reads = lambda file: [make(op) for op in range(
+            int(p.file_op_start[file]), int(p.file_op_end[file]))]
 
         async def single(op: int) -> None:
             r = make(op)
@@ -313,13 +235,15 @@ class HttpBackend:
 
         async def multi(ops: list[int]) -> None:
             reads = [make(op) for op in ops]
-            for r in await self._multi(call, reads):  # what no multipart answer served
-                r.got = await client.get(r)  # goes one by one
+            for r in await _verdict.serve_multi(client, call.probing, reads):
+                r.got = await client.get(r)  # what no multipart answer served: one by one
             for r in reads:
                 done[r.op] = r.got
             finished(ops)
 
-        jobs = plan_jobs(p, self._multi_files(call))
+        multi_ok = (_verdict.multi_files(client) if self.options.multi_range
+                    else np.zeros(len(client.paths), bool))
+        jobs = plan_jobs(p, multi_ok)
         job_errs: dict[int, str] = {}
         job_err = np.zeros(len(jobs), np.int32)
 
@@ -329,50 +253,54 @@ class HttpBackend:
 
         await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
                       run.missing_ok)
-        detail: dict[int, str] = {}
-        for j in np.flatnonzero(job_err).tolist():
-            job = jobs[j]
-            for op in [job] if isinstance(job, int) else job:
-                err[op] = job_err[j]
-                detail[op] = job_errs[j]
-        return ReadResult(done, err, None, detail)
+        detail = _spread(jobs, job_err, job_errs, err)
+        sent, again = call.tally()
+        return ReadResult(done, err, None, detail, operations=sent, retries=again)
 
-    def _multi_files(self, call: _Call) -> npt.NDArray[np.bool_]:
-        """Files whose small reads may share a multipart request."""
-        client = call.client
-        if not self.options.multi_range:
-            return np.zeros(len(client.paths), bool)
-        return np.array([t.kind == "http" and f not in client.prefetch
-                         and MULTI_OK.get(origin(client.urls[f])) is not False
-                         for f, t in enumerate(client.targets)], bool)
 
-    async def _multi(self, call: _Call, reads: list[Read]) -> list[Read]:
-        """Serve ``reads`` (one file) with multipart requests where the server takes them;
-        the first one to a server not known yet goes alone and gives the verdict."""
-        client = call.client
-        where = origin(client.urls[reads[0].file])
-        left = reads
-        if MULTI_OK.get(where) is None:
-            async with call.probing.setdefault(where, asyncio.Lock()):
-                if MULTI_OK.get(where) is None:
-                    try:
-                        left = await self._multi_with_retries(client, reads)
-                        MULTI_OK[where] = True
-                    except NotMulti:
-                        MULTI_OK[where] = False
-                    except _NoVerdict:
-                        left = list(reads)
-        if left is reads and MULTI_OK.get(where):
-            try:
-                left = await self._multi_with_retries(client, reads)
-            except (NotMulti, _NoVerdict):
-                left = list(reads)
-        return left
+def _plan_reads(p: Plan, views: list[memoryview]) -> Callable[[int], Read]:
+    """``make(op)``: the plan's read ``op`` as a :class:`Read` into its destination
+    (made once per op)."""
+    made: dict[int, Read] = {}
 
-    @staticmethod
-    async def _multi_with_retries(client: HttpClient, reads: list[Read]) -> list[Read]:
-        return await client.retrying(lambda: client.get_multi(reads),
-                                     lambda exc, attempts: _NoVerdict())
+    def make(op: int) -> Read:
+        r = made.get(op)
+        if r is not None:
+            return r
+        length = int(p.op_length[op])
+        base, at = int(p.op_base[op]), int(p.op_buf[op])
+        start = int(p.op_offset[op])
+        if p.op_piece is None:
+            r = Read(op, int(p.op_file[op]), start, length, views[base][at:at + length])
+        else:  # sparse: only the pieces' bytes are kept
+            assert p.piece_offset is not None and p.piece_length is not None
+            assert p.piece_buf is not None
+            arena = views[base]
+            lo, hi = int(p.op_piece[op]), int(p.op_piece[op + 1])
+            pieces = [(o - start, arena[b:b + n]) for o, n, b in zip(
+                p.piece_offset[lo:hi].tolist(), p.piece_length[lo:hi].tolist(),
+                p.piece_buf[lo:hi].tolist(), strict=True)]
+            if len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == length:
+                r = Read(op, int(p.op_file[op]), start, length, pieces[0][1])
+            else:
+                r = Read(op, int(p.op_file[op]), start, length, None, pieces=pieces,
+                         starts=[q[0] for q in pieces])
+        made[op] = r
+        return r
+
+    return make
+
+
+def _spread(jobs: list[int | list[int]], job_err: npt.NDArray[np.int32],
+            job_errs: dict[int, str], err: npt.NDArray[np.int32]) -> dict[int, str]:
+    """Each failed job's errno onto its reads (in ``err``); returns their details."""
+    detail: dict[int, str] = {}
+    for j in np.flatnonzero(job_err).tolist():
+        job = jobs[j]
+        for op in [job] if isinstance(job, int) else job:
+            err[op] = job_err[j]
+            detail[op] = job_errs[j]
+    return detail
 
 
 def _bodies(client: HttpClient) -> Bodies | None:

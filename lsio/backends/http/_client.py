@@ -91,6 +91,10 @@ class HttpClient(Answers):
         self.versions = Versions(paths)
         """Each object's first answer: later requests of the call must get the same
         version (:mod:`._version`)."""
+        self.requests = 0
+        """HTTP requests sent (size probes, redirects followed and retries included)."""
+        self.retries = 0
+        """Requests sent again after a failure that may pass (a 503, a timeout, a reset)."""
 
     async def start(self) -> None:
         if self.pending:
@@ -201,6 +205,7 @@ class HttpClient(Answers):
                     exc.filename = self.paths[file]
                 raise
         for _ in range(REDIRECTS + 1):
+            self.requests += 1
             try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng, pin),
                                               allow_redirects=False, timeout=self.timeout,
@@ -250,6 +255,7 @@ class HttpClient(Answers):
                 attempt, o.backoff, o.backoff_max,
                 failed.after if isinstance(failed, Retry) else None, random.uniform))
             attempt += 1
+            self.retries += 1
             failed = None
 
     def _gave_up(self, url: URL) -> Callable[[Retry | TimeoutError, int], Exception]:

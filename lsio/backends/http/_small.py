@@ -59,10 +59,18 @@ async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
         flat += (i, offset, length)
     done = outcome.done  # kept for the deadline, which names the first request not read
     finished = None if done is None else (lambda i: done.__setitem__(i, True))
-    job = read(backend, paths, flat, call.out, call.caps, tune, call.missing_ok, finished)
+    used: list[HttpClient] = []
+    job = read(backend, paths, flat, call.out, call.caps, tune, call.missing_ok, finished,
+               used)
     if job is None:
         return None
-    views, got, failed = await job
+    c = outcome.counters
+    try:
+        views, got, failed = await job
+    finally:  # what the clients sent, failed calls included (``exc.stats``)
+        for client in used:
+            c.operations += client.requests
+            c.retries += client.retries
     n = len(paths)
     missing = None
     if failed:
@@ -75,26 +83,26 @@ async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
     index, zeros, _ = shared_columns(n)
     results = Results(views if call.out is None else list(call.out), index, zeros,
                       np.array(got, np.int64), missing)
-    c = outcome.counters
-    results._stats = ("small", "http", n, c.operations or n, None, c.retries, 0.0, paths,
+    results._stats = ("small", "http", n, c.operations, None, c.retries, 0.0, paths,
                       results.lengths)
     return results
 
 
 def read(backend: HttpBackend, paths: list[str], flat: list[int],
          out: Sequence[Any] | None, caps: npt.NDArray[np.int64] | None, tune: Preset,
-         missing_ok: bool, finished: Callable[[int], None] | None
+         missing_ok: bool, finished: Callable[[int], None] | None, used: list[HttpClient]
          ) -> Coroutine[Any, Any, Answer] | None:
     """The call that serves requests ``i`` = ``(paths[i], flat[3i + 1], flat[3i + 2])`` (a
     length of -1: to the end) into ``out`` if given, to await; ``None`` (before any I/O)
-    if the bulk path must. ``finished(i)`` is told of each request served."""
+    if the bulk path must. ``finished(i)`` is told of each request served; each client
+    the call makes is appended to ``used`` (its counters tell what it sent)."""
     n = len(paths)
     max_read = tune.max_read
     if n == 1 and flat[1] >= 0 and 0 < flat[2] <= max_read:  # one range: one GET
         if caps is not None and caps[0] < flat[2]:
             return None  # the bulk path names the buffer that is too small
-        return _versioned(lambda: _one_range(backend, paths, flat[1], flat[2], out,
-                                             missing_ok, finished))
+        return _versioned(lambda: _one_range(_client(backend, paths, used), flat[1],
+                                             flat[2], out, missing_ok, finished))
     room = 0
     for i in range(n):
         off, length = flat[3 * i + 1], flat[3 * i + 2]
@@ -106,8 +114,15 @@ def read(backend: HttpBackend, paths: list[str], flat: list[int],
                 return None  # the bulk path names the buffer that is too small
         elif caps is not None and (off < 0 or length < 0):
             return None  # a size-dependent length: the bulk path checks the buffer
-    return _versioned(lambda: _many(backend, paths, flat, out, tune, room, missing_ok,
-                                    finished))
+    return _versioned(lambda: _many(_client(backend, paths, used), flat, out, tune, room,
+                                    missing_ok, finished))
+
+
+def _client(backend: HttpBackend, paths: list[str], used: list[HttpClient]) -> HttpClient:
+    """A new client of ``backend`` for ``paths``, noted in ``used``."""
+    client = backend.client(paths)
+    used.append(client)
+    return client
 
 
 async def _versioned(job: Callable[[], Coroutine[Any, Any, Answer]]) -> Answer:
@@ -121,38 +136,19 @@ async def _versioned(job: Callable[[], Coroutine[Any, Any, Answer]]) -> Answer:
     return await job()
 
 
-async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
-                out: Sequence[Any] | None, tune: Preset, room: int, missing_ok: bool,
+async def _many(client: HttpClient, flat: list[int], out: Sequence[Any] | None,
+                tune: Preset, room: int, missing_ok: bool,
                 finished: Callable[[int], None] | None) -> Answer:
     """Several requests, or one that is not a plain range: all sent at once (up to the
     concurrency cap), then the parts of objects longer than their size probe."""
-    n = len(paths)
+    n = len(client.paths)
     max_read = tune.max_read
-    options = backend.options
-    client = backend.client(paths)
+    concurrency = client.options.concurrency or tune.queue_depth
     await client.start()
     arena = _memory(room) if room and out is None else None
-
+    reads = _first_reads(flat, n, max_read, out, arena, finished)
     views = [_EMPTY] * n
     lengths = [0] * n
-    reads: list[Read] = []
-    at = 0
-    for i in range(n):
-        off, length = flat[3 * i + 1], flat[3 * i + 2]
-        if off < 0 or length < 0:  # the size probe HttpBackend.stat would send
-            tail = _tail(off, max_read)
-            reads.append(Read(-1, i, off, tail, None) if tail
-                         else Read(-1, i, 0, max_read, None))
-        elif length:
-            if arena is None:
-                assert out is not None
-                dest = memoryview(out[i]).cast("B")[:length]
-            else:
-                dest = arena[at:at + length]
-                at += length
-            reads.append(Read(i, i, off, length, dest))
-        elif finished is not None:  # nothing to read, as the planner gives it: no request
-            finished(i)
 
     ranges = {r.file: r for r in reads if r.dest is not None}
     client.file_reads = lambda file: [ranges[file]] if file in ranges else []
@@ -186,8 +182,7 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
 
     err = [0] * len(reads)
     detail: dict[int, str] = {}
-    await workers(range(len(reads)), fetch, options.concurrency or tune.queue_depth, err,
-                  detail, missing_ok)
+    await workers(range(len(reads)), fetch, concurrency, err, detail, missing_ok)
     failed = {reads[k].file: (err[k], text) for k, text in detail.items()}
     if rest and all(e == errno.ENOENT and missing_ok for e, _ in failed.values()):
         # parts as long as the host's requests are worth (the size probes just timed it),
@@ -195,16 +190,42 @@ async def _many(backend: HttpBackend, paths: list[str], flat: list[int],
         step = max_read
         if not tune.read_fixed:
             step = cost_of(origin(client.urls[rest[0][0]])).part(max_read) or max_read
-        await _read_rest(client, rest, step, options.concurrency or tune.queue_depth,
-                         missing_ok, views, lengths, failed, finished)
+        await _read_rest(client, rest, step, concurrency, missing_ok, views, lengths,
+                         failed, finished)
     return views, lengths, failed
 
 
-async def _one_range(backend: HttpBackend, paths: list[str], offset: int, length: int,
+def _first_reads(flat: list[int], n: int, max_read: int, out: Sequence[Any] | None,
+                 arena: memoryview | None, finished: Callable[[int], None] | None
+                 ) -> list[Read]:
+    """Each request's first GET: its range (into ``out`` or the ``arena``), or the size
+    probe ``HttpBackend.stat`` would send (``op`` -1); a request of nothing sends none
+    and is ``finished`` at once, as the planner gives it."""
+    reads: list[Read] = []
+    at = 0
+    for i in range(n):
+        off, length = flat[3 * i + 1], flat[3 * i + 2]
+        if off < 0 or length < 0:
+            tail = _tail(off, max_read)
+            reads.append(Read(-1, i, off, tail, None) if tail
+                         else Read(-1, i, 0, max_read, None))
+        elif length:
+            if arena is None:
+                assert out is not None
+                dest = memoryview(out[i]).cast("B")[:length]
+            else:
+                dest = arena[at:at + length]
+                at += length
+            reads.append(Read(i, i, off, length, dest))
+        elif finished is not None:
+            finished(i)
+    return reads
+
+
+async def _one_range(client: HttpClient, offset: int, length: int,
                      out: Sequence[Any] | None, missing_ok: bool,
                      finished: Callable[[int], None] | None) -> Answer:
     """The commonest call, one range of one object: its one GET, nothing to gather."""
-    client = backend.client(paths)
     if client.session is None or client.pending:
         await client.start()
     if out is not None:
