@@ -205,8 +205,10 @@ class Bulk:
         res = await self._execute(backend, part, stat, layout, p, buffers, tune, tracker,
                                   report if outcome.done is not None else None,
                                   outcome.missing_ok)
-        outcome.counters.operations += p.nops
-        outcome.counters.transferred += int(res.done.sum())
+        counters = outcome.counters
+        counters.operations += res.operations if res.operations is not None else p.nops
+        counters.retries += res.retries
+        counters.transferred += int(res.done.sum())
         return await self._settle(part, p, res, layout, tracker, results, outcome, off,
                                   attempt, report)
 

@@ -156,7 +156,6 @@ async def test_calls_the_small_path_leaves_to_the_bulk_path(fs: FaultServer) -> 
     calls = [
         await lsio.read_many([(url, 0, 10), (url, 100, 10)]),  # one object twice: merged
         await lsio.read_many([(url, 0, 9 << 20)]),  # longer than max_read: parts
-        await lsio.read_many([(url, 0, 10)], progress=lambda *a: None),
         await lsio.read_many([(url, 0, 10), ("/no/such/local/file", 0, 1)], missing_ok=True),
         await lsio.read_many([(url, 0, None)], out=[bytearray(len(F))]),  # size unknown yet
         await lsio.read_many([(fs.url("ok", f"x{i}.bin"), 0, 1) for i in range(33)],
