@@ -202,10 +202,12 @@ class Bulk:
             if outcome.done is not None:
                 report(np.arange(len(reqs), dtype=np.int64))
             return results
+        hold = [0.0]
         res = await self._execute(backend, part, stat, layout, p, buffers, tune, tracker,
                                   report if outcome.done is not None else None,
-                                  outcome.missing_ok)
+                                  outcome.missing_ok, hold)
         counters = outcome.counters
+        counters.hold = max(counters.hold, hold[0])
         counters.operations += res.operations if res.operations is not None else p.nops
         counters.retries += res.retries
         counters.transferred += int(res.done.sum())
@@ -215,7 +217,7 @@ class Bulk:
     async def _execute(self, backend: Backend, part: _Part, stat: StatResult, layout: Layout,
                        p: Plan, buffers: list[Any], tune: Preset, tracker: Tracker,
                        report: Callable[[npt.NDArray[np.int64]], None] | None,
-                       missing_ok: bool) -> ReadResult:
+                       missing_ok: bool, hold: list[float]) -> ReadResult:
         """The backend reads the plan; each finished request is reported as it lands."""
         on_progress = guard = None
         if report is not None:
@@ -239,7 +241,7 @@ class Bulk:
         reading = backend.read(part.reqs, stat, layout, p, buffers, RunOptions(
             queue_depth=depth, max_open=self.max_open(), on_progress=on_progress,
             missing_ok=missing_ok, caller_memory=part.out is not None,
-            changed=tracker.changed if layout.check_eof else None))
+            changed=tracker.changed if layout.check_eof else None, hold=hold))
         return await (reading if guard is None else guard.run(reading))
 
     async def _settle(self, part: _Part, p: Plan, res: ReadResult, layout: Layout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -87,6 +88,8 @@ def choose_backend(name: str | None) -> str:
     if requested == "uring" or os.environ.get("LSIO_REQUIRE_URING") == "1":
         raise _ring.RingUnavailable(f"lsio: io_uring is required but unusable: {problem}. "
                                     f"{hint}")
+    logging.getLogger("lsio").warning("lsio: io_uring is unusable (%s): using the thread-pool "
+                                      "backend", problem)
     if not _warned:
         _warned = True
         warnings.warn(f"lsio: using the thread-pool backend because io_uring is unusable: "

@@ -32,6 +32,7 @@ import asyncio
 import atexit
 import errno
 import os
+import time
 import weakref
 from typing import Any
 
@@ -128,6 +129,17 @@ class Ring:
         self._pump()
 
     def _pump(self) -> None:
+        start = time.perf_counter()
+        live = list(self._live.values())
+        try:
+            self._pump_once()
+        finally:  # each read in flight learns the longest hold of the loop it saw
+            held = time.perf_counter() - start
+            for b in live:
+                if b.hold is not None and held > b.hold[0]:
+                    b.hold[0] = held
+
+    def _pump_once(self) -> None:
         n = lib.lsio_pump(self._ptr, PUMP_BUDGET, PUMP_NS)
         if n < 0:  # the ring itself failed: nothing in flight can be trusted to finish
             exc = OSError(-n, f"io_uring_submit failed: {os.strerror(-n)}")
@@ -208,6 +220,7 @@ class Ring:
         if opts.workers <= 1:
             b = job.batch(0, plan.nops)
             b.on_progress = opts.on_progress
+            b.hold = opts.hold
             await self._run(b, wait_on_cancel=opts.caller_memory)
             return job.done, job.err, b.ferr
         # Page-cache reads are CPU copies done inside io_uring_enter: spread them over

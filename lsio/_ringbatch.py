@@ -77,6 +77,10 @@ class ReadOptions:
     """One flag per file, set when a file opened for several worker rings is not the size
     the plan was made with (the reader plans again)."""
 
+    hold: list[float] | None = None
+    """Where to keep the longest span the ring's completion handling held the event loop
+    while this read was in flight (``[seconds]``, raised, never lowered)."""
+
 
 def new_ring(err: Any, entries: int = RING_ENTRIES, files: int = RING_FILES) -> Any:
     """``lsio_ring_new`` with the registered-file table capped at ``RLIMIT_NOFILE`` (the
@@ -136,6 +140,7 @@ class Batch:
     def __init__(self, phase: int, table: tuple[bytes, npt.NDArray[np.uint64]], *,
                  max_inflight: int, fail_fast: bool) -> None:
         self.blob, self.path_ptrs = table  # shared by the pieces of one call
+        self.hold: list[float] | None = None
         n = len(self.path_ptrs)
         self.c = ffi.new("lsio_batch *")
         self.keep: list[Any] = []

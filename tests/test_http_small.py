@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import re
 import sys
 import time
@@ -115,6 +116,17 @@ async def test_stats_of_a_failed_call_count_its_retries(fs: FaultServer) -> None
     stats = caught.value.stats  # type: ignore[attr-defined]
     assert stats.route == "small"
     assert (stats.operations, stats.retries) == (len(fs.log), 2) == (3, 2)
+
+
+async def test_retries_are_logged_at_info_without_secrets(
+        fs: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
+    url = fs.url("status500", "f.bin") + "?sig=SECRET123"
+    with caplog.at_level(logging.INFO, logger="lsio"), pytest.raises(OSError):
+        await reader(True, retries=2).read_many([(url, 0, 10)])
+    retries = [r for r in caplog.records if r.levelno == logging.INFO and "retry" in
+               r.getMessage()]
+    assert len(retries) == 2, [r.getMessage() for r in caplog.records]
+    assert not any("SECRET123" in r.getMessage() for r in caplog.records)
 
 
 async def test_empty_range_sends_nothing(fs: FaultServer) -> None:

@@ -94,6 +94,10 @@ class RunOptions:
     """One flag per file, set as soon as the backend sees that a file is no longer the one
     it stat'ed (layouts with ``check_eof``)."""
 
+    hold: list[float] | None = None
+    """``[seconds]``: raised to the longest span the backend's completion handling held
+    the event loop during this read (backends that run callbacks on the loop)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:

@@ -147,7 +147,7 @@ class UringBackend(LocalSmallPath):
             reqs.paths, stat.size, layout.file_direct, plan, addresses, ReadOptions(
                 queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
                 keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
-                caller_memory=run.caller_memory, changed=run.changed,
+                caller_memory=run.caller_memory, changed=run.changed, hold=run.hold,
                 fresh=not run.caller_memory and is_fresh(buffers[0])),
         )
         return ReadResult(done, err, run.changed)

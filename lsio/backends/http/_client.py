@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import aiohttp
 from yarl import URL
 
 from ..._defaults import REDIRECTS
+from ..._redact import redact
 from ..._url import HttpOptions, Target, resolve_http, unsupported
 from ..cloud._types import Auth, Provider, Providers
 from ._answer import Answers
@@ -25,6 +27,8 @@ from ._protocol import UNKNOWN_SIZE, HttpError, Retry, backoff_delay, status_err
 from ._read import Read, origin
 from ._session import Proxies, aiohttp_error, read_body, session_for, session_now
 from ._version import Versions
+
+log = logging.getLogger("lsio")
 
 __all__ = ["Credentials", "HttpClient"]
 
@@ -256,6 +260,9 @@ class HttpClient(Answers):
                 failed.after if isinstance(failed, Retry) else None, random.uniform))
             attempt += 1
             self.retries += 1
+            if log.isEnabledFor(logging.INFO):
+                log.info("lsio: retry %d of %d: %s", attempt, self.options.retries,
+                         redact(str(failed)))
             failed = None
 
     def _gave_up(self, url: URL) -> Callable[[Retry | TimeoutError, int], Exception]:
