@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from conftest import check_ok, drop_cache, run_python
 
 import lsio
 from lsio._each import read_each
+
+Route = Literal["auto", "small", "bulk"]
 
 
 def _files(tmp_path: Path, n: int, size: int) -> list[str]:
@@ -56,7 +58,7 @@ class _Collect:
 @pytest.mark.parametrize("route", ["auto", "bulk"])
 @pytest.mark.parametrize("threads", [False, True])
 @pytest.mark.parametrize("n", [1, 5, 300])
-async def test_each_chunk_is_handed_over_byte_exact(tmp_path: Path, route: str,
+async def test_each_chunk_is_handed_over_byte_exact(tmp_path: Path, route: Route,
                                                     threads: bool, n: int) -> None:
     """One call of 1, 5 or 300 requests (whole files, ranges, suffixes), on either route
     and either thread mode: every chunk once, equal to os.pread."""
@@ -100,7 +102,7 @@ async def test_missing_files_are_none_with_missing_ok(tmp_path: Path, threads: b
 
 @pytest.mark.parametrize("route", ["auto", "bulk"])
 async def test_a_callbacks_error_ends_the_call_and_none_runs_after(tmp_path: Path,
-                                                                   route: str) -> None:
+                                                                   route: Route) -> None:
     paths = _files(tmp_path, 50, 1000)
     requests = [(p, 0, None) for p in paths] * 4
     running, ran_after = [0], []
@@ -138,7 +140,8 @@ async def test_threads_run_callbacks_on_the_workers(tmp_path: Path) -> None:
     paths = _files(tmp_path, 200, 4096)
     requests = [(p, 0, None) for p in paths]
     me = threading.get_ident()
-    for route in ("auto", "bulk"):
+    routes: tuple[Route, ...] = ("auto", "bulk")
+    for route in routes:
         cb = _Collect()
         await read_each(lsio.Reader(route=route), requests, cb, threads=True,
                         work_bytes=1 << 20)
@@ -166,6 +169,8 @@ def test_a_cancelled_call_leaves_no_callback_running(tmp_path: Path) -> None:
         import asyncio, sys, threading, time
         import lsio
         from lsio._each import read_each
+
+Route = Literal["auto", "small", "bulk"]
 
         root = sys.argv[1]
         requests = [(f"{root}/f{i}", 0, None) for i in range(300)]
