@@ -51,13 +51,20 @@ if TYPE_CHECKING:
     from ._reader import Reader
     from ._results import Results
 
-__all__ = ["OnChunk", "list_keys", "prefault", "read_each", "read_gets"]
+__all__ = ["OnChunk", "OnChunks", "list_keys", "prefault", "read_each", "read_gets"]
 
 Request = tuple[str, int, "int | None"]
 
 OnChunk = Callable[[int, "memoryview | None"], None]
 """``on_chunk(index, view)``: the chunk of ``requests[index]`` (``None``: missing, with
 ``missing_ok``); the view is valid until the callback returns."""
+
+OnChunks = Callable[[int, "Results"], None]
+"""``on_chunks(start, results)``, the batch form: ``results[k]`` is the chunk of
+``requests[start + k]`` (``results.missing`` says which are missing, ``results.addresses()``
+where each lies), a run of consecutive requests that landed together; valid until the
+callback returns. One C call for a run costs less than one per chunk: decoding 64x64
+float32 chunks per chunk took 25-50% more CPU here (two GIL hand-overs per chunk)."""
 
 
 def _small_allowed(reader: Reader) -> bool:
@@ -70,17 +77,26 @@ class _Run:
     """One :func:`read_each` call's state: the callback, the worker jobs still running, and
     the flag that stops handing chunks out once the call ends (done, failed, cancelled)."""
 
-    __slots__ = ("requests", "on_chunk", "missing_ok", "running", "stopped")
+    __slots__ = ("requests", "on_chunk", "on_chunks", "missing_ok", "running", "stopped")
 
-    def __init__(self, requests: Sequence[Request], on_chunk: OnChunk, missing_ok: bool
-                 ) -> None:
-        self.requests, self.on_chunk, self.missing_ok = requests, on_chunk, missing_ok
+    def __init__(self, requests: Sequence[Request], on_chunk: OnChunk | None,
+                 on_chunks: OnChunks | None, missing_ok: bool) -> None:
+        self.requests, self.missing_ok = requests, missing_ok
+        self.on_chunk, self.on_chunks = on_chunk, on_chunks
         self.running: list[Future[Any]] = []
         self.stopped = False
 
     def hand(self, results: Results, lo: int, a: int = 0, b: int | None = None) -> None:
-        """Chunks ``a:b`` of ``results`` (requests ``lo + a`` on) to the callback, in turn."""
+        """Chunks ``a:b`` of ``results`` (requests ``lo + a`` on) to the callback: in turn,
+        or as one run to the batch form."""
+        if self.on_chunks is not None:
+            whole = a == 0 and (b is None or b == len(results))
+            if not self.stopped:
+                self.on_chunks(lo + a, results if whole else results.take(
+                    np.arange(a, len(results) if b is None else b)))
+            return
         on_chunk = self.on_chunk
+        assert on_chunk is not None
         for k, view in enumerate(results[a:b], lo + a):
             if self.stopped:
                 return
@@ -118,7 +134,8 @@ class _Run:
                 await asyncio.shield(asyncio.wrap_future(cf))
 
 
-async def read_each(reader: Reader, requests: Sequence[Request], on_chunk: OnChunk, *,
+async def read_each(reader: Reader, requests: Sequence[Request],
+                    on_chunk: OnChunk | None = None, *, on_chunks: OnChunks | None = None,
                     missing_ok: bool = False, progress: Any = False, threads: bool = False,
                     work_bytes: int = 0) -> None:
     """Read ``requests`` (``(path, offset, length)`` tuples) and call
@@ -129,13 +146,17 @@ async def read_each(reader: Reader, requests: Sequence[Request], on_chunk: OnChu
     on the caller's thread; with it they may run on the engine's pinned worker threads, at
     once (the callback must be thread-safe). ``work_bytes``: about how many bytes each
     callback writes (a decoded chunk), which sizes the inline and per-worker schedules.
+    ``on_chunks`` instead of ``on_chunk``: the batch form (:data:`OnChunks`), one call per
+    run of chunks that landed together, under the same terms.
 
     A read error is raised as ``read_many`` raises it (naming the request); a callback's
     exception ends the call and is raised. However the call ends (done, failed,
     cancelled), no callback is running once it has returned or raised."""
+    if (on_chunk is None) == (on_chunks is None):
+        raise TypeError("lsio: read_each takes on_chunk or on_chunks (one of them)")
     if not len(requests):
         return
-    run = _Run(requests, on_chunk, missing_ok)
+    run = _Run(requests, on_chunk, on_chunks, missing_ok)
     bar = make_progress(progress)
     if bar is not None:
         bar.start(len(requests))
@@ -267,7 +288,7 @@ async def prefault(arrays: Any) -> AsyncIterator[None]:
         yield
         return
     stop = ffi.new("int[1]")
-    run = _Run((), lambda i, v: None, False)
+    run = _Run((), None, None, False)
     workers = worker_count()
     for base, n in spans.items():
         step = -(-n // workers)

@@ -54,21 +54,35 @@ class _Collect:
             self.got[i] = data
             self.threads.add(threading.get_ident())
 
+    def run(self, start: int, results: lsio.Results) -> None:
+        """The batch form: a run of consecutive requests, each chunk as the view form."""
+        assert isinstance(results, lsio.Results) and len(results)
+        for k, view in enumerate(results):
+            assert (view is None) == bool(results.missing[k])
+            self(start + k, view)
 
+
+@pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("route", ["auto", "bulk"])
 @pytest.mark.parametrize("threads", [False, True])
 @pytest.mark.parametrize("n", [1, 5, 300])
 async def test_each_chunk_is_handed_over_byte_exact(tmp_path: Path, route: Route,
-                                                    threads: bool, n: int) -> None:
+                                                    threads: bool, n: int,
+                                                    batch: bool) -> None:
     """One call of 1, 5 or 300 requests (whole files, ranges, suffixes), on either route
-    and either thread mode: every chunk once, equal to os.pread."""
+    and either thread mode, per chunk or in runs (the batch form): every chunk once,
+    equal to os.pread."""
     paths = _files(tmp_path, min(n, 40), 5000)
     requests: list[tuple[str, int, int | None]] = [
         (paths[i % len(paths)], *[(0, None), (100, 333), (-700, None), (4999, 1)][i % 4])
         for i in range(n)]
     cb = _Collect()
     reader = lsio.Reader(route=route)
-    await read_each(reader, requests, cb, threads=threads, work_bytes=64 << 10)
+    if batch:
+        await read_each(reader, requests, on_chunks=cb.run, threads=threads,
+                        work_bytes=64 << 10)
+    else:
+        await read_each(reader, requests, cb, threads=threads, work_bytes=64 << 10)
     assert sorted(cb.got) == list(range(n))
     for i, (path, offset, length) in enumerate(requests):
         assert cb.got[i] == _pread(path, offset, length), i
@@ -86,13 +100,19 @@ async def test_cold_chunks_are_exact_too(tmp_path: Path) -> None:
             _pread(*r) for r in requests]
 
 
+@pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("threads", [False, True])
-async def test_missing_files_are_none_with_missing_ok(tmp_path: Path, threads: bool) -> None:
+async def test_missing_files_are_none_with_missing_ok(tmp_path: Path, threads: bool,
+                                                      batch: bool) -> None:
     paths = _files(tmp_path, 3, 100)
     gone = str(tmp_path / "gone")
     requests = [(paths[0], 0, None), (gone, 0, None), (paths[2], 5, 10)] * 30
     cb = _Collect()
-    await read_each(lsio.Reader(), requests, cb, missing_ok=True, threads=threads)
+    if batch:
+        await read_each(lsio.Reader(), requests, on_chunks=cb.run, missing_ok=True,
+                        threads=threads)
+    else:
+        await read_each(lsio.Reader(), requests, cb, missing_ok=True, threads=threads)
     assert all(cb.got[i] is None for i in range(1, len(requests), 3))
     assert cb.got[0] == _pread(paths[0], 0, None) and cb.got[2] == _pread(paths[2], 5, 10)
     with pytest.raises(FileNotFoundError) as err:
@@ -170,8 +190,6 @@ def test_a_cancelled_call_leaves_no_callback_running(tmp_path: Path) -> None:
         import lsio
         from lsio._each import read_each
 
-Route = Literal["auto", "small", "bulk"]
-
         root = sys.argv[1]
         requests = [(f"{root}/f{i}", 0, None) for i in range(300)]
         state = {"running": 0, "after": 0, "calls": 0}
@@ -215,3 +233,11 @@ Route = Literal["auto", "small", "bulk"]
         asyncio.run(main())
     """
     assert check_ok(run_python(code, str(tmp_path), timeout=60)).strip() == "ok"
+
+
+async def test_one_callback_form_exactly(tmp_path: Path) -> None:
+    paths = _files(tmp_path, 1, 10)
+    cb = _Collect()
+    for kwargs in ({}, {"on_chunk": cb, "on_chunks": cb.run}):
+        with pytest.raises(TypeError, match="on_chunk or on_chunks"):
+            await read_each(lsio.Reader(), [(paths[0], 0, None)], **kwargs)  # type: ignore[arg-type]

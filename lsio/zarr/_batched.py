@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from .._each import prefault, read_each
 from .._reader import Reader
+from .._results import Results
 from ._chain import Chain
 
 __all__ = ["Decoder", "block_job", "c_decoder", "codecs_lib", "extent", "jobs_of",
@@ -242,17 +243,17 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
                        on_missing: Callable[[Sequence[int]], None], keep: Any, where: str,
                        progress: Any = False, missing_ok: bool = True) -> None:
     """Read the chunks (``requests[i]`` holds the chunk of ``jobs[i]``) through the engine's
-    per-chunk hook (``read_each``), each decoded into the output by a GIL-free C call as it
-    lands, on the engine's pinned workers. ``on_missing`` gets the indexes of missing
-    chunks (their blocks are never written); ``keep`` (the output) is held until every C
-    call that writes into it ended; ``where`` names the array in errors; without
-    ``missing_ok`` a missing chunk raises."""
+    per-chunk hook (``read_each``, its batch form), each run of landed chunks decoded into
+    the output by one GIL-free C call, on the engine's pinned workers. ``on_missing`` gets
+    the indexes of missing chunks (their blocks are never written); ``keep`` (the output)
+    is held until every C call that writes into it ended; ``where`` names the array in
+    errors; without ``missing_ok`` a missing chunk raises."""
     if not len(requests):
         return
     decode = _ChunkDecoder(decoder, jobs, _Namer(where, requests), on_missing)
     async with prefault(keep if POPULATE else []):
-        await read_each(reader, requests, decode, missing_ok=missing_ok, progress=progress,
-                        threads=True, work_bytes=decoder.chunk_bytes)
+        await read_each(reader, requests, on_chunks=decode, missing_ok=missing_ok,
+                        progress=progress, threads=True, work_bytes=decoder.chunk_bytes)
     del keep  # held until here: no C call writes into it any more
 
 
@@ -270,27 +271,28 @@ class _Namer:
 
 
 class _ChunkDecoder:
-    """The per-chunk callback: decodes chunk ``i`` and places its block in the output in
-    one GIL-free C call (``jobs[i]`` says where), on whichever thread the engine calls it;
-    a missing chunk goes to ``on_missing``."""
+    """The hook's batch callback: decodes a run of landed chunks (``jobs[start + k]`` says
+    where chunk ``k``'s block goes) and places their blocks in the output in one GIL-free C
+    call, on whichever thread the engine calls it; missing chunks go to ``on_missing``."""
 
     def __init__(self, decoder: Decoder, jobs: npt.NDArray[Any], name: _Namer,
                  on_missing: Callable[[Sequence[int]], None]) -> None:
-        self.decoder, self.name, self.on_missing = decoder, name, on_missing
-        self.jobs = jobs.copy()  # each call writes its own row's src and srclen
-        ffi = decoder.lib.ffi
-        self.cjobs = ffi.cast("lsio_chunk *", self.jobs.ctypes.data)
+        self.decoder, self.jobs, self.name, self.on_missing = decoder, jobs, name, on_missing
 
-    def __call__(self, i: int, view: memoryview | None) -> None:
-        if view is None:
-            self.on_missing([i])
-            return
-        job = self.cjobs + i
-        # released on leaving, also on an error (no traceback keeps the view exported)
-        with self.decoder.lib.ffi.from_buffer(view) as src:
-            job.src = src
-            job.srclen = len(view)
-            _decode_scatter(self.decoder, lambda _: self.name(i), job, 1)
+    def __call__(self, start: int, results: Results) -> None:
+        n = len(results)
+        window = self.jobs[start:start + n].copy()
+        window["src"], window["srclen"] = results.addresses()
+        rows = np.arange(start, start + n)
+        missing = results.missing
+        if missing.any():
+            self.on_missing(rows[missing].tolist())
+            window, rows = window[~missing], rows[~missing]
+        if len(window):
+            ffi = self.decoder.lib.ffi
+            _decode_scatter(self.decoder, lambda k: self.name(int(rows[k])),
+                            ffi.cast("lsio_chunk *", window.ctypes.data), len(window))
+        del results  # held until here: the C call read the chunks
 
 
 def _decode_scatter(decoder: Decoder, name: Callable[[int], str], jobs: Any, n: int) -> None:
