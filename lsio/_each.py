@@ -42,7 +42,6 @@ from ._defaults import (
     SMALL_COLD_REQUESTS,
     SMALL_REQUESTS,
 )
-from ._pipeline import worker_count, worker_pool
 from ._progress import make_progress
 
 if TYPE_CHECKING:
@@ -65,6 +64,20 @@ OnChunks = Callable[[int, "Results"], None]
 where each lies), a run of consecutive requests that landed together; valid until the
 callback returns. One C call for a run costs less than one per chunk: decoding 64x64
 float32 chunks per chunk took 25-50% more CPU here (two GIL hand-overs per chunk)."""
+
+
+def _pool() -> Any:
+    """The engine's pinned workers (loaded on first use: ``import lsio`` stays light)."""
+    from ._pipeline import worker_pool
+
+    return worker_pool()
+
+
+def _workers() -> int:
+    """How many pinned workers there are."""
+    from ._pipeline import worker_count
+
+    return worker_count()
 
 
 def _small_allowed(reader: Reader) -> bool:
@@ -121,7 +134,8 @@ class _Run:
         return [self.read_part(lo, hi) for lo, hi in spans]
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        cf = worker_pool().submit(fn, *args)
+        """``fn(*args)`` on a pinned worker, tracked until the call ends."""
+        cf = _pool().submit(fn, *args)
         self.running.append(cf)
         return asyncio.wrap_future(cf)
 
@@ -192,7 +206,7 @@ async def _worker_parts(run: _Run, work_bytes: int) -> list[tuple[int, int]]:
     call (no event loop, no ring) and hands it over right away, while it is in the CPU's
     cache; so reads and callbacks spread over every core. Returns the spans whose data was
     not all in the page cache (or went wrong): the ring windows read those."""
-    n, workers = len(run.requests), worker_count()
+    n, workers = len(run.requests), _workers()
     step = max(1, min(SMALL_REQUESTS, EACH_PART_BYTES // max(1, work_bytes)))
     parts = -(-n // step)
     parts = -(-parts // workers) * workers  # as many parts per worker: balanced
@@ -225,7 +239,7 @@ async def _windows(run: _Run, reader: Reader, spans: list[tuple[int, int]], bar:
     windows = [(lo, min(lo + size, end)) for start, end in spans
                for lo in range(start, end, size)]
     loop = asyncio.get_running_loop()
-    workers = worker_count() if threads else 1
+    workers = _workers() if threads else 1
     reads: list[asyncio.Task[Any]] = []
     pending: list[asyncio.Future[Any]] = []
 
@@ -289,7 +303,7 @@ async def prefault(arrays: Any) -> AsyncIterator[None]:
         return
     stop = ffi.new("int[1]")
     run = _Run((), None, None, False)
-    workers = worker_count()
+    workers = _workers()
     for base, n in spans.items():
         step = -(-n // workers)
         for at in range(0, n, step):
