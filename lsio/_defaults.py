@@ -23,6 +23,8 @@ __all__: list[str] = [
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
+    "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
+    "POPULATE_MIN",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -280,3 +282,31 @@ decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensors
 SLICE_JOBS_MIN = 8
 """From this many chunks on, their C jobs are worked out with numpy arrays at once
 (:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""
+
+EACH_READ_AHEAD = 3
+"""Windows read at once by ``read_each``'s ring windows (``lsio/_each.py``; at most
+``BATCH_WINDOW`` chunks each): cold 64x64 zarr chunks (1 824 files) took 0.27 s one window
+at a time here, against 0.09-0.13 s for the ring reading them all in one call."""
+
+EACH_INLINE_BYTES = 512 << 10
+"""``read_each(threads=True)``: cached chunks whose callbacks write at most this many bytes
+in all are read and handed over on the caller's thread (the event loop's, under ~1 ms
+here: blosc-zstd decodes 256 KiB in ~0.4 ms) instead of the workers': a thread hop and
+wake-up cost 0.3-0.5 ms on this VM, as much as the decode of one 256x256 float32 chunk. One
+such chunk through zarr: 0.90 ms against 1.53 ms on the workers (zarrs 1.00, zarr's own
+pipeline 1.96); four (1 MiB) were faster on the two workers (zarr arrays read one chunk at
+a time, Dask tasks of one chunk)."""
+
+EACH_PART_BYTES = 4 << 20
+"""``read_each``: bytes the callbacks of one worker part write (at most ``SMALL_REQUESTS``
+chunks read by one small-path call): 16 decoded chunks of 256x256 float32, so their stored
+bytes are still in the CPU's cache when decoded; the parts are then evened out over the
+workers."""
+
+EACH_WORKER_READ_BYTES = 64 << 20
+"""Most bytes one worker part reads at once (up to ``SMALL_REQUESTS`` chunks); bigger
+parts go through the ring windows."""
+
+POPULATE_MIN = 16 << 20
+"""``prefault``: outputs from this size on are faulted in ahead of the decode calls; below
+it the page faults cost little."""

@@ -12,8 +12,10 @@ from . import _ring
 from ._errors import BackendWarning
 from ._presets import PRESETS
 from ._url import HttpOptions
+from .backends._base import LocalBackend
 
-__all__ = ["ROUTES", "BackendName", "DirectMode", "RouteName", "check", "choose_backend"]
+__all__ = ["ROUTES", "BackendName", "DirectMode", "RouteName", "check", "choose_backend",
+           "local_backend"]
 
 DirectMode = bool | None
 BackendName = Literal["uring", "threads"]
@@ -95,3 +97,13 @@ def choose_backend(name: str | None) -> str:
         warnings.warn(f"lsio: using the thread-pool backend because io_uring is unusable: "
                       f"{problem}. {hint}", BackendWarning, stacklevel=_caller_level())
     return "threads"
+
+
+def local_backend(name: str, threads: int) -> LocalBackend:
+    if name == "uring":
+        from .backends.local import UringBackend
+
+        return UringBackend()
+    from .backends.threads import ThreadsBackend  # its thread pool loads where used
+
+    return ThreadsBackend(threads)

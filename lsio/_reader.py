@@ -10,7 +10,7 @@ are raised by its :class:`lsio._outcome.Outcome`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +19,9 @@ import numpy as np
 from . import _options
 from ._bulk import Bulk, off_loop
 from ._call import Call, parse
-from ._defaults import DEFAULT_MAX_OPEN, DEFAULT_THREADS, SMALL_BYTES, SMALL_OFF_LOOP_BYTES
+from ._defaults import DEFAULT_MAX_OPEN, DEFAULT_THREADS
 from ._options import ROUTES, BackendName, DirectMode, RouteName
-from ._outcome import Counters, Outcome, Stats, timed
+from ._outcome import Counters, Outcome, timed
 from ._pipeline import PipelineArg
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import ProgressArg, make_progress
@@ -31,7 +31,6 @@ from ._results import Results
 from ._route import Strategy, plain_limit, route
 from ._sync import on_loop_thread, run_sync
 from ._url import HttpOptions
-from .backends._base import LocalBackend
 
 if TYPE_CHECKING:
     from ._explain import Explanation
@@ -125,7 +124,7 @@ class Reader:
         receiving process: its own rings and threads, its own backend choice)."""
         self.backend = _options.choose_backend(backend)
         """Name of the backend this reader uses: ``"uring"`` or ``"threads"``."""
-        self._backend = _local_backend(self.backend, threads)
+        self._backend = _options.local_backend(self.backend, threads)
         self.route = route
         """Which road serves a call (``route``): ``"auto"``, ``"small"`` or ``"bulk"``."""
         self._force = ROUTES[route]
@@ -193,26 +192,6 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # TEMPORARY: what the zarr layer reads until it uses the public hooks
-    @property
-    def _small_allowed(self) -> bool:
-        return self._force is not False and self.direct is not True
-
-    def _read_small(self, requests: Any, out: Sequence[Any] | None, missing_ok: bool, *,
-                    on_loop: bool = False) -> Results | None:
-        from ._small import read
-
-        if not self._small_allowed:
-            return None
-        got = read(requests, out, missing_ok, limit=SMALL_BYTES if on_loop else
-                   SMALL_OFF_LOOP_BYTES, wait=not on_loop)
-        if got is not None:
-            got._stats = ("small", self.backend, len(got), len(got), None, 0, 0.0,
-                          len(got), got.lengths)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("lsio: %s", got.stats)
-        return got
 
     def _open(self) -> None:
         if self._closed:
@@ -334,21 +313,38 @@ class Reader:
 
         return Chunks(self, requests, out, make_progress(progress), missing_ok)
 
-    async def read_each(self, requests: Iterable[Any],
-                        on_chunk: Callable[[int, memoryview | None], Any], *,
+    async def read_each(self, requests: Sequence[Any],
+                        on_chunk: Callable[[int, memoryview | None], Any] | None = None, *,
+                        on_chunks: Callable[[int, Results], Any] | None = None,
                         missing_ok: bool = False, progress: ProgressArg = False,
-                        threads: bool = False) -> Stats:
-        """Read the requests and call ``on_chunk(index, view)`` as each lands (``view``
-        ``None`` for a missing file with ``missing_ok``). The view is valid until
-        ``on_chunk`` returns. With ``threads=True`` the callback is thread-safe and may run
-        on lsio's worker threads, next to where the chunk was read. The first exception
-        ``on_chunk`` raises ends the call and is raised. Returns what the call did."""
+                        threads: bool = False, work_bytes: int = 0) -> None:
+        """Read the requests and hand each chunk over as it lands: ``on_chunk(index, view)``
+        (``view`` ``None`` for a missing file with ``missing_ok``), or, for a run of chunks
+        that landed together, ``on_chunks(start, results)`` (item ``k`` is request
+        ``start + k``). The callback owns the views until it returns. With
+        ``threads=True`` it is thread-safe and may run on lsio's worker threads, next to
+        where the chunks were read; ``work_bytes`` is about what it writes per chunk (it
+        sizes those schedules). The first exception a callback raises ends the call and is
+        raised; once the call ends (done, failed, cancelled), no callback is running."""
         self._open()
         from ._each import read_each
 
-        stats: Stats = await read_each(self, requests, on_chunk, missing_ok=missing_ok,
-                                       progress=progress, threads=threads)
-        return stats
+        await read_each(self, requests, on_chunk, on_chunks=on_chunks, missing_ok=missing_ok,
+                        progress=progress, threads=threads, work_bytes=work_bytes)
+
+    def list_keys(self, root: str, prefix: str, delimiter: str | None = None
+                  ) -> AsyncIterator[str]:
+        """The keys under ``root`` (an object-store URL: S3, GCS, Azure) starting with
+        ``prefix``, page after page; with ``delimiter``, the common prefixes too (ending
+        with it). Plain HTTP(S) cannot list: ``NotImplementedError``."""
+        self._open()
+        from ._url import listable
+
+        if not listable(root):
+            raise NotImplementedError(f"lsio: {redact(repr(root))}: listing is not "
+                                      "possible over plain HTTP(S); open the array with "
+                                      "consolidated metadata or read keys by name")
+        return self._http_backend().list_keys(root, prefix, delimiter)
 
     async def explain(self, requests: Iterable[Any], *, missing_ok: bool = False
                       ) -> Explanation:
@@ -373,16 +369,6 @@ def _served(call: Call, got: Results) -> Results:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("lsio: %s", redact(repr(got.stats)))
     return got
-
-
-def _local_backend(name: str, threads: int) -> LocalBackend:
-    if name == "uring":
-        from .backends.local import UringBackend
-
-        return UringBackend()
-    from .backends.threads import ThreadsBackend  # its thread pool loads where used
-
-    return ThreadsBackend(threads)
 
 
 _default: Reader | None = None

@@ -122,9 +122,9 @@ def test_the_c_decoder_takes_steps_transposes_and_byte_orders(
     calls: list[int] = []
     real = batched._decode_scatter
 
-    def counting(decoder: Any, name: Any, batch: Any, keep: Any) -> None:
-        calls.append(len(batch))
-        real(decoder, name, batch, keep)
+    def counting(decoder: Any, name: Any, jobs: Any, n: int) -> None:
+        calls.append(n)
+        real(decoder, name, jobs, n)
 
     monkeypatch.setattr(batched, "_decode_scatter", counting)
     spec = {"shape": (23, 17), "chunks": (5, 4), "shards": None, "dtype": dtype, "fill": 7,
@@ -276,14 +276,16 @@ def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
     calls); parts with cold data go through the ring instead: exact either way."""
     from conftest import drop_cache
 
+    from lsio._each import _Run
+
     outcomes: list[bool] = []
-    real = batched._read_decode
+    real = _Run.read_part
 
     def spy(*args: Any, **kwargs: Any) -> bool:
         outcomes.append(real(*args, **kwargs))
         return outcomes[-1]
 
-    monkeypatch.setattr(batched, "_read_decode", spy)
+    monkeypatch.setattr(_Run, "read_part", spy)
     arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "w"), shape=(96, 80),
                             chunks=(8, 8), dtype="f4", compressors=zc.ZstdCodec(level=1))
     data = np.arange(96 * 80, dtype="f4").reshape(96, 80)
@@ -354,8 +356,10 @@ def test_an_oversized_chunk_file_is_not_read_on_the_loop(
     """One small chunk is read and decoded on the caller's thread, but only within the
     small path's on-loop limit: a chunk file replaced by 3 MiB of junk is refused there,
     goes to a worker and fails there, naming the file."""
+    from lsio._each import _Run
+
     calls: list[tuple[threading.Thread, str]] = []
-    real = batched._read_decode
+    real = _Run.read_part
 
     def spy(*args: Any, **kwargs: Any) -> bool:
         try:
@@ -366,7 +370,7 @@ def test_an_oversized_chunk_file_is_not_read_on_the_loop(
         calls.append((threading.current_thread(), "served" if ok else "refused"))
         return ok
 
-    monkeypatch.setattr(batched, "_read_decode", spy)
+    monkeypatch.setattr(_Run, "read_part", spy)
     arr = zarr.create_array(zarr.storage.LocalStore(tmp_path / "o"), shape=(8, 8),
                             chunks=(8, 8), dtype="f4", compressors=zc.ZstdCodec(level=1))
     arr[:] = 1.0

@@ -14,8 +14,10 @@
 Needs zarr-python 3 (``pip install 'lsio[zarr]'``).
 
 Modules: ``_store`` (the store), ``_fastpath`` (:func:`read`), ``_chain`` (zarr codecs as a
-numcodecs decode chain), ``_batched`` (the C batch decoder path), ``_read`` (chunks and shards
-of a selection, for both), ``_pipeline`` (the codec pipeline).
+numcodecs decode chain), ``_batched`` (the C decoder's jobs, each chunk decoded through the
+engine's per-chunk hook ``lsio._each.read_each``), ``_grid`` (a basic selection's jobs as
+numpy arrays), ``_read`` (chunks and shards of a selection, for both), ``_pipeline`` (the
+codec pipeline).
 """
 
 from zarr.registry import register_pipeline as _register_pipeline

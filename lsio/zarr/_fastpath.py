@@ -3,7 +3,7 @@
 The chunks the selection touches are read in one planned ``read_many`` and decoded on the
 pinned pipeline workers straight into their place in the output (:mod:`._read`); a basic
 selection of an unsharded array has its whole chunk grid worked out with numpy arrays first
-(:func:`._batched.batch_plan`).
+(:func:`._grid.batch_plan`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from .._memory import allocate
 from .._reader import Reader, default_reader
 from .._redact import redacting
 from .._sync import run_sync
-from ._batched import batch_plan, read_batched
+from ._batched import read_batched
+from ._grid import batch_plan
 from ._read import Layout, Source, chain_of, read_items
 from ._sizes import check_layout, nbytes
 from ._store import LsioStore, join

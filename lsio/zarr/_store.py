@@ -26,14 +26,16 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype
 
-from .._defaults import SMALL_COLD_SPLIT
+from .._each import read_gets
 from .._reader import Reader, default_reader
 from .._redact import redact
-from .._small import read_cold
 from .._sync import run_sync
 from .._url import is_url, listable
 
 __all__ = ["LsioStore", "join"]
+
+_Batch = builtins.list[tuple[tuple[str, int, "int | None"], asyncio.Future[Any]]]
+"""One event-loop turn's gets: each request and the future its ``get`` waits on."""
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
@@ -167,9 +169,8 @@ class LsioStore(Store):
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         """One value. zarr-python asks for chunks with many concurrent ``get`` calls: the
         first of an event-loop turn yields once, the others of that turn join it, and it
-        reads them all in one call: the small-call path when their data is in the page
-        cache (one C call for all of them, no further loop turn), else one ``read_many``
-        (one plan, one submission)."""
+        reads them all in one call (``read_gets``: cached data at once, with no further
+        loop turn; a few cold ones each on a worker thread; else one ``read_many``)."""
         if not self._is_open:
             await self._open()
         request = self._request(key, byte_range)
@@ -180,90 +181,51 @@ class LsioStore(Store):
             batch.append((request, fut))
         else:
             batch = self._batches[loop] = [(request, fut)]
-            try:
-                await asyncio.sleep(0)  # the turn's other gets join
-            except BaseException:
-                fut.cancel()  # cancelled: nobody waits for this get's value
-                raise
-            finally:  # also when cancelled: the others are served
-                if self._batches.get(loop) is batch:
-                    del self._batches[loop]
-                self._serve(loop, batch)
+            await self._lead(loop, batch, fut)
         chunk = await fut
         return None if chunk is None else prototype.buffer.from_bytes(chunk)
 
-    def _serve(self, loop: asyncio.AbstractEventLoop,
-               batch: builtins.list[tuple[tuple[str, int, int | None], asyncio.Future[Any]]]
-               ) -> None:
+    async def _lead(self, loop: asyncio.AbstractEventLoop, batch: _Batch,
+                    fut: asyncio.Future[Any]) -> None:
+        """The first get of a turn yields once (the turn's other gets join its batch), then
+        reads the batch itself: served from the cache without suspending, no further loop
+        turn. Cancelled (or interrupted), it leaves the others' gets to a task of their own."""
         try:
-            if not self.remote:  # cached data: served here and now
-                got = self.reader._read_small([r for r, _ in batch], None, True,
-                                              on_loop=True)
-                if got is not None:
-                    for (_, fut), chunk in zip(batch, got, strict=True):
-                        if not fut.done():
-                            fut.set_result(chunk)
-                    return
-            task = loop.create_task(self._read_batch(batch))
-        except BaseException as exc:  # no get of the batch may wait forever
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception)
-                                      else asyncio.CancelledError())
+            try:
+                await asyncio.sleep(0)
+            finally:  # also when cancelled: the batch takes no more gets
+                if self._batches.get(loop) is batch:
+                    del self._batches[loop]
+            await self._read_batch(batch, lead=True)
+        except BaseException:
+            fut.cancel()  # nobody waits for this get's value
+            rest = [(r, f) for r, f in batch if not f.done()]
+            if rest:  # no get of the batch may wait forever
+                loop.create_task(self._read_batch(rest)).add_done_callback(_retrieve)
             raise
-        task.add_done_callback(_retrieve)
 
-    async def _read_batch(self, batch: builtins.list[tuple[tuple[str, int, int | None],
-                                                  asyncio.Future[Any]]]) -> None:
+    async def _read_batch(self, batch: _Batch, lead: bool = False) -> None:
+        """Read the batch and resolve its gets' futures (an error: each get raises it). The
+        leader's own read, cancelled, leaves the futures to :meth:`_lead`."""
         try:
-            if len(batch) <= SMALL_COLD_SPLIT and not self.remote:  # a few cold reads
-                results = await asyncio.gather(*(self._read_one(r) for r, _ in batch))
-            else:
-                results = list(await self.reader.read_many([r for r, _ in batch],
-                                                           missing_ok=True))
-        except (IsADirectoryError, NotADirectoryError, PermissionError, OSError) as exc:
-            if len(batch) == 1:
-                results = [None] if isinstance(exc, (IsADirectoryError, NotADirectoryError)) \
-                    else [exc]
-            else:  # find out which request failed: read them one by one
-                results = []
-                for request, _ in batch:
-                    try:
-                        results.append((await self.reader.read_many(
-                            [request], missing_ok=True))[0])
-                    except (IsADirectoryError, NotADirectoryError):
-                        results.append(None)
-                    except OSError as one:
-                        results.append(one)
-        except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception)
-                                      else asyncio.CancelledError())
+            results = await read_gets(self.reader, [r for r, _ in batch])
+        except Exception as exc:
+            results = [exc] * len(batch)
+        except BaseException:
+            if not lead:  # no get of the batch may wait forever
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(asyncio.CancelledError())
             raise
         for (_, fut), result in zip(batch, results, strict=True):
             if fut.done():
                 continue
-            if isinstance(result, BaseException):
+            if isinstance(result, (IsADirectoryError, NotADirectoryError)):
+                fut.set_result(None)  # a "directory" key holds no value
+            elif isinstance(result, BaseException):
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
-
-    async def _read_one(self, request: tuple[str, int, int | None]) -> Any:
-        """One request's bytes, None if missing, or its error (returned, not raised): the
-        cold small-call path on a worker thread, else (an error, a big value) the bulk
-        path."""
-        try:
-            if self.reader._small_allowed:
-                got = await asyncio.get_running_loop().run_in_executor(
-                    None, read_cold, [request], None, True)
-                if got is not None:
-                    return got[0]
-            return (await self.reader.read_many([request], missing_ok=True))[0]
-        except (IsADirectoryError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            return exc
 
     async def get_partial_values(self, prototype: BufferPrototype,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]
@@ -343,11 +305,7 @@ class LsioStore(Store):
     # -- listing (local roots, object stores) --------------------------------------------
     def _remote_keys(self, prefix: str, delimiter: str | None = None) -> AsyncIterator[str]:
         """Keys under an object-store root (S3, GCS, Azure list them); plain HTTP cannot."""
-        if not listable(self.root):
-            raise NotImplementedError(f"lsio: {redact(repr(self.root))}: listing is not "
-                                      "possible over plain HTTP(S); open the array with "
-                                      "consolidated metadata or read keys by name")
-        return self.reader._http_backend().list_keys(self.root, prefix, delimiter)
+        return self.reader.list_keys(self.root, prefix, delimiter)
 
     async def list(self) -> AsyncIterator[str]:
         if self.remote:

@@ -20,7 +20,7 @@ from ._multi import NotMulti
 from ._protocol import HttpError, Retry
 from ._read import Read, origin
 
-__all__ = ["MULTI_OK", "multi_files", "probe", "serve_multi"]
+__all__ = ["multi_files", "probe", "serve_multi"]
 
 MULTI_OK: dict[Any, bool] = {}
 """Per origin: whether it answers multi-range requests with multipart bodies (learned once

@@ -1,0 +1,243 @@
+"""The engine's per-chunk hook, ``read_each``: each chunk handed to a callback as it lands,
+byte-exact on every schedule (inline, cold worker, worker parts, ring windows), with
+``missing_ok``, read errors naming the request, a callback's error ending the call, and no
+callback running once the call has returned (done, failed or cancelled)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from conftest import check_ok, drop_cache, run_python
+
+import lsio
+from lsio._each import read_each
+
+Route = Literal["auto", "small", "bulk"]
+
+
+def _files(tmp_path: Path, n: int, size: int) -> list[str]:
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(os.urandom(size))
+        paths.append(str(p))
+    return paths
+
+
+def _pread(path: str, offset: int, length: int | None) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if offset < 0:
+            offset += size
+        return os.pread(fd, size - offset if length is None else length, offset)
+    finally:
+        os.close(fd)
+
+
+class _Collect:
+    """A thread-safe callback keeping a copy of each chunk and the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, bytes | None] = {}
+        self.threads: set[int] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, i: int, view: memoryview | None) -> None:
+        data = None if view is None else bytes(view)
+        with self.lock:
+            assert i not in self.got, f"chunk {i} handed over twice"
+            self.got[i] = data
+            self.threads.add(threading.get_ident())
+
+    def run(self, start: int, results: lsio.Results) -> None:
+        """The batch form: a run of consecutive requests, each chunk as the view form."""
+        assert isinstance(results, lsio.Results) and len(results)
+        for k, view in enumerate(results):
+            assert (view is None) == bool(results.missing[k])
+            self(start + k, view)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("route", ["auto", "bulk"])
+@pytest.mark.parametrize("threads", [False, True])
+@pytest.mark.parametrize("n", [1, 5, 300])
+async def test_each_chunk_is_handed_over_byte_exact(tmp_path: Path, route: Route,
+                                                    threads: bool, n: int,
+                                                    batch: bool) -> None:
+    """One call of 1, 5 or 300 requests (whole files, ranges, suffixes), on either route
+    and either thread mode, per chunk or in runs (the batch form): every chunk once,
+    equal to os.pread."""
+    paths = _files(tmp_path, min(n, 40), 5000)
+    requests: list[tuple[str, int, int | None]] = [
+        (paths[i % len(paths)], *[(0, None), (100, 333), (-700, None), (4999, 1)][i % 4])
+        for i in range(n)]
+    cb = _Collect()
+    reader = lsio.Reader(route=route)
+    if batch:
+        await read_each(reader, requests, on_chunks=cb.run, threads=threads,
+                        work_bytes=64 << 10)
+    else:
+        await read_each(reader, requests, cb, threads=threads, work_bytes=64 << 10)
+    assert sorted(cb.got) == list(range(n))
+    for i, (path, offset, length) in enumerate(requests):
+        assert cb.got[i] == _pread(path, offset, length), i
+
+
+async def test_cold_chunks_are_exact_too(tmp_path: Path) -> None:
+    """Chunks not in the page cache (one alone: the cold worker; many: ring windows)."""
+    paths = _files(tmp_path, 100, 20000)
+    for requests in ([(paths[0], 0, None)], [(p, 10, 9000) for p in paths]):
+        for p in paths:
+            drop_cache(p)
+        cb = _Collect()
+        await read_each(lsio.Reader(), requests, cb, threads=True, work_bytes=1 << 20)
+        assert [cb.got[i] for i in range(len(requests))] == [
+            _pread(*r) for r in requests]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("threads", [False, True])
+async def test_missing_files_are_none_with_missing_ok(tmp_path: Path, threads: bool,
+                                                      batch: bool) -> None:
+    paths = _files(tmp_path, 3, 100)
+    gone = str(tmp_path / "gone")
+    requests = [(paths[0], 0, None), (gone, 0, None), (paths[2], 5, 10)] * 30
+    cb = _Collect()
+    if batch:
+        await read_each(lsio.Reader(), requests, on_chunks=cb.run, missing_ok=True,
+                        threads=threads)
+    else:
+        await read_each(lsio.Reader(), requests, cb, missing_ok=True, threads=threads)
+    assert all(cb.got[i] is None for i in range(1, len(requests), 3))
+    assert cb.got[0] == _pread(paths[0], 0, None) and cb.got[2] == _pread(paths[2], 5, 10)
+    with pytest.raises(FileNotFoundError) as err:
+        await read_each(lsio.Reader(), requests, _Collect(), threads=threads)
+    assert err.value.filename == gone  # the read error names the request
+
+
+@pytest.mark.parametrize("route", ["auto", "bulk"])
+async def test_a_callbacks_error_ends_the_call_and_none_runs_after(tmp_path: Path,
+                                                                   route: Route) -> None:
+    paths = _files(tmp_path, 50, 1000)
+    requests = [(p, 0, None) for p in paths] * 4
+    running, ran_after = [0], []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    class Boom(Exception):
+        pass
+
+    def cb(i: int, view: Any) -> None:
+        with lock:
+            running[0] += 1
+            if done.is_set():
+                ran_after.append(i)
+        try:
+            if i == 77:
+                raise Boom(i)
+            threading.Event().wait(0.001)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    with pytest.raises(Boom):
+        await read_each(lsio.Reader(route=route), requests, cb, threads=True)
+    done.set()
+    with lock:
+        assert running[0] == 0
+    threading.Event().wait(0.05)
+    assert not ran_after
+
+
+async def test_threads_run_callbacks_on_the_workers(tmp_path: Path) -> None:
+    """With ``threads=True`` a big call's callbacks run on the pinned workers (not the
+    caller's thread); without it, all on the caller's thread."""
+    paths = _files(tmp_path, 200, 4096)
+    requests = [(p, 0, None) for p in paths]
+    me = threading.get_ident()
+    routes: tuple[Route, ...] = ("auto", "bulk")
+    for route in routes:
+        cb = _Collect()
+        await read_each(lsio.Reader(route=route), requests, cb, threads=True,
+                        work_bytes=1 << 20)
+        assert cb.threads and me not in cb.threads, route
+        cb = _Collect()
+        await read_each(lsio.Reader(route=route), requests, cb, threads=False)
+        assert cb.threads == {me}, route
+
+
+async def test_a_few_cached_chunks_are_handed_over_inline(tmp_path: Path) -> None:
+    """A few cached chunks of little work: read and handed over on the caller's thread,
+    no thread hop, even with ``threads=True``."""
+    paths = _files(tmp_path, 3, 4096)
+    cb = _Collect()
+    await read_each(lsio.Reader(), [(p, 0, None) for p in paths], cb, threads=True,
+                    work_bytes=4096)
+    assert cb.threads == {threading.get_ident()}
+
+
+def test_a_cancelled_call_leaves_no_callback_running(tmp_path: Path) -> None:
+    """Cancelled while callbacks run on the workers: once the cancellation is through, no
+    callback runs or starts (in a child: a hang fails by timeout)."""
+    _files(tmp_path, 300, 2048)
+    code = """
+        import asyncio, sys, threading, time
+        import lsio
+        from lsio._each import read_each
+
+        root = sys.argv[1]
+        requests = [(f"{root}/f{i}", 0, None) for i in range(300)]
+        state = {"running": 0, "after": 0, "calls": 0}
+        lock = threading.Lock()
+        cancelled = threading.Event()
+        started = threading.Event()
+
+        def cb(i, view):
+            with lock:
+                state["running"] += 1
+                state["calls"] += 1
+                if cancelled.is_set():
+                    state["after"] += 1
+            started.set()
+            time.sleep(0.01)
+            with lock:
+                state["running"] -= 1
+
+        async def main():
+            for route in ("auto", "bulk"):
+                cancelled.clear(); started.clear(); state["calls"] = 0
+                task = asyncio.ensure_future(read_each(
+                    lsio.Reader(route=route), requests, cb, threads=True))
+                while not started.is_set():
+                    await asyncio.sleep(0.001)
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                else:
+                    raise SystemExit("not cancelled")
+                with lock:
+                    assert state["running"] == 0, state
+                cancelled.set()
+                await asyncio.sleep(0.1)
+                assert state["after"] == 0, state
+                assert state["calls"] < 300, state
+            print("ok")
+
+        asyncio.run(main())
+    """
+    assert check_ok(run_python(code, str(tmp_path), timeout=60)).strip() == "ok"
+
+
+async def test_one_callback_form_exactly(tmp_path: Path) -> None:
+    paths = _files(tmp_path, 1, 10)
+    cb = _Collect()
+    for kwargs in ({}, {"on_chunk": cb, "on_chunks": cb.run}):
+        with pytest.raises(TypeError, match="on_chunk or on_chunks"):
+            await read_each(lsio.Reader(), [(paths[0], 0, None)], **kwargs)  # type: ignore[arg-type]
