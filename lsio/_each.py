@@ -43,6 +43,7 @@ from ._defaults import (
     SMALL_OFF_LOOP_BYTES,
     SMALL_REQUESTS,
 )
+from ._outcome import served
 from ._progress import make_progress
 
 if TYPE_CHECKING:
@@ -339,7 +340,9 @@ async def read_gets(reader: Reader, requests: list[Request]) -> list[Any]:
         got = _small_read(requests, True, (1 << 63) - 1 if reader.route == "small" else
                           SMALL_BYTES)
         if got is not None:
-            return list(got)
+            n = len(requests)
+            got._stats = ("small", reader.backend, n, n, None, 0, 0.0, n, got.lengths)
+            return list(served(got))
     if local and len(requests) <= SMALL_COLD_SPLIT:
         return list(await asyncio.gather(*(_read_one(reader, r) for r in requests)))
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import MISSING, request_error
+from ._redact import redact
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -32,7 +34,9 @@ if TYPE_CHECKING:
     from ._request import Requests
     from ._results import Results
 
-__all__ = ["Counters", "Outcome", "Stats", "timed"]
+__all__ = ["Counters", "Outcome", "Stats", "served", "timed"]
+
+log = logging.getLogger("lsio")
 
 Progress = Callable[["npt.NDArray[np.int64]", "Results", "npt.NDArray[np.int64]"], None]
 """Told (request indices in the caller's list, the part's results, indices in the part)."""
@@ -256,3 +260,17 @@ def timed(coro: Any, counters: Counters) -> Any:
     """``await timed(coro, counters)``: ``await coro``, with its longest step in
     ``counters.hold``."""
     return _Timed(coro, counters)
+
+
+def served(got: Results, bar: Any = None) -> Results:
+    """A call a small path served: its progress (``bar``) told at once, its stats logged."""
+    if bar is not None:
+        everything = np.arange(len(got), dtype=np.int64)
+        bar.start(len(got))
+        try:
+            bar(everything, got, everything)
+        finally:
+            bar.close()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("lsio: %s", redact(repr(got.stats)))
+    return got

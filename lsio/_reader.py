@@ -21,7 +21,7 @@ from ._bulk import Bulk, off_loop
 from ._call import Call, parse
 from ._defaults import DEFAULT_MAX_OPEN, DEFAULT_THREADS
 from ._options import ROUTES, BackendName, DirectMode, RouteName
-from ._outcome import Counters, Outcome, timed
+from ._outcome import Counters, Outcome, served, timed
 from ._pipeline import PipelineArg
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import ProgressArg, make_progress
@@ -242,7 +242,7 @@ class Reader:
         if strategy.small and not strategy.remote:
             got = self._backend.serve_small(call, strategy)
             if got is not None:
-                return _served(call, got)
+                return served(got, call.progress)
             strategy = replace(strategy, small=False)  # the calling thread could not
         return run_sync(self._serve(call, strategy, None))
 
@@ -252,7 +252,7 @@ class Reader:
         if strategy.small:
             got = await self._small_road(call, strategy)
             if got is not None:
-                return _served(call, got)
+                return served(got, call.progress)
         counters = Counters("bulk", self.backend)
         try:
             return await timed(self._bulk_call(call, strategy, counters, pipeline), counters)
@@ -354,21 +354,6 @@ class Reader:
         from ._explain import explain
 
         return await explain(self, requests, missing_ok=missing_ok)
-
-
-def _served(call: Call, got: Results) -> Results:
-    """A call a small path served: its progress told at once, its stats logged."""
-    bar = call.progress
-    if bar is not None:
-        everything = np.arange(len(got), dtype=np.int64)
-        bar.start(len(got))
-        try:
-            bar(everything, got, everything)
-        finally:
-            bar.close()
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("lsio: %s", redact(repr(got.stats)))
-    return got
 
 
 _default: Reader | None = None
