@@ -84,7 +84,7 @@ class Reader:
         object), every other call the bulk path. ``"small"``: every call the small-call
         path can serve takes it, however many requests or bytes it has (a URL call: as
         ``"auto"``). ``"bulk"``: every call takes the bulk path (stat, plan, the backend's
-        batched reads); calls with ``progress=`` or ``pipeline=`` always do. Results and
+        batched reads); ``pipeline=`` calls and ``iter_many`` always do. Results and
         errors are the same on every route; this is for tests and measurements. The
         backend of the bulk path is chosen by ``backend``.
     """
