@@ -96,10 +96,13 @@ def parse(requests: Iterable[Any], out: Sequence[Any] | None, missing_ok: bool, 
     request is named when its arrays are first needed (:meth:`Call.reqs`), before any I/O.
     Lists of up to ``plain_max`` requests get the one-pass plain parse the small paths
     read (``lsio._route.plain_limit``)."""
-    if isinstance(requests, (str, bytes, os.PathLike)):
-        normalize(requests)  # raises, naming the mistake
-    items: list[Any] | tuple[Any, ...] = (
-        requests if isinstance(requests, (list, tuple)) else list(requests))
+    items: list[Any] | tuple[Any, ...]
+    if type(requests) is list or type(requests) is tuple:
+        items = requests
+    else:
+        if isinstance(requests, (str, bytes, os.PathLike)):
+            normalize(requests)  # raises, naming the mistake
+        items = requests if isinstance(requests, (list, tuple)) else list(requests)
     caps = None if out is None else _check_out(out, len(items))
     plain = plain_requests(items) if len(items) <= plain_max else None
     return Call(items, out, caps, missing_ok, plain, progress, pipeline, sync)

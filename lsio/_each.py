@@ -40,11 +40,13 @@ from ._defaults import (
     POPULATE_MIN,
     SMALL_BYTES,
     SMALL_COLD_REQUESTS,
+    SMALL_COLD_SPLIT,
     SMALL_OFF_LOOP_BYTES,
     SMALL_REQUESTS,
 )
 from ._outcome import served
 from ._progress import make_progress
+from .backends._local_small import read_now
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -86,8 +88,6 @@ def _small_read(requests: Sequence[Request], missing_ok: bool, limit: int,
                 wait: bool = False) -> Results | None:
     """Requests served by the local backends' small path on this thread (within ``limit``
     bytes; ``wait``: from the disk too), or ``None``."""
-    from .backends._local_small import read_now
-
     call = parse(list(requests), None, missing_ok, plain_max=len(requests))
     return read_now(call, limit, wait=wait)
 
@@ -333,8 +333,6 @@ async def read_gets(reader: Reader, requests: list[Request]) -> list[Any]:
     turn); a few cold local requests (up to ``SMALL_COLD_SPLIT``) are each read by blocking
     calls on a worker thread, at once, as zarr's ``LocalStore`` does; else one
     ``read_many``, and on an error one call per request to find whose."""
-    from ._defaults import SMALL_COLD_SPLIT
-
     local = "://" not in requests[0][0]
     if local and _small_allowed(reader):
         got = _small_read(requests, True, (1 << 63) - 1 if reader.route == "small" else

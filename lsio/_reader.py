@@ -41,6 +41,10 @@ __all__ = ["Reader", "backend_name", "default_reader"]
 
 log = logging.getLogger("lsio")
 
+_NOT_SMALL = Strategy(small=False)
+"""A call its backend's small path declined: the bulk road (the route's ``off_loop`` is
+for long lists, which no small path takes)."""
+
 class Reader:
     """Configuration for reading many chunks; the module functions use a default one.
 
@@ -128,6 +132,7 @@ class Reader:
         self.route = route
         """Which road serves a call (``route``): ``"auto"``, ``"small"`` or ``"bulk"``."""
         self._force = ROUTES[route]
+        self._plain_max = plain_limit(self._force)
         self._url_tunings: dict[tuple[Any, ...], Preset] = {}
         """:meth:`tuning` of the URL small path, by its inputs (it costs ~12 us)."""
         self._road = Bulk(self.tuning, self._backend, self._http_backend, direct,
@@ -224,8 +229,14 @@ class Reader:
             raise ValueError("lsio: out= and pipeline= do not go together; end the "
                              "pipeline with lsio.copy_to(array, region) instead")
         call = parse(requests, out, missing_ok, progress=bar, pipeline=pipeline is not None,
-                     plain_max=plain_limit(self._force))
-        return await self._serve(call, route(call, self._force, self.direct), pipeline)
+                     plain_max=self._plain_max)
+        strategy = route(call, self._force, self.direct)
+        if strategy.small and not strategy.remote:  # no further frame: a call costs ~20 us
+            got = await self._backend.read_small(call, strategy, None, None)
+            if got is not None:
+                return served(got, bar)
+            strategy = _NOT_SMALL
+        return await self._serve(call, strategy, pipeline)
 
     @redacting  # the small path's errors too
     def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
@@ -237,13 +248,13 @@ class Reader:
             return run_sync(self.read_many(requests, out=out, progress=progress,
                                            missing_ok=missing_ok, pipeline=pipeline))
         call = parse(requests, out, missing_ok, progress=make_progress(progress), sync=True,
-                     plain_max=plain_limit(self._force))
+                     plain_max=self._plain_max)
         strategy = route(call, self._force, self.direct)
         if strategy.small and not strategy.remote:
             got = self._backend.serve_small(call, strategy)
             if got is not None:
                 return served(got, call.progress)
-            strategy = replace(strategy, small=False)  # the calling thread could not
+            strategy = _NOT_SMALL  # the calling thread could not
         return run_sync(self._serve(call, strategy, None))
 
     async def _serve(self, call: Call, strategy: Strategy, pipeline: PipelineArg) -> Any:

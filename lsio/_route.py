@@ -63,8 +63,16 @@ class Strategy:
     """Bulk road: check and plan the requests on a worker thread."""
 
 
+# The strategies, made once (a small call costs ~20 us: no allocation per call here)
 _BULK = Strategy(small=False)
 _BULK_OFF_LOOP = Strategy(small=False, off_loop=True)
+_URLS = Strategy(small=True, remote=True)
+_FORCED = Strategy(small=True, inline_bytes=UNLIMITED)
+_ON_LOOP = {cold: Strategy(small=True, inline_bytes=SMALL_BYTES,
+                           thread_bytes=SMALL_OFF_LOOP_BYTES, cold=cold)
+            for cold in (False, True)}
+_BLOCKING = {cold: Strategy(small=True, inline_bytes=SMALL_OFF_LOOP_BYTES, cold=cold)
+             for cold in (False, True)}
 
 
 def plain_limit(force: bool | None) -> int:
@@ -80,22 +88,20 @@ def route(call: Call, force: bool | None, direct: bool | None) -> Strategy:
     """The road for ``call``. ``force``: ``Reader(route=)`` (``True`` small whenever the
     small path can serve, ``False`` never, ``None`` by size); ``direct``: the reader's
     O_DIRECT setting (``True`` bypasses the page cache, which the local small path reads)."""
-    n = len(call)
-    if force is False or call.plain is None or call.pipeline:
+    plain = call.plain
+    n = len(call.items)
+    if force is False or plain is None or call.pipeline:
         return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
-    if call.remote:
-        if 0 < n <= SMALL_URLS and _distinct_urls(call):
-            return Strategy(small=True, remote=True)
+    if n and "://" in plain[0][0]:  # URLs (a file:// one: the bulk road decodes it)
+        if n <= SMALL_URLS and _distinct_urls(call):
+            return _URLS
         return _BULK
     if direct is True or not n or (n > SMALL_REQUESTS and force is not True):
         return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
     if force:
-        return Strategy(small=True, inline_bytes=UNLIMITED)
-    cold = n <= SMALL_COLD_REQUESTS
-    if call.sync:  # the caller's thread waits either way: the bigger copies here too
-        return Strategy(small=True, inline_bytes=SMALL_OFF_LOOP_BYTES, cold=cold)
-    return Strategy(small=True, inline_bytes=SMALL_BYTES, thread_bytes=SMALL_OFF_LOOP_BYTES,
-                    cold=cold)
+        return _FORCED
+    # the caller's thread waits either way when it blocks: the bigger copies there too
+    return (_BLOCKING if call.sync else _ON_LOOP)[n <= SMALL_COLD_REQUESTS]
 
 
 def _distinct_urls(call: Call) -> bool:

@@ -86,9 +86,9 @@ class LocalSmallPath:
 
 
 def _stamp(got: Results, route: str, backend: str, small: Any, hold: float) -> Results:
-    got._stats = (route, backend, len(got), len(got), None, 0,
-                  hold if route == "small" else 0.0,
-                  small.nfiles if small is not None else len(got), got.lengths)
+    n = len(got.lengths)
+    got._stats = (route, backend, n, n, None, 0, hold if route == "small" else 0.0,
+                  small.nfiles if small is not None else n, got.lengths)
     return got
 
 
