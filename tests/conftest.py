@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -168,7 +169,7 @@ def drop_cache(path: str | os.PathLike[str]) -> None:
 
 def make_cold(path: str | os.PathLike[str]) -> None:
     """Evict ``path``'s pages, checked: a read that must not wait fails on them."""
-    for _ in range(20):
+    for _ in range(60):  # up to ~3 s: a page still on a per-CPU LRU list is skipped once
         drop_cache(path)
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -179,6 +180,26 @@ def make_cold(path: str | os.PathLike[str]) -> None:
             os.close(fd)
         time.sleep(0.05)
     raise AssertionError(f"{path} stays in the page cache")
+
+
+def version(size: int) -> bytes:
+    """A file version that proves its own integrity: fill bytes that depend on the size,
+    then the size itself in its last 8 bytes."""
+    return bytes([size % 251 + 1]) * (size - 8) + struct.pack("<Q", size)
+
+
+def check_version(got: bytes, *, whole: bool, sizes: set[int]) -> str | None:
+    """Why ``got`` is not one whole version (``whole``) or one version's tail, or None."""
+    if len(got) < 8:
+        return f"{len(got)} bytes"
+    size = struct.unpack("<Q", got[-8:])[0]
+    if size not in sizes:
+        return f"trailer {size} is no version's size (torn: not the file's end)"
+    if whole and len(got) != size:
+        return f"{len(got)} bytes of a {size}-byte version"
+    if got[:-8].count(size % 251 + 1) != len(got) - 8:
+        return f"fill bytes of several versions in a {size}-byte version"
+    return None
 
 
 def new_fds(baseline: dict[int, str]) -> dict[int, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 import sys
 import threading
 import time
@@ -15,33 +14,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import check_ok, drop_cache, random_bytes, run_python, write_file
+from conftest import (
+    check_ok,
+    check_version,
+    drop_cache,
+    random_bytes,
+    run_python,
+    version,
+    write_file,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lsio
 
 # -- a file atomically replaced while it is read -------------------------------------------
-
-
-def version(size: int) -> bytes:
-    """A file version that proves its own integrity: fill bytes that depend on the size,
-    then the size itself in its last 8 bytes."""
-    return bytes([size % 251 + 1]) * (size - 8) + struct.pack("<Q", size)
-
-
-def check_version(got: bytes, *, whole: bool, sizes: set[int]) -> str | None:
-    """Why ``got`` is not one whole version (``whole``) or one version's tail, or None."""
-    if len(got) < 8:
-        return f"{len(got)} bytes"
-    size = struct.unpack("<Q", got[-8:])[0]
-    if size not in sizes:
-        return f"trailer {size} is no version's size (torn: not the file's end)"
-    if whole and len(got) != size:
-        return f"{len(got)} bytes of a {size}-byte version"
-    if got[:-8].count(size % 251 + 1) != len(got) - 8:
-        return f"fill bytes of several versions in a {size}-byte version"
-    return None
 
 
 SIZES = [5000 + 7919 * k for k in range(12)]

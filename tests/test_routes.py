@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,14 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import (
+    check_version,
     drop_cache,
     make_cold,
     new_fds,
     open_fds,
     random_bytes,
     use_moto_credentials,
+    version,
     write_file,
 )
 from servers import MotoServer
@@ -393,25 +394,7 @@ async def test_progress_reports_every_chunk_once(route: Route, env: Env) -> None
         assert pad_bytes == sum(len(_want(env, *p)) for p in route.padding(env)), seen
 
 
-def version(size: int) -> bytes:
-    """A version that proves its integrity: a fill byte set by the size, then the size."""
-    return bytes([size % 251 + 1]) * (size - 8) + struct.pack("<Q", size)
-
-
 VERSIONS = [5000 + 7919 * k for k in range(8)]
-
-
-def _torn(got: bytes | None, whole: bool) -> str | None:
-    if got is None or len(got) < 8:
-        return f"{got!r:.40}"
-    size = struct.unpack("<Q", got[-8:])[0]
-    if size not in VERSIONS:
-        return f"trailer {size} is no version's size"
-    if whole and len(got) != size:
-        return f"{len(got)} bytes of a {size}-byte version"
-    if got[:-8].count(size % 251 + 1) != len(got) - 8:
-        return f"fill bytes of several versions in a {size}-byte version"
-    return None
 
 
 @pytest.mark.parametrize("route", [r.name for r in ROUTES if not r.cold], indirect=True)
@@ -450,7 +433,7 @@ async def test_changed_file_gives_one_version(route: Route, env: Env) -> None:
             _, values = await call(route, env, reader, reqs)
             calls += 1
             for i, v in enumerate(values):
-                why = _torn(v, whole=i != 1)
+                why = check_version(v or b"", whole=i != 1, sizes=set(VERSIONS))
                 if why:
                     torn.append(f"call {calls} request {i}: {why}")
     finally:
