@@ -1,12 +1,17 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set everything up.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The developers' venv runs the newest Python this machine has and the newest zarr; a second
+# venv on the oldest supported Python keeps zarr 3.1 (the last zarr for 3.11) working.
+PY_NEW ?= 3.13
+PY_OLD ?= 3.11
 VENV := .venv
+VENV_OLD := .venv-py$(PY_OLD)
 PY := $(VENV)/bin/python
+PY_OLD_BIN := $(VENV_OLD)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo notebook lint cwarn docs test fuzz bench clean
+.PHONY: setup sysdeps demo notebook lint cwarn docs test smoke-old fuzz bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -14,15 +19,24 @@ sysdeps:
 # Rebuilt when the build inputs change (the cffi binding is compiled by `pip install`).
 C_SOURCES := $(wildcard lsio/_c/*.c)
 C_HEADERS := $(wildcard lsio/_c/*.h)
+BUILD_INPUTS := pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py \
+	lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
 
-$(VENV)/.installed: pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py \
-		lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
-	$(PYTHON) -m venv $(VENV)
+# scripts/python.sh finds the interpreter (or fails, naming the missing version).
+$(VENV)/.installed-$(PY_NEW): $(BUILD_INPUTS)
+	py=$$(scripts/python.sh $(PY_NEW)) && $$py -m venv --clear $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e ".[test,bench]"
 	@touch $@
 
-setup: sysdeps $(VENV)/.installed
+# The oldest Python with the oldest zarr lsio supports: the zarr smoke below runs here.
+$(VENV_OLD)/.installed: $(BUILD_INPUTS)
+	py=$$(scripts/python.sh $(PY_OLD)) && $$py -m venv --clear $(VENV_OLD)
+	$(PY_OLD_BIN) -m pip install -q -U pip
+	$(PY_OLD_BIN) -m pip install -q -e ".[test]" "zarr==3.1.*"
+	@touch $@
+
+setup: sysdeps $(VENV)/.installed-$(PY_NEW)
 
 demo: setup
 	$(PY) -m lsio demo
@@ -47,8 +61,17 @@ cwarn: sysdeps
 docs: setup
 	$(PY) -m mkdocs build --strict --quiet -d site
 
+# The whole suite on the newest Python and zarr, then the zarr smoke on the oldest.
 test: lint cwarn docs
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory smoke-old
+
+# The store (zarr's StoreTests), the codec pipeline and the fast path on Python $(PY_OLD) with
+# zarr 3.1: the versions the compatibility layer must keep working.
+SMOKE_OLD := tests/test_zarr.py tests/test_zarr_pipeline.py
+smoke-old: sysdeps $(VENV_OLD)/.installed
+	$(PY_OLD_BIN) -c "import sys, zarr; print('smoke: Python', sys.version.split()[0], 'zarr', zarr.__version__)"
+	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY_OLD_BIN) -m pytest -q -p no:cacheprovider $(SMOKE_OLD)
 
 # The fuzz suite (tests marked `fuzz`: parsers of untrusted bytes) at random, FUZZ_SCALE times
 # the examples `make test` runs derandomized. Turn each failure it finds into an @example.
@@ -68,4 +91,4 @@ bench: setup
 		docs/bench_zarr.json docs/bench_dask.json docs/bench_remote.json
 
 clean:
-	rm -rf $(VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o
+	rm -rf $(VENV) $(VENV_OLD) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o
