@@ -51,7 +51,7 @@ def _zarr_dirs() -> dict[tuple[int, ...], str]:
 PER_VERSION = """
 import asyncio, sys, tempfile, warnings
 warnings.simplefilter("error")
-import numpy as np, zarr, zarr.codecs as zc
+import numpy as np, zarr, zarr.codecs as zc, zarr.core.codec_pipeline
 import lsio.zarr as lz
 from lsio.zarr import _compat
 s = _compat.support()
@@ -67,7 +67,8 @@ for name, shards in (("plain", None), ("sharded", (4, 4))):
         piped = b[1:7, ::2]
     assert (got == want).all() and (piped == want).all(), name
 print(s.version, s.fast, s.split_grid, s.read_results,
-      hasattr(zarr.abc.store.Store, "get_ranges"), _compat.fused_pipeline() is not None)
+      hasattr(zarr.abc.store.Store, "get_ranges"),
+      hasattr(zarr.core.codec_pipeline, "FusedCodecPipeline"))
 """
 
 

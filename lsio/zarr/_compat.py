@@ -30,7 +30,7 @@ from typing import Any
 import zarr
 
 __all__ = ["KNOWN", "DEFAULT_PIPELINE_PATH", "ZarrCompatWarning", "Support", "array_metadata",
-           "default_pipeline", "fill_value", "fused_pipeline", "indexer", "support"]
+           "default_pipeline", "fill_value", "indexer", "regular_chunks", "support"]
 
 KNOWN = ((3, 1), (3, 2), (3, 3), (3, 4))
 """The zarr minor releases lsio is tested with (tests/test_zarr_compat.py)."""
@@ -147,11 +147,3 @@ def default_pipeline() -> Any:
 
     return BatchedCodecPipeline
 
-
-def fused_pipeline() -> Any:
-    """zarr 3.3+'s opt-in ``FusedCodecPipeline`` class, or None on older zarr."""
-    try:
-        from zarr.core.codec_pipeline import FusedCodecPipeline  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return FusedCodecPipeline
