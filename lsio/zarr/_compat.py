@@ -104,6 +104,7 @@ def _indexer_class(mode: str) -> Any:
                               "vindex": "CoordinateIndexer", "any": "get_indexer"}[mode])
 
 
+@functools.lru_cache(maxsize=64)  # one per array (and shard shape), not one per read
 def _grid(shape: tuple[int, ...], chunks: tuple[int, ...], split: bool) -> Any:
     if split:
         from zarr.core.chunk_grids import ChunkGrid
