@@ -22,6 +22,8 @@ asyncio event loop for `--repeats` rounds (default 5, 2 with `--quick`); tables 
   `zarr.storage.LocalStore`, the array opened with `lsio.zarr.LsioCodecPipeline`.
 - `zarr + zarrs`: the same with zarrs-python's `ZarrsCodecPipeline` (`ZARRS_CONFIG`: strict,
   so it never falls back to zarr's pipeline; its other settings at zarrs' defaults).
+- `zarr + fused pipeline`: the same with zarr 3.3+'s opt-in `FusedCodecPipeline` (sync codecs
+  in bulk on a thread pool); "n/a (zarr < 3.3)" on older zarr.
 - `zarr + LsioStore`: zarr-python's async API on `lsio.zarr.LsioStore`, zarr's default codec
   pipeline (`BatchedCodecPipeline`).
 - `zarr + LocalStore`: the same on `zarr.storage.LocalStore`.
@@ -42,6 +44,9 @@ array, warm and cold, whole array and sub-selection unless said: zarr + lsio pip
 tensorstore, >= 1.0x zarr + zarrs and >= 0.9x the lsio fast path; the fast path >= 1.0x
 tensorstore and >= 1.0x zarr + zarrs on sub-selections; zarr + LsioStore >= 1.0x zarr +
 LocalStore. A table at the end sums them up.
+The output names the Python and zarr versions it ran with. A contender that cannot run with
+the installed zarr (the fused pipeline before zarr 3.3, zarrs-python where it fails on zarr
+3.2+) shows "n/a" and why instead of figures.
 When `perf stat` can count `cache-misses,instructions`, the two pipeline modes are measured in
 a subprocess each (reading (a) warm). `--out FILE` writes the section between
 `<!-- bench_zarr:start -->` and `<!-- bench_zarr:end -->`; `--json` the raw samples.
@@ -55,6 +60,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shlex
 import shutil
 import statistics
@@ -101,6 +107,7 @@ PERF_BYTES = 1 << 30  # decoded bytes each perf subprocess reads (a) for, at lea
 FAST = "lsio fast path"
 LSIO_PIPELINE = "zarr + lsio pipeline"
 ZARRS = "zarr + zarrs"
+FUSED = "zarr + fused pipeline"
 LSIOSTORE = "zarr + LsioStore"
 LOCALSTORE = "zarr + LocalStore"
 TENSORSTORE = "tensorstore"
@@ -361,10 +368,40 @@ async def setup_lsio_pipeline(case: Case, ctx: Ctx) -> RunFn:
 
 
 async def setup_zarrs(case: Case, ctx: Ctx) -> RunFn:
-    import zarrs  # noqa: F401 - registers the pipeline with zarr
     from zarr.storage import LocalStore
 
-    return await _zarr_async(LocalStore(case.root, read_only=True), case, ZARRS_CONFIG)
+    try:
+        import zarrs  # noqa: F401 - registers the pipeline with zarr
+
+        run = await _zarr_async(LocalStore(case.root, read_only=True), case, ZARRS_CONFIG)
+        check_result(case, await run(), full=True)
+    except Exception as e:  # zarrs-python 0.2 was written for zarr 3.1's pipeline protocol
+        if zarr_version() < (3, 2):
+            raise
+        raise NotAvailable(f"n/a on zarr {'.'.join(map(str, zarr_version()))}: "
+                           f"{_error(e)}") from e
+    return run
+
+
+class NotAvailable(Exception):
+    """A contender the installed zarr cannot run: its rows say "n/a" and why."""
+
+
+def zarr_version() -> tuple[int, int]:
+    import zarr
+
+    major, minor = (int(x) for x in zarr.__version__.split(".")[:2])
+    return major, minor
+
+
+async def setup_fused(case: Case, ctx: Ctx) -> RunFn:
+    from zarr.core import codec_pipeline
+    from zarr.storage import LocalStore
+
+    if not hasattr(codec_pipeline, "FusedCodecPipeline"):
+        raise NotAvailable("n/a (zarr < 3.3)")
+    config = {"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}
+    return await _zarr_async(LocalStore(case.root, read_only=True), case, config)
 
 
 async def setup_tensorstore(case: Case, ctx: Ctx) -> RunFn:
@@ -460,6 +497,7 @@ CONTENDERS: tuple[ZarrContender, ...] = (
     ZarrContender(FAST, "fast", setup_fast),
     ZarrContender(LSIO_PIPELINE, "lsio-pipeline", setup_lsio_pipeline),
     ZarrContender(ZARRS, "zarrs", setup_zarrs),
+    ZarrContender(FUSED, "fused", setup_fused),
     ZarrContender(LSIOSTORE, "lsiostore", setup_lsiostore),
     ZarrContender(LOCALSTORE, "localstore", setup_localstore),
     ZarrContender(TENSORSTORE, "tensorstore", setup_tensorstore),
@@ -596,6 +634,10 @@ async def prepare(cfg: Config, case: Case, ctx: Ctx) -> tuple[dict[str, Series],
             fn = await contender.setup(case, ctx)
             check_result(case, await fn(), full=True)
             fns[name] = fn
+        except NotAvailable as e:
+            for state in cfg.states:
+                series[f"{state}/{name}"].error = str(e)
+            log(f"  {name}: {e}")
         except Exception as e:  # a broken contender must not stop the run
             for state in cfg.states:
                 series[f"{state}/{name}"].error = _error(e)
@@ -879,7 +921,8 @@ def format_table(series: list[Series]) -> str:
     for s in series:
         if not s.ok:
             reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:160]
-            rows.append(f"| {s.contender} | FAILED | — | " + "— | " * len(RATIO_COLUMNS)
+            what = "n/a" if reason.startswith("n/a") else "FAILED"
+            rows.append(f"| {s.contender} | {what} | — | " + "— | " * len(RATIO_COLUMNS)
                         + f"— | {reason} |")
             continue
         sec = median_s(s)
@@ -899,9 +942,15 @@ def _pipeline_line(series: list[Series]) -> str | None:
 
 
 def zarr_machine_details(data_dir: Path, perf: PerfResult) -> dict[str, str]:
-    details = machine_details_with(data_dir, ("numcodecs", "tensorstore", "zarrs"))
+    details = machine_details_with(data_dir, ("zarr", "numcodecs", "tensorstore", "zarrs"))
     details["perf"] = "counts " + ",".join(perf.events) if perf.available else perf.note
     return details
+
+
+def zarr_version_text() -> str:
+    import zarr
+
+    return str(zarr.__version__)
 
 
 def render(cfg: Config, cases: list[Case], results: list[Series],
@@ -909,6 +958,7 @@ def render(cfg: Config, cases: list[Case], results: list[Series],
            argv: Sequence[str]) -> str:
     parts = ["## Zarr: lsio against zarr-python and tensorstore (`benchmarks/bench_zarr.py`)",
              "", f"Command: `python -m benchmarks.bench_zarr {shlex.join(argv)}`  ",
+             f"Python {platform.python_version()}, zarr {zarr_version_text()}.  ",
              f"Median of {cfg.repeats} round-robin round(s) per table, all contenders on one "
              "asyncio event loop; states: " + ", ".join(cfg.states)
              + (f" ({cfg.cold_note})" if cfg.cold_note else "") + ".", "",
@@ -998,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   array_files(roots[spec.key]))
              for spec in cfg.specs for sel in SELECTIONS]
 
+    log(f"Python {platform.python_version()}, zarr {zarr_version_text()}")
     results: list[Series] = []
     with asyncio.Runner() as runner:
         for case in cases:

@@ -19,8 +19,8 @@ import zarr.codecs as zc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import Nginx
-from zarr.abc.store import RangeByteRequest
-from zarr.core.buffer import cpu, default_buffer_prototype
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.buffer import cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
 from zarr_cases import COMPRESSORS, make_array
 
@@ -113,7 +113,32 @@ class TestLsioStoreHttp(StoreTests[LsioStore, cpu.Buffer]):  # type: ignore[misc
     test_set_not_open = test_set_many = test_delete = test_delete_dir = test_set
     test_set_sync = test_delete_sync = test_delete_sync_missing = test_set
     test_delete_nonexistent_key_does_not_raise = test_set_if_not_exists = test_set
-    test_store_read_only = test_set
+    test_store_read_only = test_delete_sync_visible_to_async_get = test_set
+
+    # zarr 3.2+'s sync/async parity laws write through the store: here the server's files
+    # are written instead, then the sync and async reads must agree
+    @pytest.mark.parametrize("direction", ["set_async_get_sync", "set_sync_get_async"])
+    async def test_sync_async_set_get_parity(self, store: LsioStore,  # type: ignore[override]
+                                             direction: str) -> None:
+        await self._refuses_writes(store)
+        data = self.buffer_cls.from_bytes(b"\x01\x02\x03\x04")
+        await self.set(store, "parity", data)
+        synced = await asyncio.to_thread(store.get_sync, "parity")
+        got = await store.get("parity", prototype=default_buffer_prototype())
+        assert synced is not None and got is not None
+        assert synced.to_bytes() == got.to_bytes() == data.to_bytes()
+
+    @pytest.mark.parametrize("byte_range", [
+        None, RangeByteRequest(1, 4), OffsetByteRequest(1), SuffixByteRequest(1),
+        RangeByteRequest(10, 20)], ids=["none", "range", "offset", "suffix", "range-past-eof"])
+    async def test_get_sync_byte_range_parity(  # type: ignore[override]
+            self, store: LsioStore, byte_range: Any) -> None:
+        await self.set(store, "parity", self.buffer_cls.from_bytes(b"\x01\x02\x03\x04"))
+        synced = await asyncio.to_thread(store.get_sync, "parity", byte_range=byte_range)
+        got = await store.get("parity", prototype=default_buffer_prototype(),
+                              byte_range=byte_range)
+        assert (synced is None) == (got is None)
+        assert synced is None or got is None or synced.to_bytes() == got.to_bytes()
 
     async def test_exists(self, store: LsioStore) -> None:  # type: ignore[override]
         assert not await store.exists("foo")

@@ -8,16 +8,19 @@ selection of an unsharded array has its whole chunk grid worked out with numpy a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from .._memory import allocate
 from .._reader import Reader, default_reader
 from .._redact import redacting
 from .._sync import run_sync
+from . import _compat
 from ._batched import read_batched
 from ._grid import batch_plan
 from ._read import Layout, Source, chain_of, read_items
@@ -48,8 +51,7 @@ def _location(array_or_url: Any) -> tuple[str, Any]:
 
 
 
-_INDEXERS = {"basic": "BasicIndexer", "oindex": "OrthogonalIndexer",
-             "vindex": "CoordinateIndexer"}
+_INDEXERS = ("basic", "oindex", "vindex")
 
 
 @redacting
@@ -65,19 +67,21 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     Codecs: bytes (either byte order), transpose, blosc, zstd, gzip, crc32c, and
     sharding_indexed around them (only the inner chunks the selection touches are read).
     """
-    from zarr.core import indexing
-
     if mode not in _INDEXERS:
         raise ValueError(f"lsio.zarr.read: mode must be one of {sorted(_INDEXERS)}, "
                          f"not {mode!r}")
     reader = reader or default_reader()
+    if not _compat.support().fast:  # a zarr lsio does not know: zarr reads (warned once)
+        return await _read_with_zarr(array_or_url, selection, mode, reader)
     root, meta = await _metadata(reader, array_or_url)
+    grid_shape = _compat.regular_chunks(meta)
+    if grid_shape is None:  # a rectilinear grid (zarr 3.3+): zarr's own code reads it
+        return await _read_with_zarr(array_or_url, selection, mode, reader)
     dtype = meta.dtype.to_native_dtype()
     fill = meta.fill_value
-    grid_shape = tuple(meta.chunk_grid.chunk_shape)
     layout = Layout(tuple(meta.codecs), grid_shape, dtype)
     check_layout(layout, root, meta.shape)  # untrusted sizes, before any is used
-    indexer = getattr(indexing, _INDEXERS[mode])(selection, meta.shape, meta.chunk_grid)
+    indexer = _compat.indexer(mode, selection, meta.shape, grid_shape)
     # result memory from lsio's arena pool: recycled once the caller drops the array, so
     # repeated reads skip the first-touch page faults (~0.1-0.4 s per 256 MiB on this VM)
     size = nbytes(indexer.shape, dtype.itemsize, f"the selection of {root!r}")
@@ -102,10 +106,25 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     return out.reshape(indexer.sel_shape) if hasattr(indexer, "sel_shape") else out
 
 
+async def _read_with_zarr(array_or_url: Any, selection: Any, mode: str,
+                          reader: Reader) -> npt.NDArray[Any]:
+    """``array[selection]`` (or ``.oindex``, ``.vindex``) through zarr's own public API, on a
+    worker thread (zarr's sync API runs its own loop): where lsio's own reads are off."""
+    import zarr
+
+    def run() -> npt.NDArray[Any]:
+        arr = array_or_url
+        if isinstance(arr, (str, os.PathLike)):
+            store = LsioStore(os.fspath(arr).rstrip("/"), read_only=True, reader=reader)
+            arr = zarr.open_array(store, mode="r")
+        view = arr if mode == "basic" else getattr(arr, mode)
+        return np.asarray(view[selection])
+
+    return await asyncio.to_thread(run)
+
+
 async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
     """(root path or URL, ArrayV3Metadata): an Array's own, else its ``zarr.json``, read."""
-    from zarr.core.metadata.v3 import ArrayV3Metadata
-
     root, meta = _location(array_or_url)
     if meta is None:
         (raw,) = await reader.read_many([(join(root, "zarr.json"), 0, None)])
@@ -113,14 +132,14 @@ async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
         cached = _METADATA.get(root)
         if cached is not None and cached[0] == text:  # the same document: parsed before
             return root, cached[1]
-        meta = _parse(root, text, ArrayV3Metadata)
+        meta = _parse(root, text)
         if len(_METADATA) >= 256:
             _METADATA.clear()
         _METADATA[root] = (text, meta)
     return root, meta
 
 
-def _parse(root: str, text: bytes, cls: Any) -> Any:
+def _parse(root: str, text: bytes) -> Any:
     """``zarr.json``'s bytes as array metadata; anything else (not JSON, not an object,
     not a v3 array, fields zarr refuses) is a ValueError naming the document."""
     try:
@@ -131,7 +150,7 @@ def _parse(root: str, text: bytes, cls: Any) -> Any:
             or doc.get("node_type") != "array"):
         raise ValueError(f"lsio.zarr.read: {root!r} is not a Zarr v3 array")
     try:
-        return cls.from_dict(doc)
+        return _compat.array_metadata(doc)
     except MemoryError:
         raise
     except Exception as exc:  # zarr raises KeyError, TypeError, ... on untrusted fields

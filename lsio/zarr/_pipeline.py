@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 from zarr.abc.codec import CodecPipeline
-from zarr.core.codec_pipeline import BatchedCodecPipeline
 
+from . import _compat
 from ._read import Layout, Source, read_items
 from ._store import LsioStore
 
@@ -26,7 +26,7 @@ __all__ = ["PATH", "LsioCodecPipeline", "Switch", "disable", "enable"]
 
 PATH = "lsio.zarr.LsioCodecPipeline"
 """The name zarr's config knows the pipeline by (``codec_pipeline.path``)."""
-DEFAULT_PATH = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+DEFAULT_PATH = _compat.DEFAULT_PIPELINE_PATH
 log = logging.getLogger("lsio")
 
 
@@ -52,7 +52,7 @@ class LsioCodecPipeline(CodecPipeline):
 
     def __init__(self, codecs: Iterable[Any]) -> None:
         self.codecs = tuple(codecs)
-        self.fallback = BatchedCodecPipeline.from_codecs(self.codecs)
+        self.fallback = _compat.default_pipeline().from_codecs(self.codecs)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -86,42 +86,50 @@ class LsioCodecPipeline(CodecPipeline):
     def supports_partial_encode(self) -> bool:
         return bool(self.fallback.supports_partial_encode)
 
-    def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
-        self.fallback.validate(shape=shape, dtype=dtype, chunk_grid=chunk_grid)
+    def validate(self, **kwargs: Any) -> None:
+        # keywords as zarr passes them: shape, dtype and chunk_grid (a RegularChunkGrid up
+        # to 3.1, chunk-grid metadata from 3.2); zarr's own pipeline checks them
+        self.fallback.validate(**kwargs)
 
     def compute_encoded_size(self, byte_length: int, array_spec: Any) -> int:
         return int(self.fallback.compute_encoded_size(byte_length, array_spec))
 
     async def decode(self, chunk_bytes_and_specs: Iterable[Any]) -> Iterable[Any]:
-        return await self.fallback.decode(chunk_bytes_and_specs)
+        decoded: Iterable[Any] = await self.fallback.decode(chunk_bytes_and_specs)
+        return decoded
 
     async def encode(self, chunk_arrays_and_specs: Iterable[Any]) -> Iterable[Any]:
-        return await self.fallback.encode(chunk_arrays_and_specs)
+        encoded: Iterable[Any] = await self.fallback.encode(chunk_arrays_and_specs)
+        return encoded
 
     async def write(self, batch_info: Iterable[Any], value: Any,
                     drop_axes: tuple[int, ...] = ()) -> None:
         await self.fallback.write(batch_info, value, drop_axes)
 
     async def read(self, batch_info: Iterable[Any], out: Any,
-                   drop_axes: tuple[int, ...] = ()) -> None:
-        """Read every chunk of ``batch_info`` into ``out`` (see the class docstring)."""
+                   drop_axes: tuple[int, ...] = ()) -> Any:
+        """Read every chunk of ``batch_info`` into ``out`` (see the class docstring).
+        Returns what zarr's own pipeline returns: None up to zarr 3.1, one
+        ``{"status": "present" | "missing"}`` per chunk from zarr 3.2."""
         batch = batch_info if isinstance(batch_info, list) else list(batch_info)
-        if not batch:
-            return
-        planned = self._plan(batch, out)
+        support = _compat.support()
+        planned = self._plan(batch, out) if batch and support.fast else None
         if planned is None:
-            await self.fallback.read(batch, out, drop_axes)
-            return
+            return await self.fallback.read(batch, out, drop_axes)
         source, layout, target, fill = planned
         keys = [b[0].path for b in batch]
+        missing: set[int] = set()
         try:
             await read_items(source, layout, keys, [b[2] for b in batch],
-                             [b[3] for b in batch], target, fill, drop_axes)
+                             [b[3] for b in batch], target, fill, drop_axes, missing=missing)
         except NotImplementedError:  # a codec lsio does not decode: found before any read
-            await self.fallback.read(batch, out, drop_axes)
-        else:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("lsio.zarr: the lsio pipeline read %d chunks", len(batch))
+            return await self.fallback.read(batch, out, drop_axes)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("lsio.zarr: the lsio pipeline read %d chunks", len(batch))
+        if not support.read_results:
+            return None
+        return tuple({"status": "missing" if i in missing else "present"}
+                     for i in range(len(batch)))
 
     def _plan(self, batch: list[Any], out: Any) -> tuple[Source, Layout, Any, Any] | None:
         """(where the chunks come from, how they are stored, the output array, the fill
@@ -157,9 +165,7 @@ def _default_reader() -> Any:
 
 def _fill(spec: Any) -> Any:
     """The chunk's fill value, as zarr's own pipeline fills missing chunks."""
-    from zarr.core.codec_pipeline import fill_value_or_default
-
-    return fill_value_or_default(spec)
+    return _compat.fill_value(spec)
 
 
 @dataclass(frozen=True)

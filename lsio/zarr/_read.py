@@ -24,6 +24,7 @@ import numpy.typing as npt
 from .._defaults import SLICE_JOBS_MIN
 from .._reader import Reader
 from .._url import is_url
+from . import _compat
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
 from ._sizes import MAX_BYTES, check_layout
@@ -79,9 +80,9 @@ class Source:
     async def _fetch_store(self, requests: Sequence[tuple[str, int, int | None]],
                            steps: Sequence[Callable[[Any], Any]] | None,
                            missing_ok: bool) -> list[Any]:
+        from zarr import config
         from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.config import config
+        from zarr.buffer import default_buffer_prototype
 
         from .._pipeline import worker_pool
 
@@ -127,21 +128,24 @@ class Layout:
 
 async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels: list[Any],
                      out_sels: list[Any], out: npt.NDArray[Any], fill: Any,
-                     drop_axes: tuple[int, ...] = (), progress: Any = False) -> None:
+                     drop_axes: tuple[int, ...] = (), progress: Any = False,
+                     missing: set[int] | None = None) -> None:
     """Read chunks (or shards) of one array into ``out``: for each key,
     ``out[out_sel] = chunk[chunk_sel]`` (``drop_axes`` squeezed), missing chunks as
-    ``fill``. Raises NotImplementedError for codecs lsio does not decode, ValueError for
-    chunk sizes that do not fit (before reading anything)."""
+    ``fill`` (their indexes added to ``missing``, if given). Raises NotImplementedError for
+    codecs lsio does not decode, ValueError for chunk sizes that do not fit (before
+    reading anything)."""
     check_layout(layout, source.where)
     sharding = layout.sharding
     if sharding is None:
         decode = chain_of(layout)
         blocks = _Blocks([(k, 0, None) for k in keys], chunk_sels, out_sels, out)
         await _read_blocks(source, decode, blocks, fill, drop_axes, missing_ok=True,
-                           progress=progress)
+                           progress=progress, missing=missing)
         return
     items = [_Item(*x) for x in zip(keys, chunk_sels, out_sels, strict=True)]
-    await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress)
+    await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress,
+                        missing)
 
 
 def chain_of(layout: Layout) -> Chain:
@@ -188,9 +192,9 @@ class _Blocks:
 
 async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any,
                        drop_axes: tuple[int, ...], *, missing_ok: bool,
-                       progress: Any = False) -> None:
-    """Read and decode ``blocks``: the C decoder for the blocks it can place, one
-    numcodecs chain per chunk for the rest (fancy selections, other codecs, other stores)."""
+                       progress: Any = False, missing: set[int] | None = None) -> None:
+    """Read and decode ``blocks`` (a missing chunk's block filled, its index put in ``missing``):
+    the C decoder where it can place a block, else one numcodecs chain per chunk."""
     n = len(blocks.requests)
     if not n:
         return
@@ -228,6 +232,8 @@ async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any
     def fill_blocks(indexes: Sequence[int]) -> None:
         for i in indexes:
             blocks.target(i)[blocks.out_sels[i]] = fill
+        if missing is not None:
+            missing.update(indexes)
 
     if fast:
         assert decoder is not None and jobs is not None and source.reader is not None
@@ -261,14 +267,15 @@ def _sink(decode: Chain, target: npt.NDArray[Any], chunk_sel: Any, out_sel: Any,
 
 async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Sequence[_Item],
                         out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
-                        progress: Any) -> None:
+                        progress: Any, missing: set[int] | None) -> None:
     """Shards: every index in one call, then the inner chunks the selections touch in one
     more (coalesced by the planner), each decoded into its place. Remote shards: both
     calls read one version of each shard (an index of one version locates garbage in
     another); a shard replaced between them is read again, up to ``READ_ATTEMPTS`` times."""
     if not (items and source.direct and source.path_of is not None
             and is_url(source.path_of(items[0].key))):  # (file:// roots are local)
-        await _read_shards(source, layout, sharding, items, out, fill, drop_axes, progress)
+        await _read_shards(source, layout, sharding, items, out, fill, drop_axes, progress,
+                           missing)
         return
     from .._defaults import READ_ATTEMPTS
     from ..backends.http._version import one_version
@@ -277,7 +284,7 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
         try:
             with one_version():
                 await _read_shards(source, layout, sharding, items, out, fill, drop_axes,
-                                   progress)
+                                   progress, missing)
             return
         except OSError as exc:
             if exc.errno != errno.ESTALE or attempt + 1 == READ_ATTEMPTS:
@@ -286,10 +293,7 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
 
 async def _read_shards(source: Source, layout: Layout, sharding: Any, items: Sequence[_Item],
                        out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
-                       progress: Any) -> None:
-    from zarr.core.chunk_grids import RegularChunkGrid
-    from zarr.core.indexing import get_indexer
-
+                       progress: Any, missing: set[int] | None = None) -> None:
     shard_shape = layout.chunk_shape
     inner_shape = tuple(sharding.chunk_shape)
     per_shard = tuple(s // c for s, c in zip(shard_shape, inner_shape, strict=True))
@@ -303,12 +307,13 @@ async def _read_shards(source: Source, layout: Layout, sharding: Any, items: Seq
     requests = [(it.key, -index_bytes, None) if at_end else (it.key, 0, index_bytes)
                 for it in items]
     indexes = await source.fetch(requests) if items else []
-    inner_grid = RegularChunkGrid(chunk_shape=inner_shape)
     blocks = _Blocks()
     staged: list[tuple[npt.NDArray[Any], Any, _Item]] = []
-    for it, raw in zip(items, indexes, strict=True):
+    for n, (it, raw) in enumerate(zip(items, indexes, strict=True)):
         if raw is None:  # the whole shard is missing
             out[it.out_sel] = fill
+            if missing is not None:
+                missing.add(n)
             continue
         if len(raw) != index_bytes:
             raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
@@ -318,7 +323,7 @@ async def _read_shards(source: Source, layout: Layout, sharding: Any, items: Seq
         except Exception as exc:  # numcodecs: RuntimeError for a bad checksum, ...
             raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
                              f"is corrupt: {exc}") from exc
-        indexer = get_indexer(it.chunk_sel, shape=shard_shape, chunk_grid=inner_grid)
+        indexer = _compat.indexer("any", it.chunk_sel, shard_shape, inner_shape)
         target = _shard_target(out, it.out_sel, indexer, drop_axes)
         if target is None:  # a fancy selection: gathered, then placed like zarr does
             target = np.empty(indexer.shape, layout.dtype)
