@@ -62,13 +62,22 @@ docs: setup
 	$(PY) -m mkdocs build --strict --quiet -d site
 
 # The whole suite on the newest Python and zarr, then the zarr smoke on the oldest.
-test: lint cwarn docs
+test: lint cwarn docs $(ZARR_DIRS)
+	LSIO_ZARR_DIRS=$(subst $(space),:,$(ZARR_DIRS)) \
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory smoke-old
 
+# zarr releases between the oldest and the newest, for tests/test_zarr_compat.py (pure Python:
+# installed beside the venv with --target, no dependencies).
+ZARR_BETWEEN := 3.2.1 3.3.0
+ZARR_DIRS := $(ZARR_BETWEEN:%=build/zarr/%)
+space := $(empty) $(empty)
+build/zarr/%: | $(VENV)/.installed-$(PY_NEW)
+	$(PY) -m pip install -q --no-deps --target $@ zarr==$*
+
 # The store (zarr's StoreTests), the codec pipeline and the fast path on Python $(PY_OLD) with
 # zarr 3.1: the versions the compatibility layer must keep working.
-SMOKE_OLD := tests/test_zarr.py tests/test_zarr_pipeline.py
+SMOKE_OLD := tests/test_zarr.py tests/test_zarr_pipeline.py tests/test_zarr_compat.py
 smoke-old: sysdeps $(VENV_OLD)/.installed
 	$(PY_OLD_BIN) -c "import sys, zarr; print('smoke: Python', sys.version.split()[0], 'zarr', zarr.__version__)"
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY_OLD_BIN) -m pytest -q -p no:cacheprovider $(SMOKE_OLD)
