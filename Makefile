@@ -34,7 +34,7 @@ DEMO_PY := $(DEMO_VENV)/bin/python
 DEMO_BACKEND := $(if $(wildcard /usr/include/liburing.h),uring,threads)
 URING_HINT := liburing's headers are missing, so lsio builds its thread backend. For io_uring: \
 	sudo apt-get install liburing-dev (Debian/Ubuntu; liburing-devel on Fedora/RHEL), then \
-	make demo again; or install the wheel `make wheel` builds, which needs nothing.
+	make demo again; or install the wheel that make wheel builds, which needs nothing.
 
 $(DEMO_VENV)/.installed-$(DEMO_BACKEND): pyproject.toml setup.py lsio/_uring_build.py \
 		lsio/_codec_build.py lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
@@ -52,7 +52,7 @@ demo: $(DEMO_VENV)/.installed-$(DEMO_BACKEND)
 # output of a fresh demo run, written by scripts/readme_figures.py; never edited by hand.
 readme-figures: $(DEMO_VENV)/.installed-$(DEMO_BACKEND)
 	cd /tmp && $(abspath $(DEMO_PY)) -m lsio demo | tee $(CURDIR)/.demo-output.txt
-	$(PYTHON) scripts/readme_figures.py README.md .demo-output.txt
+	$(DEMO_PY) scripts/readme_figures.py README.md .demo-output.txt
 	@rm -f .demo-output.txt
 
 # Open the example notebook in JupyterLab (the `notebook` extra: jupyterlab, ipywidgets for the
