@@ -1,7 +1,10 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both set everything up.
+# On a fresh machine: `make demo` (lsio alone, in its own venv, no root needed) and `make test`
+# (the whole developer toolchain: system packages, test and bench extras).
 SHELL := /bin/bash
 # The developers' venv runs the newest Python this machine has and the newest zarr; a second
 # venv on the oldest supported Python keeps zarr 3.1 (the last zarr for 3.11) working.
+# The demo's venv uses the `python3` a user has (3.11 or newer).
+PYTHON ?= python3
 PY_NEW ?= 3.13
 PY_OLD ?= 3.11
 VENV := .venv
@@ -11,7 +14,7 @@ PY_OLD_BIN := $(VENV_OLD)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo notebook lint cwarn docs test smoke-old fuzz bench clean
+.PHONY: setup sysdeps demo readme-figures notebook lint cwarn docs test smoke-old fuzz bench clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -38,12 +41,41 @@ $(VENV_OLD)/.installed: $(BUILD_INPUTS)
 
 setup: sysdeps $(VENV)/.installed-$(PY_NEW)
 
-demo: setup
-	$(PY) -m lsio demo
+# The demo installs lsio alone (`pip install .` with the zarr extra the demo shows) into its own
+# venv, as any user may: no system packages, no root, no test or bench tools. Without liburing's
+# headers the build is the thread backend; it says so, and how to get io_uring. The venv is
+# rebuilt when the build inputs change or the headers appear (the stamp names the backend).
+DEMO_VENV := .venv-demo
+DEMO_PY := $(DEMO_VENV)/bin/python
+DEMO_BACKEND := $(if $(wildcard /usr/include/liburing.h),uring,threads)
+URING_HINT := liburing's headers are missing, so lsio builds its thread backend. For io_uring: \
+	sudo apt-get install liburing-dev (Debian/Ubuntu; liburing-devel on Fedora/RHEL), then \
+	make demo again; or install the wheel that make wheel builds, which needs nothing.
 
-# Open the example notebook in JupyterLab (installed into .venv on first use).
+$(DEMO_VENV)/.installed-$(DEMO_BACKEND): pyproject.toml setup.py lsio/_uring_build.py \
+		lsio/_codec_build.py lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
+	@[ "$$(uname -s)" != Linux ] || [ $(DEMO_BACKEND) = uring ] || echo "lsio demo: $(URING_HINT)"
+	rm -rf $(DEMO_VENV)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_PY) -m pip install -q ".[zarr]"
+	@touch $@
+
+demo: $(DEMO_VENV)/.installed-$(DEMO_BACKEND)
+	@[ "$$(uname -s)" != Linux ] || [ $(DEMO_BACKEND) = uring ] || echo "lsio demo: $(URING_HINT)"
+	cd /tmp && $(abspath $(DEMO_PY)) -m lsio demo
+
+# The README's demo figures (between <!-- figures:start --> and <!-- figures:end -->) are the
+# output of a fresh demo run, written by scripts/readme_figures.py; never edited by hand.
+readme-figures: $(DEMO_VENV)/.installed-$(DEMO_BACKEND)
+	cd /tmp && $(abspath $(DEMO_PY)) -m lsio demo | tee $(CURDIR)/.demo-output.txt
+	$(DEMO_PY) scripts/readme_figures.py README.md .demo-output.txt
+	@rm -f .demo-output.txt
+
+# Open the example notebook in JupyterLab (the `notebook` extra: jupyterlab, ipywidgets for the
+# progress widget, matplotlib for its plot; installed into .venv on first use).
 notebook: setup
-	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q jupyterlab
+	@$(PY) -c "import jupyterlab, ipywidgets, matplotlib" 2>/dev/null || \
+		$(PY) -m pip install -q -e ".[notebook]"
 	$(VENV)/bin/jupyter lab docs/example.ipynb
 
 # ruff and mypy --strict over the package (config in pyproject.toml); part of `make test`.
@@ -100,4 +132,5 @@ bench: setup
 		docs/bench_zarr.json docs/bench_dask.json docs/bench_remote.json
 
 clean:
-	rm -rf $(VENV) $(VENV_OLD) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o
+	rm -rf $(VENV) $(VENV_OLD) $(DEMO_VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c \
+		lsio/_codecs*.so lsio/_codecs.c lsio/*.o

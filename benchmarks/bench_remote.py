@@ -486,7 +486,7 @@ NOTES = (
     "`recv(2)` both clients use on sockets). The benchmark runs in {net}. "
     "*peak RSS growth*: `VmHWM` after the call (results still alive) minus `VmRSS` after "
     "imports and setup, the high-water mark reset there (`echo 5 > /proc/self/clear_refs`, as "
-    "`memprobe`); *RSS bound*: the issue's limit for lsio, 1.2 x bytes returned + 100 MiB. "
+    "`memprobe`); *RSS bound*: lsio's bound, 1.2 x bytes returned + 100 MiB. "
     "*verified*: every returned chunk was compared byte for byte with the file it was uploaded "
     "from (a failed check makes the row FAILED). "
     "`lsio`: one `lsio.Reader(http=HttpOptions(endpoint_url=...))` (moto; "

@@ -2,8 +2,8 @@
 with where it comes from. The modules import them from here; the docs' tables are generated
 from this file (``python -m lsio._defaults``; a test fails when they drift).
 
-Figures measured "here" are from this project's machine: 2 vCPU, 24 GiB, a virtio SSD,
-Linux 6.18 (``FIELD_NOTES.md``).
+Figures measured "here" are from the benchmark machine described in docs/benchmarks.md: a
+KVM guest with 2 vCPUs (AMD EPYC), 24 GiB, a virtio SSD, Linux 6.18.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ DEFAULT_MAX_OPEN = 128
 100 000 files work under ``ulimit -n 256`` (the rest of the fds stay the program's)."""
 
 DEFAULT_THREADS = 32
-"""Fallback pool size: the 32-thread pool FIELD_NOTES measured as the best thread setup."""
+"""Fallback pool size: the best thread-pool setting measured on the benchmark
+machine (docs/benchmarks.md)."""
 
 CACHED_FRACTION = 0.5
 """``direct=None``: a call reads with O_DIRECT when the median sampled file has less than
@@ -98,9 +99,9 @@ which spreads big copies over the kernel's workers."""
 SMALL_OFF_LOOP_BYTES = 4 << 20
 """...and calls up to this many bytes are copied the same way on a worker thread, so the
 loop is not held: a thread hop costs ~0.1 ms against the bulk path's ~1-3 ms fixed cost.
-Measured here with results kept: one 4 MiB file 3.5 ms on the small path against 4.0 ms
-bulk, 50 files x 64 KiB 3.9 against 4.5; from 8 MiB on the bulk path, which spreads the
-copies over the kernel's workers, wins (8.0 against 9.3 ms)."""
+Measured on the benchmark machine with results kept: one 4 MiB file 3.5 ms on the small
+path against 4.0 ms bulk, 50 files x 64 KiB 3.9 against 4.5; from 8 MiB on the bulk path,
+which spreads the copies over the kernel's workers, wins (8.0 against 9.3 ms)."""
 
 SMALL_COLD_REQUESTS = 1
 """A call of up to this many requests that misses the page cache is read by plain blocking
@@ -140,8 +141,8 @@ PUMP_BUDGET = 8192
 
 PUMP_NS = 2_000_000
 """Time one wake-up may spend reaping and submitting before it yields to the loop (2 ms):
-an asyncio library must not hold the loop, and the stall target is 10 ms. Measured here, a
-whole cold 1 GiB read held the loop 131-718 ms in one pump before this bound existed."""
+an asyncio library must not hold the loop, and the stall target is 10 ms. On the benchmark
+machine, a whole cold 1 GiB read held the loop 131-718 ms in one pump before this bound existed."""
 
 ASYNC_MIN = 256 * 1024
 """Reads from this size on are handed to the kernel's workers (``IOSQE_ASYNC``) instead of

@@ -22,6 +22,10 @@ def test_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    # the `notebook` extra (and the test extra) install ipywidgets: tqdm draws its widget
+    # instead of printing "IProgress not found" and a text bar
+    assert "IProgress not found" not in text
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     assert "200 files" in text and "201 chunks" in text
     assert "2 workers, 64 chunks read" in text  # the Dask cluster cell, through lsio's pipeline
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot was drawn
