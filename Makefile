@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo notebook lint cwarn docs test fuzz bench clean
+.PHONY: setup sysdeps demo notebook lint cwarn docs test fuzz bench wheel clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -47,7 +47,17 @@ cwarn: sysdeps
 docs: setup
 	$(PY) -m mkdocs build --strict --quiet -d site
 
-test: lint cwarn docs
+# One manylinux wheel for CPython 3.11+ that needs nothing but glibc 2.28 (scripts/build-wheel.sh:
+# vendored static C libraries, zig cc, auditwheel); rebuilt when its inputs change.
+WHEEL_INPUTS := pyproject.toml setup.py MANIFEST.in scripts/build-wheel.sh scripts/wheel_vendor.py \
+	$(wildcard LICENSE licenses/* lsio/*.py lsio/*/*.py lsio/*/*/*.py lsio/py.typed lsio/_c/*)
+dist/.wheel-built: $(WHEEL_INPUTS)
+	scripts/build-wheel.sh
+	@touch $@
+
+wheel: dist/.wheel-built
+
+test: lint cwarn docs wheel
 	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
 
 # The fuzz suite (tests marked `fuzz`: parsers of untrusted bytes) at random, FUZZ_SCALE times

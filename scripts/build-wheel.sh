@@ -25,6 +25,8 @@ if [ "$(cat "$VENV/.tools" 2>/dev/null)" != "${TOOLS[*]}" ]; then
   echo "${TOOLS[*]}" > "$VENV/.tools"
 fi
 
+# zig's compile cache with the rest, so `make clean` starts cold.
+export ZIG_GLOBAL_CACHE_DIR="$PWD/build/zig-cache" ZIG_LOCAL_CACHE_DIR="$PWD/build/zig-cache"
 # `python -m ziglang cc` is several words; setuptools and configure want one command each.
 zig="$("$VENV/bin/python" -c 'import ziglang, pathlib; print(pathlib.Path(ziglang.__file__).parent / "zig")')"
 mkdir -p "$BIN"
