@@ -42,6 +42,7 @@ chmod +x "$BIN"/*
 rm -rf build/lib.* build/temp.* build/bdist.* build/wheel-raw
 LSIO_VENDOR_PREFIX="$PWD/$PREFIX" CC="$PWD/$BIN/cc" LDSHARED="$PWD/$BIN/ldshared" \
   "$VENV/bin/python" -m pip wheel -q --no-deps -w build/wheel-raw .
+rm -rf build/lib.* build/temp.* build/bdist.*  # nor may a later system build reuse ours
 rm -f dist/lsio-*-"$PLAT".whl
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/auditwheel" repair --only-plat --plat "$PLAT" \
   -w dist build/wheel-raw/lsio-*.whl
