@@ -78,4 +78,4 @@ bench: setup
 		docs/bench_zarr.json docs/bench_dask.json docs/bench_remote.json
 
 clean:
-	rm -rf $(VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o
+	rm -rf $(VENV) build dist site *.egg-info lsio/_uring*.so lsio/_uring.c lsio/_codecs*.so lsio/_codecs.c lsio/*.o
