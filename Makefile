@@ -14,7 +14,7 @@ PY_OLD_BIN := $(VENV_OLD)/bin/python
 # On Linux the io_uring backend must work: tests fail (never skip) if it cannot be used.
 REQUIRE_URING := $(shell [ "$$(uname -s)" = Linux ] && echo 1 || echo 0)
 
-.PHONY: setup sysdeps demo readme-figures notebook lint cwarn docs test smoke-old fuzz bench clean
+.PHONY: setup sysdeps demo readme-figures notebook lint cwarn docs test smoke-old fuzz bench wheel clean
 
 sysdeps:
 	@scripts/system-deps.sh --bench
@@ -93,11 +93,15 @@ cwarn: sysdeps
 docs: setup
 	$(PY) -m mkdocs build --strict --quiet -d site
 
-# The whole suite on the newest Python and zarr, then the zarr smoke on the oldest.
-test: lint cwarn docs $(ZARR_DIRS)
-	LSIO_ZARR_DIRS=$(subst $(space),:,$(ZARR_DIRS)) \
-	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
-	$(MAKE) --no-print-directory smoke-old
+# One manylinux wheel for CPython 3.11+ that needs nothing but glibc 2.28 (scripts/build-wheel.sh:
+# vendored static C libraries, zig cc, auditwheel); rebuilt when its inputs change.
+WHEEL_INPUTS := pyproject.toml setup.py MANIFEST.in scripts/build-wheel.sh scripts/wheel_vendor.py \
+	$(wildcard LICENSE licenses/* lsio/*.py lsio/*/*.py lsio/*/*/*.py lsio/py.typed lsio/_c/*)
+dist/.wheel-built: $(WHEEL_INPUTS)
+	scripts/build-wheel.sh
+	@touch $@
+
+wheel: dist/.wheel-built
 
 # zarr releases between the oldest and the newest, for tests/test_zarr_compat.py (pure Python:
 # installed beside the venv with --target, no dependencies).
@@ -106,6 +110,12 @@ ZARR_DIRS := $(ZARR_BETWEEN:%=build/zarr/%)
 space := $(empty) $(empty)
 build/zarr/%: | $(VENV)/.installed-$(PY_NEW)
 	$(PY) -m pip install -q --no-deps --target $@ zarr==$*
+
+# The whole suite on the newest Python and zarr, then the zarr smoke on the oldest.
+test: lint cwarn docs wheel $(ZARR_DIRS)
+	LSIO_ZARR_DIRS=$(subst $(space),:,$(ZARR_DIRS)) \
+	LSIO_REQUIRE_URING=$${LSIO_REQUIRE_URING-$(REQUIRE_URING)} $(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory smoke-old
 
 # The store (zarr's StoreTests), the codec pipeline and the fast path on Python $(PY_OLD) with
 # zarr 3.1: the versions the compatibility layer must keep working.
@@ -132,5 +142,5 @@ bench: setup
 		docs/bench_zarr.json docs/bench_dask.json docs/bench_remote.json
 
 clean:
-	rm -rf $(VENV) $(VENV_OLD) $(DEMO_VENV) build site *.egg-info lsio/_uring*.so lsio/_uring.c \
+	rm -rf $(VENV) $(VENV_OLD) $(DEMO_VENV) build dist site *.egg-info lsio/_uring*.so lsio/_uring.c \
 		lsio/_codecs*.so lsio/_codecs.c lsio/*.o

@@ -12,16 +12,15 @@ import sys
 from cffi import FFI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (cffi_modules)
-from _cbuild import C_DIR, CFLAGS, header_cdef  # noqa: E402
+from _cbuild import C_DIR, CFLAGS, header_cdef, link_options  # noqa: E402
 
 ffibuilder = FFI()
 ffibuilder.cdef(header_cdef("codecs.h"))
 ffibuilder.set_source(
     "lsio._codecs",
     '#include "codecs.c"',
-    include_dirs=[str(C_DIR)],
     depends=[str(C_DIR / "codecs.h"), str(C_DIR / "codecs.c")],
-    libraries=["blosc", "zstd"],
+    **link_options(["blosc", "zstd"]),
     extra_compile_args=CFLAGS,
 )
 

@@ -16,7 +16,7 @@ import sys
 from cffi import FFI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (cffi_modules)
-from _cbuild import C_DIR, CFLAGS, header_cdef  # noqa: E402
+from _cbuild import C_DIR, CFLAGS, header_cdef, link_options  # noqa: E402
 
 ffibuilder = FFI()
 _PARTS = ("uring", "small", "os")
@@ -24,9 +24,8 @@ ffibuilder.cdef("\n".join(header_cdef(f"{n}.h") for n in _PARTS))
 ffibuilder.set_source(
     "lsio._uring",
     "".join(f'#include "{n}.c"\n' for n in _PARTS),  # one unit: static constants reach cffi
-    include_dirs=[str(C_DIR)],
     depends=[str(C_DIR / f"{n}.{ext}") for n in _PARTS for ext in ("h", "c")],
-    libraries=["uring"],
+    **link_options(["uring"]),
     extra_compile_args=CFLAGS,
 )
 
