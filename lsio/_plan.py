@@ -147,11 +147,11 @@ def _segment_cummax(values: I64, segment: I64) -> I64:
     """Running maximum of ``values`` restarting at each new ``segment`` (sorted segments)."""
     if not len(values):
         return values
-    span = int(values.max()) - int(values.min()) + 1
-    if span * (int(segment.max()) + 1) < 2**62:  # lift each segment above the previous one
-        lifted = values - values.min() + segment * span
+    span = int(np.max(values)) - int(np.min(values)) + 1
+    if span * (int(np.max(segment)) + 1) < 2**62:  # lift each segment above the previous one
+        lifted = values - np.min(values) + segment * span
         top: I64 = np.maximum.accumulate(lifted) - segment * span
-        return top + int(values.min())
+        return top + int(np.min(values))
     out = values.copy()  # pragma: no cover - offsets near 2**62: a loop over segments
     starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
     for a, z in zip(starts, np.r_[starts[1:], len(values)], strict=True):
@@ -279,7 +279,7 @@ def _align(file: I64, offset: I64, length: I64, start: I64, end: I64, file_size:
         rend[eof] = _round_up(file_size[file[eof]] + 1, align[eof])
     # Largest read: aligned down so every part of a split stays aligned.
     cap = min(max_read, split_size)
-    cap_align = int(file_align.max()) if len(file_align) and not own_destinations else 1
+    cap_align = int(np.max(file_align)) if len(file_align) and not own_destinations else 1
     return rstart, rend, eof, max(cap // cap_align * cap_align, cap_align)
 
 

@@ -214,7 +214,7 @@ class Ring:
         every piece reads the same version of it; if that descriptor's size is not
         ``file_size``, ``opts.changed[f]`` is set before any read starts.
         """
-        if plan.nops and int(plan.op_length.max()) > LINUX_MAX_RW:
+        if plan.nops and int(np.max(plan.op_length)) > LINUX_MAX_RW:
             raise ValueError("plan has a read above Linux's read cap")
         job = ReadJob(path_table(paths), plan, file_size, file_direct, addresses, opts)
         if opts.workers <= 1:
@@ -232,8 +232,8 @@ class Ring:
         pieces = [job.batch(lo, hi, pre, 0) for lo, hi in spans]
         if opts.fresh:  # each worker faults in its own part of the fresh arena
             for b, (lo, hi) in zip(pieces, spans, strict=True):
-                b.span = (int(addresses[lo:hi].min()),
-                          int((addresses[lo:hi] + plan.op_length[lo:hi].astype(np.uint64)).max()))
+                b.span = (int(np.min(addresses[lo:hi])),
+                          int(np.max(addresses[lo:hi] + plan.op_length[lo:hi].astype(np.uint64))))
         try:
             await self._run_pieces(job, pieces)
         finally:
