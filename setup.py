@@ -1,12 +1,16 @@
 # setuptools needs this shim only to pass `cffi_modules`, which pyproject.toml cannot express.
 import os
+import sys
 
 from setuptools import setup
 
-modules = ["lsio/_uring_build.py:ffibuilder"]
-# Batched GIL-free chunk decoding needs the system's blosc and zstd headers
-# (scripts/system-deps.sh installs them); without them lsio decodes through numcodecs.
-if all(os.path.exists(f"/usr/include/{h}") for h in ("blosc.h", "zstd.h")):
-    modules.append("lsio/_codec_build.py:ffibuilder")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsio"))
+from _probe_build import ProbingBuildExt  # noqa: E402
 
-setup(cffi_modules=modules)
+# Both modules are optional: ProbingBuildExt builds each only where a test program using its
+# C libraries compiles and links (liburing for io_uring, else the thread-pool backend; blosc
+# and zstd for the Zarr fast path's batch decoder, else numcodecs), and says which it left out.
+setup(
+    cffi_modules=["lsio/_uring_build.py:ffibuilder", "lsio/_codec_build.py:ffibuilder"],
+    cmdclass={"build_ext": ProbingBuildExt},
+)
