@@ -163,8 +163,16 @@ class ProbingBuildExt(build_ext):  # type: ignore[misc]
                          f"built: {info[ext.name]}")
             print(f"lsio: not building {ext.name}: {info[ext.name]}", file=sys.stderr)
             self.extensions.remove(ext)
-        out = os.path.join(os.path.dirname(self.get_ext_fullpath("lsio._uring")), BUILD_INFO)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
+        self._info = os.path.join(os.path.dirname(self.get_ext_fullpath("lsio._uring")),
+                                  BUILD_INFO)
+        os.makedirs(os.path.dirname(self._info), exist_ok=True)
+        with open(self._info, "w") as f:
             json.dump(info, f, indent=1)
         super().build_extensions()
+
+    def copy_extensions_to_source(self) -> None:
+        """In place (``pip install -e``): the modules go to the source tree, and so must
+        what the build says about them."""
+        super().copy_extensions_to_source()
+        package_dir = self.get_finalized_command("build_py").get_package_dir("lsio")
+        self.copy_file(self._info, os.path.join(package_dir, BUILD_INFO), level=self.verbose)

@@ -79,7 +79,7 @@ def _venv_python() -> Path:
     """A venv of this interpreter's version holding BUILD_TOOLS and lsio's run-time needs at
     this run's versions, but no lsio (this run's may be an editable install, whose finder
     would supply a module the install under test lacks); made once under build/."""
-    venv = ROOT / "build" / "sdist-venv"
+    venv = ROOT / "build" / f"sdist-venv-{sys.version_info.major}.{sys.version_info.minor}"
     stamp = venv / ".tools"
     want = [*BUILD_TOOLS, *(f"{name}=={version(name)}" for name in RUN_NEEDS)]
     if not stamp.exists() or stamp.read_text() != " ".join(want):
