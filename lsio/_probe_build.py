@@ -7,7 +7,8 @@ libraries the module's own build would use (so ``CC``, ``LDSHARED`` and the buil
 in the build output saying why; lsio then runs without it (the thread-pool backend instead of
 io_uring; numcodecs instead of the C decoder) and says so once at first use, reading the reason
 from ``lsio/_build.json``, which this writes beside the modules. ``LSIO_REQUIRE_URING=1`` turns
-a missing io_uring into a build failure. Nothing imports this module at run time.
+a missing io_uring into a build failure, and ``$LSIO_VENDOR_PREFIX`` (``make wheel``) any missing
+module. Nothing imports this module at run time.
 """
 
 from __future__ import annotations
@@ -93,9 +94,12 @@ def _captured(path: str) -> Iterator[None]:
 
 
 def _first_error(output: str) -> str:
+    """The compiler's or linker's first line that says what went wrong (not the driver's
+    closing "ld returned 1 exit status")."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    found = [ln for ln in lines if "error" in ln.lower()] or lines or ["no output"]
-    return found[0][:300]
+    telling = [ln for ln in lines if "ld returned" not in ln and any(
+        word in ln.lower() for word in ("error", "undefined", "cannot find", "not found"))]
+    return (telling or lines or ["no output"])[0][:300]
 
 
 def _attempt(compiler: Any, ext: Any, tmp: str, name: str, program: str, link: bool
@@ -141,8 +145,9 @@ def probe(compiler: Any, ext: Any, needs: Needs) -> str | None:
     if step == "compile":
         return f"a test program using {' and '.join(needs.headers)} did not compile " \
                f"({_first_error(output)})"
-    libs = " ".join(f"-l{name}" for name in ext.libraries or [])
-    return f"a test program did not link with {libs or 'its libraries'} ({_first_error(output)})"
+    libs = [os.path.basename(a) for a in ext.extra_objects or []]
+    libs += [f"-l{name}" for name in ext.libraries or []]
+    return f"a test program did not link with {' '.join(libs)} ({_first_error(output)})"
 
 
 class ProbingBuildExt(build_ext):  # type: ignore[misc]
@@ -161,6 +166,9 @@ class ProbingBuildExt(build_ext):  # type: ignore[misc]
             if ext.name == "lsio._uring" and os.environ.get("LSIO_REQUIRE_URING") == "1":
                 sys.exit(f"lsio: LSIO_REQUIRE_URING=1 but lsio._uring (io_uring) cannot be "
                          f"built: {info[ext.name]}")
+            if os.environ.get("LSIO_VENDOR_PREFIX"):  # make wheel: a wheel carries every module
+                sys.exit(f"lsio: {ext.name} cannot be built with LSIO_VENDOR_PREFIX="
+                         f"{os.environ['LSIO_VENDOR_PREFIX']}: {problem}")
             print(f"lsio: not building {ext.name}: {info[ext.name]}", file=sys.stderr)
             self.extensions.remove(ext)
         self._info = os.path.join(os.path.dirname(self.get_ext_fullpath("lsio._uring")),
