@@ -150,7 +150,7 @@ def probe(compiler: Any, ext: Any, needs: Needs) -> str | None:
     return f"a test program did not link with {' '.join(libs)} ({_first_error(output)})"
 
 
-class ProbingBuildExt(build_ext):  # type: ignore[misc]
+class ProbingBuildExt(build_ext):  # type: ignore[misc,unused-ignore]  # untyped setuptools
     """setuptools' ``build_ext``, building only the modules this machine can build."""
 
     def build_extensions(self) -> None:
