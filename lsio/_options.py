@@ -11,6 +11,7 @@ from typing import Any, Literal
 from . import _ring
 from ._errors import BackendWarning
 from ._presets import PRESETS
+from ._ringbatch import IMPORT_ERROR
 from ._url import HttpOptions
 from .backends._base import LocalBackend
 
@@ -84,9 +85,11 @@ def choose_backend(name: str | None) -> str:
     problem = _uring_problem()
     if problem is None:
         return "uring"
-    hint = ("io_uring is blocked by Docker's default seccomp profile (run with "
-            "--security-opt seccomp=unconfined or a profile allowing io_uring_*) or by "
-            "sysctl kernel.io_uring_disabled=0/1; set LSIO_BACKEND=threads to silence this")
+    hint = "set LSIO_BACKEND=threads to silence this"
+    if problem != IMPORT_ERROR and sys.platform == "linux":  # built, but the kernel refuses
+        hint = ("io_uring is blocked by Docker's default seccomp profile (run with "
+                "--security-opt seccomp=unconfined or a profile allowing io_uring_*) or by "
+                f"sysctl kernel.io_uring_disabled=0/1; {hint}")
     if requested == "uring" or os.environ.get("LSIO_REQUIRE_URING") == "1":
         raise _ring.RingUnavailable(f"lsio: io_uring is required but unusable: {problem}. "
                                     f"{hint}")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ._buildinfo import absent
 from ._defaults import ASYNC_MIN, RING_ENTRIES, RING_FILES
 from ._plan import Plan
 from ._types import ProgressFn
@@ -23,7 +24,7 @@ try:
     from ._uring import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the build
     ffi = lib = None
-    IMPORT_ERROR: str | None = f"the lsio._uring extension is not built ({exc})"
+    IMPORT_ERROR: str | None = absent("lsio._uring", "io_uring", exc)
 else:
     IMPORT_ERROR = None
 

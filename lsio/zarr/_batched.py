@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._buildinfo import warn_absent
 from .._each import prefault
 from .._reader import Reader
 from .._results import Results
@@ -33,10 +34,18 @@ POPULATE = True
 """Fault in fresh output memory ahead of the C calls (``prefault``); a switch for A/B runs."""
 
 
-def codecs_lib() -> Any:
+_C_CODECS = ((), ("Blosc",), ("Zstd",))
+"""The byte codec chains (by class name) the C decoder handles."""
+
+
+def codecs_lib(warn: bool = False) -> Any:
+    """The compiled C decoder, or None; ``warn``: say once why it is absent."""
     try:
         from .. import _codecs  # type: ignore[attr-defined]
-    except ImportError:
+    except ImportError as exc:
+        if warn:
+            warn_absent("lsio._codecs", "its C chunk decoder", exc,
+                        "zarr chunks are decoded through numcodecs (slower)")
         return None
     return _codecs
 
@@ -82,10 +91,10 @@ class Decoder:
 def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     """The C decoder for chunks decoded by ``decode`` into an output of ``out_dtype``, or
     None where it does not apply (other codecs, other dtype, more than 8 dimensions)."""
-    lib = codecs_lib()
+    names = tuple(type(c).__name__ for c in decode.byte_codecs)
+    lib = codecs_lib(warn=names in _C_CODECS)
     if lib is None:
         return None
-    names = tuple(type(c).__name__ for c in decode.byte_codecs)
     codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
                          ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(names)
     stored, ndim = decode.dtype, len(decode.shape)
