@@ -23,7 +23,7 @@ sysdeps:
 C_SOURCES := $(wildcard lsio/_c/*.c)
 C_HEADERS := $(wildcard lsio/_c/*.h)
 BUILD_INPUTS := pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py \
-	lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
+	lsio/_cbuild.py lsio/_probe_build.py $(C_SOURCES) $(C_HEADERS)
 
 # scripts/python.sh finds the interpreter (or fails, naming the missing version).
 $(VENV)/.installed-$(PY_NEW): $(BUILD_INPUTS)
@@ -52,8 +52,7 @@ URING_HINT := liburing's headers are missing, so lsio builds its thread backend.
 	sudo apt-get install liburing-dev (Debian/Ubuntu; liburing-devel on Fedora/RHEL), then \
 	make demo again; or install the wheel that make wheel builds, which needs nothing.
 
-$(DEMO_VENV)/.installed-$(DEMO_BACKEND): pyproject.toml setup.py lsio/_uring_build.py \
-		lsio/_codec_build.py lsio/_cbuild.py $(C_SOURCES) $(C_HEADERS)
+$(DEMO_VENV)/.installed-$(DEMO_BACKEND): $(BUILD_INPUTS)
 	@[ "$$(uname -s)" != Linux ] || [ $(DEMO_BACKEND) = uring ] || echo "lsio demo: $(URING_HINT)"
 	rm -rf $(DEMO_VENV)
 	$(PYTHON) -m venv $(DEMO_VENV)
@@ -143,4 +142,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(VENV_OLD) $(DEMO_VENV) build dist site *.egg-info lsio/_uring*.so lsio/_uring.c \
-		lsio/_codecs*.so lsio/_codecs.c lsio/*.o
+		lsio/_codecs*.so lsio/_codecs.c lsio/*.o lsio/_build.json

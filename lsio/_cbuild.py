@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["CFLAGS", "C_DIR", "header_cdef", "link_options"]
+__all__ = ["CFLAGS", "C_DIR", "depends", "header_cdef", "link_options"]
 
 C_DIR = Path(__file__).resolve().parent / "_c"
 """``lsio/_c``: the C sources and headers."""
@@ -23,6 +23,13 @@ VENDOR_PREFIX_ENV = "LSIO_VENDOR_PREFIX"
 (``scripts/wheel_vendor.py`` builds it), linked in place of the system's shared libraries."""
 
 _NUMERIC_DEFINE = re.compile(r"#\s*define\s+\w+\s+-?(0x[0-9a-fA-F]+|\d+)\s*$")
+
+
+def depends(*names: str) -> list[str]:
+    """``lsio/_c/<name>`` for each name, relative to the directory the build runs in (the
+    project root): setuptools warns about every absolute ``depends=`` path it cannot put in
+    the sdist's manifest."""
+    return [os.path.relpath(C_DIR / n) for n in names]
 
 
 def header_cdef(name: str) -> str:

@@ -12,14 +12,14 @@ import sys
 from cffi import FFI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (cffi_modules)
-from _cbuild import C_DIR, CFLAGS, header_cdef, link_options  # noqa: E402
+from _cbuild import CFLAGS, depends, header_cdef, link_options  # noqa: E402
 
 ffibuilder = FFI()
 ffibuilder.cdef(header_cdef("codecs.h"))
 ffibuilder.set_source(
     "lsio._codecs",
     '#include "codecs.c"',
-    depends=[str(C_DIR / "codecs.h"), str(C_DIR / "codecs.c")],
+    depends=depends("codecs.h", "codecs.c"),
     **link_options(["blosc", "zstd"]),
     extra_compile_args=CFLAGS,
 )

@@ -93,8 +93,9 @@ def choose_backend(name: str | None) -> str:
     if requested == "uring" or os.environ.get("LSIO_REQUIRE_URING") == "1":
         raise _ring.RingUnavailable(f"lsio: io_uring is required but unusable: {problem}. "
                                     f"{hint}")
-    logging.getLogger("lsio").warning("lsio: io_uring is unusable (%s): using the thread-pool "
-                                      "backend", problem)
+    # the user hears it once, as a BackendWarning; the log names it for every Reader
+    logging.getLogger("lsio").debug("lsio: io_uring is unusable (%s): using the thread-pool "
+                                    "backend", problem)
     if not _warned:
         _warned = True
         warnings.warn(f"lsio: using the thread-pool backend because io_uring is unusable: "

@@ -16,7 +16,7 @@ import sys
 from cffi import FFI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (cffi_modules)
-from _cbuild import C_DIR, CFLAGS, header_cdef, link_options  # noqa: E402
+from _cbuild import CFLAGS, depends, header_cdef, link_options  # noqa: E402
 
 ffibuilder = FFI()
 _PARTS = ("uring", "small", "os")
@@ -24,7 +24,7 @@ ffibuilder.cdef("\n".join(header_cdef(f"{n}.h") for n in _PARTS))
 ffibuilder.set_source(
     "lsio._uring",
     "".join(f'#include "{n}.c"\n' for n in _PARTS),  # one unit: static constants reach cffi
-    depends=[str(C_DIR / f"{n}.{ext}") for n in _PARTS for ext in ("h", "c")],
+    depends=depends(*(f"{n}.{ext}" for n in _PARTS for ext in ("h", "c"))),
     **link_options(["uring"]),
     extra_compile_args=CFLAGS,
 )
