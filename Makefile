@@ -129,7 +129,9 @@ FUZZ_SCALE ?= 50
 fuzz: setup
 	LSIO_HYPOTHESIS_PROFILE=fuzz LSIO_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider -m fuzz
 
+# On the developers' venv: the newest Python and zarr (each benchmark also records them).
 bench: setup
+	$(PY) -c "import sys, zarr; print('bench: Python', sys.version.split()[0], 'zarr', zarr.__version__)"
 	$(PY) -m benchmarks.bench_fixed --out docs/benchmarks.md --json docs/bench_fixed.json
 	$(PY) -m benchmarks.bench_local --out docs/benchmarks.md --json docs/bench_local.json
 	$(PY) -m benchmarks.bench_http --out docs/benchmarks.md --json docs/bench_http.json
