@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .contenders import COALESCE_PAIRS, FIO_BY_MODE, LSIO_REFERENCES
+from .machine import cpu_model, memory_gib
 
 START_MARK = "<!-- bench_local:start -->"
 END_MARK = "<!-- bench_local:end -->"
@@ -291,26 +292,9 @@ def _run(cmd: list[str]) -> str:
         return f"unknown ({e})"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _mem_total() -> str:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
+def _memory() -> str:
+    gib = memory_gib()
+    return "unknown" if gib is None else f"{gib:.1f} GiB"
 
 
 def filesystem_of(path: Path) -> tuple[str, str, str]:
@@ -341,9 +325,9 @@ def machine_details(data_dir: Path) -> dict[str, str]:
     return {
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "kernel": platform.release(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "nproc": str(os.cpu_count()),
-        "memory": _mem_total(),
+        "memory": _memory(),
         "data dir": f"{data_dir} ({fstype} on {dev}, mounted at {mnt})",
         "fio": _run(["fio", "--version"]),
         "python": platform.python_version(),

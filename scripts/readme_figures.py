@@ -20,6 +20,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks/
+from benchmarks.machine import cpu_model, memory_gib  # noqa: E402
+
 START = "<!-- figures:start -->"
 END = "<!-- figures:end -->"
 NOTE = ("<!-- written by `make readme-figures` (scripts/readme_figures.py) from a fresh "
@@ -60,24 +63,9 @@ def tables(output: str) -> str:
     return "\n\n".join("\n".join(b) for b in found)
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def _memory() -> str:
-    try:
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-        return f"{kib / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        return "memory unknown"
+    gib = memory_gib()
+    return "memory unknown" if gib is None else f"{gib:.0f} GiB"
 
 
 def _version(pkg: str) -> str:
@@ -90,7 +78,7 @@ def _version(pkg: str) -> str:
 def machine(backend: str) -> str:
     """This machine and the demo's software, in one line."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{_cpu()}, {cpus} CPUs, {_memory()}, Linux {platform.release()}, Python "
+    return (f"{cpu_model()}, {cpus} CPUs, {_memory()}, Linux {platform.release()}, Python "
             f"{platform.python_version()}, zarr {_version('zarr')}, backend {backend}")
 
 
