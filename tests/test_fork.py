@@ -8,6 +8,9 @@ exit tore down the parent's ring)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -297,3 +300,58 @@ def test_a_fork_while_lsio_locks_are_held(tmp_path: Path) -> None:
         CHECK()
         print("ok")
     ''', tmp_path)
+
+
+START_METHOD_SCRIPT = r'''
+import multiprocessing, os, sys
+import numpy as np
+import lsio
+import zarr
+import lsio.zarr
+
+
+def read_in_child(args):
+    """A child started by the method under test reads local bytes and a Zarr array through
+    a pickled LsioStore and lsio's codec pipeline."""
+    path, store, want = args
+    got = lsio.read_many_sync([(path, 10, 1000)])
+    with lsio.zarr.enable():
+        arr = zarr.open_array(store, mode="r")[...]
+    return bytes(got[0]), lsio.backend_name(), float(arr.sum()), want
+
+
+if __name__ == "__main__":
+    method, root = sys.argv[1], sys.argv[2]
+    path = os.path.join(root, "f.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(4096))
+    lsio.read_many_sync([(path,)])  # the parent used lsio (a ring, pools) before starting
+    store = lsio.zarr.LsioStore(os.path.join(root, "z"))
+    data = np.arange(64 * 64, dtype="f4").reshape(64, 64)
+    z = zarr.create_array(os.path.join(root, "z"), shape=data.shape, chunks=(16, 16),
+                          dtype="f4")
+    z[...] = data
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        out = pool.map(read_in_child, [(path, store, float(data.sum()))] * 4, chunksize=1)
+    with open(path, "rb") as f:
+        f.seek(10)
+        ref = f.read(1000)
+    for got, backend, total, want in out:
+        assert got == ref and backend == "uring" and total == want, (backend, total, want)
+    print("ok", len(out))
+'''
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_children_started_by_forkserver_and_spawn_read(method: str, tmp_path: Path) -> None:
+    """Python 3.14 makes ``forkserver`` the default start method on Linux (``spawn`` is the
+    default elsewhere): children it starts, handed a pickled LsioStore, read through io_uring
+    and lsio's codec pipeline after the parent used lsio."""
+    script = tmp_path / "start.py"
+    script.write_text(START_METHOD_SCRIPT)
+    env = {"LSIO_REQUIRE_URING": "1"}
+    proc = subprocess.run([sys.executable, str(script), method, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("LSIO_")},
+                               **env})
+    assert check_ok(proc).split() == ["ok", "4"]
