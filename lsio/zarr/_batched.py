@@ -34,8 +34,8 @@ POPULATE = True
 """Fault in fresh output memory ahead of the C calls (``prefault``); a switch for A/B runs."""
 
 
-_C_CODECS = ((), ("Blosc",), ("Zstd",))
-"""The byte codec chains (by class name) the C decoder handles."""
+_C_CODECS = {(): "LSIO_CODEC_RAW", ("Blosc",): "LSIO_CODEC_BLOSC", ("Zstd",): "LSIO_CODEC_ZSTD"}
+"""The byte codec chains (by class name) the C decoder handles, and its constant for each."""
 
 
 def codecs_lib(warn: bool = False) -> Any:
@@ -95,8 +95,7 @@ def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     lib = codecs_lib(warn=names in _C_CODECS)
     if lib is None:
         return None
-    codec: int | None = {(): lib.lib.LSIO_CODEC_RAW, ("Blosc",): lib.lib.LSIO_CODEC_BLOSC,
-                         ("Zstd",): lib.lib.LSIO_CODEC_ZSTD}.get(names)
+    codec: int | None = getattr(lib.lib, _C_CODECS[names]) if names in _C_CODECS else None
     stored, ndim = decode.dtype, len(decode.shape)
     same = stored == out_dtype
     swapped = (not same and stored.kind in "iuf" and stored.itemsize > 1
