@@ -29,7 +29,7 @@ BUILD_INPUTS := pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.p
 $(VENV)/.installed-$(PY_NEW): $(BUILD_INPUTS)
 	py=$$(scripts/python.sh $(PY_NEW)) && $$py -m venv --clear $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q -e ".[test,bench,interop]"
 	@touch $@
 
 # The oldest Python with the oldest zarr lsio supports: the zarr smoke below runs here.
