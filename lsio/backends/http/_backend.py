@@ -113,7 +113,8 @@ class HttpBackend:
         self._auths.clear()
 
     # -- stat ----------------------------------------------------------------------------
-    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool,
+                   keep_going: bool = False) -> StatResult:
         client = self.client(reqs.paths)
         call = _Call(client, self.options.concurrency or tune.queue_depth, tune.max_read,
                      missing_ok)
@@ -132,7 +133,7 @@ class HttpBackend:
                 client.keep_probe(r, got, call.probe_size, tail)
 
         await workers(np.flatnonzero(need).tolist(), probe, call.concurrency, err, detail,
-                      missing_ok)
+                      missing_ok, keep_going)
         size = np.where(err == 0, np.array(client.sizes, np.int64), 0)
         return StatResult(size, np.ones(n, np.int64), err, detail=detail,
                           bodies=_bodies(client), state=call)
@@ -252,7 +253,7 @@ class HttpBackend:
             await (single(job) if isinstance(job, int) else multi(job))
 
         await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
-                      run.missing_ok)
+                      run.missing_ok, run.keep_going)
         detail = _spread(jobs, job_err, job_errs, err)
         sent, again = call.tally()
         return ReadResult(done, err, None, detail, operations=sent, retries=again)
