@@ -12,13 +12,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import errno
-from typing import Any
+import math
+import time
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from yarl import URL
 
-from ..._defaults import AWS_METADATA_TIMEOUT
+from ..._defaults import AWS_METADATA_TIMEOUT, AWS_REFRESH_BEFORE
 from ..._url import HttpOptions, Target
 from ..http._protocol import HttpError
 from ._listing import query, xml_root
@@ -84,7 +87,62 @@ def auth_key(target: Target) -> str:
 
 
 def find_auth(target: Target, options: HttpOptions) -> S3Signer | None:
+    if options.anonymous:
+        return None
+    if options.aws_access_key_id is not None or options.aws_credentials is not None:
+        return S3Signer(GivenKeys(options), target.region)  # the user's: no discovery
     return find_s3_signer(target.region, options.anonymous)
+
+
+def request_headers(options: HttpOptions) -> dict[str, str]:
+    """Headers every request to S3 carries with ``options``: requester-pays'."""
+    return _PAYER if options.requester_pays else HEADERS
+
+
+_PAYER = {"x-amz-request-payer": "requester"}
+
+
+class _Frozen(NamedTuple):
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class GivenKeys:
+    """Keys the user gave (``HttpOptions.aws_access_key_id``...) or a callable returns
+    (``aws_credentials``), in botocore's credentials interface: the callable is called
+    again ``AWS_REFRESH_BEFORE`` seconds before the ``expiry`` it gave."""
+
+    def __init__(self, options: HttpOptions) -> None:
+        self._source = options.aws_credentials
+        self._keys: _Frozen | None = None
+        self._expiry = math.inf
+        if self._source is None:
+            self._keys = _Frozen(str(options.aws_access_key_id),
+                                 str(options.aws_secret_access_key), options.aws_session_token)
+
+    def __repr__(self) -> str:
+        return "GivenKeys(***)"
+
+    def refresh_needed(self) -> bool:
+        return self._keys is None or time.time() > self._expiry - AWS_REFRESH_BEFORE
+
+    def get_frozen_credentials(self) -> _Frozen:
+        if self.refresh_needed():
+            got = self._source()
+            try:
+                keys = _Frozen(str(got["aws_access_key_id"]), str(got["aws_secret_access_key"]),
+                               got.get("aws_session_token"))
+            except (KeyError, TypeError):
+                raise ValueError("lsio: HttpOptions.aws_credentials() must return a mapping "
+                                 "with aws_access_key_id and aws_secret_access_key") from None
+            expiry = got.get("expiry")
+            if isinstance(expiry, datetime.datetime):
+                expiry = expiry.timestamp()
+            self._expiry = math.inf if expiry is None else float(expiry)
+            self._keys = keys
+        assert self._keys is not None
+        return self._keys
 
 
 class S3Signer:
