@@ -217,3 +217,20 @@ async def test_key_provider_is_asked_again_when_keys_expire(no_env_keys: MotoSer
     await reader.read_many([("s3://east/k.bin", 0, 10)])
     await reader.read_many([("s3://east/k.bin", 0, 10)])
     assert len(calls) >= 2
+
+
+async def test_bucket_region_found_when_none_is_configured(
+        creds: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsio.backends.cloud import aws
+
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(aws, "_BUCKET_REGIONS", {})
+    monkeypatch.setattr(aws, "_REGIONS", {})
+    reader = lsio.Reader(http=lsio.HttpOptions(endpoint_url=creds.endpoint))
+    client = reader._http_backend().client(["s3://east/k.bin", "s3://west/k.bin"])
+    await client.start()
+    assert [t.region for t in client.targets] == ["us-east-1", "eu-west-1"]
+    assert set(aws._BUCKET_REGIONS.values()) == {"us-east-1", "eu-west-1"}  # cached
+    got = await reader.read_many([("s3://west/k.bin", 0, 10)])
+    assert bytes(got[0]) == DATA[:10]
