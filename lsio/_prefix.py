@@ -142,6 +142,10 @@ def by_prefix(http: Any) -> tuple[HttpOptions, Prefixes | None]:
         raise TypeError(f"lsio: http must be an lsio.HttpOptions or a dict of URL prefix -> "
                         f"settings, got {type(http).__name__}")
     table = dict(http)
+    named = sorted(set(table) & {f.name for f in fields(HttpOptions)})
+    if named:  # Reader(http={"retries": 1}): options meant, not prefixes
+        raise TypeError(f"lsio: http keys are URL prefixes; {', '.join(named)} is an "
+                        f"lsio.HttpOptions field: pass http=HttpOptions({named[0]}=...)")
     base = table.pop("", None) or HttpOptions()
     if not isinstance(base, HttpOptions):
         base = HttpOptions(**base) if isinstance(base, Mapping) else base
