@@ -62,10 +62,13 @@ class Store:
         self._root: Root = root_of(prefix)
         self._settings = settings
         self._reader = reader
+        self._given_reader = reader
+        """The reader given (it pickles with the store), or ``None``: the store's own, made
+        from ``settings`` on first use (the settings pickle, and it is made again)."""
         self._gatherer: Gatherer | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._given, self._reader, self._settings))
+        return (_rebuild, (self._given, self._given_reader, self._settings))
 
     def __repr__(self) -> str:
         return f"lsio.obspec.Store({redact(repr(self._root.url))})"
