@@ -260,3 +260,50 @@ def test_store_type_checks_as_obspec_protocols() -> None:
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- VirtualiZarr -----------------------------------------------------------------------------
+
+def _write_netcdf(path: Path) -> None:
+    """A NetCDF4 file of a few chunked variables, zlib + shuffle, written with h5netcdf."""
+    import numpy as np
+    import xarray as xr
+
+    rng = np.random.default_rng(23)
+    ds = xr.Dataset(
+        {"temperature": (("time", "y", "x"), rng.standard_normal((6, 40, 50)).astype("f4")),
+         "counts": (("y", "x"), rng.integers(0, 1000, (40, 50)).astype("i4")),
+         "flag": (("time",), np.arange(6, dtype="i2"))},
+        coords={"time": np.arange(6), "y": np.linspace(0, 1, 40), "x": np.arange(50.0)})
+    encoding = {"temperature": {"zlib": True, "complevel": 4, "shuffle": True,
+                                "chunksizes": (2, 16, 25)},
+                "counts": {"zlib": True, "complevel": 4, "shuffle": True,
+                           "chunksizes": (10, 10)}}
+    ds.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+
+
+@pytest.mark.parametrize("where", ["local", "nginx"])
+def test_virtualizarr_manifest_store_reads_the_netcdf(where: str, local: Path, nginx: Nginx
+                                                      ) -> None:
+    """VirtualiZarr's HDF parser and ``ManifestStore`` through an ``ObjectStoreRegistry`` of
+    lsio stores give the values ``xarray.open_dataset`` reads from the file itself."""
+    import xarray as xr
+    from obspec_utils.registry import ObjectStoreRegistry
+    from virtualizarr.parsers import HDFParser
+
+    target = (nginx.root if where == "nginx" else local) / "vz"
+    target.mkdir(exist_ok=True)
+    _write_netcdf(target / "data.nc")
+    if where == "nginx":
+        base = nginx.url("")[:-1]
+        url = nginx.url("vz/data.nc")
+    else:
+        base, url = f"file://{target}", f"file://{target}/data.nc"
+    store = lsio.obspec.Store(base)
+    manifest = HDFParser()(url=url, registry=ObjectStoreRegistry({base: store}))
+    with xr.open_dataset(target / "data.nc", engine="h5netcdf") as want, \
+            xr.open_dataset(manifest, engine="zarr", consolidated=False,  # type: ignore[arg-type]
+                            zarr_format=3) as got:
+        assert set(got.data_vars) == set(want.data_vars)
+        for name in want.variables:
+            assert (got[name].values == want[name].values).all(), name

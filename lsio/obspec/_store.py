@@ -12,6 +12,7 @@ Concurrent ``get_range_async`` and ``get_async`` calls made in one turn of an ev
 from __future__ import annotations
 
 import errno
+import operator
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,7 @@ class Store:
         """The bytes of ``path`` from ``start`` (``end`` exclusive, or ``length`` bytes;
         exactly one of them): a read-only memoryview, shorter if the object ends first.
         Concurrent calls of one loop turn are read as one planned call."""
-        full, n = self._range(path, start, end, length)
+        full, start, n = self._range(path, start, end, length)
         view = await self._gather().read((full, start, n))
         assert view is not None
         return _in_object(view, full, start, n)
@@ -116,7 +117,7 @@ class Store:
     def get_range(self, path: str, *, start: int, end: int | None = None,
                   length: int | None = None) -> memoryview:
         """Blocking :meth:`get_range_async`."""
-        full, n = self._range(path, start, end, length)
+        full, start, n = self._range(path, start, end, length)
         view = self.reader.read_many_sync([(full, start, n)])[0]
         return _in_object(view, full, start, n)
 
@@ -140,9 +141,9 @@ class Store:
         return [_in_object(v, full, s, n) for v, (_, s, n) in zip(got, reqs, strict=True)]
 
     def _range(self, path: str, start: int, end: int | None, length: int | None
-               ) -> tuple[str, int]:
-        """The full path and the length of a range (:func:`_length`)."""
-        return self._root.join(path), _length(path, start, end, length)
+               ) -> tuple[str, int, int]:
+        """The full path, start and length of a range (:func:`_span`)."""
+        return (self._root.join(path), *_span(path, start, end, length))
 
     def _ranges(self, path: str, starts: Sequence[int], ends: Sequence[int] | None,
                 lengths: Sequence[int] | None) -> tuple[str, list[tuple[str, int, int]]]:
@@ -156,9 +157,8 @@ class Store:
         reqs = []
         full = self._root.join(path)
         for s, o in zip(starts, other, strict=True):
-            _, n = (self._range(path, s, o, None) if ends is not None
-                    else self._range(path, s, None, o))
-            reqs.append((full, s, n))
+            first, n = _span(path, s, o, None) if ends is not None else _span(path, s, None, o)
+            reqs.append((full, first, n))
         return full, reqs
 
     # -- get, head -----------------------------------------------------------------------------
@@ -234,7 +234,7 @@ class Store:
 
     @redacting
     async def list_with_delimiter_async(self, prefix: str | None = None
-                                        ) -> ListResult[list[ObjectMeta]]:
+                                        ) -> ListResult[Sequence[ObjectMeta]]:
         """The objects directly under ``prefix`` and the common prefixes one level below
         it (``"a/b"``, no trailing ``/``); paths keep ``prefix``."""
         from ._list import list_level
@@ -242,7 +242,7 @@ class Store:
         prefixes, objects = await list_level(self.reader, self._root, prefix)
         return {"common_prefixes": prefixes, "objects": objects}
 
-    def list_with_delimiter(self, prefix: str | None = None) -> ListResult[list[ObjectMeta]]:
+    def list_with_delimiter(self, prefix: str | None = None) -> ListResult[Sequence[ObjectMeta]]:
         """Blocking :meth:`list_with_delimiter_async`."""
         from .._sync import run_sync
 
@@ -254,26 +254,32 @@ def _rebuild(prefix: str, reader: Reader | None, settings: dict[str, Any]) -> St
     return Store(prefix, reader=reader, **settings)
 
 
-def _length(path: str, start: int, end: int | None, length: int | None) -> int:
-    """The length of a range; ``ValueError`` naming ``path`` for a range that is not one
-    (negative, empty, both or neither of ``end`` and ``length``)."""
+def _span(path: str, start: int, end: int | None, length: int | None) -> tuple[int, int]:
+    """A range's ``(start, length)`` as Python ints (numpy integers are welcome: parsers
+    take offsets from numpy arrays); ``ValueError`` naming ``path`` for a range that is not
+    one (negative, empty, not integers, both or neither of ``end`` and ``length``)."""
     if (end is None) == (length is None):
         raise ValueError(f"lsio: range of {redact(repr(path))}: give exactly one of end= and "
                          f"length= (got end={end!r}, length={length!r})")
-    n = length if end is None else end - start if _is_int(end) and _is_int(start) else None
-    if not _is_int(start) or not _is_int(n) or start < 0:
+    try:
+        if any(isinstance(v, bool) for v in (start, end, length)):
+            raise TypeError
+        first = operator.index(start)
+        n = operator.index(end) - first if end is not None else operator.index(length or 0)
+    except TypeError:
+        first = n = -1
+    if first < 0:
         raise ValueError(f"lsio: range of {redact(repr(path))}: start, end and length must "
                          f"be ints, start >= 0 (got start={start!r}, end={end!r}, "
                          f"length={length!r})")
-    assert n is not None
     if n <= 0:
-        raise ValueError(f"lsio: range of {redact(repr(path))}: start={start}, "
-                         f"end={start + n} is empty")
-    return n
+        raise ValueError(f"lsio: range of {redact(repr(path))}: start={first}, "
+                         f"end={first + n} is empty")
+    return first, n
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return hasattr(value, "__index__") and not isinstance(value, bool)
 
 
 def _past_end(full: str, start: int, size: int | None) -> OSError:
@@ -309,12 +315,12 @@ def _get_request(full: str, path: str, options: GetOptions) -> tuple[tuple[str, 
         return (full, 0, None), head_only
     if isinstance(rng, dict):
         if set(rng) == {"offset"} and _is_int(rng["offset"]) and rng["offset"] >= 0:
-            return (full, rng["offset"], None), head_only
+            return (full, operator.index(rng["offset"]), None), head_only
         if set(rng) == {"suffix"} and _is_int(rng["suffix"]) and rng["suffix"] > 0:
-            return (full, -rng["suffix"], None), head_only
+            return (full, -operator.index(rng["suffix"]), None), head_only
     elif isinstance(rng, Sequence) and len(rng) == 2:
         start, end = rng
-        return (full, start, _length(path, start, end, None)), head_only
+        return (full, *_span(path, start, end, None)), head_only
     raise ValueError(f"lsio: get of {redact(repr(path))}: range {rng!r} is not (start, end), "
                      "{'offset': n} or {'suffix': n}")
 
