@@ -24,7 +24,7 @@ __all__: list[str] = [
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
-    "POPULATE_MIN",
+    "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -242,6 +242,20 @@ the next try (the reads go on with the old token meanwhile)."""
 
 GCS_PAGE_SIZE = 1000
 """Objects per GCS listing page: the JSON API's default and maximum."""
+
+LIST_CHUNK = 1000
+"""Objects per chunk of ``lsio.obspec.Store.list`` (S3's and GCS's page size, so a chunk of
+a remote listing is one page)."""
+
+LIST_HEADS = 32
+"""Objects of one listing chunk whose metadata ``lsio.obspec.Store.list`` asks for at once
+(the listing pages carry names only): the ``cloud`` preset's queue depth, the requests in
+flight a read call makes on an object store."""
+
+STREAM_CHUNK = 10 << 20
+"""Largest piece an ``lsio.obspec`` ``GetResult`` yields when iterated: obstore's default
+``min_chunk_size`` of a stream (the bytes are in memory already; this only bounds what one
+step hands over)."""
 
 # -- HTTP: measuring a host (``backends/http/_cost.py``) -------------------------------------
 

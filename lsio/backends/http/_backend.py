@@ -17,6 +17,7 @@ A call runs in the same three steps as the local backends:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,10 +31,10 @@ from ..._plan import Plan
 from ..._presets import PRESETS, Preset
 from ..._request import Requests
 from ..._types import Bodies, ProgressFn, StatResult
-from ..._url import HttpOptions
+from ..._url import HttpOptions, redact
 from .._base import Layout, ReadResult, RunOptions
 from ..cloud import PROVIDERS
-from . import _list, _small, _verdict
+from . import _head, _list, _small, _verdict
 from ._client import Credentials, HttpClient
 from ._cost import PROBE_BYTES, cost_of
 from ._protocol import (
@@ -103,6 +104,16 @@ class HttpBackend:
                   ) -> AsyncIterator[str]:
         """Keys under the object-store ``root`` starting with ``prefix`` (:mod:`._list`)."""
         return _list.list_keys(self.client, root, prefix, delimiter)
+
+    async def head(self, path: str) -> _head.Head:
+        """The metadata of the object at ``path`` (:mod:`._head`); ``OSError`` naming it."""
+        client = self.client([path])
+        await client.start()
+        try:
+            return await _head.head(client, 0)
+        except HttpError as exc:
+            raise OSError(exc.errno, f"{os.strerror(exc.errno)}: {redact(exc.detail)}",
+                          path) from None
 
     async def read_small(self, call: Call, strategy: Strategy, tune: Preset | None,
                          outcome: Outcome | None) -> Results | None:
