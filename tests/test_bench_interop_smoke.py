@@ -67,6 +67,7 @@ def test_bench_interop_quick(tmp_path: Path) -> None:
             assert float(cells[1]) > 0, (key, cells)
             assert re.fullmatch(r"\d+%", cells[5]), cells  # decoding share
     assert len(re.findall(r"^Target: lsio >= .*\*\*(met|missed)\*\*", out, re.M)) == 4, out
+    assert out.count("Decoding alone bounds any ratio") == 4, out
     assert re.search(r"16 chunks of 128 x 128 \(64 KiB\), zlib level 4 \+ shuffle", out), out
 
     doc = (tmp_path / "bench.md").read_text()
