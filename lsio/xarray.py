@@ -52,6 +52,12 @@ class LsioBackendEntrypoint(ZarrBackendEntrypoint):
 
     description = "Open Zarr stores (a path or URL) through lsio"
     supports_groups = True
+    # named here because open_dataset passes xarray's Zarr options on as **kwargs, whose
+    # names xarray cannot read from the signature (it refuses to guess them)
+    open_dataset_parameters = (
+        "filename_or_obj", "mask_and_scale", "decode_times", "concat_characters",
+        "decode_coords", "drop_variables", "use_cftime", "decode_timedelta", "group", "mode",
+        "consolidated", "zarr_format", "cache_members", "storage_options", "reader")
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         return False  # only ever chosen by name: engine="lsio"

@@ -134,6 +134,32 @@ def test_never_guesses_and_imports_lightly() -> None:
     assert out.strip() == "[]"
 
 
+ENTRY_POINT = "lsio = lsio.xarray:LsioBackendEntrypoint"
+"""The line pyproject.toml has under ``[project.entry-points."xarray.backends"]``."""
+
+
+def test_entry_point_names_the_engine(tmp_path: Path, store_path: str) -> None:
+    """Through an installed distribution's entry point (a stand-in one on ``sys.path``),
+    ``engine="lsio"`` is found by name, and ``.zarr`` paths still go to xarray's own
+    Zarr backend."""
+    info = tmp_path / "lsio_entry-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lsio-entry\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[xarray.backends]\n{ENTRY_POINT}\n")
+    code = f"""
+        import xarray as xr
+        from xarray.backends.plugins import guess_engine, list_engines
+        print(type(list_engines()["lsio"]).__name__, guess_engine({store_path!r}))
+        ds = xr.open_dataset({store_path!r}, engine="lsio", chunks={{}})
+        print(type(ds.t2m.variable._data).__name__, float(ds.t2m[0, 0, 0]))
+    """
+    path = os.pathsep.join([str(tmp_path), str(Path(lsio.__file__).parents[1]),
+                            os.environ.get("PYTHONPATH", "")])
+    out = check_ok(run_python(code, env={"PYTHONPATH": path})).split()
+    assert out == ["LsioBackendEntrypoint", "zarr", "Array",  # Dask's, with chunks={}
+                   str(float(_dataset().t2m[0, 0, 0]))], out
+
+
 # -- Dask's workers -----------------------------------------------------------------------
 
 class _Heard(logging.Handler):
