@@ -18,7 +18,7 @@ __all__: list[str] = [
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
-    "AZURE_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
+    "AZURE_REFRESH_BEFORE", "AWS_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
@@ -231,6 +231,10 @@ shorter-lived than twice this is refreshed after half its life."""
 AZURE_REFRESH_BEFORE = 300.0
 """Seconds before its expiry an Entra ID token is replaced (Azure's SDKs refresh 5 minutes
 early)."""
+
+AWS_REFRESH_BEFORE = 600.0
+"""Seconds before their ``expiry`` keys from ``HttpOptions(aws_credentials=...)`` are asked
+for again (botocore's mandatory refresh window, 10 minutes)."""
 
 TOKEN_RETRY_AFTER = 30.0
 """After a failed token refresh while the old token still holds (GCS, Azure): seconds until

@@ -50,6 +50,7 @@ from ._session import read_body
 if TYPE_CHECKING:
     from ..._call import Call
     from ..._outcome import Outcome
+    from ..._prefix import Prefixes
     from ..._results import Results
     from ..._route import Strategy
 
@@ -85,8 +86,10 @@ class _Call:
 class HttpBackend:
     name = "http"
 
-    def __init__(self, options: HttpOptions) -> None:
+    def __init__(self, options: HttpOptions, prefixes: Prefixes | None = None) -> None:
         self.options = options
+        self.prefixes = prefixes
+        """Options per URL prefix (:mod:`lsio._prefix`), or ``None``."""
         self._auths: Credentials = {}
         """Credentials per service (a provider's ``auth_key``), found on first use (a
         lookup takes ~0.1 s: files, a metadata server)."""
@@ -94,7 +97,7 @@ class HttpBackend:
     def client(self, paths: list[str]) -> HttpClient:
         """A client for one call's ``paths``, sharing the backend's credentials and the
         cloud providers' registry (:mod:`lsio.backends.cloud`)."""
-        return HttpClient(paths, self.options, self._auths, PROVIDERS)
+        return HttpClient(paths, self.options, self._auths, PROVIDERS, self.prefixes)
 
     def list_keys(self, root: str, prefix: str, delimiter: str | None = None
                   ) -> AsyncIterator[str]:
