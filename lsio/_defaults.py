@@ -18,13 +18,13 @@ __all__: list[str] = [
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
-    "AZURE_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
+    "AZURE_REFRESH_BEFORE", "AWS_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
-    "POPULATE_MIN",
+    "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -232,12 +232,30 @@ AZURE_REFRESH_BEFORE = 300.0
 """Seconds before its expiry an Entra ID token is replaced (Azure's SDKs refresh 5 minutes
 early)."""
 
+AWS_REFRESH_BEFORE = 600.0
+"""Seconds before their ``expiry`` keys from ``HttpOptions(aws_credentials=...)`` are asked
+for again (botocore's mandatory refresh window, 10 minutes)."""
+
 TOKEN_RETRY_AFTER = 30.0
 """After a failed token refresh while the old token still holds (GCS, Azure): seconds until
 the next try (the reads go on with the old token meanwhile)."""
 
 GCS_PAGE_SIZE = 1000
 """Objects per GCS listing page: the JSON API's default and maximum."""
+
+LIST_CHUNK = 1000
+"""Objects per chunk of ``lsio.obspec.Store.list`` (S3's and GCS's page size, so a chunk of
+a remote listing is one page)."""
+
+LIST_HEADS = 32
+"""Objects of one listing chunk whose metadata ``lsio.obspec.Store.list`` asks for at once
+(the listing pages carry names only): the ``cloud`` preset's queue depth, the requests in
+flight a read call makes on an object store."""
+
+STREAM_CHUNK = 10 << 20
+"""Largest piece an ``lsio.obspec`` ``GetResult`` yields when iterated: obstore's default
+``min_chunk_size`` of a stream (the bytes are in memory already; this only bounds what one
+step hands over)."""
 
 # -- HTTP: measuring a host (``backends/http/_cost.py``) -------------------------------------
 

@@ -10,7 +10,7 @@ are raised by its :class:`lsio._outcome.Outcome`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from ._defaults import DEFAULT_MAX_OPEN, DEFAULT_THREADS
 from ._options import ROUTES, BackendName, DirectMode, RouteName
 from ._outcome import served
 from ._pipeline import PipelineArg
+from ._prefix import by_prefix
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import ProgressArg, make_progress
 from ._redact import redact, redacting
@@ -76,7 +77,8 @@ class Reader:
         Worker threads of the fallback backend.
     http
         :class:`lsio.HttpOptions` for URLs (``http(s)://``, ``s3://``, ``gs://``,
-        ``az://``): concurrency, retries, timeouts, headers, S3 endpoint and credentials.
+        ``az://``): concurrency, retries, timeouts, headers, S3 endpoint and credentials;
+        or a dict of URL prefix -> settings (:mod:`lsio._prefix`; ``""``: the Reader's).
     route
         Which road serves a call, whatever its size. ``"auto"`` (default): a call of a few
         requests whose data is in the page cache, or of a few URLs each of its own object,
@@ -101,13 +103,13 @@ class Reader:
         backend: BackendName | None = None,
         max_open_files: int | None = None,
         threads: int = DEFAULT_THREADS,
-        http: HttpOptions | None = None,
+        http: HttpOptions | Mapping[str, Any] | None = None,
         route: RouteName = "auto",
     ) -> None:
         _options.check(route=route, queue_depth=queue_depth, preset=preset, max_gap=max_gap,
                        max_read=max_read, direct=direct, max_open_files=max_open_files,
                        threads=threads, http=http)
-        self.http = http or HttpOptions()
+        self.http, self._prefixes = by_prefix(http)  # the Reader's own, and per prefix
         self._http: HttpBackend | None = None
         self.preset = preset
         self.queue_depth = queue_depth
@@ -166,7 +168,7 @@ class Reader:
         if self._http is None:
             from .backends.http import HttpBackend
 
-            self._http = HttpBackend(self.http)
+            self._http = HttpBackend(self.http, self._prefixes)
         return self._http
 
     # -- lifecycle --------------------------------------------------------------------
@@ -323,9 +325,11 @@ class Reader:
         ``prefix``, page after page; with ``delimiter``, the common prefixes too (ending
         with it). Plain HTTP(S) cannot list: ``NotImplementedError``."""
         self._open()
-        from ._url import listable
+        from ._url import listable, scheme_problem, unsupported
 
         if not listable(root):
+            if scheme_problem(root):
+                raise unsupported(redact(root))
             raise NotImplementedError(f"lsio: {redact(repr(root))}: listing is not "
                                       "possible over plain HTTP(S); open the array with "
                                       "consolidated metadata or read keys by name")
