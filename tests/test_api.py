@@ -104,8 +104,9 @@ def _declared_all(path: Path) -> list[str] | None:
 
 def test_private_modules_all_is_what_the_others_import() -> None:
     """``__all__`` of every module but the public ``lsio`` (tested above), ``lsio.zarr``
-    and ``lsio.obspec`` (public too) is exactly what the other modules import from it: nothing more, nothing
-    missing. A module nothing imports from (a command, a build script) lists nothing."""
+    and ``lsio.obspec`` (public too) is exactly what the other modules import from it:
+    nothing more, nothing missing. A module nothing imports from (a command, a build
+    script) lists nothing."""
     files = _module_files()
     used: dict[str, set[str]] = defaultdict(set)
     for name, path in files.items():
