@@ -311,3 +311,15 @@ parts go through the ring windows."""
 POPULATE_MIN = 16 << 20
 """``prefault``: outputs from this size on are faulted in ahead of the decode calls; below
 it the page faults cost little."""
+
+# -- The fsspec filesystem (lsio.fsspec) ------------------------------------------------------
+
+FSSPEC_BLOCK_SIZE = 1 << 20
+"""Default ``block_size`` of ``LsioFileSystem.open``: PLACEHOLDER (measured below)."""
+
+FSSPEC_CACHE = "readahead"
+"""Default ``cache_type`` of ``LsioFileSystem.open``: PLACEHOLDER."""
+
+FSSPEC_GET_PIECE = 64 << 20
+"""Piece size of ``LsioFileSystem.get``: a file is copied in reads of this many bytes, so
+copying a large file holds at most one piece in memory."""
