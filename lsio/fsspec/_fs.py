@@ -133,14 +133,15 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
         keeps its own reads in flight); ``max_gap``: merge reads through gaps up to that
         many bytes."""
         s, e = widen(paths, starts, ends)
-        inner = [_paths.strip(p) for p in paths]
-        wants: list[Any] = [want(a, b) for a, b in zip(s, e)]
+        inner = [_strip_or_error(p) for p in paths]
+        wants: list[Any] = [p if isinstance(p, ValueError) else want(a, b)
+                            for p, a, b in zip(inner, s, e)]
         need = sorted({p for p, w in zip(inner, wants) if w is None})
         sizes = dict(zip(need, await asyncio.gather(*map(self._size, need),
                                                     return_exceptions=True)))
         requests, cuts = [], []
         for i, p in enumerate(inner):
-            size = sizes.get(p)
+            size = sizes.get(p) if isinstance(p, str) else p
             if isinstance(size, BaseException):
                 wants[i] = size
                 continue
@@ -254,6 +255,13 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         raise _read_only("touch")
+
+
+def _strip_or_error(path: Any) -> str | ValueError:
+    try:
+        return _paths.strip(path)
+    except ValueError as exc:  # that range's own failure
+        return exc
 
 
 def _raise_first(outs: list[Any]) -> None:

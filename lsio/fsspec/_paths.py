@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from .._url import is_url, local_path
+from .._url import is_url, local_path, unsupported
 
 __all__ = ["join", "parent", "split_bucket", "strip", "unstrip"]
 
@@ -22,7 +22,8 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 def strip(path: Any) -> str:
     """The inner path of ``path``: one leading ``lsio://`` (or ``lsio::``) removed;
     ``file://`` URLs and relative or ``~`` paths become absolute local paths; other
-    URLs are kept (object-store URLs without a trailing ``/``, ``http(s)://`` verbatim)."""
+    URLs are kept (object-store URLs without a trailing ``/``, ``http(s)://`` verbatim);
+    a scheme lsio does not read is a ``ValueError`` naming it."""
     text = os.fspath(path) if isinstance(path, os.PathLike) else path
     if not isinstance(text, str):
         raise TypeError(f"lsio: a path is a str or os.PathLike, not {type(path).__name__}")
@@ -33,6 +34,8 @@ def strip(path: Any) -> str:
     if scheme is None or text[:7].lower() == "file://":
         local = local_path(text)
         return os.path.abspath(os.path.expanduser(local)) if local else os.path.abspath("")
+    if not is_url(text):
+        raise unsupported(text)
     if scheme.group(1).lower() in ("http", "https"):
         return text  # a trailing "/" is part of what a web server answers
     head = text[:scheme.end()]
@@ -42,7 +45,7 @@ def strip(path: Any) -> str:
 
 def unstrip(path: str) -> str:
     """The full ``lsio://`` name of an inner path: ``strip(unstrip(p)) == p``."""
-    return f"{PROTOCOL}://{strip(path)}"
+    return f"{PROTOCOL}://{path}"
 
 
 def parent(path: str) -> str:
