@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._reader import Reader
 
-__all__ = ["read_return"]
+__all__ = ["read_return", "returns"]
 
 _RETURNS: dict[type, bool] = {}
 
 
-def _returns(reader: Reader) -> bool:
+def returns(reader: Reader) -> bool:
     """Whether ``reader.read_many`` takes ``on_error`` (it does once partial results are
     in lsio; before that, a failed call is made again request by request)."""
     kind = type(reader)
@@ -35,7 +35,7 @@ async def read_return(reader: Reader, requests: Sequence[tuple[str, int, int | N
                       missing_ok: bool = False) -> list[Any]:
     """Each request's outcome (bytes as a memoryview, ``None`` or its exception), in
     order, from one ``read_many`` call."""
-    extra = {"on_error": "return"} if _returns(reader) else {}
+    extra: dict[str, Any] = {"on_error": "return"} if returns(reader) else {}
     try:
         return list(await reader.read_many(requests, missing_ok=missing_ok, **extra))
     except Exception as exc:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from fsspec.asyn import AsyncFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from .._url import is_url
 from .._defaults import FSSPEC_BLOCK_SIZE, FSSPEC_CACHE, FSSPEC_GET_PIECE
+from .._url import is_url
 from . import _listing, _paths
 from ._calls import read_return
 from ._ranges import Want, finish, sized, want, widen
@@ -90,10 +90,12 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
 
     def _gather(self) -> Any:
         if self._gatherer is None:
-            try:
-                from .._gather import Gatherer  # type: ignore[import-not-found]
-            except ImportError:
-                from ._interim import Gatherer
+            from ._calls import returns
+
+            if returns(self.reader()):
+                from .._gather import Gatherer
+            else:  # until read_many takes on_error (the Gatherer reads with it)
+                from ._interim import Gatherer  # type: ignore[assignment]
             self._gatherer = Gatherer(self.reader)
         return self._gatherer
 
@@ -134,26 +136,24 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
         many bytes."""
         s, e = widen(paths, starts, ends)
         inner = [_strip_or_error(p) for p in paths]
-        wants: list[Any] = [p if isinstance(p, ValueError) else want(a, b)
-                            for p, a, b in zip(inner, s, e)]
-        need = sorted({p for p, w in zip(inner, wants) if w is None})
-        sizes = dict(zip(need, await asyncio.gather(*map(self._size, need),
-                                                    return_exceptions=True)))
-        requests, cuts = [], []
-        for i, p in enumerate(inner):
-            size = sizes.get(p) if isinstance(p, str) else p
-            if isinstance(size, BaseException):
-                wants[i] = size
+        need = sorted({p for p, a, b in zip(inner, s, e, strict=True)
+                       if isinstance(p, str) and want(a, b) is None})
+        got = await asyncio.gather(*map(self._size, need), return_exceptions=True)
+        sizes = dict(zip(need, got, strict=True))
+        slots: list[int | BaseException] = []
+        requests: list[tuple[str, int, int | None]] = []
+        cuts: list[int] = []
+        for p, a, b in zip(inner, s, e, strict=True):
+            w = _resolve(p, a, b, sizes)
+            if isinstance(w, BaseException):
+                slots.append(w)
                 continue
-            w = wants[i] if wants[i] is not None else sized(s[i], e[i], size)  # type: ignore[arg-type]
-            wants[i] = len(requests)
-            requests.append((p, w[0], w[1]))
+            slots.append(len(requests))
+            requests.append((p, w[0], w[1]))  # type: ignore[arg-type]
             cuts.append(w[2])
         outs = await read_return(self.reader(max_gap), requests) if requests else []
-        result = [w if isinstance(w, BaseException) else outs[w] for w in wants]
-        for i, w in enumerate(wants):
-            if not isinstance(w, BaseException) and not isinstance(result[i], BaseException):
-                result[i] = finish(result[i], cuts[w])
+        result = [x if isinstance(x, BaseException) else _finished(outs[x], cuts[x])
+                  for x in slots]
         if on_error != "return":
             _raise_first(result)
         return result
@@ -168,7 +168,7 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
         if on_error == "raise":
             _raise_first(data)
         if len(paths) > 1 or isinstance(path, list) or paths[0] != _paths.strip(path):
-            return {p: d for p, d in zip(paths, data)
+            return {p: d for p, d in zip(paths, data, strict=True)
                     if on_error != "omit" or not isinstance(d, BaseException)}
         return data[0]
 
@@ -255,6 +255,22 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         raise _read_only("touch")
+
+
+def _resolve(path: str | ValueError, start: Any, end: Any,
+             sizes: dict[str, int | BaseException]) -> Want | BaseException:
+    """A range's lsio request, or why it has none (its path refused, its size unknown)."""
+    if isinstance(path, ValueError):
+        return path
+    got = want(start, end)
+    if got is not None:
+        return got
+    size = sizes[path]
+    return size if isinstance(size, BaseException) else sized(start, end, size)
+
+
+def _finished(out: Any, cut: int) -> Any:
+    return out if isinstance(out, BaseException) else finish(out, cut)
 
 
 def _strip_or_error(path: Any) -> str | ValueError:

@@ -52,7 +52,7 @@ class Gatherer:
             for _, future in waiting:
                 future.cancel()
             raise
-        for (_, future), out in zip(waiting, outs):
+        for (_, future), out in zip(waiting, outs, strict=True):
             if future.done():
                 continue
             if isinstance(out, BaseException):
