@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
 import pytest
-from conftest import check_ok, random_bytes, run_python
+from conftest import check_ok, random_bytes, run_python, use_moto_credentials
 from fsspec.tests.abstract import AbstractFixtures, AbstractGetTests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import Nginx
+from servers import MotoServer, Nginx
 
 import lsio
 import lsio.fsspec as lf
@@ -301,3 +302,46 @@ def test_numpy_buffer_ok(tmp_path: Path, fs: lf.LsioFileSystem) -> None:
     (tmp_path / "n").write_bytes(np.arange(10, dtype="u1").tobytes())
     got = fs.cat_file(str(tmp_path / "n"), 2, 5)
     assert type(got) is bytes and got == bytes([2, 3, 4])
+
+
+# -- an object store that lists (moto's S3) ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    s3 = server.client()
+    s3.create_bucket(Bucket="fsb")
+    for name in ("a.bin", "d/b.bin", "d/e/c.bin", "d/empty"):
+        body = b"" if name.endswith("empty") else random_bytes(5000, seed=len(name))
+        s3.put_object(Bucket="fsb", Key=name, Body=body)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_s3_info_ls_find_cat(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_moto_credentials(monkeypatch, moto)
+    fs = lf.LsioFileSystem(http=lsio.HttpOptions(endpoint_url=moto.endpoint, backoff=0.001))
+    b = random_bytes(5000, seed=len("d/b.bin"))
+    assert fs.info("s3://fsb/d/b.bin") == {"name": "s3://fsb/d/b.bin", "size": 5000,
+                                           "type": "file"}
+    assert fs.info("s3://fsb/d/empty")["size"] == 0
+    assert fs.info("lsio://s3://fsb/d/")["type"] == "directory"
+    assert fs.info("s3://fsb")["type"] == "directory"
+    with pytest.raises(FileNotFoundError):
+        fs.info("s3://fsb/nothing")
+    assert fs.ls("s3://fsb", detail=False) == ["s3://fsb/a.bin", "s3://fsb/d"]
+    assert fs.ls("s3://fsb/d", detail=False) == ["s3://fsb/d/b.bin", "s3://fsb/d/e",
+                                                 "s3://fsb/d/empty"]
+    assert fs.find("s3://fsb/d") == ["s3://fsb/d/b.bin", "s3://fsb/d/e/c.bin",
+                                     "s3://fsb/d/empty"]
+    assert fs.find("s3://fsb", maxdepth=1) == ["s3://fsb/a.bin"]
+    assert "s3://fsb/d/e" in fs.find("s3://fsb", withdirs=True)
+    assert fs.find("s3://fsb/d/b.bin") == ["s3://fsb/d/b.bin"]
+    assert fs.exists("s3://fsb/d") and not fs.exists("s3://fsb/zz")
+    assert fs.cat("s3://fsb/d/*.bin") == {"s3://fsb/d/b.bin": b}  # a glob: one call
+    assert fs.cat_ranges(["s3://fsb/d/b.bin"] * 2, [10, -7], [20, -2]) == [b[10:20], b[-7:-2]]
+    with fs.open("s3://fsb/d/b.bin", block_size=1024) as f:
+        f.seek(4000)
+        assert f.read() == b[4000:]
