@@ -161,18 +161,26 @@ class CountingReader(lsio.Reader):
     """A reader that counts its ``read_many`` calls and the requests in each."""
 
     calls: list[int]
+    operations: list[int]
 
     async def read_many(self, requests: Any, **kwargs: Any) -> Any:
         requests = list(requests)
         self.calls.append(len(requests))
-        return await super().read_many(requests, **kwargs)
+        results = await super().read_many(requests, **kwargs)
+        self.operations.append(results.stats.operations)
+        return results
+
+
+def counting() -> CountingReader:
+    reader = CountingReader(route="bulk")
+    reader.calls, reader.operations = [], []
+    return reader
 
 
 async def test_one_turn_is_one_call(tmp_path: Path) -> None:
     data = random_bytes(50_000, seed=5)
     (tmp_path / "g").write_bytes(data)
-    reader = CountingReader()
-    reader.calls = []
+    reader = counting()
     fs = lf.LsioFileSystem(reader=reader, asynchronous=True, skip_instance_cache=True)
     path = str(tmp_path / "g")
     ranges = [(i * 1000, i * 1000 + 700) for i in range(40)]
@@ -186,6 +194,30 @@ async def test_one_turn_is_one_call(tmp_path: Path) -> None:
     assert await fs._cat_ranges([path] * 3, [0, 10, 20], [5, 15, 25]) == [
         data[0:5], data[10:15], data[20:25]]
     assert reader.calls == [3]
+    reader.calls.clear()
+    (tmp_path / "g2").write_bytes(b"2")
+    assert await fs._cat([path, path + "2"]) == {path: data, path + "2": b"2"}
+    assert reader.calls == [2]
+
+
+async def test_max_gap_merges(tmp_path: Path) -> None:
+    """``cat_ranges(max_gap=...)`` reads through gaps up to that size, and not further."""
+    data = random_bytes(200_000, seed=6)
+    path = str(tmp_path / "m")
+    Path(path).write_bytes(data)
+    reader = counting()
+    fs = lf.LsioFileSystem(reader=reader, asynchronous=True, skip_instance_cache=True)
+    starts = list(range(0, 200_000, 10_000))  # 20 ranges of 1 000 bytes, 9 000 apart
+    ends = [s + 1000 for s in starts]
+    for gap, most in ((16_384, 1), (4096, 20)):
+        merging = fs.reader(max_gap=gap)
+        assert isinstance(merging, CountingReader) and merging.max_gap == gap
+        merging.calls, merging.operations = [], []
+        got = await fs._cat_ranges([path] * 20, starts, ends, max_gap=gap)
+        assert got == [data[s:e] for s, e in zip(starts, ends, strict=True)]
+        assert merging.calls == [20]
+        assert merging.operations[0] <= most, merging.operations
+    assert merging.operations[0] == 20  # 4 KiB gaps merge none of them
 
 
 # -- pickling, caching, registration, imports ------------------------------------------------

@@ -81,10 +81,10 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
                 got = self._given or (Reader(**self._options) if self._options
                                       else default_reader())
             else:
-                base = self._given
+                base = self._given  # a reader pickles as its settings: one like it
                 settings = dict(base.__reduce__()[1][0]) if base else dict(self._options)
                 settings.update(max_gap=max_gap, coalesce=True)
-                got = Reader(**settings)
+                got = (type(base) if base else Reader)(**settings)
             self._readers[max_gap] = got
         return got
 
