@@ -79,6 +79,15 @@ def test_path_table(given: str, inner: str) -> None:
     assert fs._strip_protocol(fs().unstrip_protocol(inner)) == inner
 
 
+def test_refusals_show_no_secret(fs: lf.LsioFileSystem) -> None:
+    with pytest.raises(ValueError) as bad:
+        fs.cat_file("s3x://b/k?X-Amz-Signature=SECRET")
+    with pytest.raises(NotImplementedError) as http:
+        fs.ls("https://h.example/d?sig=SECRET")
+    for exc in (bad.value, http.value):
+        assert "SECRET" not in str(exc) and "REDACTED" in str(exc)
+
+
 def test_stripped_once_then_refused(tmp_path: Path, fs: lf.LsioFileSystem) -> None:
     for twice in ("lsio://lsio://x", "lsio://lsio:///x"):  # what is left: an unknown scheme
         with pytest.raises(ValueError, match="'lsio'"):
@@ -223,8 +232,8 @@ async def test_max_gap_merges(tmp_path: Path) -> None:
 # -- pickling, caching, registration, imports ------------------------------------------------
 
 def test_pickle_and_instance_cache() -> None:
-    a = fsspec.filesystem("lsio", queue_depth=7) if "lsio" in fsspec.available_protocols() \
-        else lf.LsioFileSystem(queue_depth=7)
+    fsspec.register_implementation("lsio", lf.LsioFileSystem, clobber=True)  # the entry point's
+    a = fsspec.filesystem("lsio", queue_depth=7)
     assert lf.LsioFileSystem(queue_depth=7) is a
     assert pickle.loads(pickle.dumps(a)) is a and a.reader().queue_depth == 7
     one = lf.LsioFileSystem(http=lsio.HttpOptions(headers={"Authorization": "a"}))
@@ -233,6 +242,9 @@ def test_pickle_and_instance_cache() -> None:
     assert one is lf.LsioFileSystem(http=lsio.HttpOptions(headers={"Authorization": "a"}))
     with pytest.raises(TypeError, match="not both"):
         lf.LsioFileSystem(reader=lsio.Reader(), queue_depth=3)
+    with pytest.raises(TypeError, match="anon, key"):  # s3fs' options are not lsio's
+        lf.LsioFileSystem(anon=True, key="k")
+    lf.LsioFileSystem(use_listings_cache=False)  # fsspec's own
 
 
 def test_register_and_import_is_light(tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ READER_OPTIONS = ("preset", "queue_depth", "coalesce", "max_gap", "max_read", "d
                   "backend", "max_open_files", "threads", "http", "route")
 """The :class:`lsio.Reader` keyword arguments a filesystem takes as storage options."""
 
+FSSPEC_OPTIONS = ("asynchronous", "loop", "batch_size", "use_listings_cache",
+                  "listings_expiry_time", "max_paths")
+"""fsspec's own options every async filesystem takes (its loop, its listings cache)."""
+
 
 def _read_only(what: str) -> NotImplementedError:
     return NotImplementedError(f"lsio: the lsio filesystem is read-only ({what})")
@@ -60,6 +64,10 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
     def __init__(self, *args: Any, reader: Reader | None = None, settings: str | None = None,
                  **kwargs: Any) -> None:
         options = {k: kwargs.pop(k) for k in READER_OPTIONS if k in kwargs}
+        unknown = sorted(set(kwargs) - set(FSSPEC_OPTIONS))
+        if unknown:  # another filesystem's options (s3fs' key=, anon=...): never ignored
+            raise TypeError(f"lsio: unknown storage option(s) {', '.join(unknown)}; the lsio "
+                            f"filesystem takes reader= or {', '.join(READER_OPTIONS)}")
         if reader is not None and options:
             raise TypeError(f"lsio: give reader= or the Reader's options "
                             f"({', '.join(options)}), not both")

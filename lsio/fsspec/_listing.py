@@ -18,7 +18,7 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .._url import is_url, listable
+from .._url import is_url, listable, redact
 from ._paths import join, split_bucket
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def _dir(name: str) -> Info:
 
 
 def _no_listing(url: str) -> NotImplementedError:
-    return NotImplementedError(f"lsio: {url!r}: plain HTTP(S) has no listing; read the "
+    return NotImplementedError(f"lsio: {redact(repr(url))}: plain HTTP(S) has no listing; read the "
                                "URLs by name (info, cat and open work)")
 
 
@@ -66,7 +66,7 @@ async def info(reader: Reader, path: str) -> Info:
         if found is None:
             if listable(path) and await _has_children(reader, path):
                 return _dir(path)
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), redact(path))
     return {"name": path, "size": size, "type": "file"}
 
 

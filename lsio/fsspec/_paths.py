@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from .._url import is_url, local_path, unsupported
+from .._url import is_url, local_path, redact, unsupported
 
 __all__ = ["join", "parent", "split_bucket", "strip", "unstrip"]
 
@@ -35,7 +35,7 @@ def strip(path: Any) -> str:
         local = local_path(text)
         return os.path.abspath(os.path.expanduser(local)) if local else os.path.abspath("")
     if not is_url(text):
-        raise unsupported(text)
+        raise ValueError(redact(str(unsupported(text))))
     if scheme.group(1).lower() in ("http", "https"):
         return text  # a trailing "/" is part of what a web server answers
     head = text[:scheme.end()]
