@@ -118,3 +118,17 @@ def test_reference_protocol_lsio(netcdf: tuple[Path, str, Any]) -> None:
                             zarr_format=2)
     np.testing.assert_array_equal(group["temp"][...], values)
     assert isinstance(rfs.fss["lsio"], lf.LsioFileSystem)
+    with fsspec.open(f"lsio://{path}", queue_depth=8) as f:  # fsspec's own door, too
+        assert f.read(4) == b"\x89HDF"
+
+
+def test_xarray_h5netcdf_through_open(netcdf: tuple[Path, str, Any]) -> None:
+    """netCDF readers that take a file object (xarray's h5netcdf engine) read through lsio."""
+    import xarray as xr
+
+    _, url, values = netcdf
+    lsio_fs, reader = counting_fs(asynchronous=False)
+    with lsio_fs.open(url) as f, xr.open_dataset(f, engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["temp"].values, values)
+        assert ds.attrs["title"] == "lsio"
+    assert reader.calls
