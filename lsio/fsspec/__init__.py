@@ -2,7 +2,8 @@
 
 >>> fs = fsspec.filesystem("lsio", queue_depth=64)         # or LsioFileSystem(reader=...)
 >>> fs.cat_ranges(["s3://b/k", "/data/x.nc"], [0, 100], [10, 200])
->>> refs = fsspec.filesystem("reference", fo=refs, fs={"s3": fs, "file": fs})
+>>> fsspec.filesystem("reference", fo=refs, fs=fs)             # references to local paths
+>>> fsspec.filesystem("reference", fo=refs, fs={"s3": fs})     # ... to URLs: per protocol
 
 Registered under ``"lsio"`` only; :func:`register` takes over other protocols when asked
 (never on import). Storage options are :class:`lsio.Reader`'s keyword arguments. The
