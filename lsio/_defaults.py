@@ -25,7 +25,8 @@ __all__: list[str] = [
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
     "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
-    "FSSPEC_CACHE", "FSSPEC_GET_PIECE",
+    "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
+    "READAHEAD_TTL", "READAHEAD_BUDGET",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -334,13 +335,13 @@ it the page faults cost little."""
 # -- The fsspec filesystem (lsio.fsspec) ------------------------------------------------------
 
 FSSPEC_BLOCK_SIZE = 1 << 20
-"""Default ``block_size`` of ``LsioFileSystem.open``. h5py (and netCDF4, cfgrib) read a
-file's metadata in small scattered pieces (superblock, object headers, B-tree nodes: a few
-hundred bytes to a few KiB each) between chunk reads; each block missed costs one request,
-~0.3 ms on loopback but 20-50 ms against a cloud store, so blocks are larger than those
-pieces but not so large that a scattered read drags much unused data. Measured here (h5py
-reading a 26 MB NetCDF4 variable of 1 024 zlib+shuffle chunks through nginx, best of 2,
-2 busy cores), ``blockcache``: 64 KiB 1.7 s, 256 KiB 0.57 s, 1 MiB 0.60 s, 4 MiB 0.83 s,
+"""Default ``block_size`` of ``LsioFileSystem.open``. h5py (and netCDF4, cfgrib) read a file's
+metadata in small scattered pieces (superblock, object headers, B-tree nodes: a few hundred
+bytes to a few KiB each) between chunk reads; each block missed costs one request, ~0.3 ms
+on loopback but 20-50 ms against a cloud store, so blocks are larger than those pieces but
+not so large that a scattered read drags much unused data. Measured on the benchmark machine
+(h5py reading a 26 MB NetCDF4 variable of 1 024 zlib+shuffle chunks through nginx, best of
+2, 2 busy cores), ``blockcache``: 64 KiB 1.7 s, 256 KiB 0.57 s, 1 MiB 0.60 s, 4 MiB 0.83 s,
 16 MiB 0.85 s; ``background``: 256 KiB 0.58 s, 1 MiB 0.39 s, 4 MiB 0.56 s. fsspec's own
 default is 5 MiB."""
 
@@ -356,3 +357,30 @@ file 0.52 s (decoding is most of it)."""
 FSSPEC_GET_PIECE = 64 << 20
 """Piece size of ``LsioFileSystem.get``: a file is copied in reads of this many bytes, so
 copying a large file holds at most one piece in memory."""
+
+# -- Read-ahead for one-range-at-a-time callers (lsio/_readahead.py) -------------------------
+
+READAHEAD_FIRST = 256 << 10
+"""First read-ahead window of a path read sequentially through ``lsio.fsspec`` or
+``lsio.obspec``; doubled with each window (the kernel's page cache grows its read-ahead the
+same way, from a small first window). 256 KiB covers ~15 of the 17 KiB stored chunks
+zarr's 10 reads in flight ask for at once (a 64 KiB zlib-4 chunk of the interop
+benchmark)."""
+
+READAHEAD_MAX = 4 << 20
+"""Largest read-ahead window: the ``nvme`` preset's ``max_read`` and kvikio's task size;
+a window bigger than this gains little on a store (a 4 MiB GET streams at full rate) and
+holds more memory."""
+
+READAHEAD_GAP = 1 << 20
+"""A read starting at most this far past the end of the last read of its path continues
+its stream (the ``cloud`` preset's ``max_gap``: reading through a 1 MiB gap costs about
+what a new request costs)."""
+
+READAHEAD_TTL = 2.0
+"""Seconds a read-ahead window may serve reads: bytes served from read-ahead are never
+older than this."""
+
+READAHEAD_BUDGET = 64 << 20
+"""Bytes of read-ahead windows one filesystem or store holds at most (the oldest windows
+go first): 16 windows of the largest size."""

@@ -89,8 +89,8 @@ def test_kerchunk_references_through_zarr(netcdf: tuple[Path, str, Any], where: 
     fs = {"path": lsio_fs, "file": {"file": lsio_fs}, "nginx": {"http": lsio_fs}}[where]
     got = read_refs(refs, fs)
     np.testing.assert_array_equal(got, values)
-    assert sum(reader.calls) == nchunks  # every chunk came through lsio
-    assert len(reader.calls) < nchunks  # zarr's concurrent gets were gathered
+    # zarr's gets, concurrent and in file order, were gathered and read ahead
+    assert 0 < len(reader.calls) <= nchunks // 8, reader.calls
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["local", "nginx"])

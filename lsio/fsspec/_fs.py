@@ -76,6 +76,7 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
         self._given = reader
         self._readers: dict[int | None, Reader] = {}
         self._gatherer: Any = None
+        self._ahead: Any = None
 
     # -- the reader and the gatherer, made on first use --------------------------------
     def reader(self, max_gap: int | None = None) -> Reader:
@@ -104,6 +105,14 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
             self._gatherer = Gatherer(self.reader)
         return self._gatherer
 
+    def _read_ahead(self) -> Any:
+        """Ranges asked one at a time, with sequential read-ahead (:mod:`lsio._readahead`)."""
+        if self._ahead is None:
+            from .._readahead import ReadAhead
+
+            self._ahead = ReadAhead(self._gather())
+        return self._ahead
+
     # -- paths --------------------------------------------------------------------------
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
@@ -130,7 +139,7 @@ class LsioFileSystem(AsyncFileSystem, metaclass=_Cached):  # type: ignore[misc]
                         **kwargs: Any) -> bytes:
         path = _paths.strip(path)
         offset, length, cut = await self._want(path, start, end)
-        view = await self._gather().read((path, offset, length))
+        view = await self._read_ahead().read(path, offset, length)
         return finish(view, cut)
 
     async def _cat_ranges(self, paths: list[Any], starts: Any, ends: Any,

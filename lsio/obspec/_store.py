@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from .._gather import Gatherer
     from .._objects import ObjectInfo
+    from .._readahead import ReadAhead
     from .._reader import Reader
 
 __all__ = ["Store"]
@@ -67,6 +68,7 @@ class Store:
         """The reader given (it pickles with the store), or ``None``: the store's own, made
         from ``settings`` on first use (the settings pickle, and it is made again)."""
         self._gatherer: Gatherer | None = None
+        self._ahead: ReadAhead | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self._given, self._given_reader, self._settings))
@@ -101,6 +103,14 @@ class Store:
             self._gatherer = Gatherer(lambda: self.reader)
         return self._gatherer
 
+    def _read_ahead(self) -> ReadAhead:
+        """Ranges read one at a time, with sequential read-ahead (:mod:`lsio._readahead`)."""
+        if self._ahead is None:
+            from .._readahead import ReadAhead
+
+            self._ahead = ReadAhead(self._gather())
+        return self._ahead
+
     # -- get_range, get_ranges ---------------------------------------------------------------
     @redacting
     async def get_range_async(self, path: str, *, start: int, end: int | None = None,
@@ -109,7 +119,7 @@ class Store:
         exactly one of them): a read-only memoryview, shorter if the object ends first.
         Concurrent calls of one loop turn are read as one planned call."""
         full, start, n = self._range(path, start, end, length)
-        view = await self._gather().read((full, start, n))
+        view = await self._read_ahead().read(full, start, n)
         assert view is not None
         return _in_object(view, full, start, n)
 
