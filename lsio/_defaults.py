@@ -24,7 +24,7 @@ __all__: list[str] = [
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
-    "POPULATE_MIN",
+    "POPULATE_MIN", "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -311,3 +311,19 @@ parts go through the ring windows."""
 POPULATE_MIN = 16 << 20
 """``prefault``: outputs from this size on are faulted in ahead of the decode calls; below
 it the page faults cost little."""
+
+
+# -- lsio.grib -----------------------------------------------------------------------------------
+
+GRIB_SCAN_BYTES = 64 << 10
+"""A GRIB2 scan (no sidecar) reads this much a hop from each file: sections 0-4 of NCEP and
+ECMWF messages take a few hundred bytes, so one hop covers a message's headers (and the next
+messages' when messages are small); data sections are skipped unread. Every hop is one round
+trip for each file still walking, which is why remote data should come with sidecars."""
+
+GRIB_SIDECAR_BYTES = 64 << 20
+"""A ``.idx`` / ``.index`` sidecar larger than this is refused (a GFS 0.25 degree ``.idx``
+is ~60 KB, an ECMWF open-data ``.index`` ~1 MB): untrusted text never drives a bigger parse."""
+
+GRIB_SIDECAR_LINE = 4096
+"""Longest sidecar line accepted (real lines are under 200 bytes)."""
