@@ -1,0 +1,242 @@
+"""lsio.grib: inventories (sidecars and scans), reads equal to eccodes decoding whole files
+on every packing, errors naming the file and message, remote reads on nginx and moto."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lsio
+import lsio.grib
+from grib_data import PACKINGS, decode_all, write_grib
+from lsio.grib._message import parse_idx, parse_index
+from servers import MotoServer, Nginx
+
+eccodes = pytest.importorskip("eccodes")  # the grib extra; make test installs it
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """One file a packing; the simple one with a bitmap, each with a two-field message."""
+    d = tmp_path_factory.mktemp("grib")
+    out = []
+    for k, packing in enumerate(PACKINGS):
+        path = d / f"{packing}.grib2"
+        write_grib(path, packing=packing, seed=k, multi=True, bitmap=k == 0)
+        out.append(path)
+    return out
+
+
+def _reference(paths: list[Path]) -> np.ndarray:
+    return np.stack([v for p in paths for v in decode_all(p)])
+
+
+def _hide(paths: list[Path], *suffixes: str) -> Iterator[None]:
+    moved = []
+    for p in paths:
+        for side in (Path(f"{p}.idx"), p.with_suffix(".index")):
+            if side.name.endswith(suffixes):
+                side.rename(f"{side}.away")
+                moved.append(side)
+    try:
+        yield
+    finally:
+        for side in moved:
+            Path(f"{side}.away").rename(side)
+
+
+@pytest.mark.parametrize("hide", [(), (".idx",), (".idx", ".index")],
+                         ids=["idx", "index", "scan"])
+def test_read_equals_eccodes_on_every_packing(files: list[Path], hide: tuple[str, ...]
+                                              ) -> None:
+    """0.3 s. Every packing, bitmap (NaN), sub-messages: from each inventory road."""
+    for _ in _hide(files, *hide) if hide else [None]:
+        msgs = lsio.grib.inventory_sync(files)
+        assert len(msgs) == 48
+        assert (msgs[0].grid is not None) == (hide == (".idx", ".index"))
+        got = lsio.grib.read_sync(msgs)
+    ref = _reference(files)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.isnan(got[0]).sum() == np.isnan(ref[0]).sum() > 0
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_match_and_subset(files: list[Path]) -> None:
+    msgs = lsio.grib.inventory_sync(files, match=":(UGRD|VGRD):10 m above ground:6 hour")
+    assert [m.submessage for m in msgs] == [0, 1] * 4
+    got = lsio.grib.read_sync(msgs, dtype=np.float64)
+    ref = _reference(files)
+    np.testing.assert_array_equal(got, ref[[7, 8, 19, 20, 31, 32, 43, 44]])
+    assert got.dtype == np.float64
+    two = lsio.grib.inventory_sync(files[:1], match=lambda m: m.variable == "RH")
+    assert len(two) == 2 and all(m.level == "2 m above ground" for m in two)
+
+
+def test_eccodes_is_thread_safe(tmp_path: Path) -> None:
+    """The hammer (~3 s): 6 threads x 12 rounds of 24 messages of every packing decode
+    equal to a serial decode. If this failed, decoding would have to go to processes."""
+    msgs = []
+    for packing in PACKINGS:
+        path = tmp_path / f"{packing}.grib2"
+        recs = write_grib(path, packing=packing, ni=120, nj=90, steps=(0,), sidecars=False)
+        data = path.read_bytes()
+        msgs += [data[r["offset"]:r["offset"] + r["length"]] for r in recs]
+
+    def decode(m: bytes) -> np.ndarray:
+        h = eccodes.codes_new_from_message(memoryview(m))
+        try:
+            return eccodes.codes_get_values(h)  # type: ignore[no-any-return]
+        finally:
+            eccodes.codes_release(h)
+
+    serial = [decode(m) for m in msgs]
+    bad: list[int] = []
+
+    def hammer() -> None:
+        for _ in range(12):
+            bad.extend(i for i, m in enumerate(msgs) if not np.array_equal(decode(m), serial[i]))
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and bad == []
+
+
+def test_corrupt_and_truncated_messages_name_source_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "bad.grib2"
+    recs = write_grib(path, packing="grid_complex_spatial_differencing", steps=(0,))
+    msgs = lsio.grib.inventory_sync([path])
+    third = recs[3]["offset"]
+    data = bytearray(path.read_bytes())
+    data[third + recs[3]["length"] - 40:third + recs[3]["length"] - 4] = bytes(36)  # data
+    data[third + 20] ^= 0xFF  # and section 1's length: the walk cannot go on
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"bad.grib2: message at offset {third}"):
+        lsio.grib.read_sync(msgs)
+    short = [lsio.grib.Message(str(path), third, recs[3]["length"] + 99, "X", "", None, None)]
+    with pytest.raises(ValueError, match=rf"bad.grib2: message at offset {third}"):
+        lsio.grib.read_sync(short)
+    os.truncate(path, third + 100)
+    with pytest.raises(ValueError, match=rf"bad.grib2: message at offset {third}.*truncated"):
+        lsio.grib.read_sync(msgs[3:4])
+    Path(f"{path}.idx").unlink()
+    path.with_suffix(".index").unlink()
+    with pytest.raises(ValueError, match=rf"bad.grib2: message at offset {third}: section"):
+        lsio.grib.inventory_sync([path])  # the scan meets the corrupt section 1
+    cut = tmp_path / "cut.grib2"
+    write_grib(cut, packing="grid_complex_spatial_differencing", steps=(0,), sidecars=False)
+    os.truncate(cut, third + 100)
+    with pytest.raises(ValueError, match=rf"cut.grib2: message at offset {third}: the file "
+                                         "ends inside a message"):
+        lsio.grib.inventory_sync([cut])
+
+
+def test_different_grids_are_refused(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.grib2", tmp_path / "b.grib2"
+    write_grib(a, steps=(0,))
+    write_grib(b, steps=(0,), ni=10, nj=8)
+    msgs = lsio.grib.inventory_sync([a, b], match="TMP:2 m")
+    with pytest.raises(ValueError, match=r"different grids: .*b.grib2: message at offset 0 "
+                                         r"is 8 x 10, .*a.grib2: message at offset 0 18 x 24"):
+        lsio.grib.read_sync(msgs)
+    for side in (Path(f"{a}.idx"), a.with_suffix(".index"), Path(f"{b}.idx"),
+                 b.with_suffix(".index")):
+        side.unlink()
+    scanned = lsio.grib.inventory_sync([a, b], match="TMP:2 m")  # grids known up front
+    with pytest.raises(ValueError, match="different grids"):
+        lsio.grib.read_sync(scanned)
+
+
+def test_bad_sidecar_lines_name_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"x.idx line 2: not a wgrib2"):
+        parse_idx("x", b"1:0:d=2024010100:TMP:2 m above ground:anl:\nnonsense\n", "x.idx")
+    with pytest.raises(ValueError, match=r"x.idx line 1: longer than"):
+        parse_idx("x", b"1:0:d=2024010100:" + b"A" * 10000 + b":l:anl:\n", "x.idx")
+    with pytest.raises(ValueError, match=r"x.index line 1: not an ECMWF index entry"):
+        parse_index("x", b'{"_offset": -1, "_length": 3, "date": "20240101"}\n', "x.index")
+    with pytest.raises(ValueError, match=r"x.index line 1"):
+        parse_index("x", b"[1, 2]\n", "x.index")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 3)), min_size=1, max_size=30),
+       st.booleans())
+def test_inventory_lengths(messages: list[tuple[int, int]], ecmwf: bool) -> None:
+    """Random message sizes and sub-message counts: lengths run to the next different
+    offset, sub-messages share their message's offset and length, the last runs to EOF
+    (``None``) in an ``.idx``; an ECMWF ``.index`` gives lengths as they are."""
+    lines, expect, offset = [], [], 0
+    for n, (size, fields) in enumerate(messages, 1):
+        for k in range(fields):
+            if ecmwf:
+                lines.append(f'{{"date": "20240101", "time": "0600", "step": "{n}", '
+                             f'"param": "t", "levtype": "sfc", "_offset": {offset}, '
+                             f'"_length": {size}}}')
+            else:
+                label = f"{n}.{k + 1}" if fields > 1 else str(n)
+                lines.append(f"{label}:{offset}:d=2024010106:TMP:2 m above ground:{n} hour fcst:")
+            last = n == len(messages) and not ecmwf
+            expect.append((offset, None if last else size, k))
+        offset += size
+    text = ("\n".join(lines) + "\n").encode()
+    got = (parse_index if ecmwf else parse_idx)("f", text, "f.side")
+    assert [(m.offset, m.length, m.submessage) for m in got] == expect
+    assert all(m.time is not None and m.time.hour == 6 for m in got)
+
+
+@pytest.fixture(scope="module")
+def served(files: list[Path], nginx: Nginx) -> list[str]:
+    """The files, their sidecars beside them, on the session's nginx; and a copy with no
+    sidecars (scanned over HTTP)."""
+    root = Path(nginx.root) / "grib"
+    root.mkdir(exist_ok=True)
+    for f in files:
+        for p in (f, Path(f"{f}.idx"), f.with_suffix(".index")):
+            shutil.copy(p, root / p.name)
+        shutil.copy(f, root / f"bare-{f.name}")
+    return [nginx.url(f"grib/{f.name}") for f in files]
+
+
+def test_remote_nginx_sidecars_and_scan(files: list[Path], served: list[str]) -> None:
+    ref = _reference(files)
+    msgs = lsio.grib.inventory_sync(served)
+    assert len(msgs) == 48 and msgs[0].grid is None
+    np.testing.assert_array_equal(lsio.grib.read_sync(msgs), ref)
+    bare = [u.replace("/grib/", "/grib/bare-") for u in served]
+    scanned = lsio.grib.inventory_sync(bare)
+    assert [(m.offset, m.submessage) for m in scanned] == [(m.offset, m.submessage)
+                                                          for m in msgs]
+    np.testing.assert_array_equal(lsio.grib.read_sync(scanned), ref)
+
+
+def test_remote_moto(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import use_moto_credentials
+
+    server = MotoServer().start()
+    try:
+        use_moto_credentials(monkeypatch, server)
+        s3 = server.client()
+        s3.create_bucket(Bucket="grib")
+        for f in files:
+            for p in (f, Path(f"{f}.idx")):
+                s3.put_object(Bucket="grib", Key=p.name, Body=p.read_bytes())
+        reader = lsio.Reader(http=lsio.HttpOptions(endpoint_url=server.endpoint))
+        urls = [f"s3://grib/{f.name}" for f in files]
+        msgs = lsio.grib.inventory_sync(urls, reader=reader, match=":TMP:")
+        assert len(msgs) == 24
+        got = lsio.grib.read_sync(msgs, reader=reader)
+        ref = _reference(files)
+        keep = [i for i, m in enumerate(lsio.grib.inventory_sync(files)) if ":TMP:" in m.line]
+        np.testing.assert_array_equal(got, ref[keep])
+    finally:
+        server.stop()
