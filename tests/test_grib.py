@@ -9,18 +9,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import eccodes  # noqa: E402 - the grib extra (make test installs it): fail, never skip
 import numpy as np
 import pytest
+from grib_data import PACKINGS, decode_all, write_grib
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from servers import MotoServer, Nginx
 
 import lsio
 import lsio.grib
-from grib_data import PACKINGS, decode_all, write_grib
 from lsio.grib._message import parse_idx, parse_index
-from servers import MotoServer, Nginx
-
-eccodes = pytest.importorskip("eccodes")  # the grib extra; make test installs it
 
 
 @pytest.fixture(scope="module")

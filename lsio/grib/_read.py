@@ -119,7 +119,7 @@ def coordinates(grid: Grid) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.flo
 
 
 def _known_shape(messages: list[Message]) -> tuple[int, int] | None:
-    shapes = {}
+    shapes: dict[tuple[int, int], Message] = {}
     for m in messages:
         if m.grid is not None:
             if m.grid.shape is None:
