@@ -239,3 +239,39 @@ def test_remote_moto(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None
         np.testing.assert_array_equal(got, ref[keep])
     finally:
         server.stop()
+
+
+_ONE = bytearray()
+
+
+@settings(max_examples=200, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 2999), st.integers(0, 255)), max_size=8),
+       hop=st.integers(1, 400), cut=st.integers(0, 3000))
+def test_walker_on_mutated_bytes_ends(flips: list[tuple[int, int]], hop: int, cut: int,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Untrusted bytes (a message with bytes changed, cut short, read in any hop size):
+    the walk ends with fields or a ValueError naming the file, in a bounded number of
+    hops."""
+    from lsio.grib._sections import Walker
+
+    if not _ONE:
+        path = tmp_path_factory.mktemp("fuzz") / "f.grib2"
+        write_grib(path, steps=(0,), multi=True, sidecars=False)
+        _ONE.extend(path.read_bytes())
+    data = bytearray(_ONE[:len(_ONE) - cut])
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    walker = Walker("f.grib2")
+    try:
+        for _ in range(len(data) + 2):
+            ask = walker.want()
+            if ask is None:
+                break
+            n = max(hop, ask[1])
+            buf = bytes(data[ask[0]:ask[0] + n])
+            walker.feed(ask[0], buf, eof=len(buf) < n)
+        else:
+            raise AssertionError("the walk did not end")
+    except ValueError as exc:
+        assert "f.grib2" in str(exc)
