@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._defaults import GRIB_SCAN_BYTES
@@ -102,6 +103,9 @@ async def _scan(rd: Reader, scans: list[tuple[str, Walker]],
         got = await rd.read_many(requests)
         for (source, walker), (_, pos, size), buf in zip(live, requests, got, strict=True):
             for h in walker.feed(pos, buf, eof=len(buf) < size):
-                counts[source] += h.submessage == 0
-                out[source].append(from_header(source, counts[source], h))
+                n = counts[source] = counts[source] + (h.submessage == 0)
+                if h.submessage == 1:  # a multi-field message: its first field is n.1
+                    first = out[source][-1]
+                    out[source][-1] = replace(first, line=f"{n}.1{first.line[len(str(n)):]}")
+                out[source].append(from_header(source, n, h))
         live = [(s, w) for s, w in live if w.want() is not None]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .._reader import Reader
     from ._message import Message
 
-__all__ = ["coordinates", "read"]
+__all__ = ["coordinates", "read", "read_with_grid"]
 
 _coords: dict[Grid, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
 _coords_lock = threading.Lock()
@@ -53,27 +53,41 @@ def _one_message(buf: Any, m: Message) -> tuple[memoryview | bytes, Grid]:
     return data, headers[0].grid
 
 
-class _Sink:
-    """The output array, made when the first field's shape is known (unless given), and
-    the shape every other field must have."""
+def _describe(grid: Grid) -> str:
+    shape = "no (ny, nx) shape" if grid.shape is None else f"{grid.ny} x {grid.nx}"
+    return f"grid template {grid.template}, {shape}, section 3 digest {grid.digest}"
 
-    def __init__(self, messages: list[Message], out: Any, dtype: Any, coords: bool) -> None:
+
+def _different(a: Message, ga: Grid, b: Message, gb: Grid) -> ValueError:
+    return ValueError(f"lsio.grib: fields on different grids: {_where(a)} is on "
+                      f"{_describe(ga)}; {_where(b)} on {_describe(gb)}")
+
+
+class _Sink:
+    """The output array, made when the first field's grid is known (unless given), and
+    the grid every other field must be on."""
+
+    def __init__(self, messages: list[Message], out: Any, dtype: Any, coords: bool,
+                 grid: tuple[Grid, int] | None) -> None:
         self.messages, self.out, self.dtype, self.coords = messages, out, dtype, coords
-        self.first: tuple[tuple[int, int], int] | None = None
+        self.first = grid
+        """The grid of the call and the message that showed it."""
         self.lock = threading.Lock()
 
-    def slot(self, i: int, shape: tuple[int, int]) -> npt.NDArray[Any]:
+    def slot(self, i: int, grid: Grid) -> npt.NDArray[Any]:
+        shape = grid.shape
+        assert shape is not None
         with self.lock:
             if self.first is None:
-                self.first = (shape, i)
+                self.first = (grid, i)
                 if self.out is None:
                     self.out = np.empty((len(self.messages), *shape), self.dtype)
-            if shape != self.first[0] or self.out.shape[1:] != shape:
-                other = self.messages[self.first[1]]
-                raise ValueError(f"lsio.grib: fields on different grids: {_where(self.messages[i])}"
-                                 f" is {shape[0]} x {shape[1]}, {_where(other)} "
-                                 f"{self.first[0][0]} x {self.first[0][1]}"
-                                 f" (out= {self.out.shape[1:]})")
+            if grid != self.first[0]:
+                j = self.first[1]
+                raise _different(self.messages[i], grid, self.messages[j], self.first[0])
+            if self.out.shape[1:] != shape:
+                raise ValueError(f"lsio.grib: {_where(self.messages[i])}: the field is "
+                                 f"{shape[0]} x {shape[1]}, out= has {self.out.shape}")
             return self.out[i]  # type: ignore[no-any-return]
 
     def decode(self, i: int, buf: Any) -> None:
@@ -99,7 +113,7 @@ class _Sink:
                              f"{exc}") from exc
         finally:
             eccodes.codes_release(h)
-        self.slot(i, grid.shape)[...] = values.reshape(grid.shape)
+        self.slot(i, grid)[...] = values.reshape(grid.shape)
 
 
 def _remember(grid: Grid, h: Any) -> None:
@@ -118,19 +132,20 @@ def coordinates(grid: Grid) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.flo
     return _coords[grid]
 
 
-def _known_shape(messages: list[Message]) -> tuple[int, int] | None:
-    shapes: dict[tuple[int, int], Message] = {}
-    for m in messages:
-        if m.grid is not None:
-            if m.grid.shape is None:
-                raise ValueError(f"lsio.grib: {_where(m)}: grid template {m.grid.template} "
-                                 "has no (ny, nx) shape")
-            shapes.setdefault(m.grid.shape, m)
-    if len(shapes) > 1:
-        (a, ma), (b, mb) = list(shapes.items())[:2]
-        raise ValueError(f"lsio.grib: fields on different grids: {_where(ma)} is "
-                         f"{a[0]} x {a[1]}, {_where(mb)} {b[0]} x {b[1]}")
-    return next(iter(shapes), None)
+def _known_grid(messages: list[Message]) -> tuple[Grid, int] | None:
+    """The messages' grid if the inventory told it (a scan), checked to be one."""
+    first: tuple[Grid, int] | None = None
+    for i, m in enumerate(messages):
+        if m.grid is None:
+            continue
+        if m.grid.shape is None:
+            raise ValueError(f"lsio.grib: {_where(m)}: grid template {m.grid.template} "
+                             "has no (ny, nx) shape")
+        if first is None:
+            first = (m.grid, i)
+        elif m.grid != first[0]:
+            raise _different(m, m.grid, messages[first[1]], first[0])
+    return first
 
 
 @redacting
@@ -144,11 +159,20 @@ async def read(messages: Iterable[Message], *, out: npt.NDArray[Any] | None = No
     worker threads as soon as it arrives, into ``out[i]``. Points a bitmap leaves out are
     NaN. Fields on different grids, or on a grid with no (ny, nx) shape, raise
     ``ValueError`` naming them; so does a message eccodes cannot decode or a truncated one
-    (naming the file and the message's offset). ``coords=True`` also computes each grid's
+    (naming the file and the message's offset). ``coords=True`` also computes the grid's
     latitudes and longitudes once (:func:`coordinates`).
     """
-    msgs = list(messages)
-    shape = _known_shape(msgs)
+    array, _ = await read_with_grid(list(messages), out=out, dtype=dtype, coords=coords,
+                                    reader=reader_for(reader, settings))
+    return array
+
+
+async def read_with_grid(msgs: list[Message], *, out: npt.NDArray[Any] | None, dtype: Any,
+                         coords: bool, reader: Reader
+                         ) -> tuple[npt.NDArray[Any], Grid | None]:
+    """:func:`read`, also telling the fields' grid (``None`` for no messages)."""
+    known = _known_grid(msgs)
+    shape = None if known is None else known[0].shape
     if out is not None:
         if out.ndim != 3 or out.shape[0] != len(msgs) or (
                 shape is not None and out.shape[1:] != shape):
@@ -157,9 +181,9 @@ async def read(messages: Iterable[Message], *, out: npt.NDArray[Any] | None = No
     elif shape is not None:
         out = np.empty((len(msgs), *shape), dtype)
     if not msgs:
-        return out if out is not None else np.empty((0, 0, 0), dtype)
-    sink = _Sink(msgs, out, dtype, coords)
-    rd = reader_for(reader, settings)
+        return (out if out is not None else np.empty((0, 0, 0), dtype)), None
+    sink = _Sink(msgs, out, dtype, coords, known)
     requests = [(m.source, m.offset, m.length) for m in msgs]
-    await rd.read_many(requests, pipeline=lambda i: [functools.partial(sink.decode, i)])
-    return sink.out  # type: ignore[no-any-return]
+    await reader.read_many(requests, pipeline=lambda i: [functools.partial(sink.decode, i)])
+    assert sink.first is not None
+    return sink.out, sink.first[0]
