@@ -277,3 +277,29 @@ def test_walker_on_mutated_bytes_ends(flips: list[tuple[int, int]], hop: int, cu
             raise AssertionError("the walk did not end")
     except ValueError as exc:
         assert "f.grib2" in str(exc)
+
+
+def test_open_dataset(files: list[Path]) -> None:
+    """Variables by GRIB name and level kind on (time, step, level, y, x); latitude and
+    longitude from eccodes, computed once per grid."""
+    ds = lsio.grib.open_dataset(files[1:2], match=":(TMP|UGRD):")
+    assert sorted(ds.data_vars) == ["TMP_m_above_ground", "TMP_mb", "UGRD"]
+    assert ds["TMP_mb"].dims == ("time", "step", "level_mb", "y", "x")
+    assert list(ds["level_mb"].values) == [500.0, 850.0]
+    assert list(ds["step"].values.astype("timedelta64[h]").astype(int)) == [0, 6]
+    ref = decode_all(files[1])  # fields: TMP 2 m, UGRD, VGRD, RH, TMP 500, TMP 850; x 2 steps
+    np.testing.assert_array_equal(ds["TMP_mb"].values[0, 1, 1], ref[6 + 5])
+    np.testing.assert_array_equal(ds["UGRD"].values[0, 0, 1], ref[1])
+    assert np.isnan(ds["UGRD"].values[0, 0, 0]).all()  # no UGRD at 2 m: NaN
+    with open(files[1], "rb") as f:
+        h = eccodes.codes_grib_new_from_file(f)
+    try:
+        lat = eccodes.codes_get_array(h, "latitudes").reshape(18, 24)
+        lon = eccodes.codes_get_array(h, "longitudes").reshape(18, 24)
+    finally:
+        eccodes.codes_release(h)
+    np.testing.assert_array_equal(ds["latitude"].values, lat)
+    np.testing.assert_array_equal(ds["longitude"].values, lon)
+    again = lsio.grib.open_dataset(files[2:3], match="RH")  # the same grid: cached arrays
+    assert again["latitude"].values.base is ds["latitude"].values.base or np.shares_memory(
+        again["latitude"].values, ds["latitude"].values)

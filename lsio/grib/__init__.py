@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from .._sync import run_sync
+from ._dataset import open_dataset, open_dataset_async
 from ._inventory import inventory
 from ._message import Message
 from ._read import coordinates, read
 from ._sections import Grid
 
-__all__ = ["Grid", "Message", "coordinates", "inventory", "inventory_sync", "read",
-           "read_sync"]
+__all__ = ["Grid", "Message", "coordinates", "inventory", "inventory_sync", "open_dataset",
+           "open_dataset_async", "read", "read_sync"]
 
 
 def inventory_sync(sources: Any, **kwargs: Any) -> list[Message]:

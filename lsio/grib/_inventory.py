@@ -16,7 +16,7 @@ from ._sections import Walker
 if TYPE_CHECKING:
     from .._reader import Reader
 
-__all__ = ["inventory", "reader_for"]
+__all__ = ["Match", "inventory", "reader_for"]
 
 _EXTENSIONS = (".grib2", ".grb2", ".grib", ".grb")
 Match = str | re.Pattern[str] | Callable[[Message], bool] | None
