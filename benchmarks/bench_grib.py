@@ -1,6 +1,6 @@
 """GRIB2 benchmark: ``lsio.grib`` against a Herbie-style subset download.
 
-    python -m benchmarks.bench_grib [--quick] [--repeats N] [--data-dir DIR]
+    python -m benchmarks.bench_grib [--quick] [--repeats N] [--files N] [--data-dir DIR]
         [--delay SECONDS] [--json results.json] [--out bench.md]
 
 48 forecast files (HRRR-size grid 1799 x 1059, complex packing with spatial differencing,
@@ -13,6 +13,10 @@ each (``:(TMP|RH):2 m above ground:anl:``). Contenders, alternated for ``--repea
 - ``herbie-style``: what Herbie does per file: GET the ``.idx``, group the wanted messages
   into runs of consecutive messages, one sequential ``requests`` range GET per run, then
   eccodes decodes each message.
+- ``kerchunk + zarr + fsspec`` (``benchmarks/grib_kerchunk.py``): kerchunk references to
+  the wanted messages (made ahead, untimed) read through zarr 3 and fsspec's
+  ``ReferenceFileSystem``, decoded by kerchunk's ``GRIBCodec``. ``--no-kerchunk`` leaves it
+  out.
 
 Rows: loopback (no latency) and ``latency`` (``benchmarks/latency_proxy.py``: 30 ms before
 each answer, what a bucket looks like). Every run is checked against eccodes decoding the
@@ -120,26 +124,54 @@ def run_herbie_style(urls: list[str]) -> np.ndarray:
     return np.stack(fields)
 
 
-CONTENDERS: dict[str, Callable[[list[str]], np.ndarray]] = {
-    "lsio.grib": run_lsio, "herbie-style": run_herbie_style}
+KERCHUNK = "kerchunk + zarr + fsspec"
 
 
-def measure(urls: list[str], want: np.ndarray, repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    for _ in range(repeats):
-        for name, fn in CONTENDERS.items():
+def contenders(paths: list[Path], urls: list[str], kerchunk: bool
+               ) -> dict[str, Callable[[], np.ndarray]]:
+    """Each contender as a thunk; the kerchunk references are made here, untimed."""
+    out: dict[str, Callable[[], np.ndarray]] = {
+        "lsio.grib": lambda: run_lsio(urls), "herbie-style": lambda: run_herbie_style(urls)}
+    if kerchunk:
+        from .grib_kerchunk import references, run_kerchunk
+
+        refs, names = references(paths, urls, MATCH)
+        out[KERCHUNK] = lambda: run_kerchunk(refs, names)
+    return out
+
+
+def measure(runs: dict[str, Callable[[], np.ndarray]], want: np.ndarray, repeats: int
+            ) -> dict[str, list[float] | str]:
+    """Alternated rounds after an untimed one; a contender that fails (or returns other values) keeps its error
+    text instead of times, and the others go on."""
+    times: dict[str, list[float] | str] = {name: [] for name in runs}
+    for round_ in range(repeats + 1):  # round 0 warms up (imports, pools, sessions)
+        for name, fn in runs.items():
+            samples = times[name]
+            if isinstance(samples, str):
+                continue
             t = time.perf_counter()
-            got = fn(urls)
-            times[name].append(time.perf_counter() - t)
+            try:
+                got = fn()
+            except Exception as exc:  # noqa: BLE001 - reported in its row
+                times[name] = f"FAILED: {type(exc).__name__}: {exc}"[:200]
+                continue
+            if round_:
+                samples.append(time.perf_counter() - t)
             if not np.array_equal(got, want, equal_nan=True):
-                raise AssertionError(f"{name}: values differ from eccodes")
+                times[name] = "FAILED: values differ from eccodes"
     return times
 
 
-def table(title: str, times: dict[str, list[float]]) -> str:
-    base = statistics.median(times["herbie-style"])
-    rows = [f"### {title}", "", "| contender | median ms | vs herbie-style |", "|---|---|---|"]
+def table(title: str, times: dict[str, list[float] | str]) -> str:
+    herbie = times["herbie-style"]
+    base = statistics.median(herbie) if not isinstance(herbie, str) else float("nan")
+    rows = [f"### {title}", "", "| contender | median ms | herbie-style / contender |",
+            "|---|---|---|"]
     for name, ts in times.items():
+        if isinstance(ts, str):
+            rows.append(f"| {name} | {ts} | |")
+            continue
         med = statistics.median(ts)
         rows.append(f"| {name} | {med * 1e3:.1f} | {base / med:.2f}x |")
     return "\n".join(rows) + "\n"
@@ -149,22 +181,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="lsio.grib benchmark (loopback nginx)")
     ap.add_argument("--quick", action="store_true", help="4 small files (smoke run)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--files", type=int, default=None, help="number of files (48)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--delay", type=float, default=0.030, help="latency row's delay, s")
+    ap.add_argument("--no-kerchunk", action="store_true", help="leave kerchunk out")
     ap.add_argument("--json", type=Path, default=None, dest="json_path")
     ap.add_argument("--out", type=Path, default=None, help="markdown file to write")
     args = ap.parse_args(argv)
-    size: dict[str, Any] = QUICK if args.quick else FULL
+    size: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    if args.files:
+        size["files"] = args.files
     repeats = args.repeats or (2 if args.quick else 5)
     paths = make_data(args.data_dir, **size)
     want = expected(paths)
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict[str, list[float] | str]] = {}
+    kerchunk = not args.no_kerchunk
     with Nginx(paths[0].parent) as nginx:
         urls = [nginx.url(p.name) for p in paths]
-        results["loopback"] = measure(urls, want, repeats)
+        results["loopback"] = measure(contenders(paths, urls, kerchunk), want, repeats)
         with LatencyProxy("127.0.0.1", nginx.port, delay=args.delay) as proxy:
             late = [f"http://127.0.0.1:{proxy.port}/{p.name}" for p in paths]
-            results["latency"] = measure(late, want, repeats)
+            results["latency"] = measure(contenders(paths, late, kerchunk), want, repeats)
     n, ny, nx = want.shape
     text = (f"## GRIB2: {len(paths)} files, {n} fields of {ny} x {nx} (complex packing), "
             f"{repeats} rounds\n\n" + table("loopback nginx", results["loopback"]) + "\n" +
