@@ -142,8 +142,8 @@ def contenders(paths: list[Path], urls: list[str], kerchunk: bool
 
 def measure(runs: dict[str, Callable[[], np.ndarray]], want: np.ndarray, repeats: int
             ) -> dict[str, list[float] | str]:
-    """Alternated rounds after an untimed one; a contender that fails (or returns other values) keeps its error
-    text instead of times, and the others go on."""
+    """Alternated rounds after an untimed one; a contender that fails (or returns other
+    values) keeps its error text instead of times, and the others go on."""
     times: dict[str, list[float] | str] = {name: [] for name in runs}
     for round_ in range(repeats + 1):  # round 0 warms up (imports, pools, sessions)
         for name, fn in runs.items():

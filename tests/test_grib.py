@@ -303,3 +303,9 @@ def test_open_dataset(files: list[Path]) -> None:
     again = lsio.grib.open_dataset(files[2:3], match="RH")  # the same grid: cached arrays
     assert again["latitude"].values.base is ds["latitude"].values.base or np.shares_memory(
         again["latitude"].values, ds["latitude"].values)
+
+
+def test_message_repr_hides_a_signed_urls_secret() -> None:
+    m = lsio.grib.Message("https://h/f.grib2?X-Amz-Signature=deadbeef&X-Amz-Credential=AK",
+                          0, 10, "TMP", "2 m above ground", None, None, line="1:0:d=x:TMP:")
+    assert "deadbeef" not in repr(m) and "f.grib2" in repr(m) and "TMP" in repr(m)

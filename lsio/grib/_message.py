@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .._defaults import GRIB_SIDECAR_BYTES, GRIB_SIDECAR_LINE
+from .._redact import redact
 from ._sections import Grid, Header
 
 __all__ = ["Message", "from_header", "parse_idx", "parse_index"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Message:
     """One field of a GRIB2 file: where its message lies and what it holds."""
 
@@ -45,6 +46,11 @@ class Message:
     line: str = ""
     """The sidecar line (or, from a scan, one written in wgrib2's form): what ``match=``
     searches."""
+
+    def __repr__(self) -> str:  # a signed URL's secrets stay out of reprs and logs
+        return (f"Message({redact(self.source)!r}, offset={self.offset}, "
+                f"length={self.length}, line={self.line!r}, grid={self.grid!r}, "
+                f"submessage={self.submessage})")
 
 
 # wgrib2's names for the most common fields: (discipline, category, number)
