@@ -309,3 +309,42 @@ def test_message_repr_hides_a_signed_urls_secret() -> None:
     m = lsio.grib.Message("https://h/f.grib2?X-Amz-Signature=deadbeef&X-Amz-Credential=AK",
                           0, 10, "TMP", "2 m above ground", None, None, line="1:0:d=x:TMP:")
     assert "deadbeef" not in repr(m) and "f.grib2" in repr(m) and "TMP" in repr(m)
+
+
+def test_oversized_sidecar_is_refused_unread(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sidecar over the cap is read only up to the cap plus one byte, then refused."""
+    import lsio.grib._inventory as inv
+    import lsio.grib._message as msg
+
+    path = tmp_path / "big.grib2"
+    write_grib(path, steps=(0,))
+    monkeypatch.setattr(inv, "GRIB_SIDECAR_BYTES", 100)
+    monkeypatch.setattr(msg, "GRIB_SIDECAR_BYTES", 100)
+    with pytest.raises(ValueError, match=r"big.grib2.idx: 101 bytes, more than a sidecar"):
+        lsio.grib.inventory_sync([path])
+
+
+class _Counting:
+    """A reader that counts the calls made through it."""
+
+    def __init__(self) -> None:
+        self.reader, self.calls = lsio.Reader(), []
+
+    async def read_many(self, requests: list, **kw: object) -> object:
+        self.calls.append(len(requests))
+        return await self.reader.read_many(requests, **kw)
+
+
+def test_one_call_for_all_sidecars_and_one_for_all_messages(files: list[Path]) -> None:
+    counting = _Counting()
+    msgs = lsio.grib.inventory_sync(files, reader=counting)
+    assert counting.calls == [2 * len(files)]  # every .idx and .index at once
+    lsio.grib.read_sync(msgs, reader=counting)
+    assert counting.calls[1:] == [48]
+    for _ in _hide(files, ".idx", ".index"):
+        counting.calls.clear()
+        lsio.grib.inventory_sync(files, reader=counting)
+    # sidecars, then hops: every file walks in the same calls (4 files a hop); the test
+    # files are small: one 64 KiB hop reads a whole file, and its short read ends the walk
+    assert counting.calls == [8, 4], counting.calls

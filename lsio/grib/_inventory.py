@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .._defaults import GRIB_SCAN_BYTES
+from .._defaults import GRIB_SCAN_BYTES, GRIB_SIDECAR_BYTES
 from .._redact import redact, redacting
 from ._message import Message, from_header, parse_idx, parse_index
 from ._sections import Walker
@@ -73,7 +73,9 @@ async def inventory(sources: str | os.PathLike[str] | Iterable[Any], *, match: M
     keep = _matcher(match)
     paths = sources_of(sources)
     rd = reader_for(reader, settings)
-    requests = [(p,) for s in paths for p in (s + ".idx", _index_path(s))]
+    # one byte over the cap, so a sidecar that is too big is told apart (and never read whole)
+    requests = [(p, 0, GRIB_SIDECAR_BYTES + 1) for s in paths
+                for p in (s + ".idx", _index_path(s))]
     found = await rd.read_many(requests, missing_ok=True)
     per_source: dict[str, list[Message]] = {}
     scans: list[tuple[str, Walker]] = []
