@@ -27,6 +27,7 @@ __all__: list[str] = [
     "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
     "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
     "READAHEAD_TTL", "READAHEAD_BUDGET",
+    "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -384,3 +385,18 @@ older than this."""
 READAHEAD_BUDGET = 64 << 20
 """Bytes of read-ahead windows one filesystem or store holds at most (the oldest windows
 go first): 16 windows of the largest size."""
+
+# -- lsio.grib -----------------------------------------------------------------------------------
+
+GRIB_SCAN_BYTES = 64 << 10
+"""A GRIB2 scan (no sidecar) reads this much a hop from each file: sections 0-4 of NCEP and
+ECMWF messages take a few hundred bytes, so one hop covers a message's headers (and the next
+messages' when messages are small); data sections are skipped unread. Every hop is one round
+trip for each file still walking, which is why remote data should come with sidecars."""
+
+GRIB_SIDECAR_BYTES = 64 << 20
+"""A ``.idx`` / ``.index`` sidecar larger than this is refused (a GFS 0.25 degree ``.idx``
+is ~60 KB, an ECMWF open-data ``.index`` ~1 MB): untrusted text never drives a bigger parse."""
+
+GRIB_SIDECAR_LINE = 4096
+"""Longest sidecar line accepted (real lines are under 200 bytes)."""
