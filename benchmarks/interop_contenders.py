@@ -237,6 +237,22 @@ async def vz_lsio(ctx: Context) -> RunFn:
     return await _manifest_reader(ctx, Store(ctx.base))
 
 
+async def vz_memory(ctx: Context) -> RunFn:
+    """The manifest built through nginx, read from obstore's MemoryStore holding the file's
+    bytes: zarr, VirtualiZarr and decoding with no I/O at all, the floor under both stores."""
+    from obspec_utils.registry import ObjectStoreRegistry
+    from obstore.store import HTTPStore, MemoryStore
+    from virtualizarr.parsers import HDFParser
+
+    http = HTTPStore.from_url(ctx.base, client_options={"allow_http": True})
+    manifest = await asyncio.to_thread(HDFParser(), url=ctx.url,
+                                       registry=ObjectStoreRegistry({ctx.base: http}))
+    memory = MemoryStore()
+    await memory.put_async(ctx.data.path.name, ctx.data.path.read_bytes())
+    manifest._registry = ObjectStoreRegistry({ctx.base: memory})  # same paths, in memory
+    return await _zarr_reader(manifest, zarr_format=3)
+
+
 def _h5py_reader(open_file: Callable[[], Any]) -> RunFn:
     """h5py reading the whole variable from a file object (in a thread: the file objects'
     synchronous reads run their filesystem's event loop, which may not be this one)."""
@@ -284,6 +300,8 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender(INLINE, "refs-local", refs_inline, floor=True),
     Contender("obstore HTTPStore", "vz-http", vz_obstore),
     Contender("lsio.obspec.Store", "vz-http", vz_lsio, lsio=True),
+    Contender("(no I/O: the file's bytes in obstore's MemoryStore)", "vz-http", vz_memory,
+              floor=True),
     *(Contender(f"fsspec HTTPFile block_size={_size(b)}", "h5py-http", h5py_fsspec(b),
                 on_loop=False) for b in BLOCK_SIZES),
     Contender("lsio LsioFileSystem.open", "h5py-http", h5py_lsio, lsio=True, on_loop=False),
