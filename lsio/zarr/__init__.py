@@ -17,11 +17,11 @@ Needs zarr-python 3 (``pip install 'lsio[zarr]'``).
   each key's value, or the value itself): the one store method the pipeline and :func:`read`
   use, so any store that implements it (``lsio.virtual.ReferenceStore``) is read the same way.
 
-Modules: ``_locate`` (:class:`Located`), ``_store`` (the store), ``_fastpath`` (:func:`read`), ``_chain`` (zarr codecs as a
-numcodecs decode chain), ``_batched`` (the C decoder's jobs, each chunk decoded through the
-engine's per-chunk hook ``lsio._each.read_each``), ``_grid`` (a basic selection's jobs as
-numpy arrays), ``_read`` (chunks and shards of a selection, for both), ``_pipeline`` (the
-codec pipeline).
+Modules: ``_locate`` (:class:`Located`), ``_store`` (the store), ``_fastpath``
+(:func:`read`), ``_chain`` (zarr codecs as a numcodecs decode chain), ``_batched`` (the C
+decoder's jobs, each chunk decoded through the engine's per-chunk hook
+``lsio._each.read_each``), ``_grid`` (a basic selection's jobs as numpy arrays), ``_read``
+(chunks and shards of a selection, for both), ``_pipeline`` (the codec pipeline).
 """
 
 from zarr.registry import register_pipeline as _register_pipeline

@@ -56,6 +56,10 @@ class Chain:
                 self.byte_codecs.append(numcodecs.GZip(level=codec.level))
             elif name == "Crc32cCodec":
                 self.byte_codecs.append(CRC32C())
+            elif name in _BYTE_FILTERS and isinstance(getattr(codec, "codec_config", None),
+                                                      dict):
+                # zarr 3's numcodecs.* codecs (VirtualiZarr writes HDF5's as these)
+                self.byte_codecs.append(numcodecs.get_codec(dict(codec.codec_config)))
             elif name == "V2Codec" and all(type(f).__name__ in _BYTE_FILTERS
                                            for f in codec.filters or ()):
                 # a zarr v2 chunk: the compressor (a numcodecs codec) over filters that

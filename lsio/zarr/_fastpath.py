@@ -109,7 +109,7 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
             if located.plain:
                 await read_batched(located.reader, located.requests(), plan.jobs,
                                    plan.decoder, plan.fill_missing(out, fill), out, root,
-                                   progress)
+                                   progress, located.files_may_be_missing)
                 return out
     projections = list(indexer)
     source = Source(locate=locate, where=root)

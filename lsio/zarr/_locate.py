@@ -51,6 +51,9 @@ class Located:
     file that is not there still reads as missing)."""
     where: str = ""
     """Names the store in errors."""
+    files_may_be_missing: bool = True
+    """A file that is not there reads as a missing value (a directory of chunk files); False:
+    it is an error naming the file (references name files that must exist)."""
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -72,8 +72,9 @@ class Source:
         parts = [located.part(i, off, n) for i, (_, off, n) in enumerate(requests)]
         rows = [i for i, p in enumerate(parts) if isinstance(p, tuple)]
         pipeline = [[steps[i]] for i in rows] if steps is not None else None
-        got = await located.reader.read_many([parts[i] for i in rows], pipeline=pipeline,
-                                             missing_ok=missing_ok, progress=progress)
+        got = await located.reader.read_many(
+            [parts[i] for i in rows], pipeline=pipeline,
+            missing_ok=missing_ok and located.files_may_be_missing, progress=progress)
         out: list[Any] = [None] * len(parts)
         for i, value in zip(rows, got, strict=True):
             out[i] = value
@@ -276,7 +277,8 @@ async def _read_direct(source: Source, blocks: _Blocks, fast: list[int], slow: l
     keep = blocks.targets
     await read_batched(located.reader, paths, jobs, decoder,
                        lambda idx: fill_blocks([fast[i] for i in idx]),
-                       keep, source.where, progress, missing_ok)
+                       keep, source.where, progress,
+                       missing_ok and located.files_may_be_missing)
     return slow
 
 
