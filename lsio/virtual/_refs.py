@@ -55,6 +55,7 @@ def _looks_like_json(text: str | os.PathLike[str]) -> bool:
 
 def _from_kerchunk(doc: Mapping[str, Any]) -> dict[str, Entry]:
     version = doc.get("version")
+    templates: Any
     if version is None:  # version 0: the mapping is the references
         refs, templates = doc, {}
     elif version == 1:

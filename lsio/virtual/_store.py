@@ -125,7 +125,8 @@ class ReferenceStore(Store):
         """One ``read_many`` for every referenced range."""
         key_ranges = list(key_ranges)
         located = self.locate([k for k, _ in key_ranges])
-        parts = [located.part(i, *_relative(r)) for i, (_, r) in enumerate(key_ranges)]
+        parts: builtins.list[Any] = [located.part(i, *_relative(r))
+                                     for i, (_, r) in enumerate(key_ranges)]
         rows = [i for i, p in enumerate(parts) if isinstance(p, tuple)]
         if rows:
             got = await self.reader.read_many([parts[i] for i in rows])

@@ -249,7 +249,8 @@ async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any
                                   progress, missing_ok)
     if slow:
         steps = [_sink(decode, blocks.target(i), blocks.chunk_sels[i], blocks.out_sels[i],
-                       drop_axes) for i in slow]
+                       drop_axes, f"{blocks.requests[i][0]!r} in {source.where}")
+                 for i in slow]
         got = await source.fetch([blocks.requests[i] for i in slow], steps,
                                  missing_ok=missing_ok, progress=progress)
         fill_blocks([i for i, ok in zip(slow, got, strict=True) if ok is None])
@@ -283,11 +284,19 @@ async def _read_direct(source: Source, blocks: _Blocks, fast: list[int], slow: l
 
 
 def _sink(decode: Chain, target: npt.NDArray[Any], chunk_sel: Any, out_sel: Any,
-          drop_axes: tuple[int, ...]) -> Callable[[Any], bool]:
-    """A pipeline step: decode one chunk and put its selected block in place."""
+          drop_axes: tuple[int, ...], name: str) -> Callable[[Any], bool]:
+    """A pipeline step: decode one chunk and put its selected block in place; a chunk that
+    does not decode is a ValueError naming it (``name``)."""
 
     def put(buf: Any) -> bool:
-        value = decode(buf)[chunk_sel]
+        try:
+            chunk = decode(buf)
+        except MemoryError:
+            raise
+        except Exception as exc:  # numcodecs: RuntimeError for a bad checksum, zlib.error, ...
+            raise ValueError(f"lsio.zarr: the chunk {name} does not decode: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        value = chunk[chunk_sel]
         if drop_axes:
             value = value.squeeze(axis=drop_axes)
         target[out_sel] = value
