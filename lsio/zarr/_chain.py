@@ -62,9 +62,8 @@ class Chain:
                 self.byte_codecs.append(numcodecs.get_codec(dict(codec.codec_config)))
             elif name == "V2Codec" and all(type(f).__name__ in _BYTE_FILTERS
                                            for f in codec.filters or ()):
-                # a zarr v2 chunk: the compressor (a numcodecs codec) over filters that
-                # keep bytes bytes (HDF5's shuffle, as kerchunk writes them), over the raw
-                # bytes in the array's dtype, in C or F order
+                # a zarr v2 chunk: compressor over bytes-to-bytes filters (kerchunk's HDF5
+                # shuffle) over the raw bytes in the array's dtype, in C or F order
                 self.byte_codecs.extend(codec.filters or ())
                 if codec.compressor is not None:
                     self.byte_codecs.append(codec.compressor)
