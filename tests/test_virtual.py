@@ -372,3 +372,31 @@ def _lsio_pipeline() -> Iterator[None]:
     """Each test opens arrays with lsio's codec pipeline, and leaves the setting as it was."""
     with lz.enable():
         yield
+
+
+def test_parquet_references_equal_the_json_ones(files: list[Path], tmp_path: Path) -> None:
+    """kerchunk's parquet form (written as ``refs_to_dataframe`` does, by fsspec's
+    LazyReferenceMapper, small records so an array spans several files)."""
+    import fsspec
+    import pyarrow  # noqa: F401 - the interop extra installs it: fail, not skip
+    from fsspec.implementations.reference import LazyReferenceMapper
+
+    refs = kerchunk_refs(str(files[0]))["refs"]
+    refs["hum/0.0.0"] = "base64:" + base64.b64encode(b"\x00" * 4).decode()  # a raw value
+    del refs["hum/1.0.0"]  # a missing chunk
+    out = LazyReferenceMapper.create(root=str(tmp_path / "p"), fs=fsspec.filesystem("file"),
+                                     record_size=7, engine="pyarrow")
+    for key in sorted(refs):
+        out[key] = refs[key]
+    out.flush()
+    from_parquet = ReferenceStore(tmp_path / "p")
+    from_json = ReferenceStore({"version": 1, "refs": refs})
+    theirs, mine = from_json._table, from_parquet._table
+    assert theirs.keys() == mine.keys()
+    for key, value in theirs.items():
+        if key.rpartition("/")[2].startswith(".z"):  # documents: re-serialized
+            assert json.loads(mine[key]) == json.loads(value), key  # type: ignore[arg-type]
+        else:
+            assert mine[key] == value, key
+    np.testing.assert_array_equal(open_group(from_parquet, zarr_format=2)["temp"][:],
+                                  h5(files[0], "temp"))

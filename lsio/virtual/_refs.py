@@ -1,12 +1,13 @@
 """References, parsed once into one table: each store key's value as bytes held in memory
 or as a byte range of a file.
 
-Two sources: kerchunk references (version 1, ``{"version": 1, "templates": {...},
+Sources: kerchunk references (version 1, ``{"version": 1, "templates": {...},
 "refs": {key: value}}``, and version 0, the ``refs`` mapping alone; JSON text, a path to
 it, or the dict; values are inline text, ``"base64:..."`` bytes, ``[url]`` (the whole
-file) or ``[url, offset, length]``; ``{{name}}`` in a URL is replaced by that template)
-and VirtualiZarr manifests (a ``ManifestStore``, ``ManifestGroup`` or ``ManifestArray``:
-zarr v3 metadata and each array's ``ChunkManifest``, read through its public ``dict()``).
+file) or ``[url, offset, length]``; ``{{name}}`` in a URL is replaced by that template),
+their parquet form (a directory, :mod:`._parquet`), and VirtualiZarr manifests (a
+``ManifestStore``, ``ManifestGroup`` or ``ManifestArray``: zarr v3 metadata and each
+array's ``ChunkManifest``, read through its public ``dict()``).
 References are untrusted: a bad entry is a ValueError naming its key.
 """
 
@@ -19,6 +20,8 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from ._parquet import from_parquet, is_parquet
 
 __all__ = ["Entry", "parse"]
 
@@ -35,6 +38,8 @@ def parse(refs: Any) -> dict[str, Entry]:
     """The table of ``refs`` (see the module docstring)."""
     if _is_manifest(refs):
         return _from_manifest(refs)
+    if is_parquet(refs):
+        return from_parquet(refs, lambda key, value: _entry(_key(key), value, {}))
     if isinstance(refs, (str, os.PathLike)) and not _looks_like_json(refs):
         with open(refs, "rb") as f:
             refs = f.read()
