@@ -27,7 +27,7 @@ def from_parquet(root: str | os.PathLike[str], entry: Any) -> dict[str, Any]:
     """The table of the references under ``root``; ``entry(key, value)`` checks each
     ``[url, offset, length]`` (the JSON form's rules)."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError as exc:
         raise ImportError("lsio.virtual: parquet references need pyarrow "
                           "(pip install pyarrow)") from exc
