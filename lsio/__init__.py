@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._progress import ProgressArg
     from ._reader import Reader as Reader
     from ._reader import backend_name as backend_name
+    from ._types import OnError
 
 __all__ = [
     "BackendWarning",
@@ -99,7 +100,7 @@ async def _load_engine() -> None:
 
 async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                     progress: ProgressArg = False, missing_ok: bool = False,
-                    pipeline: PipelineArg = None) -> Any:
+                    pipeline: PipelineArg = None, on_error: OnError = "raise") -> Any:
     """Read many chunks in one call with the default :class:`Reader`.
 
     Parameters
@@ -123,6 +124,12 @@ async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None
         (one per request), or a function of the request index returning the steps. A step
         is a callable ``buffer -> buffer`` or a codec with ``.decode`` (numcodecs); a step
         returning ``None`` (such as :class:`lsio.copy_to`) ends the chain.
+    on_error
+        ``"raise"`` (default): the lowest failing request's ``OSError`` is raised.
+        ``"return"``: the call reads every request it can; a failed request's item is its
+        exception (the one ``"raise"`` would raise for it, naming its path), the
+        result's ``errors`` array marks them, and a failed request's ``out`` buffer holds
+        undefined bytes (see :meth:`Reader.read_many`).
 
     Returns
     -------
@@ -133,21 +140,24 @@ async def read_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None
     if _default is None:
         await _load_engine()
     return await _default_reader().read_many(requests, out=out, progress=progress,
-                                            missing_ok=missing_ok, pipeline=pipeline)
+                                            missing_ok=missing_ok, pipeline=pipeline,
+                                            on_error=on_error)
 
 
 def read_many_sync(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                    progress: ProgressArg = False, missing_ok: bool = False,
-                   pipeline: PipelineArg = None) -> Any:
+                   pipeline: PipelineArg = None, on_error: OnError = "raise") -> Any:
     """Blocking :func:`read_many`; works inside a running event loop (e.g. Jupyter)."""
     return _default_reader().read_many_sync(requests, out=out, progress=progress,
-                                           missing_ok=missing_ok, pipeline=pipeline)
+                                           missing_ok=missing_ok, pipeline=pipeline,
+                                           on_error=on_error)
 
 
 def iter_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
-              progress: ProgressArg = False, missing_ok: bool = False
-              ) -> AsyncIterator[tuple[int, memoryview]]:
+              progress: ProgressArg = False, missing_ok: bool = False,
+              on_error: OnError = "raise") -> AsyncIterator[tuple[int, memoryview]]:
     """``async for index, chunk in lsio.iter_many(requests)``: chunks in completion order;
-    the iterator's ``stats`` tells what the call did once it is exhausted."""
+    the iterator's ``stats`` tells what the call did once it is exhausted. With
+    ``on_error="return"`` a failed request comes as ``(index, exception)``."""
     return _default_reader().iter_many(requests, out=out, progress=progress,
-                                      missing_ok=missing_ok)
+                                      missing_ok=missing_ok, on_error=on_error)

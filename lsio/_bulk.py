@@ -94,6 +94,7 @@ class Bulk:
                 return await self._part(_Part(reqs, out, caps, True), outcome, off)
             outcome.counters.route = "mixed"
             return await self._mixed(reqs, remote, out, caps, outcome, off)
+        return outcome.expired(reqs)  # on_error="return": the deadline passed
 
     async def _mixed(self, reqs: Requests, remote: npt.NDArray[np.bool_],
                      out: Sequence[Any] | None, caps: npt.NDArray[np.int64],
@@ -143,7 +144,8 @@ class Bulk:
         if not part.remote and "file://" in "\n".join(reqs.paths).lower():
             reqs = reqs.with_paths([local_path(p) for p in reqs.paths])
             part = _Part(reqs, part.out, part.caps, False)
-        stat = await backend.stat(reqs, tune=tune, missing_ok=outcome.missing_ok)
+        stat = await backend.stat(reqs, tune=tune, missing_ok=outcome.missing_ok,
+                                  keep_going=outcome.keep)
         if part.remote and attempt + 1 < READ_ATTEMPTS and np.any(stat.err == errno.ESTALE):
             raise _Changed()  # between a size probe's requests: nothing is handed out yet
         gone = np.zeros(len(reqs), bool)
@@ -205,7 +207,7 @@ class Bulk:
         hold = [0.0]
         res = await self._execute(backend, part, stat, layout, p, buffers, tune, tracker,
                                   report if outcome.done is not None else None,
-                                  outcome.missing_ok, hold)
+                                  outcome, hold)
         counters = outcome.counters
         counters.hold = max(counters.hold, hold[0])
         counters.operations += res.operations if res.operations is not None else p.nops
@@ -217,7 +219,7 @@ class Bulk:
     async def _execute(self, backend: Backend, part: _Part, stat: StatResult, layout: Layout,
                        p: Plan, buffers: list[Any], tune: Preset, tracker: Tracker,
                        report: Callable[[npt.NDArray[np.int64]], None] | None,
-                       missing_ok: bool, hold: list[float]) -> ReadResult:
+                       outcome: Outcome, hold: list[float]) -> ReadResult:
         """The backend reads the plan; each finished request is reported as it lands."""
         on_progress = guard = None
         if report is not None:
@@ -240,7 +242,8 @@ class Bulk:
             depth = min(depth, max(4, OUT_INFLIGHT_BYTES * p.nops // max(p.bytes_read, 1)))
         reading = backend.read(part.reqs, stat, layout, p, buffers, RunOptions(
             queue_depth=depth, max_open=self.max_open(), on_progress=on_progress,
-            missing_ok=missing_ok, caller_memory=part.out is not None,
+            missing_ok=outcome.missing_ok, keep_going=outcome.keep,
+            caller_memory=part.out is not None,
             changed=tracker.changed if layout.check_eof else None, hold=hold))
         return await (reading if guard is None else guard.run(reading))
 

@@ -18,13 +18,16 @@ __all__: list[str] = [
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
-    "AZURE_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
+    "AZURE_REFRESH_BEFORE", "AWS_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
-    "POPULATE_MIN",
+    "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
+    "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
+    "READAHEAD_TTL", "READAHEAD_BUDGET",
+    "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -232,12 +235,30 @@ AZURE_REFRESH_BEFORE = 300.0
 """Seconds before its expiry an Entra ID token is replaced (Azure's SDKs refresh 5 minutes
 early)."""
 
+AWS_REFRESH_BEFORE = 600.0
+"""Seconds before their ``expiry`` keys from ``HttpOptions(aws_credentials=...)`` are asked
+for again (botocore's mandatory refresh window, 10 minutes)."""
+
 TOKEN_RETRY_AFTER = 30.0
 """After a failed token refresh while the old token still holds (GCS, Azure): seconds until
 the next try (the reads go on with the old token meanwhile)."""
 
 GCS_PAGE_SIZE = 1000
 """Objects per GCS listing page: the JSON API's default and maximum."""
+
+LIST_CHUNK = 1000
+"""Objects per chunk of ``lsio.obspec.Store.list`` (S3's and GCS's page size, so a chunk of
+a remote listing is one page)."""
+
+LIST_HEADS = 32
+"""Objects of one listing chunk whose metadata ``lsio.obspec.Store.list`` asks for at once
+(the listing pages carry names only): the ``cloud`` preset's queue depth, the requests in
+flight a read call makes on an object store."""
+
+STREAM_CHUNK = 10 << 20
+"""Largest piece an ``lsio.obspec`` ``GetResult`` yields when iterated: obstore's default
+``min_chunk_size`` of a stream (the bytes are in memory already; this only bounds what one
+step hands over)."""
 
 # -- HTTP: measuring a host (``backends/http/_cost.py``) -------------------------------------
 
@@ -311,3 +332,71 @@ parts go through the ring windows."""
 POPULATE_MIN = 16 << 20
 """``prefault``: outputs from this size on are faulted in ahead of the decode calls; below
 it the page faults cost little."""
+
+# -- The fsspec filesystem (lsio.fsspec) ------------------------------------------------------
+
+FSSPEC_BLOCK_SIZE = 1 << 20
+"""Default ``block_size`` of ``LsioFileSystem.open``. h5py (and netCDF4, cfgrib) read a file's
+metadata in small scattered pieces (superblock, object headers, B-tree nodes: a few hundred
+bytes to a few KiB each) between chunk reads; each block missed costs one request, ~0.3 ms
+on loopback but 20-50 ms against a cloud store, so blocks are larger than those pieces but
+not so large that a scattered read drags much unused data. Measured on the benchmark machine
+(h5py reading a 26 MB NetCDF4 variable of 1 024 zlib+shuffle chunks through nginx, best of
+2, 2 busy cores), ``blockcache``: 64 KiB 1.7 s, 256 KiB 0.57 s, 1 MiB 0.60 s, 4 MiB 0.83 s,
+16 MiB 0.85 s; ``background``: 256 KiB 0.58 s, 1 MiB 0.39 s, 4 MiB 0.56 s. fsspec's own
+default is 5 MiB."""
+
+FSSPEC_CACHE = "background"
+"""Default ``cache_type`` of ``LsioFileSystem.open``: fsspec's LRU of blocks (32) that
+also fetches the next block on a worker thread while the caller works on this one. The LRU
+keeps the metadata h5py returns to between chunks (``"readahead"`` keeps one window, which
+each such jump throws away: readahead 64 KiB took 17.5 s above, 1 MiB 1.6 s); the
+prefetch overlaps a sequential scan's reads with h5py's decoding. Same file, 1 MiB blocks,
+median of 7 alternated rounds: background 0.52 s, blockcache 0.62 s, h5py on the local
+file 0.52 s (decoding is most of it)."""
+
+FSSPEC_GET_PIECE = 64 << 20
+"""Piece size of ``LsioFileSystem.get``: a file is copied in reads of this many bytes, so
+copying a large file holds at most one piece in memory."""
+
+# -- Read-ahead for one-range-at-a-time callers (lsio/_readahead.py) -------------------------
+
+READAHEAD_FIRST = 256 << 10
+"""First read-ahead window of a path read sequentially through ``lsio.fsspec`` or
+``lsio.obspec``; doubled with each window (the kernel's page cache grows its read-ahead the
+same way, from a small first window). 256 KiB covers ~15 of the 17 KiB stored chunks
+zarr's 10 reads in flight ask for at once (a 64 KiB zlib-4 chunk of the interop
+benchmark)."""
+
+READAHEAD_MAX = 4 << 20
+"""Largest read-ahead window: the ``nvme`` preset's ``max_read`` and kvikio's task size;
+a window bigger than this gains little on a store (a 4 MiB GET streams at full rate) and
+holds more memory."""
+
+READAHEAD_GAP = 1 << 20
+"""A read starting at most this far past the end of the last read of its path continues
+its stream (the ``cloud`` preset's ``max_gap``: reading through a 1 MiB gap costs about
+what a new request costs)."""
+
+READAHEAD_TTL = 2.0
+"""Seconds a read-ahead window may serve reads: bytes served from read-ahead are never
+older than this."""
+
+READAHEAD_BUDGET = 64 << 20
+"""Bytes of read-ahead windows one filesystem or store holds at most (the oldest windows
+go first): 16 windows of the largest size."""
+
+# -- lsio.grib -----------------------------------------------------------------------------------
+
+GRIB_SCAN_BYTES = 64 << 10
+"""A GRIB2 scan (no sidecar) reads this much a hop from each file: sections 0-4 of NCEP and
+ECMWF messages take a few hundred bytes, so one hop covers a message's headers (and the next
+messages' when messages are small); data sections are skipped unread. Every hop is one round
+trip for each file still walking, which is why remote data should come with sidecars."""
+
+GRIB_SIDECAR_BYTES = 64 << 20
+"""A ``.idx`` / ``.index`` sidecar larger than this is refused (a GFS 0.25 degree ``.idx``
+is ~60 KB, an ECMWF open-data ``.index`` ~1 MB): untrusted text never drives a bigger parse."""
+
+GRIB_SIDECAR_LINE = 4096
+"""Longest sidecar line accepted (real lines are under 200 bytes)."""

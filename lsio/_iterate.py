@@ -28,10 +28,13 @@ _Batch = tuple[npt.NDArray[np.int64], Results, npt.NDArray[np.int64]]
 
 class Chunks(AsyncIterator[tuple[int, memoryview]]):
     """``async for index, chunk in reader.iter_many(...)``: each request's chunk as it
-    completes. Leaving the loop early cancels the reads still running."""
+    completes. Leaving the loop early cancels the reads still running. With ``keep``
+    (``on_error="return"``) a failed request comes as ``(index, exception)``."""
 
     def __init__(self, reader: Reader, requests: Iterable[Any], out: Sequence[Any] | None,
-                 bar: Progress | None, missing_ok: bool) -> None:
+                 bar: Progress | None, missing_ok: bool, keep: bool = False) -> None:
+        self._keep = keep
+        self._outcome: Outcome | None = None
         self._gen = self._run(reader, requests, out, bar, missing_ok)
         self.stats: Stats | None = None
         """What the call did (:class:`lsio.Stats`), once the iterator is exhausted or the
@@ -65,7 +68,10 @@ class Chunks(AsyncIterator[tuple[int, memoryview]]):
             while (batch := await queue.get()) is not None:
                 finished, results, local = batch
                 for i, k in zip(finished.tolist(), local.tolist(), strict=True):
-                    yield i, results[k]
+                    chunk = results[k]
+                    if chunk is None and self._outcome is not None:
+                        chunk = self._outcome.error(i) or chunk  # a failure (keep)
+                    yield i, chunk
             try:
                 task.result()  # raises the read's error, if any
             except Exception as exc:
@@ -87,7 +93,10 @@ class Chunks(AsyncIterator[tuple[int, memoryview]]):
         reqs = await off_loop(strategy.off_loop, call.reqs)
         if bar is not None:
             bar.start(len(reqs))
-        outcome = Outcome(len(reqs), lambda: reqs, missing_ok, report, counters)
+        outcome = Outcome(len(reqs), lambda: reqs, missing_ok, report, counters,
+                          keep=self._keep)
+        if self._keep:
+            self._outcome = outcome
         caps = call.caps if call.caps is not None else np.zeros(0, np.int64)
         try:
             results = await reader._road.run(reqs, call.out, caps, outcome, strategy.off_loop)

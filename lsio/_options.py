@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from . import _ring
@@ -53,8 +54,9 @@ def check(*, route: Any, queue_depth: Any, preset: Any, max_gap: Any, max_read: 
                          f"{max_open_files!r}")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"lsio: threads must be a positive int, got {threads!r}")
-    if http is not None and not isinstance(http, HttpOptions):
-        raise TypeError(f"lsio: http must be an lsio.HttpOptions, got {type(http).__name__}")
+    if http is not None and not isinstance(http, (HttpOptions, Mapping)):
+        raise TypeError(f"lsio: http must be an lsio.HttpOptions or a dict of URL prefix -> "
+                        f"settings, got {type(http).__name__}")
 
 
 def _uring_problem() -> str | None:

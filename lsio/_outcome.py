@@ -124,11 +124,16 @@ class Outcome:
     """One call's finished and failed requests, in the caller's numbering."""
 
     __slots__ = ("n", "missing_ok", "progress", "reqs", "err", "detail", "errors", "done",
-                 "counters")
+                 "counters", "keep", "parts", "late")
 
     def __init__(self, n: int, reqs: Callable[[], Requests], missing_ok: bool,
-                 progress: Progress | None, counters: Counters, *, track: bool = False) -> None:
+                 progress: Progress | None, counters: Counters, *, track: bool = False,
+                 keep: bool = False) -> None:
         self.n = n
+        self.keep = keep
+        """``on_error="return"``: failures are kept per request, never raised."""
+        self.late: str | None = None
+        """With ``keep``: why the requests not finished by the deadline failed."""
         self.missing_ok = missing_ok
         self.progress = progress
         self.reqs = reqs
@@ -141,6 +146,9 @@ class Outcome:
         """A request's own exception, where it is not an errno (kept per slot)."""
         self.done = np.zeros(n, bool) if track or progress is not None else None
         """Requests reported finished (kept for progress and the deadline)."""
+        self.parts: list[tuple[npt.NDArray[np.int64], Results, npt.NDArray[np.int64]]] | None
+        self.parts = [] if keep and self.done is not None else None
+        """With ``keep``: what was reported, to return if the deadline passes."""
         self.counters = counters
 
     def report(self, idx: npt.NDArray[np.int64], results: Results,
@@ -154,6 +162,8 @@ class Outcome:
                 if not len(idx):
                     return
             self.done[idx] = True
+            if self.parts is not None:
+                self.parts.append((idx, results, local))
         if self.progress is not None:
             self.progress(idx, results, local)
 
@@ -165,6 +175,8 @@ class Outcome:
         codes = np.asarray(codes, np.int32)
         gone = (np.isin(codes, MISSING) if self.missing_ok else np.zeros(len(idx), bool))
         bad = np.flatnonzero(~gone)
+        if self.keep:  # every failure a placeholder: the road skips it, settle() fills it
+            gone = np.ones(len(idx), bool)
         if len(bad):
             if self.err is None:
                 self.err = np.zeros(self.n, np.int32)
@@ -191,16 +203,42 @@ class Outcome:
                              self.detail.get(first))
 
     def raise_first(self) -> None:
-        """Raise the lowest failing request's error, if any failed."""
+        """Raise the lowest failing request's error, if any failed (never with ``keep``:
+        :meth:`settle` puts each in its slot)."""
+        if self.keep:
+            return
         exc = self.first_error()
         if exc is not None:
             raise exc
+
+    def error(self, i: int) -> BaseException | None:
+        """Request ``i``'s own exception (caller's numbering), built now, the one
+        :meth:`raise_first` would raise for it; ``None`` if it did not fail."""
+        if i in self.errors:
+            return self.errors[i]
+        if self.err is None or not self.err[i]:
+            return None
+        code = int(self.err[i])
+        detail = self.detail.get(i, self.late if code == errno.ETIMEDOUT else None)
+        return request_error(code, self.reqs(), i, detail)
+
+    def settle(self, results: Results) -> Results:
+        """``keep``: each failed request's exception put in its slot of ``results`` (the
+        whole call's, in the caller's numbering), as ``Results.errors`` tells."""
+        if not self.failed():
+            return results
+        bad = set(self.errors)
+        if self.err is not None:
+            bad.update(np.flatnonzero(self.err).tolist())
+        results.fail({i: self.error(i) for i in sorted(bad)})  # type: ignore[misc]
+        return results
 
     @asynccontextmanager
     async def deadline(self, seconds: float | None) -> AsyncIterator[None]:
         """The call's overall deadline (``HttpOptions.timeout``), as a ``TimeoutError``
         naming the first request not finished by then (``request_index``, ``filename``),
-        as I/O errors do."""
+        as I/O errors do. With ``keep`` nothing is raised: the block ends, and each request
+        not finished is a ``TimeoutError`` of its own (:meth:`expired`)."""
         if seconds is None:
             yield
             return
@@ -210,7 +248,33 @@ class Outcome:
         except TimeoutError as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise
-            raise self._late(seconds) from None
+            if not self.keep:
+                raise self._late(seconds) from None
+            self.late = (f"lsio: not read within HttpOptions.timeout={seconds} s (the "
+                         f"deadline of a read_many of {self.n} requests)")
+
+    def expired(self, reqs: Requests) -> Results:
+        """``keep``, the deadline passed: the results of ``reqs`` (this road's requests)
+        that finished, and a ``TimeoutError`` (``ETIMEDOUT``) for each of the others."""
+        from ._results import Results
+
+        assert self.parts is not None and self.done is not None
+        mine = np.arange(len(reqs), dtype=np.int64) if reqs.number is None else reqs.number
+        local = np.full(self.n, -1, np.int64)
+        local[mine] = np.arange(len(reqs), dtype=np.int64)
+        parts = []
+        for idx, results, at in self.parts:
+            keep = local[idx] >= 0
+            parts.append((results.take(at[keep]), local[idx[keep]]))
+        late = np.flatnonzero(~self.done[mine])
+        if len(late):
+            if self.err is None:
+                self.err = np.zeros(self.n, np.int32)
+            self.err[mine[late]] = errno.ETIMEDOUT
+            absent = Results.absent(len(late))
+            parts.append((absent, late))
+            self.report(mine[late], absent, np.arange(len(late), dtype=np.int64))
+        return Results.merge(len(reqs), parts)
 
     def _late(self, seconds: float) -> TimeoutError:
         reqs = self.reqs()

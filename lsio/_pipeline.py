@@ -30,6 +30,7 @@ import numpy.typing as npt
 from . import _fork
 from ._cpus import usable_set
 from ._defaults import JOB, WINDOW
+from ._redact import redact_exception
 
 if TYPE_CHECKING:
     import queue
@@ -110,9 +111,11 @@ def _step_name(step: Any) -> str:
 
 def run_steps(items: list[tuple[int, Any]], steps: Callable[[int], Sequence[Step]],
               outputs: list[Any], describe: Callable[[int], str],
-              stop: threading.Event) -> None:
+              stop: threading.Event, failed: list[int] | None = None) -> None:
     """Run every step of each ``(request index, chunk)`` on this worker thread, until the
-    call is stopped (cancelled, or another chunk failed)."""
+    call is stopped (cancelled, or another chunk failed). ``failed`` (``on_error=
+    "return"``): a step's exception is its chunk's output, its index appended there, and
+    the other chunks go on."""
     for i, buf in items:
         if stop.is_set():
             return
@@ -122,7 +125,8 @@ def run_steps(items: list[tuple[int, Any]], steps: Callable[[int], Sequence[Step
             try:
                 buf = step.decode(buf) if _is_codec(step) else step(buf)
             except Exception as exc:
-                stop.set()
+                if failed is None:
+                    stop.set()
                 exc.add_note(f"lsio: in pipeline step #{k} ({_step_name(step)}) of "
                              f"{describe(i)}")
                 try:
@@ -130,7 +134,11 @@ def run_steps(items: list[tuple[int, Any]], steps: Callable[[int], Sequence[Step
                     exc.step_index = k  # type: ignore[attr-defined]
                 except AttributeError:  # pragma: no cover - exceptions with __slots__
                     pass
-                raise
+                if failed is None:
+                    raise
+                buf = redact_exception(exc)
+                failed.append(i)
+                break
             if buf is None:
                 break
         outputs[i] = buf
@@ -201,7 +209,7 @@ class PipelineRun:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, steps: Callable[[int], Sequence[Step]],
                  outputs: list[Any], describe: Callable[[int], str],
-                 on_error: Callable[[], None] | None = None) -> None:
+                 on_error: Callable[[], None] | None = None, keep: bool = False) -> None:
         from queue import SimpleQueue  # here: only pipelines need it
 
         self.loop = loop
@@ -212,6 +220,8 @@ class PipelineRun:
             SimpleQueue())
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
+        self.failed: list[int] | None = [] if keep else None
+        """``on_error="return"``: chunks whose step raised (their output is the error)."""
         self._lock = threading.Lock()
         self._left: dict[int, int] = {}
         self._closed: set[int] = set()
@@ -273,7 +283,8 @@ class PipelineRun:
             window, items = job
             if not self.stop.is_set():
                 try:
-                    run_steps(items, self.steps, self.outputs, self.describe, self.stop)
+                    run_steps(items, self.steps, self.outputs, self.describe, self.stop,
+                              self.failed)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     self.stop.set()
                     self.errors.append(exc)

@@ -10,26 +10,26 @@ are raised by its :class:`lsio._outcome.Outcome`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import _options
-from ._bulk import Bulk, off_loop
-from ._call import Call, parse
+from ._bulk import Bulk
+from ._call import parse
 from ._defaults import DEFAULT_MAX_OPEN, DEFAULT_THREADS
 from ._options import ROUTES, BackendName, DirectMode, RouteName
-from ._outcome import Counters, Outcome, served, timed
+from ._outcome import served
 from ._pipeline import PipelineArg
+from ._prefix import by_prefix
 from ._presets import PRESETS, Preset, detect_preset
 from ._progress import ProgressArg, make_progress
 from ._redact import redact, redacting
-from ._request import Requests
 from ._results import Results
-from ._route import Strategy, plain_limit, route
+from ._route import plain_limit, route
+from ._serve import NOT_SMALL, keeps, serve
 from ._sync import on_loop_thread, run_sync
+from ._types import OnError
 from ._url import HttpOptions
 
 if TYPE_CHECKING:
@@ -41,9 +41,6 @@ __all__ = ["Reader", "backend_name", "default_reader"]
 
 log = logging.getLogger("lsio")
 
-_NOT_SMALL = Strategy(small=False)
-"""A call its backend's small path declined: the bulk road (the route's ``off_loop`` is
-for long lists, which no small path takes)."""
 
 class Reader:
     """Configuration for reading many chunks; the module functions use a default one.
@@ -80,7 +77,8 @@ class Reader:
         Worker threads of the fallback backend.
     http
         :class:`lsio.HttpOptions` for URLs (``http(s)://``, ``s3://``, ``gs://``,
-        ``az://``): concurrency, retries, timeouts, headers, S3 endpoint and credentials.
+        ``az://``): concurrency, retries, timeouts, headers, S3 endpoint and credentials;
+        or a dict of URL prefix -> settings (:mod:`lsio._prefix`; ``""``: the Reader's).
     route
         Which road serves a call, whatever its size. ``"auto"`` (default): a call of a few
         requests whose data is in the page cache, or of a few URLs each of its own object,
@@ -105,13 +103,13 @@ class Reader:
         backend: BackendName | None = None,
         max_open_files: int | None = None,
         threads: int = DEFAULT_THREADS,
-        http: HttpOptions | None = None,
+        http: HttpOptions | Mapping[str, Any] | None = None,
         route: RouteName = "auto",
     ) -> None:
         _options.check(route=route, queue_depth=queue_depth, preset=preset, max_gap=max_gap,
                        max_read=max_read, direct=direct, max_open_files=max_open_files,
                        threads=threads, http=http)
-        self.http = http or HttpOptions()
+        self.http, self._prefixes = by_prefix(http)  # the Reader's own, and per prefix
         self._http: HttpBackend | None = None
         self.preset = preset
         self.queue_depth = queue_depth
@@ -170,7 +168,7 @@ class Reader:
         if self._http is None:
             from .backends.http import HttpBackend
 
-            self._http = HttpBackend(self.http)
+            self._http = HttpBackend(self.http, self._prefixes)
         return self._http
 
     # -- lifecycle --------------------------------------------------------------------
@@ -206,24 +204,39 @@ class Reader:
     @redacting  # the door errors leave by: no secret in them
     async def read_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                         progress: ProgressArg = False, missing_ok: bool = False,
-                        pipeline: PipelineArg = None) -> Any:
+                        pipeline: PipelineArg = None, on_error: OnError = "raise") -> Any:
         """Read every request; the result is in request order.
 
-        On the first failing request, lsio stops starting new reads, waits for the reads in
-        flight, and raises that request's ``OSError`` (the lowest request index among the
-        failures seen); no partial results are returned. ``progress=True`` shows a
-        ``tqdm`` bar of chunks and bytes; a callable gets ``(chunks_done, chunks_total,
-        bytes_done)``. ``missing_ok=True``: a file or object that does not exist gives
-        ``None`` instead of ``FileNotFoundError``.
+        ``on_error="raise"`` (default): on the first failing request, lsio stops starting
+        new reads, waits for the reads in flight, and raises that request's ``OSError``
+        (the lowest request index among the failures seen); no partial results are
+        returned. ``on_error="return"``: every request is read that can be; the item of a
+        failed request is its exception (the ``OSError`` subclass naming its path that
+        ``"raise"`` would raise for it: ``FileNotFoundError``, ``PermissionError``,
+        ``IsADirectoryError``, an HTTP status's error...) and ``results.errors`` is a
+        boolean array, ``True`` where a request failed (all ``False`` if none did). The
+        ``out=`` buffer of a failed request holds undefined bytes. Past
+        ``HttpOptions.timeout`` the requests not read by then fail each with a
+        ``TimeoutError`` naming its path, and the others keep their bytes. Errors of the
+        call itself (a bad request or ``out=`` buffer, memory) are raised either way.
+
+        ``progress=True`` shows a ``tqdm`` bar of chunks and bytes; a callable gets
+        ``(chunks_done, chunks_total, bytes_done)``. ``missing_ok=True``: a file or object
+        that does not exist gives ``None`` instead of ``FileNotFoundError`` (also with
+        ``on_error="return"``: a missing file is not an error).
 
         ``pipeline``: steps applied to each chunk as soon as it arrives, on one worker
         thread per core (see :func:`lsio.copy_to` for a sink). Then the result is a list of
         each request's last step output (``None`` after a sink or for a missing file).
+        With ``on_error="return"`` the steps do not run for a request that failed, an
+        exception a step raises for a chunk is that request's item (the chunk's other
+        steps are skipped, other chunks go on), and the list's ``errors`` marks both.
 
         What the call did is in the result's ``stats`` (:class:`lsio.Stats`), and in the
         ``stats`` of the error it raises.
         """
         self._open()
+        keep = on_error != "raise" and keeps(on_error)
         bar = make_progress(progress)
         if pipeline is not None and out is not None:
             raise ValueError("lsio: out= and pipeline= do not go together; end the "
@@ -235,18 +248,20 @@ class Reader:
             got = await self._backend.read_small(call, strategy, None, None)
             if got is not None:
                 return served(got, bar)
-            strategy = _NOT_SMALL
-        return await self._serve(call, strategy, pipeline)
+            strategy = NOT_SMALL
+        return await serve(self, call, strategy, pipeline, keep)
 
     @redacting  # the small path's errors too
     def read_many_sync(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
                        progress: ProgressArg = False, missing_ok: bool = False,
-                       pipeline: PipelineArg = None) -> Any:
+                       pipeline: PipelineArg = None, on_error: OnError = "raise") -> Any:
         """Blocking :meth:`read_many`; safe to call from inside a running event loop."""
         self._open()
+        keep = on_error != "raise" and keeps(on_error)
         if pipeline is not None or on_loop_thread():
             return run_sync(self.read_many(requests, out=out, progress=progress,
-                                           missing_ok=missing_ok, pipeline=pipeline))
+                                           missing_ok=missing_ok, pipeline=pipeline,
+                                           on_error=on_error))
         call = parse(requests, out, missing_ok, progress=make_progress(progress), sync=True,
                      plain_max=self._plain_max)
         strategy = route(call, self._force, self.direct)
@@ -254,81 +269,38 @@ class Reader:
             got = self._backend.serve_small(call, strategy)
             if got is not None:
                 return served(got, call.progress)
-            strategy = _NOT_SMALL  # the calling thread could not
-        return run_sync(self._serve(call, strategy, None))
+            strategy = NOT_SMALL  # the calling thread could not
+        return run_sync(serve(self, call, strategy, None, keep))
 
-    async def _serve(self, call: Call, strategy: Strategy, pipeline: PipelineArg) -> Any:
-        """The call on its road: the backend's small path if the route says so and the
-        path takes it, else the bulk road."""
-        if strategy.small:
-            got = await self._small_road(call, strategy)
-            if got is not None:
-                return served(got, call.progress)
-        counters = Counters("bulk", self.backend)
-        try:
-            return await timed(self._bulk_call(call, strategy, counters, pipeline), counters)
-        except Exception as exc:
-            exc.stats = counters.stats(len(call), call.known_paths(), None)  # type: ignore[attr-defined]
-            raise
-
-    async def _small_road(self, call: Call, strategy: Strategy) -> Results | None:
-        if not strategy.remote:
-            return await self._backend.read_small(call, strategy, None, None)
-        paths = call.plain[0]  # type: ignore[index]
+    def _tune_url(self, path: str) -> Preset:
+        """:meth:`tuning` of the URL small path, kept by its inputs (it costs ~12 us)."""
         # a URL's preset depends on its scheme alone, which its first 5 characters tell
-        key = (paths[0][:5].lower(), self.preset, self.queue_depth, self.max_gap,
+        key = (path[:5].lower(), self.preset, self.queue_depth, self.max_gap,
                self.max_read, self.coalesce)
         tune = self._url_tunings.get(key)
         if tune is None:
-            tune = self._url_tunings[key] = self.tuning(paths[0])
-        counters = Counters("small", "http")
-        outcome = Outcome(len(call), call.reqs, call.missing_ok, None, counters,
-                          track=self.http.timeout is not None)
-        try:
-            async with outcome.deadline(self.http.timeout):
-                return await self._http_backend().read_small(call, strategy, tune, outcome)
-        except Exception as exc:
-            exc.stats = counters.stats(len(call), paths, None)  # type: ignore[attr-defined]
-            raise
-
-    async def _bulk_call(self, call: Call, strategy: Strategy, counters: Counters,
-                         pipeline: PipelineArg) -> Any:
-        reqs: Requests = await off_loop(strategy.off_loop, call.reqs)
-        bar = call.progress
-        if bar is not None:
-            bar.start(len(reqs))
-        try:
-            if pipeline is not None:
-                from ._windows import run_pipeline
-
-                return await run_pipeline(self._road, reqs, pipeline, bar, call.missing_ok,
-                                          counters, strategy.off_loop)
-            outcome = Outcome(len(reqs), lambda: reqs, call.missing_ok, bar, counters,
-                              track=self.http.timeout is not None)
-            caps = call.caps if call.caps is not None else np.zeros(0, np.int64)
-            results = await self._road.run(reqs, call.out, caps, outcome, strategy.off_loop)
-            results._stats = counters.stats(len(reqs), reqs.paths, results.lengths)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("lsio: %s", results.stats)
-            return results
-        finally:
-            if bar is not None:
-                bar.close()
+            tune = self._url_tunings[key] = self.tuning(path)
+        return tune
 
     def iter_many(self, requests: Iterable[Any], *, out: Sequence[Any] | None = None,
-                  progress: ProgressArg = False, missing_ok: bool = False) -> Chunks:
+                  progress: ProgressArg = False, missing_ok: bool = False,
+                  on_error: OnError = "raise") -> Chunks:
         """Yield ``(index, chunk)`` as each request completes (completion order). The
-        iterator's ``stats`` tells what the call did once it is exhausted."""
+        iterator's ``stats`` tells what the call did once it is exhausted. With
+        ``on_error="return"`` a failed request yields ``(index, exception)`` (as
+        :meth:`read_many` puts it in its slot) and the others go on."""
         self._open()
+        keep = keeps(on_error)
         from ._iterate import Chunks
 
-        return Chunks(self, requests, out, make_progress(progress), missing_ok)
+        return Chunks(self, requests, out, make_progress(progress), missing_ok, keep)
 
     async def read_each(self, requests: Sequence[Any],
                         on_chunk: Callable[[int, memoryview | None], Any] | None = None, *,
                         on_chunks: Callable[[int, Results], Any] | None = None,
                         missing_ok: bool = False, progress: ProgressArg = False,
-                        threads: bool = False, work_bytes: int = 0) -> None:
+                        threads: bool = False, work_bytes: int = 0,
+                        on_error: OnError = "raise") -> None:
         """Read the requests and hand each chunk over as it lands: ``on_chunk(index, view)``
         (``view`` ``None`` for a missing file with ``missing_ok``), or, for a run of chunks
         that landed together, ``on_chunks(start, results)`` (item ``k`` is request
@@ -336,8 +308,12 @@ class Reader:
         ``threads=True`` it is thread-safe and may run on lsio's worker threads, next to
         where the chunks were read; ``work_bytes`` is about what it writes per chunk (it
         sizes those schedules). The first exception a callback raises ends the call and is
-        raised; once the call ends (done, failed, cancelled), no callback is running."""
+        raised; once the call ends (done, failed, cancelled), no callback is running.
+        ``on_error`` is ``"raise"`` only (for partial results, see :meth:`iter_many`)."""
         self._open()
+        if keeps(on_error):
+            raise ValueError("lsio: read_each takes on_error='raise' only; iter_many and "
+                             "read_many take on_error='return'")
         from ._each import read_each
 
         await read_each(self, requests, on_chunk, on_chunks=on_chunks, missing_ok=missing_ok,
@@ -349,9 +325,11 @@ class Reader:
         ``prefix``, page after page; with ``delimiter``, the common prefixes too (ending
         with it). Plain HTTP(S) cannot list: ``NotImplementedError``."""
         self._open()
-        from ._url import listable
+        from ._url import listable, scheme_problem, unsupported
 
         if not listable(root):
+            if scheme_problem(root):
+                raise unsupported(redact(root))
             raise NotImplementedError(f"lsio: {redact(repr(root))}: listing is not "
                                       "possible over plain HTTP(S); open the array with "
                                       "consolidated metadata or read keys by name")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._url import file_url_problem, is_url, local_path
+from ._url import file_url_problem, is_url, local_path, scheme_problem
 
 if TYPE_CHECKING:  # annotations only; numpy.typing would add ~1 ms to ``import lsio``
     import numpy.typing as npt
@@ -148,6 +148,8 @@ def plain_requests(requests: list[Any] | tuple[Any, ...]
             length = -1
         elif type(length) is not int or not 0 <= length < _INT64:
             return None
+        if "://" in path and scheme_problem(path) is not None:
+            return None  # normalize names it
         paths.append(path)
         offsets.append(offset)
         lengths.append(length)
@@ -237,6 +239,8 @@ def paths_ok(paths: list[str]) -> bool:
         joined.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return False
+    if "://" in joined and any(map(scheme_problem, paths)):  # s3x://: no local path
+        return False
     if "file:" in joined.lower():  # rare: check what each URL decodes to
         return all(_path_problem(p) is None for p in paths)
     return True
@@ -246,7 +250,7 @@ def _path_problem(path: str) -> str | None:
     """Why ``path`` cannot be read, or ``None``. Checked after every transformation lsio
     applies (``file://`` URLs are percent-decoded), so the C engine, which receives paths as
     NUL-terminated byte strings, never sees a NUL inside one."""
-    problem = file_url_problem(path)
+    problem = file_url_problem(path) or scheme_problem(path)
     if problem is not None:
         return problem
     local = local_path(path)

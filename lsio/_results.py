@@ -33,9 +33,13 @@ class Results(Sequence[memoryview]):
     ``len()`` and the buffer protocol, so ``numpy.frombuffer(item, dtype)`` and
     ``memoryview`` slicing cost no copy; ``bytes(item)`` copies. Items are views of a few
     large buffers, which stay alive while any item does.
+
+    With ``on_error="return"``, the item of a request that failed is its exception (an
+    ``OSError`` subclass naming the path, as ``on_error="raise"`` would raise it), and
+    :attr:`errors` says which items are.
     """
 
-    __slots__ = ("_views", "_base", "_start", "lengths", "missing", "_stats")
+    __slots__ = ("_views", "_base", "_start", "lengths", "missing", "_stats", "_failed")
 
     def __init__(self, buffers: list[Any], base: npt.NDArray[np.int64],
                  start: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
@@ -49,6 +53,7 @@ class Results(Sequence[memoryview]):
         """Which requests named a file or object that does not exist (``missing_ok=True``);
         their items are ``None``."""
         self._stats: Any = None
+        self._failed: dict[int, BaseException] | None = None
 
     @classmethod
     def absent(cls, n: int) -> Results:
@@ -66,8 +71,10 @@ class Results(Sequence[memoryview]):
         merged._start = np.zeros(n, np.int64)
         merged.lengths = np.zeros(n, np.int64)
         merged.missing = np.zeros(n, bool)
-        merged._stats = None
+        merged._stats = merged._failed = None
         for part, index in parts:
+            if part._failed:
+                merged.fail({int(index[k]): exc for k, exc in part._failed.items()})
             merged._base[index] = part._base + len(merged._views)
             merged._start[index] = part._start
             merged.lengths[index] = part.lengths
@@ -83,8 +90,33 @@ class Results(Sequence[memoryview]):
         part._start = self._start[index]
         part.lengths = self.lengths[index]
         part.missing = self.missing[index]
-        part._stats = None
+        part._stats = part._failed = None
+        if self._failed:
+            part.fail({k: self._failed[i] for k, i in enumerate(np.asarray(index).tolist())
+                       if i in self._failed})
         return part
+
+    @property
+    def errors(self) -> npt.NDArray[np.bool_]:
+        """Which requests failed (``on_error="return"``): their items are their exceptions.
+        All ``False`` when none did (always, with ``on_error="raise"``)."""
+        mask = np.zeros(len(self.lengths), bool)
+        if self._failed:
+            mask[list(self._failed)] = True
+        return mask
+
+    def fail(self, excs: dict[int, BaseException]) -> None:
+        """Items ``i`` of ``excs`` failed with ``excs[i]`` (they hold no bytes)."""
+        if not excs:
+            return
+        idx = np.fromiter(excs, np.int64, len(excs))
+        if not self.missing.flags.writeable:
+            self.missing = self.missing.copy()
+        if not self.lengths.flags.writeable:
+            self.lengths = self.lengths.copy()
+        self.missing[idx] = False
+        self.lengths[idx] = 0
+        self._failed = {**(self._failed or {}), **excs}
 
     def addresses(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
         """Memory address and length of every chunk (for C code that reads them while
@@ -92,7 +124,7 @@ class Results(Sequence[memoryview]):
         bases = np.array([np.frombuffer(v, np.uint8).ctypes.data if v.nbytes else 0
                           for v in self._views] or [0], np.uint64)
         addr = bases[self._base] + self._start.astype(np.uint64)
-        addr[self.missing] = 0
+        addr[self.missing | self.errors] = 0
         return addr, self.lengths.astype(np.uint64)
 
     def __len__(self) -> int:
@@ -122,6 +154,8 @@ class Results(Sequence[memoryview]):
     def _item(self, i: int) -> memoryview:
         if self.missing[i]:
             return None  # type: ignore[return-value]
+        if self._failed is not None and i in self._failed:
+            return self._failed[i]  # type: ignore[return-value]
         start = int(self._start[i])
         view = self._views[int(self._base[i])][start : start + int(self.lengths[i])]
         return view.toreadonly()

@@ -61,6 +61,9 @@ class ReadOptions:
     missing_ok: bool = False
     """A file gone since the stat fails its reads with ENOENT without stopping the others."""
 
+    keep_going: bool = False
+    """No failure stops the other reads (``on_error="return"``)."""
+
     caller_memory: bool = False
     """The destinations are the caller's: a cancellation waits until nothing can write into
     them any more."""
@@ -223,7 +226,7 @@ class ReadJob:
         """The batch of reads ``lo:hi`` (``pre``: descriptors opened by the caller)."""
         plan, opts, n = self.plan, self.opts, len(self.file_size)
         b = Batch(lib.LSIO_PHASE_READ, self.table, max_inflight=opts.queue_depth,
-                  fail_fast=True)
+                  fail_fast=not opts.keep_going)
         b.attach("int *", "stop_flag", self.stop_flag)
         b.c.missing_ok = int(opts.missing_ok)
         b.c.async_min = async_min

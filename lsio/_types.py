@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Bodies", "ProgressFn", "StatResult"]
+__all__ = ["Bodies", "OnError", "ProgressFn", "StatResult"]
+
+OnError = Literal["raise", "return"]
+"""What a call does about a failed request: raise the lowest one's error, or return each in
+its slot (``on_error=``)."""
 
 ProgressFn = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]], None]
 """Called with (indices of reads just finished, bytes done per read, errno per read)."""

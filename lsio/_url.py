@@ -31,11 +31,14 @@ from urllib.parse import unquote
 from ._redact import redact as redact
 from ._redact import redact_headers
 
-__all__ = ["HttpOptions", "Target", "file_url_problem", "is_url", "listable", "local_path",
-           "redact", "resolve_http", "unsupported"]
+__all__ = ["ALIASES", "HttpOptions", "Target", "file_url_problem", "is_url", "listable",
+           "local_path", "redact", "resolve_http", "scheme_problem", "unsupported"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs"})
+ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfs": "az", "abfss": "az"}
+"""URL schemes users write for the same services (Hadoop's ``s3a``/``s3n``, fsspec's ``gcs``,
+``abfs``/``abfss`` with the account in the host): each is read as its service's own."""
+REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "az", *ALIASES})
 
 Kind = Literal["http", "s3", "gs", "az"]
 
@@ -82,7 +85,29 @@ class HttpOptions:
 
     region: str | None = None
     """S3 region; default ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the AWS config file,
-    else ``us-east-1``."""
+    else the bucket's own (its ``x-amz-bucket-region`` header, asked once per bucket and
+    process), else ``us-east-1``."""
+
+    requester_pays: bool = False
+    """S3: the reader pays for requests to a requester-pays bucket (sends
+    ``x-amz-request-payer: requester``, signed)."""
+
+    aws_access_key_id: str | None = None
+    """S3: an access key to sign with instead of botocore's discovery (with
+    :attr:`aws_secret_access_key`, and :attr:`aws_session_token` for temporary keys)."""
+
+    aws_secret_access_key: str | None = None
+    """S3: the secret of :attr:`aws_access_key_id` (never shown in reprs or errors)."""
+
+    aws_session_token: str | None = None
+    """S3: the session token of temporary keys."""
+
+    aws_credentials: Any = None
+    """S3: a callable returning the keys, called again when they expire: a mapping with
+    ``aws_access_key_id``, ``aws_secret_access_key`` and optionally ``aws_session_token``
+    and ``expiry`` (an aware ``datetime`` or POSIX seconds; none: they never expire). It
+    must pickle (a module-level function or an instance of a module-level class) for a
+    Reader to travel to other processes, and it travels with its secrets."""
 
     anonymous: bool | None = None
     """S3, GCS and Azure: ``True`` never signs (nor sends a SAS); ``None`` signs when
@@ -149,6 +174,13 @@ class HttpOptions:
         if self.timeout is not None:
             _check_seconds("timeout", self.timeout, zero_ok=False)
         _check_seconds("backoff", self.backoff, zero_ok=True)  # 0: retry at once
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError("lsio: HttpOptions.aws_access_key_id and aws_secret_access_key "
+                             "go together")
+        if self.aws_credentials is not None and (
+                self.aws_access_key_id is not None or not callable(self.aws_credentials)):
+            raise ValueError("lsio: HttpOptions.aws_credentials must be a callable, given "
+                             "instead of aws_access_key_id/aws_secret_access_key")
 
     def __repr__(self) -> str:
         """The options, without their secrets: secret headers' values are masked, a
@@ -158,12 +190,18 @@ class HttpOptions:
             value = getattr(self, name)
             if name == "headers":
                 text = redact(repr(redact_headers(value)))
-            elif name == "azure_credential" and value is not None:
-                text = f"<{type(value).__name__}>"
+            elif name in _SECRETS and value is not None:
+                text = "'***'"
+            elif name in ("azure_credential", "aws_credentials") and value is not None:
+                text = f"<{getattr(value, '__qualname__', type(value).__name__)}>"
             else:
                 text = redact(repr(value))
             shown.append(f"{name}={text}")
         return f"HttpOptions({', '.join(shown)})"
+
+
+_SECRETS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+"""Fields shown masked (the key id too: it names the account that pays)."""
 
 
 def _check_count(name: str, value: object, low: int) -> None:
@@ -210,7 +248,25 @@ def listable(root: str) -> bool:
     """Whether keys under ``root`` can be listed: an object store's URL (S3, GCS, Azure);
     plain HTTP(S) servers have no listing."""
     m = _SCHEME.match(root)
-    return m is not None and m.group(1).lower() in ("s3", "gs", "gcs", "az", "abfs")
+    if m is None:
+        return False
+    scheme = m.group(1).lower()
+    return ALIASES.get(scheme, scheme) in ("s3", "gs", "az")
+
+
+def scheme_problem(path: str) -> str | None:
+    """Why ``path``'s ``scheme://`` cannot be read, or ``None`` (no scheme, ``file://``, or
+    one lsio reads). An unknown scheme is never a relative local path (``s3x://b/k`` is a
+    typo, not the file ``./s3x:/b/k``). One-letter schemes are left alone: ``C://x`` is a
+    Windows drive."""
+    m = _SCHEME.match(path)
+    if m is None or len(m.group(1)) == 1:
+        return None
+    scheme = m.group(1).lower()
+    if scheme == "file" or scheme in REMOTE_SCHEMES:
+        return None
+    return (f"unsupported URL scheme {scheme!r}; lsio reads local paths, file://, "
+            f"{', '.join(s + '://' for s in sorted(REMOTE_SCHEMES))}")
 
 
 def local_path(path: str) -> str:
@@ -250,5 +306,5 @@ def resolve_http(path: str) -> Target:
 def unsupported(path: str) -> ValueError:
     """The error of a URL whose scheme lsio cannot read."""
     scheme = path.split("://", 1)[0].lower()
-    return ValueError(f"lsio: {path!r}: unsupported URL scheme {scheme!r}; lsio reads local "
-                      f"paths, file://, {', '.join(sorted(REMOTE_SCHEMES))}")
+    return ValueError(f"lsio: {path!r}: " + (scheme_problem(path) or
+                      f"unsupported URL scheme {scheme!r}"))

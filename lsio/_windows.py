@@ -23,22 +23,26 @@ __all__ = ["run_pipeline"]
 
 
 class Outputs(list[Any]):
-    """Each request's last step output, in request order, and what the call did
-    (``stats``, :class:`lsio.Stats`)."""
+    """Each request's last step output, in request order, what the call did (``stats``,
+    :class:`lsio.Stats`), and which requests failed (``errors``: with ``on_error=
+    "return"``, their outputs are their exceptions)."""
 
     stats: Any = None
+    errors: npt.NDArray[np.bool_]
 
 
 async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
                        bar: Progress | None, missing_ok: bool, counters: Counters,
-                       off: bool) -> Outputs:
-    """Read in windows; hand each finished chunk to the pinned workers."""
+                       off: bool, keep: bool = False) -> Outputs:
+    """Read in windows; hand each finished chunk to the pinned workers. ``keep``
+    (``on_error="return"``): a failed request's output is its error, and a step's error for
+    a chunk that chunk's output; neither stops the call."""
     n = len(reqs)
     steps = steps_for(pipeline, n)
     outputs = Outputs([None] * n)
     guard = Guard()  # a failed step ends the window's read at once
     run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe,
-                      on_error=lambda: guard.fail(run.errors[0]))
+                      on_error=lambda: guard.fail(run.errors[0]), keep=keep)
     window = 0
 
     def hand_off(finished: npt.NDArray[np.int64], results: Results,
@@ -49,7 +53,7 @@ async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
             run.put(window, [(g, results[k]) for g, k in zip(
                 finished.tolist(), local.tolist(), strict=True)])
 
-    outcome = Outcome(n, lambda: reqs, missing_ok, hand_off, counters)
+    outcome = Outcome(n, lambda: reqs, missing_ok, hand_off, counters, keep=keep)
     lengths = np.zeros(n, np.int64)
     try:
         for lo in range(0, n, WINDOW):
@@ -73,4 +77,18 @@ async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
     finally:
         await run.close()
     outputs.stats = counters.stats(n, reqs.paths, lengths)
+    outputs.errors = np.zeros(n, bool)
+    if keep:
+        _settle(outputs, outcome, run.failed or [])
     return outputs
+
+
+def _settle(outputs: Outputs, outcome: Outcome, failed: list[int]) -> None:
+    """Each failed request's error as its output (a read's, or its step's)."""
+    outputs.errors[failed] = True
+    if outcome.failed():
+        slots = Results.absent(len(outputs))
+        outcome.settle(slots)
+        for i in np.flatnonzero(slots.errors).tolist():
+            outputs[i] = slots[i]
+            outputs.errors[i] = True

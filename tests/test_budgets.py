@@ -17,8 +17,9 @@ from pathlib import Path
 LSIO = Path(__file__).resolve().parent.parent / "lsio"
 
 MODULE_LINES = 400
-MODULE_LINES_OF = {"_plan.py": 520}
-"""The planner's own budget."""
+MODULE_LINES_OF = {"_plan.py": 520, "_defaults.py": 520}
+"""The planner's own budget; and the table of every tuning number, each with where it comes
+from (no logic: its length is its docstrings, and the docs' tables are generated from it)."""
 
 FUNCTION_LINES = 60
 

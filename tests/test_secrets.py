@@ -378,3 +378,19 @@ async def test_s3_refresh_failing_mid_run(public_bucket: MotoServer,
         await reader.read_many([("s3://pub/k.bin", 0, 10)],
                                progress=(lambda *a: None) if progress else False)
     assert info.value.filename == "s3://pub/k.bin"
+
+
+def test_aws_keys_and_key_provider_are_masked_in_reprs() -> None:
+    opts = lsio.HttpOptions(aws_access_key_id="AKIDSECRETID", aws_secret_access_key="s3kr1tKey",
+                            aws_session_token="t0kenVALUE")
+    text = repr(opts) + repr(lsio.Reader(http={"s3://b": opts}))
+    assert not any(s in text for s in ("AKIDSECRETID", "s3kr1tKey", "t0kenVALUE"))
+    assert "KeyStore" in repr(lsio.HttpOptions(aws_credentials=KeyStore()))
+
+
+class KeyStore:
+    def __call__(self) -> dict[str, str]:
+        return {"aws_access_key_id": "x", "aws_secret_access_key": "hidden"}
+
+    def __repr__(self) -> str:
+        return "KeyStore(secret=hidden)"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import lsio
 from lsio._url import HttpOptions, is_url, local_path
 from lsio.backends.cloud import resolve
 
@@ -16,7 +17,8 @@ from lsio.backends.cloud import resolve
     ("http://h/x", True), ("HTTPS://h/x", True), ("s3://b/k", True), ("gs://b/k", True),
     ("gcs://b/k", True), ("az://c/b", True), ("abfs://c@a.dfs.core.windows.net/b", True),
     ("file:///tmp/x", False), ("/tmp/x", False), ("relative/s3://x", False), ("c:\\x", False),
-    ("ftp://h/x", False)])
+    ("ftp://h/x", False), ("s3a://b/k", True), ("s3n://b/k", True),
+    ("abfss://c@a.dfs.core.windows.net/b", True), ("s3x://b/k", False)])
 def test_is_url(path: str, remote: bool) -> None:
     assert is_url(path) is remote
 
@@ -117,3 +119,92 @@ def test_http_options_numbers(name: str, value: Any, valid: bool) -> None:
         with pytest.raises(ValueError, match=rf"HttpOptions\.{name} .*, got "
                                              rf"{re.escape(repr(value))}$"):
             HttpOptions(**{name: value})
+
+
+# -- URL schemes users write ---------------------------------------------------------------
+
+@pytest.mark.parametrize("path,url,kind", [
+    ("s3a://bkt/k", "https://bkt.s3.eu-west-3.amazonaws.com/k", "s3"),
+    ("S3N://bkt/k", "https://bkt.s3.eu-west-3.amazonaws.com/k", "s3"),
+    ("gcs://pub/x", "https://storage.googleapis.com/download/storage/v1/b/pub/o/x?alt=media",
+     "gs"),
+    ("abfs://cont@acct.dfs.core.windows.net/b", "https://acct.blob.core.windows.net/cont/b",
+     "az"),
+    ("abfss://cont@acct.dfs.core.windows.net/b", "https://acct.blob.core.windows.net/cont/b",
+     "az"),
+    ("abfs://cont/b", "https://acct.blob.core.windows.net/cont/b", "az"),  # short form
+])
+def test_scheme_aliases(path: str, url: str, kind: str, monkeypatch: pytest.MonkeyPatch
+                        ) -> None:
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "STORAGE_EMULATOR_HOST",
+                "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_SAS_TOKEN",
+                "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+    target = resolve(path, HttpOptions(region="eu-west-3"))
+    assert (target.url, target.kind) == (url, kind)
+
+
+@pytest.mark.parametrize("path,problem", [
+    ("s3x://b/k", "s3x"), ("FTP://h/x", "ftp"), ("hdfs://n/p", "hdfs"), ("s3://b/k", None),
+    ("abfss://c@a.dfs.core.windows.net/b", None), ("file:///tmp/x", None), ("/tmp/x", None),
+    ("rel/s3x://b", None), ("C://x", None)])
+def test_scheme_problem(path: str, problem: str | None) -> None:
+    from lsio._url import scheme_problem
+
+    got = scheme_problem(path)
+    assert (got is None) if problem is None else (f"'{problem}'" in (got or ""))
+
+
+BAD = "s3x://b/k"
+
+
+@pytest.mark.parametrize("requests", [[BAD], [(BAD, 0, 4)], [("/etc/hostname", 0, 4), BAD],
+                                      [lsio.Chunk(BAD)]], ids=["path", "tuple", "mixed", "chunk"])
+@pytest.mark.parametrize("route", ["auto", "small", "bulk"])
+async def test_unknown_scheme_is_refused_on_every_road(requests: list[Any], route: str) -> None:
+    reader = lsio.Reader(route=route)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unsupported URL scheme 's3x'"):
+        await reader.read_many(requests)
+    with pytest.raises(ValueError, match="'s3x'"):
+        reader.read_many_sync(requests)
+    with pytest.raises(ValueError, match="'s3x'"):
+        async for _ in reader.iter_many(requests):
+            pass
+    with pytest.raises(ValueError, match="'s3x'"):
+        await reader.explain(requests)
+    if not isinstance(requests[0], lsio.Chunk):  # read_each takes no Chunk
+        with pytest.raises(ValueError, match="'s3x'"):
+            await reader.read_each(requests, lambda i, v: None)
+
+
+def test_unknown_scheme_is_refused_by_list_keys_and_the_store() -> None:
+    from lsio.zarr import LsioStore
+
+    with pytest.raises(ValueError, match="'s3x'"):
+        lsio.Reader().list_keys("s3x://b", "")
+    with pytest.raises(ValueError, match="'s3x'"):
+        LsioStore("s3x://b/root")
+
+
+async def test_azure_https_gets_credentials_only_without_a_sas(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from lsio.backends.cloud import PROVIDERS
+    from lsio.backends.http._client import HttpClient
+
+    for var in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+    plain = "https://acct.blob.core.windows.net/c/b"
+    sas = plain + "?sv=2021&sig=abc"
+    other = "https://other.blob.core.windows.net/c/b"
+
+    def kinds() -> list[str]:
+        client = HttpClient([plain, sas, other], HttpOptions(), {}, PROVIDERS)
+        client._resolve_all()
+        return [t.kind for t in client.targets]
+
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_KEY", raising=False)
+    assert kinds() == ["http", "http", "http"]  # nothing configured: plain HTTPS
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")
+    assert kinds() == ["az", "http", "http"]  # the configured account's key, no SAS only

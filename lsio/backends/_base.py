@@ -86,6 +86,9 @@ class RunOptions:
     missing_ok: bool = False
     """A file gone since the stat fails its reads with ENOENT without stopping the others."""
 
+    keep_going: bool = False
+    """No failure stops the other reads (``on_error="return"``)."""
+
     caller_memory: bool = False
     """The buffers are the caller's: a cancelled read returns only once nothing can write
     into them any more."""
@@ -141,10 +144,12 @@ class Backend(Protocol):
         ...
 
 
-    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool,
+                   keep_going: bool = False) -> StatResult:
         """What the call needs to know of each file before planning: its size (and
         direct-I/O alignment), per-file errno instead of raising, and any bytes already
-        read on the way (:attr:`StatResult.bodies`)."""
+        read on the way (:attr:`StatResult.bodies`). ``keep_going``: one file's failure
+        does not stop the others' stat (``on_error="return"``)."""
         ...
 
     async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,

@@ -118,7 +118,8 @@ class UringBackend(LocalSmallPath):
         loop or by ``Ring.close``), and the worker rings of parallel page-cache reads are
         process-wide (``_ringpool.close``)."""
 
-    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool,
+                   keep_going: bool = False) -> StatResult:
         ring = ring_for_loop(asyncio.get_running_loop())
         stat = await ring.stat(reqs.paths, queue_depth=max(tune.queue_depth, STAT_DEPTH))
         return with_details(stat, reqs.paths)
@@ -147,7 +148,8 @@ class UringBackend(LocalSmallPath):
             reqs.paths, stat.size, layout.file_direct, plan, addresses, ReadOptions(
                 queue_depth=run.queue_depth, max_open=run.max_open, on_progress=run.on_progress,
                 keepalive=(buffers, handles), workers=workers, missing_ok=run.missing_ok,
-                caller_memory=run.caller_memory, changed=run.changed, hold=run.hold,
+                keep_going=run.keep_going, caller_memory=run.caller_memory,
+                changed=run.changed, hold=run.hold,
                 fresh=not run.caller_memory and is_fresh(buffers[0])),
         )
         return ReadResult(done, err, run.changed)

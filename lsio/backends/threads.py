@@ -71,7 +71,8 @@ class ThreadsBackend(LocalSmallPath):
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="lsio")
             return self._pool
 
-    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool,
+                   keep_going: bool = False) -> StatResult:
         paths = reqs.paths
         n = len(paths)
         size = np.zeros(n, np.int64)
@@ -106,7 +107,8 @@ class ThreadsBackend(LocalSmallPath):
     async def read(self, reqs: Requests, stat: StatResult, layout: Layout, plan: Plan,
                    buffers: list[Any], run: RunOptions) -> ReadResult:
         job = _Job(reqs.paths, plan, buffers, stat.version, run.missing_ok,
-                   np.zeros(len(reqs.paths), bool) if run.changed is None else run.changed)
+                   np.zeros(len(reqs.paths), bool) if run.changed is None else run.changed,
+                   keep_going=run.keep_going)
         pool = self._executor()
         limit = asyncio.Semaphore(max(1, min(run.max_open, run.queue_depth)))
         on_progress = run.on_progress
@@ -153,8 +155,10 @@ class _Job:
 
     def __init__(self, paths: list[str], plan: Plan, buffers: list[Any],
                  version: npt.NDArray[np.int64] | None, missing_ok: bool,
-                 changed: npt.NDArray[np.bool_]) -> None:
+                 changed: npt.NDArray[np.bool_], *, keep_going: bool = False) -> None:
         self.paths, self.plan, self.version, self.missing_ok = paths, plan, version, missing_ok
+        self.keep_going = keep_going
+        """No failure stops the other reads (``on_error="return"``)."""
         self.views = [memoryview(b).cast("B") for b in buffers]
         self.done = np.zeros(plan.nops, np.int64)
         self.err = np.zeros(plan.nops, np.int32)
@@ -170,7 +174,7 @@ class _Job:
             fd = os.open(self.paths[f], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             self.err[lo:hi] = exc.errno or errno.EIO
-            if not (self.missing_ok and exc.errno in MISSING):
+            if not (self.keep_going or self.missing_ok and exc.errno in MISSING):
                 self.stop.set()
             return hi
         try:
@@ -199,7 +203,8 @@ class _Job:
                 continue
             except OSError as exc:
                 self.err[i] = exc.errno or errno.EIO
-                self.stop.set()
+                if not self.keep_going:
+                    self.stop.set()
                 break
             if n == 0:
                 break

@@ -29,7 +29,7 @@ from .._each import read_gets
 from .._reader import Reader, default_reader
 from .._redact import redact
 from .._sync import run_sync
-from .._url import is_url, listable
+from .._url import is_url, listable, scheme_problem
 from ._locate import Located, check_key, join, paths_under, whole_files
 
 __all__ = ["LsioStore"]
@@ -63,6 +63,9 @@ class LsioStore(Store):
     def __init__(self, root: str | os.PathLike[str], *, read_only: bool | None = None,
                  reader: Reader | None = None) -> None:
         root = os.fspath(root)
+        problem = scheme_problem(root)
+        if problem is not None:  # never a relative directory named "s3x:"
+            raise ValueError(f"lsio: {redact(repr(root))}: {problem}")
         self.remote = is_url(root)
         if self.remote:
             if read_only is False:

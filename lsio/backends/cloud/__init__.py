@@ -15,14 +15,16 @@ azure-identity) are imported when first needed.
 
 from __future__ import annotations
 
-from ..._url import HttpOptions, Target, resolve_http, unsupported
+from ..._url import ALIASES, HttpOptions, Target, resolve_http, unsupported
 from . import aws, azure, gcp
 from ._types import Provider, Providers
 
 __all__ = ["PROVIDERS", "Provider"]
 
-PROVIDERS: Providers = {"s3": aws, "gs": gcp, "gcs": gcp, "az": azure, "abfs": azure}
-"""Each object store's URL scheme and its provider."""
+_BY_SERVICE: dict[str, Provider] = {"s3": aws, "gs": gcp, "az": azure}
+PROVIDERS: Providers = {**_BY_SERVICE, **{a: _BY_SERVICE[s] for a, s in ALIASES.items()}}
+"""Each object store's URL scheme (its aliases too: ``s3a``, ``gcs``, ``abfss``...) and its
+provider."""
 
 
 def resolve(path: str, options: HttpOptions) -> Target:

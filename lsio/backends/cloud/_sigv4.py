@@ -77,8 +77,9 @@ def sign(method: str, url: str, headers: dict[str, str], *, access_key: str, sec
         out["x-amz-security-token"] = token
     signed = {"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp}
     for name, value in headers.items():
-        if name.lower() == "range":
-            signed["range"] = value.strip()
+        low = name.lower()
+        if low == "range" or low.startswith("x-amz-"):  # requester-pays is signed
+            signed[low] = value.strip()
     if token:
         signed["x-amz-security-token"] = token
     names = sorted(signed)

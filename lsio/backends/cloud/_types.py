@@ -20,8 +20,17 @@ if TYPE_CHECKING:
 
     from ..._url import Target
 
-__all__ = ["Auth", "Page", "Provider", "Providers", "first_env", "getenv", "quote_key",
-           "split_bucket"]
+__all__ = ["AZURE_BLOB_HOST", "Auth", "Page", "Provider", "Providers", "WouldBlock",
+           "first_env", "getenv", "quote_key", "split_bucket"]
+
+AZURE_BLOB_HOST = ".blob.core.windows.net"
+"""Azure Blob storage's public host suffix (``https://ACCOUNT.blob.core.windows.net``)."""
+
+
+class WouldBlock(Exception):  # noqa: N818 - a signal, not an error
+    """A provider's ``resolve`` needs a lookup that may block (an S3 bucket's region): the
+    client resolves the path again in a worker thread."""
+
 
 Page = tuple[list[str], list[str], str | None]
 """One listing page as parsed: object names, common prefixes (each ending with the
@@ -53,6 +62,10 @@ class Provider(Protocol):
     @property
     def HEADERS(self) -> Mapping[str, str]:  # noqa: N802 - a module constant
         """Headers every request to the service carries (Azure's ``x-ms-version``)."""
+
+    def request_headers(self, options: Any) -> Mapping[str, str]:
+        """Headers every request to the service carries with ``options`` (S3's
+        requester-pays; the others: :attr:`HEADERS`)."""
 
     def config(self, options: Any, block: bool) -> Any:
         """What resolving a call's URLs needs, found once per call (the S3 region, the Azure

@@ -12,18 +12,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import errno
-from typing import Any
+import math
+import time
+import urllib.request
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from yarl import URL
 
-from ..._defaults import AWS_METADATA_TIMEOUT
+from ..._defaults import AWS_METADATA_TIMEOUT, AWS_REFRESH_BEFORE
 from ..._url import HttpOptions, Target
 from ..http._protocol import HttpError
 from ._listing import query, xml_root
 from ._sigv4 import sign
-from ._types import Page, first_env, getenv, quote_key, split_bucket
+from ._types import Page, WouldBlock, first_env, getenv, quote_key, split_bucket
 
 KIND = "s3"
 HEADERS: dict[str, str] = {}
@@ -36,8 +40,9 @@ _REGIONS: dict[tuple[str | None, str | None, str | None], str] = {}
 # -- URL rules -----------------------------------------------------------------------------
 
 def region(options: HttpOptions) -> str:
-    """The S3 region: the option, ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the AWS config
-    file (when botocore is installed), else ``us-east-1``."""
+    """The S3 region configured: the option, ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the
+    AWS config file (when botocore is installed); ``""``: none (each bucket's own is asked
+    for, :func:`bucket_region`)."""
     if options.region:
         return options.region
     env = first_env("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -49,25 +54,80 @@ def region(options: HttpOptions) -> str:
         found = botocore.session.get_session().get_config_variable("region")
         if found:
             return str(found)
-    except Exception:  # noqa: BLE001 - no botocore, or an unreadable config: the default
+    except Exception:  # noqa: BLE001 - no botocore, or an unreadable config: none
         pass
-    return "us-east-1"
+    return ""
 
 
-def config(options: HttpOptions, block: bool) -> str | None:
-    """The call's region, remembered per options and environment; ``None`` if it is not
-    known yet and ``block`` is false (finding it may read files)."""
+def config(options: HttpOptions, block: bool) -> tuple[str, bool] | None:
+    """The call's configured region (``""``: none) and whether resolving may block,
+    remembered per options and environment; ``None`` if it is not known yet and ``block``
+    is false (finding it may read files)."""
     key = (options.region, getenv("AWS_REGION"), getenv("AWS_DEFAULT_REGION"))
     found = _REGIONS.get(key)
     if found is None and block:
         found = _REGIONS[key] = region(options)
-    return found
+    return None if found is None else (found, block)
 
 
-def resolve(path: str, options: HttpOptions, config: str | None) -> Target:
+_BUCKET_REGIONS: dict[tuple[str, str], str] = {}
+"""Each (endpoint, bucket)'s region as its ``x-amz-bucket-region`` header told, per process."""
+
+
+def bucket_region(endpoint: str | None, bucket: str, options: HttpOptions) -> str:
+    """The region S3 says ``bucket`` is in: one ``HEAD`` of the bucket, whose
+    answer carries ``x-amz-bucket-region`` even when it is a 301 or a 403; ``us-east-1``
+    when none comes (an S3-compatible server without regions, no network)."""
+    import ssl
+    import urllib.error
+
+    if endpoint:
+        url = f"{endpoint.rstrip('/')}/{bucket}"
+    else:
+        url = (f"https://s3.amazonaws.com/{bucket}" if "." in bucket
+               else f"https://{bucket}.s3.amazonaws.com/")
+    handlers: list[Any] = [_NoRedirect()]
+    if not options.trust_env:
+        handlers.append(urllib.request.ProxyHandler({}))
+    if options.ssl is False:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+    elif isinstance(options.ssl, ssl.SSLContext):
+        handlers.append(urllib.request.HTTPSHandler(context=options.ssl))
+    headers: dict[str, str] = {}
+    try:  # signed when keys are found (with us-east-1: S3 answers the region anyway)
+        signer = find_auth(Target(url, "s3", "us-east-1"), options)
+        if signer is not None:
+            headers = signer.headers("HEAD", url, {})
+    except Exception:  # noqa: BLE001 - unusable keys: ask unsigned; the reads will tell
+        pass
+    request = urllib.request.Request(url, headers=headers, method="HEAD")
+    try:
+        with urllib.request.build_opener(*handlers).open(
+                request, timeout=options.request_timeout) as resp:
+            found = resp.headers.get("x-amz-bucket-region")
+    except urllib.error.HTTPError as exc:  # 301, 403: the header is there too
+        found = exc.headers.get("x-amz-bucket-region")
+    except (OSError, ValueError):
+        found = None
+    return found or "us-east-1"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 301 names the region: read it, go nowhere
+
+
+def resolve(path: str, options: HttpOptions, config: tuple[str, bool] | None) -> Target:
     bucket, key = split_bucket(path, "s3://bucket/key")
-    where = config or region(options)
+    where, block = config or (region(options), True)
     endpoint = options.endpoint_url or first_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    if not where:  # none configured: the bucket's own, asked once per process
+        where = _BUCKET_REGIONS.get((endpoint or "", bucket), "")
+        if not where:
+            if not block:
+                raise WouldBlock(path)
+            where = _BUCKET_REGIONS[(endpoint or "", bucket)] = bucket_region(
+                endpoint, bucket, options)
     if endpoint:  # S3-compatible servers: path-style addressing
         return Target(f"{endpoint.rstrip('/')}/{bucket}/{quote_key(key)}", "s3", where)
     if "." in bucket:  # virtual-hosted names with dots break TLS host matching
@@ -84,7 +144,62 @@ def auth_key(target: Target) -> str:
 
 
 def find_auth(target: Target, options: HttpOptions) -> S3Signer | None:
+    if options.anonymous:
+        return None
+    if options.aws_access_key_id is not None or options.aws_credentials is not None:
+        return S3Signer(GivenKeys(options), target.region)  # the user's: no discovery
     return find_s3_signer(target.region, options.anonymous)
+
+
+def request_headers(options: HttpOptions) -> dict[str, str]:
+    """Headers every request to S3 carries with ``options``: requester-pays'."""
+    return _PAYER if options.requester_pays else HEADERS
+
+
+_PAYER = {"x-amz-request-payer": "requester"}
+
+
+class _Frozen(NamedTuple):
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class GivenKeys:
+    """Keys the user gave (``HttpOptions.aws_access_key_id``...) or a callable returns
+    (``aws_credentials``), in botocore's credentials interface: the callable is called
+    again ``AWS_REFRESH_BEFORE`` seconds before the ``expiry`` it gave."""
+
+    def __init__(self, options: HttpOptions) -> None:
+        self._source = options.aws_credentials
+        self._keys: _Frozen | None = None
+        self._expiry = math.inf
+        if self._source is None:
+            self._keys = _Frozen(str(options.aws_access_key_id),
+                                 str(options.aws_secret_access_key), options.aws_session_token)
+
+    def __repr__(self) -> str:
+        return "GivenKeys(***)"
+
+    def refresh_needed(self) -> bool:
+        return self._keys is None or time.time() > self._expiry - AWS_REFRESH_BEFORE
+
+    def get_frozen_credentials(self) -> _Frozen:
+        if self.refresh_needed():
+            got = self._source()
+            try:
+                keys = _Frozen(str(got["aws_access_key_id"]), str(got["aws_secret_access_key"]),
+                               got.get("aws_session_token"))
+            except (KeyError, TypeError):
+                raise ValueError("lsio: HttpOptions.aws_credentials() must return a mapping "
+                                 "with aws_access_key_id and aws_secret_access_key") from None
+            expiry = got.get("expiry")
+            if isinstance(expiry, datetime.datetime):
+                expiry = expiry.timestamp()
+            self._expiry = math.inf if expiry is None else float(expiry)
+            self._keys = keys
+        assert self._keys is not None
+        return self._keys
 
 
 class S3Signer:

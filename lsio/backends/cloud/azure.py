@@ -30,6 +30,7 @@ import inspect
 import os
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -150,6 +151,11 @@ def auth_key(target: Target) -> str:
     return target.url.split("://", 1)[1].split("/", 1)[0]
 
 
+def request_headers(options: HttpOptions) -> Mapping[str, str]:
+    """Headers every request to the service carries."""
+    return HEADERS
+
+
 def find_auth(target: Target, options: HttpOptions) -> Auth | None:
     return find_azure_auth(target, options)
 
@@ -257,6 +263,22 @@ def resolve(path: str, options: HttpOptions, config: AzureConfig | None) -> Targ
     if az.sas and not az.key:
         url += "?" + az.sas
     return Target(url, "az")
+
+
+def https_target(path: str, options: HttpOptions) -> Target | None:
+    """``https://ACCOUNT.blob.core.windows.net/...`` (no SAS in it) as an Azure target when
+    credentials for ACCOUNT are configured (``azure_credential``, or that account's key or
+    SAS from the options or the environment); ``None``: a plain HTTPS URL, as an anonymous
+    public blob is read. azure-identity's discovery is never tried for such a URL."""
+    if options.anonymous:
+        return None
+    account = path.split("://", 1)[1].split("/", 1)[0].split(".", 1)[0]
+    az = azure_config(options, account)
+    if options.azure_credential is None and not az.key and not az.sas:
+        return None
+    if az.sas and not az.key:
+        return Target(path + ("&" if "?" in path else "?") + az.sas, "az")
+    return Target(path, "az")
 
 
 # -- Azure: where the account, endpoint and secrets come from ---------------------------------

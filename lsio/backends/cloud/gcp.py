@@ -40,6 +40,7 @@ import os
 import time
 import warnings
 import weakref
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from typing import Any, Literal
@@ -104,6 +105,11 @@ def auth_key(target: Target) -> str:
     """One set of credentials for all of GCS."""
     del target
     return ""
+
+
+def request_headers(options: HttpOptions) -> Mapping[str, str]:
+    """Headers every request to the service carries."""
+    return HEADERS
 
 
 def find_auth(target: Target, options: HttpOptions) -> GcsAuth | None:

@@ -17,6 +17,7 @@ A call runs in the same three steps as the local backends:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,10 +31,10 @@ from ..._plan import Plan
 from ..._presets import PRESETS, Preset
 from ..._request import Requests
 from ..._types import Bodies, ProgressFn, StatResult
-from ..._url import HttpOptions
+from ..._url import HttpOptions, redact
 from .._base import Layout, ReadResult, RunOptions
 from ..cloud import PROVIDERS
-from . import _list, _small, _verdict
+from . import _head, _list, _small, _verdict
 from ._client import Credentials, HttpClient
 from ._cost import PROBE_BYTES, cost_of
 from ._protocol import (
@@ -50,6 +51,7 @@ from ._session import read_body
 if TYPE_CHECKING:
     from ..._call import Call
     from ..._outcome import Outcome
+    from ..._prefix import Prefixes
     from ..._results import Results
     from ..._route import Strategy
 
@@ -85,8 +87,10 @@ class _Call:
 class HttpBackend:
     name = "http"
 
-    def __init__(self, options: HttpOptions) -> None:
+    def __init__(self, options: HttpOptions, prefixes: Prefixes | None = None) -> None:
         self.options = options
+        self.prefixes = prefixes
+        """Options per URL prefix (:mod:`lsio._prefix`), or ``None``."""
         self._auths: Credentials = {}
         """Credentials per service (a provider's ``auth_key``), found on first use (a
         lookup takes ~0.1 s: files, a metadata server)."""
@@ -94,12 +98,22 @@ class HttpBackend:
     def client(self, paths: list[str]) -> HttpClient:
         """A client for one call's ``paths``, sharing the backend's credentials and the
         cloud providers' registry (:mod:`lsio.backends.cloud`)."""
-        return HttpClient(paths, self.options, self._auths, PROVIDERS)
+        return HttpClient(paths, self.options, self._auths, PROVIDERS, self.prefixes)
 
     def list_keys(self, root: str, prefix: str, delimiter: str | None = None
                   ) -> AsyncIterator[str]:
         """Keys under the object-store ``root`` starting with ``prefix`` (:mod:`._list`)."""
         return _list.list_keys(self.client, root, prefix, delimiter)
+
+    async def head(self, path: str) -> _head.Head:
+        """The metadata of the object at ``path`` (:mod:`._head`); ``OSError`` naming it."""
+        client = self.client([path])
+        await client.start()
+        try:
+            return await _head.head(client, 0)
+        except HttpError as exc:
+            raise OSError(exc.errno, f"{os.strerror(exc.errno)}: {redact(exc.detail)}",
+                          path) from None
 
     async def read_small(self, call: Call, strategy: Strategy, tune: Preset | None,
                          outcome: Outcome | None) -> Results | None:
@@ -113,7 +127,8 @@ class HttpBackend:
         self._auths.clear()
 
     # -- stat ----------------------------------------------------------------------------
-    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool) -> StatResult:
+    async def stat(self, reqs: Requests, *, tune: Preset, missing_ok: bool,
+                   keep_going: bool = False) -> StatResult:
         client = self.client(reqs.paths)
         call = _Call(client, self.options.concurrency or tune.queue_depth, tune.max_read,
                      missing_ok)
@@ -132,7 +147,7 @@ class HttpBackend:
                 client.keep_probe(r, got, call.probe_size, tail)
 
         await workers(np.flatnonzero(need).tolist(), probe, call.concurrency, err, detail,
-                      missing_ok)
+                      missing_ok, keep_going)
         size = np.where(err == 0, np.array(client.sizes, np.int64), 0)
         return StatResult(size, np.ones(n, np.int64), err, detail=detail,
                           bodies=_bodies(client), state=call)
@@ -252,7 +267,7 @@ class HttpBackend:
             await (single(job) if isinstance(job, int) else multi(job))
 
         await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
-                      run.missing_ok)
+                      run.missing_ok, run.keep_going)
         detail = _spread(jobs, job_err, job_errs, err)
         sent, again = call.tally()
         return ReadResult(done, err, None, detail, operations=sent, retries=again)

@@ -12,7 +12,7 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -20,7 +20,10 @@ from yarl import URL
 from ..._defaults import REDIRECTS
 from ..._redact import redact
 from ..._url import HttpOptions, Target, resolve_http, unsupported
-from ..cloud._types import Auth, Provider, Providers
+
+if TYPE_CHECKING:
+    from ..._prefix import Prefixes
+from ..cloud._types import AZURE_BLOB_HOST, Auth, Provider, Providers, WouldBlock
 from ._answer import Answers
 from ._multi import get_multi
 from ._protocol import UNKNOWN_SIZE, HttpError, Retry, backoff_delay, status_error
@@ -36,20 +39,25 @@ T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4096)
-def _http_target(path: str) -> tuple[Target, URL]:
-    """An ``http(s)://`` URL's target and parsed URL: a pure function of the text, kept for
-    the URLs used again (~5 us a call to make, and aiohttp finds a reused ``URL``'s parts
-    already computed)."""
+def _http_target(path: str) -> tuple[Target, URL, bool]:
+    """An ``http(s)://`` URL's target and parsed URL, and whether it is Azure Blob storage's
+    without a SAS (it may get configured Azure credentials): a pure function of the text,
+    kept for the URLs used again (~5 us a call to make, and aiohttp finds a reused ``URL``'s
+    parts already computed)."""
     target = resolve_http(path)
-    return target, URL(target.url, encoded=False)
+    url = URL(target.url, encoded=False)
+    blob = ((url.host or "").endswith(AZURE_BLOB_HOST) and url.scheme == "https"
+            and "sig" not in url.query)
+    return target, url, blob
 
 _UNRESOLVED = Target("", "http")
 _NO_URL = URL("http://unresolved.invalid/")
 _NO_HEADERS: Mapping[str, str] = {}
 """Placeholders of paths :meth:`HttpClient.start` resolves."""
 
-Credentials = dict[tuple[str, str], Auth | None]
-"""Credentials found, by (``Target.kind``, the provider's ``auth_key``): per backend."""
+Credentials = dict[tuple[str, str, int], Auth | None]
+"""Credentials found, by (``Target.kind``, the provider's ``auth_key``, the ``id`` of the
+options they were found with: each prefix's own, kept alive by the backend): per backend."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -63,9 +71,14 @@ class HttpClient(Answers):
     """One ``read_many`` call's remote part: its URLs, what was learned, and the I/O."""
 
     def __init__(self, paths: list[str], options: HttpOptions, auths: Credentials,
-                 providers: Providers) -> None:
+                 providers: Providers, prefixes: Prefixes | None = None) -> None:
         self.paths = paths
         self.options = options
+        """The Reader's options: call-wide fields (retries, pool, proxies) come from here."""
+        self.file_options = ([options] * len(paths) if prefixes is None
+                             else list(map(prefixes.options_for, paths)))
+        """Each path's options (``Reader(http={prefix: ...})``): what a request to it sends
+        (headers, TLS, timeouts) and how it is resolved and signed."""
         self.targets: list[Target] = []
         self.urls: list[URL] = []
         self.auths: list[Auth | None] = []
@@ -78,7 +91,7 @@ class HttpClient(Answers):
         (botocore's session, credential files, a metadata server), so it runs in a thread."""
         configs: dict[str, Any] = {}
         for p in paths:
-            target, url, auth, headers = self._resolve(p, configs, False)
+            target, url, auth, headers = self._resolve(p, configs, False, len(self.targets))
             self.targets.append(target)
             self.urls.append(url)
             self.auths.append(auth)
@@ -113,40 +126,59 @@ class HttpClient(Answers):
         first S3 region or credential lookup of a process can take 0.1-0.5 s)."""
         configs: dict[str, Any] = {}
         for i, p in enumerate(self.paths):
-            if p[:4].lower() != "http":
+            if self.targets[i] is _UNRESOLVED or self.targets[i].kind != "http":
                 self.targets[i], self.urls[i], self.auths[i], self.headers[i] = (
-                    self._resolve(p, configs, True))
+                    self._resolve(p, configs, True, i))
 
-    def _resolve(self, path: str, configs: dict[str, Any], block: bool
+    def _resolve(self, path: str, configs: dict[Any, Any], block: bool, file: int
                  ) -> tuple[Target, URL, Auth | None, Mapping[str, str]]:
         """``path``'s target, URL, credentials and service headers; without ``block``, a
         path whose provider would block is left for :meth:`start` (:attr:`pending`).
-        ``configs``: each provider's call-wide settings, found once."""
+        ``configs``: each provider's settings per options, found once per call."""
+        options = self.file_options[file]
         if path[:4].lower() == "http":  # http:// or https://: no other scheme starts so
-            target, url = _http_target(path)
-            return target, url, None, _NO_HEADERS
+            target, url, blob = _http_target(path)
+            if not blob:
+                return target, url, None, _NO_HEADERS
+            provider = self._providers["az"]  # Azure's host without a SAS: its credentials?
+            found = provider.https_target(path, options)  # type: ignore[attr-defined]
+            if found is None:
+                return target, url, None, _NO_HEADERS
+            return self._signed(path, found, provider, options, block)
         if self.pending and not block:
             return _UNRESOLVED, _NO_URL, None, _NO_HEADERS
         provider = self._provider(path)
-        config = configs.get(provider.KIND)
+        key = (provider.KIND, id(options))
+        config = configs.get(key)
         if config is None:
-            config = configs[provider.KIND] = provider.config(self.options, block)
+            config = configs[key] = provider.config(options, block)
         if config is None:
             self.pending = True  # resolved in start()
             return _UNRESOLVED, _NO_URL, None, _NO_HEADERS
-        target = provider.resolve(path, self.options, config)
+        try:
+            target = provider.resolve(path, options, config)
+        except WouldBlock:
+            self.pending = True
+            return _UNRESOLVED, _NO_URL, None, _NO_HEADERS
+        return self._signed(path, target, provider, options, block)
+
+    def _signed(self, path: str, target: Target, provider: Provider, options: HttpOptions,
+                block: bool) -> tuple[Target, URL, Auth | None, Mapping[str, str]]:
+        """``target``'s URL, credentials (found once per service and options) and service
+        headers."""
         url = URL(target.url, encoded=True)
-        key = (target.kind, provider.auth_key(target))
+        headers = provider.request_headers(options)
+        key = (target.kind, provider.auth_key(target), id(options))
         if key not in self._auth_cache:
             if not block:
                 self.pending = True
-                return target, url, None, provider.HEADERS
+                return target, url, None, headers
             try:
-                self._auth_cache[key] = provider.find_auth(target, self.options)
+                self._auth_cache[key] = provider.find_auth(target, options)
             except OSError as exc:  # credentials that cannot be used: name the object
                 exc.filename = path
                 raise
-        return target, url, self._auth_cache[key], provider.HEADERS
+        return target, url, self._auth_cache[key], headers
 
     def _provider(self, path: str) -> Provider:
         provider = self._providers.get(path.split("://", 1)[0].lower())
@@ -165,8 +197,9 @@ class HttpClient(Answers):
         home = self.urls[file]
         if url is not home and origin(url) != origin(home):
             return headers  # redirected elsewhere: no credentials
-        if self.options.headers:
-            headers.update(self.options.headers)
+        own = self.file_options[file].headers  # only the prefix's they were set for
+        if own:
+            headers.update(own)
         service = self.headers[file]
         if service:
             headers.update(service)
@@ -208,16 +241,18 @@ class HttpClient(Answers):
                 if exc.filename is None:
                     exc.filename = self.paths[file]
                 raise
+        o = self.file_options[file]
+        timeout = self.timeout if o is self.options else _timeout(o.request_timeout,
+                                                                   o.connect_timeout)
         for _ in range(REDIRECTS + 1):
             self.requests += 1
             try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng, pin),
-                                              allow_redirects=False, timeout=self.timeout,
-                                              ssl=True if self.options.ssl is None
-                                              else self.options.ssl,
+                                              allow_redirects=False, timeout=timeout,
+                                              ssl=True if o.ssl is None else o.ssl,
                                               proxy=self._proxy(url))
             except Exception as exc:
-                mapped = aiohttp_error(exc, url, self.options.request_timeout)
+                mapped = aiohttp_error(exc, url, o.request_timeout)
                 if mapped is None:
                     raise
                 raise mapped from None

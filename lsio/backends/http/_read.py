@@ -64,12 +64,12 @@ class Read:
 
 async def workers(todo: Sequence[int], fn: Callable[[int], Any], concurrency: int,
                   err: npt.NDArray[np.int32] | list[int], detail: dict[int, str],
-                  missing_ok: bool = False) -> None:
+                  missing_ok: bool = False, keep_going: bool = False) -> None:
     """Run ``fn(i)`` for each ``i`` of ``todo`` on up to ``concurrency`` coroutines (no more
     than there is work for; one runs inline, without a task). The first failure stops new
     work (fail fast), but for "not found" with ``missing_ok`` and for an object that changed
-    while read (``._version``); failures land in
-    ``err``/``detail``."""
+    while read (``._version``), and for any failure with ``keep_going`` (``on_error=
+    "return"``); failures land in ``err``/``detail``."""
     stop = False
     work = iter(todo)
 
@@ -84,7 +84,7 @@ async def workers(todo: Sequence[int], fn: Callable[[int], Any], concurrency: in
                 err[i] = exc.errno
                 detail[i] = exc.detail
                 # an object that changed is read again (by the caller): the rest goes on
-                stop = stop or not ((missing_ok and exc.errno == errno.ENOENT)
+                stop = stop or not (keep_going or (missing_ok and exc.errno == errno.ENOENT)
                                     or exc.errno == errno.ESTALE)
 
     count = min(max(1, concurrency), len(todo))

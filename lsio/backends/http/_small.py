@@ -61,7 +61,7 @@ async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
     finished = None if done is None else (lambda i: done.__setitem__(i, True))
     used: list[HttpClient] = []
     job = read(backend, paths, flat, call.out, call.caps, tune, call.missing_ok, finished,
-               used)
+               used, keep_going=outcome.keep)
     if job is None:
         return None
     c = outcome.counters
@@ -90,12 +90,13 @@ async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
 
 def read(backend: HttpBackend, paths: list[str], flat: list[int],
          out: Sequence[Any] | None, caps: npt.NDArray[np.int64] | None, tune: Preset,
-         missing_ok: bool, finished: Callable[[int], None] | None, used: list[HttpClient]
-         ) -> Coroutine[Any, Any, Answer] | None:
+         missing_ok: bool, finished: Callable[[int], None] | None, used: list[HttpClient],
+         *, keep_going: bool = False) -> Coroutine[Any, Any, Answer] | None:
     """The call that serves requests ``i`` = ``(paths[i], flat[3i + 1], flat[3i + 2])`` (a
     length of -1: to the end) into ``out`` if given, to await; ``None`` (before any I/O)
     if the bulk path must. ``finished(i)`` is told of each request served; each client
-    the call makes is appended to ``used`` (its counters tell what it sent)."""
+    the call makes is appended to ``used`` (its counters tell what it sent).
+    ``keep_going``: no failure stops the other requests (``on_error="return"``)."""
     n = len(paths)
     max_read = tune.max_read
     if n == 1 and flat[1] >= 0 and 0 < flat[2] <= max_read:  # one range: one GET
@@ -115,7 +116,7 @@ def read(backend: HttpBackend, paths: list[str], flat: list[int],
         elif caps is not None and (off < 0 or length < 0):
             return None  # a size-dependent length: the bulk path checks the buffer
     return _versioned(lambda: _many(_client(backend, paths, used), flat, out, tune, room,
-                                    missing_ok, finished))
+                                    missing_ok, finished, keep_going))
 
 
 def _client(backend: HttpBackend, paths: list[str], used: list[HttpClient]) -> HttpClient:
@@ -138,7 +139,7 @@ async def _versioned(job: Callable[[], Coroutine[Any, Any, Answer]]) -> Answer:
 
 async def _many(client: HttpClient, flat: list[int], out: Sequence[Any] | None,
                 tune: Preset, room: int, missing_ok: bool,
-                finished: Callable[[int], None] | None) -> Answer:
+                finished: Callable[[int], None] | None, keep_going: bool) -> Answer:
     """Several requests, or one that is not a plain range: all sent at once (up to the
     concurrency cap), then the parts of objects longer than their size probe."""
     n = len(client.paths)
@@ -182,16 +183,17 @@ async def _many(client: HttpClient, flat: list[int], out: Sequence[Any] | None,
 
     err = [0] * len(reads)
     detail: dict[int, str] = {}
-    await workers(range(len(reads)), fetch, concurrency, err, detail, missing_ok)
+    await workers(range(len(reads)), fetch, concurrency, err, detail, missing_ok, keep_going)
     failed = {reads[k].file: (err[k], text) for k, text in detail.items()}
-    if rest and all(e == errno.ENOENT and missing_ok for e, _ in failed.values()):
+    if rest and (keep_going or all(e == errno.ENOENT and missing_ok
+                                   for e, _ in failed.values())):
         # parts as long as the host's requests are worth (the size probes just timed it),
         # as the bulk path's layout chooses them
         step = max_read
         if not tune.read_fixed:
             step = cost_of(origin(client.urls[rest[0][0]])).part(max_read) or max_read
         await _read_rest(client, rest, step, concurrency, missing_ok, views, lengths,
-                         failed, finished)
+                         failed, finished, keep_going)
     return views, lengths, failed
 
 
@@ -278,7 +280,7 @@ def _probed(client: HttpClient, r: Read, got: int, tail: int, probe_size: int, o
 async def _read_rest(client: HttpClient, rest: list[tuple[int, int, int]], step: int,
                      concurrency: int, missing_ok: bool, views: list[memoryview],
                      lengths: list[int], failed: dict[int, tuple[int, str]],
-                     finished: Callable[[int], None] | None) -> None:
+                     finished: Callable[[int], None] | None, keep_going: bool) -> None:
     """Requests longer than their size probe: read in parts of ``step`` bytes from the
     request's start, in parallel, as the bulk path plans them (a part the probe holds is
     copied from it)."""
@@ -297,7 +299,7 @@ async def _read_rest(client: HttpClient, rest: list[tuple[int, int, int]], step:
 
     err = [0] * len(parts)
     detail: dict[int, str] = {}
-    await workers(range(len(parts)), part, concurrency, err, detail, missing_ok)
+    await workers(range(len(parts)), part, concurrency, err, detail, missing_ok, keep_going)
     short: dict[int, int] = {}
     for j, r in enumerate(parts):
         if err[j] and r.op not in failed:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._protocol import HttpError, content_range
 
-__all__ = ["STALE", "Versions", "one_version"]
+__all__ = ["STALE", "Versions", "one_version", "validators"]
 
 STALE = errno.ESTALE
 """The errno of an object that changed while a call read it (and kept changing for every

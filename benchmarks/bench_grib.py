@@ -1,0 +1,220 @@
+"""GRIB2 benchmark: ``lsio.grib`` against a Herbie-style subset download.
+
+    python -m benchmarks.bench_grib [--quick] [--repeats N] [--files N] [--data-dir DIR]
+        [--delay SECONDS] [--json results.json] [--out bench.md]
+
+48 forecast files (HRRR-size grid 1799 x 1059, complex packing with spatial differencing,
+10 messages each, wgrib2 ``.idx`` sidecars) served by a loopback nginx, 2 fields wanted from
+each (``:(TMP|RH):2 m above ground:anl:``). Contenders, alternated for ``--repeats`` rounds
+(medians reported), each from URLs to one ``(96, ny, nx)`` float32 array:
+
+- ``lsio.grib``: ``inventory`` (every ``.idx`` in one call) then ``read`` (one planned call,
+  eccodes decoding on the pinned workers).
+- ``herbie-style``: what Herbie does per file: GET the ``.idx``, group the wanted messages
+  into runs of consecutive messages, one sequential ``requests`` range GET per run, then
+  eccodes decodes each message.
+- ``kerchunk + zarr + fsspec`` (``benchmarks/grib_kerchunk.py``): kerchunk references to
+  the wanted messages (made ahead, untimed) read through zarr 3 and fsspec's
+  ``ReferenceFileSystem``, decoded by kerchunk's ``GRIBCodec``. ``--no-kerchunk`` leaves it
+  out.
+
+Rows: loopback (no latency) and ``latency`` (``benchmarks/latency_proxy.py``: 30 ms before
+each answer, what a bucket looks like). Every run is checked against eccodes decoding the
+whole files. ``--quick``: 4 small files, for the smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.grib_data import FIELDS, HRRR, decode_all, write_grib
+from tests.servers import Nginx
+
+from .latency_proxy import LatencyProxy
+
+MATCH = ":(TMP|RH):2 m above ground:anl:"
+DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-grib")
+FULL = dict(files=48, ni=HRRR[0], nj=HRRR[1], steps=(0, 1))
+QUICK = dict(files=4, ni=64, nj=48, steps=(0, 1))
+
+
+def make_data(root: Path, files: int, ni: int, nj: int, steps: tuple[int, ...]) -> list[Path]:
+    """The files (written once per size; a marker file says they are complete)."""
+    d = root / f"{files}x{ni}x{nj}"
+    done = d / "complete"
+    paths = [d / f"hrrr.t00z.wrfsfcf{k:02d}.grib2" for k in range(files)]
+    if not done.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        for k, p in enumerate(paths):
+            write_grib(p, packing="grid_complex_spatial_differencing", ni=ni, nj=nj, seed=k,
+                       steps=steps, fields=FIELDS[:5])
+        done.write_text("ok\n")
+    return paths
+
+
+def expected(paths: list[Path]) -> np.ndarray:
+    """The wanted fields as eccodes decodes whole files."""
+    pat = re.compile(MATCH)
+    out = []
+    for p in paths:
+        lines = Path(f"{p}.idx").read_text().splitlines()
+        values = decode_all(p)
+        out += [values[i] for i, line in enumerate(lines) if pat.search(line)]
+    return np.stack(out)
+
+
+def run_lsio(urls: list[str]) -> np.ndarray:
+    import lsio.grib
+
+    msgs = lsio.grib.inventory_sync(urls, match=MATCH)
+    return lsio.grib.read_sync(msgs)  # type: ignore[no-any-return]
+
+
+def _runs(lines: list[str], pat: re.Pattern[str]) -> list[tuple[int, int | None]]:
+    """Herbie's grouping: consecutive wanted messages become one inclusive byte range."""
+    offsets = [int(line.split(":")[1]) for line in lines]
+    ends = [*[o - 1 for o in offsets[1:]], None]
+    runs: list[tuple[int, int | None]] = []
+    last = -2
+    for i, line in enumerate(lines):
+        if pat.search(line):
+            if i == last + 1:
+                runs[-1] = (runs[-1][0], ends[i])
+            else:
+                runs.append((offsets[i], ends[i]))
+            last = i
+    return runs
+
+
+def run_herbie_style(urls: list[str]) -> np.ndarray:
+    import eccodes
+    import requests
+
+    pat = re.compile(MATCH)
+    fields = []
+    with requests.Session() as s:
+        for url in urls:
+            lines = s.get(url + ".idx", timeout=60).text.splitlines()
+            data = b""
+            for start, end in _runs(lines, pat):
+                rng = f"bytes={start}-{'' if end is None else end}"
+                r = s.get(url, headers={"Range": rng}, timeout=60)
+                r.raise_for_status()
+                data += r.content
+            pos = 0
+            while pos < len(data):
+                h = eccodes.codes_new_from_message(data[pos:])
+                try:
+                    shape = (eccodes.codes_get(h, "Nj"), eccodes.codes_get(h, "Ni"))
+                    fields.append(eccodes.codes_get_values(h).astype(np.float32).reshape(shape))
+                    pos += eccodes.codes_get(h, "totalLength")
+                finally:
+                    eccodes.codes_release(h)
+    return np.stack(fields)
+
+
+KERCHUNK = "kerchunk + zarr + fsspec"
+
+
+def contenders(paths: list[Path], urls: list[str], kerchunk: bool
+               ) -> dict[str, Callable[[], np.ndarray]]:
+    """Each contender as a thunk; the kerchunk references are made here, untimed."""
+    out: dict[str, Callable[[], np.ndarray]] = {
+        "lsio.grib": lambda: run_lsio(urls), "herbie-style": lambda: run_herbie_style(urls)}
+    if kerchunk:
+        from .grib_kerchunk import references, run_kerchunk
+
+        refs, names = references(paths, urls, MATCH)
+        out[KERCHUNK] = lambda: run_kerchunk(refs, names)
+    return out
+
+
+def measure(runs: dict[str, Callable[[], np.ndarray]], want: np.ndarray, repeats: int
+            ) -> dict[str, list[float] | str]:
+    """Alternated rounds after an untimed one; a contender that fails (or returns other
+    values) keeps its error text instead of times, and the others go on."""
+    times: dict[str, list[float] | str] = {name: [] for name in runs}
+    for round_ in range(repeats + 1):  # round 0 warms up (imports, pools, sessions)
+        for name, fn in runs.items():
+            samples = times[name]
+            if isinstance(samples, str):
+                continue
+            t = time.perf_counter()
+            try:
+                got = fn()
+            except Exception as exc:  # noqa: BLE001 - reported in its row
+                times[name] = f"FAILED: {type(exc).__name__}: {exc}"[:200]
+                continue
+            if round_:
+                samples.append(time.perf_counter() - t)
+            if not np.array_equal(got, want, equal_nan=True):
+                times[name] = "FAILED: values differ from eccodes"
+    return times
+
+
+def table(title: str, times: dict[str, list[float] | str]) -> str:
+    herbie = times["herbie-style"]
+    base = statistics.median(herbie) if not isinstance(herbie, str) else float("nan")
+    rows = [f"### {title}", "", "| contender | median ms | herbie-style / contender |",
+            "|---|---|---|"]
+    for name, ts in times.items():
+        if isinstance(ts, str):
+            rows.append(f"| {name} | {ts} | |")
+            continue
+        med = statistics.median(ts)
+        rows.append(f"| {name} | {med * 1e3:.1f} | {base / med:.2f}x |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="lsio.grib benchmark (loopback nginx)")
+    ap.add_argument("--quick", action="store_true", help="4 small files (smoke run)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--files", type=int, default=None, help="number of files (48)")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--delay", type=float, default=0.030, help="latency row's delay, s")
+    ap.add_argument("--no-kerchunk", action="store_true", help="leave kerchunk out")
+    ap.add_argument("--json", type=Path, default=None, dest="json_path")
+    ap.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    args = ap.parse_args(argv)
+    size: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    if args.files:
+        size["files"] = args.files
+    repeats = args.repeats or (2 if args.quick else 5)
+    paths = make_data(args.data_dir, **size)
+    want = expected(paths)
+    results: dict[str, dict[str, list[float] | str]] = {}
+    kerchunk = not args.no_kerchunk
+    with Nginx(paths[0].parent) as nginx:
+        urls = [nginx.url(p.name) for p in paths]
+        results["loopback"] = measure(contenders(paths, urls, kerchunk), want, repeats)
+        with LatencyProxy("127.0.0.1", nginx.port, delay=args.delay) as proxy:
+            late = [f"http://127.0.0.1:{proxy.port}/{p.name}" for p in paths]
+            results["latency"] = measure(contenders(paths, late, kerchunk), want, repeats)
+    n, ny, nx = want.shape
+    text = (f"## GRIB2: {len(paths)} files, {n} fields of {ny} x {nx} (complex packing), "
+            f"{repeats} rounds\n\n" + table("loopback nginx", results["loopback"]) + "\n" +
+            table(f"nginx behind a {args.delay * 1e3:.0f} ms proxy", results["latency"]))
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    if args.json_path:
+        args.json_path.write_text(json.dumps({"shape": [n, ny, nx], "files": len(paths),
+                                              "seconds": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    sys.exit(main())
