@@ -13,7 +13,9 @@ chunks), 3 files. kerchunk references: `kerchunk.hdf.SingleHdf5ToZarr` per file,
 
 Workloads: (1) the whole variable of one file; (N) the whole variable of the virtual dataset
 of all files. Each from the local disk (warm: the files read just before each run) and from
-nginx on loopback (`tests.servers.Nginx`; `--no-nginx` skips it). Contenders, alternated
+nginx on loopback (`tests.servers.Nginx`); (1) also through `benchmarks.latency_proxy`'s
+proxy in front of nginx, 30 ms before each answer, as a bucket answers (`--no-nginx` skips
+both; (N) with latency is left out: fsspec takes minutes a round). Contenders, alternated
 round-robin for `--repeats` rounds (default 5; `--quick` 1) after one untimed read each,
 medians reported:
 
@@ -30,9 +32,8 @@ Every result is compared with h5py's read of the same file(s). Peak RSS per row:
 contender reads once more in a fresh process (`--probe`), its RSS high-water mark reset after
 imports (`/proc/self/clear_refs`), reported with the bytes returned.
 
-Targets: lsio >= 1.2x fsspec locally, >= 1.5x h5netcdf on the local file; lsio's peak RSS
-<= 1.2x the bytes returned + 100 MiB. (The nginx-with-latency target needs a delaying proxy,
-which this harness does not have yet.)
+Targets: lsio >= 1.2x fsspec locally and >= 3x with 30 ms latency, >= 1.5x h5netcdf on the
+local file; lsio's peak RSS <= 1.2x the bytes returned + 100 MiB.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ H5NETCDF = "xarray h5netcdf"
 CONTENDERS = (LSIO, FSSPEC, H5NETCDF)
 START_MARK, END_MARK = "<!-- bench_virtual:start -->", "<!-- bench_virtual:end -->"
 MiB = 1 << 20
+LATENCY = 0.030
+"""Seconds the proxy waits before each answer: a bucket's round trip."""
+LATENT = "nginx + 30 ms"
 
 
 @dataclass(frozen=True)
@@ -199,11 +203,14 @@ class Row:
         return statistics.median(self.samples) if self.samples else float("nan")
 
 
-def cases(paths: list[Path], nginx: Any) -> Iterator[tuple[str, str, list[Path], bool]]:
+def cases(paths: list[Path], servers: dict[str, str]
+          ) -> Iterator[tuple[str, str, list[Path], str | None]]:
+    """(workload, where, files, base URL or None for local files)."""
     for workload, files in (("1", paths[:1]), ("N", paths)):
-        yield workload, "local", files, False
-        if nginx is not None:
-            yield workload, "nginx", files, True
+        yield workload, "local", files, None
+        for where, base in servers.items():
+            if workload == "1" or where == "nginx":  # (N) with latency: minutes a round
+                yield workload, where, files, base
 
 
 def contenders_of(workload: str, where: str) -> tuple[str, ...]:
@@ -249,7 +256,7 @@ def probe_rss(args: argparse.Namespace, workload: str, where: str, contender: st
            "--probe-case", f"{workload}:{where}", "--data-dir", str(args.data_dir)]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--files", str(args.files)] if args.files else []
-    cmd += ["--probe-url", args.probe_url] if where == "nginx" and args.probe_url else []
+    cmd += ["--probe-url", args.servers[where]] if where in args.servers else []
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         return None
@@ -268,9 +275,9 @@ def probe(args: argparse.Namespace) -> None:
     workload, where = args.probe_case.split(":")
     paths = data_files(args.data_dir, sizes(args.quick, args.files))
     files = paths[:1] if workload == "1" else paths
-    url_of = (lambda p: f"{args.probe_url}/{p.name}") if where == "nginx" else local_url
+    url_of = (lambda p: f"{args.probe_url}/{p.name}") if where != "local" else local_url
     refs = references(files, url_of)
-    run = reader_of(args.probe, refs, files, where == "nginx")
+    run = reader_of(args.probe, refs, files, where != "local")
     warm(files)
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -301,8 +308,8 @@ def table(rows: list[Row]) -> list[str]:
 def targets(rows: list[Row]) -> list[str]:
     lines = []
     by = {(r.workload, r.where, r.contender): r for r in rows}
-    for (w, where, c), goal in (((("1", "local", FSSPEC)), 1.2), (("N", "local", FSSPEC), 1.2),
-                                 (("1", "local", H5NETCDF), 1.5)):
+    for (w, where, c), goal in ((("1", "local", FSSPEC), 1.2), (("N", "local", FSSPEC), 1.2),
+                                 (("1", "local", H5NETCDF), 1.5), (("1", LATENT, FSSPEC), 3.0)):
         mine, theirs = by.get((w, where, LSIO)), by.get((w, where, c))
         if mine is None or theirs is None or mine.error or theirs.error:
             continue
@@ -331,14 +338,19 @@ def report(rows: list[Row], sz: Sizes) -> str:
 
 
 @contextmanager
-def maybe_nginx(root: Path, enabled: bool) -> Iterator[Any]:
+def servers_for(root: Path, enabled: bool) -> Iterator[dict[str, str]]:
+    """Base URLs by location: nginx on loopback, and nginx behind the delaying proxy."""
     if not enabled:
-        yield None
+        yield {}
         return
     from tests.servers import Nginx
 
-    with Nginx(root) as server:
-        yield server
+    from .latency_proxy import LatencyProxy
+
+    with Nginx(root) as nginx, LatencyProxy("127.0.0.1", nginx.port,
+                                            delay=LATENCY) as proxy:
+        yield {"nginx": nginx.url("").rstrip("/"),
+               LATENT: f"http://127.0.0.1:{proxy.port}"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -361,10 +373,10 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or (1 if args.quick else 5)
     paths = data_files(args.data_dir, sz)
     rows: list[Row] = []
-    with maybe_nginx(paths[0].parent, not args.no_nginx) as nginx:
-        args.probe_url = nginx.url("").rstrip("/") if nginx is not None else None
-        for workload, where, files, remote in cases(paths, nginx):
-            url_of = (lambda p: nginx.url(p.name)) if remote else local_url
+    with servers_for(paths[0].parent, not args.no_nginx) as servers:
+        args.servers = servers
+        for workload, where, files, base in cases(paths, servers):
+            url_of = local_url if base is None else (lambda p, b=base: f"{b}/{p.name}")
             rows += run_case(workload, where, files, url_of, repeats, args)
     text = report(rows, sz)
     print(text)

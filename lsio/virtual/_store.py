@@ -16,6 +16,7 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 
+from .._gather import Gatherer
 from ..zarr._locate import Located
 from ._refs import Entry, parse
 
@@ -31,7 +32,8 @@ class ReferenceStore(Store):
 
     With lsio's codec pipeline (:func:`lsio.zarr.enable`), a selection's chunks are read in
     one planned ``read_many`` (ranges of one file merged by its storage's rules) and decoded
-    on the pinned workers; without it, zarr reads each chunk with a ``get`` of its own.
+    on the pinned workers; without it, zarr's ``get`` calls of one event-loop turn are one
+    ``read_many`` call.
     ``zarr.open_group(store)``, ``xarray.open_zarr(store)`` and Dask read it (kerchunk
     references hold zarr v2 metadata, VirtualiZarr's v3). It pickles.
 
@@ -57,6 +59,7 @@ class ReferenceStore(Store):
         self._settings = settings
         self._reader = reader
         self._dirs: dict[str, builtins.list[str]] | None = None
+        self._gatherer = Gatherer(lambda: self.reader)
 
     @property
     def reader(self) -> Any:
@@ -78,8 +81,12 @@ class ReferenceStore(Store):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_dirs"] = None  # a cache
+        state.update(_dirs=None, _gatherer=None)  # a cache; this process's loops' reads
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._gatherer = Gatherer(lambda: self.reader)
 
     def with_read_only(self, read_only: bool = False) -> ReferenceStore:
         if not read_only:
@@ -115,8 +122,9 @@ class ReferenceStore(Store):
         if part is None:
             return None
         if not isinstance(part, bytes):
-            # (zarr's own pipeline asks for chunks this way; lsio's asks locate)
-            (part,) = await self.reader.read_many([part])
+            # zarr's own pipeline asks for chunks one get each (lsio's asks locate): the
+            # gets of one event-loop turn are one read_many call
+            part = await self._gatherer.read(part)
         return prototype.buffer.from_bytes(part)
 
     async def get_partial_values(self, prototype: BufferPrototype,
