@@ -121,11 +121,13 @@ class ReferenceStore(Store):
         part = self.locate([key]).part(0, *_relative(byte_range))
         if part is None:
             return None
-        if not isinstance(part, bytes):
-            # zarr's own pipeline asks for chunks one get each (lsio's asks locate): the
-            # gets of one event-loop turn are one read_many call
-            part = await self._gatherer.read(part)
-        return prototype.buffer.from_bytes(part)
+        if isinstance(part, bytes):
+            return prototype.buffer.from_bytes(part)
+        # zarr's own pipeline asks for chunks one get each (lsio's asks locate): the gets
+        # of one event-loop turn are one read_many call
+        chunk = await self._gatherer.read(part)
+        assert chunk is not None  # (a missing file raised: references name files that exist)
+        return prototype.buffer.from_bytes(chunk)
 
     async def get_partial_values(self, prototype: BufferPrototype,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]
