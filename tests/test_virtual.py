@@ -307,6 +307,14 @@ async def test_store_reads_lists_and_refuses_writes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="read-only"):
         await store.delete("g/b")
     assert pickle.loads(pickle.dumps(store)) == store
+    own = ReferenceStore({"g/a/0": [f, 10, 20]}, max_gap=0, threads=2)  # Reader settings
+    assert own.reader is not lsio.zarr.LsioStore(tmp_path).reader
+    again = pickle.loads(pickle.dumps(own))  # (a reader pickles as its settings)
+    assert (await again.get("g/a/0", proto)).to_bytes() == bytes(range(10, 30))
+    with pytest.raises(TypeError):
+        ReferenceStore({}, no_such_setting=1)
+    with pytest.raises(TypeError, match="not both"):
+        ReferenceStore({}, reader=own.reader, threads=2)
 
 
 @pytest.mark.parametrize(("value", "match"), [

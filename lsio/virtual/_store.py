@@ -56,7 +56,12 @@ class ReferenceStore(Store):
     def __init__(self, refs: Any, *, reader: Any = None, **settings: Any) -> None:
         super().__init__(read_only=True)
         self._table: dict[str, Entry] = parse(refs)
-        self._settings = settings
+        if reader is not None and settings:
+            raise TypeError("lsio.virtual: pass a reader or Reader settings, not both")
+        if settings:  # a reader of its own, made now: a bad setting fails here
+            from .._reader import Reader
+
+            reader = Reader(**settings)
         self._reader = reader
         self._dirs: dict[str, builtins.list[str]] | None = None
         self._gatherer = Gatherer(lambda: self.reader)
@@ -64,9 +69,9 @@ class ReferenceStore(Store):
     @property
     def reader(self) -> Any:
         if self._reader is None:
-            from .._reader import Reader, default_reader
+            from .._reader import default_reader
 
-            self._reader = Reader(**self._settings) if self._settings else default_reader()
+            return default_reader()
         return self._reader
 
     def __eq__(self, other: object) -> bool:
