@@ -13,17 +13,22 @@
 
 Needs zarr-python 3 (``pip install 'lsio[zarr]'``).
 
-Modules: ``_store`` (the store), ``_fastpath`` (:func:`read`), ``_chain`` (zarr codecs as a
-numcodecs decode chain), ``_batched`` (the C decoder's jobs, each chunk decoded through the
-engine's per-chunk hook ``lsio._each.read_each``), ``_grid`` (a basic selection's jobs as
-numpy arrays), ``_read`` (chunks and shards of a selection, for both), ``_pipeline`` (the
-codec pipeline).
+- :class:`Located` is what a store's ``locate(keys)`` answers (the file and byte range of
+  each key's value, or the value itself): the one store method the pipeline and :func:`read`
+  use, so any store that implements it (``lsio.virtual.ReferenceStore``) is read the same way.
+
+Modules: ``_locate`` (:class:`Located`), ``_store`` (the store), ``_fastpath``
+(:func:`read`), ``_chain`` (zarr codecs as a numcodecs decode chain), ``_batched`` (the C
+decoder's jobs, each chunk decoded through the engine's per-chunk hook
+``lsio._each.read_each``), ``_grid`` (a basic selection's jobs as numpy arrays), ``_read``
+(chunks and shards of a selection, for both), ``_pipeline`` (the codec pipeline).
 """
 
 from zarr.registry import register_pipeline as _register_pipeline
 
 from ._batched import codecs_lib as _codecs_lib  # noqa: F401 - tests: is the C decoder built?
 from ._fastpath import read, read_sync
+from ._locate import Located
 from ._pipeline import PATH, LsioCodecPipeline, disable, enable
 from ._store import LsioStore
 
@@ -31,4 +36,5 @@ from ._store import LsioStore
 # on sys.path without an installed distribution
 _register_pipeline(LsioCodecPipeline)
 
-__all__ = ["PATH", "LsioCodecPipeline", "LsioStore", "disable", "enable", "read", "read_sync"]
+__all__ = ["PATH", "Located", "LsioCodecPipeline", "LsioStore", "disable", "enable", "read",
+           "read_sync"]

@@ -13,6 +13,11 @@ from ._sizes import nbytes
 
 __all__ = ["Chain"]
 
+_BYTE_FILTERS = frozenset({"Shuffle", "Zlib", "GZip", "Zstd", "Blosc", "LZ4", "BZ2", "LZMA",
+                           "Fletcher32", "CRC32", "CRC32C", "Adler32", "JenkinsLookup3"})
+"""zarr v2 filters (numcodecs classes) that decode bytes into bytes whatever the dtype:
+the chain runs them; any other filter (Delta, FixedScaleOffset, ...) is zarr's to run."""
+
 
 class Chain:
     """Decodes one chunk's bytes into an array of the chunk's shape (numcodecs).
@@ -51,9 +56,15 @@ class Chain:
                 self.byte_codecs.append(numcodecs.GZip(level=codec.level))
             elif name == "Crc32cCodec":
                 self.byte_codecs.append(CRC32C())
-            elif name == "V2Codec" and not codec.filters:
-                # a zarr v2 chunk: the compressor (a numcodecs codec) over the raw bytes
-                # in the array's dtype, in C or F order
+            elif name in _BYTE_FILTERS and isinstance(getattr(codec, "codec_config", None),
+                                                      dict):
+                # zarr 3's numcodecs.* codecs (VirtualiZarr writes HDF5's as these)
+                self.byte_codecs.append(numcodecs.get_codec(dict(codec.codec_config)))
+            elif name == "V2Codec" and all(type(f).__name__ in _BYTE_FILTERS
+                                           for f in codec.filters or ()):
+                # a zarr v2 chunk: compressor over bytes-to-bytes filters (kerchunk's HDF5
+                # shuffle) over the raw bytes in the array's dtype, in C or F order
+                self.byte_codecs.extend(codec.filters or ())
                 if codec.compressor is not None:
                     self.byte_codecs.append(codec.compressor)
                 if order == "F" and len(shape) > 1:

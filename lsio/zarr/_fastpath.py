@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,32 +25,40 @@ from .._sync import run_sync
 from . import _compat
 from ._batched import read_batched
 from ._grid import batch_plan
+from ._locate import Located, locator, where
 from ._read import Layout, Source, chain_of, read_items
 from ._sizes import check_layout, nbytes
-from ._store import LsioStore, join
+from ._store import LsioStore
 
 __all__ = ["read", "read_sync"]
 
 
-def _location(array_or_url: Any) -> tuple[str, Any]:
-    """(root path or URL of the array, its ArrayV3Metadata) for an Array or a location."""
+def _location(array_or_url: Any, reader: Reader | None
+              ) -> tuple[str, Any, Callable[[Sequence[str]], Located], str]:
+    """(where the array is, its ArrayV3Metadata or None, its store's ``locate``, the
+    array's key prefix in that store) for an Array or a path or URL (an :class:`LsioStore`
+    over it)."""
     if isinstance(array_or_url, (str, os.PathLike)):
-        return os.fspath(array_or_url).rstrip("/"), None
+        root = os.fspath(array_or_url).rstrip("/")
+        return root, None, LsioStore(root, read_only=True, reader=reader).locate, ""
     store_path = getattr(array_or_url, "store_path", None)
     if store_path is None:
         raise TypeError(f"lsio.zarr.read takes a zarr.Array, a path or a URL, not "
                         f"{type(array_or_url).__name__}")
     store = store_path.store
-    if isinstance(store, LsioStore):
-        root = store.root
-    elif type(store).__name__ == "LocalStore":
-        root = os.fspath(store.root)
-    else:
-        raise TypeError(f"lsio.zarr.read reads arrays in an LsioStore or LocalStore, not "
+    located_by = locator(store)
+    if located_by is None:
+        raise TypeError(f"lsio.zarr.read reads arrays in a store that locates its values "
+                        f"(LsioStore, LocalStore, lsio.virtual.ReferenceStore, ...), not "
                         f"{type(store).__name__}; pass the array's URL or path instead")
+    locate = located_by
+    if reader is not None:  # the caller's reader reads the files the store names
+        def locate(keys: Sequence[str]) -> Located:
+            return replace(located_by(keys), reader=reader)
     path = store_path.path
-    return (f"{root}/{path}" if path else root), array_or_url.metadata
-
+    root = where(store)
+    return (f"{root}/{path}" if path else root), array_or_url.metadata, locate, (
+        f"{path}/" if path else "")
 
 
 _INDEXERS = ("basic", "oindex", "vindex")
@@ -59,7 +69,8 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
                reader: Reader | None = None, progress: Any = False) -> npt.NDArray[Any]:
     """Read ``array[selection]`` of a Zarr v3 array into a new numpy array.
 
-    ``array_or_url`` is a ``zarr.Array`` (in an :class:`LsioStore` or zarr's ``LocalStore``)
+    ``array_or_url`` is a ``zarr.Array`` (in a store with a ``locate`` method, such as
+    :class:`LsioStore` or :class:`lsio.virtual.ReferenceStore`, or zarr's ``LocalStore``)
     or the array's path or URL. ``mode`` says how ``selection`` indexes, as in zarr:
     ``"basic"`` (ints, slices with positive steps, ``...``: ``array[sel]``), ``"oindex"``
     (also int arrays and boolean masks per dimension: ``array.oindex[sel]``) or ``"vindex"``
@@ -70,10 +81,14 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     if mode not in _INDEXERS:
         raise ValueError(f"lsio.zarr.read: mode must be one of {sorted(_INDEXERS)}, "
                          f"not {mode!r}")
-    reader = reader or default_reader()
+    given, reader = reader, reader or default_reader()
     if not _compat.support().fast:  # a zarr lsio does not know: zarr reads (warned once)
         return await _read_with_zarr(array_or_url, selection, mode, reader)
-    root, meta = await _metadata(reader, array_or_url)
+    root, meta, locate, prefix = _location(array_or_url, given)
+    if meta is None:
+        meta = await _metadata(root, locate)
+    elif getattr(meta, "zarr_format", 3) != 3:  # zarr v2 metadata: zarr reads, through
+        return await _read_with_zarr(array_or_url, selection, mode, reader)  # its pipeline
     grid_shape = _compat.regular_chunks(meta)
     if grid_shape is None:  # a rectilinear grid (zarr 3.3+): zarr's own code reads it
         return await _read_with_zarr(array_or_url, selection, mode, reader)
@@ -89,17 +104,17 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     if mode == "basic" and layout.sharding is None:
         plan = batch_plan(chain_of(layout), selection, meta, out)
         if plan is not None:  # the whole chunk grid's work as numpy arrays
-            # keys are digits and '/': the joined prefix needs no more quoting or joining
-            # per chunk (16 384 joins held the loop ~50 ms)
-            prefix = join(root, "c/")
-            requests = [(prefix + "/".join(map(str, c)), 0, None)
-                        for c in plan.coords.tolist()]
-            await read_batched(reader, requests, plan.jobs, plan.decoder,
-                               plan.fill_missing(out, fill), out, root, progress)
-            return out
+            keys = prefix + "c/"
+            located = locate([keys + "/".join(map(str, c)) for c in plan.coords.tolist()])
+            if located.plain:
+                await read_batched(located.reader, located.requests(), plan.jobs,
+                                   plan.decoder, plan.fill_missing(out, fill), out, root,
+                                   progress, located.files_may_be_missing)
+                return out
     projections = list(indexer)
-    source = Source(reader=reader, path_of=lambda key: join(root, key), where=root)
-    await read_items(source, layout, [meta.encode_chunk_key(p.chunk_coords) for p in projections],
+    source = Source(locate=locate, where=root)
+    await read_items(source, layout,
+                     [prefix + meta.encode_chunk_key(p.chunk_coords) for p in projections],
                      [p.chunk_selection for p in projections],
                      [p.out_selection for p in projections], out, fill, indexer.drop_axes,
                      progress)
@@ -123,20 +138,24 @@ async def _read_with_zarr(array_or_url: Any, selection: Any, mode: str,
     return await asyncio.to_thread(run)
 
 
-async def _metadata(reader: Reader, array_or_url: Any) -> tuple[str, Any]:
-    """(root path or URL, ArrayV3Metadata): an Array's own, else its ``zarr.json``, read."""
-    root, meta = _location(array_or_url)
-    if meta is None:
-        (raw,) = await reader.read_many([(join(root, "zarr.json"), 0, None)])
-        text = bytes(raw)
-        cached = _METADATA.get(root)
-        if cached is not None and cached[0] == text:  # the same document: parsed before
-            return root, cached[1]
-        meta = _parse(root, text)
-        if len(_METADATA) >= 256:
-            _METADATA.clear()
-        _METADATA[root] = (text, meta)
-    return root, meta
+async def _metadata(root: str, locate: Callable[[Sequence[str]], Located]) -> Any:
+    """The ArrayV3Metadata of the array at ``root``: its ``zarr.json``, read."""
+    located = locate(["zarr.json"])
+    part = located.part(0, 0, None)
+    if part is None:
+        raise FileNotFoundError(f"lsio.zarr.read: {root}/zarr.json is missing")
+    if not isinstance(part, bytes):
+        (raw,) = await located.reader.read_many([part])
+        part = bytes(raw)
+    text = part
+    cached = _METADATA.get(root)
+    if cached is not None and cached[0] == text:  # the same document: parsed before
+        return cached[1]
+    meta = _parse(root, text)
+    if len(_METADATA) >= 256:
+        _METADATA.clear()
+    _METADATA[root] = (text, meta)
+    return meta
 
 
 def _parse(root: str, text: bytes) -> Any:

@@ -10,7 +10,6 @@ codecs or stores it cannot plan, go to zarr's own ``BatchedCodecPipeline`` uncha
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,8 @@ import numpy as np
 from zarr.abc.codec import CodecPipeline
 
 from . import _compat
+from ._locate import locator, where
 from ._read import Layout, Source, read_items
-from ._store import LsioStore
 
 __all__ = ["PATH", "LsioCodecPipeline", "Switch", "disable", "enable"]
 
@@ -36,8 +35,9 @@ class LsioCodecPipeline(CodecPipeline):
     Switch it on for every array opened afterwards with :func:`enable`, or with
     ``zarr.config.set({"codec_pipeline.path": "lsio.zarr.LsioCodecPipeline"})``.
 
-    - **Reads** of arrays in zarr's ``LocalStore`` or an :class:`LsioStore` are one
-      planned ``read_many`` of every chunk the selection touches (sharded arrays: the shard
+    - **Reads** of arrays in a store that locates its values (``locate``:
+      :class:`LsioStore`, :class:`lsio.virtual.ReferenceStore`, and zarr's ``LocalStore``)
+      are one planned ``read_many`` of every chunk the selection touches (sharded arrays: the shard
       indexes, then only the inner chunks needed), each chunk decoded on the pinned workers
       straight into the output: by lsio's batched C decoder (blosc, zstd or no compression,
       either byte order, transposes, basic selections with steps), else one numcodecs chain
@@ -134,7 +134,7 @@ class LsioCodecPipeline(CodecPipeline):
     def _plan(self, batch: list[Any], out: Any) -> tuple[Source, Layout, Any, Any] | None:
         """(where the chunks come from, how they are stored, the output array, the fill
         value), or None where zarr's own pipeline reads the batch."""
-        from zarr.storage import LocalStore, StorePath
+        from zarr.storage import StorePath
 
         getter, spec = batch[0][0], batch[0][1]
         target = out.as_ndarray_like() if hasattr(out, "as_ndarray_like") else None
@@ -142,25 +142,14 @@ class LsioCodecPipeline(CodecPipeline):
                 or not target.flags.writeable or batch[-1][1].shape != spec.shape):
             return None  # (a regular grid's chunk specs all have one shape)
         store = getter.store
-        if isinstance(store, LsioStore):
-            source = Source(reader=store.reader, path_of=store.path_of, where=store.root)
-        elif type(store) is LocalStore:
-            root = os.fspath(store.root)
-            prefix = root.rstrip("/") + "/"  # zarr's keys are relative '/'-joined paths
-            source = Source(reader=_default_reader(), path_of=prefix.__add__, where=root)
-        else:
-            source = Source(store=store, where=str(store))
+        locate = locator(store)
+        source = (Source(locate=locate, where=where(store)) if locate is not None
+                  else Source(store=store, where=str(store)))
         dtype = spec.dtype.to_native_dtype()
         if dtype != target.dtype or dtype.hasobject:
             return None
         layout = Layout(self.codecs, tuple(spec.shape), dtype, str(spec.order))
         return source, layout, target, _fill(spec)
-
-
-def _default_reader() -> Any:
-    from .._reader import default_reader
-
-    return default_reader()
 
 
 def _fill(spec: Any) -> Any:

@@ -22,11 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .._defaults import SLICE_JOBS_MIN
-from .._reader import Reader
 from .._url import is_url
 from . import _compat
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
+from ._locate import Located
 from ._sizes import MAX_BYTES, check_layout
 
 __all__ = ["Layout", "Source", "read_items"]
@@ -47,36 +47,44 @@ class _Item:
 
 
 class Source:
-    """Where chunks come from: paths read by an lsio :class:`Reader` (``path_of`` maps a key
-    to its path or URL), or any zarr store through its own ``get``."""
+    """Where chunks come from: a store's ``locate`` (files and byte ranges read by an lsio
+    :class:`Reader`, see :mod:`._locate`), else the store's own ``get``."""
 
-    def __init__(self, *, reader: Reader | None = None,
-                 path_of: Callable[[str], str] | None = None, store: Any = None,
-                 where: str = "") -> None:
-        self.reader = reader
-        self.path_of = path_of
+    def __init__(self, *, locate: Callable[[Sequence[str]], Located] | None = None,
+                 store: Any = None, where: str = "") -> None:
+        self.locate = locate
         self.store = store
         self.where = where
 
     @property
     def direct(self) -> bool:
         """Read by lsio itself (the C decoder reads the chunks from lsio's result memory)."""
-        return self.reader is not None
+        return self.locate is not None
 
     async def fetch(self, requests: Sequence[tuple[str, int, int | None]],
                     steps: Sequence[Callable[[Any], Any]] | None = None, *,
                     missing_ok: bool = True, progress: Any = False) -> list[Any]:
         """Each request's bytes (``(key, offset, length)``; a negative offset reads a
         suffix), or what its step returned; None where a key is missing."""
-        if self.reader is not None:
-            assert self.path_of is not None
-            paths = [(self.path_of(k), off, n) for k, off, n in requests]
-            pipeline = [[s] for s in steps] if steps is not None else None
-            got = await self.reader.read_many(paths, pipeline=pipeline, missing_ok=missing_ok,
-                                              progress=progress)
-            return list(got)
-        return await self._fetch_store(requests, steps, missing_ok)
-
+        if self.locate is None:
+            return await self._fetch_store(requests, steps, missing_ok)
+        located = self.locate([k for k, _, _ in requests])
+        parts = [located.part(i, off, n) for i, (_, off, n) in enumerate(requests)]
+        rows = [i for i, p in enumerate(parts) if isinstance(p, tuple)]
+        pipeline = [[steps[i]] for i in rows] if steps is not None else None
+        got = await located.reader.read_many(
+            [parts[i] for i in rows], pipeline=pipeline,
+            missing_ok=missing_ok and located.files_may_be_missing, progress=progress)
+        out: list[Any] = [None] * len(parts)
+        for i, value in zip(rows, got, strict=True):
+            out[i] = value
+        for i, p in enumerate(parts):
+            if p is None and not missing_ok:
+                raise FileNotFoundError(f"lsio.zarr: {requests[i][0]!r} is missing from "
+                                        f"{located.where or self.where}")
+            if isinstance(p, bytes):  # held by the store: decoded here (small values)
+                out[i] = p if steps is None else steps[i](p)
+        return out
     async def _fetch_store(self, requests: Sequence[tuple[str, int, int | None]],
                            steps: Sequence[Callable[[Any], Any]] | None,
                            missing_ok: bool) -> list[Any]:
@@ -236,28 +244,59 @@ async def _read_blocks(source: Source, decode: Chain, blocks: _Blocks, fill: Any
             missing.update(indexes)
 
     if fast:
-        assert decoder is not None and jobs is not None and source.reader is not None
-        assert source.path_of is not None
-        path_of, reqs = source.path_of, blocks.requests
-        paths = [(path_of(reqs[i][0]), reqs[i][1], reqs[i][2]) for i in fast]
-        keep = blocks.targets
-        await read_batched(source.reader, paths, jobs, decoder,
-                           lambda idx: fill_blocks([fast[i] for i in idx]),
-                           keep, source.where, progress, missing_ok)
+        assert decoder is not None and jobs is not None
+        slow = await _read_direct(source, blocks, fast, slow, jobs, decoder, fill_blocks,
+                                  progress, missing_ok)
     if slow:
         steps = [_sink(decode, blocks.target(i), blocks.chunk_sels[i], blocks.out_sels[i],
-                       drop_axes) for i in slow]
+                       drop_axes, f"{blocks.requests[i][0]!r} in {source.where}")
+                 for i in slow]
         got = await source.fetch([blocks.requests[i] for i in slow], steps,
                                  missing_ok=missing_ok, progress=progress)
         fill_blocks([i for i, ok in zip(slow, got, strict=True) if ok is None])
 
 
+async def _read_direct(source: Source, blocks: _Blocks, fast: list[int], slow: list[int],
+                       jobs: npt.NDArray[Any], decoder: Any,
+                       fill_blocks: Callable[[Sequence[int]], None], progress: Any,
+                       missing_ok: bool) -> list[int]:
+    """Read the ``fast`` blocks' chunks (``jobs``: their C jobs) and decode them by the C
+    decoder; returns ``slow`` with the blocks the C decoder cannot read added (values held
+    by the store, keys known missing)."""
+    assert source.locate is not None
+    reqs = blocks.requests
+    located = source.locate([reqs[i][0] for i in fast])
+    if located.plain and all(reqs[i][1:] == (0, None) for i in fast):
+        paths = located.requests()  # (whole values: no per-row arithmetic)
+    else:  # values held by the store, or known missing: read like the slow ones
+        parts = [located.part(k, reqs[i][1], reqs[i][2]) for k, i in enumerate(fast)]
+        direct = [k for k, p in enumerate(parts) if isinstance(p, tuple)]
+        slow = sorted(slow + [fast[k] for k, p in enumerate(parts)
+                              if not isinstance(p, tuple)])
+        jobs, fast = jobs[direct], [fast[k] for k in direct]
+        paths = [parts[k] for k in direct]  # type: ignore[misc]
+    keep = blocks.targets
+    await read_batched(located.reader, paths, jobs, decoder,
+                       lambda idx: fill_blocks([fast[i] for i in idx]),
+                       keep, source.where, progress,
+                       missing_ok and located.files_may_be_missing)
+    return slow
+
+
 def _sink(decode: Chain, target: npt.NDArray[Any], chunk_sel: Any, out_sel: Any,
-          drop_axes: tuple[int, ...]) -> Callable[[Any], bool]:
-    """A pipeline step: decode one chunk and put its selected block in place."""
+          drop_axes: tuple[int, ...], name: str) -> Callable[[Any], bool]:
+    """A pipeline step: decode one chunk and put its selected block in place; a chunk that
+    does not decode is a ValueError naming it (``name``)."""
 
     def put(buf: Any) -> bool:
-        value = decode(buf)[chunk_sel]
+        try:
+            chunk = decode(buf)
+        except MemoryError:
+            raise
+        except Exception as exc:  # numcodecs: RuntimeError for a bad checksum, zlib.error, ...
+            raise ValueError(f"lsio.zarr: the chunk {name} does not decode: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        value = chunk[chunk_sel]
         if drop_axes:
             value = value.squeeze(axis=drop_axes)
         target[out_sel] = value
@@ -272,8 +311,8 @@ async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Se
     more (coalesced by the planner), each decoded into its place. Remote shards: both
     calls read one version of each shard (an index of one version locates garbage in
     another); a shard replaced between them is read again, up to ``READ_ATTEMPTS`` times."""
-    if not (items and source.direct and source.path_of is not None
-            and is_url(source.path_of(items[0].key))):  # (file:// roots are local)
+    located = source.locate([it.key for it in items]) if source.locate and items else None
+    if located is None or not any(map(is_url, located.paths)):  # (file:// roots are local)
         await _read_shards(source, layout, sharding, items, out, fill, drop_axes, progress,
                            missing)
         return

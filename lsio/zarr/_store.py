@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import re
 import shutil
 import tempfile
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import (
@@ -32,8 +30,9 @@ from .._reader import Reader, default_reader
 from .._redact import redact
 from .._sync import run_sync
 from .._url import is_url, listable, scheme_problem
+from ._locate import Located, check_key, join, paths_under, whole_files
 
-__all__ = ["LsioStore", "join"]
+__all__ = ["LsioStore"]
 
 _Batch = builtins.list[tuple[tuple[str, int, "int | None"], asyncio.Future[Any]]]
 """One event-loop turn's gets: each request and the future its ``get`` waits on."""
@@ -42,30 +41,6 @@ _Batch = builtins.list[tuple[tuple[str, int, "int | None"], asyncio.Future[Any]]
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # failures reach the waiting get() calls; nothing to log here
-
-
-def _check_key(key: str) -> str:
-    """Keys are relative '/'-separated paths that stay inside the root.
-
-    Listing prefixes follow the same rule (``""`` and a trailing ``/`` pass): a prefix
-    that may not name a key may not be listed either, so one check guards both."""
-    if not isinstance(key, str):
-        raise TypeError(f"lsio: a store key must be str, not {type(key).__name__}")
-    if key.startswith("/") or "\\" in key or "\0" in key or _DOT_PART.search(key):
-        raise ValueError(f"lsio: store key {key!r} would leave the store's root")
-    return key
-
-
-_DOT_PART = re.compile(r"(?:^|/)\.\.?(?:/|$)")
-"""A key component that is ``.`` or ``..`` (one regex search: ~0.4 us a key, where
-splitting the key took ~2 us; the codec pipeline checks every chunk's key)."""
-
-
-def join(root: str, key: str) -> str:
-    """The path or URL of ``key`` under ``root`` (a store's root or an array's)."""
-    if root.lower().startswith(("http://", "https://")):
-        return f"{root}/{quote(key, safe='/')}"
-    return f"{root}/{key}" if is_url(root) else os.path.join(root, key)
 
 
 class LsioStore(Store):
@@ -151,8 +126,14 @@ class LsioStore(Store):
 
     def path_of(self, key: str) -> str:
         """The path or URL that holds ``key``."""
-        _check_key(key)
+        check_key(key)
         return join(self.root, key) if self.remote else self._prefix + key
+
+    def locate(self, keys: Sequence[str]) -> Located:
+        """Where each key's value is: the whole file (path or URL) of that name under the
+        root, read by this store's reader (see :class:`lsio.zarr.Located`)."""
+        return whole_files(paths_under(self.root, keys, local=not self.remote),
+                           self.reader, str(self))
 
     # -- reading -------------------------------------------------------------------------
     def _request(self, key: str, byte_range: ByteRequest | None) -> tuple[str, int, int | None]:
@@ -355,7 +336,7 @@ class LsioStore(Store):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        _check_key(prefix)  # "../" would walk the root's parent
+        check_key(prefix)  # "../" would walk the root's parent
         if self.remote:
             async for key in self._remote_keys(prefix):
                 if not key.endswith("/"):
@@ -367,7 +348,7 @@ class LsioStore(Store):
                 yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        _check_key(prefix)  # "../../etc" would list /etc
+        check_key(prefix)  # "../../etc" would list /etc
         if self.remote:
             base = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
             seen = set()  # "x" as an object and as a prefix ("x/y"), or on two pages
