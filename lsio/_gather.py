@@ -34,7 +34,7 @@ class Gatherer:
     """Joins the reads of one event-loop turn into one ``read_many`` call of the reader
     ``reader()`` returns (called at the first flush, so the engine is imported on first use)."""
 
-    __slots__ = ("_reader", "_batches", "_running")
+    __slots__ = ("_reader", "_batches", "_running", "_warm")
 
     def __init__(self, reader: Callable[[], Reader]) -> None:
         self._reader = reader
@@ -42,6 +42,10 @@ class Gatherer:
         """The batch each loop is filling this turn (with or without ``missing_ok``); an
         entry lives from a turn's first read to the end of that turn."""
         self._running: set[asyncio.Task[None]] = set()  # the event loop keeps weak refs only
+        self._warm = False
+        """Whether the engine is loaded: the first call makes the reader (importing lsio's
+        engine) and imports the HTTP client on a worker thread, not on the event loop
+        (~0.2-0.5 s of imports the loop would otherwise be held for)."""
 
     async def read(self, request: Any, *, missing_ok: bool = False) -> memoryview | None:
         """The chunk of ``request`` (a path, or ``(path, offset, length)``): a read-only
@@ -77,6 +81,9 @@ class Gatherer:
 
     async def _read(self, requests: list[Any], waiters: list[asyncio.Future[memoryview | None]],
                     missing_ok: bool) -> None:
+        if not self._warm:
+            await asyncio.to_thread(_load, self._reader, requests)
+            self._warm = False
         reader = self._reader()
         try:
             results = await reader.read_many(requests, missing_ok=missing_ok, on_error="return")
@@ -97,3 +104,16 @@ class Gatherer:
                 waiter.set_exception(results[i])
             else:
                 waiter.set_result(results[i])
+
+
+def _load(reader: Callable[[], Reader], requests: list[Any]) -> None:
+    """Make the reader and import what reading ``requests`` needs (on a worker thread)."""
+    reader()
+    from ._url import is_url
+
+    if any(is_url(r if isinstance(r, str) else r[0]) for r in requests
+           if isinstance(r, str) or (isinstance(r, tuple) and r and isinstance(r[0], str))):
+        import importlib
+
+        for module in ("lsio.backends.http._backend", "lsio.backends.cloud"):
+            importlib.import_module(module)
