@@ -82,8 +82,9 @@ class Gatherer:
     async def _read(self, requests: list[Any], waiters: list[asyncio.Future[memoryview | None]],
                     missing_ok: bool) -> None:
         if not self._warm:
-            await asyncio.to_thread(_load, self._reader, requests)
-            self._warm = False
+            if _unloaded(requests):
+                await asyncio.to_thread(_load, self._reader, requests)
+            self._warm = True
         reader = self._reader()
         try:
             results = await reader.read_many(requests, missing_ok=missing_ok, on_error="return")
@@ -106,14 +107,31 @@ class Gatherer:
                 waiter.set_result(results[i])
 
 
+_HTTP = ("lsio.backends.http._backend", "lsio.backends.cloud")
+
+
+def _urls(requests: list[Any]) -> bool:
+    from ._url import is_url
+
+    return any(is_url(r if isinstance(r, str) else r[0]) for r in requests
+               if isinstance(r, str) or (isinstance(r, tuple) and r and isinstance(r[0], str)))
+
+
+def _unloaded(requests: list[Any]) -> bool:
+    """Whether reading ``requests`` would import something first (lsio's engine, or the
+    HTTP client for URLs): then that is done off the loop."""
+    import sys
+
+    if "lsio._reader" not in sys.modules:
+        return True
+    return any(m not in sys.modules for m in _HTTP) and _urls(requests)
+
+
 def _load(reader: Callable[[], Reader], requests: list[Any]) -> None:
     """Make the reader and import what reading ``requests`` needs (on a worker thread)."""
     reader()
-    from ._url import is_url
-
-    if any(is_url(r if isinstance(r, str) else r[0]) for r in requests
-           if isinstance(r, str) or (isinstance(r, tuple) and r and isinstance(r[0], str))):
+    if _urls(requests):
         import importlib
 
-        for module in ("lsio.backends.http._backend", "lsio.backends.cloud"):
+        for module in _HTTP:
             importlib.import_module(module)
