@@ -43,6 +43,7 @@ from .report import (
     STALL_NOTE,
     Sample,
     Series,
+    failed_row,
     format_machine,
     format_stall,
     machine_details,
@@ -286,8 +287,7 @@ def format_http_table(key: str, series: list[Series]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for s in series:
         if not s.ok:
-            reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
-            rows.append(f"| {s.contender} | FAILED | — | — | — | — | {reason} |")
+            rows.append(failed_row(s, 4))
             continue
         seconds = statistics.median(x.seconds for x in s.samples)
         ratio = f"{s.ops_per_s / ref.ops_per_s:.2f}x" if ref is not None else "—"

@@ -58,6 +58,7 @@ from .report import (
     STALL_NOTE,
     Sample,
     Series,
+    failed_row,
     format_machine,
     format_stall,
     machine_details_with,
@@ -230,8 +231,7 @@ def format_table(series: list[Series], decode_s: float) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in series:
         if not s.ok:
-            why = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
-            rows.append(f"| {s.contender} | FAILED | — | — | — | — | — | {why} |")
+            rows.append(failed_row(s, 5))
             continue
         med = _median_s(s)
         vs = worst = "—"

@@ -159,6 +159,13 @@ def _fio_reference(series: list[Series], mode: str) -> float | None:
     return max(refs) if refs else None
 
 
+def failed_row(s: Series, dashes: int, *lead: str) -> str:
+    """The table row of a contender that failed: its name, the ``lead`` cells, FAILED,
+    ``dashes`` empty cells, then why (the first 120 characters of its error)."""
+    reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
+    return "| " + " | ".join([s.contender, *lead, "FAILED", *["—"] * dashes, reason]) + " |"
+
+
 def _ratio(value: float, ref: float | None) -> str:
     return f"{value / ref:.2f}x" if ref else "—"
 
@@ -171,8 +178,7 @@ def format_table(series: list[Series]) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for s in series:
         if not s.ok:
-            reason = (s.error or "no runs").replace("|", "/").replace("\n", " ")[:120]
-            rows.append(f"| {s.contender} | {s.mode} | FAILED | — | — | — | — | {reason} |")
+            rows.append(failed_row(s, 4, s.mode))
             continue
         ops = s.ops_per_s
         rows.append(
