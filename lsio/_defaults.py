@@ -14,7 +14,7 @@ __all__: list[str] = [
     "FALLBACK_ALIGN", "ARENA_ALIGN", "PARALLEL_MIN_READS", "PARALLEL_MIN_BYTES", "STAT_DEPTH",
     "OUT_INFLIGHT_BYTES", "READ_ATTEMPTS", "OFF_LOOP_REQUESTS", "RING_ENTRIES", "RING_FILES",
     "PUMP_BUDGET", "PUMP_NS",
-    "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "WINDOW", "JOB",
+    "ASYNC_MIN", "POOL_BYTES", "REUSE_SLACK", "UNMAP_ASIDE", "WINDOW", "WINDOW_BYTES", "JOB",
     "STAT_GROUP",
     "REDIRECTS", "RETRY_STATUS", "MULTI_MAX_RANGES", "MULTI_MAX_PART", "BATCH_WINDOW",
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
@@ -178,6 +178,14 @@ WINDOW = 2048
 """Requests read per window. Two windows are in memory at once (one decoding, one reading):
 2048 chunks of zarr's common 1 MiB encoded size is 2 GiB at worst, 64 MiB for 32 KiB
 chunks; large enough that planning and submission cost per window stays under 1%."""
+
+WINDOW_BYTES = 64 << 20
+"""Bytes read per window (past its first request; reads to the end of a file count as 0):
+with large chunks the request count alone let every chunk of a call sit in memory beside
+the decoded output (48 HRRR-size GRIB2 files, 96 messages of ~4 MiB: ~1.1 GiB peak RSS for
+732 MB returned); two windows of 64 MiB keep the raw bytes in memory under 128 MiB, and a
+window is still ~15 GRIB2 fields or 1 000 chunks of 64 KiB, long enough to overlap its
+read with the decoding of the one before."""
 
 JOB = 4
 """Chunks handed to a worker at once (a queue entry costs ~1 us; small jobs keep every
