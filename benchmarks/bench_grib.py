@@ -20,7 +20,9 @@ each (``:(TMP|RH):2 m above ground:anl:``). Contenders, alternated for ``--repea
 
 Rows: loopback (no latency) and ``latency`` (``benchmarks/latency_proxy.py``: 30 ms before
 each answer, what a bucket looks like). Every run is checked against eccodes decoding the
-whole files. ``--quick``: 4 small files, for the smoke test.
+whole files. Below the tables: the peak RSS of one ``lsio.grib`` run in a fresh process
+(issue 24's target: at most 1.2x the bytes returned + 100 MiB). ``--quick``: 4 small files,
+for the smoke test.
 """
 
 from __future__ import annotations
@@ -163,17 +165,57 @@ def measure(runs: dict[str, Callable[[], np.ndarray]], want: np.ndarray, repeats
     return times
 
 
+_PROBE = """
+import json, resource, sys
+from benchmarks.bench_grib import run_lsio
+got = run_lsio(json.loads(sys.stdin.read()))
+with open("/proc/self/status") as f:
+    hwm = next(int(x.split()[1]) for x in f if x.startswith("VmHWM:"))
+maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak": min(hwm, maxrss) * 1024, "nbytes": got.nbytes}))
+"""
+
+
+def peak_rss(urls: list[str]) -> dict[str, int] | str:
+    """Peak RSS of one ``lsio.grib`` run (inventory + read) in a fresh process (``VmHWM``,
+    which unlike ``ru_maxrss`` does not inherit this big parent's mark across exec, capped
+    by ``ru_maxrss``), and the bytes it returned."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+        str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _PROBE], input=json.dumps(urls), env=env,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        return f"FAILED: {proc.stderr.strip().splitlines()[-1:]}"
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def rss_line(rss: dict[str, int] | str) -> str:
+    if isinstance(rss, str):
+        return f"lsio.grib peak RSS: {rss}\n"
+    mib = 1 << 20
+    limit = 1.2 * rss["nbytes"] + 100 * mib
+    verdict = "within" if rss["peak"] <= limit else "OVER"
+    return (f"lsio.grib peak RSS (fresh process, inventory + read): {rss['peak'] / mib:.0f} "
+            f"MiB for {rss['nbytes'] / mib:.0f} MiB returned; target 1.2x + 100 MiB = "
+            f"{limit / mib:.0f} MiB ({verdict})\n")
+
+
 def table(title: str, times: dict[str, list[float] | str]) -> str:
     herbie = times["herbie-style"]
     base = statistics.median(herbie) if not isinstance(herbie, str) else float("nan")
-    rows = [f"### {title}", "", "| contender | median ms | herbie-style / contender |",
-            "|---|---|---|"]
+    worst = max(herbie) if not isinstance(herbie, str) else float("nan")
+    rows = [f"### {title}", "", "| contender | median ms | worst ms | herbie-style / "
+            "contender (medians) | (worst rounds) |", "|---|---|---|---|---|"]
     for name, ts in times.items():
         if isinstance(ts, str):
-            rows.append(f"| {name} | {ts} | |")
+            rows.append(f"| {name} | {ts} | | | |")
             continue
         med = statistics.median(ts)
-        rows.append(f"| {name} | {med * 1e3:.1f} | {base / med:.2f}x |")
+        rows.append(f"| {name} | {med * 1e3:.1f} | {max(ts) * 1e3:.1f} | {base / med:.2f}x "
+                    f"| {worst / max(ts):.2f}x |")
     return "\n".join(rows) + "\n"
 
 
@@ -198,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kerchunk = not args.no_kerchunk
     with Nginx(paths[0].parent) as nginx:
         urls = [nginx.url(p.name) for p in paths]
+        rss = peak_rss(urls)
         results["loopback"] = measure(contenders(paths, urls, kerchunk), want, repeats)
         with LatencyProxy("127.0.0.1", nginx.port, delay=args.delay) as proxy:
             late = [f"http://127.0.0.1:{proxy.port}/{p.name}" for p in paths]
@@ -205,13 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     n, ny, nx = want.shape
     text = (f"## GRIB2: {len(paths)} files, {n} fields of {ny} x {nx} (complex packing), "
             f"{repeats} rounds\n\n" + table("loopback nginx", results["loopback"]) + "\n" +
-            table(f"nginx behind a {args.delay * 1e3:.0f} ms proxy", results["latency"]))
+            table(f"nginx behind a {args.delay * 1e3:.0f} ms proxy", results["latency"]) +
+            "\n" + rss_line(rss))
     print(text)
     if args.out:
         args.out.write_text(text)
     if args.json_path:
         args.json_path.write_text(json.dumps({"shape": [n, ny, nx], "files": len(paths),
-                                              "seconds": results}, indent=1))
+                                              "seconds": results, "rss": rss}, indent=1))
     return 0
 
 

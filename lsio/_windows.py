@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._callbacks import Guard
+from ._defaults import WINDOW_BYTES
 from ._outcome import Counters, Outcome
 from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._progress import Progress
@@ -20,6 +21,23 @@ if TYPE_CHECKING:
     from ._bulk import Bulk
 
 __all__ = ["run_pipeline"]
+
+
+def window_bounds(length: npt.NDArray[np.int64], count: int, nbytes: int
+                  ) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of each window: at most ``count`` requests and, past its first, at most
+    ``nbytes`` bytes (a read to the end of a file, length -1, counts as 0: unknown)."""
+    n = len(length)
+    ends = np.cumsum(np.maximum(length, 0))
+    bounds = []
+    lo = 0
+    while lo < n:
+        base = int(ends[lo - 1]) if lo else 0
+        fits = int(np.searchsorted(ends, base + nbytes, side="right"))
+        hi = min(lo + count, max(fits, lo + 1), n)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
 
 
 class Outputs(list[Any]):
@@ -56,10 +74,9 @@ async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
     outcome = Outcome(n, lambda: reqs, missing_ok, hand_off, counters, keep=keep)
     lengths = np.zeros(n, np.int64)
     try:
-        for lo in range(0, n, WINDOW):
-            window = lo // WINDOW
+        for window, (lo, hi) in enumerate(window_bounds(reqs.length, WINDOW, WINDOW_BYTES)):
             try:
-                got = await guard.run(road.run(reqs.window(lo, min(lo + WINDOW, n)), None,
+                got = await guard.run(road.run(reqs.window(lo, hi), None,
                                                np.zeros(0, np.int64), outcome, off))
                 lengths[lo:lo + len(got)] = got.lengths
             except BaseException as exc:

@@ -24,9 +24,11 @@ def test_bench_grib_quick(tmp_path: Path) -> None:
                 "| herbie-style |", "| kerchunk + zarr + fsspec |"):
         assert row in proc.stdout
     assert "FAILED" not in proc.stdout
+    assert "lsio.grib peak RSS (fresh process" in proc.stdout
     got = json.loads((tmp_path / "r.json").read_text())
     assert got["shape"] == [8, 48, 64]
     assert set(got["seconds"]) == {"loopback", "latency"}
+    assert got["rss"]["nbytes"] == 8 * 48 * 64 * 4 and got["rss"]["peak"] > got["rss"]["nbytes"]
     assert all(len(ts) == 1 for row in got["seconds"].values() for ts in row.values())
     assert set(got["seconds"]["latency"]) == {"lsio.grib", "herbie-style",
                                               "kerchunk + zarr + fsspec"}

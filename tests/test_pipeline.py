@@ -190,3 +190,36 @@ async def test_concurrent_and_nested_pipelines(data_dir: Path) -> None:
         lsio.read_many(reqs[:3], pipeline=[nested])), timeout=60)
     assert a == [4096 * 4] * 30
     assert b == [Path(p).stat().st_size + 2 * 4096 * 4 for p in [c[1] for c in chunks[:3]]]
+
+
+def test_window_bounds_cut_by_count_and_bytes() -> None:
+    bounds = lsio._windows.window_bounds
+    lengths = np.array([100] * 10, np.int64)
+    assert bounds(lengths, 4, 1 << 30) == [(0, 4), (4, 8), (8, 10)]
+    assert bounds(lengths, 100, 250) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    # a request bigger than the budget gets a window of its own; to-EOF reads count as 0
+    assert bounds(np.array([50, 900, 50, -1, -1, 50], np.int64), 100, 200) == [
+        (0, 1), (1, 2), (2, 6)]
+    assert bounds(np.zeros(0, np.int64), 4, 100) == []
+
+
+async def test_windows_bound_bytes_in_memory(data_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large chunks: a window holds at most WINDOW_BYTES of them, however few they are."""
+    monkeypatch.setattr(lsio._windows, "WINDOW_BYTES", 3 * 4096)
+    paths = []
+    for i in range(12):
+        (data_dir / f"b{i}").write_bytes(bytes([i]) * 4096)
+        paths.append(str(data_dir / f"b{i}"))
+    reader = lsio.Reader()
+    seen: list[int] = []
+    stat = reader._backend.stat
+
+    async def counting(paths: list[str], **kw: object) -> object:
+        seen.append(len(paths))
+        return await stat(paths, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader._backend, "stat", counting)
+    got = await reader.read_many([(p, 0, 4096) for p in paths], pipeline=[bytes])
+    assert got == [bytes([i]) * 4096 for i in range(12)]
+    assert sum(seen) == 12 and max(seen) <= 3
