@@ -1,9 +1,8 @@
 """What is where: ``info``, ``ls`` and ``find`` of local paths and object-store URLs.
 
 Local paths are ``os.stat``/``os.scandir``'ed on a worker thread (a network filesystem's
-stat can block). A URL's size comes from lsio's own size probe (:meth:`lsio.Reader.explain`
-of a read longer than any object: one 1-byte tail request); when that reads nothing (an
-empty object, or none), a 1-byte read tells which. Object stores (``s3://``,
+stat can block). A URL's size comes from :func:`lsio._objects.object_info` (one 1-byte
+request, what the obspec store's ``head`` makes). Object stores (``s3://``,
 ``gs://``, ``az://``) list through :meth:`lsio.Reader.list_keys`, which gives names only:
 listed entries carry ``size=None`` (``info`` of one object probes its size). Plain
 ``http(s)://`` has no listing: ``ls`` and ``find`` raise ``NotImplementedError``.
@@ -12,12 +11,11 @@ listed entries carry ``size=None`` (``info`` of one object probes its size). Pla
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import stat
-import sys
 from typing import TYPE_CHECKING, Any
 
+from .._objects import object_info
 from .._url import is_url, listable, redact
 from ._paths import join, split_bucket
 
@@ -60,13 +58,12 @@ async def info(reader: Reader, path: str) -> Info:
         bucket, key = split_bucket(path)
         if not key:
             return _dir(bucket)
-    size = (await reader.explain([(path, 0, sys.maxsize)])).bytes_requested
-    if size == 0:  # empty, or nothing there: the explanation of either reads nothing
-        (found,) = await reader.read_many([(path, 0, 1)], missing_ok=True)
-        if found is None:
-            if listable(path) and await _has_children(reader, path):
-                return _dir(path)
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), redact(path))
+    try:
+        size = (await object_info(reader, path)).size  # one request, as obspec's head
+    except FileNotFoundError:
+        if listable(path) and await _has_children(reader, path):
+            return _dir(path)
+        raise
     return {"name": path, "size": size, "type": "file"}
 
 

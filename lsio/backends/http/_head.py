@@ -2,9 +2,9 @@
 
 A ``Range: bytes=0-0`` GET is signed and answered like every other read (a ``HEAD`` would
 need its own signature and is refused by some presigned URLs), and its answer carries what
-a ``HEAD`` would: the size (the total of ``Content-Range``; ``bytes */0`` in the 416 of an
-empty object; ``Content-Length`` when the server ignores ``Range``), the validators and the
-object's attributes.
+a ``HEAD`` would: the size (the total of ``Content-Range``; 0 for the 416 of an empty
+object, whose first byte does not exist; ``Content-Length`` when the server ignores
+``Range``), the validators and the object's attributes.
 """
 
 from __future__ import annotations
@@ -54,13 +54,16 @@ async def head(client: HttpClient, file: int) -> Head:
             if resp.status not in (200, 206, 416):
                 raise status_error(resp.status, resp.reason, str(url), resp.headers)
             told = validators(resp.status, resp.headers)
-            if told.size is None:
+            size = told.size
+            if size is None and resp.status == 416:  # bytes=0-0 unsatisfiable: no byte 0
+                size = 0  # (moto sends no Content-Range; the read path reads b"" here too)
+            if size is None:
                 raise HttpError(errno.EIO, f"{url} did not tell the object's size "
                                 f"(HTTP {resp.status})")
             version = next((resp.headers[h] for h in VERSION_HEADERS if h in resp.headers),
                            None)
             attributes = {h: resp.headers[h] for h in ATTRIBUTES if h in resp.headers}
-            return Head(told.size, told.etag, told.last_modified, version, attributes)
+            return Head(size, told.etag, told.last_modified, version, attributes)
         finally:
             resp.release()
 
