@@ -84,6 +84,7 @@ def decode_into(data: Any, slot: npt.NDArray[Any], where: str) -> None:
         values = _buffer("values", n, np.float64)
         check(lib.codes_get_double_array(h, b"values", ffi.cast("double *", values.ctypes.data),
                                          size), "values")
+        _all_written(int(size[0]), n, "values", where)  # no scratch left from another field
         flag = ffi.new("long*")
         check(lib.codes_get_long(h, b"bitmapPresent", flag), "bitmapPresent")
         np.copyto(slot, values.reshape(slot.shape))
@@ -92,6 +93,13 @@ def decode_into(data: Any, slot: npt.NDArray[Any], where: str) -> None:
             size[0] = n
             check(lib.codes_get_long_array(h, b"bitmap", ffi.cast("long *", bitmap.ctypes.data),
                                            size), "bitmap")
+            _all_written(int(size[0]), n, "bitmap", where)
             slot[bitmap.reshape(slot.shape) == 0] = np.nan
     finally:
         lib.codes_handle_delete(h)
+
+
+def _all_written(got: int, n: int, key: str, where: str) -> None:
+    if got != n:
+        raise ValueError(f"lsio.grib: {where}: eccodes gave {got} {key} for a grid of {n} "
+                         "points")
