@@ -141,7 +141,7 @@ bench: setup
 	$(PY) -m benchmarks.bench_interop --out docs/benchmarks.md --json docs/bench_interop.json
 	$(PY) -m benchmarks.bench_virtual --out docs/benchmarks.md --json docs/bench_virtual.json
 	$(PY) -m benchmarks.bench_stall --size-mib 1024 --samples 9 --state cold --json docs/bench_stall.json
-	$(PY) -m benchmarks.bench_grib --json docs/bench_grib.json
+	$(PY) -m benchmarks.bench_grib --out docs/benchmarks.md --json docs/bench_grib.json
 	$(PY) -m benchmarks.plots docs/bench_fixed.json docs/bench_local.json docs/bench_http.json \
 		docs/bench_zarr.json docs/bench_dask.json docs/bench_remote.json
 

@@ -44,6 +44,9 @@ from tests.grib_data import FIELDS, HRRR, decode_all, write_grib
 from tests.servers import Nginx
 
 from .latency_proxy import LatencyProxy
+from .report import replace_section
+
+START_MARK, END_MARK = "<!-- bench_grib:start -->", "<!-- bench_grib:end -->"
 
 MATCH = ":(TMP|RH):2 m above ground:anl:"
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-grib")
@@ -228,8 +231,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--delay", type=float, default=0.030, help="latency row's delay, s")
     ap.add_argument("--no-kerchunk", action="store_true", help="leave kerchunk out")
     ap.add_argument("--json", type=Path, default=None, dest="json_path")
-    ap.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown page whose bench_grib section to replace")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="only render this --json file's section (to --out or stdout)")
     args = ap.parse_args(argv)
+    if args.render:
+        text = render(json.loads(args.render.read_text()))
+        if args.out:
+            replace_section(args.out, text, start_mark=START_MARK, end_mark=END_MARK)
+        else:
+            print(text)
+        return 0
     size: dict[str, Any] = dict(QUICK if args.quick else FULL)
     if args.files:
         size["files"] = args.files
@@ -246,17 +259,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             late = [f"http://127.0.0.1:{proxy.port}/{p.name}" for p in paths]
             results["latency"] = measure(contenders(paths, late, kerchunk), want, repeats)
     n, ny, nx = want.shape
-    text = (f"## GRIB2: {len(paths)} files, {n} fields of {ny} x {nx} (complex packing), "
-            f"{repeats} rounds\n\n" + table("loopback nginx", results["loopback"]) + "\n" +
-            table(f"nginx behind a {args.delay * 1e3:.0f} ms proxy", results["latency"]) +
-            "\n" + rss_line(rss))
+    doc = {"shape": [n, ny, nx], "files": len(paths), "repeats": repeats,
+           "delay": args.delay, "seconds": results, "rss": rss}
+    text = render(doc)
     print(text)
-    if args.out:
-        args.out.write_text(text)
+    if args.out:  # only this benchmark's section of the page
+        replace_section(args.out, text, start_mark=START_MARK, end_mark=END_MARK)
     if args.json_path:
-        args.json_path.write_text(json.dumps({"shape": [n, ny, nx], "files": len(paths),
-                                              "seconds": results, "rss": rss}, indent=1))
+        args.json_path.write_text(json.dumps(doc, indent=1))
     return 0
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The docs section for one run's JSON document (what ``--json`` writes)."""
+    n, ny, nx = doc["shape"]
+    delay = doc.get("delay", 0.030)
+    seconds = doc["seconds"]
+    rounds = max((len(v) for v in seconds["loopback"].values() if not isinstance(v, str)),
+                 default=0)
+    return (f"## GRIB2: selected fields of many forecast files (`benchmarks/bench_grib.py`)\n\n"
+            f"{doc['files']} files, {n} fields of {ny} x {nx} (complex packing with spatial "
+            f"differencing), read and decoded to float32; {doc.get('repeats', rounds)} "
+            "alternated rounds after a warm-up round.\n\n"
+            + table("loopback nginx", seconds["loopback"]) + "\n"
+            + table(f"nginx behind a {delay * 1e3:.0f} ms proxy", seconds["latency"])
+            + "\n" + rss_line(doc["rss"]))
 
 
 if __name__ == "__main__":

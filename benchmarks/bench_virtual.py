@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from .report import replace_section
+
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-virtual")
 LSIO = "lsio ReferenceStore + zarr"
 FSSPEC = "fsspec ReferenceFileSystem + zarr"
@@ -327,13 +329,14 @@ def targets(rows: list[Row]) -> list[str]:
 
 
 def report(rows: list[Row], sz: Sizes) -> str:
-    lines = [START_MARK, f"NetCDF4 `temp` {sz.shape} in chunks of {sz.chunks} float32, "
+    lines = ["## Virtual datasets: NetCDF4 chunks by reference (`benchmarks/bench_virtual.py`)", "",
+             f"NetCDF4 `temp` {sz.shape} in chunks of {sz.chunks} float32, "
              f"zlib 4 + shuffle; (1) one file, (N) {sz.files} files as one virtual dataset; "
              "warm.", ""]
     for key in dict.fromkeys((r.workload, r.where) for r in rows):
         group = [r for r in rows if (r.workload, r.where) == key]
         lines += [f"### ({key[0]}) whole variable, {key[1]}: ", "", *table(group), ""]
-    lines += targets(rows) + [END_MARK]
+    lines += targets(rows)
     return "\n".join(lines)
 
 
@@ -383,12 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps({"sizes": asdict(sz), "series": [
             {**asdict(r), "median": r.median} for r in rows]}, indent=1))
-    if args.out:
-        old = args.out.read_text() if args.out.exists() else ""
-        if START_MARK in old and END_MARK in old:
-            head, rest = old.split(START_MARK, 1)
-            text = head + text + rest.split(END_MARK, 1)[1]
-        args.out.write_text(text)
+    if args.out:  # only this benchmark's section of the page
+        replace_section(args.out, text, start_mark=START_MARK, end_mark=END_MARK)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ LSIO, FSSPEC, H5 = ("lsio ReferenceStore + zarr", "fsspec ReferenceFileSystem + 
 
 @pytest.mark.slow
 def test_bench_virtual_quick(tmp_path: Path) -> None:
+    (tmp_path / "bench.md").write_text("# page\n\nother sections\n")
     cmd = [sys.executable, "-m", "benchmarks.bench_virtual", "--quick", "--files", "2",
            "--repeats", "1", "--data-dir", str(tmp_path / "data"),
            "--json", str(tmp_path / "results.json"), "--out", str(tmp_path / "bench.md")]
@@ -38,4 +39,6 @@ def test_bench_virtual_quick(tmp_path: Path) -> None:
         2 * 32 * 64 * 64 * 4}
     assert all(s["peak_rss"] > 0 for s in results["series"])
     doc = (tmp_path / "bench.md").read_text()
-    assert doc.startswith("<!-- bench_virtual:start -->") and "bench_virtual:end" in doc
+    assert doc.startswith("# page\n\nother sections\n"), doc[:200]  # only its section
+    assert "<!-- bench_virtual:start -->\n## Virtual datasets" in doc
+    assert doc.rstrip().endswith("<!-- bench_virtual:end -->")

@@ -112,3 +112,18 @@ def test_readme_quick_start_runs() -> None:
     assert "100 files, 6553600 bytes; 100 byte tail" in out
     if sys.platform == "linux":
         assert out.splitlines()[-1].startswith("uring ")
+
+
+def test_benchmarks_page_keeps_every_section() -> None:
+    """Each benchmark `make bench` runs with `--out` rewrites only its own section of
+    docs/benchmarks.md: the page keeps its head and every benchmark's section."""
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    make = (ROOT / "Makefile").read_text()
+    names = re.findall(r"benchmarks\.(bench_\w+) --out docs/benchmarks\.md", make)
+    assert len(names) >= 8, names
+    for head in ("# lsio benchmarks", "## The machine", "## How to reproduce", "## At a glance"):
+        assert head in page, head
+    for name in names:
+        start, end = page.find(f"<!-- {name}:start -->"), page.find(f"<!-- {name}:end -->")
+        assert 0 < start < end, f"docs/benchmarks.md lacks the {name} section"
+
