@@ -32,9 +32,11 @@ from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from . import _fork
+from ._defaults import FILE_CACHE, FILE_CACHE_BYTES
 
-__all__ = ["FileCache", "Identity", "Lru", "clear_all", "invalidate", "local_identity",
-           "on_clear", "remote_identity"]
+# SHARD_INDEXES, local_identity and remote_identity join __all__ with their first user
+# (the sharded reads): __all__ lists what other modules import (tests/test_api.py)
+__all__ = ["Lru", "clear_all", "invalidate", "on_clear"]
 
 V = TypeVar("V")
 
@@ -131,6 +133,13 @@ class FileCache(Lru[tuple[Identity, V]]):
         """Drop ``path``'s entry and those of every path under it (a directory deleted)."""
         under = path.rstrip("/") + "/"
         self._drop(lambda k: not (k == path or (isinstance(k, str) and k.startswith(under))))
+
+
+SHARD_INDEXES: FileCache[Any] = FileCache("zarr shard indexes", entries=FILE_CACHE,
+                                          max_bytes=FILE_CACHE_BYTES)
+"""Decoded shard indexes by the shard's path or URL and identity: ``lookup(path, identity)``
+before reading an index, ``keep(path, identity, index, index.nbytes)`` once it decoded
+(its crc32c checked, where the index codecs have one)."""
 
 
 def local_identity(fd: int) -> Identity:
