@@ -210,7 +210,7 @@ def test_repeated_selections_reuse_metadata_chain_and_plan(tmp_path: Path) -> No
     chains = set()
     for _ in range(2):
         arr = zarr.open_array(lz.LsioStore(root, read_only=True), mode="r")
-        codecs = tuple(arr.metadata.codecs)
+        codecs = tuple(arr.metadata.codecs)  # type: ignore[union-attr]
         chains.add(id(_read.chain_of(_read.Layout(codecs, (4, 4), np.dtype("i4")))))
     assert len(chains) == 1
 

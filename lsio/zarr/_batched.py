@@ -202,6 +202,8 @@ def slice_jobs(decoder: Decoder, chunk_sels: Sequence[Any], out_sels: Sequence[A
     if (out.ndim != nd or len(flat_c) != n * nd or len(flat_o) != n * nd
             or {*map(type, flat_c), *map(type, flat_o)} != {slice}):
         return None
+    cs: npt.NDArray[np.int64]
+    os_: npt.NDArray[np.int64]
     try:  # flat ints through fromiter: numpy reads a list of tuples ~5x slower
         cs = np.fromiter([v for x in flat_c for v in (x.start or 0, x.stop, x.step or 1)],
                          np.int64, 3 * len(flat_c))

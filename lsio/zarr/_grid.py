@@ -101,7 +101,8 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
     plan = _PLANS.get(key)
     if plan is None:  # (jobs at output address 0)
         plan = _plan(decoder, chunks, spans, out.strides)  # type: ignore[arg-type]
-        _PLANS.put(key, plan, plan.jobs.nbytes + plan.coords.nbytes + plan.ostarts.nbytes)
+        _PLANS.put(key, plan, plan.jobs.nbytes + plan.coords.nbytes + plan.ostarts.nbytes
+                   + 64 * len(plan.names))  # (a key string: ~64 bytes)
     return plan.at(out)
 
 
