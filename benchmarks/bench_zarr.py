@@ -1206,7 +1206,7 @@ def format_table(series: list[Series]) -> str:
             continue
         sec = median_s(s)
         gbps = s.samples[0].nbytes / sec / 1e9
-        rows.append(f"| {s.contender} | {sec:.4f} | {gbps:.2f} | "
+        rows.append(f"| {s.contender} | {sec:.4f} | {gbps:.3g} | "
                     + " | ".join(_ratio(s, ref) for ref in refs)
                     + f" | {format_stall(s)} | {len(s.samples)} |")
     return "\n".join(rows)
