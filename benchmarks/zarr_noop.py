@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.registry import register_pipeline
+
+if TYPE_CHECKING:
+    from zarr.abc.codec import GetResult  # zarr >= 3.2
 
 PATH = "benchmarks.zarr_noop.NoopCodecPipeline"
 
@@ -28,7 +31,7 @@ class NoopCodecPipeline(BatchedCodecPipeline):
     entered: float = 0.0
 
     async def read(self, batch_info: Iterable[Any], out: Any,
-                   drop_axes: tuple[int, ...] = ()) -> tuple[dict[str, str], ...]:
+                   drop_axes: tuple[int, ...] = ()) -> tuple[GetResult, ...]:
         NoopCodecPipeline.entered = time.perf_counter()
         # every chunk "present": zarr fills nothing and checks nothing after the read
         return tuple({"status": "present"} for _ in batch_info)
