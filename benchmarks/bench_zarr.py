@@ -99,7 +99,6 @@ from .harness import log, stall_text, time_run
 from .report import (
     STALL_HEADER,
     STALL_NOTE,
-    STALL_TARGET_MS,
     Sample,
     Series,
     format_machine,
@@ -107,6 +106,14 @@ from .report import (
     machine_details_with,
     replace_section,
     series_json,
+)
+from .rules import (
+    ROUND_SLACK,
+    ROUNDS_WANTED,
+    by_round,
+    format_stall_target,
+    round_ratios,
+    round_verdict,
 )
 from .workloads import chosen_states, drop_caches, warm_paths
 
@@ -917,8 +924,6 @@ def judge_all(cfg: Config, results: list[Series]) -> list[TargetResult]:
 # of >= 5 alternated rounds meets it and no round falls below 0.95x of it.
 CHEAP_SHARE = 0.5
 OWN_PLUS_FLOOR = 1.1
-ROUNDS_WANTED = 5
-ROUND_SLACK = 0.95
 
 
 @dataclass(frozen=True)
@@ -938,20 +943,6 @@ class CellRule:
     note: str = ""
 
 
-def _by_round(s: Series | None) -> dict[int, float]:
-    return {x.round: x.seconds for x in s.samples} if s is not None and s.ok else {}
-
-
-def round_verdict(ratios: Sequence[float]) -> tuple[float | None, float | None, str]:
-    """(median, worst, verdict) of per-round ratios against a target of 1.0."""
-    if not ratios:
-        return None, None, "n/a"
-    med, worst = statistics.median(ratios), min(ratios)
-    if len(ratios) < ROUNDS_WANTED:
-        return med, worst, "not judged"
-    return med, worst, "met" if med >= 1.0 and worst >= ROUND_SLACK else "missed"
-
-
 def cell_rule(key: str, selection: str, state: str, series: list[Series]) -> CellRule:
     own, ts, floor, pipe = (_find(series, n) for n in (ZARR_OWN, TENSORSTORE, FLOOR,
                                                         LSIO_PIPELINE))
@@ -962,17 +953,18 @@ def cell_rule(key: str, selection: str, state: str, series: list[Series]) -> Cel
         return CellRule(key, selection, state, own_s, ts_s, floor_s, None, "—", None, None, 0,
                         "n/a", "needs zarr's own time and tensorstore")
     cheap = own_s <= CHEAP_SHARE * ts_s
-    p = _by_round(pipe)
+    p = by_round(pipe)
     if cheap:
-        target, refs = f"{LSIO_PIPELINE} >= 1.0x {TENSORSTORE}", _by_round(ts)
+        target, refs = f"{LSIO_PIPELINE} >= 1.0x {TENSORSTORE}", by_round(ts)
     else:
         target = f"{LSIO_PIPELINE} <= {OWN_PLUS_FLOOR:g}x ({ZARR_OWN} + {FLOOR})"
-        o, f = _by_round(own), _by_round(floor)
+        o, f = by_round(own), by_round(floor)
         refs = {r: OWN_PLUS_FLOOR * (o[r] + f[r]) for r in o.keys() & f.keys()}
-    ratio, worst, verdict = round_verdict([refs[r] / p[r] for r in sorted(refs.keys() & p)])
+    ratios = round_ratios(refs, p)
+    ratio, worst, verdict = round_verdict(ratios)
     note = "" if p else f"{LSIO_PIPELINE} did not run"
     return CellRule(key, selection, state, own_s, ts_s, floor_s, cheap, target, ratio, worst,
-                    len(refs.keys() & p), verdict, note)
+                    len(ratios), verdict, note)
 
 
 def cell_rules(cfg: Config, results: list[Series]) -> list[CellRule]:
@@ -1024,13 +1016,9 @@ CELL_RULES_NOTE = (
 
 
 def format_stall_line(series: list[Series], holds: Sequence[float]) -> str:
-    """The loop-stall target on one table: every row that awaits on the loop."""
-    watched = [(s.contender, s.worst_loop_stall_s) for s in series
-               if s.ok and s.worst_loop_stall_s is not None]
-    over = [(n, w) for n, w in watched if w * 1e3 > STALL_TARGET_MS]
-    text = (f"Worst loop stall <= {STALL_TARGET_MS} ms: "
-            + ("**met** by every row" if not over else "**missed** by "
-               + ", ".join(f"{n} ({w * 1e3:,.1f} ms)" for n, w in over)))
+    """The loop-stall target on one table (every row that awaits on the loop), and how long
+    zarr's own list-building holds the loop before a pipeline is called."""
+    text = format_stall_target(series)
     if holds:
         text += (f"; zarr's own list-building before the pipeline's `read` holds the loop "
                  f"{statistics.median(holds) * 1e3:,.1f} ms (median, worst "
