@@ -17,7 +17,7 @@ the window ``EACH_READ_AHEAD`` before it is read, and then the chunks of the win
 that are waited for (each job keeps its window's memory alive until it ends).
 
 A callback's exception stops the hand-off (no new run starts), ends the reads and is raised;
-however the call ends, :meth:`lsio._each._Run.settle` waits for every job handed out, so no
+however the call ends, ``read_each`` waits for every job handed out, so no
 callback runs once the call has returned or raised.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -34,11 +34,24 @@ from ._defaults import BATCH_WINDOW, BATCH_WINDOWS_MIN, EACH_READ_AHEAD
 from ._progress import Progress
 
 if TYPE_CHECKING:
-    from ._each import _Run
+    from collections.abc import Sequence
+
     from ._reader import Reader
     from ._results import Results
 
 __all__ = ["ring_windows"]
+
+
+class _Run(Protocol):
+    """What :func:`ring_windows` needs of a ``read_each`` call (``lsio._each._Run``)."""
+
+    requests: Sequence[tuple[str, int, int | None]]
+    missing_ok: bool
+    stopped: bool
+    running: list[Future[Any]]
+
+    def hand(self, results: Results, lo: int, a: int = 0, b: int | None = None) -> None:
+        ...
 
 
 def runs_of(finished: npt.NDArray[np.int64], local: npt.NDArray[np.int64]
