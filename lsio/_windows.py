@@ -52,52 +52,89 @@ class Outputs(list[Any]):
 async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
                        bar: Progress | None, missing_ok: bool, counters: Counters,
                        off: bool, keep: bool = False) -> Outputs:
-    """Read in windows; hand each finished chunk to the pinned workers. ``keep``
-    (``on_error="return"``): a failed request's output is its error, and a step's error for
-    a chunk that chunk's output; neither stops the call."""
+    """Read in windows; hand each chunk to the pinned workers as it lands. A window's read
+    starts once the window two before it is decoded, not once the one before it is read: no
+    window waits for the slowest read of the last (two windows in memory, as before).
+    ``keep`` (``on_error="return"``): a failed request's output is its error, and a step's
+    error for a chunk that chunk's output; neither stops the call."""
     n = len(reqs)
     steps = steps_for(pipeline, n)
     outputs = Outputs([None] * n)
-    guard = Guard()  # a failed step ends the window's read at once
+    bounds = window_bounds(reqs.length, WINDOW, WINDOW_BYTES)
+    firsts = np.array([lo for lo, _ in bounds], np.int64)
+    guards: list[Guard] = []  # one per window read: a failed step ends them at once
+
+    def failed() -> None:
+        for guard in guards:
+            guard.fail(run.errors[0])
+
     run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe,
-                      on_error=lambda: guard.fail(run.errors[0]), keep=keep)
-    window = 0
+                      on_error=failed, keep=keep)
+    reads: list[asyncio.Future[Results]] = []
 
     def hand_off(finished: npt.NDArray[np.int64], results: Results,
                  local: npt.NDArray[np.int64]) -> None:
         if bar is not None:
             bar(finished, results, local)
-        if not run.stop.is_set():
+        if not run.stop.is_set() and len(finished):  # one report: one window's requests
+            window = int(np.searchsorted(firsts, finished[0], side="right")) - 1
             run.put(window, [(g, results[k]) for g, k in zip(
                 finished.tolist(), local.tolist(), strict=True)])
+
+    async def read_window(k: int) -> Results:
+        return await guards[k].run(road.run(reqs.window(*bounds[k]), None,
+                                            np.zeros(0, np.int64), outcome, off))
+
+    def read(k: int) -> None:
+        guards.append(Guard())
+        if run.errors:  # a step failed already: this window's read fails at once
+            guards[k].fail(run.errors[0])
+        reads.append(asyncio.ensure_future(read_window(k)))
 
     outcome = Outcome(n, lambda: reqs, missing_ok, hand_off, counters, keep=keep)
     lengths = np.zeros(n, np.int64)
     try:
-        for window, (lo, hi) in enumerate(window_bounds(reqs.length, WINDOW, WINDOW_BYTES)):
+        for k, (lo, _) in enumerate(bounds):
+            if not k:
+                read(0)
+            if k + 1 < len(bounds):
+                if k:  # the window two before the next one is decoded: its memory can go
+                    await run.window_done(k - 1)
+                read(k + 1)
             try:
-                got = await guard.run(road.run(reqs.window(lo, hi), None,
-                                               np.zeros(0, np.int64), outcome, off))
+                got = await reads[k]
                 lengths[lo:lo + len(got)] = got.lengths
             except BaseException as exc:
-                if exc is not guard.error:
+                if exc is not guards[k].error:
                     raise
                 run.raise_first()  # the lowest failing request's step, as below
                 raise
-            if window:  # the window before is decoded: its memory can go
-                await run.window_done(window - 1)
             run.raise_first()
-        await run.window_done(window)
+        if bounds:
+            await run.window_done(len(bounds) - 1)
     except BaseException:
         run.stop.set()  # running steps finish the chunk they are on; no new ones
         raise
     finally:
+        await _stop_reads(reads)
         await run.close()
     outputs.stats = counters.stats(n, reqs.paths, lengths)
     outputs.errors = np.zeros(n, bool)
     if keep:
         _settle(outputs, outcome, run.failed or [])
     return outputs
+
+
+async def _stop_reads(reads: list[asyncio.Future[Results]]) -> None:
+    """Failed or cancelled: cancel the window reads still running and wait for them."""
+    for task in reads:
+        if not task.done():
+            task.cancel()
+    for task in reads:
+        if not task.done():
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled():
+            task.exception()  # retrieved: the first failure was raised already
 
 
 def _settle(outputs: Outputs, outcome: Outcome, failed: list[int]) -> None:
