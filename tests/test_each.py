@@ -302,10 +302,12 @@ async def test_chunks_are_handed_over_while_a_slower_read_of_their_window_runs(
         "a chunk waited for the slow read of its window")
 
 
+@pytest.mark.parametrize("threads", [False, True])
 async def test_a_callbacks_error_ends_the_call_before_a_slower_read(
-        slow_server: FaultServer, tmp_path: Path) -> None:
-    """A callback raising on a landed chunk ends the call at once (the slow read of its
-    window is cancelled, not waited for), and no callback runs after the call raised."""
+        slow_server: FaultServer, tmp_path: Path, threads: bool) -> None:
+    """A callback raising on a landed chunk (on a worker, or inline in the completion
+    handling) ends the call at once (the slow read of its window is cancelled, not waited
+    for), and no callback runs after the call raised."""
     requests = _one_slow(slow_server, tmp_path)
     cb = _Timed()
 
@@ -319,7 +321,7 @@ async def test_a_callbacks_error_ends_the_call_before_a_slower_read(
 
     start = time.monotonic()
     with pytest.raises(Boom):
-        await read_each(lsio.Reader(), requests, failing, threads=True)
+        await read_each(lsio.Reader(), requests, failing, threads=threads)
     assert time.monotonic() - start < 1.5  # the slow read takes 2 s
     handed = dict(cb.at)
     await asyncio.sleep(2.2)  # the slow chunk would have landed by now
