@@ -79,10 +79,10 @@ class Landing(Progress):
         self.failure = failure
         """Set (thread-safely) with the first exception a worker job's callback raised."""
         self.jobs: list[Future[Any]] = []
+        """The jobs handed to the workers (the window's memory lives until they end)."""
         from ._pipeline import worker_pool  # here: ``import lsio`` stays light
 
         self.pool = worker_pool() if workers else None
-        """The jobs handed to the workers (the window's memory lives until they end)."""
 
     def __call__(self, finished: npt.NDArray[np.int64], results: Results,
                  local: npt.NDArray[np.int64]) -> None:

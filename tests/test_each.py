@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytest
 from conftest import check_ok, drop_cache, run_python
 from servers import FaultServer, serving_faults
 
 import lsio
 from lsio._each import read_each
+from lsio._landing import _spread, runs_of
 
 Route = Literal["auto", "small", "bulk"]
 
@@ -193,6 +195,7 @@ def test_a_cancelled_call_leaves_no_callback_running(tmp_path: Path) -> None:
         import asyncio, sys, threading, time
         import lsio
         from lsio._each import read_each
+from lsio._landing import _spread, runs_of
 
         root = sys.argv[1]
         requests = [(f"{root}/f{i}", 0, None) for i in range(300)]
@@ -345,3 +348,37 @@ async def test_cancelled_with_a_read_in_flight_no_callback_runs_after(
     handed = dict(cb.at)
     await asyncio.sleep(2.2)
     assert cb.at == handed and 0 not in handed
+
+
+@pytest.mark.parametrize(("finished", "local", "runs"), [
+    pytest.param([3, 4, 5], [3, 4, 5], [(3, 3, 6)], id="one-run"),
+    pytest.param([7, 2, 3, 9], [7, 2, 3, 9], [(2, 2, 4), (7, 7, 8), (9, 9, 10)],
+                 id="out-of-order"),
+    pytest.param([4, 5, 6], [0, 1, 2], [(4, 0, 3)], id="results-of-their-own"),
+    pytest.param([4, 5, 6], [0, 2, 3], [(4, 0, 1), (5, 2, 4)], id="gap-in-results"),
+])
+def test_landed_requests_become_runs(finished: list[int], local: list[int],
+                                     runs: list[tuple[int, int, int]]) -> None:
+    """A wake-up's landed requests as runs of consecutive requests and result slots (the
+    batch form's unit), in request order."""
+    assert runs_of(np.array(finished, np.int64), np.array(local, np.int64)) == runs
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+@pytest.mark.parametrize("sizes", [[1], [1, 1, 1], [10], [3, 50, 1, 7], [2] * 40])
+def test_runs_spread_over_workers_each_chunk_once(workers: int, sizes: list[int]) -> None:
+    """A wake-up's runs as at most one job per worker, of about as many chunks each; every
+    chunk in exactly one job, each piece still a run of consecutive requests."""
+    runs, at = [], 0
+    for n in sizes:
+        runs.append((at + 1000, at, at + n))
+        at += n + 1
+    parts = _spread(runs, workers)
+    assert 1 <= len(parts) <= workers
+    pieces = [piece for part in parts for piece in part]
+    covered = sorted(k for _, a, b in pieces for k in range(a, b))
+    assert covered == sorted(k for _, a, b in runs for k in range(a, b))
+    assert all(first - a == 1000 for first, a, _ in pieces)  # request = slot + 1000
+    counts = [sum(b - a for _, a, b in part) for part in parts]
+    if len(parts) > 1:
+        assert max(counts) - min(counts) <= max(counts) // 2 + 1
