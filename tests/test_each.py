@@ -195,7 +195,6 @@ def test_a_cancelled_call_leaves_no_callback_running(tmp_path: Path) -> None:
         import asyncio, sys, threading, time
         import lsio
         from lsio._each import read_each
-from lsio._landing import _spread, runs_of
 
         root = sys.argv[1]
         requests = [(f"{root}/f{i}", 0, None) for i in range(300)]
