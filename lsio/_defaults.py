@@ -314,7 +314,7 @@ SLICE_JOBS_MIN = 8
 (:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""
 
 EACH_READ_AHEAD = 3
-"""Windows read at once by ``read_each``'s ring windows (``lsio/_each.py``; at most
+"""Windows read at once by ``read_each``'s ring windows (``lsio/_landing.py``; at most
 ``BATCH_WINDOW`` chunks each): cold 64x64 zarr chunks (1 824 files) took 0.27 s one window
 at a time here, against 0.09-0.13 s for the ring reading them all in one call."""
 
