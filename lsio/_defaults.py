@@ -341,7 +341,7 @@ FILE_CACHE_BYTES = 64 << 20
 for 64 inner chunks, 1 MiB for 65 536)."""
 
 EACH_READ_AHEAD = 3
-"""Windows read at once by ``read_each``'s ring windows (``lsio/_each.py``; at most
+"""Windows read at once by ``read_each``'s ring windows (``lsio/_landing.py``; at most
 ``BATCH_WINDOW`` chunks each): cold 64x64 zarr chunks (1 824 files) took 0.27 s one window
 at a time here, against 0.09-0.13 s for the ring reading them all in one call."""
 

@@ -13,7 +13,8 @@ threads (one per core), where the engine picks one of four schedules:
   small-call path and hands them over right away, so read and callback run on one core
   while the stored bytes are in its cache;
 - *ring windows*: everything else (cold parts, URLs, progress): ``read_many`` windows, a few
-  read ahead, each window's chunks handed to the workers as it lands.
+  read ahead, each chunk handed to the workers as it lands, while the window's other reads
+  are in flight (:mod:`lsio._landing`).
 
 :func:`prefault` faults in fresh output memory on the workers while the reads run;
 :func:`read_gets` serves a store's concurrent gets; :func:`list_keys` lists an object-store
@@ -31,11 +32,8 @@ import numpy as np
 
 from ._call import parse
 from ._defaults import (
-    BATCH_WINDOW,
-    BATCH_WINDOWS_MIN,
     EACH_INLINE_BYTES,
     EACH_PART_BYTES,
-    EACH_READ_AHEAD,
     EACH_WORKER_READ_BYTES,
     POPULATE_MIN,
     SMALL_BYTES,
@@ -190,7 +188,9 @@ async def read_each(reader: Reader, requests: Sequence[Request],
         if bar is None and _small_allowed(reader) and "://" not in requests[0][0]:
             spans = await _warm(run, threads, work_bytes)
         if spans:
-            await _windows(run, reader, spans, bar, threads)
+            from ._landing import ring_windows
+
+            await ring_windows(run, reader, spans, bar, _workers() if threads else 0)
     finally:
         await run.settle()
         if bar is not None:
@@ -238,59 +238,6 @@ async def _worker_parts(run: _Run, work_bytes: int) -> list[tuple[int, int]]:
         else:
             missed.append((lo, hi))
     return missed
-
-
-async def _windows(run: _Run, reader: Reader, spans: list[tuple[int, int]], bar: Any,
-                   threads: bool) -> None:
-    """The ring windows: ``read_many`` per window, ``EACH_READ_AHEAD`` windows at once
-    (cold data: the disk sees more requests); each window's chunks are handed over as soon
-    as it is in, in order (with ``threads``, split over the workers)."""
-    total = sum(hi - lo for lo, hi in spans)
-    size = min(BATCH_WINDOW, max(64, -(-total // BATCH_WINDOWS_MIN)))
-    windows = [(lo, min(lo + size, end)) for start, end in spans
-               for lo in range(start, end, size)]
-    loop = asyncio.get_running_loop()
-    workers = _workers() if threads else 1
-    reads: list[asyncio.Task[Any]] = []
-    pending: list[asyncio.Future[Any]] = []
-
-    def read(k: int) -> None:
-        lo, hi = windows[k]
-        reads.append(loop.create_task(reader.read_many(run.requests[lo:hi],
-                                                       missing_ok=run.missing_ok)))
-    try:
-        for k in range(min(EACH_READ_AHEAD, len(windows))):
-            read(k)
-        for k, (lo, hi) in enumerate(windows):
-            results = await reads[k]
-            if k + EACH_READ_AHEAD < len(windows):
-                read(k + EACH_READ_AHEAD)
-            if bar is not None:
-                bar(np.arange(lo, hi), results, np.arange(hi - lo))
-            if not threads:
-                run.hand(results, lo)
-                continue
-            cuts = np.linspace(0, hi - lo, workers + 1).astype(int).tolist()
-            pending += [run.submit(run.hand, results, lo, a, b)
-                        for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
-            if len(pending) > 2 * workers:  # at most two windows in flight
-                await asyncio.gather(*pending[:-workers])
-                pending = pending[-workers:]
-        await asyncio.gather(*pending)
-    finally:
-        await _cancel_reads(reads)
-
-
-async def _cancel_reads(reads: list[asyncio.Task[Any]]) -> None:
-    """Failed or cancelled: cancel the windows still being read and wait for them."""
-    for task in reads:
-        if not task.done():
-            task.cancel()
-    for task in reads:
-        if not task.done():
-            await asyncio.gather(task, return_exceptions=True)
-        elif not task.cancelled():
-            task.exception()  # retrieved: the first failure was raised already
 
 
 @contextlib.asynccontextmanager

@@ -9,8 +9,10 @@ chunk's steps back to back: decompress, check, copy into place. Workers are one 
 each pinned to its core, so a chunk's decoded bytes stay in that core's cache from one step to
 the next; numcodecs and numpy release the GIL in their loops, so the cores work in parallel.
 
-The next window is read while the workers decode the current one, and a window's memory is
-released once its chunks are done, so memory stays bounded however long the request list.
+The next window is read while the workers decode the current one (its read starts once the
+window two before it is decoded, not once the last read of the one before it lands), and a
+window's memory is released once its chunks are done, so memory stays bounded however long
+the request list.
 The first failing step stops everything: no new chunks are handed out, the running steps
 finish, and the step's exception is raised with a note naming the request and the step.
 """

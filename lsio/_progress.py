@@ -63,6 +63,8 @@ def _size(n: int) -> str:
 def make_progress(arg: ProgressArg) -> Progress | None:
     if arg is None or arg is False:
         return None
+    if isinstance(arg, Progress):  # the engine's own (``read_each``'s hand-off as chunks land)
+        return arg
     if arg is not True and not callable(arg):
         raise TypeError(f"lsio: progress must be True, False or a callable, got {arg!r}")
     return Progress(arg)

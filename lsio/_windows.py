@@ -49,49 +49,100 @@ class Outputs(list[Any]):
     errors: npt.NDArray[np.bool_]
 
 
+class _Reads:
+    """The window reads of one pipelined call, each a task under a :class:`Guard` of its
+    own: a failed step ends them all at once."""
+
+    def __init__(self, road: Bulk, reqs: Requests, bounds: list[tuple[int, int]],
+                 off: bool) -> None:
+        self.road, self.reqs, self.bounds, self.off = road, reqs, bounds, off
+        self.guards: list[Guard] = []
+        self.tasks: list[asyncio.Future[Results]] = []
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """A step failed: every window read ends (those started later at once)."""
+        self.error = self.error or exc
+        for guard in self.guards:
+            guard.fail(exc)
+
+    def start(self, k: int, outcome: Outcome) -> None:
+        guard = Guard()
+        self.guards.append(guard)
+        if self.error is not None:
+            guard.fail(self.error)
+        self.tasks.append(asyncio.ensure_future(self._read(guard, k, outcome)))
+
+    async def _read(self, guard: Guard, k: int, outcome: Outcome) -> Results:
+        return await guard.run(self.road.run(self.reqs.window(*self.bounds[k]), None,
+                                             np.zeros(0, np.int64), outcome, self.off))
+
+    async def result(self, k: int, run: PipelineRun) -> Results:
+        """Window ``k``'s results; a failed step's error (the lowest request's) first."""
+        try:
+            return await self.tasks[k]
+        except BaseException as exc:
+            if exc is self.guards[k].error:
+                run.raise_first()
+            raise
+
+    async def stop(self) -> None:
+        """Failed or cancelled: cancel the reads still running and wait for them."""
+        for task in self.tasks:
+            if not task.done():
+                task.cancel()
+        for task in self.tasks:
+            if not task.done():
+                await asyncio.gather(task, return_exceptions=True)
+            elif not task.cancelled():
+                task.exception()  # retrieved: the first failure was raised already
+
+
 async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
                        bar: Progress | None, missing_ok: bool, counters: Counters,
                        off: bool, keep: bool = False) -> Outputs:
-    """Read in windows; hand each finished chunk to the pinned workers. ``keep``
-    (``on_error="return"``): a failed request's output is its error, and a step's error for
-    a chunk that chunk's output; neither stops the call."""
+    """Read in windows; hand each chunk to the pinned workers as it lands. A window's read
+    starts once the window two before it is decoded, not once the one before it is read: no
+    window waits for the slowest read of the last (two windows in memory, as before).
+    ``keep`` (``on_error="return"``): a failed request's output is its error, and a step's
+    error for a chunk that chunk's output; neither stops the call."""
     n = len(reqs)
-    steps = steps_for(pipeline, n)
     outputs = Outputs([None] * n)
-    guard = Guard()  # a failed step ends the window's read at once
-    run = PipelineRun(asyncio.get_running_loop(), steps, outputs, reqs.describe,
-                      on_error=lambda: guard.fail(run.errors[0]), keep=keep)
-    window = 0
+    bounds = window_bounds(reqs.length, WINDOW, WINDOW_BYTES)
+    firsts = np.array([lo for lo, _ in bounds], np.int64)
+    reads = _Reads(road, reqs, bounds, off)
+    run = PipelineRun(asyncio.get_running_loop(), steps_for(pipeline, n), outputs,
+                      reqs.describe, on_error=lambda: reads.fail(run.errors[0]), keep=keep)
 
     def hand_off(finished: npt.NDArray[np.int64], results: Results,
                  local: npt.NDArray[np.int64]) -> None:
         if bar is not None:
             bar(finished, results, local)
-        if not run.stop.is_set():
+        if not run.stop.is_set() and len(finished):  # one report: one window's requests
+            window = int(np.searchsorted(firsts, finished[0], side="right")) - 1
             run.put(window, [(g, results[k]) for g, k in zip(
                 finished.tolist(), local.tolist(), strict=True)])
 
     outcome = Outcome(n, lambda: reqs, missing_ok, hand_off, counters, keep=keep)
     lengths = np.zeros(n, np.int64)
     try:
-        for window, (lo, hi) in enumerate(window_bounds(reqs.length, WINDOW, WINDOW_BYTES)):
-            try:
-                got = await guard.run(road.run(reqs.window(lo, hi), None,
-                                               np.zeros(0, np.int64), outcome, off))
-                lengths[lo:lo + len(got)] = got.lengths
-            except BaseException as exc:
-                if exc is not guard.error:
-                    raise
-                run.raise_first()  # the lowest failing request's step, as below
-                raise
-            if window:  # the window before is decoded: its memory can go
-                await run.window_done(window - 1)
+        for k, (lo, _) in enumerate(bounds):
+            if not k:
+                reads.start(0, outcome)
+            if k + 1 < len(bounds):
+                if k:  # the window two before the next one is decoded: its memory can go
+                    await run.window_done(k - 1)
+                reads.start(k + 1, outcome)
+            got = await reads.result(k, run)
+            lengths[lo:lo + len(got)] = got.lengths
             run.raise_first()
-        await run.window_done(window)
+        if bounds:
+            await run.window_done(len(bounds) - 1)
     except BaseException:
         run.stop.set()  # running steps finish the chunk they are on; no new ones
         raise
     finally:
+        await reads.stop()
         await run.close()
     outputs.stats = counters.stats(n, reqs.paths, lengths)
     outputs.errors = np.zeros(n, bool)

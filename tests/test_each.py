@@ -5,16 +5,22 @@ callback running once the call has returned (done, failed or cancelled)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytest
 from conftest import check_ok, drop_cache, run_python
+from servers import FaultServer, serving_faults
 
 import lsio
 from lsio._each import read_each
+from lsio._landing import _spread, runs_of
 
 Route = Literal["auto", "small", "bulk"]
 
@@ -241,3 +247,137 @@ async def test_one_callback_form_exactly(tmp_path: Path) -> None:
     for kwargs in ({}, {"on_chunk": cb, "on_chunks": cb.run}):
         with pytest.raises(TypeError, match="on_chunk or on_chunks"):
             await read_each(lsio.Reader(), [(paths[0], 0, None)], **kwargs)  # type: ignore[arg-type]
+
+
+# -- each chunk as it lands: no window waits for its slowest read --------------------------
+
+SLOW = b"slow chunk"
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[FaultServer]:
+    yield from serving_faults({"s.bin": SLOW})
+
+
+def _one_slow(server: FaultServer, tmp_path: Path, n: int = 99
+              ) -> list[tuple[str, int, int | None]]:
+    """Request 0 a URL answered after 2 s (``slowx1``); then ``n`` local files, cold, read
+    by the ring in the same windows (the first one with the slow URL: a mixed call)."""
+    server.reset()
+    paths = _files(tmp_path, n, 3000)
+    for p in paths:
+        drop_cache(p)
+    return [(server.url("slowx1", "s.bin"), 0, None), *((p, 0, None) for p in paths)]
+
+
+class _Timed(_Collect):
+    """:class:`_Collect`, keeping when each chunk was handed over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[int, float] = {}
+
+    def __call__(self, i: int, view: memoryview | None) -> None:
+        self.at[i] = time.monotonic()
+        super().__call__(i, view)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("threads", [False, True])
+async def test_chunks_are_handed_over_while_a_slower_read_of_their_window_runs(
+        slow_server: FaultServer, tmp_path: Path, threads: bool, batch: bool) -> None:
+    """The local chunks of the slow URL's window (ring completions) and of the windows
+    after it are handed over as they land, long before the slow one: a cold read waits
+    for no slower read of its window (each chunk still byte-exact, each once)."""
+    requests = _one_slow(slow_server, tmp_path)
+    cb = _Timed()
+    if batch:
+        await read_each(lsio.Reader(), requests, on_chunks=cb.run, threads=threads)
+    else:
+        await read_each(lsio.Reader(), requests, cb, threads=threads)
+    assert sorted(cb.got) == list(range(len(requests)))
+    assert cb.got[0] == SLOW
+    for i, (path, offset, length) in enumerate(requests[1:], 1):
+        assert cb.got[i] == _pread(path, offset, length), i
+    slow = cb.at[0]
+    assert max(cb.at[i] for i in range(1, len(requests))) < slow - 1.0, (
+        "a chunk waited for the slow read of its window")
+
+
+@pytest.mark.parametrize("threads", [False, True])
+async def test_a_callbacks_error_ends_the_call_before_a_slower_read(
+        slow_server: FaultServer, tmp_path: Path, threads: bool) -> None:
+    """A callback raising on a landed chunk (on a worker, or inline in the completion
+    handling) ends the call at once (the slow read of its window is cancelled, not waited
+    for), and no callback runs after the call raised."""
+    requests = _one_slow(slow_server, tmp_path)
+    cb = _Timed()
+
+    class Boom(Exception):
+        pass
+
+    def failing(i: int, view: memoryview | None) -> None:
+        cb(i, view)
+        if i == 5:
+            raise Boom
+
+    start = time.monotonic()
+    with pytest.raises(Boom):
+        await read_each(lsio.Reader(), requests, failing, threads=threads)
+    assert time.monotonic() - start < 1.5  # the slow read takes 2 s
+    handed = dict(cb.at)
+    await asyncio.sleep(2.2)  # the slow chunk would have landed by now
+    assert cb.at == handed and 0 not in handed
+
+
+async def test_cancelled_with_a_read_in_flight_no_callback_runs_after(
+        slow_server: FaultServer, tmp_path: Path) -> None:
+    """Cancelled once the landed chunks were handed over, while the slow read is in
+    flight: the cancellation returns with no callback running, and none runs later."""
+    requests = _one_slow(slow_server, tmp_path)
+    cb = _Timed()
+    task = asyncio.ensure_future(read_each(lsio.Reader(), requests, cb, threads=True))
+    deadline = time.monotonic() + 1.5
+    while len(cb.at) < len(requests) - 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert len(cb.at) == len(requests) - 1  # every chunk but the slow one, landed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    handed = dict(cb.at)
+    await asyncio.sleep(2.2)
+    assert cb.at == handed and 0 not in handed
+
+
+@pytest.mark.parametrize(("finished", "local", "runs"), [
+    pytest.param([3, 4, 5], [3, 4, 5], [(3, 3, 6)], id="one-run"),
+    pytest.param([7, 2, 3, 9], [7, 2, 3, 9], [(2, 2, 4), (7, 7, 8), (9, 9, 10)],
+                 id="out-of-order"),
+    pytest.param([4, 5, 6], [0, 1, 2], [(4, 0, 3)], id="results-of-their-own"),
+    pytest.param([4, 5, 6], [0, 2, 3], [(4, 0, 1), (5, 2, 4)], id="gap-in-results"),
+])
+def test_landed_requests_become_runs(finished: list[int], local: list[int],
+                                     runs: list[tuple[int, int, int]]) -> None:
+    """A wake-up's landed requests as runs of consecutive requests and result slots (the
+    batch form's unit), in request order."""
+    assert runs_of(np.array(finished, np.int64), np.array(local, np.int64)) == runs
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+@pytest.mark.parametrize("sizes", [[1], [1, 1, 1], [10], [3, 50, 1, 7], [2] * 40])
+def test_runs_spread_over_workers_each_chunk_once(workers: int, sizes: list[int]) -> None:
+    """A wake-up's runs as at most one job per worker, of about as many chunks each; every
+    chunk in exactly one job, each piece still a run of consecutive requests."""
+    runs, at = [], 0
+    for n in sizes:
+        runs.append((at + 1000, at, at + n))
+        at += n + 1
+    parts = _spread(runs, workers)
+    assert 1 <= len(parts) <= workers
+    pieces = [piece for part in parts for piece in part]
+    covered = sorted(k for _, a, b in pieces for k in range(a, b))
+    assert covered == sorted(k for _, a, b in runs for k in range(a, b))
+    assert all(first - a == 1000 for first, a, _ in pieces)  # request = slot + 1000
+    counts = [sum(b - a for _, a, b in part) for part in parts]
+    if len(parts) > 1:
+        assert max(counts) - min(counts) <= max(counts) // 2 + 1

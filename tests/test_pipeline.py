@@ -7,12 +7,14 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numcodecs
 import numpy as np
 import pytest
-from conftest import random_bytes
+from conftest import drop_cache, random_bytes
+from servers import FaultServer, serving_faults
 
 import lsio
 import lsio._windows
@@ -223,3 +225,91 @@ async def test_windows_bound_bytes_in_memory(data_dir: Path,
     got = await reader.read_many([(p, 0, 4096) for p in paths], pipeline=[bytes])
     assert got == [bytes([i]) * 4096 for i in range(12)]
     assert sum(seen) == 12 and max(seen) <= 3
+
+
+# -- no window waits for the slowest read of the window before it --------------------------
+
+SLOW = b"slow chunk"
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[FaultServer]:
+    yield from serving_faults({"s.bin": SLOW})
+
+
+def _slow_first(server: FaultServer, root: Path, monkeypatch: pytest.MonkeyPatch
+                ) -> list[tuple[str, int, int | None]]:
+    """Windows of 7 requests: the first holds a URL answered after 2 s (``slowx1``) and 6
+    cold local chunks, the next ones 21 more cold local chunks."""
+    monkeypatch.setattr(lsio._windows, "WINDOW", 7)
+    server.reset()
+    paths = [p for _, p in _chunks(root, 27)]
+    for p in paths:
+        drop_cache(p)
+    return [(server.url("slowx1", "s.bin"), 0, None), *((p, 0, None) for p in paths)]
+
+
+async def test_chunks_are_decoded_while_a_slower_read_runs(
+        slow_server: FaultServer, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of the slow read's window and of the window after it run their steps as
+    they land, seconds before the slow one: no window waits for the slowest read of the
+    one before. Results stay in request order, byte-exact."""
+    requests = _slow_first(slow_server, data_dir, monkeypatch)
+    at: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def stamp(i: int) -> list[object]:
+        def step(buf: memoryview) -> bytes:
+            with lock:
+                at[i] = time.monotonic()
+            return bytes(buf)
+        return [step]
+
+    got = await lsio.read_many(requests, pipeline=stamp)
+    assert got[0] == SLOW
+    assert got[1:] == [Path(p).read_bytes() for p, _, _ in requests[1:]]
+    assert max(at[i] for i in range(1, 14)) < at[0] - 1.0  # windows 0 and 1, before it
+
+
+async def test_a_failing_step_ends_every_window_read(
+        slow_server: FaultServer, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step failing on a landed chunk while the slow read (and the next window's reads)
+    run: raised at once, naming its request; no step runs after the call raised."""
+    requests = _slow_first(slow_server, data_dir, monkeypatch)
+    ran: list[int] = []
+
+    def steps(i: int) -> list[object]:
+        def step(buf: memoryview) -> None:
+            ran.append(i)
+            if i == 3:
+                raise ValueError("bad chunk")
+        return [step]
+
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="bad chunk") as info:
+        await lsio.read_many(requests, pipeline=steps)
+    assert time.monotonic() - start < 1.5  # the slow read takes 2 s
+    assert info.value.request_index == 3  # type: ignore[attr-defined]
+    count = len(ran)
+    await asyncio.sleep(2.2)  # the slow chunk would have landed by now
+    assert len(ran) == count and 0 not in ran
+
+
+async def test_cancelled_while_a_slower_read_runs(
+        slow_server: FaultServer, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled after the landed chunks of two windows ran their steps, with the slow read
+    in flight: the cancellation returns at once, and no step runs after it."""
+    requests = _slow_first(slow_server, data_dir, monkeypatch)
+    ran: list[int] = []
+    task = asyncio.ensure_future(lsio.read_many(
+        requests, pipeline=lambda i: [lambda buf: ran.append(i)]))
+    deadline = time.monotonic() + 1.5
+    while len(ran) < 13 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert len(ran) >= 13  # windows 0 (but the slow one) and 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    count = len(ran)
+    await asyncio.sleep(2.2)
+    assert len(ran) == count and 0 not in ran
