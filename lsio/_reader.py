@@ -137,16 +137,18 @@ class Reader:
                           self._max_open, self.http.timeout)
         self._closed = False
         self._identity: str | None = None
-        """What a process that unpickles this reader keys its one copy on ("": none)."""
+        """What a process that unpickles this reader keys its one copy on, when this is
+        such a copy (pickled on, it stays the same reader); else worked out per pickle."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # settings first (lsio.fsspec reads them there), then the identity a receiving
-        # process keeps one reader per (lsio/_shared.py)
-        if self._identity is None:
+        # process keeps one reader per (lsio/_shared.py; ~20 us)
+        key = self._identity
+        if key is None:
             from ._shared import identity
 
-            self._identity = identity(self._settings) or ""
-        return (_rebuild_reader, (self._settings, self._identity or None))
+            key = identity(self._settings)
+        return (_rebuild_reader, (self._settings, key))
 
     def __repr__(self) -> str:
         route = "" if self.route == "auto" else f", route={self.route!r}"
