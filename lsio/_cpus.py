@@ -6,17 +6,32 @@ usable count is the smaller of the affinity mask (``sched_getaffinity``) and the
 CPU quota (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) rounded
 up, and at least 1. Computed once per process (a forked child computes it again: it may
 have been moved to another cgroup or given another mask).
+
+The pipeline workers (one thread per CPU, pinned) take this process's *share* of those CPUs
+(:func:`worker_cpus`): several processes on one host each starting one worker per usable CPU
+(a Dask cluster of worker processes) only make them queue. The share is ``$LSIO_WORKERS``
+when set; else, in a Dask ``distributed`` worker process, the threads Dask gives the
+process (its ``nthreads``: Dask's own share of the host's CPUs, ``CPU_COUNT // n_workers``
+by default, for ``LocalCluster`` and ``dask worker --nworkers`` alike) times
+``WORKERS_PER_DASK_THREAD``; else every usable CPU. A process with less than its whole
+mask leaves its workers unpinned: processes cannot pick disjoint CPUs without talking to
+each other, and two pinned to the same CPU would take turns on it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 from . import _fork
+from ._defaults import WORKERS_PER_DASK_THREAD
 
-__all__ = ["affinity", "usable_cpus", "usable_set"]  # quota_cpus, usable: table-tested
+__all__ = ["affinity", "usable_cpus", "worker_cpus"]  # quota_cpus, usable, share: tested
+
+WORKERS_ENV = "LSIO_WORKERS"
+"""The environment variable that sets how many pipeline workers a process runs."""
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _cached: int | None = None
@@ -124,6 +139,44 @@ def usable_set() -> list[int]:
     """The first :func:`usable_cpus` CPUs of the affinity mask: where lsio pins one thread
     per usable CPU."""
     return affinity()[:usable_cpus()]
+
+
+def share(usable: int, setting: str | None, dask_threads: int | None) -> int:
+    """This process's pipeline workers, from its usable CPUs, ``$LSIO_WORKERS`` (``setting``,
+    as given) and the threads of the Dask workers it runs (None: none): at least 1, at most
+    ``usable``. A setting that is no positive integer raises ValueError."""
+    if setting is not None and setting.strip():
+        try:
+            wanted = int(setting)
+        except ValueError:
+            wanted = 0
+        if wanted < 1:
+            raise ValueError(f"lsio: ${WORKERS_ENV} must be a positive integer (pipeline "
+                             f"workers per process), got {setting!r}")
+        return min(usable, wanted)
+    if dask_threads is not None:
+        return max(1, min(usable, dask_threads * WORKERS_PER_DASK_THREAD))
+    return usable
+
+
+def dask_threads() -> int | None:
+    """The threads of the Dask ``distributed`` workers running in this process (its
+    ``nthreads``, summed: ``LocalCluster(processes=False)`` runs several in one), or None
+    outside one. Looked up only where ``distributed`` is imported already."""
+    module = sys.modules.get("distributed.worker")
+    workers = list(getattr(getattr(module, "Worker", None), "_instances", ()) or ())
+    threads = [getattr(getattr(w, "state", None), "nthreads", None) for w in workers]
+    counts = [t for t in threads if isinstance(t, int) and t > 0]
+    return sum(counts) if counts else None
+
+
+def worker_cpus() -> tuple[int, list[int] | None]:
+    """How many pipeline workers this process runs (:func:`share`), and the CPUs to pin
+    them to, one each: the usable set when the process has all of it, else None (unpinned:
+    see the module's docstring)."""
+    cpus = usable_set()
+    n = share(len(cpus), os.environ.get(WORKERS_ENV), dask_threads())
+    return n, (cpus if n == len(cpus) else None)
 
 
 @_fork.forget_in_child

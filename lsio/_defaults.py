@@ -24,7 +24,8 @@ __all__: list[str] = [
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
-    "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
+    "POPULATE_MIN", "WORKERS_PER_DASK_THREAD", "SHARED_OBJECTS", "LIST_CHUNK", "LIST_HEADS",
+    "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
     "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
     "READAHEAD_TTL", "READAHEAD_BUDGET",
     "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
@@ -367,6 +368,18 @@ parts go through the ring windows."""
 POPULATE_MIN = 16 << 20
 """``prefault``: outputs from this size on are faulted in ahead of the decode calls; below
 it the page faults cost little."""
+
+WORKERS_PER_DASK_THREAD = 1
+"""Pipeline workers per thread of a Dask ``distributed`` worker process (``nthreads``, Dask's
+share of the host's CPUs for that process; ``$LSIO_WORKERS`` overrides): 2 worker processes
+on 2 CPUs, each with one worker per host CPU, ran 4 threads on 2 CPUs."""
+
+SHARED_OBJECTS = 32
+"""Unpickled readers (and codec pipelines) a process keeps, one per identity
+(``lsio/_shared.py``), so a Dask worker builds each once, not once per graph or task: a
+reader costs 0.3-2 ms to build here, and a remote one its HTTP sessions and credentials
+again. 32 covers the datasets and clients a worker serves at once; beyond, the least
+recently used is forgotten (and built again if it comes back)."""
 
 # -- The fsspec filesystem (lsio.fsspec) ------------------------------------------------------
 

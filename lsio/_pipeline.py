@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _fork
-from ._cpus import usable_set
+from ._cpus import worker_cpus
 from ._defaults import JOB, WINDOW
 from ._redact import redact_exception
 
@@ -162,26 +162,33 @@ def _forget() -> None:
 
 
 def worker_pool() -> ThreadPoolExecutor:
-    """The pipeline workers: one thread per usable core, each pinned to its own core."""
+    """The pipeline workers: one thread per CPU of this process's share (see
+    :mod:`lsio._cpus`: all usable CPUs, or fewer in each of several Dask worker processes),
+    each pinned to its own CPU when the process has its whole CPU set."""
     from concurrent.futures import ThreadPoolExecutor  # here: only pipelines need it
 
     global _pool, _pool_workers
     with _pool_lock:
         if _pool is None:
-            cpus = usable_set()
+            n, cpus = worker_cpus()
             counter = itertools.count()
 
             def pin() -> None:
-                if hasattr(os, "sched_setaffinity"):
-                    try:  # on Linux, pid 0 means the calling thread
-                        os.sched_setaffinity(0, {cpus[next(counter) % len(cpus)]})
-                    except OSError:  # pragma: no cover - a cpuset that forbids it
-                        pass
+                if cpus is not None:
+                    _pin(cpus[next(counter) % len(cpus)])
 
-            _pool = ThreadPoolExecutor(len(cpus), thread_name_prefix="lsio-step",
-                                       initializer=pin)
-            _pool_workers = len(cpus)
+            _pool = ThreadPoolExecutor(n, thread_name_prefix="lsio-step", initializer=pin)
+            _pool_workers = n
         return _pool
+
+
+def _pin(cpu: int) -> None:
+    """Pin the calling thread to ``cpu``."""
+    if hasattr(os, "sched_setaffinity"):
+        try:  # on Linux, pid 0 means the calling thread
+            os.sched_setaffinity(0, {cpu})
+        except OSError:  # pragma: no cover - a cpuset that forbids it
+            pass
 
 
 def close_worker_pool() -> None:
@@ -229,11 +236,13 @@ class PipelineRun:
         self._closed: set[int] = set()
         self._done: dict[int, asyncio.Future[None]] = {}
         self.workers: list[asyncio.Future[None]] = []
-        for cpu in usable_set():
+        n, cpus = worker_cpus()
+        for k in range(n):
             done: asyncio.Future[None] = loop.create_future()
             self.workers.append(done)
+            cpu = None if cpus is None else cpus[k]
             threading.Thread(target=self._work, args=(cpu, done), daemon=True,
-                             name=f"lsio-step-{cpu}").start()
+                             name=f"lsio-step-{k if cpu is None else cpu}").start()
 
     def put(self, window: int, items: list[tuple[int, Any]]) -> None:
         if window not in self._done:
@@ -266,12 +275,9 @@ class PipelineRun:
             self.queue.put(None)
         await asyncio.shield(asyncio.gather(*self.workers, return_exceptions=True))
 
-    def _work(self, cpu: int, done: asyncio.Future[None]) -> None:
-        if hasattr(os, "sched_setaffinity"):
-            try:  # on Linux, pid 0 means the calling thread
-                os.sched_setaffinity(0, {cpu})
-            except OSError:  # pragma: no cover - a cpuset that forbids it
-                pass
+    def _work(self, cpu: int | None, done: asyncio.Future[None]) -> None:
+        if cpu is not None:
+            _pin(cpu)
         try:
             self._drain()
         finally:

@@ -136,8 +136,19 @@ class Reader:
         self._road = Bulk(self.tuning, self._backend, self._http_backend, direct,
                           self._max_open, self.http.timeout)
         self._closed = False
+        self._identity: str | None = None
+        """What a process that unpickles this reader keys its one copy on, when this is
+        such a copy (pickled on, it stays the same reader); else worked out per pickle."""
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_reader, (self._settings,))
+        # settings first (lsio.fsspec reads them there), then the identity a receiving
+        # process keeps one reader per (lsio/_shared.py; ~20 us)
+        key = self._identity
+        if key is None:
+            from ._shared import identity
+
+            key = identity(self._settings)
+        return (_rebuild_reader, (self._settings, key))
 
     def __repr__(self) -> str:
         route = "" if self.route == "auto" else f", route={self.route!r}"
@@ -361,6 +372,16 @@ def backend_name() -> str:
     return default_reader().backend
 
 
-def _rebuild_reader(settings: dict[str, Any]) -> Reader:
-    """A pickled :class:`Reader`, built again from its arguments."""
-    return Reader(**settings)
+def _rebuild_reader(settings: dict[str, Any], identity: str | None = None) -> Reader:
+    """A pickled :class:`Reader`: built again from its arguments, once per ``identity`` in
+    this process (the one built first, while it is open)."""
+    if identity is None:
+        return Reader(**settings)
+    from ._shared import shared
+
+    def build() -> Reader:
+        reader = Reader(**settings)
+        reader._identity = identity  # pickled on from here, it is the same reader
+        return reader
+
+    return shared("reader", identity, build, lambda r: not r._closed)

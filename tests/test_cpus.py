@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lsio._cpus import quota_cpus, usable
+from lsio._cpus import quota_cpus, share, usable
 from tests.conftest import check_ok, run_python
 
 V2 = "0::/app.slice/job\n"
@@ -99,3 +99,51 @@ def test_restricted_affinity_at_start() -> None:
         print(_pipeline.worker_count())
     """
     assert check_ok(run_python(code, timeout=60)).strip() == "1"
+
+
+@pytest.mark.parametrize(("usable_", "setting", "dask", "expected"), [
+    (2, None, None, 2),  # a process of its own: one worker per usable CPU
+    (8, None, 1, 1),  # a Dask worker process with 1 thread: its share of the host
+    (8, None, 4, 4),
+    (2, None, 16, 2),  # never more than the usable CPUs
+    (8, "3", None, 3),  # $LSIO_WORKERS decides, inside Dask too
+    (8, "3", 1, 3),
+    (2, "16", None, 2),
+    (4, " ", 2, 2),  # blank: not set
+])
+def test_pipeline_workers_are_the_processs_share(usable_: int, setting: str | None,
+                                                 dask: int | None, expected: int) -> None:
+    assert share(usable_, setting, dask) == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_a_bad_workers_setting_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"\$LSIO_WORKERS must be a positive integer"):
+        share(4, bad, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs an affinity API and 2 CPUs")
+@pytest.mark.parametrize("how", ["env", "dask"])
+def test_a_share_of_the_cpus_runs_that_many_unpinned_workers(how: str) -> None:
+    """``$LSIO_WORKERS=1``, or a Dask worker process given one thread (found through
+    ``distributed``'s own registry of workers in the process), runs one pipeline worker,
+    not pinned (another process may be using the CPU it would pick)."""
+    code = """
+        import os, sys, threading, types
+        import lsio
+        if sys.argv[1] == "dask":  # what a Dask worker process holds: its Worker, nthreads 1
+            fake = types.ModuleType("distributed.worker")
+            class Worker:
+                state = types.SimpleNamespace(nthreads=1)
+            fake.Worker = Worker
+            Worker._instances = [Worker()]
+            sys.modules["distributed.worker"] = fake
+        else:
+            os.environ["LSIO_WORKERS"] = "1"
+        from lsio._pipeline import worker_count, worker_pool
+        mask = os.sched_getaffinity(0)
+        seen = worker_pool().submit(lambda: os.sched_getaffinity(0)).result()
+        print(worker_count(), seen == mask)
+    """
+    assert check_ok(run_python(code, how, timeout=60)).split() == ["1", "True"]

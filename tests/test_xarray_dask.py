@@ -31,6 +31,7 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.errors import ZarrUserWarning
 
 import lsio.zarr
+from lsio import HttpOptions
 from lsio.zarr import LsioCodecPipeline, LsioStore
 
 LSIO = "lsio.zarr.LsioCodecPipeline"
@@ -228,3 +229,85 @@ def test_the_pipeline_is_found_by_its_entry_point() -> None:
                                                        os.environ.get("PYTHONPATH")]))}
     assert check_ok(run_python(code, env=env)).split() == ["LsioCodecPipeline", "[2,", "3,",
                                                            "4]"]
+
+
+def _count_builds() -> None:
+    """On a worker: count from now on the readers and lsio codec pipelines built, the stores
+    unpickled and the pipeline's reads (one per task reading a Dask chunk)."""
+    import lsio._reader
+    import lsio.zarr._pipeline
+    import lsio.zarr._store
+
+    counts = {"reader": 0, "pipeline": 0, "unpickled": 0, "reads": 0}
+    lsio._reader._test_counts = counts  # type: ignore[attr-defined]
+
+    def counting(cls: Any, name: str, key: str) -> None:
+        method = getattr(cls, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts[key] += 1
+            return method(*args, **kwargs)
+        setattr(cls, name, counted)
+
+    counting(lsio._reader.Reader, "__init__", "reader")
+    counting(lsio.zarr._pipeline.LsioCodecPipeline, "__init__", "pipeline")
+    counting(lsio.zarr._store.LsioStore, "__setstate__", "unpickled")
+    counting(lsio.zarr._pipeline.LsioCodecPipeline, "read", "reads")
+
+
+def _builds() -> dict[str, int]:
+    import lsio._reader
+
+    return dict(lsio._reader._test_counts)  # type: ignore[attr-defined]
+
+
+def _workers() -> int:
+    from lsio._pipeline import worker_count
+
+    return worker_count()
+
+
+def _readers_of(*stores: LsioStore) -> list[Any]:
+    """On a worker: the readers of stores as unpickled there, and their secrets."""
+    ids = {}
+    return [ids.setdefault(id(s.reader), len(ids)) for s in stores] + [
+        s.reader.http.aws_secret_access_key for s in stores]
+
+
+@pytest.mark.slow  # starting two worker processes: ~5-15 s here
+def test_dask_workers_build_a_reader_and_pipeline_once(stores: dict[bool, str]) -> None:
+    """Every task unpickles its own copy of the array (``inline_array=True``), and a second
+    graph ships it again: each worker builds the store's reader and the codec pipeline
+    once. Stores whose readers hold other keys get readers of their own. And each of the
+    two worker processes on this host runs its share of pipeline workers (one: Dask gives
+    each one thread), not one per host CPU."""
+    ref = _dataset()
+    reader = lsio.Reader(max_gap=1 << 16)  # a reader of its own: it pickles with the store
+    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                       dashboard_address=None,
+                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster,
+          Client(cluster) as client):
+        client.run(_count_builds)
+        with zarr.config.set({"codec_pipeline.path": LSIO}):
+            ds = xr.open_dataset(LsioStore(stores[False], read_only=True, reader=reader),
+                                 engine="zarr", consolidated=False, inline_array=True,
+                                 chunks={})  # Dask chunks = Zarr's
+        for _ in range(2):  # two graphs
+            mean = ds.temperature.mean("time").compute()
+            np.testing.assert_allclose(mean.values, ref.temperature.values.mean(axis=0),
+                                       rtol=0, atol=1e-6)
+        counts = client.run(_builds)
+        assert sum(c["reads"] for c in counts.values()) == 3 * 3 * 4 * 2  # tasks
+        assert sum(c["unpickled"] for c in counts.values()) >= 4  # per graph and worker
+        for c in counts.values():
+            assert c["reader"] <= 1 and c["pipeline"] <= 1, counts
+
+        keys = [HttpOptions(aws_access_key_id="AKIA", aws_secret_access_key=s)
+                for s in ("secret-1", "secret-2")]
+        one, two = (LsioStore("s3://bucket/x.zarr", reader=lsio.Reader(http=k))
+                    for k in keys)
+        seen = client.run(_readers_of, one, two, one)
+        assert list(seen.values()) == [[0, 1, 0, "secret-1", "secret-2", "secret-1"]] * 2
+
+        # Dask gave each process one thread: one pipeline worker each, whatever the host
+        assert set(client.run(_workers).values()) == {1}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from zarr.abc.codec import CodecPipeline
 
+from .._shared import identity, shared
 from . import _compat
 from ._locate import locator, where
 from ._read import Layout, Source, read_items
@@ -53,6 +54,8 @@ class LsioCodecPipeline(CodecPipeline):
     def __init__(self, codecs: Iterable[Any]) -> None:
         self.codecs = tuple(codecs)
         self.fallback = _compat.default_pipeline().from_codecs(self.codecs)
+        self._identity: str | None = None
+        """What a process that unpickles this pipeline keys its one copy on ("": none)."""
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -63,7 +66,11 @@ class LsioCodecPipeline(CodecPipeline):
         return type(self)(c.evolve_from_array_spec(array_spec=array_spec) for c in self.codecs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.codecs,))
+        # one pipeline (and so one decode chain, lsio.zarr._read.chain_of) per codecs in
+        # each process that unpickles it: Dask ships the array in every graph or task
+        if self._identity is None:
+            self._identity = identity(self.codecs) or ""
+        return (_rebuild, (self.codecs, self._identity or None))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LsioCodecPipeline) and self.codecs == other.codecs
@@ -150,6 +157,20 @@ class LsioCodecPipeline(CodecPipeline):
             return None
         layout = Layout(self.codecs, tuple(spec.shape), dtype, str(spec.order))
         return source, layout, target, _fill(spec)
+
+
+def _rebuild(codecs: tuple[Any, ...], key: str | None) -> LsioCodecPipeline:
+    """An unpickled :class:`LsioCodecPipeline`: the one this process built first for these
+    codecs (``key``: their :func:`lsio._shared.identity`)."""
+    if key is None:
+        return LsioCodecPipeline(codecs)
+
+    def build() -> LsioCodecPipeline:
+        pipe = LsioCodecPipeline(codecs)
+        pipe._identity = key
+        return pipe
+
+    return shared("pipeline", key, build)
 
 
 def _fill(spec: Any) -> Any:
