@@ -60,7 +60,7 @@ for path in sorted(glob.glob(os.path.join(data, "*.chunk"))):
     job.shape[0], job.src_strides[0], job.dst_strides[0] = len(raw), 1, 1
     job.out, job.outlen = out, len(raw)
     failed = ffi.new("int *")
-    rc = lib.lsio_decode_scatter(codec, job, 1, 1, len(raw), 1, 0, ffi.NULL, 0, failed)
+    rc = lib.lsio_decode_scatter(codec, 0, job, 1, 1, len(raw), 1, 0, ffi.NULL, 0, failed)
     assert rc == lib.LSIO_DECODE_OK and ffi.buffer(out)[:] == raw, (path, rc)
 print("\n".join(glob.glob(os.path.join(os.path.dirname(lsio.__file__), "*.so"))))
 """

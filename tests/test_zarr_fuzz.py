@@ -517,7 +517,7 @@ def fuzz_codec_frames(case: dict[str, Any]) -> None:
     start = time.monotonic()
     ret = lib.lsio_decode_scatter(
         {"raw": lib.LSIO_CODEC_RAW, "blosc": lib.LSIO_CODEC_BLOSC,
-         "zstd": lib.LSIO_CODEC_ZSTD}[codec], ffi.cast("lsio_chunk *", jobs.ctypes.data),
+         "zstd": lib.LSIO_CODEC_ZSTD}[codec], 0, ffi.cast("lsio_chunk *", jobs.ctypes.data),
         len(jobs), len(chunk), nbytes, itemsize, int(case["swap"]),
         ffi.NULL if scratch is None else ffi.cast("char *", scratch.ctypes.data),
         0 if scratch is None else nbytes, failed)

@@ -1,7 +1,7 @@
 """The batched C path: many chunks decoded and placed per GIL-free call.
 
-For chunks the C decoder handles (blosc, zstd or no compression; either byte order, any
-transpose) and blocks given by ints and slices with positive steps: one C ``lsio_chunk`` per
+For chunks the C decoder handles (blosc, zstd, zlib or no compression, optionally under a
+byte shuffle as HDF5 writes; either byte order, any transpose) and blocks given by ints and slices with positive steps: one C ``lsio_chunk`` per
 chunk says where its block starts in the decoded chunk, its shape and strides, and where it
 goes in the output. ``_grid.batch_plan`` works out a basic selection's jobs with numpy arrays
 up front (the fast path over a whole chunk grid); :func:`block_job` one chunk's, from the
@@ -34,8 +34,11 @@ POPULATE = True
 """Fault in fresh output memory ahead of the C calls (``prefault``); a switch for A/B runs."""
 
 
-_C_CODECS = {(): "LSIO_CODEC_RAW", ("Blosc",): "LSIO_CODEC_BLOSC", ("Zstd",): "LSIO_CODEC_ZSTD"}
-"""The byte codec chains (by class name) the C decoder handles, and its constant for each."""
+_C_CODECS = {(): "LSIO_CODEC_RAW", ("Blosc",): "LSIO_CODEC_BLOSC", ("Zstd",): "LSIO_CODEC_ZSTD",
+             ("Zlib",): "LSIO_CODEC_ZLIB"}
+"""The byte codec chains (by class name, in decode order) the C decoder handles, and its
+constant for each; any of them may be followed by a numcodecs ``Shuffle`` (kerchunk's and
+VirtualiZarr's HDF5 shuffle filter), which the C call undoes after decompressing."""
 
 
 def codecs_lib(warn: bool = False) -> Any:
@@ -69,8 +72,10 @@ class Decoder:
     lib: Any
     """The compiled ``lsio._codecs`` module (its ``lib`` and ``ffi``)."""
     codec: int
-    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC`` or
-    ``LSIO_CODEC_ZSTD``."""
+    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC``,
+    ``LSIO_CODEC_ZSTD`` or ``LSIO_CODEC_ZLIB``."""
+    shuffle: int
+    """Element size of the byte shuffle undone after decompression (0: none)."""
     ndim: int
     shape: tuple[int, ...]
     """Shape of a decoded chunk, in the array's dimension order: every job's block must lie
@@ -92,6 +97,13 @@ def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     """The C decoder for chunks decoded by ``decode`` into an output of ``out_dtype``, or
     None where it does not apply (other codecs, other dtype, more than 8 dimensions)."""
     names = tuple(type(c).__name__ for c in decode.byte_codecs)
+    shuffle = 0
+    if names and names[-1] == "Shuffle":
+        # numcodecs refuses a chunk that is not whole elements; the C call too
+        size = decode.byte_codecs[-1].elementsize
+        if not isinstance(size, int) or size < 1 or decode.nbytes % size:
+            return None
+        names, shuffle = names[:-1], size if size > 1 else 0
     lib = codecs_lib(warn=names in _C_CODECS)
     if lib is None:
         return None
@@ -110,9 +122,9 @@ def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     if decode.order is not None:  # array dim k is stored as dim inverse[k]
         inverse = np.argsort(decode.order).tolist()
         cstrides = [cstrides[inverse[k]] for k in range(ndim)]
-    return Decoder(lib=lib, codec=codec, ndim=ndim, shape=tuple(decode.shape),
-                   chunk_bytes=decode.nbytes,
-                   itemsize=item, swap=swapped, strides=tuple(cstrides))
+    return Decoder(lib=lib, codec=codec, shuffle=shuffle, ndim=ndim,
+                   shape=tuple(decode.shape), chunk_bytes=decode.nbytes, itemsize=item,
+                   swap=swapped, strides=tuple(cstrides))
 
 
 Row = tuple[int, list[int], list[int], int, list[int], tuple[int, int]]
@@ -312,8 +324,9 @@ def _decode_scatter(decoder: Decoder, name: Callable[[int], str], jobs: Any, n: 
     failed = ffi.new("int *")
     # no scratch passed: the C call allocates it once a chunk's header says it decodes to
     # nbytes (untrusted metadata may claim terabytes for a 4-byte file)
-    ret = lib.lsio_decode_scatter(decoder.codec, jobs, n, decoder.ndim, nbytes,
-                                  decoder.itemsize, int(decoder.swap), ffi.NULL, 0, failed)
+    ret = lib.lsio_decode_scatter(decoder.codec, decoder.shuffle, jobs, n, decoder.ndim,
+                                  nbytes, decoder.itemsize, int(decoder.swap), ffi.NULL, 0,
+                                  failed)
     i = failed[0]
     what = name(i) if 0 <= i < n else "a chunk"
     if ret == lib.LSIO_DECODE_NOMEM:
