@@ -1,13 +1,14 @@
 """The batched C path: many chunks decoded and placed per GIL-free call.
 
-For chunks the C decoder handles (blosc, zstd, zlib or no compression, optionally under a
-byte shuffle as HDF5 writes; either byte order, any transpose) and blocks given by ints and slices with positive steps: one C ``lsio_chunk`` per
-chunk says where its block starts in the decoded chunk, its shape and strides, and where it
-goes in the output. ``_grid.batch_plan`` works out a basic selection's jobs with numpy arrays
-up front (the fast path over a whole chunk grid); :func:`block_job` one chunk's, from the
-selections zarr's indexers give (the codec pipeline, sharded inner chunks). Then the chunks
-are read through the engine's per-chunk hook (``read_each``), each decoded by a pinned
-worker straight into the output as it lands.
+For chunks the C decoder handles (blosc, zstd, zlib or none, each maybe under a byte
+shuffle as HDF5 writes; either byte order, any transpose) and blocks given by ints and
+slices with positive steps: one C ``lsio_chunk`` per chunk says where its block starts in
+the decoded chunk, its shape and strides, and where it goes in the output.
+``_grid.batch_plan`` works out a basic selection's jobs with numpy arrays up front (the fast
+path over a whole chunk grid); :func:`block_job` one chunk's, from the selections zarr's
+indexers give (the codec pipeline, sharded inner chunks). Then the chunks are read through
+the engine's per-chunk hook (``read_each``), each decoded by a pinned worker straight into
+the output as it lands.
 """
 
 from __future__ import annotations
@@ -261,16 +262,18 @@ def jobs_of(decoder: Decoder, rows: Sequence[Row]) -> npt.NDArray[Any]:
 async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | None]],
                        jobs: npt.NDArray[Any], decoder: Decoder,
                        on_missing: Callable[[Sequence[int]], None], keep: Any, where: str,
-                       progress: Any = False, missing_ok: bool = True) -> None:
+                       progress: Any = False, missing_ok: bool = True,
+                       keys: Sequence[str] | None = None) -> None:
     """Read the chunks (``requests[i]`` holds the chunk of ``jobs[i]``) through the engine's
     per-chunk hook (``read_each``, its batch form), each run of landed chunks decoded into
     the output by one GIL-free C call, on the engine's pinned workers. ``on_missing`` gets
     the indexes of missing chunks (their blocks are never written); ``keep`` (the output)
     is held until every C call that writes into it ended; ``where`` names the array in
-    errors; without ``missing_ok`` a missing chunk raises."""
+    errors, with ``keys[i]`` the store key of ``requests[i]`` when given; without
+    ``missing_ok`` a missing chunk raises."""
     if not len(requests):
         return
-    decode = _ChunkDecoder(decoder, jobs, _Namer(where, requests), on_missing)
+    decode = _ChunkDecoder(decoder, jobs, _Namer(where, requests, keys), on_missing)
     async with prefault(keep if POPULATE else []):
         await reader.read_each(requests, on_chunks=decode, missing_ok=missing_ok,
                                progress=progress, threads=True,
@@ -280,15 +283,20 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
 
 @dataclass(frozen=True)
 class _Namer:
-    """Names the chunk of a request in errors: the array and the request."""
+    """Names the chunk of a request in errors: the request, and its store key when known
+    and the file is not the key's own (references put many keys' chunks in one file)."""
 
     where: str
     requests: Sequence[tuple[str, int, int | None]]
+    keys: Sequence[str] | None = None
 
     def __call__(self, i: int) -> str:
         path, offset, length = self.requests[i]
         part = "" if (offset, length) == (0, None) else f" (bytes {offset}+{length})"
-        return f"the chunk {path}{part}"
+        key = None if self.keys is None else self.keys[i]
+        if key is None or (not part and path.endswith(key)):  # the key's own file
+            return f"the chunk {path}{part}"
+        return f"the chunk {key!r} in {self.where} ({path}{part})"
 
 
 class _ChunkDecoder:

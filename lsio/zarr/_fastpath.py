@@ -105,11 +105,12 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
         plan = batch_plan(chain_of(layout), selection, meta, out)
         if plan is not None:  # the whole chunk grid's work as numpy arrays
             keys = prefix + "c/"
-            located = locate([keys + "/".join(map(str, c)) for c in plan.coords.tolist()])
+            names = [keys + "/".join(map(str, c)) for c in plan.coords.tolist()]
+            located = locate(names)
             if located.plain:
                 await read_batched(located.reader, located.requests(), plan.jobs,
                                    plan.decoder, plan.fill_missing(out, fill), out, root,
-                                   progress, located.files_may_be_missing)
+                                   progress, located.files_may_be_missing, keys=names)
                 return out
     projections = list(indexer)
     source = Source(locate=locate, where=root)
