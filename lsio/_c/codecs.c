@@ -13,6 +13,9 @@
 #include <zstd.h>
 #define ZLIB_CONST
 #include <zlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "codecs.h"
 
@@ -139,11 +142,37 @@ static inline void unshuffle_n(char *dst, const char *src, size_t len, size_t es
             dst[i * es + j] = src[j * count + i];
 }
 
+/* 4-byte elements (float32, HDF5's commonest): with SSE2 (every x86-64), 16 elements a step
+   interleaved from the four byte planes (~5x the byte loop, which -O2 leaves scalar). */
+static void unshuffle4(char *dst, const char *src, size_t len)
+{
+    size_t count = len / 4, i = 0;
+#ifdef __SSE2__
+    const char *p0 = src, *p1 = src + count, *p2 = p1 + count, *p3 = p2 + count;
+    for (; i + 16 <= count; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(p0 + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(p1 + i));
+        __m128i c = _mm_loadu_si128((const __m128i *)(p2 + i));
+        __m128i d = _mm_loadu_si128((const __m128i *)(p3 + i));
+        __m128i ab_lo = _mm_unpacklo_epi8(a, b), ab_hi = _mm_unpackhi_epi8(a, b);
+        __m128i cd_lo = _mm_unpacklo_epi8(c, d), cd_hi = _mm_unpackhi_epi8(c, d);
+        __m128i *out = (__m128i *)(dst + 4 * i);
+        _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
+        _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(ab_lo, cd_lo));
+        _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));
+        _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
+    }
+#endif
+    for (; i < count; i++)
+        for (size_t j = 0; j < 4; j++)
+            dst[i * 4 + j] = src[j * count + i];
+}
+
 static void unshuffle(char *dst, const char *src, size_t len, int es)
 {
     switch (es) {
     case 2: unshuffle_n(dst, src, len, 2); return;
-    case 4: unshuffle_n(dst, src, len, 4); return;
+    case 4: unshuffle4(dst, src, len); return;
     case 8: unshuffle_n(dst, src, len, 8); return;
     default: unshuffle_n(dst, src, len, (size_t)es); return;
     }
