@@ -1,6 +1,6 @@
 """cffi API-mode builder for ``lsio._codecs``: decode many chunks and scatter them into an
 output array in one GIL-free C call (``lsio/_c/codecs.c``; ``lsio/_c/codecs.h`` is both the
-header and the cdef). Built only where the system's blosc and zstd headers exist
+header and the cdef). Built only where the system's blosc, zstd and zlib headers exist
 (``scripts/system-deps.sh`` installs them); lsio otherwise decodes through numcodecs.
 """
 
@@ -20,7 +20,7 @@ ffibuilder.set_source(
     "lsio._codecs",
     '#include "codecs.c"',
     depends=depends("codecs.h", "codecs.c"),
-    **link_options(["blosc", "zstd"]),
+    **link_options(["blosc", "zstd", "z"]),
     extra_compile_args=CFLAGS,
 )
 

@@ -44,6 +44,7 @@ from ._defaults import (
 )
 from ._outcome import served
 from ._progress import make_progress
+from ._url import is_url, local_path
 from .backends._local_small import read_now
 
 if TYPE_CHECKING:
@@ -179,13 +180,18 @@ async def read_each(reader: Reader, requests: Sequence[Request],
         raise TypeError("lsio: read_each takes on_chunk or on_chunks (one of them)")
     if not len(requests):
         return
+    local = not is_url(requests[0][0])
+    if local and "://" in requests[0][0]:
+        # file:// URLs (kerchunk's local references): the small path reads paths, and the
+        # ring windows held several windows of stored bytes (~100 MiB for 6 NetCDF files)
+        requests = [(local_path(p), o, n) for p, o, n in requests]
     run = _Run(requests, on_chunk, on_chunks, missing_ok)
     bar = make_progress(progress)
     if bar is not None:
         bar.start(len(requests))
     try:
         spans = [(0, len(requests))]
-        if bar is None and _small_allowed(reader) and "://" not in requests[0][0]:
+        if bar is None and _small_allowed(reader) and local:
             spans = await _warm(run, threads, work_bytes)
         if spans:
             from ._landing import ring_windows

@@ -60,14 +60,15 @@ NEEDS = {
                 "    return 0;\n"
                 "}\n"),
     "lsio._codecs": Needs(
-        headers=("blosc.h", "zstd.h"),
-        packages="libblosc-dev and libzstd-dev (Debian, Ubuntu) or blosc-devel and "
-                 "libzstd-devel (Fedora, RHEL)",
-        program="#include <blosc.h>\n#include <zstd.h>\n"
+        headers=("blosc.h", "zstd.h", "zlib.h"),
+        packages="libblosc-dev, libzstd-dev and zlib1g-dev (Debian, Ubuntu) or "
+                 "blosc-devel, libzstd-devel and zlib-devel (Fedora, RHEL)",
+        program="#include <blosc.h>\n#include <zstd.h>\n#include <zlib.h>\n"
                 "int main(void) {\n"
                 "    char out[1] = {0};\n"
+                "    z_stream zs = {0};\n"
                 "    return blosc_decompress_ctx(out, out, 1, 1) + "
-                "(int)ZSTD_decompress(out, 1, out, 1);\n"
+                "(int)ZSTD_decompress(out, 1, out, 1) + inflateInit(&zs);\n"
                 "}\n"),
 }
 """Every optional cffi module, by its full name (``set_source``'s)."""

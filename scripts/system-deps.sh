@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages lsio needs: liburing (headers + library, to build the io_uring
-# binding), libblosc and libzstd (the Zarr fast path's batch decoder) and, with --bench (what `make test` uses), fio (the local benchmarks' yardstick)
+# binding), libblosc, libzstd and zlib (the Zarr fast path's batch decoder) and, with --bench (what `make test` uses), fio (the local benchmarks' yardstick)
 # and nginx-light (the real HTTP server of the remote tests and benchmarks), and Azurite (the Azure
 # Blob Storage emulator of the az:// tests; an npm package, installed with npm after apt).
 # Uses apt-get when run as root on Debian/Ubuntu; otherwise prints the command to run.
@@ -8,9 +8,10 @@ set -euo pipefail
 [ "$(uname -s)" = Linux ] || { echo "system-deps: not Linux, io_uring unavailable; lsio will use threads"; exit 0; }
 need=()
 [ -f /usr/include/liburing.h ] || need+=(liburing-dev)
-# blosc + zstd: the Zarr fast path's GIL-free batch decoder (lsio/_codec_build.py)
+# blosc + zstd + zlib: the Zarr fast path's GIL-free batch decoder (lsio/_codec_build.py)
 [ -f /usr/include/blosc.h ] || need+=(libblosc-dev)
 [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 if [ "${1:-}" = "--bench" ]; then
   command -v fio >/dev/null || need+=(fio)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

@@ -15,7 +15,9 @@ sources they came from):
   and man pages are not built);
 - c-blosc 1.21 (BSD-3-Clause) with its internal lz4 (BSD-2-Clause) and zlib (zlib licence)
   codecs, taken from python-blosc's sdist, which carries c-blosc with ``internal-complibs``
-  (Debian's c-blosc source is repacked without them, ``+ds``); no snappy, no C++;
+  (Debian's c-blosc source is repacked without them, ``+ds``); no snappy, no C++. That zlib
+  is archived apart (``libz.a``, with its headers): lsio's decoder inflates HDF5's chunks
+  with it too, and blosc links against the same copy;
 - zstd (BSD-3-Clause option of its BSD / GPL-2.0 dual licence), which c-blosc uses too.
 
 Usage: ``python scripts/wheel_vendor.py --cc CC --ar AR --prefix DIR --cache DIR``.
@@ -140,6 +142,11 @@ def archive(ar: list[str], lib: Path, objects: list[Path]) -> None:
     subprocess.run([*ar, "rcs", str(lib), *map(str, objects)], check=True)
 
 
+ARCHIVES = ("liburing.a", "libblosc.a", "libzstd.a", "libz.a")
+"""What the prefix's ``lib`` holds (in the stamp: a prefix built before libz.a stood apart
+is rebuilt)."""
+
+
 def build_zstd(cc: list[str], ar: list[str], tree: Path, prefix: Path, work: Path) -> None:
     lib = tree / "lib"
     sources = [p for d in ("common", "compress", "decompress") for p in sorted((lib / d).iterdir())
@@ -164,14 +171,20 @@ def build_blosc(cc: list[str], ar: list[str], tree: Path, prefix: Path, work: Pa
     for src in sorted((root / "blosc").glob("*.c")):
         extra = ["-mavx2"] if "avx2" in src.name else []  # chosen at run time by cpuid
         jobs.append((src, work / "blosc" / f"{src.stem}.o", [*inc, *defs, *extra]))
+    zjobs = []
     for src in [*sorted(lz4.glob("*.c")), *sorted(zlib.glob("*.c"))]:
         # zlib's gz* file functions are not used by blosc; building them costs nothing.
         flags = [*inc, "-DHAVE_UNISTD_H", "-D_LARGEFILE64_SOURCE=1"]
-        jobs.append((src, work / "blosc" / f"{src.parent.name}-{src.stem}.o", flags))
-    compile_all(cc, jobs)
+        job = (src, work / "blosc" / f"{src.parent.name}-{src.stem}.o", flags)
+        (zjobs if src.parent == zlib else jobs).append(job)
+    compile_all(cc, jobs + zjobs)
     archive(ar, prefix / "lib" / "libblosc.a", [j[1] for j in jobs])
+    # zlib apart: lsio's decoder links it too (``-lz``), after libblosc.a
+    archive(ar, prefix / "lib" / "libz.a", [j[1] for j in zjobs])
     shutil.copy2(root / "blosc" / "blosc.h", prefix / "include" / "blosc.h")
     shutil.copy2(root / "blosc" / "blosc-export.h", prefix / "include" / "blosc-export.h")
+    for header in ("zlib.h", "zconf.h"):
+        shutil.copy2(zlib / header, prefix / "include" / header)
 
 
 def build_liburing(cc: list[str], ar: list[str], tree: Path, prefix: Path, work: Path) -> None:
@@ -218,7 +231,7 @@ def main() -> None:
     picked = {c[0].name: fetch(c, args.cache) for c in (LIBURING, BLOSC, ZSTD)}
     check_licences({name: tree for name, (_, tree) in picked.items()})
     stamp = json.dumps({"sources": [asdict(s) for s, _ in picked.values()],
-                        "cc": cc, "cflags": CFLAGS}, sort_keys=True)
+                        "cc": cc, "cflags": CFLAGS, "archives": ARCHIVES}, sort_keys=True)
     stamp_file = args.prefix / ".stamp"
     if stamp_file.exists() and stamp_file.read_text() == stamp:
         log(f"{args.prefix} is up to date")

@@ -187,6 +187,33 @@ async def test_a_few_cached_chunks_are_handed_over_inline(tmp_path: Path) -> Non
     assert cb.threads == {threading.get_ident()}
 
 
+class _CountingReader(lsio.Reader):
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.read_many_calls = 0
+
+    async def read_many(self, requests: Any, **kwargs: Any) -> Any:
+        self.read_many_calls += 1
+        return await super().read_many(requests, **kwargs)
+
+
+async def test_file_urls_take_the_small_path_as_paths_do(tmp_path: Path) -> None:
+    """``file://`` URLs (kerchunk's local references) are local files: cached chunks are read
+    by the workers' small path as plain paths are, not by ring windows (which held several
+    windows of stored bytes at once), byte-exact; percent-encoding is decoded."""
+    (tmp_path / "a dir").mkdir()
+    paths = _files(tmp_path / "a dir", 50, 20000)
+    requests = [("file://" + p.replace(" ", "%20"), 100 * i, 9000) for i, p in
+                enumerate(paths * 4)]
+    reader = _CountingReader()
+    cb = _Collect()
+    await read_each(reader, requests, on_chunks=cb.run, threads=True, work_bytes=64 << 10)
+    assert reader.read_many_calls == 0
+    assert [cb.got[i] for i in range(len(requests))] == [
+        _pread(p, o, n) for p, o, n in
+        ((paths[i % 50], 100 * i, 9000) for i in range(len(requests)))]
+
+
 def test_a_cancelled_call_leaves_no_callback_running(tmp_path: Path) -> None:
     """Cancelled while callbacks run on the workers: once the cancellation is through, no
     callback runs or starts (in a child: a hang fails by timeout)."""

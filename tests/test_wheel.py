@@ -48,11 +48,14 @@ with lsio.Reader(backend="uring") as reader:
 assert bytes(chunk) == open(b, "rb").read()
 
 # The zarr fast path's C decoder, on chunks numcodecs compressed (blosc's lz4, zlib, zstd and
-# blosclz with byte and bit shuffle; plain zstd): the vendored codecs decode them.
+# blosclz with byte and bit shuffle; plain zstd; zlib under a byte shuffle, as HDF5 writes):
+# the vendored codecs decode them.
 ffi, lib = lsio._codecs.ffi, lsio._codecs.lib
 raw = open(os.path.join(data, "raw.bin"), "rb").read()
 for path in sorted(glob.glob(os.path.join(data, "*.chunk"))):
-    codec = lib.LSIO_CODEC_ZSTD if path.endswith(".zstd.chunk") else lib.LSIO_CODEC_BLOSC
+    kind = path.rsplit(".", 2)[-2]  # HDF5's zlib under a 4-byte shuffle: the vendored zlib
+    codec = {"zstd": lib.LSIO_CODEC_ZSTD, "blosc": lib.LSIO_CODEC_BLOSC,
+             "hdf5": lib.LSIO_CODEC_ZLIB}[kind]
     src = open(path, "rb").read()
     out = ffi.new("char[]", len(raw))
     job = ffi.new("lsio_chunk *")
@@ -60,7 +63,8 @@ for path in sorted(glob.glob(os.path.join(data, "*.chunk"))):
     job.shape[0], job.src_strides[0], job.dst_strides[0] = len(raw), 1, 1
     job.out, job.outlen = out, len(raw)
     failed = ffi.new("int *")
-    rc = lib.lsio_decode_scatter(codec, job, 1, 1, len(raw), 1, 0, ffi.NULL, 0, failed)
+    shuffle = 4 if kind == "hdf5" else 0
+    rc = lib.lsio_decode_scatter(codec, shuffle, job, 1, 1, len(raw), 1, 0, ffi.NULL, 0, failed)
     assert rc == lib.LSIO_DECODE_OK and ffi.buffer(out)[:] == raw, (path, rc)
 print("\n".join(glob.glob(os.path.join(os.path.dirname(lsio.__file__), "*.so"))))
 """
@@ -104,6 +108,8 @@ def _write_data(data: Path) -> None:
             codec = numcodecs.Blosc(cname=cname, clevel=5, shuffle=shuffle, typesize=4)
             (data / f"{cname}-{shuffle}.blosc.chunk").write_bytes(codec.encode(raw))
     (data / "plain.zstd.chunk").write_bytes(numcodecs.Zstd(level=3).encode(raw))
+    shuffled = numcodecs.Shuffle(elementsize=4).encode(raw)
+    (data / "shuffle-zlib.hdf5.chunk").write_bytes(numcodecs.Zlib(level=4).encode(shuffled))
 
 
 @pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])

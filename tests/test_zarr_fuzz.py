@@ -383,7 +383,10 @@ def jobs_and_frames(draw: Any) -> dict[str, Any]:
     ndim = draw(st.integers(1, 3))
     chunk = draw(st.lists(st.integers(1, 5), min_size=ndim, max_size=ndim))
     itemsize = draw(st.sampled_from([1, 2, 4, 8]))
-    codec = draw(st.sampled_from(["raw", "blosc", "zstd"]))
+    codec = draw(st.sampled_from(["raw", "blosc", "zstd", "zlib"]))
+    # HDF5's byte shuffle under the codec: of the elements, or of another size (a size
+    # that does not divide the chunk is refused before anything is read)
+    shuffle = draw(st.sampled_from([0, 0, itemsize, 2, 3, 4]))
     nbytes = int(np.prod(chunk)) * itemsize
     data = draw(st.binary(min_size=nbytes, max_size=nbytes))
     mutation = draw(st.sampled_from(["none", "none", "flip", "cut", "grow", "junk"]))
@@ -400,20 +403,25 @@ def jobs_and_frames(draw: Any) -> dict[str, Any]:
         dsteps = draw(st.lists(st.sampled_from([-1, 0, 1, 1, 2, 5, 2**60]),
                                min_size=ndim, max_size=ndim))
         jobs.append((shape, steps, src_offset, dst_offset, dsteps))
-    return dict(chunk=chunk, itemsize=itemsize, codec=codec, data=data, mutation=mutation,
+    return dict(chunk=chunk, itemsize=itemsize, codec=codec, shuffle=shuffle, data=data,
+                mutation=mutation,
                 where=where, junk=junk, jobs=jobs, swap=draw(st.booleans()),
                 outlen=draw(st.integers(0, 64)), scratch=draw(st.booleans()))
 
 
 def _frame(codec: str, data: bytes, itemsize: int, mutation: str, where: int,
-           junk: bytes) -> bytes:
+           junk: bytes, shuffle: int = 0) -> bytes:
     import numcodecs
 
+    if shuffle > 1 and len(data) % shuffle == 0:
+        data = bytes(numcodecs.Shuffle(elementsize=shuffle).encode(data))
     if codec == "raw":
         frame = data
     elif codec == "blosc":
         frame = bytes(numcodecs.Blosc(cname="lz4", clevel=1, shuffle=1).encode(
             np.frombuffer(data, f"u{itemsize}") if itemsize > 1 else data))
+    elif codec == "zlib":
+        frame = bytes(numcodecs.Zlib(level=4).encode(data))
     else:
         frame = bytes(numcodecs.Zstd(level=1).encode(data))
     if mutation == "flip" and frame:
@@ -428,15 +436,17 @@ def _frame(codec: str, data: bytes, itemsize: int, mutation: str, where: int,
     return frame
 
 
-def _reference_decode(codec: str, frame: bytes, nbytes: int) -> bytes | None:
+def _reference_decode(codec: str, frame: bytes, nbytes: int, shuffle: int = 0
+                      ) -> bytes | None:
     """The decoded chunk numcodecs gives (zarr's default pipeline decodes with it), or None
     where it refuses the frame or gives another size."""
     import numcodecs
 
-    if codec == "raw":
-        return frame if len(frame) == nbytes else None
+    decoders = {"blosc": numcodecs.Blosc(), "zstd": numcodecs.Zstd(), "zlib": numcodecs.Zlib()}
     try:
-        got = bytes((numcodecs.Blosc() if codec == "blosc" else numcodecs.Zstd()).decode(frame))
+        got = frame if codec == "raw" else bytes(decoders[codec].decode(frame))
+        if len(got) == nbytes and shuffle > 1:
+            got = bytes(numcodecs.Shuffle(elementsize=shuffle).decode(got))
     except Exception:  # noqa: BLE001 - any refusal
         return None
     return got if len(got) == nbytes else None
@@ -471,10 +481,13 @@ def fuzz_codec_frames(case: dict[str, Any]) -> None:
 
     ffi, lib = _codecs.ffi, _codecs.lib
     chunk, itemsize, codec = case["chunk"], case["itemsize"], case["codec"]
+    shuffle = case.get("shuffle", 0)
     nbytes = int(np.prod(chunk)) * itemsize
     frame = _frame(codec, case["data"], itemsize, case["mutation"], case["where"],
-                   case["junk"])
-    decoded = _reference_decode(codec, frame, nbytes)
+                   case["junk"], shuffle)
+    decoded = _reference_decode(codec, frame, nbytes, shuffle)
+    if case["mutation"] == "none" and not (shuffle > 1 and nbytes % shuffle):
+        assert decoded is not None, "numcodecs refused its own frame"
     cstrides = [itemsize] * len(chunk)
     for k in range(len(chunk) - 2, -1, -1):
         cstrides[k] = cstrides[k + 1] * chunk[k + 1]
@@ -511,17 +524,23 @@ def fuzz_codec_frames(case: dict[str, Any]) -> None:
                 item = decoded[s:s + itemsize]
                 expected[guard + d:guard + d + itemsize] = np.frombuffer(
                     item[::-1] if case["swap"] else item, np.uint8)
-    # the caller's scratch, or none (the C call allocates one once a header passes)
-    scratch = np.empty(nbytes, np.uint8) if case.get("scratch", True) else None
+    # the caller's scratch (a decompressed chunk, and an unshuffled one), or none (the C
+    # call allocates one once a header passes)
+    want = nbytes * ((codec != "raw") + (shuffle > 1))
+    scratch = np.empty(max(want, 1), np.uint8) if case.get("scratch", True) else None
     failed = ffi.new("int *")
     start = time.monotonic()
     ret = lib.lsio_decode_scatter(
-        {"raw": lib.LSIO_CODEC_RAW, "blosc": lib.LSIO_CODEC_BLOSC,
-         "zstd": lib.LSIO_CODEC_ZSTD}[codec], ffi.cast("lsio_chunk *", jobs.ctypes.data),
+        {"raw": lib.LSIO_CODEC_RAW, "blosc": lib.LSIO_CODEC_BLOSC, "zstd": lib.LSIO_CODEC_ZSTD,
+         "zlib": lib.LSIO_CODEC_ZLIB}[codec], shuffle,
+        ffi.cast("lsio_chunk *", jobs.ctypes.data),
         len(jobs), len(chunk), nbytes, itemsize, int(case["swap"]),
         ffi.NULL if scratch is None else ffi.cast("char *", scratch.ctypes.data),
-        0 if scratch is None else nbytes, failed)
+        0 if scratch is None else len(scratch), failed)
     assert time.monotonic() - start < STEP_SECONDS
+    if shuffle > 1 and nbytes % shuffle:
+        assert ret == lib.LSIO_DECODE_BADARGS and not buf.any(), (ret, case)
+        return
     if not fits:
         assert ret == lib.LSIO_DECODE_BOUNDS, (ret, case)
         assert not buf.any(), "a refused job wrote"

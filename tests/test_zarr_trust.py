@@ -133,7 +133,7 @@ def run(shape, src_offset=0, src_stride=1, dst_offset=0, dst_stride=1, outlen=8)
     jobs["src_strides"][0, :2] = (4, src_stride)
     jobs["dst_strides"][0, :2] = (4, dst_stride)
     failed = ffi.new("int *")
-    ret = lib.lsio_decode_scatter(lib.LSIO_CODEC_RAW, ffi.cast("lsio_chunk *", jobs.ctypes.data),
+    ret = lib.lsio_decode_scatter(lib.LSIO_CODEC_RAW, 0, ffi.cast("lsio_chunk *", jobs.ctypes.data),
                                   1, 2, 4, 1, 0, ffi.NULL, 0, failed)
     return ret, failed[0]
 

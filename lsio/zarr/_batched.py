@@ -1,13 +1,14 @@
 """The batched C path: many chunks decoded and placed per GIL-free call.
 
-For chunks the C decoder handles (blosc, zstd or no compression; either byte order, any
-transpose) and blocks given by ints and slices with positive steps: one C ``lsio_chunk`` per
-chunk says where its block starts in the decoded chunk, its shape and strides, and where it
-goes in the output. ``_grid.batch_plan`` works out a basic selection's jobs with numpy arrays
-up front (the fast path over a whole chunk grid); :func:`block_job` one chunk's, from the
-selections zarr's indexers give (the codec pipeline, sharded inner chunks). Then the chunks
-are read through the engine's per-chunk hook (``read_each``), each decoded by a pinned
-worker straight into the output as it lands.
+For chunks the C decoder handles (blosc, zstd, zlib or none, each maybe under a byte
+shuffle as HDF5 writes; either byte order, any transpose) and blocks given by ints and
+slices with positive steps: one C ``lsio_chunk`` per chunk says where its block starts in
+the decoded chunk, its shape and strides, and where it goes in the output.
+``_grid.batch_plan`` works out a basic selection's jobs with numpy arrays up front (the fast
+path over a whole chunk grid); :func:`block_job` one chunk's, from the selections zarr's
+indexers give (the codec pipeline, sharded inner chunks). Then the chunks are read through
+the engine's per-chunk hook (``read_each``), each decoded by a pinned worker straight into
+the output as it lands.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ POPULATE = True
 """Fault in fresh output memory ahead of the C calls (``prefault``); a switch for A/B runs."""
 
 
-_C_CODECS = {(): "LSIO_CODEC_RAW", ("Blosc",): "LSIO_CODEC_BLOSC", ("Zstd",): "LSIO_CODEC_ZSTD"}
-"""The byte codec chains (by class name) the C decoder handles, and its constant for each."""
+_C_CODECS = {(): "LSIO_CODEC_RAW", ("Blosc",): "LSIO_CODEC_BLOSC", ("Zstd",): "LSIO_CODEC_ZSTD",
+             ("Zlib",): "LSIO_CODEC_ZLIB"}
+"""The byte codec chains (by class name, in decode order) the C decoder handles, and its
+constant for each; any of them may be followed by a numcodecs ``Shuffle`` (kerchunk's and
+VirtualiZarr's HDF5 shuffle filter), which the C call undoes after decompressing."""
 
 
 def codecs_lib(warn: bool = False) -> Any:
@@ -70,8 +74,10 @@ class Decoder:
     lib: Any
     """The compiled ``lsio._codecs`` module (its ``lib`` and ``ffi``)."""
     codec: int
-    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC`` or
-    ``LSIO_CODEC_ZSTD``."""
+    """How every chunk is stored: ``LSIO_CODEC_RAW``, ``LSIO_CODEC_BLOSC``,
+    ``LSIO_CODEC_ZSTD`` or ``LSIO_CODEC_ZLIB``."""
+    shuffle: int
+    """Element size of the byte shuffle undone after decompression (0: none)."""
     ndim: int
     shape: tuple[int, ...]
     """Shape of a decoded chunk, in the array's dimension order: every job's block must lie
@@ -93,6 +99,13 @@ def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     """The C decoder for chunks decoded by ``decode`` into an output of ``out_dtype``, or
     None where it does not apply (other codecs, other dtype, more than 8 dimensions)."""
     names = tuple(type(c).__name__ for c in decode.byte_codecs)
+    shuffle = 0
+    if names and names[-1] == "Shuffle":
+        # numcodecs refuses a chunk that is not whole elements; the C call too
+        size = decode.byte_codecs[-1].elementsize
+        if not isinstance(size, int) or size < 1 or decode.nbytes % size:
+            return None
+        names, shuffle = names[:-1], size if size > 1 else 0
     lib = codecs_lib(warn=names in _C_CODECS)
     if lib is None:
         return None
@@ -111,9 +124,9 @@ def c_decoder(decode: Chain, out_dtype: np.dtype[Any]) -> Decoder | None:
     if decode.order is not None:  # array dim k is stored as dim inverse[k]
         inverse = np.argsort(decode.order).tolist()
         cstrides = [cstrides[inverse[k]] for k in range(ndim)]
-    return Decoder(lib=lib, codec=codec, ndim=ndim, shape=tuple(decode.shape),
-                   chunk_bytes=decode.nbytes,
-                   itemsize=item, swap=swapped, strides=tuple(cstrides))
+    return Decoder(lib=lib, codec=codec, shuffle=shuffle, ndim=ndim,
+                   shape=tuple(decode.shape), chunk_bytes=decode.nbytes, itemsize=item,
+                   swap=swapped, strides=tuple(cstrides))
 
 
 Row = tuple[int, list[int], list[int], int, list[int], tuple[int, int]]
@@ -255,16 +268,18 @@ def jobs_of(decoder: Decoder, rows: Sequence[Row]) -> npt.NDArray[Any]:
 async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | None]],
                        jobs: npt.NDArray[Any], decoder: Decoder,
                        on_missing: Callable[[Sequence[int]], None], keep: Any, where: str,
-                       progress: Any = False, missing_ok: bool = True) -> None:
+                       progress: Any = False, missing_ok: bool = True,
+                       keys: Sequence[str] | None = None) -> None:
     """Read the chunks (``requests[i]`` holds the chunk of ``jobs[i]``) through the engine's
     per-chunk hook (``read_each``, its batch form), each run of landed chunks decoded into
     the output by one GIL-free C call, on the engine's pinned workers. ``on_missing`` gets
     the indexes of missing chunks (their blocks are never written); ``keep`` (the output)
     is held until every C call that writes into it ended; ``where`` names the array in
-    errors; without ``missing_ok`` a missing chunk raises."""
+    errors, with ``keys[i]`` the store key of ``requests[i]`` when given; without
+    ``missing_ok`` a missing chunk raises."""
     if not len(requests):
         return
-    decode = _ChunkDecoder(decoder, jobs, _Namer(where, requests), on_missing)
+    decode = _ChunkDecoder(decoder, jobs, _Namer(where, requests, keys), on_missing)
     async with prefault(keep if POPULATE else []):
         await reader.read_each(requests, on_chunks=decode, missing_ok=missing_ok,
                                progress=progress, threads=True,
@@ -274,15 +289,20 @@ async def read_batched(reader: Reader, requests: Sequence[tuple[str, int, int | 
 
 @dataclass(frozen=True)
 class _Namer:
-    """Names the chunk of a request in errors: the array and the request."""
+    """Names the chunk of a request in errors: the request, and its store key when known
+    and the file is not the key's own (references put many keys' chunks in one file)."""
 
     where: str
     requests: Sequence[tuple[str, int, int | None]]
+    keys: Sequence[str] | None = None
 
     def __call__(self, i: int) -> str:
         path, offset, length = self.requests[i]
         part = "" if (offset, length) == (0, None) else f" (bytes {offset}+{length})"
-        return f"the chunk {path}{part}"
+        key = None if self.keys is None else self.keys[i]
+        if key is None or (not part and path.endswith(key)):  # the key's own file
+            return f"the chunk {path}{part}"
+        return f"the chunk {key!r} in {self.where} ({path}{part})"
 
 
 class _ChunkDecoder:
@@ -318,8 +338,9 @@ def _decode_scatter(decoder: Decoder, name: Callable[[int], str], jobs: Any, n: 
     failed = ffi.new("int *")
     # no scratch passed: the C call allocates it once a chunk's header says it decodes to
     # nbytes (untrusted metadata may claim terabytes for a 4-byte file)
-    ret = lib.lsio_decode_scatter(decoder.codec, jobs, n, decoder.ndim, nbytes,
-                                  decoder.itemsize, int(decoder.swap), ffi.NULL, 0, failed)
+    ret = lib.lsio_decode_scatter(decoder.codec, decoder.shuffle, jobs, n, decoder.ndim,
+                                  nbytes, decoder.itemsize, int(decoder.swap), ffi.NULL, 0,
+                                  failed)
     i = failed[0]
     what = name(i) if 0 <= i < n else "a chunk"
     if ret == lib.LSIO_DECODE_NOMEM:

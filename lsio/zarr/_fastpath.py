@@ -108,12 +108,12 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
         if plan is not None:  # the whole chunk grid's work as numpy arrays
             if plan.empty:
                 return out
-            located = locate([prefix + name for name in plan.names] if prefix
-                             else list(plan.names))
+            names = [prefix + name for name in plan.names] if prefix else list(plan.names)
+            located = locate(names)
             if located.plain:
                 await read_batched(located.reader, located.requests(), plan.jobs,
                                    plan.decoder, plan.fill_missing(out, fill), out, root,
-                                   progress, located.files_may_be_missing)
+                                   progress, located.files_may_be_missing, keys=names)
                 return out
     projections = list(indexer)
     source = Source(locate=locate, where=root)

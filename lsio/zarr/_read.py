@@ -280,7 +280,8 @@ async def _read_direct(source: Source, blocks: _Blocks, fast: list[int], slow: l
     await read_batched(located.reader, paths, jobs, decoder,
                        lambda idx: fill_blocks([fast[i] for i in idx]),
                        keep, source.where, progress,
-                       missing_ok and located.files_may_be_missing)
+                       missing_ok and located.files_may_be_missing,
+                       keys=[reqs[i][0] for i in fast])
     return slow
 
 
