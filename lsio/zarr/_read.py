@@ -276,10 +276,9 @@ async def _read_direct(source: Source, blocks: _Blocks, fast: list[int], slow: l
                               if not isinstance(p, tuple)])
         jobs, fast = jobs[direct], [fast[k] for k in direct]
         paths = [parts[k] for k in direct]  # type: ignore[misc]
-    keep = blocks.targets
     await read_batched(located.reader, paths, jobs, decoder,
                        lambda idx: fill_blocks([fast[i] for i in idx]),
-                       keep, source.where, progress,
+                       blocks.targets, source.where, progress,
                        missing_ok and located.files_may_be_missing,
                        keys=[reqs[i][0] for i in fast])
     return slow
