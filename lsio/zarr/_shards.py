@@ -1,0 +1,344 @@
+"""Sharded arrays: every shard index of a selection in one read, then every inner chunk it
+touches in one more, each decoded straight into the output.
+
+A shard is one file (or byte range) holding inner chunks and an index of ``(offset, nbytes)``
+per inner chunk (``2**64 - 1`` twice: empty), at its start or end, checked by its crc32c
+when the index codecs have one. :func:`read_sharded` reads the indexes of all shards a
+selection touches in one ``read_many`` (:func:`shard_indexes`: where a cache of indexes
+plugs in), then works out the inner chunks and their C jobs for all shards at once with
+numpy arrays (:func:`inner_rows`; no per-chunk Python), and reads them in one planned call
+(ranges of one shard file merged by the planner), each decoded on a pinned worker into its
+place in the output. Selections numpy arrays cannot describe (``oindex``, ``vindex``, axes
+dropped by zarr) take the per-chunk road: zarr's indexer per shard.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._url import is_url
+from ._batched import Decoder, c_decoder, extent, read_batched
+from ._chain import Chain
+from ._sizes import MAX_BYTES
+
+__all__ = ["MAX_UINT64", "ShardFormat", "read_sharded"]
+
+MAX_UINT64 = 2**64 - 1
+"""An index entry of two of these: the inner chunk is empty (the fill value)."""
+
+
+@dataclass(frozen=True)
+class ShardFormat:
+    """How the shards of one array are laid out (from its sharding codec)."""
+
+    shard_shape: tuple[int, ...]
+    inner_shape: tuple[int, ...]
+    per_shard: tuple[int, ...]
+    """Inner chunks per shard along each dimension."""
+    index_bytes: int
+    """Stored size of an index: 16 bytes per inner chunk, plus 4 for a crc32c."""
+    at_end: bool
+    """The index is the shard's last ``index_bytes`` (else its first)."""
+    index_chain: Chain
+    """Decodes an index's bytes (checks its crc32c) into ``(*per_shard, 2)`` uint64."""
+    decode: Chain
+    """Decodes an inner chunk."""
+
+    def index_request(self, key: str) -> tuple[str, int, int | None]:
+        return (key, -self.index_bytes, None) if self.at_end else (key, 0, self.index_bytes)
+
+    def parse_index(self, raw: Any, key: str, where: str) -> npt.NDArray[np.uint64]:
+        """An index's bytes as ``(offset, nbytes)`` rows, one per inner chunk in C order;
+        a ValueError naming the shard for a wrong size or checksum."""
+        if len(raw) != self.index_bytes:
+            raise ValueError(f"lsio.zarr: the shard index of {key!r} in {where} has "
+                             f"{len(raw)} bytes, expected {self.index_bytes}")
+        try:
+            index = self.index_chain(raw)
+        except Exception as exc:  # numcodecs: RuntimeError for a bad checksum, ...
+            raise ValueError(f"lsio.zarr: the shard index of {key!r} in {where} is "
+                             f"corrupt: {exc}") from exc
+        return np.array(index, np.uint64).reshape(-1, 2)  # (a copy: not the chain's scratch)
+
+
+def shard_format(layout: Any, sharding: Any, chain_of: Any) -> ShardFormat:
+    """The :class:`ShardFormat` of ``layout`` (sharded by ``sharding``); ``chain_of``
+    builds (or reuses) decode chains. Raises NotImplementedError for codecs lsio does not
+    decode."""
+    shard_shape = tuple(layout.chunk_shape)
+    inner = tuple(int(n) for n in sharding.chunk_shape)
+    per_shard = tuple(s // c for s, c in zip(shard_shape, inner, strict=True))
+    index_chain = chain_of(type(layout)(tuple(sharding.index_codecs), (*per_shard, 2),
+                                        np.dtype("<u8")))
+    decode = chain_of(type(layout)(tuple(sharding.codecs), inner, layout.dtype))
+    crcs = sum(type(c).__name__ == "Crc32cCodec" for c in sharding.index_codecs)
+    at_end = getattr(sharding.index_location, "value", sharding.index_location) == "end"
+    return ShardFormat(shard_shape, inner, per_shard, 16 * math.prod(per_shard) + 4 * crcs,
+                       at_end, index_chain, decode)
+
+
+async def shard_indexes(source: Any, fmt: ShardFormat, keys: Sequence[str]
+                        ) -> list[npt.NDArray[np.uint64] | None]:
+    """The index of each shard (None: the shard is missing), all read in one call.
+
+    This is the seam for a cache of shard indexes: an index kept from an earlier read of
+    an unchanged shard file would be returned here instead of read."""
+    raw = await source.fetch([fmt.index_request(k) for k in keys]) if keys else []
+    return [None if r is None else fmt.parse_index(r, k, source.where)
+            for k, r in zip(keys, raw, strict=True)]
+
+
+@dataclass(frozen=True)
+class InnerRows:
+    """The inner chunks a basic selection of some shards touches: one row per inner chunk
+    (in shard order, then C order within a shard)."""
+
+    shard: npt.NDArray[np.int64]
+    """Which shard (item) each row is in."""
+    coords: npt.NDArray[np.int64]
+    """Inner chunk coordinates within the shard, (rows, ndim)."""
+    start: npt.NDArray[np.int64]
+    """First selected element within the inner chunk, per dimension."""
+    count: npt.NDArray[np.int64]
+    """Selected elements per dimension."""
+    step: npt.NDArray[np.int64]
+    """Step between selected elements, per dimension."""
+    ostart: npt.NDArray[np.int64]
+    """First position in the output, per output dimension (rows, kept dims)."""
+    ostep: npt.NDArray[np.int64]
+    """Step in the output, per output dimension."""
+    kept: tuple[bool, ...]
+    """Per array dimension: a slice (a dimension of the output) or an int (dropped)."""
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def take(self, rows: npt.NDArray[Any]) -> InnerRows:
+        return InnerRows(self.shard[rows], self.coords[rows], self.start[rows],
+                         self.count[rows], self.step[rows], self.ostart[rows],
+                         self.ostep[rows], self.kept)
+
+    def out_sel(self, i: int) -> tuple[slice, ...]:
+        kept = self.count[i][list(self.kept)] if self.kept else self.count[i][:0]
+        return tuple(slice(int(o), int(o + (n - 1) * s + 1), int(s)) for o, n, s in zip(
+            self.ostart[i], kept, self.ostep[i], strict=True))
+
+    def chunk_sel(self, i: int) -> tuple[Any, ...]:
+        return tuple(slice(int(a), int(a + (n - 1) * s + 1), int(s)) if k else int(a)
+                     for a, n, s, k in zip(self.start[i], self.count[i], self.step[i],
+                                           self.kept, strict=True))
+
+    def jobs(self, decoder: Decoder, out: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """One C job per row: the block's place in its decoded chunk and in ``out``."""
+        nd = decoder.ndim
+        strides = np.array(decoder.strides, np.int64)
+        jobs = decoder.jobs(len(self))
+        jobs["src_offset"] = (self.start * strides).sum(axis=1)
+        jobs["shape"][:, :nd] = self.count
+        jobs["src_strides"][:, :nd] = self.step * strides
+        kept = np.flatnonzero(self.kept)
+        ostrides = np.array(out.strides, np.int64)
+        base = out.__array_interface__["data"][0]
+        jobs["dst"] = ((self.ostart * ostrides).sum(axis=1) + base).astype(np.uint64)
+        jobs["dst_strides"][:, kept] = self.ostep * ostrides
+        jobs["out"], jobs["outlen"] = extent(out)
+        return jobs
+
+
+def _spans(fmt: ShardFormat, chunk_sels: Sequence[Any], out_sels: Sequence[Any],
+           out: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], ...] | None:
+    """Per shard and dimension (first, count, step) of its selection, and per output
+    dimension (first, step) in ``out``, or None when a selection is not ints and slices
+    with positive steps inside the shard and the output."""
+    nd = len(fmt.shard_shape)
+    first = [x for sel in chunk_sels if type(sel) is tuple for x in sel]
+    if len(first) != nd * len(chunk_sels) or not all(
+            type(x) is slice or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
+            for x in first):
+        return None
+    kept = tuple(type(x) is slice for x in first[:nd])
+    try:
+        cs = np.array([(x.start or 0, x.stop, x.step or 1) if type(x) is slice else
+                       (x, x + 1, 1) for x in first], np.int64).reshape(-1, nd, 3)
+        flat = [x for sel in out_sels for x in (sel if type(sel) is tuple else (sel,))]
+        os_ = np.array([(x.start or 0, x.stop, x.step or 1) for x in flat],
+                       np.int64).reshape(len(chunk_sels), -1, 3)
+    except (TypeError, ValueError, OverflowError, AttributeError):  # None, arrays, ...
+        return None
+    ints = np.array([type(x) is not slice for x in first]).reshape(-1, nd)
+    if (ints != ~np.array(kept)).any() or os_.shape[1] != sum(kept) or out.ndim != sum(kept):
+        return None
+    lo, step = cs[..., 0], cs[..., 2]
+    count = np.maximum(0, (cs[..., 1] - lo + step - 1) // step)
+    ocount = np.maximum(0, (os_[..., 1] - os_[..., 0] + os_[..., 2] - 1) // os_[..., 2])
+    if ((step <= 0).any() or (os_[..., 2] <= 0).any()
+            or not np.array_equal(count[:, list(kept)], ocount)):
+        return None
+    last = lo + np.maximum(count - 1, 0) * step
+    olast = os_[..., 0] + np.maximum(ocount - 1, 0) * os_[..., 2]
+    if ((lo < 0).any() or (last >= np.array(fmt.shard_shape)).any()
+            or (os_[..., 0] < 0).any() or (olast >= np.array(out.shape)).any()):
+        return None  # outside the shard or the output: never a C copy
+    return lo, count, step, os_[..., 0], os_[..., 2], np.array(kept)
+
+
+def inner_rows(fmt: ShardFormat, chunk_sels: Sequence[Any], out_sels: Sequence[Any],
+               out: npt.NDArray[Any]) -> InnerRows | None:
+    """The inner chunks that basic selections (``chunk_sels[i]`` of shard ``i``, placed at
+    ``out[out_sels[i]]``) touch, worked out for all shards at once with numpy arrays; None
+    for selections of other kinds."""
+    spans = _spans(fmt, chunk_sels, out_sels, out)
+    if spans is None:
+        return None
+    lo, count, step, ost, ostep, kept = spans
+    c = np.array(fmt.inner_shape, np.int64)
+    some = count > 0
+    last = lo + np.maximum(count - 1, 0) * step
+    first_blk = lo // c
+    m = np.where(some, last // c - first_blk + 1, 0)  # inner chunks per shard and dim
+    per = m.prod(axis=1)
+    shard = np.repeat(np.arange(len(per)), per)
+    local = np.arange(len(shard)) - np.repeat(np.cumsum(per) - per, per)
+    nd = len(c)
+    blk = np.empty((len(shard), nd), np.int64)
+    for k in range(nd - 1, -1, -1):  # mixed radix: C order of each shard's inner chunks
+        mk = m[shard, k]
+        blk[:, k] = first_blk[shard, k] + local % mk
+        local //= mk
+    lo_r, st_r = lo[shard], step[shard]
+    begin = blk * c
+    fst = np.where(begin > lo_r, lo_r + -(-(begin - lo_r) // st_r) * st_r, lo_r)
+    end = np.minimum(begin + c, last[shard] + 1)
+    n = np.where(fst < end, (end - 1 - fst) // st_r + 1, 0)
+    hit = (n > 0).all(axis=1)  # a step past an inner chunk selects none of it
+    pos = (fst - lo_r) // st_r
+    ks = np.flatnonzero(kept)
+    return InnerRows(shard[hit], blk[hit], (fst - begin)[hit], n[hit], st_r[hit],
+                     (ost[shard] + pos[:, ks] * ostep[shard])[hit], ostep[shard][hit],
+                     tuple(kept.tolist()))
+
+
+async def read_sharded(source: Any, layout: Any, sharding: Any, keys: Sequence[str],
+                       chunk_sels: Sequence[Any], out_sels: Sequence[Any],
+                       out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
+                       progress: Any, missing: set[int] | None, *, chain_of: Any,
+                       per_shard: Any, per_block: Any) -> None:
+    """Read shards ``keys`` into ``out`` (``out[out_sels[i]] = shard[chunk_sels[i]]``).
+    Remote shards: both calls read one version of each shard (an index of one version
+    locates garbage in another); a shard replaced between them is read again, up to
+    ``READ_ATTEMPTS`` times. The per-chunk roads, given by the caller:
+    ``per_shard(source, fmt, keys, indexes, chunk_sels, out_sels, out, fill, drop_axes,
+    progress, missing)`` reads selections :func:`inner_rows` cannot describe;
+    ``per_block(source, decode, requests, sels, out, fill, progress)`` reads inner
+    chunks the C decoder cannot place (other codecs, values held by the store)."""
+    fmt = shard_format(layout, sharding, chain_of)  # (raises before any read)
+    args = (source, fmt, keys, chunk_sels, out_sels, out, fill, drop_axes, progress,
+            missing, per_shard, per_block)
+    located = source.locate(list(keys)) if source.locate and keys else None
+    if located is None or not any(map(is_url, located.paths)):  # (file:// roots are local)
+        await _read_shards(*args)
+        return
+    from .._defaults import READ_ATTEMPTS
+    from ..backends.http._version import one_version
+
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            with one_version():
+                await _read_shards(*args)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt + 1 == READ_ATTEMPTS:
+                raise
+
+
+async def _read_shards(source: Any, fmt: ShardFormat, keys: Sequence[str],
+                       chunk_sels: Sequence[Any], out_sels: Sequence[Any],
+                       out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
+                       progress: Any, missing: set[int] | None, per_shard: Any,
+                       per_block: Any) -> None:
+    indexes = await shard_indexes(source, fmt, keys)
+    rows = None if drop_axes else inner_rows(fmt, chunk_sels, out_sels, out)
+    if rows is None:
+        await per_shard(source, fmt, keys, indexes, chunk_sels, out_sels, out, fill,
+                        drop_axes, progress, missing)
+        return
+    absent = [i for i, index in enumerate(indexes) if index is None]
+    for i in absent:  # the whole shard is missing
+        out[out_sels[i]] = fill
+    if missing is not None:
+        missing.update(absent)
+    if absent:
+        rows = rows.take(~np.isin(rows.shard, absent))
+    offsets, lengths = _entries(fmt, indexes, rows, keys, source.where)
+    empty = (offsets == MAX_UINT64) & (lengths == MAX_UINT64)
+    for i in np.flatnonzero(empty).tolist():
+        out[rows.out_sel(i)] = fill
+    if empty.any():
+        rows, offsets, lengths = rows.take(~empty), offsets[~empty], lengths[~empty]
+    await _read_inner(source, fmt, keys, rows, offsets.astype(np.int64),
+                      lengths.astype(np.int64), out, fill, progress, per_block)
+
+
+def _entries(fmt: ShardFormat, indexes: Sequence[npt.NDArray[np.uint64] | None],
+             rows: InnerRows, keys: Sequence[str], where: str
+             ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """Each row's ``(offset, nbytes)`` from its shard's index; a ValueError naming the
+    shard and inner chunk of the first entry no file could hold."""
+    if not len(rows):
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    present = [np.zeros((1, 2), np.uint64) if x is None else x for x in indexes]
+    table = np.concatenate(present)
+    base = np.cumsum([0] + [len(x) for x in present[:-1]])
+    mult = np.cumprod((fmt.per_shard[1:] + (1,))[::-1])[::-1]
+    entry = table[base[rows.shard] + (rows.coords * mult).sum(axis=1)]
+    offsets, lengths = entry[:, 0], entry[:, 1]
+    empty = (offsets == MAX_UINT64) & (lengths == MAX_UINT64)
+    top = np.uint64(MAX_BYTES)
+    bad = ~empty & ((offsets > top) | (lengths > top - np.minimum(offsets, top)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"lsio.zarr: the shard index of {keys[int(rows.shard[i])]!r} in {where} places "
+            f"inner chunk {tuple(rows.coords[i].tolist())} at bytes {int(offsets[i])}+"
+            f"{int(lengths[i])}, beyond any file (2**63 - 1 bytes)")
+    return offsets, lengths
+
+
+async def _read_inner(source: Any, fmt: ShardFormat, keys: Sequence[str], rows: InnerRows,
+                      offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
+                      out: npt.NDArray[Any], fill: Any, progress: Any,
+                      per_block: Any) -> None:
+    """Read and decode the inner chunks of ``rows`` (``offsets``/``lengths`` within their
+    shards): one planned call of byte ranges, each decoded by the C decoder into ``out``,
+    where lsio reads the shard files itself; else the per-chunk road."""
+    if not len(rows):
+        return
+    decoder = c_decoder(fmt.decode, out.dtype) if source.direct else None
+    located = source.locate(list(keys)) if decoder is not None else None
+    if decoder is None or located is None or not located.plain:
+        sels = [(rows.chunk_sel(i), rows.out_sel(i)) for i in range(len(rows))]
+        requests = [(keys[s], o, n) for s, o, n in zip(
+            rows.shard.tolist(), offsets.tolist(), lengths.tolist(), strict=True)]
+        await per_block(source, fmt.decode, requests, sels, out, fill, progress)
+        return
+    base, size = located.offsets[rows.shard], located.lengths[rows.shard]
+    sized = size >= 0  # a byte range of a file: the inner chunk's range is cut to it
+    start = np.where(sized, np.minimum(offsets, np.maximum(size, 0)), offsets)
+    length = np.where(sized, np.minimum(lengths, np.maximum(size, 0) - start), lengths)
+    paths = located.paths
+    requests = list(zip([paths[s] for s in rows.shard.tolist()], (base + start).tolist(),
+                        length.tolist(), strict=True))
+    jobs = rows.jobs(decoder, out)
+    await read_batched(located.reader, requests, jobs, decoder, _never_missing, out,
+                       source.where, progress, False)
+
+
+def _never_missing(rows: Sequence[int]) -> None:  # read with missing_ok=False
+    raise AssertionError(f"inner chunks {list(rows)} reported missing")
