@@ -194,6 +194,9 @@ def inner_rows(fmt: ShardFormat, chunk_sels: Sequence[Any], out_sels: Sequence[A
     """The inner chunks that basic selections (``chunk_sels[i]`` of shard ``i``, placed at
     ``out[out_sels[i]]``) touch, worked out for all shards at once with numpy arrays; None
     for selections of other kinds."""
+    if not len(chunk_sels):  # (no shard: nothing selected)
+        none = np.zeros((0, len(fmt.shard_shape)), np.int64)
+        return InnerRows(none[:, 0], none, none, none, none, none, none, ())
     spans = _spans(fmt, chunk_sels, out_sels, out)
     if spans is None:
         return None
