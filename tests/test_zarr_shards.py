@@ -266,3 +266,58 @@ def test_corrupt_index_checksum_names_the_shard(data_dir: Path) -> None:
     (root / "c" / "0" / "0").write_bytes(bytes(bad))
     with pytest.raises(ValueError, match="shard index of 'c/0/0'.*corrupt"):
         lz.read_sync(root)
+
+
+# -- shards that are byte ranges of another file (references) ------------------------------
+
+def _packed(data_dir: Path) -> tuple[Any, Path, dict[str, tuple[int, int]], np.ndarray]:
+    """A sharded array whose shard files are packed into one file, with junk between them,
+    read through kerchunk-style references: (the store, the packed file, each shard's
+    (offset, length) in it, the values)."""
+    from lsio.virtual import ReferenceStore
+
+    root = data_dir / "a"
+    full = _array(root, (12, 10), (2, 5), (4, 10), "end", "all", True)
+    blob, ranges = bytearray(), {}
+    refs: dict[str, Any] = {"zarr.json": (root / "zarr.json").read_text()}
+    for path in sorted((root / "c").rglob("*")):
+        if path.is_file():
+            blob += b"\xff" * 100
+            key, value = str(path.relative_to(root)), path.read_bytes()
+            ranges[key] = (len(blob), len(value))
+            refs[key] = [str(data_dir / "packed"), len(blob), len(value)]
+            blob += value
+    (data_dir / "packed").write_bytes(bytes(blob))
+    return ReferenceStore({"version": 1, "refs": refs}), data_dir / "packed", ranges, full
+
+
+def _open_store(store: Any) -> zarr.Array:
+    with zarr.config.set({"codec_pipeline.path": PIPELINE}):
+        return zarr.open_array(store, mode="r")
+
+
+def test_shards_in_byte_ranges_of_another_file(data_dir: Path) -> None:
+    store, _, _, full = _packed(data_dir)
+    arr = zarr.open_array(store, mode="r")
+    for sel in [(slice(None), slice(None)), (slice(1, 11, 3), slice(2, 9))]:
+        np.testing.assert_array_equal(lz.read_sync(arr, sel), full[sel])
+        np.testing.assert_array_equal(_open_store(store)[sel], full[sel])
+
+
+def test_an_entry_past_its_range_never_reads_the_next_shard(data_dir: Path) -> None:
+    """An index entry pointing past the end of its shard's byte range, at the next shard's
+    first inner chunk in the packed file: an error naming the packed file, not the
+    neighbour's chunk decoded as this one's."""
+    store, packed, ranges, _ = _packed(data_dir)
+    blob = bytearray(packed.read_bytes())
+    (a0, n0), (a1, n1) = ranges["c/0/0"], ranges["c/1/0"]
+    index = bytearray(blob[a0 + n0 - 68:a0 + n0 - 4])  # shard 0's index (at its end)
+    nxt = np.frombuffer(bytes(blob[a1 + n1 - 68:a1 + n1 - 4]), "<u8").reshape(-1, 2)
+    struct.pack_into("<QQ", index, 0, a1 - a0 + int(nxt[0, 0]), int(nxt[0, 1]))
+    blob[a0 + n0 - 68:a0 + n0] = bytes(CRC32C().encode(bytes(index)))
+    packed.write_bytes(bytes(blob))
+    arr = zarr.open_array(store, mode="r")
+    for read in (lambda: lz.read_sync(arr, (slice(0, 2), slice(0, 5))),
+                 lambda: _open_store(store)[0:2, 0:5]):
+        with pytest.raises((ValueError, OSError), match="packed"):
+            read()
