@@ -23,7 +23,8 @@ __all__: list[str] = [
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
-    "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
+    "WHOLE_SHARDS_MIN", "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES",
+    "EACH_WORKER_READ_BYTES",
     "POPULATE_MIN", "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
     "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
     "READAHEAD_TTL", "READAHEAD_BUDGET",
@@ -312,6 +313,12 @@ decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensors
 SLICE_JOBS_MIN = 8
 """From this many chunks on, their C jobs are worked out with numpy arrays at once
 (:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""
+
+WHOLE_SHARDS_MIN = 8
+"""From this many shards a selection covers whole on, each is read in one request (index and
+inner chunks together) and decoded by the worker it lands on; fewer, the index first and
+then the inner chunks, so that a few big shards still spread their decode over the workers
+(a shard is one worker's job: 8 keeps the last one's tail short on 2-4 cores)."""
 
 EACH_READ_AHEAD = 3
 """Windows read at once by ``read_each``'s ring windows (``lsio/_each.py``; at most

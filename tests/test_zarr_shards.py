@@ -36,6 +36,14 @@ def default_pipeline() -> Iterator[None]:
     zarr.config.set({"codec_pipeline.path": before})
 
 
+@pytest.fixture(params=["whole-shards", "index-first"])
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Shards covered whole read in one request each (from one shard on), or never."""
+    monkeypatch.setattr(_shards, "WHOLE_SHARDS_MIN", 1 if request.param == "whole-shards"
+                        else 10**9)
+    return str(request.param)
+
+
 def _format(shard: tuple[int, ...], inner: tuple[int, ...]) -> _shards.ShardFormat:
     sharding = zc.ShardingCodec(chunk_shape=inner, codecs=[zc.BytesCodec()])
     layout = _read.Layout((sharding,), shard, np.dtype("u2"))
@@ -161,7 +169,7 @@ def arrays(draw: st.DrawFn) -> dict[str, Any]:
     return {"shape": shape, "inner": inner, "shard": shard, "sel": tuple(sel),
             "location": draw(st.sampled_from(["end", "start"])),
             "written": draw(st.sampled_from(["all", "checker", "first-shard", "none"])),
-            "compressed": draw(st.booleans())}
+            "compressed": draw(st.booleans()), "whole_min": draw(st.sampled_from([1, 10**9]))}
 
 
 @settings(max_examples=40, deadline=None,
@@ -169,9 +177,12 @@ def arrays(draw: st.DrawFn) -> dict[str, Any]:
 @given(case=arrays())
 @example(case={"shape": (9, 10), "inner": (2, 3), "shard": (4, 6),
                "sel": (slice(1, 8, 3), 4), "location": "start", "written": "checker",
-               "compressed": True})
-def test_sharded_reads_equal_zarrs(data_dir: Path, case: dict[str, Any]) -> None:
-    """The fast path and the lsio pipeline read what zarr's default pipeline reads."""
+               "compressed": True, "whole_min": 1})
+def test_sharded_reads_equal_zarrs(data_dir: Path, case: dict[str, Any],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path and the lsio pipeline read what zarr's default pipeline reads, shards
+    covered whole read in one request each or index first."""
+    monkeypatch.setattr(_shards, "WHOLE_SHARDS_MIN", case["whole_min"])
     root = data_dir / "a"
     full = _array(root, case["shape"], case["inner"], case["shard"], case["location"],
                   case["written"], case["compressed"])
@@ -186,7 +197,7 @@ def _open(root: Path, pipeline: str) -> Any:
         return zarr.open_array(zarr.storage.LocalStore(root), mode="r")
 
 
-def test_basic_selections_take_the_vectorised_road(data_dir: Path,
+def test_basic_selections_take_the_vectorised_road(data_dir: Path, route: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """No per-shard indexer and no per-chunk road for basic selections of blosc shards;
     ``oindex`` still reads (by the per-shard road)."""
@@ -229,7 +240,7 @@ def _rewrite(root: Path, shard: bytes, at: int, entries: dict[int, tuple[int, in
 @pytest.mark.parametrize("location", ["end", "start"])
 @pytest.mark.parametrize("entry", [(10**6, 32), (0, 2**40), (2**62, 2**62 - 1)],
                          ids=["past-eof", "huge-length", "huge-both"])
-def test_hostile_entry_names_the_shard(data_dir: Path, location: str,
+def test_hostile_entry_names_the_shard(data_dir: Path, location: str, route: str,
                                        entry: tuple[int, int]) -> None:
     """An inner chunk past the end of its shard, or longer than any file: an error naming
     the shard, as zarr refuses it; the other inner chunks still read."""
@@ -239,7 +250,8 @@ def test_hostile_entry_names_the_shard(data_dir: Path, location: str,
     with pytest.raises(Exception):  # noqa: B017 - zarr's own error, whatever its class
         _open(root, DEFAULT)[0:4, 0:4]
     for read in (lambda: lz.read_sync(root, (slice(0, 4), slice(0, 4))),
-                 lambda: _open(root, PIPELINE)[0:4, 0:4]):
+                 lambda: _open(root, PIPELINE)[0:4, 0:4], lambda: lz.read_sync(root),
+                 lambda: _open(root, PIPELINE)[...]):
         with pytest.raises((ValueError, OSError)) as info:
             read()
         assert "c/0/0" in str(info.value)
@@ -247,7 +259,8 @@ def test_hostile_entry_names_the_shard(data_dir: Path, location: str,
 
 
 @pytest.mark.parametrize("location", ["end", "start"])
-def test_overlapping_entries_read_as_zarr_reads_them(data_dir: Path, location: str) -> None:
+def test_overlapping_entries_read_as_zarr_reads_them(data_dir: Path, location: str,
+                                                     route: str) -> None:
     """Two inner chunks pointing at the same bytes: both read them (zarr does too)."""
     root = data_dir / "a"
     shard, at, full = _one_shard(root, location)
@@ -259,7 +272,7 @@ def test_overlapping_entries_read_as_zarr_reads_them(data_dir: Path, location: s
     np.testing.assert_array_equal(_open(root, PIPELINE)[...], want)
 
 
-def test_corrupt_index_checksum_names_the_shard(data_dir: Path) -> None:
+def test_corrupt_index_checksum_names_the_shard(data_dir: Path, route: str) -> None:
     root = data_dir / "a"
     shard, at, _ = _one_shard(root, "end")
     bad = bytearray(shard)
@@ -297,7 +310,7 @@ def _open_store(store: Any) -> Any:
         return zarr.open_array(store, mode="r")
 
 
-def test_shards_in_byte_ranges_of_another_file(data_dir: Path) -> None:
+def test_shards_in_byte_ranges_of_another_file(data_dir: Path, route: str) -> None:
     store, _, _, full = _packed(data_dir)
     arr = zarr.open_array(store, mode="r")
     for sel in [(slice(None), slice(None)), (slice(1, 11, 3), slice(2, 9))]:
@@ -305,7 +318,8 @@ def test_shards_in_byte_ranges_of_another_file(data_dir: Path) -> None:
         np.testing.assert_array_equal(_open_store(store)[sel], full[sel])
 
 
-def test_an_entry_past_its_range_never_reads_the_next_shard(data_dir: Path) -> None:
+def test_an_entry_past_its_range_never_reads_the_next_shard(data_dir: Path,
+                                                           route: str) -> None:
     """An index entry pointing past the end of its shard's byte range, at the next shard's
     first inner chunk in the packed file: an error naming the packed file, not the
     neighbour's chunk decoded as this one's."""
@@ -319,6 +333,29 @@ def test_an_entry_past_its_range_never_reads_the_next_shard(data_dir: Path) -> N
     packed.write_bytes(bytes(blob))
     arr = zarr.open_array(store, mode="r")
     for read in (lambda: lz.read_sync(arr, (slice(0, 2), slice(0, 5))),
-                 lambda: _open_store(store)[0:2, 0:5]):
-        with pytest.raises((ValueError, OSError), match="packed"):
+                 lambda: _open_store(store)[0:2, 0:5], lambda: lz.read_sync(arr),
+                 lambda: _open_store(store)[...]):
+        with pytest.raises((ValueError, OSError), match="packed|'c/0/0'"):
             read()
+
+
+def test_shards_covered_whole_read_without_an_index_read(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selection covering 8 shards whole (the default threshold) reads each in one
+    request: no index read first; missing shards and empty inner chunks read as the fill
+    value."""
+    root = data_dir / "a"
+    full = _array(root, (16, 40), (4, 5), (8, 10), "end", "checker", True)  # 8 shards
+    (root / "c" / "1" / "3").unlink()  # a missing shard
+    full[8:16, 30:40] = 7
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an index read first")
+
+    monkeypatch.setattr(_shards, "shard_indexes", refuse)
+    np.testing.assert_array_equal(lz.read_sync(root), full)
+    np.testing.assert_array_equal(_open(root, PIPELINE)[...], full)
+    sel = (slice(None), slice(0, 40, 3))
+    np.testing.assert_array_equal(lz.read_sync(root, sel), full[sel])
+    with pytest.raises(AssertionError, match="an index read first"):
+        lz.read_sync(root, (slice(0, 11), slice(None)))  # 4 shards whole: fewer than 8

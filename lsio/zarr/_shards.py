@@ -17,21 +17,25 @@ from __future__ import annotations
 import errno
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .._defaults import WHOLE_SHARDS_MIN
 from .._url import is_url
 from ._batched import Decoder, c_decoder, extent, read_batched
 from ._chain import Chain
 from ._sizes import MAX_BYTES
+from ._whole import MAX_UINT64, read_whole
 
 __all__ = ["MAX_UINT64", "ShardFormat", "read_sharded"]
 
-MAX_UINT64 = 2**64 - 1
-"""An index entry of two of these: the inner chunk is empty (the fill value)."""
+WHOLE_SHARDS = True
+"""Read shards a selection covers whole in one request each (:mod:`._whole`); a switch for
+A/B runs."""
+
 
 
 @dataclass(frozen=True)
@@ -266,19 +270,28 @@ async def _read_shards(source: Any, fmt: ShardFormat, keys: Sequence[str],
                        out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
                        progress: Any, missing: set[int] | None, per_shard: Any,
                        per_block: Any) -> None:
-    indexes = await shard_indexes(source, fmt, keys)
     rows = None if drop_axes else inner_rows(fmt, chunk_sels, out_sels, out)
     if rows is None:
+        indexes = await shard_indexes(source, fmt, keys)
         await per_shard(source, fmt, keys, indexes, chunk_sels, out_sels, out, fill,
                         drop_axes, progress, missing)
         return
-    absent = [i for i, index in enumerate(indexes) if index is None]
+    whole = await _read_whole_shards(source, fmt, keys, rows, out_sels, out, fill, progress,
+                                     missing)
+    part = np.flatnonzero(~whole).tolist()
+    if not part:
+        return
+    some: list[npt.NDArray[np.uint64] | None] = [None] * len(keys)
+    indexes = some
+    for i, index in zip(part, await shard_indexes(
+            source, fmt, [keys[i] for i in part]), strict=True):
+        indexes[i] = index
+    absent = [i for i in part if indexes[i] is None]
     for i in absent:  # the whole shard is missing
         out[out_sels[i]] = fill
     if missing is not None:
         missing.update(absent)
-    if absent:
-        rows = rows.take(~np.isin(rows.shard, absent))
+    rows = rows.take(~whole[rows.shard] & ~np.isin(rows.shard, absent))
     offsets, lengths = _entries(fmt, indexes, rows, keys, source.where)
     empty = (offsets == MAX_UINT64) & (lengths == MAX_UINT64)
     for i in np.flatnonzero(empty).tolist():
@@ -287,6 +300,42 @@ async def _read_shards(source: Any, fmt: ShardFormat, keys: Sequence[str],
         rows, offsets, lengths = rows.take(~empty), offsets[~empty], lengths[~empty]
     await _read_inner(source, fmt, keys, rows, offsets.astype(np.int64),
                       lengths.astype(np.int64), out, fill, progress, per_block)
+
+
+async def _read_whole_shards(source: Any, fmt: ShardFormat, keys: Sequence[str],
+                             rows: InnerRows, out_sels: Sequence[Any], out: npt.NDArray[Any],
+                             fill: Any, progress: Any, missing: set[int] | None
+                             ) -> npt.NDArray[np.bool_]:
+    """Read the shards whose every inner chunk the selection touches in one request each
+    (:mod:`._whole`), where lsio reads the shard files and the C decoder applies; returns
+    which shards it read."""
+    none = np.zeros(len(keys), bool)
+    decoder = c_decoder(fmt.decode, out.dtype) if WHOLE_SHARDS and source.direct else None
+    if decoder is None or not len(rows):
+        return none
+    whole: npt.NDArray[np.bool_] = np.bincount(rows.shard, minlength=len(keys)) == math.prod(
+        fmt.per_shard)
+    ids = np.flatnonzero(whole)
+    if len(ids) < WHOLE_SHARDS_MIN:
+        return none
+    located = source.locate([keys[i] for i in ids.tolist()])
+    if not located.plain:
+        return none
+    number = np.full(len(keys), -1, np.int64)
+    number[ids] = np.arange(len(ids))
+    mine = rows.take(whole[rows.shard])
+
+    def gone(k: int) -> None:  # a missing shard (on a worker thread)
+        i = int(ids[k])
+        out[out_sels[i]] = fill
+        if missing is not None:
+            missing.add(i)
+
+    await read_whole(located.reader, [located.part(k, 0, None) for k in range(len(ids))],
+                     fmt, decoder, [keys[i] for i in ids.tolist()], source.where,
+                     replace(mine, shard=number[mine.shard]), out, fill, progress,
+                     located.files_may_be_missing, gone)
+    return whole
 
 
 def _entries(fmt: ShardFormat, indexes: Sequence[npt.NDArray[np.uint64] | None],
