@@ -310,7 +310,9 @@ async def _read_whole_shards(source: Any, fmt: ShardFormat, keys: Sequence[str],
     (:mod:`._whole`), where lsio reads the shard files and the C decoder applies; returns
     which shards it read."""
     none = np.zeros(len(keys), bool)
-    decoder = c_decoder(fmt.decode, out.dtype) if WHOLE_SHARDS and source.direct else None
+    eligible = WHOLE_SHARDS and source.direct and (progress in (None, False)
+                                                    or callable(progress))  # (a bar: chunks)
+    decoder = c_decoder(fmt.decode, out.dtype) if eligible else None
     if decoder is None or not len(rows):
         return none
     whole: npt.NDArray[np.bool_] = np.bincount(rows.shard, minlength=len(keys)) == math.prod(

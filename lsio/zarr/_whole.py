@@ -87,8 +87,9 @@ async def read_whole(reader: Any, requests: Sequence[tuple[str, int, int | None]
                      rows: Any, out: npt.NDArray[Any], fill: Any, progress: Any,
                      missing_ok: bool, on_missing: Any) -> None:
     """Read whole shards (``requests[i]`` holds shard ``keys[i]``; ``rows`` their inner
-    chunks, ``rows.shard`` numbering the requests, in order) and decode each into ``out``
-    as it lands; ``on_missing(i)`` for a missing one."""
+    chunks, ``rows.shard`` numbering the requests, in order; each holds all of its
+    shard's inner chunks) and decode each into ``out`` as it lands; ``on_missing(i)`` for
+    a missing one. A ``progress`` callback counts inner chunks."""
     if not len(requests):
         return
     per = np.bincount(rows.shard, minlength=len(requests))
@@ -97,6 +98,11 @@ async def read_whole(reader: Any, requests: Sequence[tuple[str, int, int | None]
     flat = (rows.coords * mult).sum(axis=1)
     run = _Shards(fmt, decoder, keys, where, rows, starts, flat, rows.jobs(decoder, out),
                   out, fill, on_missing)
+    if callable(progress):  # counted in inner chunks, as the index-first road counts them
+        inner, report = int(np.max(per)), progress
+
+        def progress(done: int, total: int, nbytes: int) -> Any:
+            return report(done * inner, total * inner, nbytes)
     async with prefault(out):
         await reader.read_each(requests, on_chunks=run, missing_ok=missing_ok,
                                progress=progress, threads=True,
