@@ -1,5 +1,5 @@
 """Sharded arrays read whole and in part: the inner chunks of every shard a basic selection
-touches are worked out at once with numpy arrays (``lsio.zarr._shards.inner_rows``) and read
+touches are worked out at once with numpy arrays (``lsio.zarr._inner.inner_rows``) and read
 in one call, each decoded into the output. It equals zarr's indexer chunk for chunk
 (hypothesis), and reads equal zarr-python's default pipeline for shard and inner chunk
 shapes, index at the start or end, empty inner chunks and missing shards, steps and ints;
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from numcodecs.checksum32 import CRC32C
 
 import lsio.zarr as lz
-from lsio.zarr import _compat, _read, _shards
+from lsio.zarr import _compat, _inner, _read, _shards
 
 PIPELINE = "lsio.zarr.LsioCodecPipeline"
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
@@ -79,7 +79,7 @@ def test_inner_rows_are_zarrs_inner_chunks(case: dict[str, Any]) -> None:
     outer = _compat.indexer("basic", case["sel"], case["shape"], case["shard"])
     shards = list(outer)
     out = np.empty(outer.shape, "u2")
-    rows = _shards.inner_rows(fmt, [p.chunk_selection for p in shards],
+    rows = _inner.inner_rows(fmt, [p.chunk_selection for p in shards],
                               [p.out_selection for p in shards], out)
     assert rows is not None
     want = []
@@ -108,7 +108,7 @@ def test_inner_rows_refuse_what_they_cannot_describe() -> None:
     fmt = _format((4, 4), (2, 2))
     out = np.empty((4, 4), "u2")
     whole = (slice(0, 4, 1), slice(0, 4, 1))
-    assert _shards.inner_rows(fmt, [whole], [whole], out) is not None
+    assert _inner.inner_rows(fmt, [whole], [whole], out) is not None
     for chunk_sel, out_sel in [
             ((np.array([0, 1]), slice(0, 4, 1)), whole),  # an oindex array
             ((slice(0, 4, 1), slice(0, 4, -1)), whole),  # a negative step
@@ -116,7 +116,7 @@ def test_inner_rows_refuse_what_they_cannot_describe() -> None:
             (whole, (slice(0, 4, 1), slice(1, 5, 1))),  # past the output
             (whole, (slice(0, 4, 1), slice(0, 3, 1))),  # counts differ
             ((slice(0, 4, 1), True), whole)]:  # a bool is not an index here
-        assert _shards.inner_rows(fmt, [chunk_sel], [out_sel], out) is None
+        assert _inner.inner_rows(fmt, [chunk_sel], [out_sel], out) is None
 
 
 def _array(root: Path, shape: tuple[int, ...], inner: tuple[int, ...], shard: tuple[int, ...],

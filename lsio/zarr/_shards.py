@@ -1,15 +1,17 @@
-"""Sharded arrays: every shard index of a selection in one read, then every inner chunk it
-touches in one more, each decoded straight into the output.
+"""Sharded arrays: the shard indexes and inner chunks a selection needs, in at most two
+planned calls, each inner chunk decoded straight into the output.
 
 A shard is one file (or byte range) holding inner chunks and an index of ``(offset, nbytes)``
 per inner chunk (``2**64 - 1`` twice: empty), at its start or end, checked by its crc32c
-when the index codecs have one. :func:`read_sharded` reads the indexes of all shards a
-selection touches in one ``read_many`` (:func:`shard_indexes`: where a cache of indexes
-plugs in), then works out the inner chunks and their C jobs for all shards at once with
-numpy arrays (:func:`inner_rows`; no per-chunk Python), and reads them in one planned call
-(ranges of one shard file merged by the planner), each decoded on a pinned worker into its
-place in the output. Selections numpy arrays cannot describe (``oindex``, ``vindex``, axes
-dropped by zarr) take the per-chunk road: zarr's indexer per shard.
+when the index codecs have one. :func:`read_sharded` works out the inner chunks a basic
+selection touches and their C jobs for all shards at once (:mod:`._inner`; no per-chunk
+Python). Shards the selection covers whole (``WHOLE_SHARDS_MIN`` or more) are read in one
+request each, index and inner chunks together (:mod:`._whole`). The others: the indexes of
+all of them in one ``read_many`` (:func:`shard_indexes`, where a cache of indexes plugs
+in), then every inner chunk needed in one more (ranges of one shard file merged by the
+planner), each decoded on a pinned worker into its place. Selections numpy arrays cannot
+describe (``oindex``, ``vindex``, axes dropped by zarr) take the per-chunk road: zarr's
+indexer per shard.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import numpy.typing as npt
 
 from .._defaults import WHOLE_SHARDS_MIN
 from .._url import is_url
-from ._batched import Decoder, c_decoder, extent, read_batched
+from ._batched import Decoder, c_decoder, read_batched
 from ._chain import Chain
+from ._inner import InnerRows, inner_rows
 from ._sizes import MAX_BYTES
 from ._whole import MAX_UINT64, read_whole
 
@@ -88,6 +91,14 @@ def shard_format(layout: Any, sharding: Any, chain_of: Any) -> ShardFormat:
                        at_end, index_chain, decode)
 
 
+def _decoder(fmt: ShardFormat, dtype: np.dtype[Any]) -> Decoder | None:
+    """The C decoder of the inner chunks into ``dtype``, worked out once per chain."""
+    known = fmt.decode.c_decoders
+    if dtype not in known:
+        known[dtype] = c_decoder(fmt.decode, dtype)
+    return known[dtype]  # type: ignore[no-any-return]
+
+
 async def shard_indexes(source: Any, fmt: ShardFormat, keys: Sequence[str]
                         ) -> list[npt.NDArray[np.uint64] | None]:
     """The index of each shard (None: the shard is missing), all read in one call.
@@ -97,139 +108,6 @@ async def shard_indexes(source: Any, fmt: ShardFormat, keys: Sequence[str]
     raw = await source.fetch([fmt.index_request(k) for k in keys]) if keys else []
     return [None if r is None else fmt.parse_index(r, k, source.where)
             for k, r in zip(keys, raw, strict=True)]
-
-
-@dataclass(frozen=True)
-class InnerRows:
-    """The inner chunks a basic selection of some shards touches: one row per inner chunk
-    (in shard order, then C order within a shard)."""
-
-    shard: npt.NDArray[np.int64]
-    """Which shard (item) each row is in."""
-    coords: npt.NDArray[np.int64]
-    """Inner chunk coordinates within the shard, (rows, ndim)."""
-    start: npt.NDArray[np.int64]
-    """First selected element within the inner chunk, per dimension."""
-    count: npt.NDArray[np.int64]
-    """Selected elements per dimension."""
-    step: npt.NDArray[np.int64]
-    """Step between selected elements, per dimension."""
-    ostart: npt.NDArray[np.int64]
-    """First position in the output, per output dimension (rows, kept dims)."""
-    ostep: npt.NDArray[np.int64]
-    """Step in the output, per output dimension."""
-    kept: tuple[bool, ...]
-    """Per array dimension: a slice (a dimension of the output) or an int (dropped)."""
-
-    def __len__(self) -> int:
-        return len(self.shard)
-
-    def take(self, rows: npt.NDArray[Any]) -> InnerRows:
-        return InnerRows(self.shard[rows], self.coords[rows], self.start[rows],
-                         self.count[rows], self.step[rows], self.ostart[rows],
-                         self.ostep[rows], self.kept)
-
-    def out_sel(self, i: int) -> tuple[slice, ...]:
-        kept = self.count[i][list(self.kept)] if self.kept else self.count[i][:0]
-        return tuple(slice(int(o), int(o + (n - 1) * s + 1), int(s)) for o, n, s in zip(
-            self.ostart[i], kept, self.ostep[i], strict=True))
-
-    def chunk_sel(self, i: int) -> tuple[Any, ...]:
-        return tuple(slice(int(a), int(a + (n - 1) * s + 1), int(s)) if k else int(a)
-                     for a, n, s, k in zip(self.start[i], self.count[i], self.step[i],
-                                           self.kept, strict=True))
-
-    def jobs(self, decoder: Decoder, out: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        """One C job per row: the block's place in its decoded chunk and in ``out``."""
-        nd = decoder.ndim
-        strides = np.array(decoder.strides, np.int64)
-        jobs = decoder.jobs(len(self))
-        jobs["src_offset"] = (self.start * strides).sum(axis=1)
-        jobs["shape"][:, :nd] = self.count
-        jobs["src_strides"][:, :nd] = self.step * strides
-        kept = np.flatnonzero(self.kept)
-        ostrides = np.array(out.strides, np.int64)
-        base = out.__array_interface__["data"][0]
-        jobs["dst"] = ((self.ostart * ostrides).sum(axis=1) + base).astype(np.uint64)
-        jobs["dst_strides"][:, kept] = self.ostep * ostrides
-        jobs["out"], jobs["outlen"] = extent(out)
-        return jobs
-
-
-def _spans(fmt: ShardFormat, chunk_sels: Sequence[Any], out_sels: Sequence[Any],
-           out: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], ...] | None:
-    """Per shard and dimension (first, count, step) of its selection, and per output
-    dimension (first, step) in ``out``, or None when a selection is not ints and slices
-    with positive steps inside the shard and the output."""
-    nd = len(fmt.shard_shape)
-    first = [x for sel in chunk_sels if type(sel) is tuple for x in sel]
-    if len(first) != nd * len(chunk_sels) or not all(
-            type(x) is slice or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
-            for x in first):
-        return None
-    kept = tuple(type(x) is slice for x in first[:nd])
-    try:
-        cs = np.array([(x.start or 0, x.stop, x.step or 1) if type(x) is slice else
-                       (x, x + 1, 1) for x in first], np.int64).reshape(-1, nd, 3)
-        flat = [x for sel in out_sels for x in (sel if type(sel) is tuple else (sel,))]
-        os_ = np.array([(x.start or 0, x.stop, x.step or 1) for x in flat],
-                       np.int64).reshape(len(chunk_sels), -1, 3)
-    except (TypeError, ValueError, OverflowError, AttributeError):  # None, arrays, ...
-        return None
-    ints = np.array([type(x) is not slice for x in first]).reshape(-1, nd)
-    if (ints != ~np.array(kept)).any() or os_.shape[1] != sum(kept) or out.ndim != sum(kept):
-        return None
-    lo, step = cs[..., 0], cs[..., 2]
-    count = np.maximum(0, (cs[..., 1] - lo + step - 1) // step)
-    ocount = np.maximum(0, (os_[..., 1] - os_[..., 0] + os_[..., 2] - 1) // os_[..., 2])
-    if ((step <= 0).any() or (os_[..., 2] <= 0).any()
-            or not np.array_equal(count[:, list(kept)], ocount)):
-        return None
-    last = lo + np.maximum(count - 1, 0) * step
-    olast = os_[..., 0] + np.maximum(ocount - 1, 0) * os_[..., 2]
-    if ((lo < 0).any() or (last >= np.array(fmt.shard_shape)).any()
-            or (os_[..., 0] < 0).any() or (olast >= np.array(out.shape)).any()):
-        return None  # outside the shard or the output: never a C copy
-    return lo, count, step, os_[..., 0], os_[..., 2], np.array(kept)
-
-
-def inner_rows(fmt: ShardFormat, chunk_sels: Sequence[Any], out_sels: Sequence[Any],
-               out: npt.NDArray[Any]) -> InnerRows | None:
-    """The inner chunks that basic selections (``chunk_sels[i]`` of shard ``i``, placed at
-    ``out[out_sels[i]]``) touch, worked out for all shards at once with numpy arrays; None
-    for selections of other kinds."""
-    if not len(chunk_sels):  # (no shard: nothing selected)
-        none = np.zeros((0, len(fmt.shard_shape)), np.int64)
-        return InnerRows(none[:, 0], none, none, none, none, none, none, ())
-    spans = _spans(fmt, chunk_sels, out_sels, out)
-    if spans is None:
-        return None
-    lo, count, step, ost, ostep, kept = spans
-    c = np.array(fmt.inner_shape, np.int64)
-    some = count > 0
-    last = lo + np.maximum(count - 1, 0) * step
-    first_blk = lo // c
-    m = np.where(some, last // c - first_blk + 1, 0)  # inner chunks per shard and dim
-    per = m.prod(axis=1)
-    shard = np.repeat(np.arange(len(per)), per)
-    local = np.arange(len(shard)) - np.repeat(np.cumsum(per) - per, per)
-    nd = len(c)
-    blk = np.empty((len(shard), nd), np.int64)
-    for k in range(nd - 1, -1, -1):  # mixed radix: C order of each shard's inner chunks
-        mk = m[shard, k]
-        blk[:, k] = first_blk[shard, k] + local % mk
-        local //= mk
-    lo_r, st_r = lo[shard], step[shard]
-    begin = blk * c
-    fst = np.where(begin > lo_r, lo_r + -(-(begin - lo_r) // st_r) * st_r, lo_r)
-    end = np.minimum(begin + c, last[shard] + 1)
-    n = np.where(fst < end, (end - 1 - fst) // st_r + 1, 0)
-    hit = (n > 0).all(axis=1)  # a step past an inner chunk selects none of it
-    pos = (fst - lo_r) // st_r
-    ks = np.flatnonzero(kept)
-    return InnerRows(shard[hit], blk[hit], (fst - begin)[hit], n[hit], st_r[hit],
-                     (ost[shard] + pos[:, ks] * ostep[shard])[hit], ostep[shard][hit],
-                     tuple(kept.tolist()))
 
 
 async def read_sharded(source: Any, layout: Any, sharding: Any, keys: Sequence[str],
@@ -312,7 +190,7 @@ async def _read_whole_shards(source: Any, fmt: ShardFormat, keys: Sequence[str],
     none = np.zeros(len(keys), bool)
     eligible = WHOLE_SHARDS and source.direct and (progress in (None, False)
                                                     or callable(progress))  # (a bar: chunks)
-    decoder = c_decoder(fmt.decode, out.dtype) if eligible else None
+    decoder = _decoder(fmt, out.dtype) if eligible else None
     if decoder is None or not len(rows):
         return none
     whole: npt.NDArray[np.bool_] = np.bincount(rows.shard, minlength=len(keys)) == math.prod(
@@ -374,7 +252,7 @@ async def _read_inner(source: Any, fmt: ShardFormat, keys: Sequence[str], rows: 
     where lsio reads the shard files itself; else the per-chunk road."""
     if not len(rows):
         return
-    decoder = c_decoder(fmt.decode, out.dtype) if source.direct else None
+    decoder = _decoder(fmt, out.dtype) if source.direct else None
     located = source.locate(list(keys)) if decoder is not None else None
     if decoder is None or located is None or not located.plain:
         sels = [(rows.chunk_sel(i), rows.out_sel(i)) for i in range(len(rows))]

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from .._each import prefault
 from ._batched import Decoder, decode_scatter
+from ._inner import InnerRows
 
 __all__ = ["MAX_UINT64", "read_whole"]
 
@@ -34,8 +35,8 @@ class _Shards:
     keys: Sequence[str]
     """The key of each request's shard (names it in errors)."""
     where: str
-    rows: Any
-    """The shards' inner chunks (:class:`._shards.InnerRows`)."""
+    rows: InnerRows
+    """The shards' inner chunks."""
     starts: npt.NDArray[np.int64]
     """Request ``i``'s rows are ``rows[starts[i]:starts[i + 1]]``."""
     flat: npt.NDArray[np.int64]
@@ -84,7 +85,7 @@ class _Shards:
 
 async def read_whole(reader: Any, requests: Sequence[tuple[str, int, int | None]],
                      fmt: Any, decoder: Decoder, keys: Sequence[str], where: str,
-                     rows: Any, out: npt.NDArray[Any], fill: Any, progress: Any,
+                     rows: InnerRows, out: npt.NDArray[Any], fill: Any, progress: Any,
                      missing_ok: bool, on_missing: Any) -> None:
     """Read whole shards (``requests[i]`` holds shard ``keys[i]``; ``rows`` their inner
     chunks, ``rows.shard`` numbering the requests, in order; each holds all of its
