@@ -10,6 +10,10 @@ block, a notebook cell reads a handful of files. Each row is one such call, time
   a user who keeps what they read); "dropped": each result is dropped at once (recycled
   memory);
 * "worst stall": the worst gap of a 1 ms heartbeat task while one round of the row ran;
+* the Zarr floor: an empty and a one-chunk selection of a 4096^2 float32 blosc-zstd array in
+  128^2 chunks (`--zarr-size`), each call opening the array as users do: `lsio.zarr.read` of
+  its path, zarr-python with lsio's pipeline (`LsioStore`), zarr-python's default pipeline
+  (`LocalStore`), through zarr's async API on the benchmark's loop;
 * `import lsio` is timed in fresh interpreters (the median of several): `-X importtime`'s
   cumulative figure for `lsio`, i.e. everything `import lsio` loads that the interpreter had
   not loaded at startup (numpy and asyncio included).
@@ -134,6 +138,57 @@ async def local_rows(root: Path, paths: list[str]) -> tuple[list[Row], list[Any]
     return rows, [lambda: os.close(fd)]
 
 
+ZARR_CHUNK = 128
+EMPTY = (slice(0, 0), slice(0, 0))
+ONE_CHUNK = (slice(0, ZARR_CHUNK), slice(0, ZARR_CHUNK))
+
+
+def make_zarr(root: Path, side: int) -> Path:
+    """The floor's array: side^2 float32, blosc-zstd, 128^2 chunks (bench_zarr's (a) in
+    small)."""
+    import numpy as np
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    path = root / "floor.zarr"
+    arr = zarr.create_array(zarr.storage.LocalStore(path), shape=(side, side),
+                            chunks=(ZARR_CHUNK, ZARR_CHUNK), dtype="float32",
+                            compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+                            overwrite=True)
+    arr[:] = np.random.default_rng(0).random((side, side), dtype=np.float32)
+    for p in path.rglob("*"):  # warm
+        if p.is_file():
+            p.read_bytes()
+    return path
+
+
+def zarr_rows(path: Path) -> list[Row]:
+    """The Zarr floor: an empty and a one-chunk selection, each call opening the array."""
+    import zarr
+    import zarr.api.asynchronous as za
+
+    import lsio.zarr as lz
+
+    def through_zarr(pipeline: str, store: Any, sel: Any) -> Call:
+        async def call() -> Any:
+            with zarr.config.set({"codec_pipeline.path": pipeline}):
+                arr = await za.open_array(store=store, mode="r")
+            return await arr.getitem(sel)
+        return call
+
+    ours = lz.LsioStore(path, read_only=True)
+    local = zarr.storage.LocalStore(path, read_only=True)
+    default = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+    rows = []
+    for what, sel in (("empty selection", EMPTY), ("one chunk", ONE_CHUNK)):
+        rows += [
+            Row(f"lsio.zarr.read, {what}", lambda sel=sel: lz.read(path, sel)),
+            Row(f"zarr + lsio pipeline, {what}", through_zarr(lz.PATH, ours, sel)),
+            Row(f"zarr default pipeline, {what}", through_zarr(default, local, sel)),
+        ]
+    return rows
+
+
 async def url_rows(root: Path) -> tuple[list[Row], list[Any]]:
     """One URL range through lsio and through a bare aiohttp session (loopback nginx)."""
     import aiohttp
@@ -255,6 +310,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
     for p in paths:  # warm: read every file once
         Path(p).read_bytes()
     rows, closers = await local_rows(root, paths)
+    if args.zarr_size:
+        rows += zarr_rows(make_zarr(root, args.zarr_size))
     if not args.no_http:
         more, close_more = await url_rows(root)
         rows += more
@@ -278,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--imports", type=int, default=7)
+    parser.add_argument("--zarr-size", type=int, default=4096,
+                        help="side of the Zarr floor's array (0: no Zarr rows)")
     parser.add_argument("--no-http", action="store_true", help="skip the URL rows (no nginx)")
     parser.add_argument("--data-dir")
     parser.add_argument("--out", type=Path)

@@ -1,14 +1,21 @@
 """Local-disk benchmark: lsio against fio (same offsets, same queue depth) and Python peers.
 
-    python -m benchmarks.bench_local [--quick] [--workload a,b,c,d,e,f] [--repeats N]
+    python -m benchmarks.bench_local [--quick] [--workload a,b,c,d,e,f,g,h] [--repeats N]
         [--warm-only | --cold-only] [--data-dir DIR] [--contenders NAME,...]
         [--no-plan | --plan-only] [--out docs/benchmarks.md] [--json results.json]
 
 Every contender runs in the same process run, round-robin (A B C A B C ...) for `--repeats`
 rounds; tables report medians. Before each single run the cache state is re-established: cold =
 `sync; echo 3 > /proc/sys/vm/drop_caches` (root only), warm = every data file read once.
-Workloads (d), (e), (f) exercise the planner (coalescing on vs off). After the reads, the
-planning speed is measured without I/O (`--plan-only`: just that; `--no-plan`: skip it).
+Workloads (d), (e), (f) exercise the planner (coalescing on vs off). (g) and (h) are the
+engine's limits: warm small ranges against a plain `os.pread` loop (target >= 1.5x) and cold
+small files against fio's best queue depth (`fio best depth ...`: one io_uring job opening,
+reading and closing each file, `openfiles` = the depth, swept over `FIO_SWEEP_DEPTHS`,
+buffered and O_DIRECT; target >= 0.9x the faster); each target is judged on the median of
+alternated rounds (>= 5) with no round below 0.95x of it (`benchmarks/rules.py`). Every table
+says whether the rows on the event loop stayed within the 10 ms loop-stall target. After the
+reads, the planning speed is measured without I/O (`--plan-only`: just that; `--no-plan`:
+skip it).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contenders import CONTENDERS, Contender, RunContext, RunFn
+from .contenders import CONTENDERS, Contender, RunContext, RunFn, SelfTimed
 from .harness import log, stall_text, time_run, verify
 from .planbench import PLAN_REQUESTS, PLAN_REQUESTS_QUICK, measure_planning, planned_reads
 from .report import (
@@ -48,6 +55,7 @@ from .report import (
     replace_section,
     series_json,
 )
+from .rules import by_round, format_round_target, format_stall_target, round_ratios
 from .workloads import (
     FULL_SPECS,
     QUICK_SPECS,
@@ -60,7 +68,7 @@ from .workloads import (
 )
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench")
-DEFAULT_WORKLOADS = "a,b,c,d,e,f"
+DEFAULT_WORKLOADS = "a,b,c,d,e,f,g,h"
 MEMORY_WORKLOADS = ("a", "b")
 MEMORY_CONTENDERS = ("lsio", "plain loop")
 KEPT_WORKLOADS = ("a", "b")
@@ -153,7 +161,8 @@ def check_data_dir(data_dir: Path) -> None:
 
 def select(cfg: Config, wl: Workload) -> list[Contender]:
     return [c for c in CONTENDERS
-            if wl.spec.kind in c.kinds and (cfg.contenders is None or c.name in cfg.contenders)]
+            if wl.spec.kind in c.kinds and (not c.only or wl.key in c.only)
+            and (cfg.contenders is None or c.name in cfg.contenders)]
 
 
 def _error(e: BaseException) -> str:
@@ -177,16 +186,20 @@ def prepare(contenders: list[Contender], wl: Workload, ctx: RunContext,
 
 
 def run_once(runner: asyncio.Runner, fn: RunFn, wl: Workload, rnd: int, *,
-             on_loop: bool) -> Sample:
-    """One timed, verified run (loop stalls watched when `on_loop`); the returned buffers are
-    released on return."""
+             on_loop: bool) -> tuple[Sample, str]:
+    """One timed, verified run (loop stalls watched when `on_loop`) and what a self-timed tool
+    says it chose ("" otherwise); the returned buffers are released on return."""
     seconds, payload, stall = time_run(runner, fn, watch_loop=on_loop)
     nbytes, n_ops = verify(wl, payload)
-    return Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops, loop_stall_s=stall)
+    detail = payload.detail if isinstance(payload, SelfTimed) else ""
+    return (Sample(round=rnd, seconds=seconds, nbytes=nbytes, n_ops=n_ops, loop_stall_s=stall),
+            detail)
 
 
 def run_state(cfg: Config, wl: Workload, state: State, runner: asyncio.Runner,
-              scratch: Path) -> list[Series]:
+              scratch: Path, details: dict[str, list[str]] | None = None) -> list[Series]:
+    """Every contender on one workload and state, alternated per round; `details` collects
+    per series (`workload/state/contender`) what self-timed tools chose each round."""
     ctx = RunContext(state=state, queue_depth=cfg.queue_depth, scratch_dir=scratch)
     with ctx.cleanup:
         contenders = select(cfg, wl)
@@ -199,16 +212,19 @@ def run_state(cfg: Config, wl: Workload, state: State, runner: asyncio.Runner,
                 tag = f"  [{wl.key} {state} {rnd + 1}/{cfg.repeats}] {s.contender}:"
                 set_state(wl, state)
                 try:
-                    sample = run_once(runner, fns[s.contender], wl, rnd,
-                                      on_loop=on_loop[s.contender])
+                    sample, detail = run_once(runner, fns[s.contender], wl, rnd,
+                                              on_loop=on_loop[s.contender])
                 except Exception as e:  # report it, keep going
                     s.error = _error(e)
                     log(f"{tag} FAILED: {s.error}")
                     continue
                 s.samples.append(sample)
+                if detail and details is not None:
+                    details.setdefault(f"{wl.key}/{state}/{s.contender}", []).append(detail)
                 log(f"{tag} {sample.seconds * 1e3:.1f} ms, "
                     f"{sample.n_ops / sample.seconds:,.0f} ops/s"
-                    f"{stall_text(sample.loop_stall_s)}")
+                    f"{stall_text(sample.loop_stall_s)}"
+                    + (f" ({detail})" if detail else ""))
     return series
 
 
@@ -269,13 +285,45 @@ def _memprobe(cfg: Config, key: str, contender: str) -> MemoryResult:
     return MemoryResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+# --------------------------------------------------------------------------- targets
+
+# Issue 25's engine targets, each on one workload: (workload, contender, reference(s), ratio
+# wanted). Several references: per round the fastest of them.
+FIO_BEST = ("fio best depth buffered", "fio best depth direct=1")
+ENGINE_TARGETS: tuple[tuple[str, str, tuple[str, ...], float, str], ...] = (
+    ("g", "lsio", ("plain loop",), 1.5, "a plain Python `os.pread` loop"),
+    ("h", "lsio", FIO_BEST, 0.9, "fio's best (the faster I/O mode at its best queue depth "
+     "of each round)"),
+)
+
+
+def target_lines(key: str, rows: list[Series], details: dict[str, list[str]]) -> list[str]:
+    """The engine targets of one table (medians of alternated rounds, issue 25's rule), fio's
+    chosen depths, and the loop-stall target."""
+    lines = []
+    for wl_key, who, refs, wanted, what in ENGINE_TARGETS:
+        if wl_key != key:
+            continue
+        mine = by_round(next((s for s in rows if s.contender == who), None))
+        theirs = [by_round(next((s for s in rows if s.contender == r), None)) for r in refs]
+        common = set.intersection(*(set(t) for t in theirs)) if theirs else set()
+        best = {r: min(t[r] for t in theirs) for r in common}
+        lines.append(format_round_target(f"{who} >= {wanted:g}x {what}",
+                                         round_ratios(best, mine), wanted))
+    for s in rows:
+        if chosen := details.get(f"{key}/{s.state}/{s.contender}"):
+            lines.append(f"{s.contender}: " + ", ".join(chosen) + " (per round).")
+    lines.append(format_stall_target(rows) + ".")
+    return lines
+
+
 # --------------------------------------------------------------------------- output
 
 
 def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
            planned: dict[str, PlannedReads], timing: PlanTiming | None,
            details: dict[str, str], argv: Sequence[str],
-           kept: Sequence[KeptResult] = ()) -> str:
+           kept: Sequence[KeptResult] = (), chosen: dict[str, list[str]] | None = None) -> str:
     parts = ["## Local disk: lsio vs fio and Python peers (`benchmarks/bench_local.py`)", "",
              f"Command: `python -m benchmarks.bench_local {shlex.join(argv)}`  "]
     if not cfg.plan_only:
@@ -290,6 +338,7 @@ def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
                 parts += [f"### ({spec.key}) {spec.title} — {state}", "", format_table(rows), ""]
                 if spec.kind == "gaps":
                     parts += [format_coalesce_note(rows, planned.get(spec.key)), ""]
+                parts += ["  \n".join(target_lines(spec.key, rows, chosen or {})), ""]
     if memory:
         parts += ["### Peak memory of one read (fresh process, warm cache)", "",
                   format_memory_table(memory), ""]
@@ -318,7 +367,8 @@ def render(cfg: Config, results: list[Series], memory: list[MemoryResult],
 
 def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[MemoryResult],
               planned: dict[str, PlannedReads], timing: PlanTiming | None,
-              details: dict[str, str], kept: Sequence[KeptResult] = ()) -> None:
+              details: dict[str, str], kept: Sequence[KeptResult] = (),
+              chosen: dict[str, list[str]] | None = None) -> None:
     doc = {
         "machine": details,
         "config": {"quick": cfg.quick, "repeats": cfg.repeats, "queue_depth": cfg.queue_depth,
@@ -329,6 +379,7 @@ def dump_json(path: Path, cfg: Config, results: list[Series], memory: list[Memor
         "kept": [dataclasses.asdict(k) for k in kept],
         "planned_reads": {k: dataclasses.asdict(v) for k, v in planned.items()},
         "planning": dataclasses.asdict(timing) if timing is not None else None,
+        "chosen": chosen or {},  # workload/state/contender -> what fio's sweep chose per round
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
@@ -365,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Series] = []
     memory: list[MemoryResult] = []
     kept: list[KeptResult] = []
+    chosen: dict[str, list[str]] = {}  # what fio's sweep chose, per series and round
     if not cfg.plan_only:
         cfg = dataclasses.replace(cfg, states=usable_states(cfg.states))
         if not cfg.states:
@@ -382,20 +434,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for state in cfg.states:
                     log(f"({spec.key}) {state}:")
                     results += run_state(cfg, workloads[spec.key], state, runner,
-                                         Path(scratch))
+                                         Path(scratch), chosen)
 
         memory = measure_memory(cfg, workloads) if cfg.memory else []
         kept = measure_kept(cfg, workloads) if cfg.memory else []
     planned = plan_workloads(workloads)
     timing = measure_plan_speed(cfg) if cfg.plan else None
     details = machine_details(cfg.data_dir)
-    text = render(cfg, results, memory, planned, timing, details, argv, kept)
+    text = render(cfg, results, memory, planned, timing, details, argv, kept, chosen)
     print(text)
     if cfg.out is not None:
         replace_section(cfg.out, text)
         log(f"updated {cfg.out}")
     if cfg.json_path is not None:
-        dump_json(cfg.json_path, cfg, results, memory, planned, timing, details, kept)
+        dump_json(cfg.json_path, cfg, results, memory, planned, timing, details, kept, chosen)
         log(f"wrote {cfg.json_path}")
     return 0
 

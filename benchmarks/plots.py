@@ -25,6 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 Bar = tuple[str, float, float | None]  # contender, median MB/s, worst loop stall (s)
 PIPELINE_ROW = "zarr + lsio pipeline"  # zarr's own API on lsio.zarr.LsioCodecPipeline
+# rows that read nothing: bench_zarr's zarr-python time with a pipeline that does no work
+NOT_READS = frozenset({"zarr's own time"})
 
 
 def _color(name: str) -> str:
@@ -49,7 +51,7 @@ def _panels(series: list[dict[str, Any]]) -> dict[str, list[Bar]]:
     panels: dict[str, list[Bar]] = {}
     for s in series:
         ok = [x for x in s.get("samples", []) if x.get("seconds")]
-        if s.get("error") or not ok:
+        if s.get("error") or not ok or s["contender"] in NOT_READS:
             continue
         rate = statistics.median(x["nbytes"] / x["seconds"] / 1e6 for x in ok)
         mode = s.get("mode", "")

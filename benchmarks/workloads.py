@@ -126,6 +126,12 @@ FULL_SPECS: dict[str, WorkloadSpec] = {
                   "file order)", n_files=1, file_size=1 * GiB),
     "f": _sorted("f", "100 000 sorted 4 KiB ranges 0-16 KiB apart of one 2 GiB file",
                  file_size=2 * GiB, n_requests=100_000),
+    # issue 25's engine rows: warm small ranges against a plain os.pread loop (same file as
+    # (a)), cold small files against fio's best queue depth
+    "g": WorkloadSpec("g", "20 000 random 4 KiB ranges of one 2 GiB file", "ranges",
+                      n_files=1, file_size=2 * GiB, n_requests=20_000, request_size=4 * KiB),
+    "h": WorkloadSpec("h", "5 000 files x 64 KiB, read whole", "files",
+                      n_files=5000, file_size=64 * KiB, n_requests=5000, request_size=64 * KiB),
 }
 
 QUICK_SPECS: dict[str, WorkloadSpec] = {
@@ -142,6 +148,10 @@ QUICK_SPECS: dict[str, WorkloadSpec] = {
                   "quick)", n_files=1, file_size=64 * MiB),
     "f": _sorted("f", "5000 sorted 4 KiB ranges 0-16 KiB apart of one 64 MiB file (quick)",
                  file_size=64 * MiB, n_requests=5000),
+    "g": WorkloadSpec("g", "1000 random 4 KiB ranges of one 64 MiB file (quick)", "ranges",
+                      n_files=1, file_size=64 * MiB, n_requests=1000, request_size=4 * KiB),
+    "h": WorkloadSpec("h", "200 files x 64 KiB, read whole (quick)", "files",
+                      n_files=200, file_size=64 * KiB, n_requests=200, request_size=64 * KiB),
 }
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "Results",
     "Stats",
     "backend_name",
+    "clear_caches",
     "copy_to",
     "iter_many",
     "read_many",
@@ -151,6 +152,20 @@ def read_many_sync(requests: Iterable[Any], *, out: Sequence[Any] | None = None,
     return _default_reader().read_many_sync(requests, out=out, progress=progress,
                                            missing_ok=missing_ok, pipeline=pipeline,
                                            on_error=on_error)
+
+
+def clear_caches() -> None:
+    """Forget what lsio keeps between calls: parsed Zarr metadata, decode chains, the
+    chunk jobs of selections, shard indexes.
+
+    Never needed for correctness: every entry is keyed on the bytes it was made from or
+    on the identity of the file it stands for (device, inode, size, modification and
+    change times; a strong ETag remotely), and lsio's own writes (``LsioStore.set`` and
+    ``delete``) drop the entries of what they write. Use it to give the memory back, or
+    to time cold calls. A forked child starts with empty caches."""
+    from ._cache import clear_all
+
+    clear_all()
 
 
 def iter_many(requests: Iterable[Any], *, out: Sequence[Any] | None = None,

@@ -29,6 +29,8 @@ __all__: list[str] = [
     "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
     "READAHEAD_TTL", "READAHEAD_BUDGET",
     "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
+    "METADATA_CACHE", "CHAIN_CACHE", "PLAN_CACHE", "PLAN_CACHE_BYTES", "FILE_CACHE",
+    "FILE_CACHE_BYTES",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -319,6 +321,31 @@ WHOLE_SHARDS_MIN = 8
 inner chunks together) and decoded by the worker it lands on; fewer, the index first and
 then the inner chunks, so that a few big shards still spread their decode over the workers
 (a shard is one worker's job: 8 keeps the last one's tail short on 2-4 cores)."""
+
+METADATA_CACHE = 256
+"""Parsed ``zarr.json`` documents kept (by their bytes, ``lsio/_cache.py``): parsing one
+costs ~2-5 ms here, as much as a sub-selection's decode; a few KiB each, so 256 arrays
+cost ~1-2 MiB at most."""
+
+CHAIN_CACHE = 64
+"""Decode chains kept (by codecs, chunk shape and dtype): building one costs ~0.1 ms here;
+each holds a per-thread scratch of one decoded chunk, hence fewer than the metadata."""
+
+PLAN_CACHE = 64
+"""A basic selection's chunk-grid jobs kept per layout and selection (``_grid``): ~0.1-0.2
+ms here for one chunk, ~3 ms for 16 384 chunks; reused with the output's address added."""
+
+PLAN_CACHE_BYTES = 16 << 20
+"""Bytes of those jobs kept in all: ~240 bytes a chunk, so four whole-array plans of
+16 384 chunks; a bigger plan is not kept (its decode costs far more than its planning)."""
+
+FILE_CACHE = 4096
+"""Entries kept per file-content cache (shard indexes: one per shard, keyed on the file's
+identity): a 32768^2 array in 1024^2 shards has 1 024."""
+
+FILE_CACHE_BYTES = 64 << 20
+"""Bytes kept in all per file-content cache: a shard index is 16 bytes per inner chunk (1 KiB
+for 64 inner chunks, 1 MiB for 65 536)."""
 
 EACH_READ_AHEAD = 3
 """Windows read at once by ``read_each``'s ring windows (``lsio/_each.py``; at most

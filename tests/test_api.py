@@ -27,7 +27,8 @@ def test_public_api_is_all_once_documented() -> None:
     documented = re.findall(r"^::: lsio\.(\w+)$", API_DOC.read_text(), re.M)
     assert len(lsio.__all__) == len(set(lsio.__all__)), sorted(lsio.__all__)
     assert len(documented) == len(set(documented)), documented
-    assert set(lsio.__all__) == set(documented), "lsio.__all__ is not what docs/api.md lists"
+    assert set(lsio.__all__) == set(documented), (
+        "lsio.__all__ is not what docs/api.md lists")
     public = {name for name in dir(lsio) if not name.startswith("_")
               and not isinstance(obj := getattr(lsio, name), types.ModuleType)
               and getattr(obj, "__module__", "").startswith("lsio")}

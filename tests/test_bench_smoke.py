@@ -13,8 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # a, b, c and two planner workloads: d (many files: fio's per-file iolog and the per-file
-# pread loop) and f (requests the planner merges); e differs from d only in its offsets.
-WORKLOADS = "a,b,c,d,f"
+# pread loop) and f (requests the planner merges); e differs from d only in its offsets; g and
+# h: the engine's targets (warm ranges vs a pread loop, cold files vs fio's best depth).
+WORKLOADS = "a,b,c,d,f,g,h"
 
 
 def _rows(stdout: str, first: str, *, prefix: bool = False) -> list[list[str]]:
@@ -44,14 +45,15 @@ def test_bench_local_quick(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "benchmarks.bench_local", "--quick", "--repeats", "1",
            "--warm-only", "--workload", WORKLOADS, "--data-dir", str(tmp_path / "data"),
            "--json", str(tmp_path / "results.json"), "--out", str(tmp_path / "bench.md")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # (h)'s fio sweep runs 16 fio processes: ~70 s in all on a busy 2-core machine
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
 
     lsio_rows = _rows(out, "lsio")
     fio_rows = _rows(out, "fio buffered") + _rows(out, "fio direct=1")
-    assert len(lsio_rows) == 3, out  # one per workload (a, b, c), warm only
-    assert len(fio_rows) >= 5, out  # a, b, c, d, f
+    assert len(lsio_rows) == 5, out  # one per workload (a, b, c, g, h), warm only
+    assert len(fio_rows) >= 7, out  # a, b, c, d, f, g, h
     for cells in lsio_rows + _rows(out, "fio buffered"):
         assert _throughput(cells) > 0, cells  # ran and returned the right byte count
     # The worst event-loop stall: a number of ms for lsio (asyncio), "—" for fio (a process).
@@ -59,10 +61,24 @@ def test_bench_local_quick(tmp_path: Path) -> None:
     assert all(_ms(cells[stall_col]) >= 0 for cells in lsio_rows), lsio_rows
     assert all(cells[stall_col] == "—" for cells in fio_rows), fio_rows
 
+    # The engine targets (one round: not judged), fio's best depth of each I/O mode on (h)
+    # with the depth it chose, and the loop-stall target under every table.
+    ratio = r"median [\d.]+x, worst round [\d.]+x of 1: \*\*not judged\*\*\."
+    assert re.search(r"^Target: lsio >= 1\.5x a plain Python `os\.pread` loop: " + ratio, out,
+                     re.M), out
+    assert re.search(r"^Target: lsio >= 0\.9x fio's best .*: " + ratio, out, re.M), out
+    for name in ("fio best depth buffered", "fio best depth direct=1"):
+        (cells,) = _rows(out, name)
+        assert _throughput(cells) > 0 and cells[stall_col] == "—", cells
+        assert re.search(rf"^{name}: queue depth (1|2|4|8|16|32|64|128) \(per round\)\.", out,
+                         re.M), out
+    assert len(re.findall(r"^Worst loop stall <= 10 ms: \*\*(met\*\* by every lsio row|"
+                          r"missed\*\* by .*\(\d[\d.,]* ms\))", out, re.M)) == 7, out
+
     # The planner workloads: coalescing on and off, and the on / off ratio under each table.
     for name in ("lsio coalesce", "lsio no coalesce", "plain loop"):
         rows = _rows(out, name)
-        assert len(rows) == (2 if name.startswith("lsio") else 5), (name, out)  # d, f (all)
+        assert len(rows) == (2 if name.startswith("lsio") else 7), (name, out)  # d, f (all)
         assert all(_throughput(cells) > 0 for cells in rows), rows
     assert len(re.findall(r"Coalescing on / off.*: auto \*\*\d+\.\d\dx\*\*", out)) == 2, out
     assert out.count("requests become") == 2, out
@@ -87,7 +103,7 @@ def test_bench_local_quick(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     series = results["series"]
     lsio_series = [s for s in series if s["contender"].startswith("lsio")]
-    assert len(lsio_series) == 3 + 1 + 1 + 4 + 4, lsio_series  # on a, b, c, d, f
+    assert len(lsio_series) == 3 + 1 + 1 + 4 + 4 + 3 + 1, lsio_series  # a, b, c, d, f, g, h
     for s in lsio_series:
         stall = s["worst_loop_stall_s"]
         assert isinstance(stall, float) and stall >= 0, s
@@ -97,6 +113,8 @@ def test_bench_local_quick(tmp_path: Path) -> None:
             assert s["worst_loop_stall_s"] is None, s
             assert all(x["loop_stall_s"] is None for x in s["samples"]), s
     assert results["planning"]["n_requests"] == 100_000
+    assert set(results["chosen"]) == {"h/warm/fio best depth buffered",
+                                      "h/warm/fio best depth direct=1"}, results["chosen"]
     planned = results["planned_reads"]
     assert planned["d"]["n_requests"] == 2800
     assert planned["f"]["reads_on"] < planned["f"]["reads_off"] == 5000  # 0-gaps always merge

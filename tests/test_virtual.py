@@ -178,6 +178,35 @@ def test_remote_refs_on_nginx(files: list[Path], nginx: Any) -> None:
     np.testing.assert_array_equal(ds.hum.values, h5(files[0], "hum"))
 
 
+def test_remote_refs_on_moto(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """References to ``s3://`` ranges (two files, one bucket on moto): one planned call,
+    values equal to h5py."""
+    from conftest import use_moto_credentials
+    from servers import MotoServer
+
+    server = MotoServer().start()
+    try:
+        use_moto_credentials(monkeypatch, server)
+        server.client().create_bucket(Bucket="virtual")
+        refs = []
+        for p in files[:2]:
+            server.client().put_object(Bucket="virtual", Key=p.name, Body=p.read_bytes())
+            text = json.dumps(kerchunk_refs(str(p))).replace(json.dumps(str(p))[1:-1],
+                                                             f"s3://virtual/{p.name}")
+            refs.append(json.loads(text))
+        reader = CountingReader(http=lsio.HttpOptions(endpoint_url=server.endpoint))
+        for p, r in zip(files[:2], refs, strict=True):
+            store = ReferenceStore(r, reader=reader)
+            assert all(v[0] == f"s3://virtual/{p.name}" for v in store._table.values()
+                       if isinstance(v, tuple))
+            group = open_group(store, zarr_format=2)
+            reader.calls.clear()
+            np.testing.assert_array_equal(group["temp"][:], h5(p, "temp"))
+            assert len(reader.calls) == 1
+    finally:
+        server.stop()
+
+
 def test_fletcher32_chunks_are_checked(tmp_path: Path) -> None:
     """HDF5's fletcher32 (kerchunk 0.2 cannot reference it): hand-made references with the
     whole filtered chunk are verified; a corrupt chunk fails."""

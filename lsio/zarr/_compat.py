@@ -29,6 +29,8 @@ from typing import Any
 
 import zarr
 
+from .._cache import on_clear
+
 __all__ = ["KNOWN", "DEFAULT_PIPELINE_PATH", "ZarrCompatWarning", "Support", "array_metadata",
            "default_pipeline", "fill_value", "indexer", "regular_chunks", "support"]
 
@@ -113,6 +115,9 @@ def _grid(shape: tuple[int, ...], chunks: tuple[int, ...], split: bool) -> Any:
     from zarr.core.chunk_grids import RegularChunkGrid  # type: ignore[attr-defined,unused-ignore]
 
     return RegularChunkGrid(chunk_shape=chunks)
+
+
+on_clear(_grid.cache_clear)
 
 
 def indexer(mode: str, selection: Any, shape: tuple[int, ...], chunks: tuple[int, ...]) -> Any:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._cache import Lru
+from .._defaults import METADATA_CACHE
 from .._memory import allocate
 from .._reader import Reader, default_reader
 from .._redact import redacting
@@ -104,8 +106,10 @@ async def read(array_or_url: Any, selection: Any = Ellipsis, *, mode: str = "bas
     if mode == "basic" and layout.sharding is None:
         plan = batch_plan(chain_of(layout), selection, meta, out)
         if plan is not None:  # the whole chunk grid's work as numpy arrays
-            keys = prefix + "c/"
-            located = locate([keys + "/".join(map(str, c)) for c in plan.coords.tolist()])
+            if plan.empty:
+                return out
+            located = locate([prefix + name for name in plan.names] if prefix
+                             else list(plan.names))
             if located.plain:
                 await read_batched(located.reader, located.requests(), plan.jobs,
                                    plan.decoder, plan.fill_missing(out, fill), out, root,
@@ -145,16 +149,11 @@ async def _metadata(root: str, locate: Callable[[Sequence[str]], Located]) -> An
     if part is None:
         raise FileNotFoundError(f"lsio.zarr.read: {root}/zarr.json is missing")
     if not isinstance(part, bytes):
-        (raw,) = await located.reader.read_many([part])
-        part = bytes(raw)
-    text = part
-    cached = _METADATA.get(root)
-    if cached is not None and cached[0] == text:  # the same document: parsed before
-        return cached[1]
-    meta = _parse(root, text)
-    if len(_METADATA) >= 256:
-        _METADATA.clear()
-    _METADATA[root] = (text, meta)
+        (part,) = await located.reader.read_many([part])
+    text = bytes(part)
+    meta = _METADATA.get(text)  # the same document: parsed before
+    if meta is None:
+        meta = _METADATA.put(text, _parse(root, text), len(text))
     return meta
 
 
@@ -177,11 +176,10 @@ def _parse(root: str, text: bytes) -> Any:
                          f"metadata: {type(exc).__name__}: {exc}") from exc
 
 
-_METADATA: dict[str, tuple[bytes, Any]] = {}
-"""The last parsed ``zarr.json`` per array root, with its bytes: every read still reads
-the document (so a rewritten array is seen at once), but an unchanged one is not parsed
-again (``ArrayV3Metadata.from_dict`` costs ~2-5 ms here, as much as a sub-selection's
-decode)."""
+_METADATA: Lru[Any] = Lru("zarr metadata", entries=METADATA_CACHE)
+"""Parsed ``zarr.json`` documents by their bytes: every read still reads the document (so
+a rewritten array is seen at once), but an unchanged one is not parsed again
+(``ArrayV3Metadata.from_dict`` costs ~2-5 ms here, as much as a sub-selection's decode)."""
 
 
 @redacting

@@ -8,12 +8,14 @@ up front instead of per-chunk Python (16 384 chunks).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .._cache import Lru
+from .._defaults import PLAN_CACHE, PLAN_CACHE_BYTES
 from ._batched import Decoder, c_decoder, extent
 from ._chain import Chain
 
@@ -38,6 +40,8 @@ class BatchPlan:
     kept: tuple[bool, ...]
     """Per array dimension: whether it is a dimension of the output (a slice) or dropped
     (an int); empty for an empty selection."""
+    names: tuple[str, ...] = ()
+    """Each chunk's key under the array (``c/i/j``)."""
 
     @property
     def empty(self) -> bool:
@@ -50,6 +54,16 @@ class BatchPlan:
         return cls(decoder=decoder, coords=np.zeros((0, decoder.ndim), np.int64),
                    jobs=decoder.jobs(0), ostarts=np.zeros((0, decoder.ndim), np.int64),
                    kept=())
+
+    def at(self, out: npt.NDArray[Any]) -> BatchPlan:
+        """This plan (worked out for an output at address 0) for ``out``: its jobs with
+        ``out``'s address added (a copy; the plan is shared)."""
+        if not len(self.jobs):
+            return self
+        jobs = self.jobs.copy()
+        jobs["dst"] += np.uint64(out.ctypes.data)
+        jobs["out"], jobs["outlen"] = extent(out)
+        return replace(self, jobs=jobs)
 
     def fill_missing(self, out: npt.NDArray[Any], fill: Any) -> Callable[[Sequence[int]],
                                                                              None]:
@@ -65,8 +79,11 @@ class BatchPlan:
 def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
                ) -> BatchPlan | None:
     """The chunk grid work of a basic selection, as arrays, when the C path applies: the
-    C decoder handles the codecs, ints and slices with positive steps, default chunk keys."""
-    decoder = c_decoder(decode, out.dtype)
+    C decoder handles the codecs, ints and slices with positive steps, default chunk keys.
+    Worked out once per layout and selection (:data:`_PLANS`), then placed at ``out``."""
+    decoder = decode.c_decoders.get(out.dtype)
+    if decoder is None and out.dtype not in decode.c_decoders:
+        decoder = decode.c_decoders[out.dtype] = c_decoder(decode, out.dtype)
     enc = meta.chunk_key_encoding
     if (decoder is None or getattr(enc, "name", "") != "default"
             or getattr(enc, "separator", "") != "/"):
@@ -77,25 +94,44 @@ def batch_plan(decode: Chain, selection: Any, meta: Any, out: npt.NDArray[Any]
     sel = _full_selection(selection, len(shape))
     if sel is None:
         return None
+    spans = tuple(_span(n, x) for n, x in zip(shape, sel, strict=True))
+    if None in spans:
+        return None
+    key = (decoder, shape, spans, out.strides)
+    plan = _PLANS.get(key)
+    if plan is None:  # (jobs at output address 0)
+        plan = _plan(decoder, chunks, spans, out.strides)  # type: ignore[arg-type]
+        _PLANS.put(key, plan, plan.jobs.nbytes + plan.coords.nbytes + plan.ostarts.nbytes
+                   + 64 * len(plan.names))  # (a key string: ~64 bytes)
+    return plan.at(out)
+
+
+def _plan(decoder: Decoder, chunks: tuple[int, ...],
+          spans: tuple[tuple[int, int, int, bool], ...],
+          out_strides: tuple[int, ...]) -> BatchPlan:
+    """The plan of ``spans`` (per dimension: first, count, step, kept) for an output at
+    address 0 with ``out_strides``."""
     # per array dim: (chunk index, start in chunk, length, start in out, step) arrays
     per_dim: list[tuple[npt.NDArray[np.int64], ...]] = []
     out_dim = 0
-    out_strides, dims_kept = [], []
-    for n, c, x in zip(shape, chunks, sel, strict=True):
-        span = _span(n, x)
-        if span is None:
-            return None
-        lo, count, step, kept = span
+    dims_strides, dims_kept = [], []
+    for c, (lo, count, step, kept) in zip(chunks, spans, strict=True):
         if count <= 0:
             return BatchPlan.nothing(decoder)
         per_dim.append(_dim_blocks(lo, count, step, c))
         if kept:
-            out_strides.append(out.strides[out_dim])
+            dims_strides.append(out_strides[out_dim])
             out_dim += 1
         else:
-            out_strides.append(0)
+            dims_strides.append(0)
         dims_kept.append(kept)
-    return _grid_jobs(decoder, out, per_dim, out_strides, dims_kept)
+    return _grid_jobs(decoder, per_dim, dims_strides, dims_kept)
+
+
+_PLANS: Lru[BatchPlan] = Lru("zarr selection plans", entries=PLAN_CACHE,
+                             max_bytes=PLAN_CACHE_BYTES)
+"""Plans by (decoder, array shape, selection spans, output strides), at output address 0:
+repeated selections of one layout (a notebook's, a Dask task's) skip the grid work."""
 
 
 def _dim_blocks(lo: int, count: int, step: int, c: int) -> tuple[npt.NDArray[np.int64], ...]:
@@ -141,12 +177,11 @@ def _span(n: int, x: Any) -> tuple[int, int, int, bool] | None:
     return None
 
 
-def _grid_jobs(decoder: Decoder, out: npt.NDArray[Any],
-               per_dim: list[tuple[npt.NDArray[np.int64], ...]], out_strides: list[int],
-               dims_kept: list[bool]) -> BatchPlan:
+def _grid_jobs(decoder: Decoder, per_dim: list[tuple[npt.NDArray[np.int64], ...]],
+               out_strides: list[int], dims_kept: list[bool]) -> BatchPlan:
     """Every combination of the dimensions' chunks, as a plan: the grid coordinates, and
-    each block's shape, offset and strides in its decoded chunk, and address and strides
-    in ``out``."""
+    each block's shape, offset and strides in its decoded chunk, and offset and strides
+    in the output."""
     grids = np.meshgrid(*[np.arange(len(d[0])) for d in per_dim], indexing="ij")
     picks = [g.ravel() for g in grids]
     ndim = len(per_dim)
@@ -161,7 +196,8 @@ def _grid_jobs(decoder: Decoder, out: npt.NDArray[Any],
         jobs["dst"] += (ostart * out_strides[k]).astype(np.uint64)
         jobs["dst_strides"][:, k] = out_strides[k]
         ostarts[:, k] = ostart
-    jobs["dst"] += np.uint64(out.ctypes.data)
-    jobs["out"], jobs["outlen"] = extent(out)
+    names = tuple("c/" + "/".join(map(str, c)) for c in coords.tolist())
+    for a in (coords, jobs, ostarts):
+        a.flags.writeable = False  # shared by every read of this plan
     return BatchPlan(decoder=decoder, coords=coords, jobs=jobs, ostarts=ostarts,
-                     kept=tuple(dims_kept))
+                     kept=tuple(dims_kept), names=names)

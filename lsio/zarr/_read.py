@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._defaults import SLICE_JOBS_MIN
+from .._cache import Lru
+from .._defaults import CHAIN_CACHE, SLICE_JOBS_MIN
 from . import _compat
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
@@ -143,22 +144,22 @@ async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels
 
 
 def chain_of(layout: Layout) -> Chain:
-    """The decode chain of an unsharded layout, built once per layout (zarr hands the
-    pipeline one chunk at a time when users read that way: ~100 us saved per read). Keyed
-    by the codec objects' identity (zarr's codecs are not all hashable), which the cache
-    holds on to, so an identity is never reused while its entry lives."""
-    key = (tuple(map(id, layout.codecs)), layout.chunk_shape, layout.dtype, layout.order)
+    """The decode chain of an unsharded layout, built once (~100 us) per layout: by the
+    codecs' values (frozen dataclasses, new ones per opened array; equal ones decode alike)
+    or, where one holds a dict, by identity, the entry holding them so no id is reused."""
+    key: Any = layout
+    try:
+        hash(layout)
+    except TypeError:
+        key = (tuple(map(id, layout.codecs)), layout.chunk_shape, layout.dtype, layout.order)
     hit = _CHAINS.get(key)
     if hit is not None:
         return hit[1]
     chain = Chain(list(layout.codecs), layout.chunk_shape, layout.dtype, layout.order)
-    if len(_CHAINS) >= 64:
-        _CHAINS.clear()
-    _CHAINS[key] = (layout.codecs, chain)
-    return chain
+    return _CHAINS.put(key, (layout.codecs, chain))[1]
 
 
-_CHAINS: dict[tuple[Any, ...], tuple[tuple[Any, ...], Chain]] = {}
+_CHAINS: Lru[tuple[tuple[Any, ...], Chain]] = Lru("zarr decode chains", entries=CHAIN_CACHE)
 
 
 @dataclass

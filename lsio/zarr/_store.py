@@ -25,6 +25,7 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 
+from .._cache import invalidate
 from .._each import read_gets
 from .._reader import Reader, default_reader
 from .._redact import redact
@@ -312,14 +313,19 @@ class LsioStore(Store):
         except BaseException:
             os.unlink(tmp)
             raise
+        finally:
+            invalidate(path)  # also after a failed replace: the file may have changed
 
     async def delete(self, key: str) -> None:
         self._check_writable()
         path = self.path_of(key)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
+        try:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        finally:
+            invalidate(path)  # the file and, for a directory, everything under it
 
     # -- listing (local roots, object stores) --------------------------------------------
     def _remote_keys(self, prefix: str, delimiter: str | None = None) -> AsyncIterator[str]:
