@@ -363,6 +363,7 @@ def fuzz_shard_index(entries: list[tuple[int, int]], keep: list[bool], location:
 
     base = _fresh_root()
     _shards.WHOLE_SHARDS_MIN = 1 if whole else 10**9
+    _shards.WHOLE_SHARDS = "always"
     try:
         root = base / "a"
         shard = _sharded(root, location, compressed)
@@ -382,6 +383,7 @@ def fuzz_shard_index(entries: list[tuple[int, int]], keep: list[bool], location:
     finally:
         shutil.rmtree(base, ignore_errors=True)
         _shards.WHOLE_SHARDS_MIN = WHOLE_SHARDS_MIN
+        _shards.WHOLE_SHARDS = "remote"
 
 
 # -- codec frames and jobs handed to the C decoder ------------------------------------------

@@ -41,6 +41,7 @@ def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     """Shards covered whole read in one request each (from one shard on), or never."""
     monkeypatch.setattr(_shards, "WHOLE_SHARDS_MIN", 1 if request.param == "whole-shards"
                         else 10**9)
+    monkeypatch.setattr(_shards, "WHOLE_SHARDS", "always")  # local files too
     return str(request.param)
 
 
@@ -183,6 +184,7 @@ def test_sharded_reads_equal_zarrs(data_dir: Path, case: dict[str, Any],
     """The fast path and the lsio pipeline read what zarr's default pipeline reads, shards
     covered whole read in one request each or index first."""
     monkeypatch.setattr(_shards, "WHOLE_SHARDS_MIN", case["whole_min"])
+    monkeypatch.setattr(_shards, "WHOLE_SHARDS", "always")
     root = data_dir / "a"
     full = _array(root, case["shape"], case["inner"], case["shard"], case["location"],
                   case["written"], case["compressed"])
@@ -344,6 +346,7 @@ def test_shards_covered_whole_read_without_an_index_read(
     """A selection covering 8 shards whole (the default threshold) reads each in one
     request: no index read first; missing shards and empty inner chunks read as the fill
     value."""
+    monkeypatch.setattr(_shards, "WHOLE_SHARDS", "always")
     root = data_dir / "a"
     full = _array(root, (16, 40), (4, 5), (8, 10), "end", "checker", True)  # 8 shards
     (root / "c" / "1" / "3").unlink()  # a missing shard
@@ -359,3 +362,26 @@ def test_shards_covered_whole_read_without_an_index_read(
     np.testing.assert_array_equal(lz.read_sync(root, sel), full[sel])
     with pytest.raises(AssertionError, match="an index read first"):
         lz.read_sync(root, (slice(0, 11), slice(None)))  # 4 shards whole: fewer than 8
+
+
+async def test_remote_shards_covered_whole_read_in_one_request_each(
+        nginx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over HTTP (nginx), 8 shards covered whole: one request each, no index read first;
+    a selection covering fewer reads index first. Local files always read index first."""
+    server, base = nginx, Path(nginx.root)
+    full = _array(base / "w", (16, 40), (4, 5), (8, 10), "start", "checker", True)
+    calls: list[int] = []
+    real = _shards.shard_indexes
+
+    async def counted(source: Any, fmt: Any, keys: Any) -> Any:
+        calls.append(len(keys))
+        return await real(source, fmt, keys)
+
+    monkeypatch.setattr(_shards, "shard_indexes", counted)
+    np.testing.assert_array_equal(await lz.read(server.url("w")), full)
+    assert calls == []
+    sel = (slice(0, 11), slice(None))
+    np.testing.assert_array_equal(await lz.read(server.url("w"), sel), full[sel])
+    assert calls == [8]
+    np.testing.assert_array_equal(await lz.read(str(base / "w")), full)
+    assert calls == [8, 8]
