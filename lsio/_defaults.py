@@ -23,9 +23,9 @@ __all__: list[str] = [
     "SMALL_COLD_SPLIT",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
-    "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
-    "POPULATE_MIN", "WORKERS_PER_DASK_THREAD", "SHARED_OBJECTS", "LIST_CHUNK", "LIST_HEADS",
-    "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
+    "WHOLE_SHARDS_MIN", "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES",
+    "EACH_WORKER_READ_BYTES", "POPULATE_MIN", "WORKERS_PER_DASK_THREAD", "SHARED_OBJECTS",
+    "LIST_CHUNK", "LIST_HEADS", "STREAM_CHUNK", "FSSPEC_BLOCK_SIZE",
     "FSSPEC_CACHE", "FSSPEC_GET_PIECE", "READAHEAD_FIRST", "READAHEAD_MAX", "READAHEAD_GAP",
     "READAHEAD_TTL", "READAHEAD_BUDGET",
     "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
@@ -315,6 +315,12 @@ decoding overlap also for 1024 chunks (cold (a): one window ran at 0.92x tensors
 SLICE_JOBS_MIN = 8
 """From this many chunks on, their C jobs are worked out with numpy arrays at once
 (:func:`._batched.slice_jobs`, ~1 us a chunk plus ~100 us); fewer, one by one (~8 us)."""
+
+WHOLE_SHARDS_MIN = 8
+"""From this many shards a selection covers whole on, each is read in one request (index and
+inner chunks together) and decoded by the worker it lands on; fewer, the index first and
+then the inner chunks, so that a few big shards still spread their decode over the workers
+(a shard is one worker's job: 8 keeps the last one's tail short on 2-4 cores)."""
 
 METADATA_CACHE = 256
 """Parsed ``zarr.json`` documents kept (by their bytes, ``lsio/_cache.py``): parsing one

@@ -30,6 +30,8 @@ from fuzzing import SCALE, examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from lsio._defaults import WHOLE_SHARDS_MIN
+
 TESTS = Path(__file__).resolve().parent
 STEP_SECONDS = 10.0
 """The most one example may take (a read of a few tiny chunks takes milliseconds)."""
@@ -342,20 +344,26 @@ def _sharded(root: Path, location: str, compressed: bool) -> bytes:
        keep=st.lists(st.booleans(), min_size=4, max_size=4),
        location=st.sampled_from(["end", "start"]), compressed=st.booleans(),
        fix_crc=st.integers(0, 5), sel=st.sampled_from(
-           [(slice(0, 8), slice(0, 8)), (slice(0, 4), slice(0, 4)), (5, slice(1, 7, 2))]))
+           [(slice(0, 8), slice(0, 8)), (slice(0, 4), slice(0, 4)), (5, slice(1, 7, 2))]),
+       whole=st.booleans())
 @example(entries=[(2**63 + 5, 32)] * 4, keep=[False, True, True, True], location="end",
-         compressed=False, fix_crc=1, sel=(slice(0, 4), slice(0, 4)))  # issue 20 item 13
+         compressed=False, fix_crc=1, sel=(slice(0, 4), slice(0, 4)),
+         whole=False)  # issue 20 item 13
 @example(entries=[(0, 0)] * 4, keep=[False] * 4, location="end", compressed=False,
-         fix_crc=0, sel=(slice(0, 8), slice(0, 8)))  # a bad checksum names the shard
+         fix_crc=0, sel=(slice(0, 8), slice(0, 8)), whole=True)  # a bad checksum names it
 def fuzz_shard_index(entries: list[tuple[int, int]], keep: list[bool], location: str,
-                     compressed: bool, fix_crc: int, sel: Any) -> None:
+                     compressed: bool, fix_crc: int, sel: Any, whole: bool) -> None:
     """A shard whose index entries are replaced (some kept as written): zarr's answer or a
-    ValueError/OSError naming the shard."""
+    ValueError/OSError naming the shard; ``whole``: a shard the selection covers whole is
+    read in one request (index and inner chunks together)."""
     from numcodecs.checksum32 import CRC32C
 
     import lsio.zarr as lz
+    from lsio.zarr import _shards
 
     base = _fresh_root()
+    _shards.WHOLE_SHARDS_MIN = 1 if whole else 10**9
+    _shards.WHOLE_SHARDS = "always"
     try:
         root = base / "a"
         shard = _sharded(root, location, compressed)
@@ -374,6 +382,8 @@ def fuzz_shard_index(entries: list[tuple[int, int]], keep: list[bool], location:
                zarr_first=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        _shards.WHOLE_SHARDS_MIN = WHOLE_SHARDS_MIN
+        _shards.WHOLE_SHARDS = "remote"
 
 
 # -- codec frames and jobs handed to the C decoder ------------------------------------------

@@ -28,8 +28,8 @@ from .._reader import Reader
 from .._results import Results
 from ._chain import Chain
 
-__all__ = ["Decoder", "block_job", "c_decoder", "codecs_lib", "extent", "jobs_of",
-           "read_batched", "slice_jobs"]
+__all__ = ["Decoder", "block_job", "c_decoder", "codecs_lib", "decode_scatter", "extent",
+           "jobs_of", "read_batched", "slice_jobs"]
 
 
 POPULATE = True
@@ -328,6 +328,16 @@ class _ChunkDecoder:
             _decode_scatter(self.decoder, lambda k: self.name(int(rows[k])),
                             ffi.cast("lsio_chunk *", window.ctypes.data), len(window))
         del results  # held until here: the C call read the chunks
+
+
+def decode_scatter(decoder: Decoder, name: Callable[[int], str],
+                   jobs: npt.NDArray[Any]) -> None:
+    """Decode the chunks of ``jobs`` (``src`` and ``srclen`` set, those bytes alive
+    meanwhile) and place their blocks in the output, in one GIL-free C call; ``name(k)``
+    names job ``k`` in errors."""
+    if len(jobs):
+        _decode_scatter(decoder, name, decoder.lib.ffi.cast("lsio_chunk *", jobs.ctypes.data),
+                        len(jobs))
 
 
 def _decode_scatter(decoder: Decoder, name: Callable[[int], str], jobs: Any, n: int) -> None:

@@ -12,8 +12,6 @@ the inner chunks the selection touches (one call, coalesced by the planner).
 from __future__ import annotations
 
 import asyncio
-import errno
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,28 +21,16 @@ import numpy.typing as npt
 
 from .._cache import Lru
 from .._defaults import CHAIN_CACHE, SLICE_JOBS_MIN
-from .._url import is_url
 from . import _compat
 from ._batched import block_job, c_decoder, extent, jobs_of, read_batched, slice_jobs
 from ._chain import Chain
 from ._locate import Located
+from ._shards import MAX_UINT64, ShardFormat, read_sharded
 from ._sizes import MAX_BYTES, check_layout
 
 __all__ = ["Layout", "Source", "read_items"]
 
-MAX_UINT64 = 2**64 - 1
-
 Request = tuple[str, int, "int | None"]
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One shard to read: its key, the selection within it, and where the selected block
-    goes in the output."""
-
-    key: str
-    chunk_sel: Any
-    out_sel: Any
 
 
 class Source:
@@ -152,9 +138,9 @@ async def read_items(source: Source, layout: Layout, keys: list[str], chunk_sels
         await _read_blocks(source, decode, blocks, fill, drop_axes, missing_ok=True,
                            progress=progress, missing=missing)
         return
-    items = [_Item(*x) for x in zip(keys, chunk_sels, out_sels, strict=True)]
-    await _read_sharded(source, layout, sharding, items, out, fill, drop_axes, progress,
-                        missing)
+    await read_sharded(source, layout, sharding, keys, chunk_sels, out_sels, out, fill,
+                       drop_axes, progress, missing, chain_of=chain_of,
+                       per_shard=_per_shard, per_block=_per_block)
 
 
 def chain_of(layout: Layout) -> Chain:
@@ -305,87 +291,55 @@ def _sink(decode: Chain, target: npt.NDArray[Any], chunk_sel: Any, out_sel: Any,
     return put
 
 
-async def _read_sharded(source: Source, layout: Layout, sharding: Any, items: Sequence[_Item],
-                        out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
-                        progress: Any, missing: set[int] | None) -> None:
-    """Shards: every index in one call, then the inner chunks the selections touch in one
-    more (coalesced by the planner), each decoded into its place. Remote shards: both
-    calls read one version of each shard (an index of one version locates garbage in
-    another); a shard replaced between them is read again, up to ``READ_ATTEMPTS`` times."""
-    located = source.locate([it.key for it in items]) if source.locate and items else None
-    if located is None or not any(map(is_url, located.paths)):  # (file:// roots are local)
-        await _read_shards(source, layout, sharding, items, out, fill, drop_axes, progress,
-                           missing)
-        return
-    from .._defaults import READ_ATTEMPTS
-    from ..backends.http._version import one_version
-
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            with one_version():
-                await _read_shards(source, layout, sharding, items, out, fill, drop_axes,
-                                   progress, missing)
-            return
-        except OSError as exc:
-            if exc.errno != errno.ESTALE or attempt + 1 == READ_ATTEMPTS:
-                raise
+async def _per_block(source: Source, decode: Chain, requests: list[Request],
+                     sels: list[tuple[Any, Any]], out: npt.NDArray[Any], fill: Any,
+                     progress: Any) -> None:
+    """Inner chunks (``requests``: byte ranges of shards) each placed by its
+    ``(chunk_sel, out_sel)``: the per-chunk road of :mod:`._shards`."""
+    blocks = _Blocks(list(requests), [c for c, _ in sels], [o for _, o in sels], out)
+    await _read_blocks(source, decode, blocks, fill, (), missing_ok=False, progress=progress)
 
 
-async def _read_shards(source: Source, layout: Layout, sharding: Any, items: Sequence[_Item],
-                       out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
-                       progress: Any, missing: set[int] | None = None) -> None:
-    shard_shape = layout.chunk_shape
-    inner_shape = tuple(sharding.chunk_shape)
-    per_shard = tuple(s // c for s, c in zip(shard_shape, inner_shape, strict=True))
-    n_inner = math.prod(per_shard)  # a Python int: check_layout refused what does not fit
-    index_chain = chain_of(Layout(tuple(sharding.index_codecs), (*per_shard, 2),
-                                  np.dtype("<u8")))
-    decode = chain_of(Layout(tuple(sharding.codecs), inner_shape, layout.dtype))  # or raises
-    index_bytes = 16 * n_inner + 4 * sum(type(c).__name__ == "Crc32cCodec"
-                                         for c in sharding.index_codecs)
-    at_end = getattr(sharding.index_location, "value", sharding.index_location) == "end"
-    requests = [(it.key, -index_bytes, None) if at_end else (it.key, 0, index_bytes)
-                for it in items]
-    indexes = await source.fetch(requests) if items else []
+async def _per_shard(source: Source, fmt: ShardFormat, keys: Sequence[str],
+                     indexes: Sequence[npt.NDArray[np.uint64] | None],
+                     chunk_sels: Sequence[Any], out_sels: Sequence[Any],
+                     out: npt.NDArray[Any], fill: Any, drop_axes: tuple[int, ...],
+                     progress: Any, missing: set[int] | None) -> None:
+    """Selections of shards numpy arrays do not describe (``oindex``, ``vindex``, dropped
+    axes): zarr's indexer over each shard's inner chunks, one block each."""
     blocks = _Blocks()
-    staged: list[tuple[npt.NDArray[Any], Any, _Item]] = []
-    for n, (it, raw) in enumerate(zip(items, indexes, strict=True)):
-        if raw is None:  # the whole shard is missing
-            out[it.out_sel] = fill
+    staged: list[tuple[npt.NDArray[Any], Any, Any]] = []
+    for n, (key, index) in enumerate(zip(keys, indexes, strict=True)):
+        if index is None:  # the whole shard is missing
+            out[out_sels[n]] = fill
             if missing is not None:
                 missing.add(n)
             continue
-        if len(raw) != index_bytes:
-            raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
-                             f"has {len(raw)} bytes, expected {index_bytes}")
-        try:
-            index = index_chain(raw)
-        except Exception as exc:  # numcodecs: RuntimeError for a bad checksum, ...
-            raise ValueError(f"lsio.zarr: the shard index of {it.key!r} in {source.where} "
-                             f"is corrupt: {exc}") from exc
-        indexer = _compat.indexer("any", it.chunk_sel, shard_shape, inner_shape)
-        target = _shard_target(out, it.out_sel, indexer, drop_axes)
+        indexer = _compat.indexer("any", chunk_sels[n], fmt.shard_shape, fmt.inner_shape)
+        target = _shard_target(out, out_sels[n], indexer, drop_axes)
         if target is None:  # a fancy selection: gathered, then placed like zarr does
-            target = np.empty(indexer.shape, layout.dtype)
-            staged.append((target, indexer, it))
+            target = np.empty(indexer.shape, out.dtype)
+            staged.append((target, indexer, out_sels[n]))
+        entries = index.reshape(*fmt.per_shard, 2)
         for p in indexer:
-            offset, nbytes = (int(v) for v in index[p.chunk_coords])
+            offset, nbytes = (int(v) for v in entries[p.chunk_coords])
             if offset == MAX_UINT64 and nbytes == MAX_UINT64:
                 target[p.out_selection] = fill
                 continue
             if offset + nbytes > MAX_BYTES:  # no file holds such bytes: the index is corrupt
                 raise ValueError(
-                    f"lsio.zarr: the shard index of {it.key!r} in {source.where} places inner "
+                    f"lsio.zarr: the shard index of {key!r} in {source.where} places inner "
                     f"chunk {tuple(p.chunk_coords)} at bytes {offset}+{nbytes}, beyond any "
                     f"file (2**63 - 1 bytes)")
-            blocks.append((it.key, offset, nbytes), p.chunk_selection, p.out_selection,
+            blocks.append((key, offset, nbytes), p.chunk_selection, p.out_selection,
                           target)
-    await _read_blocks(source, decode, blocks, fill, (), missing_ok=False, progress=progress)
-    for target, indexer, it in staged:
+    await _read_blocks(source, fmt.decode, blocks, fill, (), missing_ok=False,
+                       progress=progress)
+    for target, indexer, out_sel in staged:
         value = target.reshape(indexer.sel_shape) if hasattr(indexer, "sel_shape") else target
         if drop_axes:
             value = value.squeeze(axis=drop_axes)
-        out[it.out_sel] = value
+        out[out_sel] = value
 
 
 def _shard_target(out: npt.NDArray[Any], out_sel: Any, indexer: Any,
