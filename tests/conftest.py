@@ -228,3 +228,14 @@ def check_ok(proc: subprocess.CompletedProcess[str]) -> str:
         f"subprocess exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n"
         f"--- stderr\n{proc.stderr}")
     return proc.stdout
+
+
+@pytest.fixture
+def default_pipeline() -> Iterator[None]:
+    """The test starts and ends with zarr's codec pipeline setting as it found it (modules
+    that switch pipelines use it for every test: ``pytestmark``)."""
+    import zarr
+
+    before = zarr.config.get("codec_pipeline.path")
+    yield
+    zarr.config.set({"codec_pipeline.path": before})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,7 @@ PIPELINE = "lsio.zarr.LsioCodecPipeline"
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 
 
-@pytest.fixture(autouse=True)
-def default_pipeline() -> Iterator[None]:
-    """Each test starts and ends with zarr's default pipeline."""
-    before = zarr.config.get("codec_pipeline.path")
-    yield
-    zarr.config.set({"codec_pipeline.path": before})
+pytestmark = pytest.mark.usefixtures("default_pipeline")
 
 
 def open_with(store: Any, pipeline: str) -> zarr.Array:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,7 @@ PIPELINE = "lsio.zarr.LsioCodecPipeline"
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 
 
-@pytest.fixture(autouse=True)
-def default_pipeline() -> Iterator[None]:
-    before = zarr.config.get("codec_pipeline.path")
-    yield
-    zarr.config.set({"codec_pipeline.path": before})
+pytestmark = pytest.mark.usefixtures("default_pipeline")
 
 
 @pytest.fixture(params=["whole-shards", "index-first"])
@@ -52,16 +47,20 @@ def _format(shard: tuple[int, ...], inner: tuple[int, ...]) -> _shards.ShardForm
 
 
 @st.composite
-def grids(draw: st.DrawFn) -> dict[str, Any]:
+def grids(draw: st.DrawFn, kinds: tuple[str, ...] = ("all", "slice", "step", "int"),
+          most: int = 4, longest: int = 14) -> dict[str, Any]:
+    """A shape, inner chunk and shard shapes, and a basic selection of the shape."""
     ndim = draw(st.integers(1, 3))
-    inner = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    inner = tuple(draw(st.integers(1, most)) for _ in range(ndim))
     shard = tuple(c * draw(st.integers(1, 3)) for c in inner)
-    shape = tuple(draw(st.integers(1, 14)) for _ in range(ndim))
+    shape = tuple(draw(st.integers(1, longest)) for _ in range(ndim))
     sel: list[Any] = []
     for s in shape:
-        kind = draw(st.sampled_from(["all", "slice", "step", "int"]))
+        kind = draw(st.sampled_from(kinds))
         if kind == "int":
             sel.append(draw(st.integers(0, s - 1)))
+        elif kind == "neg-int":
+            sel.append(draw(st.integers(-s, -1)))
         elif kind == "all":
             sel.append(slice(None))
         else:
@@ -150,25 +149,9 @@ def _array(root: Path, shape: tuple[int, ...], inner: tuple[int, ...], shard: tu
 
 @st.composite
 def arrays(draw: st.DrawFn) -> dict[str, Any]:
-    ndim = draw(st.integers(1, 3))
-    inner = tuple(draw(st.integers(1, 5)) for _ in range(ndim))
-    shard = tuple(c * draw(st.integers(1, 3)) for c in inner)
-    shape = tuple(draw(st.integers(1, 16)) for _ in range(ndim))
-    sel: list[Any] = []
-    for s in shape:
-        kind = draw(st.sampled_from(["all", "slice", "step", "int", "neg-int"]))
-        if kind == "int":
-            sel.append(draw(st.integers(0, s - 1)))
-        elif kind == "neg-int":
-            sel.append(draw(st.integers(-s, -1)))
-        elif kind == "all":
-            sel.append(slice(None))
-        else:
-            a = draw(st.integers(0, s))
-            sel.append(slice(a, draw(st.integers(a, s)),
-                             draw(st.integers(1, 6)) if kind == "step" else None))
-    return {"shape": shape, "inner": inner, "shard": shard, "sel": tuple(sel),
-            "location": draw(st.sampled_from(["end", "start"])),
+    """:func:`grids` with how the array is stored and written."""
+    case = draw(grids(("all", "slice", "step", "int", "neg-int"), most=5, longest=16))
+    return {**case, "location": draw(st.sampled_from(["end", "start"])),
             "written": draw(st.sampled_from(["all", "checker", "first-shard", "none"])),
             "compressed": draw(st.booleans()), "whole_min": draw(st.sampled_from([1, 10**9]))}
 
