@@ -57,7 +57,9 @@ class _Reads:
                  off: bool) -> None:
         self.road, self.reqs, self.bounds, self.off = road, reqs, bounds, off
         self.guards: list[Guard] = []
-        self.tasks: list[asyncio.Future[Results]] = []
+        self.tasks: list[asyncio.Future[Results] | None] = []
+        """Each window's read; ``None`` once its results were taken (a done task keeps its
+        result alive, and with it the window's raw bytes until the call ends)."""
         self.error: BaseException | None = None
 
     def fail(self, exc: BaseException) -> None:
@@ -79,19 +81,24 @@ class _Reads:
 
     async def result(self, k: int, run: PipelineRun) -> Results:
         """Window ``k``'s results; a failed step's error (the lowest request's) first."""
+        task = self.tasks[k]
+        assert task is not None
         try:
-            return await self.tasks[k]
+            got = await task
         except BaseException as exc:
             if exc is self.guards[k].error:
                 run.raise_first()
             raise
+        self.tasks[k] = None
+        return got
 
     async def stop(self) -> None:
         """Failed or cancelled: cancel the reads still running and wait for them."""
-        for task in self.tasks:
+        tasks = [task for task in self.tasks if task is not None]
+        for task in tasks:
             if not task.done():
                 task.cancel()
-        for task in self.tasks:
+        for task in tasks:
             if not task.done():
                 await asyncio.gather(task, return_exceptions=True)
             elif not task.cancelled():
@@ -135,6 +142,7 @@ async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
                 reads.start(k + 1, outcome)
             got = await reads.result(k, run)
             lengths[lo:lo + len(got)] = got.lengths
+            del got  # the workers hold the views they still need
             run.raise_first()
         if bounds:
             await run.window_done(len(bounds) - 1)

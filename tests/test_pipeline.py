@@ -227,6 +227,35 @@ async def test_windows_bound_bytes_in_memory(data_dir: Path,
     assert sum(seen) == 12 and max(seen) <= 3
 
 
+async def test_decoded_windows_free_their_raw_bytes(data_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's raw chunks are let go once they are decoded, not kept until the call
+    ends: by the last chunk's step, no earlier window's buffer is alive."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(lsio._windows, "WINDOW_BYTES", 4 * 4096)
+    paths = []
+    for i in range(32):
+        (data_dir / f"w{i}").write_bytes(bytes([i]) * 4096)
+        paths.append(str(data_dir / f"w{i}"))
+    bases: dict[int, weakref.ref[object]] = {}
+    alive: list[int] = []
+
+    def steps(i: int) -> list[object]:
+        def keep_base(buf: object) -> None:
+            bases[i] = weakref.ref(memoryview(buf).obj)  # type: ignore[arg-type]
+            if i == 31:
+                gc.collect()
+                alive.extend(k for k in range(16) if bases[k]() is not None)
+        return [keep_base]
+
+    await lsio.Reader(backend="uring").read_many([(p, 0, 4096) for p in paths],
+                                                 pipeline=steps)
+    assert sorted(bases) == list(range(32))
+    assert alive == []
+
+
 # -- no window waits for the slowest read of the window before it --------------------------
 
 SLOW = b"slow chunk"
