@@ -20,7 +20,8 @@ __all__: list[str] = [
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
     "AZURE_REFRESH_BEFORE", "AWS_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
-    "SMALL_COLD_SPLIT",
+    "SMALL_COLD_SPLIT", "SMALL_SPLIT_REQUESTS", "SMALL_SPLIT_FILES", "SMALL_SPLIT_BYTES",
+    "SMALL_SPLIT_MISSES",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
@@ -120,6 +121,31 @@ read as that many one-request calls at once (each on its own worker thread, like
 zarr's ``LocalStore``); bigger batches are one ``read_many`` through io_uring. zarr-python's
 default pipeline keeps 10 gets in flight and, after its first batch, asks one or two per
 event-loop turn."""
+
+SMALL_SPLIT_REQUESTS = 1024
+"""Longer lists of local requests whose data is in the page cache take the small path too,
+off the loop: parsed into arrays on a worker thread, their files opened, then copied by
+``preadv2(RWF_NOWAIT)`` on one thread per usable core (the worker and threads started for
+the call, each a run of requests of equal bytes into its own part of the result memory), so
+the copies and the page faults of fresh memory run on both cores. No stat, plan or ring:
+20 000 warm random 4 KiB ranges of a 2 GiB file, results kept, fresh process: TODO.
+Past ``SMALL_SPLIT_MISSES`` reads that would wait for the disk, every thread stops and the
+call takes the bulk road (a cold call loses a few reads; the bulk road reuses the parse)."""
+
+SMALL_SPLIT_FILES = 32
+"""...if its requests name at most this many files, all open at once for the copy (a long
+list over many files, 10 000 chunk files, is the bulk road's: it opens at most
+``DEFAULT_MAX_OPEN`` at a time)."""
+
+SMALL_SPLIT_MISSES = 32
+"""Reads of such a call that miss the page cache and are read by waiting for the disk on
+its threads (a page or two evicted from a warm file must not send 20 000 copies to the
+bulk road): ~0.1-0.2 ms each here, so 32 cost a few ms; one more and the call is cold."""
+
+SMALL_SPLIT_BYTES = 256 << 20
+"""...and return at most this many bytes: a cancelled call waits for the copy it started
+(~0.1 s for 256 MiB on two cores here); bigger calls go to the bulk road, whose rings stop
+between reads."""
 
 SMALL_URLS = 32
 """Most requests a call may have to take the small-call path for URLs

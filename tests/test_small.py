@@ -317,7 +317,7 @@ def test_huge_sizes_cannot_wrap_the_total(files: list[Path]) -> None:
         res = ffi.new("long long[]", 3 * 4 + 2)
         arena = ffi.new("void **")
         got = lib.lsio_small_serve(4, [0, 0, -1] * 4, ffi.NULL, ffi.NULL,
-                                   SMALL_OFF_LOOP_BYTES, 1, table, 1, 0, res, arena)
+                                   SMALL_OFF_LOOP_BYTES, 1, table, 1, 0, 1, 0, res, arena)
         assert got == lib.LSIO_SMALL_BIG and arena[0] == ffi.NULL
         assert res[3 * 4 + 1] == (1 << 63) - 1  # the total, saturated
     finally:

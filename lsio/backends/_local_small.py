@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._aio import uncancellable
+from .._cpus import usable_cpus
+from .._defaults import SMALL_SPLIT_MISSES
 from .._results import Results, shared_columns
 
 if TYPE_CHECKING:
@@ -53,6 +55,10 @@ class LocalSmallPath:
         (``tune`` and ``outcome`` are for remote backends: a local small call declines on
         any error, so its errors are the bulk road's.)"""
         start = time.perf_counter()
+        if strategy.split_files:  # a long list: parsed, opened and copied off the loop
+            split = await _off_loop(_split, call, strategy)
+            return None if split is None else _stamp(split[0], "small-thread", self.name,
+                                                     split[1], time.perf_counter() - start)
         small = open_call(call)
         keep = bool(strategy.thread_bytes)  # files stay open for a copy on a thread
         got = None if small is None else small.serve(strategy.inline_bytes, keep_open=keep)
@@ -75,6 +81,10 @@ class LocalSmallPath:
 
     def serve_small(self, call: Call, strategy: Strategy) -> Results | None:
         """The call served on this thread, which may wait (a blocking caller), or ``None``."""
+        if strategy.split_files:
+            split = _split(call, strategy)
+            return None if split is None else _stamp(split[0], "small", self.name, split[1],
+                                                     0.0)
         small = open_call(call)
         got = None if small is None else small.serve(strategy.inline_bytes)
         if got is not None:
@@ -87,8 +97,9 @@ class LocalSmallPath:
 
 def _stamp(got: Results, route: str, backend: str, small: Any, hold: float) -> Results:
     n = len(got.lengths)
-    got._stats = (route, backend, n, n, None, 0, hold if route == "small" else 0.0,
-                  small.nfiles if small is not None else n, got.lengths)
+    files = small if isinstance(small, int) else small.nfiles if small is not None else n
+    got._stats = (route, backend, n, n, None, 0, hold if route == "small" else 0.0, files,
+                  got.lengths)
     return got
 
 
@@ -99,22 +110,26 @@ class SmallCall:
     __slots__ = ("n", "flat", "dest", "caps", "pinned", "out", "nfiles", "files", "total",
                  "wait")
 
-    def __init__(self, n: int, flat: list[int], dest: Any, caps: Any, pinned: Any,
+    def __init__(self, n: int, flat: Any, dest: Any, caps: Any, pinned: Any,
                  out: Sequence[Any] | None, nfiles: int, files: Any, wait: bool) -> None:
         self.n, self.flat, self.dest, self.caps, self.pinned = n, flat, dest, caps, pinned
         self.out, self.nfiles, self.files, self.wait = out, nfiles, files, wait
         self.total = 0
         """Bytes the call returns, once :meth:`serve` found it over its limit."""
 
-    def serve(self, limit: int, *, keep_open: bool = False) -> Results | None:
+    def serve(self, limit: int, *, keep_open: bool = False, threads: int = 1,
+              misses: int = 0) -> Results | None:
         """The results; ``None`` if the bulk road must read the call (a page not in memory,
         a change), or if it returns more than ``limit`` bytes (then ``total`` says how many,
-        and with ``keep_open`` the files stay open for another try)."""
+        and with ``keep_open`` the files stay open for another try). ``threads``: copy on
+        this many threads (this one included), each a run of requests of equal bytes;
+        ``misses``: reads missing the page cache that may wait for the disk instead."""
         n = self.n
         res = ffi.new("long long[]", 3 * n + 2)
         arena = ffi.new("void **")
         total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.nfiles,
-                                     self.files, keep_open, self.wait, res, arena)
+                                     self.files, keep_open, self.wait, threads, misses, res,
+                                     arena)
         if total < 0:
             self.total = res[3 * n + 1] if total == lib.LSIO_SMALL_BIG else 0
             return None
@@ -179,6 +194,11 @@ def open_call(call: Call, *, wait: bool = False) -> SmallCall | None:
     if lib is None or call.plain is None or not len(call):
         return None
     paths, flat = _flat(call.plain)
+    return _open(paths, flat, call, wait)
+
+
+def _open(paths: list[str], flat: Any, call: Call, wait: bool) -> SmallCall | None:
+    """:func:`open_call` once the requests are flat (a list, or a pinned cffi array)."""
     blob = _blob(paths)
     if blob is None:
         return None
@@ -202,6 +222,29 @@ def read_now(call: Call, limit: int, *, wait: bool = False) -> Results | None:
     or ``None``. For engine code that runs on worker threads (``lsio._each``)."""
     small = open_call(call, wait=wait)
     return None if small is None else small.serve(limit)
+
+
+def _split(call: Call, strategy: Strategy) -> tuple[Results, int] | None:
+    """A long list of requests (no plain parse: the arrays are built here, off the loop) of
+    at most ``strategy.split_files`` files, served from the page cache with its copies on
+    one thread per usable core, or ``None``: the bulk road reads it (also a bad request,
+    which the bulk road's parse names; cold data, whose first miss declines the call)."""
+    if lib is None:
+        return None
+    try:
+        reqs = call.reqs()
+    except (TypeError, ValueError):
+        return None
+    if len(reqs.paths) > strategy.split_files or not len(reqs) or reqs.has_urls():
+        return None
+    n = len(reqs)
+    flat = np.empty((n, 3), np.int64)
+    flat[:, 0], flat[:, 1], flat[:, 2] = reqs.file, reqs.offset, reqs.length
+    small = _open(reqs.paths, ffi.from_buffer("long long[]", flat), call, False)
+    if small is None:
+        return None
+    got = small.serve(strategy.thread_bytes, threads=usable_cpus(), misses=SMALL_SPLIT_MISSES)
+    return None if got is None else (got, small.nfiles)
 
 
 def _cold(call: Call, limit: int) -> Results | None:
