@@ -137,10 +137,11 @@ SMALL_SPLIT_FILES = 32
 list over many files, 10 000 chunk files, is the bulk road's: it opens at most
 ``DEFAULT_MAX_OPEN`` at a time)."""
 
-SMALL_SPLIT_MISSES = 32
+SMALL_SPLIT_MISSES = 16
 """Reads of such a call that miss the page cache and are read by waiting for the disk on
-its threads (a page or two evicted from a warm file must not send 20 000 copies to the
-bulk road): ~0.1-0.2 ms each here, so 32 cost a few ms; one more and the call is cold."""
+its threads (a few pages evicted from a warm file must not send 20 000 copies to the bulk
+road); one more and the call is cold, for the bulk road. A cold call pays them: ~0.1-0.2 ms
+each for 4 KiB here, ~0.5 ms for 256 KiB, shared by the threads (~1-4 ms in all)."""
 
 SMALL_SPLIT_BYTES = 256 << 20
 """...and return at most this many bytes: a cancelled call waits for the copy it started

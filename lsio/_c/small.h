@@ -34,7 +34,7 @@ void lsio_small_close(int nfiles, long long *files);
    LSIO_SMALL_BIG, nothing read, when they would exceed limit (res[3n+1] says how many).
    The copies run on up to `threads` threads (the calling one and threads - 1 started
    for the call, each a run of requests of about equal bytes; at most LSIO_SMALL_THREADS).
-   Up to `misses` reads (shared out among the threads) that miss the page cache are read
+   Up to `misses` reads (in all, whichever thread meets them) that miss the page cache are read
    again waiting for the disk (for callers that may block); one more is a miss of the call.
    The nfiles files are closed on return, but for LSIO_SMALL_BIG with keep_open. */
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
