@@ -171,7 +171,7 @@ async def test_what_the_split_path_leaves_to_the_bulk_road(files: list[Path],
     short = some_requests(files, SMALL_SPLIT_REQUESTS - 1, seed=2)
     got = await lsio.read_many(short)
     assert got.stats.route == "bulk"  # below the split's threshold (past the small path's)
-    big = [(str(files[0]),)] * (SMALL_SPLIT_BYTES // SIZES[0] + 1)
+    big: list[tuple[Any, ...]] = [(str(files[0]),)] * (SMALL_SPLIT_BYTES // SIZES[0] + 1)
     big += [(str(files[2]), 0, 1)] * SMALL_SPLIT_REQUESTS
     got = await lsio.read_many(big)  # a copy too long to wait for on cancellation
     assert got.stats.route == "bulk" and bytes(got[0]) == files[0].read_bytes()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,8 @@ except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
 
 __all__ = ["LocalSmallPath", "read_now"]
+
+T = TypeVar("T")
 
 
 class LocalSmallPath:
@@ -262,7 +264,7 @@ def _serve_or_cold(small: SmallCall, call: Call, strategy: Strategy) -> Results 
     return got
 
 
-async def _off_loop(fn: Any, *args: Any) -> Results | None:
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on a worker thread; a cancelled wait returns once the thread is done
     (it may be writing into the caller's buffers)."""
     job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
