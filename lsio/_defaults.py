@@ -20,8 +20,8 @@ __all__: list[str] = [
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
     "AZURE_REFRESH_BEFORE", "AWS_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
-    "SMALL_COLD_SPLIT", "SMALL_SPLIT_REQUESTS", "SMALL_SPLIT_FILES", "SMALL_SPLIT_BYTES",
-    "SMALL_SPLIT_MISSES",
+    "SMALL_COLD_SPLIT", "SMALL_SPLIT_FILES", "SMALL_SPLIT_BYTES",
+    "SMALL_SPLIT_MISSES", "SMALL_SPLIT_SHARE",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
     "EACH_READ_AHEAD", "EACH_INLINE_BYTES", "EACH_PART_BYTES", "EACH_WORKER_READ_BYTES",
@@ -122,26 +122,27 @@ zarr's ``LocalStore``); bigger batches are one ``read_many`` through io_uring. z
 default pipeline keeps 10 gets in flight and, after its first batch, asks one or two per
 event-loop turn."""
 
-SMALL_SPLIT_REQUESTS = 1024
-"""Longer lists of local requests whose data is in the page cache take the small path too,
-off the loop: parsed into arrays on a worker thread, their files opened, then copied by
-``preadv2(RWF_NOWAIT)`` on one thread per usable core (the worker and threads started for
-the call, each a run of requests of equal bytes into its own part of the result memory), so
-the copies and the page faults of fresh memory run on both cores. No stat, plan or ring:
-20 000 warm random 4 KiB ranges of a 2 GiB file, results kept, fresh process: TODO.
-Past ``SMALL_SPLIT_MISSES`` reads that would wait for the disk, every thread stops and the
-call takes the bulk road (a cold call loses a few reads; the bulk road reuses the parse)."""
-
 SMALL_SPLIT_FILES = 32
-"""...if its requests name at most this many files, all open at once for the copy (a long
-list over many files, 10 000 chunk files, is the bulk road's: it opens at most
-``DEFAULT_MAX_OPEN`` at a time)."""
+"""Lists of more than ``SMALL_REQUESTS`` local requests whose data is in the page cache take
+the small path too, off the loop, if they name at most this many files (all open at once
+for the copy; 10 000 chunk files are the bulk road's, which opens ``DEFAULT_MAX_OPEN`` at a
+time): parsed into arrays on a worker thread, their files opened, then copied by
+``preadv2(RWF_NOWAIT)`` on up to one thread per usable core (the worker and threads started
+for the call, each a run of requests of equal bytes into its own part of the result memory,
+faulted in first), so the copies and the page faults run on both cores. No stat, plan or
+ring: TODO measured."""
 
 SMALL_SPLIT_MISSES = 16
 """Reads of such a call that miss the page cache and are read by waiting for the disk on
 its threads (a few pages evicted from a warm file must not send 20 000 copies to the bulk
 road); one more and the call is cold, for the bulk road. A cold call pays them: ~0.1-0.2 ms
 each for 4 KiB here, ~0.5 ms for 256 KiB, shared by the threads (~1-4 ms in all)."""
+
+SMALL_SPLIT_SHARE = 1 << 20
+"""...whose copy is split over one more thread per this much work (its bytes, plus 4 KiB a
+request for the call itself): starting and joining a thread costs ~0.05-0.1 ms here, about
+what one core copies of 256 KiB cached into fresh memory, so from ~1 MiB of work (256
+requests of 4 KiB) the second core pays. TODO measured."""
 
 SMALL_SPLIT_BYTES = 256 << 20
 """...and return at most this many bytes: a cancelled call waits for the copy it started

@@ -161,7 +161,8 @@ static void *read_share(void *arg) {
    page-cache copies and the page faults of fresh memory spread over the cores. */
 static long long serve(int n, const long long *req, const unsigned long long *dest,
                        const long long *cap, long long limit, const long long *files,
-                       int wait, int threads, int misses, long long *res, void **arena) {
+                       int wait, int threads, long long share, int misses, long long *res,
+                       void **arena) {
     long long *start = res, *len = res + n, *missing = res + 2 * n;
     long long total = 0;
     res[3 * n] = 0;
@@ -184,6 +185,9 @@ static long long serve(int n, const long long *req, const unsigned long long *de
     if (total > limit) return LSIO_SMALL_BIG;
     char *mem = NULL;
     if (!dest && !(mem = malloc(total ? (size_t)total : 1))) return LSIO_SMALL_MISS;
+    /* a thread is worth starting for `share` bytes of work, a request counting a page */
+    long long work = total > LLONG_MAX / 2 ? LLONG_MAX / 2 : total + (long long)n * 4096;
+    if (share > 0 && threads > work / share) threads = (int)(work / share);
     if (threads > LSIO_SMALL_THREADS) threads = LSIO_SMALL_THREADS;
     if (threads > n) threads = n;
     if (threads < 1) threads = 1;
@@ -226,9 +230,10 @@ static long long serve(int n, const long long *req, const unsigned long long *de
 
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
                            const long long *cap, long long limit, int nfiles, long long *files,
-                           int keep_open, int wait, int threads, int misses,
-                           long long *res, void **arena) {
-    long long ret = serve(n, req, dest, cap, limit, files, wait, threads, misses, res, arena);
+                           int keep_open, int wait, int threads, long long share,
+                           int misses, long long *res, void **arena) {
+    long long ret = serve(n, req, dest, cap, limit, files, wait, threads, share, misses, res,
+                          arena);
     if (!(keep_open && ret == LSIO_SMALL_BIG)) lsio_small_close(nfiles, files);
     return ret;
 }

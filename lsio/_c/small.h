@@ -33,14 +33,15 @@ void lsio_small_close(int nfiles, long long *files);
    lsio_small_free) and the return value is the bytes returned. LSIO_SMALL_MISS on a miss;
    LSIO_SMALL_BIG, nothing read, when they would exceed limit (res[3n+1] says how many).
    The copies run on up to `threads` threads (the calling one and threads - 1 started
-   for the call, each a run of requests of about equal bytes; at most LSIO_SMALL_THREADS).
+   for the call, each a run of requests of about equal bytes; at most LSIO_SMALL_THREADS),
+   no more than one per `share` bytes of work (a request counts a 4 KiB page more).
    Up to `misses` reads (in all, whichever thread meets them) that miss the page cache are read
    again waiting for the disk (for callers that may block); one more is a miss of the call.
    The nfiles files are closed on return, but for LSIO_SMALL_BIG with keep_open. */
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
                            const long long *cap, long long limit, int nfiles, long long *files,
-                           int keep_open, int wait, int threads, int misses,
-                           long long *res, void **arena);
+                           int keep_open, int wait, int threads, long long share,
+                           int misses, long long *res, void **arena);
 void lsio_small_free(void *arena);
 
 #endif

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._aio import uncancellable
 from .._cpus import usable_cpus
-from .._defaults import SMALL_SPLIT_MISSES
+from .._defaults import SMALL_SPLIT_MISSES, SMALL_SPLIT_SHARE
 from .._results import Results, shared_columns
 
 if TYPE_CHECKING:
@@ -130,8 +130,8 @@ class SmallCall:
         res = ffi.new("long long[]", 3 * n + 2)
         arena = ffi.new("void **")
         total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.nfiles,
-                                     self.files, keep_open, self.wait, threads, misses, res,
-                                     arena)
+                                     self.files, keep_open, self.wait, threads,
+                                     SMALL_SPLIT_SHARE, misses, res, arena)
         if total < 0:
             self.total = res[3 * n + 1] if total == lib.LSIO_SMALL_BIG else 0
             return None
