@@ -36,7 +36,7 @@ from ._defaults import (
 )
 from ._url import is_url
 
-__all__ = ["Strategy", "plain_limit", "route"]
+__all__ = ["Strategy", "declined", "plain_limit", "route"]
 
 UNLIMITED = (1 << 63) - 1
 
@@ -82,6 +82,12 @@ _BLOCKING = {cold: Strategy(small=True, inline_bytes=SMALL_OFF_LOOP_BYTES, cold=
              for cold in (False, True)}
 _SPLIT = Strategy(small=True, thread_bytes=SMALL_SPLIT_BYTES, off_loop=True,
                   split_files=SMALL_SPLIT_FILES)
+
+
+def declined(call: Call) -> Strategy:
+    """The bulk road for a call its small path declined: a long list is still checked and
+    planned off the loop."""
+    return _BULK_OFF_LOOP if len(call.items) >= OFF_LOOP_REQUESTS else _BULK
 
 
 def plain_limit(force: bool | None) -> int:

@@ -233,3 +233,25 @@ def test_any_split_is_byte_exact(files: list[Path], seed: int, n: int, threads: 
     assert [bytes(chunk) for chunk in got] == want
     if out is not None:
         assert [bytes(buf[: len(w)]) for buf, w in zip(out, want, strict=True)] == want
+
+
+async def test_a_declined_long_list_is_planned_off_the_loop(files: list[Path],
+                                                            monkeypatch: Any) -> None:
+    """When the split path declines a long list (cold data), the bulk road still checks
+    and plans it on a worker thread (``OFF_LOOP_REQUESTS``), not on the event loop."""
+    import lsio._serve as serve_mod
+    from lsio._defaults import OFF_LOOP_REQUESTS
+
+    seen: list[bool] = []
+    real = serve_mod.off_loop
+
+    async def spy(on_thread: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(on_thread)
+        return await real(on_thread, fn, *args, **kwargs)
+
+    monkeypatch.setattr(serve_mod, "off_loop", spy)
+    monkeypatch.setattr(_small, "_split", lambda call, strategy: None)
+    reqs = some_requests(files, OFF_LOOP_REQUESTS, seed=3)
+    got = await lsio.read_many(reqs)
+    assert got.stats.route == "bulk" and seen == [True]
+    assert bytes(got[5]) == expected(Path(reqs[5][0]), reqs[5][1], reqs[5][2])
