@@ -20,7 +20,7 @@ __all__: list[str] = [
     "BYTEARRAY_BELOW", "PREALLOCATE", "AWS_METADATA_TIMEOUT", "GCS_REFRESH_MARGIN",
     "AZURE_REFRESH_BEFORE", "AWS_REFRESH_BEFORE", "TOKEN_RETRY_AFTER", "GCS_PAGE_SIZE",
     "BATCH_WINDOWS_MIN", "SMALL_REQUESTS", "SMALL_BYTES", "SMALL_COLD_REQUESTS",
-    "SMALL_COLD_SPLIT", "SMALL_SPLIT_FILES", "SMALL_SPLIT_BYTES",
+    "SMALL_COLD_SPLIT", "SMALL_SPLIT_FILES", "SMALL_SPLIT_MAX", "SMALL_SPLIT_BYTES",
     "SMALL_SPLIT_MISSES", "SMALL_SPLIT_SHARE",
     "SMALL_OFF_LOOP_BYTES", "SMALL_URLS", "SETTLE_SECONDS", "COST_SAMPLES", "MIN_TTFB",
     "RATE_MIN_BYTES", "PROBE_BYTES", "GAP_MAX", "PART_FACTOR", "PART_MAX", "SLICE_JOBS_MIN",
@@ -130,10 +130,15 @@ time): parsed into arrays on a worker thread, their files opened, then copied by
 ``preadv2(RWF_NOWAIT)`` on up to one thread per usable core (the worker and threads started
 for the call, each a run of requests of equal bytes into its own part of the result memory,
 faulted in first), so the copies and the page faults run on both cores. No stat, plan or
-ring: medians of 21 here, warm 4 KiB ranges, 65 / 1024 / 4096 requests: 0.40 / 4.7 / 16 ms
-against the bulk road's 1.1 / 5.9 / 19 ms. 20 000 ranges of a 2 GiB file, results kept:
-~100 ms of CPU (parse ~5 on one core, the copies ~95 split over two) against ~95 ms for a
-Python ``os.pread`` loop, so ~1.7-1.9x that loop's time with both cores free."""
+ring: medians of 21 here, warm 4 KiB ranges, 65 / 128 / 1024 requests: 0.40 / 0.59 / 4.7 ms
+against the bulk road's 1.1 / 1.3 / 5.9 ms."""
+
+SMALL_SPLIT_MAX = 2048
+"""...and of at most this many requests: past it the bulk road's fixed cost is paid off,
+and its rings (one per core for page-cache reads) copy for less CPU than a ``preadv2``
+call per request. Medians of 7 here (CPU / wall, ms), split path against bulk road:
+2048 requests 11.4 / 14.4 against 11.0 / 15.6; 4096: 27 / 41 against 24 / 32; 16 384: 85
+/ 131 against 63 / 81."""
 
 SMALL_SPLIT_MISSES = 16
 """Reads of such a call that miss the page cache and are read by waiting for the disk on

@@ -32,6 +32,7 @@ from ._defaults import (
     SMALL_REQUESTS,
     SMALL_SPLIT_BYTES,
     SMALL_SPLIT_FILES,
+    SMALL_SPLIT_MAX,
     SMALL_URLS,
 )
 from ._url import is_url
@@ -108,7 +109,7 @@ def route(call: Call, force: bool | None, direct: bool | None) -> Strategy:
     if force is False or call.pipeline:
         return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
     if plain is None:  # a long list (or an odd one, which the bulk road names)
-        if n <= SMALL_REQUESTS or direct is True:
+        if n <= SMALL_REQUESTS or n > SMALL_SPLIT_MAX or direct is True:
             return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
         return _SPLIT  # its files counted and URLs turned away once parsed, off the loop
     if n and "://" in plain[0][0]:  # URLs (a file:// one: the bulk road decodes it)

@@ -24,6 +24,7 @@ from lsio._call import parse
 from lsio._defaults import (
     SMALL_SPLIT_BYTES,
     SMALL_SPLIT_FILES,
+    SMALL_SPLIT_MAX,
     SMALL_SPLIT_MISSES,
 )
 from lsio._route import Strategy
@@ -184,6 +185,9 @@ async def test_what_the_split_path_leaves_to_the_bulk_road(files: list[Path],
     assert got.stats.route == "bulk" and bytes(got[0]) == files[0].read_bytes()
     with pytest.raises(TypeError, match="request #1023"):  # the bulk road's parse names it
         await lsio.read_many([*short, (str(files[0]), "x", 1), *short])
+    longer = some_requests(files, SMALL_SPLIT_MAX + 1, seed=4)
+    got = await lsio.read_many(longer)  # past the split's length: the rings do it cheaper
+    assert got.stats.route == "bulk"
     forced = await lsio.Reader(route="bulk").read_many(short * 2)
     assert forced.stats.route == "bulk"
     direct = await lsio.Reader(direct=True).read_many(short * 2)
@@ -191,12 +195,12 @@ async def test_what_the_split_path_leaves_to_the_bulk_road(files: list[Path],
 
 
 async def test_a_big_split_call_does_not_hold_the_loop(data_dir: Path) -> None:
-    """20 000 warm 4 KiB ranges (80 MiB into fresh memory): the parse and the copies run
-    off the loop, which a 1 ms heartbeat sees."""
+    """The longest lists the split path takes (warm 4 KiB ranges into fresh memory): the
+    parse and the copies run off the loop, which a 1 ms heartbeat sees."""
     path = write_file(data_dir / "h", random_bytes(32 << 20, seed=3))
     path.read_bytes()
     rng = np.random.default_rng(5)
-    reqs = [(str(path), int(o) * 4096, 4096) for o in rng.integers(0, 8192, 20_000)]
+    reqs = [(str(path), int(o) * 4096, 4096) for o in rng.integers(0, 8192, SMALL_SPLIT_MAX)]
     worst, kept = [], []
     for _ in range(3):  # the best of three: this machine is shared and noisy
         async with Heartbeat() as hb:
@@ -250,6 +254,7 @@ async def test_a_declined_long_list_is_planned_off_the_loop(files: list[Path],
         return await real(on_thread, fn, *args, **kwargs)
 
     monkeypatch.setattr(serve_mod, "off_loop", spy)
+    monkeypatch.setattr(lsio._route, "SMALL_SPLIT_MAX", OFF_LOOP_REQUESTS)
     monkeypatch.setattr(_small, "_split", lambda call, strategy: None)
     reqs = some_requests(files, OFF_LOOP_REQUESTS, seed=3)
     got = await lsio.read_many(reqs)
