@@ -66,9 +66,10 @@ class Strategy:
     """Bulk road: check and plan the requests on a worker thread."""
 
     split_files: int = 0
-    """Small path of a long request list: parsed, opened and copied on a worker thread,
-    the copies split over one thread per usable core, if its requests name at most this
-    many files (within ``thread_bytes``); 0: not this way."""
+    """Small path of a long request list, if its requests name at most this many files
+    (0: not this way): parsed into arrays, opened, and copied (within ``inline_bytes`` on
+    the calling thread, else ``thread_bytes`` on a worker) on up to one thread per usable
+    core."""
 
 
 # The strategies, made once (a small call costs ~20 us: no allocation per call here)
@@ -81,8 +82,8 @@ _ON_LOOP = {cold: Strategy(small=True, inline_bytes=SMALL_BYTES,
             for cold in (False, True)}
 _BLOCKING = {cold: Strategy(small=True, inline_bytes=SMALL_OFF_LOOP_BYTES, cold=cold)
              for cold in (False, True)}
-_SPLIT = Strategy(small=True, thread_bytes=SMALL_SPLIT_BYTES, off_loop=True,
-                  split_files=SMALL_SPLIT_FILES)
+_SPLIT = Strategy(small=True, inline_bytes=SMALL_BYTES, thread_bytes=SMALL_SPLIT_BYTES,
+                  off_loop=True, split_files=SMALL_SPLIT_FILES)
 
 
 def declined(call: Call) -> Strategy:

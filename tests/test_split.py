@@ -33,6 +33,8 @@ from lsio.backends import _local_small as _small
 SIZES = [1 << 20, 300_001, 4096 * 3 + 17]
 LONG = 1024
 """A long list (past the plain parse of ``SMALL_REQUESTS``)."""
+SPLIT = ("small", "small-thread")
+"""Its routes: copied on the calling thread (within ``SMALL_BYTES``), else on a worker."""
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ async def test_a_long_warm_list_takes_the_split_path(files: list[Path]) -> None:
     warm(files)
     reqs = some_requests(files, LONG + 5, seed=1)
     got = await lsio.read_many(reqs)
-    assert got.stats.route == "small-thread" and got.stats.files == len(files)
+    assert got.stats.route == "small-thread" and got.stats.files == len(files)  # > 2 MiB
     assert got.stats.loop_hold == 0.0
     for (path, offset, length), chunk in zip(reqs, got, strict=True):
         assert bytes(chunk) == expected(Path(path), offset, length)
@@ -89,7 +91,7 @@ async def test_out_buffers_on_the_split_path(files: list[Path]) -> None:
     reqs = [(str(files[0]), k * 37, 64) for k in range(LONG)]
     out = [bytearray(70) for _ in reqs]
     got = await lsio.read_many(reqs, out=out)
-    assert got.stats.route == "small-thread"
+    assert got.stats.route == "small"  # 64 KiB: on the loop's thread
     data = files[0].read_bytes()
     for k, buf in enumerate(out):
         assert bytes(buf[:64]) == data[k * 37 : k * 37 + 64] == bytes(got[k])
@@ -102,7 +104,7 @@ async def test_missing_ok_on_the_split_path(files: list[Path], tmp_path: Path) -
     reqs = [(gone, 0, 5) if k % 3 == 0 else (str(files[1]), k, 10)
             for k in range(LONG)]
     got = await lsio.read_many(reqs, missing_ok=True)
-    assert got.stats.route == "small-thread"
+    assert got.stats.route in SPLIT
     assert list(got.missing) == [k % 3 == 0 for k in range(len(reqs))]
     assert bytes(got[1]) == files[1].read_bytes()[1:11]
 
@@ -151,7 +153,7 @@ async def evicted_call(data_dir: Path, name: str, evicted: int) -> str:
     path = write_file(data_dir / f"{name}w", random_bytes(1 << 20, seed=9))
     data = {p: p.read_bytes() for p in [*cold, path]}  # all warm
     reqs = [(str(p), 100, 60_000) for p in cold]
-    reqs += [(str(path), k * 1000, 1000) for k in range(LONG)]
+    reqs += [(str(path), k * 1000, 2000) for k in range(LONG)]  # > SMALL_BYTES: a worker's
     evict(cold)
     got = await lsio.read_many(reqs)
     for (p, offset, length), chunk in zip(reqs, got, strict=True):
@@ -227,13 +229,16 @@ def test_any_split_is_byte_exact(files: list[Path], seed: int, n: int, threads: 
     call = parse(reqs, out, False, plain_max=0)  # as a long list is parsed
     strategy = Strategy(small=True, thread_bytes=SMALL_SPLIT_BYTES, off_loop=True,
                         split_files=SMALL_SPLIT_FILES)
-    split = _small._split(call, strategy)
-    if split is None:  # another process evicted the files (a cache dropped): once more
+    def split() -> Any:
+        small = _small._open_long(call, strategy)
+        assert small is not None and small.nfiles == len({r[0] for r in reqs})
+        return small.serve(SMALL_SPLIT_BYTES, threads=threads, misses=0)
+
+    got = split()
+    if got is None:  # another process evicted the files (a cache dropped): once more
         warm(files)
-        split = _small._split(call, strategy)
-    assert split is not None
-    got, nfiles = split
-    assert nfiles == len({r[0] for r in reqs})
+        got = split()
+    assert got is not None
     assert [bytes(chunk) for chunk in got] == want
     if out is not None:
         assert [bytes(buf[: len(w)]) for buf, w in zip(out, want, strict=True)] == want
@@ -255,7 +260,7 @@ async def test_a_declined_long_list_is_planned_off_the_loop(files: list[Path],
 
     monkeypatch.setattr(serve_mod, "off_loop", spy)
     monkeypatch.setattr(lsio._route, "SMALL_SPLIT_MAX", OFF_LOOP_REQUESTS)
-    monkeypatch.setattr(_small, "_split", lambda call, strategy: None)
+    monkeypatch.setattr(_small, "_open_long", lambda call, strategy: None)
     reqs = some_requests(files, OFF_LOOP_REQUESTS, seed=3)
     got = await lsio.read_many(reqs)
     assert got.stats.route == "bulk" and seen == [True]

@@ -18,7 +18,6 @@ backend's batched reads.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,13 +57,10 @@ class LocalSmallPath:
         (``tune`` and ``outcome`` are for remote backends: a local small call declines on
         any error, so its errors are the bulk road's.)"""
         start = time.perf_counter()
-        if strategy.split_files:  # a long list: parsed, opened and copied off the loop
-            split = await _on_own_thread(_split, call, strategy)
-            return None if split is None else _stamp(split[0], "small-thread", self.name,
-                                                     split[1], time.perf_counter() - start)
-        small = open_call(call)
+        small = _open_long(call, strategy) if strategy.split_files else open_call(call)
         keep = bool(strategy.thread_bytes)  # files stay open for a copy on a thread
-        got = None if small is None else small.serve(strategy.inline_bytes, keep_open=keep)
+        got = None if small is None else small.serve(strategy.inline_bytes, keep,
+                                                     *_copiers(small, wait=False))
         if got is not None:
             return _stamp(got, "small", self.name, small, time.perf_counter() - start)
         if small is not None and small.total:
@@ -74,6 +70,8 @@ class LocalSmallPath:
                 return None
             got = await _off_loop(_serve_or_cold, small, call, strategy)
             route = "small-thread"
+        elif strategy.split_files:
+            return None
         elif strategy.cold:
             got = await _off_loop(_cold, call, strategy.thread_bytes or strategy.inline_bytes)
             route = "cold"
@@ -84,15 +82,14 @@ class LocalSmallPath:
 
     def serve_small(self, call: Call, strategy: Strategy) -> Results | None:
         """The call served on this thread, which may wait (a blocking caller), or ``None``."""
-        if strategy.split_files:
-            split = _split(call, strategy)
-            return None if split is None else _stamp(split[0], "small", self.name, split[1],
-                                                     0.0)
-        small = open_call(call)
-        got = None if small is None else small.serve(strategy.inline_bytes)
+        long = bool(strategy.split_files)
+        small = _open_long(call, strategy) if long else open_call(call)
+        limit = strategy.thread_bytes if long else strategy.inline_bytes
+        got = None if small is None else small.serve(limit, False,
+                                                     *_copiers(small, wait=True))
         if got is not None:
             return _stamp(got, "small", self.name, small, 0.0)
-        if strategy.cold and (small is None or not small.total):
+        if strategy.cold and not long and (small is None or not small.total):
             got = _cold(call, strategy.inline_bytes)
             return None if got is None else _stamp(got, "cold", self.name, None, 0.0)
         return None
@@ -100,9 +97,8 @@ class LocalSmallPath:
 
 def _stamp(got: Results, route: str, backend: str, small: Any, hold: float) -> Results:
     n = len(got.lengths)
-    files = small if isinstance(small, int) else small.nfiles if small is not None else n
-    got._stats = (route, backend, n, n, None, 0, hold if route == "small" else 0.0, files,
-                  got.lengths)
+    got._stats = (route, backend, n, n, None, 0, hold if route == "small" else 0.0,
+                  small.nfiles if small is not None else n, got.lengths)
     return got
 
 
@@ -120,7 +116,7 @@ class SmallCall:
         self.total = 0
         """Bytes the call returns, once :meth:`serve` found it over its limit."""
 
-    def serve(self, limit: int, *, keep_open: bool = False, threads: int = 1,
+    def serve(self, limit: int, keep_open: bool = False, threads: int = 1,
               misses: int = 0) -> Results | None:
         """The results; ``None`` if the bulk road must read the call (a page not in memory,
         a change), or if it returns more than ``limit`` bytes (then ``total`` says how many,
@@ -227,11 +223,10 @@ def read_now(call: Call, limit: int, *, wait: bool = False) -> Results | None:
     return None if small is None else small.serve(limit)
 
 
-def _split(call: Call, strategy: Strategy) -> tuple[Results, int] | None:
-    """A long list of requests (no plain parse: the arrays are built here, off the loop) of
-    at most ``strategy.split_files`` files, served from the page cache with its copies on
-    one thread per usable core, or ``None``: the bulk road reads it (also a bad request,
-    which the bulk road's parse names; cold data, whose first miss declines the call)."""
+def _open_long(call: Call, strategy: Strategy) -> SmallCall | None:
+    """A long list of requests (no plain parse: the arrays are built here; ~0.2 us a
+    request) of at most ``strategy.split_files`` files, with its files open, or ``None``:
+    the bulk road reads it (also a bad request, which the bulk road's parse names)."""
     if lib is None:
         return None
     try:
@@ -240,14 +235,19 @@ def _split(call: Call, strategy: Strategy) -> tuple[Results, int] | None:
         return None
     if len(reqs.paths) > strategy.split_files or not len(reqs) or reqs.has_urls():
         return None
-    n = len(reqs)
-    flat = np.empty((n, 3), np.int64)
+    flat = np.empty((len(reqs), 3), np.int64)
     flat[:, 0], flat[:, 1], flat[:, 2] = reqs.file, reqs.offset, reqs.length
-    small = _open(reqs.paths, ffi.from_buffer("long long[]", flat), call, False)
-    if small is None:
-        return None
-    got = small.serve(strategy.thread_bytes, threads=usable_cpus(), misses=SMALL_SPLIT_MISSES)
-    return None if got is None else (got, small.nfiles)
+    return _open(reqs.paths, ffi.from_buffer("long long[]", flat), call, False)
+
+
+def _copiers(small: SmallCall, *, wait: bool) -> tuple[int, int]:
+    """How a call's copy is shared out: a long list (pinned arrays, not a plain parse)
+    copies on up to one thread per usable core and, on a thread that may block (``wait``:
+    not the event loop's), reads up to ``SMALL_SPLIT_MISSES`` evicted pages by waiting; a
+    short list on the calling thread alone."""
+    if isinstance(small.flat, list):
+        return 1, 0
+    return usable_cpus(), SMALL_SPLIT_MISSES if wait else 0
 
 
 def _cold(call: Call, limit: int) -> Results | None:
@@ -259,44 +259,11 @@ def _cold(call: Call, limit: int) -> Results | None:
 
 def _serve_or_cold(small: SmallCall, call: Call, strategy: Strategy) -> Results | None:
     """A medium call on a worker thread: from the page cache, else (a miss) from disk."""
-    got = small.serve(strategy.thread_bytes)
+    got = small.serve(strategy.thread_bytes, False,
+                                      *_copiers(small, wait=True))
     if got is None and not small.total and strategy.cold:
         return _cold(call, strategy.thread_bytes)
     return got
-
-
-async def _on_own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on a thread of its own: no pool (a process's first reads start none;
-    a thread start costs ~0.1 ms, against the milliseconds of a call long enough to come
-    here). A cancelled wait returns once the thread is done (it may be writing into the
-    caller's buffers)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if done.cancelled():
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(result)
-
-    def run() -> None:
-        try:
-            result, exc = fn(*args), None
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting task
-            result, exc = None, e
-        try:
-            loop.call_soon_threadsafe(settle, result, exc)
-        except RuntimeError:  # the loop was closed meanwhile: nobody waits any more
-            pass
-
-    threading.Thread(target=run, name="lsio-split", daemon=True).start()
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await uncancellable(done)
-        raise
 
 
 async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
