@@ -124,14 +124,15 @@ event-loop turn."""
 
 SMALL_SPLIT_FILES = 32
 """Lists of more than ``SMALL_REQUESTS`` local requests whose data is in the page cache take
-the small path too, off the loop, if they name at most this many files (all open at once
-for the copy; 10 000 chunk files are the bulk road's, which opens ``DEFAULT_MAX_OPEN`` at a
-time): parsed into arrays on a worker thread, their files opened, then copied by
-``preadv2(RWF_NOWAIT)`` on up to one thread per usable core (the worker and threads started
-for the call, each a run of requests of equal bytes into its own part of the result memory,
-faulted in first), so the copies and the page faults run on both cores. No stat, plan or
-ring: medians of 21 here, warm 4 KiB ranges, 65 / 128 / 1024 requests: 0.40 / 0.59 / 4.7 ms
-against the bulk road's 1.1 / 1.3 / 5.9 ms."""
+the small path too if they name at most this many files (all open at once for the copy;
+10 000 chunk files are the bulk road's, which opens ``DEFAULT_MAX_OPEN`` at a time):
+parsed into arrays (~0.25 us a request: 2048 take ~0.5 ms on the loop), their files
+opened, then copied by ``preadv2(RWF_NOWAIT)`` within ``SMALL_BYTES`` on the calling
+thread, else on a worker, and there on up to one thread per usable core (each a run of
+requests of equal bytes into its own part of the result memory, faulted in first), so the
+copies and the page faults run on both cores. No stat, plan or ring: medians of 21 here,
+warm 4 KiB ranges, 65 / 128 / 1024 requests: 0.40 / 0.59 / 4.7 ms against the bulk road's
+1.1 / 1.3 / 5.9 ms."""
 
 SMALL_SPLIT_MAX = 2048
 """...and of at most this many requests: past it the bulk road's fixed cost is paid off,
@@ -142,9 +143,9 @@ call per request. Medians of 7 here (CPU / wall, ms), split path against bulk ro
 
 SMALL_SPLIT_MISSES = 16
 """Reads of such a call that miss the page cache and are read by waiting for the disk on
-its threads (a few pages evicted from a warm file must not send 20 000 copies to the bulk
-road); one more and the call is cold, for the bulk road. A cold call pays them: ~0.1-0.2 ms
-each for 4 KiB here, ~0.5 ms for 256 KiB, shared by the threads (~1-4 ms in all)."""
+its threads, off the event loop (a few pages evicted from a warm file must not send the
+call to the bulk road); one more and the call is cold, for the bulk road. A cold call pays
+them: ~0.1-0.2 ms each for 4 KiB here, ~0.5 ms for 256 KiB, shared by the threads."""
 
 SMALL_SPLIT_SHARE = 1 << 20
 """...whose copy is split over one more thread per this much work (its bytes, plus 4 KiB a
