@@ -26,8 +26,8 @@ from ._presets import PRESETS, Preset, detect_preset
 from ._progress import ProgressArg, make_progress
 from ._redact import redact, redacting
 from ._results import Results
-from ._route import plain_limit, route
-from ._serve import NOT_SMALL, keeps, serve
+from ._route import declined, plain_limit, route
+from ._serve import keeps, serve
 from ._sync import on_loop_thread, run_sync
 from ._types import OnError
 from ._url import HttpOptions
@@ -259,7 +259,7 @@ class Reader:
             got = await self._backend.read_small(call, strategy, None, None)
             if got is not None:
                 return served(got, bar)
-            strategy = NOT_SMALL
+            strategy = declined(call)
         return await serve(self, call, strategy, pipeline, keep)
 
     @redacting  # the small path's errors too
@@ -280,7 +280,7 @@ class Reader:
             got = self._backend.serve_small(call, strategy)
             if got is not None:
                 return served(got, call.progress)
-            strategy = NOT_SMALL  # the calling thread could not
+            strategy = declined(call)  # the calling thread could not
         return run_sync(serve(self, call, strategy, None, keep))
 
     def _tune_url(self, path: str) -> Preset:

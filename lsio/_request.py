@@ -206,22 +206,23 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
     if any(type(p) is not str for p in ids) or not paths_ok(list(ids)):
         return None
     # exact types: bool is an int subclass that numpy would silently accept
-    if set(map(type, offs)) != {int} or not set(map(type, lens)) <= {int, type(None)}:
+    len_types = set(map(type, lens))
+    if set(map(type, offs)) != {int} or not len_types <= {int, type(None)}:
         return None
-    offset = np.array(offs)
-    if offset.dtype != np.int64:  # ints beyond 64 bits
+    try:  # fromiter: one typed pass; an int beyond 64 bits overflows
+        offset = np.fromiter(offs, np.int64, len(offs))
+        some_none = type(None) in len_types
+        known = np.fromiter([n for n in lens if n is not None] if some_none else lens,
+                            np.int64)
+    except OverflowError:
         return None
-    if None in lens:
-        has = np.fromiter(map(_is_not_none, lens), bool, len(lens))
+    if np.any(known < 0):
+        return None
+    if some_none:
         length = np.full(len(lens), -1, np.int64)
-        known = np.array([n for n in lens if n is not None])
-        if len(known) and (known.dtype != np.int64 or np.any(known < 0)):
-            return None
-        length[has] = known
+        length[np.fromiter(map(_is_not_none, lens), bool, len(lens))] = known
     else:
-        length = np.array(lens)
-        if length.dtype != np.int64 or length.ndim != 1 or np.any(length < 0):
-            return None
+        length = known
     if len(ids) == 1:
         file = np.zeros(len(paths), np.int64)
     else:

@@ -30,11 +30,14 @@ from ._defaults import (
     SMALL_COLD_REQUESTS,
     SMALL_OFF_LOOP_BYTES,
     SMALL_REQUESTS,
+    SMALL_SPLIT_BYTES,
+    SMALL_SPLIT_FILES,
+    SMALL_SPLIT_MAX,
     SMALL_URLS,
 )
 from ._url import is_url
 
-__all__ = ["Strategy", "plain_limit", "route"]
+__all__ = ["Strategy", "declined", "plain_limit", "route"]
 
 UNLIMITED = (1 << 63) - 1
 
@@ -62,6 +65,12 @@ class Strategy:
     off_loop: bool = False
     """Bulk road: check and plan the requests on a worker thread."""
 
+    split_files: int = 0
+    """Small path of a long request list, if its requests name at most this many files
+    (0: not this way): parsed into arrays, opened, and copied (within ``inline_bytes`` on
+    the calling thread, else ``thread_bytes`` on a worker) on up to one thread per usable
+    core."""
+
 
 # The strategies, made once (a small call costs ~20 us: no allocation per call here)
 _BULK = Strategy(small=False)
@@ -73,6 +82,14 @@ _ON_LOOP = {cold: Strategy(small=True, inline_bytes=SMALL_BYTES,
             for cold in (False, True)}
 _BLOCKING = {cold: Strategy(small=True, inline_bytes=SMALL_OFF_LOOP_BYTES, cold=cold)
              for cold in (False, True)}
+_SPLIT = Strategy(small=True, inline_bytes=SMALL_BYTES, thread_bytes=SMALL_SPLIT_BYTES,
+                  off_loop=True, split_files=SMALL_SPLIT_FILES)
+
+
+def declined(call: Call) -> Strategy:
+    """The bulk road for a call its small path declined: a long list is still checked and
+    planned off the loop."""
+    return _BULK_OFF_LOOP if len(call.items) >= OFF_LOOP_REQUESTS else _BULK
 
 
 def plain_limit(force: bool | None) -> int:
@@ -90,8 +107,12 @@ def route(call: Call, force: bool | None, direct: bool | None) -> Strategy:
     O_DIRECT setting (``True`` bypasses the page cache, which the local small path reads)."""
     plain = call.plain
     n = len(call.items)
-    if force is False or plain is None or call.pipeline:
+    if force is False or call.pipeline:
         return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
+    if plain is None:  # a long list (or an odd one, which the bulk road names)
+        if n <= SMALL_REQUESTS or n > SMALL_SPLIT_MAX or direct is True:
+            return _BULK_OFF_LOOP if n >= OFF_LOOP_REQUESTS else _BULK
+        return _SPLIT  # its files counted and URLs turned away once parsed, off the loop
     if n and "://" in plain[0][0]:  # URLs (a file:// one: the bulk road decodes it)
         if n <= SMALL_URLS and _distinct_urls(call):
             return _URLS

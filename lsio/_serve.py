@@ -30,13 +30,9 @@ from ._route import Strategy
 if TYPE_CHECKING:
     from ._reader import Reader
 
-__all__ = ["NOT_SMALL", "keeps", "serve"]
+__all__ = ["keeps", "serve"]
 
 log = logging.getLogger("lsio")
-
-NOT_SMALL = Strategy(small=False)
-"""A call its backend's small path declined: the bulk road (the route's ``off_loop`` is
-for long lists, which no small path takes)."""
 
 ON_ERROR = ("raise", "return")
 

@@ -14,6 +14,8 @@
 /* lsio_small_serve's return values when it does not serve the call */
 #define LSIO_SMALL_MISS -1
 #define LSIO_SMALL_BIG -2
+/* most threads one call copies on (the caller's included) */
+#define LSIO_SMALL_THREADS 16
 
 /* files[2f], files[2f+1]: file f's descriptor (-1: missing, with missing_ok) and size,
    for the nfiles NUL-terminated paths packed one after another in blob. Returns 1, or 0
@@ -30,10 +32,16 @@ void lsio_small_close(int nfiles, long long *files);
    the call returns; *arena is the malloc'd memory of every result (dest NULL; free it with
    lsio_small_free) and the return value is the bytes returned. LSIO_SMALL_MISS on a miss;
    LSIO_SMALL_BIG, nothing read, when they would exceed limit (res[3n+1] says how many).
+   The copies run on up to `threads` threads (the calling one and threads - 1 started
+   for the call, each a run of requests of about equal bytes; at most LSIO_SMALL_THREADS),
+   no more than one per `share` bytes of work (a request counts a 4 KiB page more).
+   Up to `misses` reads (in all, whichever thread meets them) that miss the page cache are read
+   again waiting for the disk (for callers that may block); one more is a miss of the call.
    The nfiles files are closed on return, but for LSIO_SMALL_BIG with keep_open. */
 long long lsio_small_serve(int n, const long long *req, const unsigned long long *dest,
                            const long long *cap, long long limit, int nfiles, long long *files,
-                           int keep_open, int wait, long long *res, void **arena);
+                           int keep_open, int wait, int threads, long long share,
+                           int misses, long long *res, void **arena);
 void lsio_small_free(void *arena);
 
 #endif

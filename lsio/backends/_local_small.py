@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .._aio import uncancellable
+from .._cpus import usable_cpus
+from .._defaults import SMALL_SPLIT_MISSES, SMALL_SPLIT_SHARE
 from .._results import Results, shared_columns
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
 
 __all__ = ["LocalSmallPath", "read_now"]
+
+T = TypeVar("T")
 
 
 class LocalSmallPath:
@@ -53,9 +57,10 @@ class LocalSmallPath:
         (``tune`` and ``outcome`` are for remote backends: a local small call declines on
         any error, so its errors are the bulk road's.)"""
         start = time.perf_counter()
-        small = open_call(call)
+        small = _open_long(call, strategy) if strategy.split_files else open_call(call)
         keep = bool(strategy.thread_bytes)  # files stay open for a copy on a thread
-        got = None if small is None else small.serve(strategy.inline_bytes, keep_open=keep)
+        got = None if small is None else small.serve(strategy.inline_bytes, keep,
+                                                     *_copiers(small, wait=False))
         if got is not None:
             return _stamp(got, "small", self.name, small, time.perf_counter() - start)
         if small is not None and small.total:
@@ -65,6 +70,8 @@ class LocalSmallPath:
                 return None
             got = await _off_loop(_serve_or_cold, small, call, strategy)
             route = "small-thread"
+        elif strategy.split_files:
+            return None
         elif strategy.cold:
             got = await _off_loop(_cold, call, strategy.thread_bytes or strategy.inline_bytes)
             route = "cold"
@@ -75,11 +82,14 @@ class LocalSmallPath:
 
     def serve_small(self, call: Call, strategy: Strategy) -> Results | None:
         """The call served on this thread, which may wait (a blocking caller), or ``None``."""
-        small = open_call(call)
-        got = None if small is None else small.serve(strategy.inline_bytes)
+        long = bool(strategy.split_files)
+        small = _open_long(call, strategy) if long else open_call(call)
+        limit = strategy.thread_bytes if long else strategy.inline_bytes
+        got = None if small is None else small.serve(limit, False,
+                                                     *_copiers(small, wait=True))
         if got is not None:
             return _stamp(got, "small", self.name, small, 0.0)
-        if strategy.cold and (small is None or not small.total):
+        if strategy.cold and not long and (small is None or not small.total):
             got = _cold(call, strategy.inline_bytes)
             return None if got is None else _stamp(got, "cold", self.name, None, 0.0)
         return None
@@ -99,22 +109,26 @@ class SmallCall:
     __slots__ = ("n", "flat", "dest", "caps", "pinned", "out", "nfiles", "files", "total",
                  "wait")
 
-    def __init__(self, n: int, flat: list[int], dest: Any, caps: Any, pinned: Any,
+    def __init__(self, n: int, flat: Any, dest: Any, caps: Any, pinned: Any,
                  out: Sequence[Any] | None, nfiles: int, files: Any, wait: bool) -> None:
         self.n, self.flat, self.dest, self.caps, self.pinned = n, flat, dest, caps, pinned
         self.out, self.nfiles, self.files, self.wait = out, nfiles, files, wait
         self.total = 0
         """Bytes the call returns, once :meth:`serve` found it over its limit."""
 
-    def serve(self, limit: int, *, keep_open: bool = False) -> Results | None:
+    def serve(self, limit: int, keep_open: bool = False, threads: int = 1,
+              misses: int = 0) -> Results | None:
         """The results; ``None`` if the bulk road must read the call (a page not in memory,
         a change), or if it returns more than ``limit`` bytes (then ``total`` says how many,
-        and with ``keep_open`` the files stay open for another try)."""
+        and with ``keep_open`` the files stay open for another try). ``threads``: copy on
+        this many threads (this one included), each a run of requests of equal bytes;
+        ``misses``: reads missing the page cache that may wait for the disk instead."""
         n = self.n
         res = ffi.new("long long[]", 3 * n + 2)
         arena = ffi.new("void **")
         total = lib.lsio_small_serve(n, self.flat, self.dest, self.caps, limit, self.nfiles,
-                                     self.files, keep_open, self.wait, res, arena)
+                                     self.files, keep_open, self.wait, threads,
+                                     SMALL_SPLIT_SHARE, misses, res, arena)
         if total < 0:
             self.total = res[3 * n + 1] if total == lib.LSIO_SMALL_BIG else 0
             return None
@@ -179,6 +193,11 @@ def open_call(call: Call, *, wait: bool = False) -> SmallCall | None:
     if lib is None or call.plain is None or not len(call):
         return None
     paths, flat = _flat(call.plain)
+    return _open(paths, flat, call, wait)
+
+
+def _open(paths: list[str], flat: Any, call: Call, wait: bool) -> SmallCall | None:
+    """:func:`open_call` once the requests are flat (a list, or a pinned cffi array)."""
     blob = _blob(paths)
     if blob is None:
         return None
@@ -204,6 +223,33 @@ def read_now(call: Call, limit: int, *, wait: bool = False) -> Results | None:
     return None if small is None else small.serve(limit)
 
 
+def _open_long(call: Call, strategy: Strategy) -> SmallCall | None:
+    """A long list of requests (no plain parse: the arrays are built here; ~0.2 us a
+    request) of at most ``strategy.split_files`` files, with its files open, or ``None``:
+    the bulk road reads it (also a bad request, which the bulk road's parse names)."""
+    if lib is None:
+        return None
+    try:
+        reqs = call.reqs()
+    except (TypeError, ValueError):
+        return None
+    if len(reqs.paths) > strategy.split_files or not len(reqs) or reqs.has_urls():
+        return None
+    flat = np.empty((len(reqs), 3), np.int64)
+    flat[:, 0], flat[:, 1], flat[:, 2] = reqs.file, reqs.offset, reqs.length
+    return _open(reqs.paths, ffi.from_buffer("long long[]", flat), call, False)
+
+
+def _copiers(small: SmallCall, *, wait: bool) -> tuple[int, int]:
+    """How a call's copy is shared out: a long list (pinned arrays, not a plain parse)
+    copies on up to one thread per usable core and, on a thread that may block (``wait``:
+    not the event loop's), reads up to ``SMALL_SPLIT_MISSES`` evicted pages by waiting; a
+    short list on the calling thread alone."""
+    if isinstance(small.flat, list):
+        return 1, 0
+    return usable_cpus(), SMALL_SPLIT_MISSES if wait else 0
+
+
 def _cold(call: Call, limit: int) -> Results | None:
     """A call that missed the page cache, read by plain blocking calls on this thread
     (never the event loop's): ~1 ms for a cold 256 KiB file here, where io_uring takes
@@ -213,13 +259,14 @@ def _cold(call: Call, limit: int) -> Results | None:
 
 def _serve_or_cold(small: SmallCall, call: Call, strategy: Strategy) -> Results | None:
     """A medium call on a worker thread: from the page cache, else (a miss) from disk."""
-    got = small.serve(strategy.thread_bytes)
+    got = small.serve(strategy.thread_bytes, False,
+                                      *_copiers(small, wait=True))
     if got is None and not small.total and strategy.cold:
         return _cold(call, strategy.thread_bytes)
     return got
 
 
-async def _off_loop(fn: Any, *args: Any) -> Results | None:
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on a worker thread; a cancelled wait returns once the thread is done
     (it may be writing into the caller's buffers)."""
     job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
