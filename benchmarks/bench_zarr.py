@@ -630,7 +630,7 @@ class _CBatch:
     def decode(self, jobs: np.ndarray) -> None:
         failed = self.ffi.new("int *")
         ret = self.lib.lsio_decode_scatter(
-            self.lib.LSIO_CODEC_BLOSC, self.ffi.cast("lsio_chunk *", jobs.ctypes.data),
+            self.lib.LSIO_CODEC_BLOSC, 0, self.ffi.cast("lsio_chunk *", jobs.ctypes.data),
             len(jobs), 2, self.chunk_bytes, 4, 0, self.ffi.NULL, 0, failed)
         if ret != self.lib.LSIO_DECODE_OK:
             raise RuntimeError(f"lsio_decode_scatter: {ret} at job {failed[0]}")

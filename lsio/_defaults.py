@@ -153,7 +153,7 @@ them: ~0.1-0.2 ms each for 4 KiB here, ~0.5 ms for 256 KiB, shared by the thread
 SMALL_SPLIT_SHARE = 1 << 20
 """...whose copy is split over one more thread per this much work (its bytes, plus 4 KiB a
 request for the call itself): so two threads from 2 MiB of work, 256 requests of 4 KiB.
-Measured here (medians of 21, busy machine), one thread against two: 128 requests 0.59
+Measured on the benchmark machine (medians of 21, busy), one thread against two: 128 requests 0.59
 against 0.66 ms, 256 requests 1.03 against 1.03, 1024 requests 5.0 against 4.7, 4096
 requests 20 against 16 ms; starting and joining a thread costs ~0.1 ms."""
 

@@ -268,7 +268,7 @@ def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Page-cache chunks are read and decoded by the workers themselves (small-path C
     calls); parts with cold data go through the ring instead: exact either way."""
-    from conftest import drop_cache
+    from conftest import drop_cache, make_cold
 
     from lsio._each import _Run
 
@@ -294,7 +294,7 @@ def test_warm_chunks_are_read_on_the_workers_cold_ones_through_the_ring(
     np.testing.assert_array_equal(lsio_arr[3:90, 5:77], data[3:90, 5:77])
     assert outcomes and not all(outcomes)  # some parts were cold: the ring read them
     chunk = tmp_path / "w" / "c" / "11" / "9"
-    drop_cache(chunk)
+    make_cold(chunk)  # checked: DONTNEED alone may leave a page cached now and then
     outcomes.clear()  # one cold chunk: missed in the page cache, then read from disk on a
     np.testing.assert_array_equal(lsio_arr[88:96, 72:80], data[88:96, 72:80])  # worker
     assert outcomes == [False, True]
