@@ -150,7 +150,9 @@ async def ring_windows(run: _Run, reader: Reader, spans: list[tuple[int, int]], 
                for lo in range(start, end, size)]
     loop = asyncio.get_running_loop()
     failure: asyncio.Future[BaseException] = loop.create_future()
-    reads: list[asyncio.Task[Any]] = []
+    reads: list[asyncio.Task[Any] | None] = []
+    """Each window's read; ``None`` once read (a done task keeps its results alive, and
+    with them the window's raw bytes, until the call ends)."""
     landings: list[Landing] = []
 
     def read(k: int) -> None:
@@ -163,10 +165,13 @@ async def ring_windows(run: _Run, reader: Reader, spans: list[tuple[int, int]], 
         for k in range(min(EACH_READ_AHEAD, len(windows))):
             read(k)
         for k in range(len(windows)):
-            await asyncio.wait((reads[k], failure), return_when=asyncio.FIRST_COMPLETED)
+            task = reads[k]
+            assert task is not None
+            await asyncio.wait((task, failure), return_when=asyncio.FIRST_COMPLETED)
             if failure.done():
                 raise failure.result()
-            reads[k].result()
+            task.result()
+            reads[k] = task = None  # its jobs hold what they still need
             if k + EACH_READ_AHEAD < len(windows):
                 read(k + EACH_READ_AHEAD)
             if k >= 2:  # at most two windows read and not yet handed over
@@ -190,12 +195,13 @@ async def _jobs_done(jobs: list[Future[Any]], failure: asyncio.Future[BaseExcept
         raise failure.result()
 
 
-async def _cancel_reads(reads: list[asyncio.Task[Any]]) -> None:
+async def _cancel_reads(reads: list[asyncio.Task[Any] | None]) -> None:
     """Failed or cancelled: cancel the windows still being read and wait for them."""
-    for task in reads:
+    left = [task for task in reads if task is not None]
+    for task in left:
         if not task.done():
             task.cancel()
-    for task in reads:
+    for task in left:
         if not task.done():
             await asyncio.gather(task, return_exceptions=True)
         elif not task.cancelled():

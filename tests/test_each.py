@@ -106,6 +106,31 @@ async def test_cold_chunks_are_exact_too(tmp_path: Path) -> None:
             _pread(*r) for r in requests]
 
 
+async def test_windows_read_let_their_raw_bytes_go(tmp_path: Path) -> None:
+    """Ring windows: a window's raw chunks are let go once handed over, not kept until the
+    call ends (with 100 files of 1 024 chunks each over HTTP, that was every stored byte)."""
+    import gc
+    import weakref
+
+    paths = _files(tmp_path, 8, 64 * 4096)
+    requests = [(p, k * 4096, 4096) for p in paths for k in range(64)]  # 8 windows of 64
+    for p in paths:
+        drop_cache(p)
+    bases: dict[int, weakref.ref[object]] = {}
+    alive: list[int] = []
+
+    def on_chunk(i: int, view: memoryview) -> None:
+        assert bytes(view) == _pread(*requests[i])
+        bases[i] = weakref.ref(view.obj)
+        if len(bases) == len(requests):  # the last chunk: the first windows' bytes are gone
+            gc.collect()
+            alive.extend(k for k in range(128) if bases[k]() is not None)
+
+    await read_each(lsio.Reader(backend="uring"), requests, on_chunk)
+    assert len(bases) == len(requests)
+    assert alive == []
+
+
 @pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("threads", [False, True])
 async def test_missing_files_are_none_with_missing_ok(tmp_path: Path, threads: bool,
