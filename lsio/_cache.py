@@ -10,11 +10,14 @@ one of three kinds of key:
   an entry stale: whoever reads the same bytes again finds the same answer.
 * **the identity of the file it stands for** (:class:`FileCache`, for a file's content such
   as a shard's index): locally :func:`local_identity` of the descriptor the bytes were read
-  from, ``(dev, inode, size, mtime_ns, ctime_ns)`` (never a separate stat of the path: an
-  atomic replace between a stat and an open shows two different files); remotely a strong
-  ETag only (:func:`remote_identity`; a weak ETag or none: no entry). A rewrite in place
-  changes ``ctime_ns`` even where the writer restores ``mtime``; a replace changes the
-  inode. The caller checks what it can before it puts an entry (a shard index's crc32c).
+  from, ``(dev, inode, size, mtime_ns, ctime_ns)``, or :func:`file_identity` of a path
+  taken both before and after the read (an open and ``fstat``, so NFS revalidates): equal
+  identities prove the bytes came from that version, since renaming, linking or writing a
+  file changes its ``ctime_ns`` and a replace changes the inode; remotely a strong ETag
+  only (:func:`remote_identity`; a weak ETag or none: no entry). A version younger than
+  ``FILE_SETTLED`` is not kept: file times tick with the kernel's coarse clock, so a
+  rewrite of the same size within one tick would keep its identity. The caller checks
+  what it can before it puts an entry (a shard index's crc32c).
 * entries of a path are also dropped when lsio itself writes it (:func:`invalidate`, from
   ``LsioStore.set`` and ``delete``), so a writer in this process never depends on the
   timestamps' granularity.
@@ -27,16 +30,17 @@ runs on zarr's loop thread, ``read_sync`` on lsio's, the fast path on the caller
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from . import _fork
-from ._defaults import FILE_CACHE, FILE_CACHE_BYTES
+from ._defaults import FILE_CACHE, FILE_CACHE_BYTES, FILE_SETTLED
 
-# SHARD_INDEXES, local_identity and remote_identity join __all__ with their first user
-# (the sharded reads): __all__ lists what other modules import (tests/test_api.py)
-__all__ = ["Lru", "clear_all", "invalidate", "on_clear"]
+# remote_identity joins __all__ with its first user (remote shard indexes): __all__ lists
+# what other modules import (tests/test_api.py)
+__all__ = ["SHARD_INDEXES", "Lru", "clear_all", "file_identity", "invalidate", "on_clear"]
 
 V = TypeVar("V")
 
@@ -125,7 +129,7 @@ class FileCache(Lru[tuple[Identity, V]]):
     def keep(self, path: str, identity: Identity | None, value: V, nbytes: int = 0) -> V:
         """Keep ``value`` for ``path`` at ``identity``; without an identity (a weak ETag or
         none) nothing is kept. Returns ``value``."""
-        if identity is not None:
+        if identity is not None and _settled(identity):
             self.put(path, (identity, value), nbytes)
         return value
 
@@ -146,6 +150,26 @@ def local_identity(fd: int) -> Identity:
     """The identity of the file open at ``fd``, from that descriptor (``fstat``)."""
     st = os.fstat(fd)
     return ("local", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_identity(path: str) -> Identity | None:
+    """The identity of the file at ``path`` now (opened and ``fstat``-ed, as a read of it
+    would see it); None where it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return local_identity(fd)
+    finally:
+        os.close(fd)
+
+
+def _settled(identity: Identity) -> bool:
+    """A local version whose times are older than ``FILE_SETTLED`` (an ETag: always)."""
+    if identity[0] != "local":
+        return True
+    return bool(time.time_ns() - max(identity[4], identity[5]) > FILE_SETTLED * 1e9)
 
 
 def remote_identity(etag: str | None) -> Identity | None:

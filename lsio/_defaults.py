@@ -31,7 +31,7 @@ __all__: list[str] = [
     "READAHEAD_TTL", "READAHEAD_BUDGET",
     "GRIB_SCAN_BYTES", "GRIB_SIDECAR_BYTES", "GRIB_SIDECAR_LINE",
     "METADATA_CACHE", "CHAIN_CACHE", "PLAN_CACHE", "PLAN_CACHE_BYTES", "FILE_CACHE",
-    "FILE_CACHE_BYTES",
+    "FILE_CACHE_BYTES", "FILE_SETTLED",
 ]
 
 # -- The reader: calls, files, memory and the page-cache policy ----------------------------------
@@ -384,6 +384,12 @@ identity): a 32768^2 array in 1024^2 shards has 1 024."""
 FILE_CACHE_BYTES = 64 << 20
 """Bytes kept in all per file-content cache: a shard index is 16 bytes per inner chunk (1 KiB
 for 64 inner chunks, 1 MiB for 65 536)."""
+
+FILE_SETTLED = 1.0
+"""Seconds a local file must be unchanged (its mtime and ctime that old) before what it
+holds is cached: file times tick with the kernel's coarse clock (one 1-10 ms jiffy,
+coarser on some network filesystems), so a rewrite of the same size within one tick keeps
+the identity; git's "racy" index entries are the same problem."""
 
 EACH_READ_AHEAD = 3
 """Windows read at once by ``read_each``'s ring windows (``lsio/_landing.py``; at most

@@ -26,6 +26,9 @@ from lsio.zarr import _compat, _fastpath, _grid, _read
 
 # -- the mechanism -----------------------------------------------------------------------------
 
+OLD1 = ("local", 1, 1, 64, 10**9, 10**9)  # identities of versions written long ago
+OLD2 = ("local", 1, 2, 64, 10**9, 10**9)
+
 
 def test_an_lru_is_bounded_by_entries_and_bytes() -> None:
     lru: _cache.Lru[str] = _cache.Lru("test", entries=3, max_bytes=100)
@@ -67,9 +70,11 @@ def _identity(path: Path) -> _cache.Identity:
         os.close(fd)
 
 
-def test_a_file_entry_is_valid_for_one_identity_only(tmp_path: Path) -> None:
+def test_a_file_entry_is_valid_for_one_identity_only(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An entry kept for one identity of a file is a miss once the file is rewritten in
     place with its mtime put back, or replaced; weak and absent ETags keep nothing."""
+    monkeypatch.setattr(_cache, "FILE_SETTLED", 0.0)  # (the racy rule: its own test)
     cache: _cache.FileCache[str] = _cache.FileCache("test", entries=8)
     path = tmp_path / "shard"
     path.write_bytes(b"a" * 64)
@@ -100,19 +105,19 @@ def test_lsio_store_writes_and_deletes_drop_file_entries(tmp_path: Path) -> None
     shard = store.path_of("c/0/0")
     other = store.path_of("c/1/1")
     indexes = _cache.SHARD_INDEXES
-    indexes.keep(shard, ("local", 1), "old index")
-    indexes.keep(other, ("local", 2), "other index")
+    indexes.keep(shard, OLD1, "old index")
+    indexes.keep(other, OLD2, "other index")
     arr[0:4, 0:4] = 7  # zarr writes shard c/0/0 through LsioStore.set
-    assert indexes.lookup(shard, ("local", 1)) is None
-    assert indexes.lookup(other, ("local", 2)) == "other index"
-    indexes.keep(shard, ("local", 1), "old index")
+    assert indexes.lookup(shard, OLD1) is None
+    assert indexes.lookup(other, OLD2) == "other index"
+    indexes.keep(shard, OLD1, "old index")
     run_sync(store.delete("c"))  # a directory: everything under it
-    assert indexes.lookup(shard, ("local", 1)) is None
-    assert indexes.lookup(other, ("local", 2)) is None
+    assert indexes.lookup(shard, OLD1) is None
+    assert indexes.lookup(other, OLD2) is None
     arr[:] = 3
-    indexes.keep(other, ("local", 2), "other index")
+    indexes.keep(other, OLD2, "other index")
     run_sync(store.delete("c/1/1"))
-    assert indexes.lookup(other, ("local", 2)) is None
+    assert indexes.lookup(other, OLD2) is None
     assert not (tmp_path / "z" / "c" / "1" / "1").exists()
 
 
@@ -126,6 +131,22 @@ def _fast(path: Path, sel: Any) -> Any:
 def _through_zarr(path: Path, sel: Any) -> Any:
     with lz.enable():
         return zarr.open_array(lz.LsioStore(path, read_only=True), mode="r")[sel]
+
+
+def test_a_version_younger_than_a_clock_tick_is_not_kept(tmp_path: Path) -> None:
+    """A file changed less than ``FILE_SETTLED`` ago may change again with the same
+    times (a coarse clock tick): what it holds is not kept."""
+    cache: _cache.FileCache[str] = _cache.FileCache("test", entries=8)
+    path = tmp_path / "shard"
+    path.write_bytes(b"a" * 64)
+    cache.keep(str(path), _identity(path), "young")
+    assert cache.lookup(str(path), _identity(path)) is None
+    old = 1_000_000_000 * 1_000_000_000
+    os.utime(path, ns=(old, old))  # the mtime is old, but the ctime is now
+    cache.keep(str(path), _identity(path), "young")
+    assert cache.lookup(str(path), _identity(path)) is None
+    assert _cache.file_identity(str(path)) == _identity(path)
+    assert _cache.file_identity(str(tmp_path / "nothing")) is None
 
 
 READERS: dict[str, Callable[[Path, Any], Any]] = {"fast": _fast, "zarr": _through_zarr}
@@ -190,6 +211,60 @@ def test_rewritten_metadata_is_seen(tmp_path: Path, reader: str, how: str) -> No
     np.testing.assert_array_equal(read(root, SEL), np.full((6, 8), 9, "i4"))
 
 
+def _sharded_for_index_tests(root: Path) -> np.ndarray[Any, Any]:
+    data = (np.arange(64, dtype="i4") * 7919 + 123457).reshape(8, 8)
+    arr = zarr.create_array(zarr.storage.LocalStore(root), shape=(8, 8), dtype="i4",
+                            fill_value=1, compressors=None, shards=(8, 8), chunks=(4, 4))
+    arr[:] = data
+    return data
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_shard_indexes_are_kept_and_never_stale(tmp_path: Path, reader: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard's index is read once while its file is unchanged; a rewrite in place that
+    moves its inner chunks (same size, mtime put back) is read anew, never located by the
+    old index."""
+    import time
+
+    monkeypatch.setattr(_cache, "FILE_SETTLED", 0.0)
+    read, root = READERS[reader], tmp_path / "a"
+    data = _sharded_for_index_tests(root)
+    shard = root / "c" / "0" / "0"
+    time.sleep(0.05)  # past the clock tick of the write
+    lsio.clear_caches()
+    np.testing.assert_array_equal(read(root, SEL), data[SEL])
+    kept = _cache.SHARD_INDEXES.get(str(shard))
+    assert kept is not None and kept[0] == _identity(shard)
+    calls: list[Any] = []
+    real = _read.Source.fetch
+
+    async def counting(self: Any, requests: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(list(requests))
+        return await real(self, requests, *args, **kw)
+
+    monkeypatch.setattr(_read.Source, "fetch", counting)
+    np.testing.assert_array_equal(read(root, SEL), data[SEL])
+    assert not any(r[1] < 0 for c in calls for r in c), calls  # no index (a suffix) read
+    # the inner chunks swapped in the file: (0, 0) and (1, 1) exchange places, the index
+    # rewritten to match (its crc32c too); same size, the mtime put back
+    raw = shard.read_bytes()
+    index = np.frombuffer(raw[-(16 * 4 + 4):-4], "<u8").reshape(4, 2).copy()
+    (o0, n0), (o3, n3) = index[0].tolist(), index[3].tolist()
+    assert n0 == n3 and o0 < o3
+    body = bytearray(raw)
+    body[o0:o0 + n0], body[o3:o3 + n3] = raw[o3:o3 + n3], raw[o0:o0 + n0]
+    index[0, 0], index[3, 0] = o3, o0
+    import google_crc32c
+
+    tail = index.tobytes()
+    body[-(16 * 4 + 4):] = tail + np.uint32(google_crc32c.value(tail)).tobytes()
+    time.sleep(0.05)  # a clock tick after the read that kept the index
+    _rewrite_in_place(shard, bytes(body))
+    np.testing.assert_array_equal(read(root, SEL), data[SEL])
+    assert _cache.SHARD_INDEXES.get(str(shard))[0] == _identity(shard)  # type: ignore[index]
+
+
 # -- what is kept, and forgetting it -------------------------------------------------------
 
 
@@ -219,7 +294,7 @@ def test_clear_caches_forgets_everything(tmp_path: Path) -> None:
     root = tmp_path / "a"
     _array(root, sharded=False)
     lz.read_sync(root, SEL)
-    _cache.SHARD_INDEXES.keep("x", ("local", 1), "index")
+    _cache.SHARD_INDEXES.keep("x", OLD1, "index")
     assert len(_fastpath._METADATA) and len(_grid._PLANS) and len(_read._CHAINS)
     assert _compat._grid.cache_info().currsize
     lsio.clear_caches()
@@ -239,7 +314,7 @@ def test_a_forked_child_starts_with_empty_caches(tmp_path: Path) -> None:
         root = sys.argv[1]
         want = (np.arange(64, dtype="i4") * 7919 + 123457).reshape(8, 8)[1:7]
         assert np.array_equal(lz.read_sync(root, (slice(1, 7), slice(0, 8))), want)
-        _cache.SHARD_INDEXES.keep("x", ("local", 1), "index")
+        _cache.SHARD_INDEXES.keep("x", ("local", 1, 1, 64, 10**9, 10**9), "index")
         assert len(_fastpath._METADATA) and len(_grid._PLANS) and len(_read._CHAINS)
         pid = os.fork()
         if pid == 0:

@@ -6,12 +6,12 @@ per inner chunk (``2**64 - 1`` twice: empty), at its start or end, checked by it
 when the index codecs have one. :func:`read_sharded` works out the inner chunks a basic
 selection touches and their C jobs for all shards at once (:mod:`._inner`; no per-chunk
 Python). Remote shards the selection covers whole (``WHOLE_SHARDS_MIN`` or more) are read in
-one request each, index and inner chunks together (:mod:`._whole`). The others: the indexes of
-all of them in one ``read_many`` (:func:`shard_indexes`, where a cache of indexes plugs
-in), then every inner chunk needed in one more (ranges of one shard file merged by the
-planner), each decoded on a pinned worker into its place. Selections numpy arrays cannot
-describe (``oindex``, ``vindex``, axes dropped by zarr) take the per-chunk road: zarr's
-indexer per shard.
+one request each, index and inner chunks together (:mod:`._whole`). The others: the indexes
+of all of them in one ``read_many`` (:func:`shard_indexes`; local ones kept between calls
+while their files are unchanged), then every inner chunk needed in one more (ranges of one
+shard file merged by the planner), each decoded on a pinned worker into its place.
+Selections numpy arrays cannot describe (``oindex``, ``vindex``, axes dropped by zarr) take
+the per-chunk road: zarr's indexer per shard.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._cache import SHARD_INDEXES, file_identity
 from .._defaults import WHOLE_SHARDS_MIN
 from .._url import is_url
 from ._batched import Decoder, c_decoder, read_batched
@@ -104,13 +105,39 @@ def _decoder(fmt: ShardFormat, dtype: np.dtype[Any]) -> Decoder | None:
 
 async def shard_indexes(source: Any, fmt: ShardFormat, keys: Sequence[str]
                         ) -> list[npt.NDArray[np.uint64] | None]:
-    """The index of each shard (None: the shard is missing), all read in one call.
+    """The index of each shard (None: the shard is missing), all read in one call; the
+    index of a local shard file unchanged since an earlier read comes from
+    ``SHARD_INDEXES`` (its identity taken before the read and checked after it)."""
+    files = _local_files(source, keys)
+    before = [None if f is None else file_identity(f) for f in files]
+    shape = (fmt.index_bytes, fmt.at_end)  # (the same file under another sharding codec)
+    indexes: list[npt.NDArray[np.uint64] | None] = [None] * len(keys)
+    for i, (f, b) in enumerate(zip(files, before, strict=True)):
+        hit = SHARD_INDEXES.lookup(f, b) if f else None
+        if hit is not None and hit[0] == shape:
+            indexes[i] = hit[1]
+    need = [i for i, x in enumerate(indexes) if x is None]
+    raw = await source.fetch([fmt.index_request(keys[i]) for i in need]) if need else []
+    for i, r in zip(need, raw, strict=True):
+        if r is None:
+            continue
+        index = indexes[i] = fmt.parse_index(r, keys[i], source.where)
+        f = files[i]
+        if f is not None and before[i] is not None and file_identity(f) == before[i]:
+            SHARD_INDEXES.keep(f, before[i], (shape, index), index.nbytes)
+    return indexes
 
-    This is the seam for a cache of shard indexes: an index kept from an earlier read of
-    an unchanged shard file would be returned here instead of read."""
-    raw = await source.fetch([fmt.index_request(k) for k in keys]) if keys else []
-    return [None if r is None else fmt.parse_index(r, k, source.where)
-            for k, r in zip(keys, raw, strict=True)]
+
+def _local_files(source: Any, keys: Sequence[str]) -> list[str | None]:
+    """Each key's local file where its value is that whole file (its index may be cached);
+    None for URLs, byte ranges of files, values the store holds and stores that cannot
+    locate."""
+    located = source.locate(list(keys)) if source.locate and keys else None
+    if located is None or not located.plain:
+        return [None] * len(keys)
+    whole = (located.offsets == 0) & (located.lengths < 0)
+    return [p if w and p and not is_url(p) else None
+            for p, w in zip(located.paths, whole.tolist(), strict=True)]
 
 
 async def read_sharded(source: Any, layout: Any, sharding: Any, keys: Sequence[str],
