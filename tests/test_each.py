@@ -106,6 +106,33 @@ async def test_cold_chunks_are_exact_too(tmp_path: Path) -> None:
             _pread(*r) for r in requests]
 
 
+@pytest.mark.parametrize(("direct", "chunks", "o_direct"),
+                         [(None, 192, True), (None, 64, False), (False, 192, False)],
+                         ids=["auto-3MiB", "auto-1MiB", "buffered-3MiB"])
+async def test_cold_windows_of_a_big_call_read_with_o_direct(
+        data_dir: Path, direct: bool | None, chunks: int, o_direct: bool) -> None:
+    """The ring windows of a cold ``read_each`` returning ``SMALL_CALL_BYTES`` or more read
+    with O_DIRECT (``direct=None``), as one ``read_many`` of them all would, though each
+    window (64 chunks of 16 KiB here) is smaller; a smaller call, or ``direct=False``, reads
+    through the page cache."""
+    from conftest import make_cold, resident_pages
+
+    paths = _files(data_dir, 4, 48 * 16384)
+    requests = [(p, k * 16384, 16384) for p in paths for k in range(48)][:chunks]
+    for p in paths:
+        make_cold(p)
+    cb = _Collect()
+    await read_each(lsio.Reader(backend="uring", direct=direct), requests, on_chunks=cb.run,
+                    threads=True, work_bytes=65536)
+    pages = sum(resident_pages(p) for p in paths)  # before anything else reads them
+    assert [cb.got[i] for i in range(len(requests))] == [_pread(*r) for r in requests]
+    read_pages = chunks * 16384 // 4096
+    if o_direct:  # (the small path's probes may start some readahead)
+        assert pages < read_pages // 2, f"{pages} of {read_pages} pages cached: buffered"
+    else:
+        assert pages >= read_pages, f"only {pages} of {read_pages} pages cached"
+
+
 async def test_windows_read_let_their_raw_bytes_go(tmp_path: Path) -> None:
     """Ring windows: a window's raw chunks are let go once handed over, not kept until the
     call ends (with 100 files of 1 024 chunks each over HTTP, that was every stored byte)."""

@@ -37,7 +37,7 @@ from .._types import StatResult
 from ._base import Layout, ReadResult, RunOptions
 from ._local_small import LocalSmallPath
 
-__all__ = ["UringBackend", "local_layout", "special_detail", "with_details"]
+__all__ = ["UringBackend", "local_layout", "looks_cached", "special_detail", "with_details"]
 
 
 def _addresses(plan: Plan, buffers: list[Any]) -> tuple[npt.NDArray[np.uint64], list[Any]]:
@@ -77,7 +77,7 @@ def _call_bytes(reqs: Requests, size: npt.NDArray[np.int64]) -> int:
     return int((end - start).sum())
 
 
-def _looks_cached(paths: list[str]) -> bool:
+def looks_cached(paths: list[str]) -> bool:
     """Whether the files of a call are (mostly) in the page cache, from a small sample."""
     picks = sorted(set(np.linspace(0, len(paths) - 1, min(CACHE_SAMPLE, len(paths))
                                    ).astype(int).tolist()))
@@ -132,7 +132,7 @@ class UringBackend(LocalSmallPath):
         filled through the page cache (they need not be aligned)."""
         n = len(reqs.paths)
         tiny = direct is None and _call_bytes(reqs, stat.size) < SMALL_CALL_BYTES
-        warm = not tiny and direct is not True and _looks_cached(reqs.paths)
+        warm = not tiny and direct is not True and looks_cached(reqs.paths)
         modes = (_direct_modes(stat.align) if not (own_destinations or warm or tiny
                                                    or direct is False)
                  else np.zeros(n, np.int32))
