@@ -223,9 +223,10 @@ def _cold_reader(reader: Reader, requests: Sequence[Request],
     total, paths = 0, list[str]()
     for lo, hi in spans:
         for k in range(lo, hi):
-            path, _, n = requests[k]
-            if n is None:  # a whole file: its size is not known here
-                return reader
+            item: Any = requests[k]
+            if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[2], int)):
+                return reader  # a whole file (its size unknown here), or a request the
+            path, n = item[0], int(item[2])  # windows' read_many will name as bad
             total += n
             if not paths or paths[-1] != path:
                 paths.append(path)

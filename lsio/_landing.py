@@ -80,6 +80,9 @@ class Landing(Progress):
         """Set (thread-safely) with the first exception a worker job's callback raised."""
         self.jobs: list[Future[Any]] = []
         """The jobs handed to the workers (the window's memory lives until they end)."""
+        self.error: BaseException | None = None
+        """The first exception a job's callback raised, set before that job ends: a job
+        seen done has told it here, while ``failure`` is set on a later loop turn."""
         from ._pipeline import worker_pool  # here: ``import lsio`` stays light
 
         self.pool = worker_pool() if workers else None
@@ -110,6 +113,8 @@ class Landing(Progress):
                 self.run.hand(results, first - a, a, b)
         except BaseException as exc:
             self.run.stopped = True  # no further run starts
+            if self.error is None:
+                self.error = exc
             loop = self.failure.get_loop()
             loop.call_soon_threadsafe(_set, self.failure, exc)
 
@@ -175,24 +180,26 @@ async def ring_windows(run: _Run, reader: Reader, spans: list[tuple[int, int]], 
             if k + EACH_READ_AHEAD < len(windows):
                 read(k + EACH_READ_AHEAD)
             if k >= 2:  # at most two windows read and not yet handed over
-                await _jobs_done(landings[k - 2].jobs, failure)
+                await _jobs_done(landings[k - 2], failure)
         for landing in landings:
-            await _jobs_done(landing.jobs, failure)
+            await _jobs_done(landing, failure)
     finally:
         await _cancel_reads(reads)
 
 
-async def _jobs_done(jobs: list[Future[Any]], failure: asyncio.Future[BaseException]
-                     ) -> None:
-    """Wait for ``jobs``; the first failure of a callback is raised as soon as it is
-    known (a failing job sets ``failure``)."""
-    left = [cf for cf in jobs if not cf.done()]
+async def _jobs_done(landing: Landing, failure: asyncio.Future[BaseException]) -> None:
+    """Wait for ``landing``'s jobs; the first failure of a callback is raised as soon as it
+    is known (a failing job sets ``failure``), and once they are done, any of theirs
+    (``failure`` is set a loop turn after the job ended: never return before it)."""
+    left = [cf for cf in landing.jobs if not cf.done()]
     if left and not failure.done():
         waiting = asyncio.gather(*(asyncio.wrap_future(cf) for cf in left),
                                  return_exceptions=True)
         await asyncio.wait((waiting, failure), return_when=asyncio.FIRST_COMPLETED)
     if failure.done():
         raise failure.result()
+    if landing.error is not None and all(cf.done() for cf in landing.jobs):
+        raise landing.error
 
 
 async def _cancel_reads(reads: list[asyncio.Task[Any] | None]) -> None:
