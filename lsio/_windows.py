@@ -76,8 +76,11 @@ class _Reads:
         self.tasks.append(asyncio.ensure_future(self._read(guard, k, outcome)))
 
     async def _read(self, guard: Guard, k: int, outcome: Outcome) -> Results:
-        return await guard.run(self.road.run(self.reqs.window(*self.bounds[k]), None,
-                                             np.zeros(0, np.int64), outcome, self.off))
+        try:
+            return await guard.run(self.road.run(self.reqs.window(*self.bounds[k]), None,
+                                                 np.zeros(0, np.int64), outcome, self.off))
+        except (KeyboardInterrupt, SystemExit) as exc:  # a step's: see _Carried
+            raise _Carried(exc) from None
 
     async def result(self, k: int, run: PipelineRun) -> Results:
         """Window ``k``'s results; a failed step's error (the lowest request's) first."""
@@ -85,6 +88,10 @@ class _Reads:
         assert task is not None
         try:
             got = await task
+        except _Carried as carried:  # raised here, in the caller's task
+            if carried.exc is self.guards[k].error:
+                run.raise_first()
+            raise carried.exc from None
         except BaseException as exc:
             if exc is self.guards[k].error:
                 run.raise_first()
@@ -168,3 +175,13 @@ def _settle(outputs: Outputs, outcome: Outcome, failed: list[int]) -> None:
         for i in np.flatnonzero(slots.errors).tolist():
             outputs[i] = slots[i]
             outputs.errors[i] = True
+
+
+class _Carried(Exception):
+    """A step's ``KeyboardInterrupt`` or ``SystemExit`` out of a window's read task, as an
+    ordinary error: a task that lets one out has asyncio re-raise it out of the event loop
+    (lsio's loop thread then ended with a ``*_sync`` caller waiting for ever)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
