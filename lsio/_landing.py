@@ -198,7 +198,7 @@ async def _jobs_done(landing: Landing, failure: asyncio.Future[BaseException]) -
         await asyncio.wait((waiting, failure), return_when=asyncio.FIRST_COMPLETED)
     if failure.done():
         raise failure.result()
-    if landing.error is not None and all(cf.done() for cf in landing.jobs):
+    if landing.error is not None:
         raise landing.error
 
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from . import _fork
 from ._defaults import SETTLE_SECONDS
 
-__all__ = ["on_loop_thread", "run_sync"]
+__all__ = ["Escaped", "boxed", "on_loop_thread", "run_sync"]
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     tasks: list[asyncio.Task[T]] = []
 
     def start() -> None:
-        task = loop.create_task(_boxed(coro))
+        task = loop.create_task(boxed(coro))
         tasks.append(task)
         task.add_done_callback(lambda t: _hand_over(t, outcome, ended))
 
@@ -92,7 +92,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def _boxed(coro: Coroutine[Any, Any, T]) -> T:
+async def boxed(coro: Coroutine[Any, Any, T]) -> T:
     """``coro``, with a ``KeyboardInterrupt`` or ``SystemExit`` (a user's callback may raise
     one on the loop thread) handed over as its outcome: asyncio re-raises those out of
     ``run_forever``, which would end the loop thread before the waiting caller hears of it
@@ -100,10 +100,10 @@ async def _boxed(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return await coro
     except (KeyboardInterrupt, SystemExit) as exc:
-        raise _Escaped(exc) from None
+        raise Escaped(exc) from None
 
 
-class _Escaped(Exception):
+class Escaped(Exception):
     """Carries a ``KeyboardInterrupt``/``SystemExit`` out of a task as an ordinary error."""
 
     def __init__(self, exc: BaseException) -> None:
@@ -119,7 +119,7 @@ def _hand_over(task: asyncio.Task[T], outcome: concurrent.futures.Future[T],
         outcome.cancel()
         return
     exc = task.exception()
-    if isinstance(exc, _Escaped):
+    if isinstance(exc, Escaped):
         outcome.set_exception(exc.exc)
     elif exc is not None:
         outcome.set_exception(exc)

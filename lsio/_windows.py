@@ -16,6 +16,7 @@ from ._pipeline import WINDOW, PipelineArg, PipelineRun, steps_for
 from ._progress import Progress
 from ._request import Requests
 from ._results import Results
+from ._sync import Escaped, boxed
 
 if TYPE_CHECKING:
     from ._bulk import Bulk
@@ -76,11 +77,11 @@ class _Reads:
         self.tasks.append(asyncio.ensure_future(self._read(guard, k, outcome)))
 
     async def _read(self, guard: Guard, k: int, outcome: Outcome) -> Results:
-        try:
-            return await guard.run(self.road.run(self.reqs.window(*self.bounds[k]), None,
-                                                 np.zeros(0, np.int64), outcome, self.off))
-        except (KeyboardInterrupt, SystemExit) as exc:  # a step's: see _Carried
-            raise _Carried(exc) from None
+        # a step's KeyboardInterrupt or SystemExit leaves this task boxed: let out of a task,
+        # asyncio re-raises it out of the loop (lsio's loop thread ended, a *_sync caller
+        # waited for ever); :meth:`result` raises it in the caller's task
+        return await boxed(guard.run(self.road.run(self.reqs.window(*self.bounds[k]), None,
+                                                   np.zeros(0, np.int64), outcome, self.off)))
 
     async def result(self, k: int, run: PipelineRun) -> Results:
         """Window ``k``'s results; a failed step's error (the lowest request's) first."""
@@ -88,7 +89,7 @@ class _Reads:
         assert task is not None
         try:
             got = await task
-        except _Carried as carried:  # raised here, in the caller's task
+        except Escaped as carried:  # raised here, in the caller's task
             if carried.exc is self.guards[k].error:
                 run.raise_first()
             raise carried.exc from None
@@ -175,13 +176,3 @@ def _settle(outputs: Outputs, outcome: Outcome, failed: list[int]) -> None:
         for i in np.flatnonzero(slots.errors).tolist():
             outputs[i] = slots[i]
             outputs.errors[i] = True
-
-
-class _Carried(Exception):
-    """A step's ``KeyboardInterrupt`` or ``SystemExit`` out of a window's read task, as an
-    ordinary error: a task that lets one out has asyncio re-raise it out of the event loop
-    (lsio's loop thread then ended with a ``*_sync`` caller waiting for ever)."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__()
-        self.exc = exc
