@@ -16,7 +16,8 @@ from _probe_build import ProbingBuildExt  # noqa: E402
 # a free-threaded CPython has no stable ABI (cffi then builds version-specific modules).
 abi3 = not sysconfig.get_config_var("Py_GIL_DISABLED")
 setup(
-    cffi_modules=["lsio/_uring_build.py:ffibuilder", "lsio/_codec_build.py:ffibuilder"],
+    cffi_modules=["lsio/_uring_build.py:ffibuilder", "lsio/_codec_build.py:ffibuilder",
+                   "lsio/_curl_build.py:ffibuilder"],
     cmdclass={"build_ext": ProbingBuildExt},
     options={"bdist_wheel": {"py_limited_api": "cp311"}} if abi3 else {},
 )

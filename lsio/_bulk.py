@@ -146,6 +146,11 @@ class Bulk:
             part = _Part(reqs, part.out, part.caps, False)
         stat = await backend.stat(reqs, tune=tune, missing_ok=outcome.missing_ok,
                                   keep_going=outcome.keep)
+        counters = outcome.counters
+        counters.operations += stat.operations
+        counters.retries += stat.retries
+        counters.transferred += stat.transferred
+        counters.sent_by(stat.transport)
         if part.remote and attempt + 1 < READ_ATTEMPTS and np.any(stat.err == errno.ESTALE):
             raise _Changed()  # between a size probe's requests: nothing is handed out yet
         gone = np.zeros(len(reqs), bool)
@@ -212,6 +217,7 @@ class Bulk:
         counters.hold = max(counters.hold, hold[0])
         counters.operations += res.operations if res.operations is not None else p.nops
         counters.retries += res.retries
+        counters.sent_by(res.transport)
         counters.transferred += int(res.done.sum())
         return await self._settle(part, p, res, layout, tracker, results, outcome, off,
                                   attempt, report)

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["CFLAGS", "depends", "header_cdef", "link_options"]
+__all__ = ["CFLAGS", "C_DIR", "depends", "header_cdef", "link_options"]
 
 C_DIR = Path(__file__).resolve().parent / "_c"
 """``lsio/_c``: the C sources and headers."""

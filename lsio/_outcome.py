@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._request import Requests
     from ._results import Results
 
-__all__ = ["Counters", "Outcome", "Stats", "served", "timed"]
+__all__ = ["Counters", "Outcome", "Stats", "served", "timed", "transport_of"]
 
 log = logging.getLogger("lsio")
 
@@ -49,11 +49,11 @@ class Stats:
     The paths keep raw counters; derived fields are computed when first read."""
 
     __slots__ = ("route", "backend", "requests", "operations", "_transferred", "retries",
-                 "loop_hold", "_files", "_lengths", "_requested")
+                 "loop_hold", "_files", "_lengths", "_requested", "transport")
 
     def __init__(self, route: str, backend: str, requests: int, operations: int,
                  transferred: int | None, retries: int, loop_hold: float, files: Any,
-                 lengths: Any) -> None:
+                 lengths: Any, transport: str = "") -> None:
         self.route = route
         """Road the call took: ``"small"`` (served at once on the calling thread),
         ``"small-thread"`` (the small path on a worker thread), ``"cold"`` (a few requests
@@ -72,6 +72,9 @@ class Stats:
         self.loop_hold = loop_hold
         """Longest synchronous span, in seconds, that lsio itself ran on the event loop's
         thread during the call (0.0 where the call ran on no event loop)."""
+        self.transport = transport
+        """What sent the HTTP requests: ``"curl"`` (lsio's C transport), ``"aiohttp"``,
+        ``"mixed"`` (some each), ``""`` (none were sent)."""
         self._transferred = transferred
         self._files = files
         self._lengths = lengths
@@ -102,22 +105,40 @@ class Stats:
                 f"requests={self.requests}, files={self.files}, "
                 f"bytes_requested={self.bytes_requested}, "
                 f"bytes_transferred={self.bytes_transferred}, operations={self.operations}, "
-                f"retries={self.retries}, loop_hold={self.loop_hold:.6f})")
+                f"retries={self.retries}, loop_hold={self.loop_hold:.6f}, "
+                f"transport={self.transport!r})")
 
 
 class Counters:
     """The raw counters of one bulk or mixed call, filled as it runs."""
 
-    __slots__ = ("route", "backend", "operations", "transferred", "retries", "hold")
+    __slots__ = ("route", "backend", "operations", "transferred", "retries", "hold",
+                 "transport")
 
     def __init__(self, route: str, backend: str) -> None:
         self.route, self.backend = route, backend
         self.operations = self.transferred = self.retries = 0
         self.hold = 0.0
+        self.transport = ""
+
+    def sent_by(self, transport: str) -> None:
+        """Requests of the call were sent by ``transport`` (``""``: none)."""
+        self.transport = merge_transports(self.transport, transport)
 
     def stats(self, n: int, files: Any, lengths: Any) -> Stats:
         return Stats(self.route, self.backend, n, self.operations, self.transferred,
-                     self.retries, self.hold, files, lengths)
+                     self.retries, self.hold, files, lengths, self.transport)
+
+
+def merge_transports(a: str, b: str) -> str:
+    """What sent the requests of two parts of a call (see :attr:`Stats.transport`)."""
+    return b if not a or a == b else a if not b else "mixed"
+
+
+def transport_of(sent: int, by_c: int) -> str:
+    """:attr:`Stats.transport` of ``sent`` HTTP requests, ``by_c`` of them by the C
+    transport."""
+    return "" if sent == 0 else "curl" if by_c == sent else "aiohttp" if by_c == 0 else "mixed"
 
 
 class Outcome:

@@ -70,8 +70,26 @@ NEEDS = {
                 "    return blosc_decompress_ctx(out, out, 1, 1) + "
                 "(int)ZSTD_decompress(out, 1, out, 1) + inflateInit(&zs);\n"
                 "}\n"),
+    "lsio._curl": Needs(
+        headers=("curl/curl.h",),
+        # libcurl 7.85 added CURLOPT_PROTOCOLS_STR
+        packages="libcurl4-openssl-dev (Debian, Ubuntu) or libcurl-devel (Fedora, RHEL), "
+                 "libcurl >= 7.85",
+        program="#include <curl/curl.h>\n"
+                "int main(void) {\n"
+                "    CURL *e = curl_easy_init();\n"
+                "    CURLM *m = curl_multi_init();\n"
+                "    if (e) curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, \"http,https\");\n"
+                "    curl_multi_cleanup(m);\n"
+                "    curl_easy_cleanup(e);\n"
+                "    return 0;\n"
+                "}\n"),
 }
 """Every optional cffi module, by its full name (``set_source``'s)."""
+
+OPTIONAL_IN_WHEEL = frozenset({"lsio._curl"})
+"""Modules a vendored wheel (``make wheel``) may leave out: the C HTTP transport links the
+system's libcurl, which a portable wheel cannot assume."""
 
 
 @contextlib.contextmanager
@@ -158,7 +176,10 @@ class ProbingBuildExt(build_ext):  # type: ignore[misc,unused-ignore]  # untyped
         info: dict[str, str | None] = {}
         for ext in list(self.extensions):
             needs = NEEDS.get(ext.name)
-            problem = None if needs is None else probe(self.compiler, ext, needs)
+            if ext.name in OPTIONAL_IN_WHEEL and os.environ.get("LSIO_VENDOR_PREFIX"):
+                problem: str | None = "not carried by the portable wheel"
+            else:
+                problem = None if needs is None else probe(self.compiler, ext, needs)
             if needs is not None:
                 info[ext.name] = None if problem is None else \
                     f"{problem} at build time; install {needs.packages}"
@@ -167,7 +188,8 @@ class ProbingBuildExt(build_ext):  # type: ignore[misc,unused-ignore]  # untyped
             if ext.name == "lsio._uring" and os.environ.get("LSIO_REQUIRE_URING") == "1":
                 sys.exit(f"lsio: LSIO_REQUIRE_URING=1 but lsio._uring (io_uring) cannot be "
                          f"built: {info[ext.name]}")
-            if os.environ.get("LSIO_VENDOR_PREFIX"):  # make wheel: a wheel carries every module
+            if ext.name not in OPTIONAL_IN_WHEEL and os.environ.get("LSIO_VENDOR_PREFIX"):
+                # make wheel: a wheel carries every module but the optional ones
                 sys.exit(f"lsio: {ext.name} cannot be built with LSIO_VENDOR_PREFIX="
                          f"{os.environ['LSIO_VENDOR_PREFIX']}: {problem}")
             print(f"lsio: not building {ext.name}: {info[ext.name]}", file=sys.stderr)

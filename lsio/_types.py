@@ -52,3 +52,15 @@ class StatResult:
 
     state: Any = None
     """The backend's own per-call state, handed back to its ``layout`` and ``read``."""
+
+    operations: int = 0
+    """Requests the stat sent (HTTP size probes, retries included)."""
+
+    retries: int = 0
+    """Of those, requests sent again after a failure that may pass."""
+
+    transferred: int = 0
+    """Bytes those requests received (the probes' bodies)."""
+
+    transport: str = ""
+    """HTTP: what sent them (:attr:`lsio.Stats.transport`)."""

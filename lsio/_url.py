@@ -125,6 +125,12 @@ class HttpOptions:
     """Honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` (read once per call), as HPC clusters
     behind a proxy need."""
 
+    transport: str = "auto"
+    """What sends the GETs: ``"auto"``, lsio's C transport (libcurl's multi interface, where
+    lsio was built with libcurl) for every request it can take, aiohttp for the rest (a
+    proxied URL, an ``ssl.SSLContext``, and every answer other than the plain ``206`` a
+    range asks for: redirects, errors, retries); ``"aiohttp"``: aiohttp alone."""
+
     multi_range: bool = True
     """Plain HTTP servers: ask for several ranges in one request (``multipart/byteranges``,
     RFC 9110 14.6) when the server supports it (probed once per host); never for S3, GCS
@@ -165,6 +171,9 @@ class HttpOptions:
                 raise ValueError("lsio: HttpOptions.max_transfer_ratio must be a finite number "
                                  f">= 1.0 or None, got {r!r}")
         _check_count("connections_per_host", self.connections_per_host, 1)
+        if self.transport not in ("auto", "aiohttp"):
+            raise ValueError("lsio: HttpOptions.transport must be 'auto' or 'aiohttp', got "
+                             f"{self.transport!r}")
         if self.concurrency is not None:
             _check_count("concurrency", self.concurrency, 1)
         # a deadline of 0 is no deadline to aiohttp and a nan one never comes (a hanging

@@ -12,8 +12,11 @@ need=()
 [ -f /usr/include/blosc.h ] || need+=(libblosc-dev)
 [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
+# libcurl: the C HTTP transport (lsio/_curl_build.py); OpenSSL's flavour, as aiohttp's TLS
+compgen -G "/usr/include/*/curl/curl.h" >/dev/null || [ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
 if [ "${1:-}" = "--bench" ]; then
   command -v fio >/dev/null || need+=(fio)
+  command -v wrk >/dev/null || need+=(wrk)  # the C HTTP transport's yardstick
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 fi
 if [ "${1:-}" = "--bench" ] && ! command -v azurite-blob >/dev/null; then

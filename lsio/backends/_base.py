@@ -127,6 +127,9 @@ class ReadResult:
     retries: int = 0
     """Requests sent again after a failure that may pass (HTTP: a 503, a timeout)."""
 
+    transport: str = ""
+    """HTTP: what sent the requests counted in :attr:`operations` (:attr:`lsio.Stats.transport`)."""
+
 
 class Backend(Protocol):
     name: str

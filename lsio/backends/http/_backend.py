@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._defaults import ARENA_ALIGN
+from ..._outcome import transport_of
 from ..._plan import Plan
 from ..._presets import PRESETS, Preset
 from ..._request import Requests
@@ -34,7 +35,7 @@ from ..._types import Bodies, ProgressFn, StatResult
 from ..._url import HttpOptions, redact
 from .._base import Layout, ReadResult, RunOptions
 from ..cloud import PROVIDERS
-from . import _head, _list, _small, _verdict
+from . import _batch, _head, _list, _small, _verdict
 from ._client import Credentials, HttpClient
 from ._cost import PROBE_BYTES, cost_of
 from ._protocol import (
@@ -72,16 +73,17 @@ class _Call:
     missing_ok: bool
     multipart: bool = False
     probing: dict[Any, asyncio.Lock] = field(default_factory=dict)
-    told: tuple[int, int] = (0, 0)
-    """The client's (requests, retries) already reported by :meth:`HttpBackend.read`."""
+    told: tuple[int, int, int] = (0, 0, 0)
+    """The client's (requests, retries, requests by the C transport) already reported."""
 
-    def tally(self) -> tuple[int, int]:
-        """The client's requests and retries since the last tally (the first: since the
-        stat, its size probes included)."""
-        now = (self.client.requests, self.client.retries)
-        sent, again = now[0] - self.told[0], now[1] - self.told[1]
+    def tally(self) -> tuple[int, int, str]:
+        """The client's requests and retries since the last tally, and what sent them
+        (:attr:`lsio.Stats.transport`)."""
+        c = self.client
+        now = (c.requests, c.retries, c.c_requests)
+        sent, again, by_c = (now[k] - self.told[k] for k in range(3))
         self.told = now
-        return sent, again
+        return sent, again, transport_of(sent, by_c)
 
 
 class HttpBackend:
@@ -140,17 +142,24 @@ class HttpBackend:
 
         async def probe(file: int) -> None:
             tail = int(suffix[file])
-            r = Read(-1, file, -tail, tail, None) if tail else Read(-1, file, 0,
-                                                                    call.probe_size, None)
+            r = tried.get(file) or (Read(-1, file, -tail, tail, None) if tail else
+                                    Read(-1, file, 0, call.probe_size, None))
             got = await client.get(r)
             if file not in client.whole:  # else the server sent it whole
                 client.keep_probe(r, got, call.probe_size, tail)
 
-        await workers(np.flatnonzero(need).tolist(), probe, call.concurrency, err, detail,
-                      missing_ok, keep_going)
+        heads = np.flatnonzero(need & (suffix == 0)).tolist()
+        tried = await _batch.probe_many(client, heads, call.probe_size, call.concurrency)
+        todo = [f for f in heads if f in tried or not _batch.eligible(client, f)]
+        todo += np.flatnonzero(need & (suffix != 0)).tolist()
+        await workers(sorted(todo), probe, call.concurrency, err, detail, missing_ok,
+                      keep_going)
         size = np.where(err == 0, np.array(client.sizes, np.int64), 0)
-        return StatResult(size, np.ones(n, np.int64), err, detail=detail,
-                          bodies=_bodies(client), state=call)
+        sent, again, by = call.tally()
+        bodies = _bodies(client)
+        return StatResult(size, np.ones(n, np.int64), err, detail=detail, bodies=bodies,
+                          state=call, operations=sent, retries=again, transport=by,
+                          transferred=0 if bodies is None else int(np.sum(bodies[1].clip(0))))
 
     # -- layout --------------------------------------------------------------------------
     async def layout(self, reqs: Requests, stat: StatResult, tune: Preset, *,
@@ -244,6 +253,8 @@ class HttpBackend:
             int(p.file_op_start[file]), int(p.file_op_end[file]))]
 
         async def single(op: int) -> None:
+            if op in by_c:  # served by the C transport (done and told already)
+                return
             r = make(op)
             done[op] = r.got if r.got >= 0 else await client.get(r)
             finished([op])
@@ -259,6 +270,16 @@ class HttpBackend:
         multi_ok = (_verdict.multi_files(client) if self.options.multi_range
                     else np.zeros(len(client.paths), bool))
         jobs = plan_jobs(p, multi_ok)
+        by_c: set[int] = set()
+
+        def served(reads: list[Read]) -> None:
+            ops = [r.op for r in reads]
+            done[ops] = [r.got for r in reads]
+            by_c.update(ops)
+            finished(ops)
+
+        await _batch.get_many(client, [r for r in map(make, (j for j in jobs if isinstance(
+            j, int))) if _batch.plain(client, r)], call.concurrency, served)
         job_errs: dict[int, str] = {}
         job_err = np.zeros(len(jobs), np.int32)
 
@@ -269,8 +290,9 @@ class HttpBackend:
         await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
                       run.missing_ok, run.keep_going)
         detail = _spread(jobs, job_err, job_errs, err)
-        sent, again = call.tally()
-        return ReadResult(done, err, None, detail, operations=sent, retries=again)
+        sent, again, by = call.tally()
+        return ReadResult(done, err, None, detail, operations=sent, retries=again,
+                          transport=by)
 
 
 def _plan_reads(p: Plan, views: list[memoryview]) -> Callable[[int], Read]:

@@ -38,7 +38,7 @@ __all__ = ["Credentials", "HttpClient"]
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)
 def _http_target(path: str) -> tuple[Target, URL, bool]:
     """An ``http(s)://`` URL's target and parsed URL, and whether it is Azure Blob storage's
     without a SAS (it may get configured Azure credentials): a pure function of the text,
@@ -108,6 +108,10 @@ class HttpClient(Answers):
         self.versions = Versions(paths)
         """Each object's first answer: later requests of the call must get the same
         version (:mod:`._version`)."""
+        self.c_files: list[bool] | None = None
+        """Whether the C transport may send each path's GETs (:func:`._batch.eligible`)."""
+        self.c_requests = 0
+        """Of :attr:`requests`, those the C transport sent."""
         self.requests = 0
         """HTTP requests sent (size probes, redirects followed and retries included)."""
         self.retries = 0
@@ -328,8 +332,14 @@ class HttpClient(Answers):
                 got += exc.progress
                 raise
 
+        failed, r.failed = r.failed, None
+        if isinstance(failed, HttpError):  # the C transport's answer: final
+            raise failed
         while got < r.length:
             try:  # the first attempt without the retry loop's frames: most need no retry
+                if failed is not None:  # the C transport's attempt, which may pass
+                    first, failed = failed, None
+                    raise first
                 added, eof = await self._attempt(r, got)
             except (Retry, TimeoutError) as exc:
                 if isinstance(exc, Retry):

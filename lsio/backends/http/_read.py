@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from yarl import URL
 
-from ._protocol import HttpError
+from ._protocol import HttpError, Retry
 
 __all__ = ["Read", "origin", "workers"]
 
@@ -44,6 +44,9 @@ class Read:
     position; the bytes between them are received and dropped."""
     starts: list[int] | None = None
     """Sparse reads: each piece's position (for bisection)."""
+    failed: HttpError | Retry | None = None
+    """How the C transport's attempt at it failed (:mod:`._batch`): :meth:`HttpClient.get`
+    raises an error at once and retries a ``Retry`` as its first failed attempt."""
 
     def put(self, at: int, data: memoryview | bytes) -> None:
         """Keep the bytes at positions ``[at, at + len(data))`` of the read."""

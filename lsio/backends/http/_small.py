@@ -28,8 +28,10 @@ import numpy.typing as npt
 
 from ..._defaults import BYTEARRAY_BELOW, READ_ATTEMPTS
 from ..._memory import allocate
+from ..._outcome import transport_of
 from ..._presets import Preset
 from ..._results import Results, shared_columns
+from . import _batch
 from ._client import HttpClient
 from ._cost import cost_of
 from ._protocol import HttpError
@@ -71,6 +73,7 @@ async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
         for client in used:
             c.operations += client.requests
             c.retries += client.retries
+            c.sent_by(transport_of(client.requests, client.c_requests))
     n = len(paths)
     missing = None
     if failed:
@@ -84,7 +87,7 @@ async def serve(backend: HttpBackend, call: Call, tune: Preset, outcome: Outcome
     results = Results(views if call.out is None else list(call.out), index, zeros,
                       np.array(got, np.int64), missing)
     results._stats = ("small", "http", n, c.operations, None, c.retries, 0.0, paths,
-                      results.lengths)
+                      results.lengths, c.transport)
     return results
 
 
@@ -152,17 +155,18 @@ async def _many(client: HttpClient, flat: list[int], out: Sequence[Any] | None,
     lengths = [0] * n
 
     ranges = {r.file: r for r in reads if r.dest is not None}
+    # a 200 answer to a range streams by, keeping the range (not the whole body)
     client.file_reads = lambda file: [ranges[file]] if file in ranges else []
-    """A 200 answer to a range streams by, keeping the range (not the whole body)."""
-
-    rest: list[tuple[int, int, int]] = []
-    """Requests the size probe did not cover: (request, start, end)."""
+    rest: list[tuple[int, int, int]] = []  # requests the probe did not cover: (i, start, end)
+    by_c = await _batched(client, reads, concurrency, views, lengths, finished)
 
     async def fetch(k: int) -> None:
         r = reads[k]
         i = r.file
+        if i in by_c:
+            return
         try:
-            got = await client.get(r)
+            got = r.got if r.got >= 0 else await client.get(r)
         except HttpError as exc:
             if finished is not None and missing_ok and exc.errno == errno.ENOENT:
                 finished(i)  # served: as missing
@@ -195,6 +199,28 @@ async def _many(client: HttpClient, flat: list[int], out: Sequence[Any] | None,
         await _read_rest(client, rest, step, concurrency, missing_ok, views, lengths,
                          failed, finished, keep_going)
     return views, lengths, failed
+
+
+async def _batched(client: HttpClient, reads: list[Read], concurrency: int,
+                   views: list[memoryview], lengths: list[int],
+                   finished: Callable[[int], None] | None) -> set[int]:
+    """Send what the C transport can of ``reads`` first (:mod:`._batch`); the ranges it
+    serves land in ``views``/``lengths`` and are ``finished`` as they land, its probes are
+    left done for the caller. Returns the requests served."""
+    by_c: set[int] = set()
+
+    def served(done: list[Read]) -> None:
+        for r in done:
+            if r.op >= 0:
+                assert r.dest is not None
+                views[r.file], lengths[r.file] = r.dest[:r.got], r.got
+                by_c.add(r.file)
+                if finished is not None:
+                    finished(r.file)
+
+    await _batch.get_many(client, [r for r in reads if r.start >= 0 and _batch.eligible(
+        client, r.file)], concurrency, served)
+    return by_c
 
 
 def _first_reads(flat: list[int], n: int, max_read: int, out: Sequence[Any] | None,

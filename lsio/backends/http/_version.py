@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._protocol import HttpError, content_range
 
-__all__ = ["STALE", "Versions", "one_version", "validators"]
+__all__ = ["STALE", "Validators", "VersionChanged", "Versions", "one_version", "validators"]
 
 STALE = errno.ESTALE
 """The errno of an object that changed while a call read it (and kept changing for every
@@ -146,7 +146,11 @@ class Versions:
             raise VersionChanged(url, f"412 Precondition Failed to If-Match {sent}")
         if status not in (200, 206, 416):
             return
-        seen = validators(status, headers)
+        self.check_seen(file, url, validators(status, headers))
+
+    def check_seen(self, file: int, url: object, seen: Validators) -> None:
+        """:meth:`check` of an answer whose validators are parsed already (the C
+        transport's)."""
         first = self._record(file)
         if first is None:
             self._first[file] = seen

@@ -1,0 +1,595 @@
+/* lsio's C HTTP transport over libcurl's multi interface: see curl.h for the contract and
+ * lsio/backends/http/_curl.py for the event-loop side. */
+#include "curl.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+_Static_assert(LSIO_HTTP_VALIDATOR == sizeof(((lsio_http_req *)0)->etag), "validator size");
+
+#define DRIVE_ROUNDS 32 /* epoll rounds one drive call may take: bounds its time on the loop */
+#define MAX_EVENTS 64
+
+typedef struct slot {
+    lsio_http_batch *b;
+    CURL *easy;
+    int i;                  /* the request it serves, -1 when free */
+    int headers_done;
+    int64_t cr_start, cr_end; /* Content-Range, end exclusive; -1: none */
+    int64_t expect;         /* body bytes the answer announced */
+    int64_t clen_seen;      /* Content-Length as parsed, -2: not sent */
+    char range[48];
+} slot;
+
+struct lsio_http_batch {
+    lsio_http *h;
+    lsio_http_req *reqs;
+    int n, next, done, active, cancelled;
+    char **urls;
+    int nurls;
+    struct curl_slist **lists;
+    int nlists;
+    lsio_http_opts opts;
+    char *cainfo, *capath, *cert, *key; /* owned copies */
+    slot *slots;
+    int nslots;
+    int32_t *order;         /* requests in the order they finished (b->done of them) */
+    uint8_t *refused;       /* per URL: an answer was not a clean 206; send no more */
+};
+
+struct lsio_http {
+    CURLM *multi;
+    CURLSH *share;
+    int epfd;
+    long timer_ms;
+    uint64_t timer_gen;
+    uint64_t sent;
+    CURL **pool;            /* easy handles kept for reuse */
+    int npool, cappool;
+};
+
+/* -- small parsers of untrusted header values ------------------------------------------ */
+
+static const char *skip_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    return p;
+}
+
+static const char *trim_end(const char *p, const char *end) {
+    while (end > p && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    return end;
+}
+
+/* A decimal of at most 18 digits at p (no sign), -1 if none or too long. */
+static int64_t parse_u63(const char **pp, const char *end) {
+    const char *p = *pp;
+    int64_t v = 0;
+    int k = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (++k > 18) return -1;
+        v = v * 10 + (*p - '0');
+        p++;
+    }
+    if (k == 0) return -1;
+    *pp = p;
+    return v;
+}
+
+static int name_is(const char *line, size_t len, const char *name, const char **value) {
+    size_t k = strlen(name);
+    if (len <= k || strncasecmp(line, name, k) != 0 || line[k] != ':') return 0;
+    *value = line + k + 1;
+    return 1;
+}
+
+/* "bytes a-b/t" or "bytes a-b/(star)": s->cr_start, s->cr_end (exclusive), total (-1 for *).
+ * Returns 0, or -1 if malformed. */
+static int parse_content_range(const char *p, const char *end, slot *s, int64_t *total) {
+    p = skip_ws(p, end);
+    if (end - p < 6 || strncasecmp(p, "bytes", 5) != 0) return -1;
+    p = skip_ws(p + 5, end);
+    int64_t a = parse_u63(&p, end);
+    if (a < 0 || p >= end || *p != '-') return -1;
+    p++;
+    int64_t b = parse_u63(&p, end);
+    if (b < a || p >= end || *p != '/') return -1;
+    p++;
+    int64_t t;
+    if (p < end && *p == '*') {
+        t = -1;
+        p++;
+    } else {
+        t = parse_u63(&p, end);
+        if (t < 0 || b >= t) return -1;
+    }
+    if (skip_ws(p, end) != end) return -1;
+    s->cr_start = a;
+    s->cr_end = b + 1;
+    *total = t;
+    return 0;
+}
+
+/* Keep a header's value in dst (cap bytes with the NUL); a longer one is flagged and kept
+ * empty. */
+static void keep_value(char *dst, size_t cap, const char *p, const char *end,
+                       lsio_http_req *r) {
+    p = skip_ws(p, end);
+    size_t n = (size_t)(end - p);
+    if (n >= cap) {
+        r->flags |= LSIO_HTTP_LONG_VALIDATOR;
+        n = 0;
+    }
+    memcpy(dst, p, n);
+    dst[n] = 0;
+}
+
+/* -- curl callbacks -------------------------------------------------------------------- */
+
+/* The end of an answer's headers: a 206 whose Content-Range is the range asked (or a
+ * prefix of it ending at the object's end) goes on; anything else stops here. */
+static int headers_end(slot *s) {
+    lsio_http_req *r = &s->b->reqs[s->i];
+    if (r->status >= 100 && r->status < 200) {  /* an interim answer: the real one follows */
+        r->status = 0;
+        return 1;
+    }
+    s->headers_done = 1;
+    if (r->status != 206) {
+        r->flags |= LSIO_HTTP_NOT_PARTIAL;
+        return 0;
+    }
+    if (s->cr_start != r->start || s->cr_end > r->start + r->length
+        || (s->cr_end < r->start + r->length && r->total != s->cr_end)
+        || (s->clen_seen != -2 && s->clen_seen != s->cr_end - s->cr_start)) {
+        r->flags |= LSIO_HTTP_BAD_RANGE;
+        return 0;
+    }
+    s->expect = s->cr_end - s->cr_start;
+    if (r->dest == NULL) {  /* bounded by the length asked, never by the answer alone */
+        r->body = malloc(s->expect ? (size_t)s->expect : 1);
+        if (r->body == NULL) {
+            r->flags |= LSIO_HTTP_NOMEM;
+            return 0;
+        }
+    } else {
+        r->body = r->dest;
+    }
+    return 1;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) {
+    slot *s = userdata;
+    lsio_http_req *r = &s->b->reqs[s->i];
+    size_t len = size * nitems;
+    const char *end = trim_end(line, line + len);
+    const char *v;
+    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {  /* a status line: a new answer */
+        const char *p = memchr(line, ' ', len);
+        r->status = 0;
+        if (p != NULL && end - p >= 4 && p[1] >= '1' && p[1] <= '5' && p[2] >= '0' &&
+            p[2] <= '9' && p[3] >= '0' && p[3] <= '9')
+            r->status = (p[1] - '0') * 100 + (p[2] - '0') * 10 + (p[3] - '0');
+        s->cr_start = s->cr_end = -1;
+        s->clen_seen = -2;
+        r->total = -1;
+        r->content_length = -1;
+        r->etag[0] = r->modified[0] = r->retry_after[0] = 0;
+        return len;
+    }
+    if (end == line) return headers_end(s) ? len : 0;
+    if (name_is(line, (size_t)(end - line), "content-range", &v)) {
+        if (s->cr_start != -1 || parse_content_range(v, end, s, &r->total) != 0) {
+            r->flags |= LSIO_HTTP_BAD_RANGE;  /* malformed, or sent twice */
+            return 0;
+        }
+    } else if (name_is(line, (size_t)(end - line), "content-length", &v)) {
+        const char *p = skip_ws(v, end);
+        int64_t n = parse_u63(&p, end);
+        if (n < 0 || skip_ws(p, end) != end || (s->clen_seen != -2 && s->clen_seen != n)) {
+            r->flags |= LSIO_HTTP_BAD_RANGE;
+            return 0;
+        }
+        s->clen_seen = n;
+        r->content_length = n;
+    } else if (name_is(line, (size_t)(end - line), "etag", &v)) {
+        keep_value(r->etag, sizeof r->etag, v, end, r);
+    } else if (name_is(line, (size_t)(end - line), "last-modified", &v)) {
+        keep_value(r->modified, sizeof r->modified, v, end, r);
+    } else if (name_is(line, (size_t)(end - line), "retry-after", &v)) {
+        keep_value(r->retry_after, sizeof r->retry_after, v, end, r);
+    }
+    return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
+    slot *s = userdata;
+    lsio_http_req *r = &s->b->reqs[s->i];
+    size_t len = size * nmemb;
+    if (!s->headers_done || r->body == NULL) return 0;
+    if ((int64_t)len > s->expect - r->got) {  /* more than announced: never past dest */
+        r->flags |= LSIO_HTTP_OVERFLOW;
+        return 0;
+    }
+    memcpy(r->body + r->got, data, len);
+    r->got += (int64_t)len;
+    return len;
+}
+
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
+    (void)e;
+    (void)socketp;
+    lsio_http *h = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = fd;
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp) {
+    (void)m;
+    lsio_http *h = userp;
+    h->timer_ms = timeout_ms;
+    h->timer_gen++;
+    return 0;
+}
+
+/* -- the transport --------------------------------------------------------------------- */
+
+int lsio_http_global_init(void) {
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+const char *lsio_http_strerror(int code) { return curl_easy_strerror((CURLcode)code); }
+
+const char *lsio_http_version(void) { return curl_version(); }
+
+lsio_http *lsio_http_new(long max_host_connections, int *err) {
+    lsio_http *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    h->timer_ms = -1;
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->multi = curl_multi_init();
+    h->share = curl_share_init();
+    if (h->epfd < 0 || h->multi == NULL || h->share == NULL) {
+        *err = h->epfd < 0 ? errno : ENOMEM;
+        lsio_http_free(h);
+        return NULL;
+    }
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host_connections);
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, max_host_connections * 4);
+    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+    return h;
+}
+
+int lsio_http_fd(lsio_http *h) { return h->epfd; }
+
+uint64_t lsio_http_sent(lsio_http *h) { return h->sent; }
+
+long lsio_http_timer(lsio_http *h, uint64_t *generation) {
+    *generation = h->timer_gen;
+    return h->timer_ms;
+}
+
+void lsio_http_free(lsio_http *h) {
+    if (h == NULL) return;
+    for (int i = 0; i < h->npool; i++) curl_easy_cleanup(h->pool[i]);
+    free(h->pool);
+    if (h->multi != NULL) curl_multi_cleanup(h->multi);
+    if (h->share != NULL) curl_share_cleanup(h->share);
+    if (h->epfd >= 0) close(h->epfd);
+    free(h);
+}
+
+static CURL *easy_get(lsio_http *h) {
+    if (h->npool > 0) return h->pool[--h->npool];
+    CURL *e = curl_easy_init();
+    if (e == NULL) return NULL;
+    curl_easy_setopt(e, CURLOPT_SHARE, h->share);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");  /* proxied URLs take the aiohttp path */
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);  /* redirects: the caller's, by hand */
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "lsio");
+    return e;
+}
+
+static void easy_put(lsio_http *h, CURL *e) {
+    if (h->npool == h->cappool) {
+        int cap = h->cappool ? h->cappool * 2 : 64;
+        CURL **p = realloc(h->pool, (size_t)cap * sizeof *p);
+        if (p == NULL) {
+            curl_easy_cleanup(e);
+            return;
+        }
+        h->pool = p;
+        h->cappool = cap;
+    }
+    h->pool[h->npool++] = e;
+}
+
+static char *dup_or_null(const char *s) { return s == NULL ? NULL : strdup(s); }
+
+lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
+                                     char **urls, int nurls, char **headers, int nheaders,
+                                     const lsio_http_opts *opts, int concurrency) {
+    lsio_http_batch *b = calloc(1, sizeof *b);
+    if (b == NULL) return NULL;
+    b->h = h;
+    b->reqs = reqs;
+    b->n = n;
+    b->urls = urls;
+    b->nurls = nurls;
+    b->opts = *opts;
+    b->cainfo = dup_or_null(opts->cainfo);
+    b->capath = dup_or_null(opts->capath);
+    b->cert = dup_or_null(opts->cert);
+    b->key = dup_or_null(opts->key);
+    b->nslots = concurrency < 1 ? 1 : (concurrency < n ? concurrency : (n > 0 ? n : 1));
+    b->slots = calloc((size_t)b->nslots, sizeof *b->slots);
+    b->lists = calloc((size_t)(nheaders > 0 ? nheaders : 1), sizeof *b->lists);
+    b->nlists = nheaders;
+    b->order = malloc((size_t)(n > 0 ? n : 1) * sizeof *b->order);
+    b->refused = calloc((size_t)(nurls > 0 ? nurls : 1), 1);
+    if (b->slots == NULL || b->lists == NULL || b->order == NULL || b->refused == NULL)
+        goto fail;
+    for (int k = 0; k < b->nslots; k++) b->slots[k].i = -1;
+    for (int k = 0; k < nheaders; k++) {  /* a block: header lines separated by '\n' */
+        const char *p = headers[k];
+        while (*p) {
+            const char *e = strchr(p, '\n');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            char *line = strndup(p, len);
+            struct curl_slist *l = line ? curl_slist_append(b->lists[k], line) : NULL;
+            free(line);
+            if (l == NULL) goto fail;
+            b->lists[k] = l;
+            p += len + (e ? 1 : 0);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        lsio_http_req *r = &reqs[i];
+        r->flags = r->status = r->code = 0;
+        r->got = 0;
+        r->total = r->content_length = -1;
+        r->body = NULL;
+        r->etag[0] = r->modified[0] = r->retry_after[0] = 0;
+    }
+    return b;
+fail:
+    lsio_http_batch_free(b);
+    return NULL;
+}
+
+/* Put request b->next on the free slot s: 0, or -1 if curl refused it (it is then done,
+ * with code CURLE_OUT_OF_MEMORY or the multi's refusal). */
+static int launch(lsio_http_batch *b, slot *s) {
+    lsio_http *h = b->h;
+    int i = b->next++;
+    lsio_http_req *r = &b->reqs[i];
+    CURL *e = s->easy ? s->easy : easy_get(h);
+    if (e == NULL || r->url < 0 || r->url >= b->nurls || r->headers >= b->nlists ||
+        r->length < 1 || r->start < 0) {
+        r->flags |= LSIO_HTTP_DONE;
+        r->code = e == NULL ? CURLE_OUT_OF_MEMORY : CURLE_BAD_FUNCTION_ARGUMENT;
+        b->order[b->done++] = i;
+        s->easy = e;
+        return -1;
+    }
+    s->easy = e;
+    if (b->refused[r->url]) {  /* another request of this URL was answered otherwise */
+        r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_SKIPPED;
+        b->order[b->done++] = i;
+        return -1;
+    }
+    s->b = b;
+    s->i = i;
+    s->headers_done = 0;
+    s->cr_start = s->cr_end = -1;
+    s->expect = 0;
+    s->clen_seen = -2;
+    snprintf(s->range, sizeof s->range, "%lld-%lld", (long long)r->start,
+             (long long)(r->start + r->length - 1));
+    curl_easy_setopt(e, CURLOPT_URL, b->urls[r->url]);
+    curl_easy_setopt(e, CURLOPT_RANGE, r->own_range ? NULL : s->range);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers >= 0 ? b->lists[r->headers] : NULL);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, b->opts.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, b->opts.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, b->opts.verify ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, b->opts.verify ? 2L : 0L);
+    curl_easy_setopt(e, CURLOPT_CAINFO, b->cainfo);  /* NULL: libcurl's built-in default */
+    curl_easy_setopt(e, CURLOPT_CAPATH, b->capath);
+    curl_easy_setopt(e, CURLOPT_SSLCERT, b->cert);
+    curl_easy_setopt(e, CURLOPT_SSLKEY, b->key);
+    CURLMcode mc = curl_multi_add_handle(h->multi, e);
+    if (mc != CURLM_OK) {
+        r->flags |= LSIO_HTTP_DONE;
+        r->code = CURLE_FAILED_INIT;
+        b->order[b->done++] = i;
+        s->i = -1;
+        return -1;
+    }
+    b->active++;
+    h->sent++;
+    return 0;
+}
+
+/* Fill the batch's free slots with its next requests. */
+static void refill(lsio_http_batch *b) {
+    for (int k = 0; k < b->nslots && b->next < b->n && !b->cancelled; k++) {
+        slot *s = &b->slots[k];
+        while (s->i < 0 && b->next < b->n) launch(b, s);
+    }
+}
+
+static void pump(lsio_http *h);
+
+int lsio_http_batch_start(lsio_http_batch *b) {
+    refill(b);
+    b->h->timer_ms = 0;  /* the handles just added start now */
+    pump(b->h);
+    return b->n - b->done;
+}
+
+int lsio_http_batch_left(lsio_http_batch *b) { return b->n - b->done; }
+
+int lsio_http_batch_finished(lsio_http_batch *b, int32_t **order) {
+    *order = b->order;
+    return b->done;
+}
+
+static void finish(slot *s, CURLcode code) {
+    lsio_http_batch *b = s->b;
+    lsio_http_req *r = &b->reqs[s->i];
+    curl_multi_remove_handle(b->h->multi, s->easy);
+    r->code = (int32_t)code;
+    r->flags |= LSIO_HTTP_DONE;
+    if (code == CURLE_OK && r->status == 206 && s->headers_done && r->got == s->expect &&
+        !(r->flags & LSIO_HTTP_LONG_VALIDATOR))
+        r->flags |= LSIO_HTTP_OK;
+    else {
+        if (r->flags & LSIO_HTTP_NOT_PARTIAL) b->refused[r->url] = 1;
+        if (r->body != NULL && r->body != r->dest) {
+            free(r->body);
+            r->body = NULL;
+        }
+    }
+    b->order[b->done++] = s->i;
+    s->i = -1;
+    b->active--;
+}
+
+static void reap(lsio_http *h) {
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        slot *s = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+        if (s == NULL || s->i < 0) continue;
+        lsio_http_batch *b = s->b;
+        finish(s, msg->data.result);
+        while (s->i < 0 && b->next < b->n && !b->cancelled) launch(b, s);
+    }
+}
+
+/* Collect finished transfers, and while that started new ones (libcurl then asks for a
+ * timeout of 0), let libcurl run them: a transfer can finish inside any libcurl call (an
+ * answer already in the socket buffer), and then no socket will ever wake the loop for it. */
+static void pump(lsio_http *h) {
+    int running;
+    reap(h);
+    for (int round = 0; round < DRIVE_ROUNDS && h->timer_ms == 0; round++) {
+        h->timer_ms = -1;
+        curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        reap(h);
+    }
+}
+
+int lsio_http_on_timer(lsio_http *h) {
+    h->timer_ms = 0;
+    pump(h);
+    return 0;
+}
+
+int lsio_http_drive(lsio_http *h) {
+    struct epoll_event ev[MAX_EVENTS];
+    int total = 0, running;
+    for (int round = 0; round < DRIVE_ROUNDS; round++) {
+        int k = epoll_wait(h->epfd, ev, MAX_EVENTS, 0);
+        if (k <= 0) break;
+        for (int j = 0; j < k; j++) {
+            int mask = 0;
+            if (ev[j].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) mask |= CURL_CSELECT_IN;
+            if (ev[j].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+            if (ev[j].events & EPOLLERR) mask |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(h->multi, ev[j].data.fd, mask, &running);
+        }
+        total += k;
+        pump(h);
+        if (k < MAX_EVENTS) break;
+    }
+    return total;
+}
+
+void lsio_http_batch_cancel(lsio_http_batch *b) {
+    b->cancelled = 1;
+    for (int k = 0; k < b->nslots; k++) {
+        slot *s = &b->slots[k];
+        if (s->i < 0) continue;
+        lsio_http_req *r = &b->reqs[s->i];
+        curl_multi_remove_handle(b->h->multi, s->easy);
+        r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_CANCELLED;
+        if (r->body != NULL && r->body != r->dest) free(r->body);
+        r->body = NULL;
+        b->order[b->done++] = s->i;
+        s->i = -1;
+        b->active--;
+    }
+    for (; b->next < b->n; b->next++) {
+        b->reqs[b->next].flags |= LSIO_HTTP_DONE | LSIO_HTTP_CANCELLED;
+        b->order[b->done++] = b->next;
+    }
+}
+
+char *lsio_http_take_body(lsio_http_batch *b, int i) {
+    if (i < 0 || i >= b->n) return NULL;
+    lsio_http_req *r = &b->reqs[i];
+    char *body = r->body;
+    if (body == r->dest) return NULL;
+    r->body = NULL;
+    return body;
+}
+
+void lsio_http_free_body(char *body) { free(body); }
+
+void lsio_http_batch_free(lsio_http_batch *b) {
+    if (b == NULL) return;
+    if (b->done < b->n && b->slots != NULL) lsio_http_batch_cancel(b);
+    for (int i = 0; i < b->n && b->reqs != NULL; i++) {
+        lsio_http_req *r = &b->reqs[i];
+        if (r->body != NULL && r->body != r->dest) {
+            free(r->body);
+            r->body = NULL;
+        }
+    }
+    for (int k = 0; k < b->nslots && b->slots != NULL; k++)
+        if (b->slots[k].easy != NULL) easy_put(b->h, b->slots[k].easy);
+    for (int k = 0; k < b->nlists && b->lists != NULL; k++) curl_slist_free_all(b->lists[k]);
+    free(b->lists);
+    free(b->slots);
+    free(b->order);
+    free(b->refused);
+    free(b->cainfo);
+    free(b->capath);
+    free(b->cert);
+    free(b->key);
+    free(b);
+}

@@ -1,0 +1,295 @@
+"""A call's plain range GETs through the C transport (:mod:`._curl`), in batches.
+
+The backend hands :func:`get_many` the reads it would send one coroutine each: range reads
+into their destinations, and size probes (``dest`` ``None``: memory sized by the answer).
+Those of objects the C transport may serve (``http``/``https`` without a proxy, TLS settings
+it can take, headers without line breaks) go in one batch: one C call starts them and the
+event loop wakes once per ready socket batch, not once per request. Each answer that is a
+``206`` with the ``Content-Range`` asked, a body of the announced length and the call's
+version (:mod:`._version`) is done here, exactly as :meth:`HttpClient.get` would have done
+it; every other read (another status, a redirect, a reset, a timeout, a changed version) is
+returned to the caller, which sends it again through :meth:`HttpClient.get`: its retries,
+redirects, errors and messages are the backend's one definition of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._curl import (
+    AVAILABLE,
+    BAD_RANGE,
+    CANCELLED,
+    LONG_VALUE,
+    NOMEM,
+    OK,
+    OVERFLOW,
+    REQ,
+    SKIPPED,
+    Tls,
+    address,
+    ca_locations,
+    strerror,
+    transport_for,
+)
+from ._protocol import HttpError, Retry, range_header, status_error
+from ._read import Read
+from ._version import Validators, VersionChanged
+
+if TYPE_CHECKING:
+    from ._client import HttpClient
+
+__all__ = ["eligible", "get_many", "plain", "probe_many"]
+
+MIN_BATCH = 2
+"""Fewer reads than this go the coroutine way: a batch's fixed cost (arrays, a C call, a
+future) is worth it from two requests on."""
+
+
+def eligible(client: HttpClient, file: int) -> bool:
+    """Whether the C transport may send ``file``'s GETs: an ``http(s)`` URL with no proxy,
+    TLS it can take (the default verification, or none; a Python ``SSLContext`` holds a CA
+    store only aiohttp can use), headers with no line break, and the transport wanted."""
+    ok = client.c_files
+    if ok is None:
+        ok = client.c_files = [False] * len(client.paths)
+        if AVAILABLE and client.options.transport != "aiohttp":
+            for f, url in enumerate(client.urls):
+                o = client.file_options[f]
+                ok[f] = (url.scheme in ("http", "https") and client._proxy(url) is None
+                         and (o.ssl is None or o.ssl is False)
+                         and not any(_unsafe(k) or _unsafe(v) for k, v in o.headers.items()))
+    return ok[file]
+
+
+def _unsafe(text: str) -> bool:
+    return "\r" in text or "\n" in text or "\0" in text
+
+
+def _block(headers: dict[str, str]) -> bytes | None:
+    """Header lines for libcurl (``name: value`` joined by ``\\n``), ``None`` if a value
+    would break a line (aiohttp then refuses it with its own error)."""
+    lines = [f"{k}: {v}" for k, v in headers.items()]
+    text = "\n".join(lines)
+    if "\r" in text or "\0" in text or text.count("\n") != len(lines) - 1:
+        return None
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+async def get_many(client: HttpClient, reads: Sequence[Read], concurrency: int,
+                   served: Served | None = None) -> list[Read]:
+    """Serve what the C transport can of ``reads`` (each of an eligible file, ``start >=
+    0``, whole: nothing of it served yet, no sparse pieces); returns the reads left for
+    :meth:`HttpClient.get`. A served read has ``got`` set (a probe also ``dest`` and
+    ``length``), and what its answer told (the object's size) is recorded in ``client``;
+    ``served(reads)`` is told of them as they land (progress, deadlines)."""
+    if len(reads) < MIN_BATCH:
+        return list(reads)
+    transport = transport_for(client.options.connections_per_host)
+    assert transport is not None
+    groups: dict[tuple[Tls, float, float], list[Read]] = {}
+    for r in reads:
+        o = client.file_options[r.file]
+        key = (_tls(o.ssl), o.request_timeout, o.connect_timeout)
+        groups.setdefault(key, []).append(r)
+    left: list[Read] = []
+    runs = [_run(client, transport, g, key, concurrency, served, left)
+            for key, g in groups.items()]
+    if len(runs) > 1:
+        await asyncio.gather(*runs)
+    else:
+        await runs[0]
+    return left
+
+
+Served = Callable[[list[Read]], None]
+
+
+async def probe_many(client: HttpClient, files: list[int], probe_size: int,
+                     concurrency: int) -> dict[int, Read]:
+    """Head probes (``Range: bytes=0-(probe_size-1)``, as ``HttpBackend.stat`` sends) of
+    ``files`` through the C transport where it may; the probes it served are kept by the
+    client (:meth:`HttpClient.keep_probe`). Returns the probes it did not serve, by file
+    (their ``failed`` says how they went)."""
+    probes = [Read(-1, f, 0, probe_size, None) for f in files if eligible(client, f)]
+    left = await get_many(client, probes, concurrency)
+    tried = {r.file: r for r in left}
+    for r in probes:
+        if r.got < 0:
+            continue
+        try:
+            client.keep_probe(r, r.got, probe_size, 0)
+        except HttpError:  # no size told: the coroutine path says so
+            tried[r.file] = Read(-1, r.file, 0, probe_size, None)
+    return tried
+
+
+def plain(client: HttpClient, r: Read) -> bool:
+    """A planned read the C transport may serve: whole, contiguous, of an eligible object
+    none of whose bytes are in memory already."""
+    return (r.got < 0 and r.dest is not None and r.pieces is None
+            and r.file not in client.prefetch and r.file not in client.whole
+            and eligible(client, r.file))
+
+
+def _tls(ssl: Any) -> Tls:
+    if ssl is False:
+        return Tls(verify=False)
+    cafile, capath = ca_locations()
+    return Tls(True, cafile, capath)
+
+
+async def _run(client: HttpClient, transport: Any, reads: list[Read],
+               key: tuple[Tls, float, float], concurrency: int, served: Served | None,
+               left: list[Read]) -> None:
+    """One batch: the reads of one TLS setting and deadline pair; those it does not serve
+    are appended to ``left``."""
+    n = len(reads)
+    files = np.fromiter((r.file for r in reads), np.int64, n)
+    uniq, url_index = np.unique(files, return_inverse=True)
+    urls = [str(client.urls[f]).encode() for f in uniq.tolist()]
+    reqs = np.zeros(n, REQ)
+    reqs["start"] = np.fromiter((r.start for r in reads), np.int64, n)
+    reqs["length"] = np.fromiter((r.length for r in reads), np.int64, n)
+    reqs["url"] = url_index
+    reqs["dest"] = [0 if r.dest is None else address(r.dest) for r in reads]
+    pins = [client.versions.if_match(f) for f in uniq.tolist()]
+    blocks = await _headers(client, reads, reqs, url_index, pins)
+    tls, request_timeout, connect_timeout = key
+    sent_before = transport.sent
+
+    def finished(idx: Any, bodies: dict[int, memoryview]) -> None:
+        done = _settle(client, reads, reqs, idx, bodies, url_index, pins, left)
+        if served is not None and done:
+            served(done)
+
+    try:
+        await transport.run(reqs, urls, blocks, tls, (request_timeout, connect_timeout),
+                            concurrency, finished)
+    finally:
+        sent = transport.sent - sent_before
+        client.requests += sent
+        client.c_requests += sent
+
+
+async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: Any,
+                   pins: list[str | None]) -> list[bytes]:
+    """Each request's header block (``reqs["headers"]``, ``reqs["own_range"]``): one per
+    object, or per request where it is signed (with the ``Range`` it signs). A request
+    whose headers libcurl cannot take gets length 0, which the transport refuses: it is
+    left for the coroutine path."""
+    n = len(reads)
+    blocks: list[bytes] = []
+    head = np.full(n, -1, np.int32)
+    own = np.zeros(n, np.int32)
+    shared: dict[int, int] = {}
+    for i, r in enumerate(reads):
+        f, u = r.file, int(url_index[i])
+        auth = client.auths[f]
+        if auth is None:  # one block per object
+            k = shared.get(f)
+            if k is None:
+                block = _block(client._headers(f, client.urls[f], None, pins[u]))
+                k = shared[f] = -2 if block is None else len(blocks)
+                if block is not None:
+                    blocks.append(block)
+        else:  # signed: one block per request, with the Range it signs
+            await auth.ready()
+            block = _block(client._headers(f, client.urls[f],
+                                           range_header(r.start, r.length), pins[u]))
+            k = -2 if block is None else len(blocks)
+            if block is not None:
+                blocks.append(block)
+                own[i] = 1
+        head[i] = k
+    usable = head != -2
+    reqs["headers"] = np.where(usable, head, -1)
+    reqs["own_range"] = own
+    reqs["length"] = np.where(usable, reqs["length"], 0)
+    return blocks
+
+
+def _settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
+            bodies: dict[int, memoryview], url_index: Any, pins: list[str | None],
+            left: list[Read]) -> list[Read]:
+    """Record what the finished requests ``idx`` told; those not served go to ``left``.
+    Returns the served reads."""
+    done: list[Read] = []
+    sel = reqs[idx]
+    ok = ((sel["flags"] & OK) != 0).tolist()
+    got, total = sel["got"].tolist(), sel["total"].tolist()
+    etag, modified = sel["etag"].tolist(), sel["modified"].tolist()
+    for k, i in enumerate(idx.tolist()):
+        r = reads[i]
+        if not ok[k]:
+            r.failed = _failure(client, r, sel[k], pins[int(url_index[i])])
+            left.append(r)
+            continue
+        f = r.file
+        seen = Validators(etag[k].decode("latin-1") or None,
+                          modified[k].decode("latin-1") or None,
+                          None if total[k] < 0 else total[k])
+        try:
+            client.versions.check_seen(f, client.urls[f], seen)
+        except VersionChanged as exc:
+            r.failed = exc
+            left.append(r)
+            continue
+        if total[k] >= 0:
+            client.sizes[f] = total[k]
+        if r.dest is None:  # a size probe: the memory the answer sized
+            r.dest = bodies[i]
+            r.length = min(r.length, total[k]) if total[k] >= 0 else got[k]
+        r.got = got[k]
+        done.append(r)
+    return done
+
+
+_TRANSIENT = {7: errno.ECONNREFUSED, 18: errno.EIO, 28: errno.ETIMEDOUT, 52: errno.ECONNRESET,
+              55: errno.ECONNRESET, 56: errno.ECONNRESET}
+"""libcurl's failures that may pass (``CURLcode``: couldn't connect, partial file, timed
+out, got nothing, send and receive errors), as the errno reported if the retries run out:
+aiohttp's resets and timeouts are retried alike (``_session.aiohttp_error``)."""
+
+_RESENT = SKIPPED | CANCELLED | BAD_RANGE | OVERFLOW | LONG_VALUE | NOMEM
+"""Requests sent again through aiohttp, which gives their answer its full treatment."""
+
+
+def _failure(client: HttpClient, r: Read, rec: Any, pin: str | None
+             ) -> HttpError | Retry | None:
+    """What the C transport's attempt at ``r`` (its record ``rec``) means to
+    :meth:`HttpClient.get`: an error (a status that is one, a changed version), a first
+    failed attempt to retry, or ``None``: send it again (a redirect, ``Range`` ignored, a
+    416, an answer the C parser refused, a TLS failure: aiohttp's path says what they are)."""
+    flags, status, code = int(rec["flags"]), int(rec["status"]), int(rec["code"])
+    if flags & _RESENT:
+        return None
+    url = client.urls[r.file]
+    if status == 412 and pin is not None:
+        try:
+            client.versions.check(r.file, url, 412, {}, pin)
+        except VersionChanged as exc:
+            return exc
+    if status >= 400 and status not in (412, 416):
+        after = rec["retry_after"].decode("latin-1")
+        return status_error(status, _phrase(status), str(url),
+                            {"Retry-After": after} if after else None)
+    if code in _TRANSIENT and status in (0, 206):
+        return Retry(HttpError(_TRANSIENT[code], f"{url}: {strerror(code)}"))
+    return None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
