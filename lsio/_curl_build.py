@@ -1,8 +1,8 @@
 """cffi builder (API mode) for lsio's C HTTP transport, ``lsio._curl``: batches of range GETs
 driven by libcurl's multi interface (``lsio/_c/curl.c``; ``lsio/_c/curl.h`` is both the header
-and the cdef). Built only where the system's libcurl headers exist (``scripts/system-deps.sh``
-installs Debian's ``libcurl4-openssl-dev``), dynamically linked; lsio otherwise sends every
-request through aiohttp.
+and the cdef). Built only where the system's libcurl and OpenSSL headers exist
+(``scripts/system-deps.sh`` installs Debian's ``libcurl4-openssl-dev`` and ``libssl-dev``),
+dynamically linked; lsio otherwise sends every request through aiohttp.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ ffibuilder.set_source(
     '#include "curl.c"',
     depends=depends("curl.h", "curl.c"),
     include_dirs=[str(C_DIR)],
-    libraries=["curl"],  # the system's, also in a wheel (a vendored libcurl is a later step)
+    # the system's (a wheel leaves the module out); libcrypto: SigV4's digests
+    libraries=["curl", "crypto"],
     extra_compile_args=CFLAGS,
 )
 

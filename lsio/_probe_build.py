@@ -71,12 +71,15 @@ NEEDS = {
                 "(int)ZSTD_decompress(out, 1, out, 1) + inflateInit(&zs);\n"
                 "}\n"),
     "lsio._curl": Needs(
-        headers=("curl/curl.h",),
+        headers=("curl/curl.h", "openssl/hmac.h"),
         # libcurl 7.85 added CURLOPT_PROTOCOLS_STR
-        packages="libcurl4-openssl-dev (Debian, Ubuntu) or libcurl-devel (Fedora, RHEL), "
-                 "libcurl >= 7.85",
-        program="#include <curl/curl.h>\n"
+        packages="libcurl4-openssl-dev and libssl-dev (Debian, Ubuntu) or libcurl-devel and "
+                 "openssl-devel (Fedora, RHEL), libcurl >= 7.85",
+        program="#include <curl/curl.h>\n#include <openssl/evp.h>\n#include <openssl/hmac.h>\n"
                 "int main(void) {\n"
+                "    unsigned char md[64];\n"
+                "    unsigned int n = 0;\n"
+                "    HMAC(EVP_sha256(), md, 32, md, 1, md, &n);\n"
                 "    CURL *e = curl_easy_init();\n"
                 "    CURLM *m = curl_multi_init();\n"
                 "    if (e) curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, \"http,https\");\n"

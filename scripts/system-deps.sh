@@ -14,6 +14,7 @@ need=()
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 # libcurl: the C HTTP transport (lsio/_curl_build.py); OpenSSL's flavour, as aiohttp's TLS
 compgen -G "/usr/include/*/curl/curl.h" >/dev/null || [ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
+[ -f /usr/include/openssl/hmac.h ] || need+=(libssl-dev)  # SigV4 signed in C
 if [ "${1:-}" = "--bench" ]; then
   command -v fio >/dev/null || need+=(fio)
   command -v wrk >/dev/null || need+=(wrk)  # the C HTTP transport's yardstick

@@ -18,7 +18,9 @@ from conftest import random_bytes, use_moto_credentials
 from servers import Azurite, FaultServer, MotoServer, Nginx, serving_faults
 
 import lsio
+from lsio.backends.http import _batch
 from lsio.backends.http._client import HttpClient
+from lsio.backends.http._protocol import range_header
 from lsio.backends.http._version import (
     Validators,
     VersionChanged,
@@ -197,6 +199,20 @@ def replace_after(monkeypatch: pytest.MonkeyPatch, n: int, replace: Callable[[],
         return await send(self, file, rng, url)
 
     monkeypatch.setattr(HttpClient, "_open", spy)
+    real_many = _batch.get_many
+
+    async def many(client: HttpClient, reads: Any, concurrency: int, served: Any = None
+                   ) -> Any:
+        """A C transport batch sends its requests at once: a replacement due among them
+        happens before the batch (the C side checks every answer's version alike)."""
+        if len(reads) >= _batch.MIN_BATCH:
+            before = len(sent)
+            sent.extend(range_header(r.start, r.length) for r in reads)
+            if before < n + 1 <= len(sent):
+                replace()
+        return await real_many(client, reads, concurrency, served)
+
+    monkeypatch.setattr(_batch, "get_many", many)
     return sent
 
 
@@ -217,7 +233,7 @@ async def test_nginx_replaced_mid_read(nginx: Nginx, monkeypatch: pytest.MonkeyP
     sent = replace_after(monkeypatch, after, replace)
     (got,) = await reader(small, 1).read_many([(nginx.url(path.name), 0, None)])
     assert which(got, V1, V2) == 1
-    assert len(sent) == 3 if after == 0 else len(sent) <= 2 * 3  # 3 if nothing changed
+    assert len(sent) == 3 if after == 0 else len(sent) <= 2 * 3, sent  # 3 if nothing changed
 
 
 @pytest.fixture(scope="module")

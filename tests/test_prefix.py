@@ -142,7 +142,15 @@ async def test_requester_pays_is_sent_and_signed(creds: MotoServer,
         seen.append(out)
         return out
 
+    real_parts = _sigv4.parts
+
+    def spy_parts(method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
+        p = real_parts(method, url, headers, **kw)  # the C transport signs each range
+        seen.append({**p.headers, "Authorization": p.auth_prefix(True)})
+        return p
+
     monkeypatch.setattr("lsio.backends.cloud.aws.sign", spy)
+    monkeypatch.setattr("lsio.backends.cloud.aws.parts", spy_parts)
     reader = lsio.Reader(http={"": lsio.HttpOptions(endpoint_url=creds.endpoint),
                                "s3://payer": {"requester_pays": True}})
     got = await reader.read_many([("s3://payer/k.bin", 0, 10), ("s3://east/k.bin", 0, 10)])

@@ -4,6 +4,9 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -19,10 +22,12 @@ typedef struct slot {
     CURL *easy;
     int i;                  /* the request it serves, -1 when free */
     int headers_done;
+    int at_start;           /* the next header line is an answer's status line */
     int64_t cr_start, cr_end; /* Content-Range, end exclusive; -1: none */
     int64_t expect;         /* body bytes the answer announced */
     int64_t clen_seen;      /* Content-Length as parsed, -2: not sent */
     char range[48];
+    struct curl_slist *own; /* a signed request's own header list */
 } slot;
 
 struct lsio_http_batch {
@@ -33,6 +38,7 @@ struct lsio_http_batch {
     int nurls;
     struct curl_slist **lists;
     int nlists;
+    const lsio_http_sign *signs; /* per header block, or NULL */
     lsio_http_opts opts;
     char *cainfo, *capath, *cert, *key; /* owned copies */
     slot *slots;
@@ -136,6 +142,7 @@ static int headers_end(slot *s) {
     lsio_http_req *r = &s->b->reqs[s->i];
     if (r->status >= 100 && r->status < 200) {  /* an interim answer: the real one follows */
         r->status = 0;
+        s->at_start = 1;
         return 1;
     }
     s->headers_done = 1;
@@ -166,9 +173,16 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) 
     slot *s = userdata;
     lsio_http_req *r = &s->b->reqs[s->i];
     size_t len = size * nitems;
+    if (len == 0) return 0;
     const char *end = trim_end(line, line + len);
     const char *v;
-    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {  /* a status line: a new answer */
+    if (s->headers_done) return len;  /* trailers after a chunked body: not looked at */
+    if (s->at_start) {  /* an answer's first line: its status line */
+        s->at_start = 0;
+        if (len < 5 || strncmp(line, "HTTP/", 5) != 0) {
+            r->flags |= LSIO_HTTP_BAD_RANGE;
+            return 0;
+        }
         const char *p = memchr(line, ' ', len);
         r->status = 0;
         if (p != NULL && end - p >= 4 && p[1] >= '1' && p[1] <= '5' && p[2] >= '0' &&
@@ -181,7 +195,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) 
         r->etag[0] = r->modified[0] = r->retry_after[0] = 0;
         return len;
     }
-    if (end == line) return headers_end(s) ? len : 0;
+    if (line[0] == '\r' || line[0] == '\n')  /* the empty line: the headers end */
+        return headers_end(s) ? len : 0;
+    if (end == line) return len;  /* a line of blanks (an obsolete fold): nothing */
     if (name_is(line, (size_t)(end - line), "content-range", &v)) {
         if (s->cr_start != -1 || parse_content_range(v, end, s, &r->total) != 0) {
             r->flags |= LSIO_HTTP_BAD_RANGE;  /* malformed, or sent twice */
@@ -336,9 +352,11 @@ static char *dup_or_null(const char *s) { return s == NULL ? NULL : strdup(s); }
 
 lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
                                      char **urls, int nurls, char **headers, int nheaders,
-                                     const lsio_http_opts *opts, int concurrency) {
+                                     const lsio_http_sign *signs, const lsio_http_opts *opts,
+                                     int concurrency) {
     lsio_http_batch *b = calloc(1, sizeof *b);
     if (b == NULL) return NULL;
+    b->signs = signs;
     b->h = h;
     b->reqs = reqs;
     b->n = n;
@@ -385,6 +403,75 @@ fail:
     return NULL;
 }
 
+static void hex(const unsigned char *in, int n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+/* The SigV4 signature (64 hex digits and a NUL in out) of the range "bytes=a-b" under s:
+ * 0, or -1 (no memory, a failing digest, out too small). */
+int lsio_http_sigv4(const lsio_http_sign *s, const char *range, char *out, int cap) {
+    if (cap < 65 || s->key == NULL) return -1;
+    size_t lp = strlen(s->pre), lr = strlen(range), lq = strlen(s->post);
+    size_t ls = strlen(s->sts_prefix);
+    size_t n = lp + 6 + lr + 1 + lq;
+    char *buf = malloc((n > ls + 64 ? n : ls + 64) + 1);
+    if (buf == NULL) return -1;
+    memcpy(buf, s->pre, lp);
+    memcpy(buf + lp, "range:", 6);
+    memcpy(buf + lp + 6, range, lr);
+    buf[lp + 6 + lr] = '\n';
+    memcpy(buf + lp + 7 + lr, s->post, lq);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    int ok = EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32;
+    if (ok) {  /* the string to sign: prefix + the canonical request's hash in hex */
+        memcpy(buf, s->sts_prefix, ls);
+        hex(md, 32, buf + ls);
+        ok = HMAC(EVP_sha256(), s->key, 32, (unsigned char *)buf, ls + 64, md, &mdlen) != NULL
+             && mdlen == 32;
+    }
+    free(buf);
+    if (!ok) return -1;
+    hex(md, 32, out);
+    return 0;
+}
+
+/* The header list of a signed request: the block's lines, its Range and Authorization
+ * (NULL if memory runs out). */
+static struct curl_slist *signed_list(const struct curl_slist *base, const lsio_http_sign *s,
+                                      const char *range) {
+    char sig[65];
+    if (lsio_http_sigv4(s, range, sig, sizeof sig) != 0) return NULL;
+    struct curl_slist *l = NULL, *t;
+    for (; base != NULL; base = base->next) {
+        if ((t = curl_slist_append(l, base->data)) == NULL) goto fail;
+        l = t;
+    }
+    size_t la = strlen(s->auth_prefix);
+    char *line = malloc(la + 15 + 65 + 48);
+    if (line == NULL) goto fail;
+    snprintf(line, la + 15 + 65 + 48, "Range: %s", range);
+    t = curl_slist_append(l, line);
+    if (t != NULL) {
+        l = t;
+        memcpy(line, "Authorization: ", 15);
+        memcpy(line + 15, s->auth_prefix, la);
+        memcpy(line + 15 + la, sig, 65);
+        t = curl_slist_append(l, line);
+    }
+    free(line);
+    if (t == NULL) goto fail;
+    return t;
+fail:
+    curl_slist_free_all(l);
+    return NULL;
+}
+
 /* Put request b->next on the free slot s: 0, or -1 if curl refused it (it is then done,
  * with code CURLE_OUT_OF_MEMORY or the multi's refusal). */
 static int launch(lsio_http_batch *b, slot *s) {
@@ -409,14 +496,32 @@ static int launch(lsio_http_batch *b, slot *s) {
     s->b = b;
     s->i = i;
     s->headers_done = 0;
+    s->at_start = 1;
     s->cr_start = s->cr_end = -1;
     s->expect = 0;
     s->clen_seen = -2;
     snprintf(s->range, sizeof s->range, "%lld-%lld", (long long)r->start,
              (long long)(r->start + r->length - 1));
+    struct curl_slist *list = r->headers >= 0 ? b->lists[r->headers] : NULL;
+    const lsio_http_sign *sign = r->headers >= 0 && b->signs ? &b->signs[r->headers] : NULL;
+    int own_range = r->own_range;
+    if (sign != NULL && sign->key != NULL) {  /* signed here: its own list, Range included */
+        char range[56];
+        snprintf(range, sizeof range, "bytes=%s", s->range);
+        s->own = signed_list(list, sign, range);
+        if (s->own == NULL) {
+            r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_NOMEM;
+            r->code = CURLE_OUT_OF_MEMORY;
+            b->order[b->done++] = i;
+            s->i = -1;
+            return -1;
+        }
+        list = s->own;
+        own_range = 1;
+    }
     curl_easy_setopt(e, CURLOPT_URL, b->urls[r->url]);
-    curl_easy_setopt(e, CURLOPT_RANGE, r->own_range ? NULL : s->range);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers >= 0 ? b->lists[r->headers] : NULL);
+    curl_easy_setopt(e, CURLOPT_RANGE, own_range ? NULL : s->range);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(e, CURLOPT_PRIVATE, s);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
@@ -430,6 +535,8 @@ static int launch(lsio_http_batch *b, slot *s) {
     curl_easy_setopt(e, CURLOPT_SSLKEY, b->key);
     CURLMcode mc = curl_multi_add_handle(h->multi, e);
     if (mc != CURLM_OK) {
+        curl_slist_free_all(s->own);
+        s->own = NULL;
         r->flags |= LSIO_HTTP_DONE;
         r->code = CURLE_FAILED_INIT;
         b->order[b->done++] = i;
@@ -469,6 +576,8 @@ static void finish(slot *s, CURLcode code) {
     lsio_http_batch *b = s->b;
     lsio_http_req *r = &b->reqs[s->i];
     curl_multi_remove_handle(b->h->multi, s->easy);
+    curl_slist_free_all(s->own);
+    s->own = NULL;
     r->code = (int32_t)code;
     r->flags |= LSIO_HTTP_DONE;
     if (code == CURLE_OK && r->status == 206 && s->headers_done && r->got == s->expect &&
@@ -546,6 +655,8 @@ void lsio_http_batch_cancel(lsio_http_batch *b) {
         if (s->i < 0) continue;
         lsio_http_req *r = &b->reqs[s->i];
         curl_multi_remove_handle(b->h->multi, s->easy);
+        curl_slist_free_all(s->own);
+        s->own = NULL;
         r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_CANCELLED;
         if (r->body != NULL && r->body != r->dest) free(r->body);
         r->body = NULL;

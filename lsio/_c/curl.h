@@ -67,7 +67,21 @@ typedef struct {
     long connect_timeout_ms;
 } lsio_http_opts;
 
+/* AWS Signature Version 4 of a batch's ranges, per header block (lsio/backends/cloud/_sigv4.py
+ * makes the parts): the canonical request of a range "bytes=a-b" is pre + "range:bytes=a-b\n"
+ * + post; the string to sign sts_prefix + its SHA-256 in hex; the request carries the block's
+ * headers, "Range: bytes=a-b" and "Authorization: " + auth_prefix + HMAC-SHA256(key, string
+ * to sign) in hex. */
+typedef struct {
+    const unsigned char *key;   /* the 32-byte signing key; NULL: the block is not signed here */
+    const char *sts_prefix;
+    const char *pre;
+    const char *post;
+    const char *auth_prefix;
+} lsio_http_sign;
+
 int lsio_http_global_init(void);
+int lsio_http_sigv4(const lsio_http_sign *s, const char *range, char *out, int cap);
 lsio_http *lsio_http_new(long max_host_connections, int *err);
 int lsio_http_fd(lsio_http *h);
 void lsio_http_free(lsio_http *h);
@@ -80,7 +94,8 @@ const char *lsio_http_version(void);
 
 lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
                                      char **urls, int nurls, char **headers, int nheaders,
-                                     const lsio_http_opts *opts, int concurrency);
+                                     const lsio_http_sign *signs, const lsio_http_opts *opts,
+                                     int concurrency);
 int lsio_http_batch_start(lsio_http_batch *b);
 int lsio_http_batch_left(lsio_http_batch *b);
 int lsio_http_batch_finished(lsio_http_batch *b, int32_t **order);

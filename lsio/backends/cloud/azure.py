@@ -69,6 +69,10 @@ class EntraToken:
     closed on that loop). A ``threading.Lock`` (not an asyncio one, for the same reason)
     makes concurrent ``ready()`` calls wait for one fetch."""
 
+    BEARER = True
+    """Its headers are the same for every request (a token): the C transport sends them as
+    they are, one block per object."""
+
     def __init__(self, credential: Any, required: bool) -> None:
         self._credential = credential
         self._required = required

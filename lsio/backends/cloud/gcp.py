@@ -194,6 +194,10 @@ def fresh_until(now: float, expires: float | None) -> float:
 class GcsAuth:
     """A bearer token from google-auth's credentials, refreshed before it expires."""
 
+    BEARER = True
+    """Its headers are the same for every request (a token): the C transport sends them as
+    they are, one block per object."""
+
     def __init__(self, source: Source, path: str | None = None, *,
                  timeout: float = 30.0) -> None:
         self.source = source

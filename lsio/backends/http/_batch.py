@@ -32,6 +32,7 @@ from ._curl import (
     OVERFLOW,
     REQ,
     SKIPPED,
+    Sign,
     Tls,
     address,
     ca_locations,
@@ -88,18 +89,22 @@ def _block(headers: dict[str, str]) -> bytes | None:
 async def get_many(client: HttpClient, reads: Sequence[Read], concurrency: int,
                    served: Served | None = None) -> list[Read]:
     """Serve what the C transport can of ``reads`` (each of an eligible file, ``start >=
-    0``, whole: nothing of it served yet, no sparse pieces); returns the reads left for
+    0``, nothing of it served yet); returns the reads left for
     :meth:`HttpClient.get`. A served read has ``got`` set (a probe also ``dest`` and
-    ``length``), and what its answer told (the object's size) is recorded in ``client``;
-    ``served(reads)`` is told of them as they land (progress, deadlines)."""
+    ``length``; a sparse read's pieces their bytes), and what its answer told (the
+    object's size) is recorded in ``client``; ``served(reads)`` is told of them as they
+    land (progress, deadlines)."""
     if len(reads) < MIN_BATCH:
         return list(reads)
     transport = transport_for(client.options.connections_per_host)
     assert transport is not None
     groups: dict[tuple[Tls, float, float], list[Read]] = {}
+    keys: dict[int, tuple[Tls, float, float]] = {}  # by the options' identity
     for r in reads:
         o = client.file_options[r.file]
-        key = (_tls(o.ssl), o.request_timeout, o.connect_timeout)
+        key = keys.get(id(o))
+        if key is None:
+            key = keys[id(o)] = (_tls(o.ssl), o.request_timeout, o.connect_timeout)
         groups.setdefault(key, []).append(r)
     left: list[Read] = []
     runs = [_run(client, transport, g, key, concurrency, served, left)
@@ -134,11 +139,13 @@ async def probe_many(client: HttpClient, files: list[int], probe_size: int,
 
 
 def plain(client: HttpClient, r: Read) -> bool:
-    """A planned read the C transport may serve: whole, contiguous, of an eligible object
-    none of whose bytes are in memory already."""
-    return (r.got < 0 and r.dest is not None and r.pieces is None
-            and r.file not in client.prefetch and r.file not in client.whole
-            and eligible(client, r.file))
+    """A planned read the C transport may serve: of an eligible object not sent whole, not
+    served yet, not starting in the bytes its size probe holds (:meth:`HttpClient.get`
+    copies those first)."""
+    if r.got >= 0 or r.file in client.whole or not eligible(client, r.file):
+        return False
+    pre = client.prefetch.get(r.file)
+    return pre is None or not pre[0] <= r.start < pre[0] + len(pre[1])
 
 
 def _tls(ssl: Any) -> Tls:
@@ -163,18 +170,19 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
     reqs["url"] = url_index
     reqs["dest"] = [0 if r.dest is None else address(r.dest) for r in reads]
     pins = [client.versions.if_match(f) for f in uniq.tolist()]
-    blocks = await _headers(client, reads, reqs, url_index, pins)
+    blocks, signs = await _headers(client, reads, reqs, url_index, pins)
     tls, request_timeout, connect_timeout = key
     sent_before = transport.sent
+    final: dict[int, HttpError] = {}  # an object's error that its other requests share
 
     def finished(idx: Any, bodies: dict[int, memoryview]) -> None:
-        done = _settle(client, reads, reqs, idx, bodies, url_index, pins, left)
+        done = _settle(client, reads, reqs, idx, bodies, url_index, pins, left, final)
         if served is not None and done:
             served(done)
 
     try:
         await transport.run(reqs, urls, blocks, tls, (request_timeout, connect_timeout),
-                            concurrency, finished)
+                            concurrency, finished, signs if any(signs) else ())
     finally:
         sent = transport.sent - sent_before
         client.requests += sent
@@ -182,47 +190,70 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
 
 
 async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: Any,
-                   pins: list[str | None]) -> list[bytes]:
-    """Each request's header block (``reqs["headers"]``, ``reqs["own_range"]``): one per
-    object, or per request where it is signed (with the ``Range`` it signs). A request
-    whose headers libcurl cannot take gets length 0, which the transport refuses: it is
-    left for the coroutine path."""
+                   pins: list[str | None]) -> tuple[list[bytes], list[Sign | None]]:
+    """Each request's header block (``reqs["headers"]``, ``reqs["own_range"]``) and the
+    blocks' signing parts: one block per object (shared by objects whose headers are the
+    same), signed in C per range for S3 (:func:`._sigv4.parts`), carrying a bearer token
+    as is; one per request where the signature covers it otherwise (Azure's shared key),
+    with the ``Range`` it signs. A request whose headers libcurl cannot take gets length 0,
+    which the transport refuses: it is left for the coroutine path."""
     n = len(reads)
     blocks: list[bytes] = []
+    signs: list[Sign | None] = []
     head = np.full(n, -1, np.int32)
     own = np.zeros(n, np.int32)
-    shared: dict[int, int] = {}
+    shared: dict[int, int] = {}  # by object
+    same: dict[bytes, int] = {}  # by content (never for signed blocks)
     for i, r in enumerate(reads):
-        f, u = r.file, int(url_index[i])
-        auth = client.auths[f]
-        if auth is None:  # one block per object
-            k = shared.get(f)
-            if k is None:
-                block = _block(client._headers(f, client.urls[f], None, pins[u]))
-                k = shared[f] = -2 if block is None else len(blocks)
-                if block is not None:
-                    blocks.append(block)
-        else:  # signed: one block per request, with the Range it signs
-            await auth.ready()
-            block = _block(client._headers(f, client.urls[f],
-                                           range_header(r.start, r.length), pins[u]))
-            k = -2 if block is None else len(blocks)
-            if block is not None:
-                blocks.append(block)
+        f = r.file
+        k = shared.get(f)
+        if k is None:
+            auth, url, pin = client.auths[f], client.urls[f], pins[int(url_index[i])]
+            if auth is not None:
+                await auth.ready()
+            sign: Sign | None = None
+            if auth is None or getattr(auth, "BEARER", False):
+                block = _block(client._headers(f, url, None, pin))
+            elif hasattr(auth, "sigv4"):  # S3: the range signed in C
+                p = auth.sigv4("GET", str(url), client._headers(f, url, None, pin, sign=False))
+                block, sign = _block(p.headers), Sign(p.key, p.sts_prefix, p.pre, p.post(True),
+                                                      p.auth_prefix(True))
+            else:  # signed with its range, here
+                block = _block(client._headers(f, url, range_header(r.start, r.length), pin))
                 own[i] = 1
+                if block is not None:
+                    head[i] = len(blocks)
+                    blocks.append(block)
+                    signs.append(None)
+                else:
+                    head[i] = -2
+                continue
+            if block is None:
+                k = -2
+            elif sign is None and block in same:
+                k = same[block]
+            else:
+                k = len(blocks)
+                blocks.append(block)
+                signs.append(sign)
+                if sign is None:
+                    same[block] = k
+            shared[f] = k
         head[i] = k
     usable = head != -2
     reqs["headers"] = np.where(usable, head, -1)
     reqs["own_range"] = own
     reqs["length"] = np.where(usable, reqs["length"], 0)
-    return blocks
+    return blocks, signs
 
 
 def _settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
             bodies: dict[int, memoryview], url_index: Any, pins: list[str | None],
-            left: list[Read]) -> list[Read]:
-    """Record what the finished requests ``idx`` told; those not served go to ``left``.
-    Returns the served reads."""
+            left: list[Read], final: dict[int, HttpError]) -> list[Read]:
+    """Record what the finished requests ``idx`` told; those not served go to ``left``,
+    with how they failed. A request not sent because another of its object was answered
+    otherwise gets that answer's error when it is final (a missing object, a changed
+    version), else is sent again. Returns the served reads."""
     done: list[Read] = []
     sel = reqs[idx]
     ok = ((sel["flags"] & OK) != 0).tolist()
@@ -231,7 +262,10 @@ def _settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
     for k, i in enumerate(idx.tolist()):
         r = reads[i]
         if not ok[k]:
-            r.failed = _failure(client, r, sel[k], pins[int(url_index[i])])
+            r.failed = (final.get(r.file) if int(sel["flags"][k]) & SKIPPED else
+                        _failure(client, r, sel[k], pins[int(url_index[i])]))
+            if isinstance(r.failed, HttpError):
+                final.setdefault(r.file, r.failed)
             left.append(r)
             continue
         f = r.file
@@ -241,12 +275,14 @@ def _settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
         try:
             client.versions.check_seen(f, client.urls[f], seen)
         except VersionChanged as exc:
-            r.failed = exc
+            r.failed = final.setdefault(f, exc)
             left.append(r)
             continue
         if total[k] >= 0:
             client.sizes[f] = total[k]
-        if r.dest is None:  # a size probe: the memory the answer sized
+        if r.pieces is not None:  # sparse: its pieces keep their bytes, the gaps go
+            r.put(0, bodies[i])
+        elif r.dest is None:  # a size probe: the memory the answer sized
             r.dest = bodies[i]
             r.length = min(r.length, total[k]) if total[k] >= 0 else got[k]
         r.got = got[k]

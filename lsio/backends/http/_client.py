@@ -191,8 +191,8 @@ class HttpClient(Answers):
         return provider
 
     # -- one request ---------------------------------------------------------------------
-    def _headers(self, file: int, url: URL, rng: str | None, pin: str | None = None
-                 ) -> dict[str, str]:
+    def _headers(self, file: int, url: URL, rng: str | None, pin: str | None = None,
+                 *, sign: bool = True) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
         if rng is not None:
             headers["Range"] = rng
@@ -208,7 +208,7 @@ class HttpClient(Answers):
         if service:
             headers.update(service)
         auth = self.auths[file]
-        if auth is not None:
+        if auth is not None and sign:
             headers = auth.headers("GET", str(url), headers)
         return headers
 

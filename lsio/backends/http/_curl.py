@@ -19,7 +19,7 @@ import ssl
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,7 @@ except ImportError:  # built without libcurl's headers: aiohttp serves every req
     ffi = lib = None
 
 __all__ = ["AVAILABLE", "BAD_RANGE", "CANCELLED", "LONG_VALUE", "NOMEM", "OK", "OVERFLOW",
-           "REQ", "SKIPPED", "Tls", "address", "ca_locations", "strerror",
+           "REQ", "SKIPPED", "Sign", "Tls", "address", "ca_locations", "strerror",
            "transport_for"]
 
 AVAILABLE = lib is not None and lib.lsio_http_global_init() == 0
@@ -168,14 +168,16 @@ class Transport:
 
     async def run(self, reqs: npt.NDArray[Any], urls: Sequence[bytes],
                   headers: Sequence[bytes], tls: Tls, timeouts: tuple[float, float],
-                  concurrency: int, on_finished: Finished) -> None:
+                  concurrency: int, on_finished: Finished,
+                  signs: Sequence[Sign | None] = ()) -> None:
         """Run the requests ``reqs`` (a :data:`REQ` array, filled: ``url``/``headers``
         index ``urls``/``headers``; a header block is lines joined by ``\\n``); their results
-        land in ``reqs``. ``on_finished(indices, bodies)`` is told of requests as they
-        finish (on the loop, a few per socket wake-up), with the memory the transport
-        allocated for those whose ``dest`` is 0 and that worked (by index); an error it
-        raises stops the batch and is raised here. Cancelled, it stops every request of
-        the batch before it returns: nothing lands afterwards."""
+        land in ``reqs``. ``signs``: per header block, the SigV4 parts its requests are
+        signed with here (:class:`Sign`), or ``None``. ``on_finished(indices, bodies)`` is
+        told of requests as they finish (on the loop, a few per socket wake-up), with the
+        memory the transport allocated for those whose ``dest`` is 0 and that worked (by
+        index); an error it raises stops the batch and is raised here. Cancelled, it stops
+        every request of the batch before it returns: nothing lands afterwards."""
         n = len(reqs)
         if n == 0:
             return
@@ -191,8 +193,9 @@ class Transport:
             "timeout_ms": max(1, int(timeouts[0] * 1000)),
             "connect_timeout_ms": max(1, int(timeouts[1] * 1000))})
         c_reqs = ffi.from_buffer("lsio_http_req[]", reqs, require_writable=True)
+        c_signs = _signs(signs, len(c_heads), keep) if signs else ffi.NULL
         b = lib.lsio_http_batch_new(self._h, c_reqs, n, url_arr, len(c_urls), head_arr,
-                                    len(c_heads), opts, max(1, concurrency))
+                                    len(c_heads), c_signs, opts, max(1, concurrency))
         if b == ffi.NULL:
             raise MemoryError("lsio: no memory for a batch of HTTP requests")
         waiter = _Waiter(asyncio.get_running_loop().create_future(), reqs, on_finished)
@@ -204,6 +207,29 @@ class Transport:
         finally:
             del self._waiting[b]
             lib.lsio_http_batch_free(b)  # cancels what is still in flight
+
+
+class Sign(NamedTuple):
+    """A header block's SigV4 parts (``lsio_http_sign``; see ``_sigv4.Parts``)."""
+
+    key: bytes
+    sts_prefix: str
+    pre: str
+    post: str
+    auth_prefix: str
+
+
+def _signs(signs: Sequence[Sign | None], n: int, keep: list[Any]) -> Any:
+    """The C array of ``signs`` (``n`` blocks), its strings kept alive in ``keep``."""
+    arr = ffi.new("lsio_http_sign[]", n)
+    for k, s in enumerate(signs):
+        if s is None:
+            continue
+        parts = [ffi.new("unsigned char[]", s.key)] + [
+            ffi.new("char[]", t.encode()) for t in (s.sts_prefix, s.pre, s.post, s.auth_prefix)]
+        keep.extend(parts)
+        arr[k].key, arr[k].sts_prefix, arr[k].pre, arr[k].post, arr[k].auth_prefix = parts
+    return arr
 
 
 Finished = Callable[[npt.NDArray[np.int32], dict[int, memoryview]], None]
