@@ -42,11 +42,13 @@ def conformance_dir(nginx: Any) -> tuple[Path, dict[str, bytes]]:
     return root, data
 
 
-@pytest.fixture(scope="module", params=["uring", "threads", "small", "http", "http-small"])
+@pytest.fixture(scope="module",
+                params=["uring", "threads", "small", "http", "http-aiohttp", "http-small"])
 def kit(request: pytest.FixtureRequest, nginx: Any,
         conformance_dir: tuple[Path, dict[str, bytes]]) -> Kit:
     """``uring``, ``threads`` and ``http``: the bulk path of each backend (the small-call
-    paths off); ``small``: every local call through the local small path
+    paths off; ``http`` sends through the C transport where lsio has it); ``http-aiohttp``:
+    the same through aiohttp alone; ``small``: every local call through the local small path
     (``backends/_local_small.py``), the bulk path taking over only what it cannot serve;
     ``http-small``: the default reader on URLs (calls of distinct objects take
     ``backends/http/_small.py``)."""
@@ -56,8 +58,10 @@ def kit(request: pytest.FixtureRequest, nginx: Any,
         reader = lsio.Reader(backend="uring" if small else request.param,
                              route="small" if small else "bulk")
         return reader, lambda name: str(root / name), data
-    # "http": the bulk path only; "http-small": one-object calls through the URL twin
-    reader = lsio.Reader(http=lsio.HttpOptions(retries=1),
+    # "http", "http-aiohttp": the bulk path only; "http-small": one-object calls through the
+    # URL twin
+    transport = "aiohttp" if request.param == "http-aiohttp" else "auto"
+    reader = lsio.Reader(http=lsio.HttpOptions(retries=1, transport=transport),
                          route="auto" if request.param == "http-small" else "bulk")
     return reader, lambda name: nginx.url(f"conformance/{name}"), data
 
