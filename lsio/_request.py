@@ -177,7 +177,8 @@ def normalize(requests: Iterable[Any]) -> Requests:
 
 
 def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
-    """Fast path for the common shape: all ``(str, int, int|None)`` tuples or all ``Chunk``.
+    """Fast path for the common shapes: all ``(str, int, int|None)`` tuples, all ``Chunk``,
+    or all ``str`` (whole files).
 
     The checks run as C-speed passes over whole columns (``map``, ``dict.fromkeys``, numpy
     type inference), about 0.1 us per request. Anything irregular returns ``None`` and the
@@ -186,6 +187,16 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
     if not items:
         return None
     first = type(items[0])
+    if first is str:  # whole files: a path each
+        if set(map(type, items)) != {str}:
+            return None
+        ids = {p: i for i, p in enumerate(dict.fromkeys(items))}
+        if not paths_ok(list(ids)):
+            return None
+        n = len(items)
+        file = (np.arange(n, dtype=np.int64) if len(ids) == n else
+                np.fromiter(map(ids.__getitem__, items), np.int64, n))
+        return Requests(list(ids), file, np.zeros(n, np.int64), np.full(n, -1, np.int64))
     if first is Chunk:
         if set(map(type, items)) != {Chunk}:
             return None

@@ -150,7 +150,7 @@ class HttpBackend:
 
         heads = np.flatnonzero(need & (suffix == 0)).tolist()
         tried = await _batch.probe_many(client, heads, call.probe_size, call.concurrency)
-        todo = [f for f in heads if f in tried or not _batch.eligible(client, f)]
+        todo = list(tried)
         todo += np.flatnonzero(need & (suffix != 0)).tolist()
         await workers(sorted(todo), probe, call.concurrency, err, detail, missing_ok,
                       keep_going)

@@ -120,22 +120,25 @@ Served = Callable[[list[Read]], None]
 
 
 async def probe_many(client: HttpClient, files: list[int], probe_size: int,
-                     concurrency: int) -> dict[int, Read]:
+                     concurrency: int) -> dict[int, Read | None]:
     """Head probes (``Range: bytes=0-(probe_size-1)``, as ``HttpBackend.stat`` sends) of
     ``files`` through the C transport where it may; the probes it served are kept by the
-    client (:meth:`HttpClient.keep_probe`). Returns the probes it did not serve, by file
-    (their ``failed`` says how they went)."""
+    client (:meth:`HttpClient.keep_probe`). Returns the files whose probe is still to be
+    sent, with the probe the transport tried (its ``failed`` says how that went), if any."""
     probes = [Read(-1, f, 0, probe_size, None) for f in files if eligible(client, f)]
     left = await get_many(client, probes, concurrency)
-    tried = {r.file: r for r in left}
+    todo: dict[int, Read | None] = dict.fromkeys(files)
+    for r in left:
+        todo[r.file] = r
     for r in probes:
         if r.got < 0:
             continue
         try:
             client.keep_probe(r, r.got, probe_size, 0)
         except HttpError:  # no size told: the coroutine path says so
-            tried[r.file] = Read(-1, r.file, 0, probe_size, None)
-    return tried
+            continue
+        del todo[r.file]
+    return todo
 
 
 def plain(client: HttpClient, r: Read) -> bool:
@@ -204,6 +207,7 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
     own = np.zeros(n, np.int32)
     shared: dict[int, int] = {}  # by object
     same: dict[bytes, int] = {}  # by content (never for signed blocks)
+    plain: dict[tuple[int, int, str | None], bytes | None] = {}  # unsigned, by what makes it
     for i, r in enumerate(reads):
         f = r.file
         k = shared.get(f)
@@ -212,7 +216,12 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
             if auth is not None:
                 await auth.ready()
             sign: Sign | None = None
-            if auth is None or getattr(auth, "BEARER", False):
+            if auth is None:  # the options' and the service's headers, and the pin
+                what = (id(client.file_options[f]), id(client.headers[f]), pin)
+                if what not in plain:
+                    plain[what] = _block(client._headers(f, url, None, pin))
+                block = plain[what]
+            elif getattr(auth, "BEARER", False):
                 block = _block(client._headers(f, url, None, pin))
             elif hasattr(auth, "sigv4"):  # S3: the range signed in C
                 p = auth.sigv4("GET", str(url), client._headers(f, url, None, pin, sign=False))
