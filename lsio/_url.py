@@ -53,7 +53,8 @@ class HttpOptions:
     """Requests in flight per call; ``None``: the preset's queue depth (32 for ``cloud``)."""
 
     connections_per_host: int = 64
-    """Connection-pool cap per host and event loop (aiohttp's ``limit_per_host``)."""
+    """Connection-pool cap per host and event loop, for each transport (aiohttp's
+    ``limit_per_host``, libcurl's ``CURLMOPT_MAX_HOST_CONNECTIONS``)."""
 
     retries: int = 5
     """Further attempts after a failure that may pass (429, 5xx, reset, timeout, short
