@@ -33,9 +33,10 @@ __all__ = ["Prefixes", "by_prefix"]
 
 CALL_WIDE = frozenset({"timeout", "concurrency", "connections_per_host", "trust_env",
                        "retries", "backoff", "backoff_max", "max_transfer_ratio",
-                       "multi_range"})
+                       "multi_range", "transport"})
 """Fields one call has one value of: its deadline and concurrency, the loop's connection
-pool, the proxies read once per call, the one retry loop, the plan's merging rules."""
+pool, the proxies read once per call, the one retry loop, the plan's merging rules, the
+transport its batch goes through."""
 
 Place = tuple[str, str]
 """(scheme, bucket or host)."""

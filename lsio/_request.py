@@ -187,16 +187,8 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
     if not items:
         return None
     first = type(items[0])
-    if first is str:  # whole files: a path each
-        if set(map(type, items)) != {str}:
-            return None
-        ids = {p: i for i, p in enumerate(dict.fromkeys(items))}
-        if not paths_ok(list(ids)):
-            return None
-        n = len(items)
-        file = (np.arange(n, dtype=np.int64) if len(ids) == n else
-                np.fromiter(map(ids.__getitem__, items), np.int64, n))
-        return Requests(list(ids), file, np.zeros(n, np.int64), np.full(n, -1, np.int64))
+    if first is str:
+        return _whole_files(items)
     if first is Chunk:
         if set(map(type, items)) != {Chunk}:
             return None
@@ -239,6 +231,19 @@ def _normalize_uniform(items: list[Any] | tuple[Any, ...]) -> Requests | None:
     else:
         file = np.fromiter(map(ids.__getitem__, paths), np.int64, len(paths))
     return Requests(list(ids), file, offset, length)
+
+
+def _whole_files(items: list[Any] | tuple[Any, ...]) -> Requests | None:
+    """:func:`_normalize_uniform` of plain path strings (whole files)."""
+    if set(map(type, items)) != {str}:
+        return None
+    ids = {p: i for i, p in enumerate(dict.fromkeys(items))}
+    if not paths_ok(list(ids)):
+        return None
+    n = len(items)
+    file = (np.arange(n, dtype=np.int64) if len(ids) == n else
+            np.fromiter(map(ids.__getitem__, items), np.int64, n))
+    return Requests(list(ids), file, np.zeros(n, np.int64), np.full(n, -1, np.int64))
 
 
 def paths_ok(paths: list[str]) -> bool:

@@ -21,6 +21,7 @@ its provider (:mod:`lsio.backends.cloud`):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from ._redact import redact as redact
 from ._redact import redact_headers
 
 __all__ = ["ALIASES", "HttpOptions", "Target", "file_url_problem", "is_url", "listable",
-           "local_path", "redact", "resolve_http", "scheme_problem", "unsupported"]
+           "local_path", "redact", "resolve_http", "scheme_problem", "tls_context", "unsupported"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfs": "az", "abfss": "az"}
@@ -122,6 +123,17 @@ class HttpOptions:
     default), an ``ssl.SSLContext`` uses that context (a private CA), ``False`` does not
     verify (never for production data)."""
 
+    ca: str | None = None
+    """TLS: a CA bundle file, or a directory of hashed CA certificates, to trust instead of
+    the system's (a private CA), for both transports; not with an ``ssl`` context."""
+
+    client_cert: str | None = None
+    """TLS: a client certificate (PEM) to present, with :attr:`client_key` unless the key is
+    in the same file."""
+
+    client_key: str | None = None
+    """TLS: the key of :attr:`client_cert` (PEM, unencrypted)."""
+
     trust_env: bool = True
     """Honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` (read once per call), as HPC clusters
     behind a proxy need."""
@@ -172,6 +184,7 @@ class HttpOptions:
                 raise ValueError("lsio: HttpOptions.max_transfer_ratio must be a finite number "
                                  f">= 1.0 or None, got {r!r}")
         _check_count("connections_per_host", self.connections_per_host, 1)
+        _check_tls(self)
         if self.transport not in ("auto", "aiohttp"):
             raise ValueError("lsio: HttpOptions.transport must be 'auto' or 'aiohttp', got "
                              f"{self.transport!r}")
@@ -208,6 +221,49 @@ class HttpOptions:
                 text = redact(repr(value))
             shown.append(f"{name}={text}")
         return f"HttpOptions({', '.join(shown)})"
+
+
+def _check_tls(o: HttpOptions) -> None:
+    """``ca``, ``client_cert`` and ``client_key`` name files (or a directory: ``ca``) that
+    exist, and go with the default verification only."""
+    import os
+
+    for name in ("ca", "client_cert", "client_key"):
+        value = getattr(o, name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"lsio: HttpOptions.{name} must be a path (str), got "
+                            f"{type(value).__name__}")
+        if not os.path.exists(value):
+            raise ValueError(f"lsio: HttpOptions.{name}: no such file: {value!r}")
+    if o.client_key is not None and o.client_cert is None:
+        raise ValueError("lsio: HttpOptions.client_key needs client_cert")
+    if o.ssl is not None and (o.ca or o.client_cert):
+        raise ValueError("lsio: HttpOptions.ca and client_cert go with ssl=None (put them in "
+                         "your ssl.SSLContext instead)")
+
+
+def tls_context(o: HttpOptions) -> Any:
+    """What aiohttp (and urllib) are given for ``o``'s TLS: ``o.ssl`` if set, a context
+    trusting ``o.ca`` and presenting ``o.client_cert`` when those are set, else ``None``
+    (the system's CAs)."""
+    if o.ssl is not None or not (o.ca or o.client_cert):
+        return o.ssl
+    return _context(o.ca, o.client_cert, o.client_key)
+
+
+@functools.lru_cache(maxsize=16)
+def _context(ca: str | None, cert: str | None, key: str | None) -> Any:
+    import os
+    import ssl
+
+    ctx = ssl.create_default_context(
+        cafile=ca if ca and not os.path.isdir(ca) else None,
+        capath=ca if ca and os.path.isdir(ca) else None)
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 _SECRETS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})

@@ -122,11 +122,13 @@ class Nginx:
     """nginx serving ``root`` on ``127.0.0.1:port`` while the context is open."""
 
     def __init__(self, root: str | os.PathLike[str], *, workers: int = 1,
-                 tls: tuple[str, str] | None = None) -> None:
+                 tls: tuple[str, str] | None = None, client_ca: str | None = None) -> None:
         self.root = Path(root).resolve()
         self.workers = workers
         self.tls = tls
         """(certificate, key) PEM files: serve HTTPS instead of HTTP."""
+        self.client_ca = client_ca
+        """With ``tls``: require a client certificate this CA file trusts."""
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._prefix: str | None = None
@@ -152,7 +154,10 @@ class Nginx:
                     workers=self.workers, prefix=self._prefix, port=self.port,
                     root=self.root, tls=(
                         f" ssl;\n        ssl_certificate {self.tls[0]};\n"
-                        f"        ssl_certificate_key {self.tls[1]}" if self.tls else "")))
+                        f"        ssl_certificate_key {self.tls[1]}" + (
+                            f";\n        ssl_client_certificate {self.client_ca};\n"
+                            "        ssl_verify_client on" if self.client_ca else "")
+                        if self.tls else "")))
             self._proc = subprocess.Popen(
                 [binary, "-p", self._prefix, "-c", conf, "-e", f"{self._prefix}/error.log"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

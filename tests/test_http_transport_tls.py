@@ -208,3 +208,40 @@ async def test_read_many_over_https_takes_the_c_transport(sites: dict[str, Site 
     got = await lsio.read_many([(good.server.url(n), 5, 20_000) for n in DATA])
     assert [bytes(g) for g in got] == [c[5:20_005] for c in DATA.values()]
     assert t.sent - before == len(DATA)
+
+
+async def test_ca_and_client_certificate_options(tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    """``HttpOptions(ca=, client_cert=, client_key=)``: a private CA trusted and a client
+    certificate presented, by both transports (the C one sending the call's requests); a
+    server requiring the certificate refuses a call without it."""
+    www, certs = tmp_path_factory.mktemp("mtls-www"), tmp_path_factory.mktemp("mtls-certs")
+    for name, content in DATA.items():
+        (www / name).write_bytes(content)
+    server_pair = self_signed(certs, "server", "IP:127.0.0.1")
+    client_cert, client_key = self_signed(certs, "client", "DNS:client.example")
+    with Nginx(www, tls=server_pair, client_ca=client_cert) as server:
+        reqs = [(server.url(n), 5, 1000) for n in DATA]
+        for transport in ("auto", "aiohttp"):
+            reader = lsio.Reader(http=lsio.HttpOptions(
+                transport=transport, retries=0, ca=server_pair[0], client_cert=client_cert,
+                client_key=client_key))
+            got = await reader.read_many(reqs)
+            assert [bytes(g) for g in got] == [c[5:1005] for c in DATA.values()]
+            assert got.stats.transport == ("curl" if transport == "auto" else "aiohttp")
+            with pytest.raises(OSError, match="400"):  # nginx: no certificate was sent
+                await lsio.Reader(http=lsio.HttpOptions(
+                    transport=transport, retries=0, ca=server_pair[0])).read_many(reqs)
+
+
+def test_tls_file_options_are_checked_early(tmp_path: Path) -> None:
+    import ssl
+
+    with pytest.raises(ValueError, match="no such file"):
+        lsio.HttpOptions(ca=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="needs client_cert"):
+        lsio.HttpOptions(client_key=str(tmp_path))
+    with pytest.raises(ValueError, match="ssl=None"):
+        lsio.HttpOptions(ca=str(tmp_path), ssl=ssl.create_default_context())
+    with pytest.raises(TypeError, match="path"):
+        lsio.HttpOptions(client_cert=b"/x")  # type: ignore[arg-type]

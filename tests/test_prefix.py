@@ -57,7 +57,7 @@ def test_prefix_overlays_the_readers_fields() -> None:
 def test_call_wide_fields_come_from_the_reader_only(field: str) -> None:
     value = {"timeout": 1.0, "concurrency": 2, "connections_per_host": 3, "trust_env": False,
              "retries": 1, "backoff": 0.5, "backoff_max": 1.0, "max_transfer_ratio": 1.5,
-             "multi_range": False}[field]
+             "multi_range": False, "transport": "aiohttp"}[field]
     with pytest.raises(ValueError, match=f"s3://b.*{field}"):
         lsio.Reader(http={"s3://b": {field: value}})
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote_plus
 from yarl import URL
 
 from ..._defaults import AWS_METADATA_TIMEOUT, AWS_REFRESH_BEFORE
-from ..._url import HttpOptions, Target
+from ..._url import HttpOptions, Target, tls_context
 from ..http._protocol import HttpError
 from ._listing import query, xml_root
 from ._sigv4 import Parts, parts, sign
@@ -91,8 +91,8 @@ def bucket_region(endpoint: str | None, bucket: str, options: HttpOptions) -> st
         handlers.append(urllib.request.ProxyHandler({}))
     if options.ssl is False:
         handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
-    elif isinstance(options.ssl, ssl.SSLContext):
-        handlers.append(urllib.request.HTTPSHandler(context=options.ssl))
+    elif tls_context(options) is not None:  # an SSLContext, or the ca/client_cert options'
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(options)))
     headers: dict[str, str] = {}
     try:  # signed when keys are found (with us-east-1: S3 answers the region anyway)
         signer = find_auth(Target(url, "s3", "us-east-1"), options)

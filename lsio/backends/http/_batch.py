@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from ._read import Read
 from ._version import Validators, VersionChanged
 
 if TYPE_CHECKING:
+    from ..._url import HttpOptions
     from ._client import HttpClient
 
 __all__ = ["eligible", "get_many", "plain", "probe_many"]
@@ -104,7 +106,7 @@ async def get_many(client: HttpClient, reads: Sequence[Read], concurrency: int,
         o = client.file_options[r.file]
         key = keys.get(id(o))
         if key is None:
-            key = keys[id(o)] = (_tls(o.ssl), o.request_timeout, o.connect_timeout)
+            key = keys[id(o)] = (_tls(o), o.request_timeout, o.connect_timeout)
         groups.setdefault(key, []).append(r)
     left: list[Read] = []
     runs = [_run(client, transport, g, key, concurrency, served, left)
@@ -151,11 +153,16 @@ def plain(client: HttpClient, r: Read) -> bool:
     return pre is None or not pre[0] <= r.start < pre[0] + len(pre[1])
 
 
-def _tls(ssl: Any) -> Tls:
-    if ssl is False:
+def _tls(o: HttpOptions) -> Tls:
+    """The C transport's TLS settings for options ``o``."""
+    if o.ssl is False:
         return Tls(verify=False)
-    cafile, capath = ca_locations()
-    return Tls(True, cafile, capath)
+    if o.ca is not None:
+        isdir = os.path.isdir(o.ca)
+        cafile, capath = (None, o.ca) if isdir else (o.ca, None)
+    else:
+        cafile, capath = ca_locations()
+    return Tls(True, cafile, capath, o.client_cert, o.client_key)
 
 
 async def _run(client: HttpClient, transport: Any, reads: list[Read],
@@ -221,12 +228,8 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
                 if what not in plain:
                     plain[what] = _block(client._headers(f, url, None, pin))
                 block = plain[what]
-            elif getattr(auth, "BEARER", False):
-                block = _block(client._headers(f, url, None, pin))
-            elif hasattr(auth, "sigv4"):  # S3: the range signed in C
-                p = auth.sigv4("GET", str(url), client._headers(f, url, None, pin, sign=False))
-                block, sign = _block(p.headers), Sign(p.key, p.sts_prefix, p.pre, p.post(True),
-                                                      p.auth_prefix(True))
+            elif hasattr(auth, "sigv4") or getattr(auth, "BEARER", False):
+                block, sign = _object_block(client, f, pin)
             else:  # signed with its range, here
                 block = _block(client._headers(f, url, range_header(r.start, r.length), pin))
                 own[i] = 1
@@ -254,6 +257,19 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
     reqs["own_range"] = own
     reqs["length"] = np.where(usable, reqs["length"], 0)
     return blocks, signs
+
+
+def _object_block(client: HttpClient, f: int, pin: str | None
+                  ) -> tuple[bytes | None, Sign | None]:
+    """The header block of object ``f``'s requests, and how C signs each range of it (S3;
+    ``None``: a bearer token, the same for every request)."""
+    auth, url = client.auths[f], client.urls[f]
+    if getattr(auth, "BEARER", False):
+        return _block(client._headers(f, url, None, pin)), None
+    p = auth.sigv4("GET", str(url),  # type: ignore[union-attr]
+                   client._headers(f, url, None, pin, sign=False))
+    return _block(p.headers), Sign(p.key, p.sts_prefix, p.pre, p.post(True),
+                                   p.auth_prefix(True))
 
 
 def _settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,

@@ -19,7 +19,7 @@ from yarl import URL
 
 from ..._defaults import REDIRECTS
 from ..._redact import redact
-from ..._url import HttpOptions, Target, resolve_http, unsupported
+from ..._url import HttpOptions, Target, resolve_http, tls_context, unsupported
 
 if TYPE_CHECKING:
     from ..._prefix import Prefixes
@@ -58,6 +58,12 @@ _NO_HEADERS: Mapping[str, str] = {}
 Credentials = dict[tuple[str, str, int], Auth | None]
 """Credentials found, by (``Target.kind``, the provider's ``auth_key``, the ``id`` of the
 options they were found with: each prefix's own, kept alive by the backend): per backend."""
+
+
+def _ssl(o: HttpOptions) -> Any:
+    """aiohttp's ``ssl=`` for options ``o`` (:func:`lsio._url.tls_context`)."""
+    ctx = tls_context(o)
+    return True if ctx is None else ctx
 
 
 @functools.lru_cache(maxsize=16)
@@ -253,7 +259,7 @@ class HttpClient(Answers):
             try:
                 resp = await self.session.get(url, headers=self._headers(file, url, rng, pin),
                                               allow_redirects=False, timeout=timeout,
-                                              ssl=True if o.ssl is None else o.ssl,
+                                              ssl=_ssl(o),
                                               proxy=self._proxy(url))
             except Exception as exc:
                 mapped = aiohttp_error(exc, url, o.request_timeout)

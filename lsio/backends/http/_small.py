@@ -319,9 +319,11 @@ async def _read_rest(client: HttpClient, rest: list[tuple[int, int, int]], step:
             k = min(step, end - s)
             parts.append(Read(i, i, s, k, dest[s - start:s - start + k]))
     done = [0] * len(parts)
+    await _batch.get_many(client, [r for r in parts if _batch.plain(client, r)], concurrency)
 
     async def part(j: int) -> None:
-        done[j] = await client.get(parts[j])
+        r = parts[j]
+        done[j] = r.got if r.got >= 0 else await client.get(r)
 
     err = [0] * len(parts)
     detail: dict[int, str] = {}
