@@ -10,11 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 _Static_assert(LSIO_HTTP_VALIDATOR == sizeof(((lsio_http_req *)0)->etag), "validator size");
 
 #define DRIVE_ROUNDS 32 /* epoll rounds one drive call may take: bounds its time on the loop */
+#define DRIVE_BUDGET_NS 1000000 /* and its time: libcurl drains a busy socket in one call (up
+                                 * to ~100 reads of its buffer), so 64 streaming connections
+                                 * would hold the loop for their whole bodies; the sockets
+                                 * not served stay ready (level-triggered) for the next call */
 #define MAX_EVENTS 64
 
 typedef struct slot {
@@ -28,6 +33,7 @@ typedef struct slot {
     int64_t clen_seen;      /* Content-Length as parsed, -2: not sent */
     char range[48];
     struct curl_slist *own; /* a signed request's own header list */
+    int paused;             /* its body stopped landing when the call's time ran out */
 } slot;
 
 struct lsio_http_batch {
@@ -45,6 +51,7 @@ struct lsio_http_batch {
     int nslots;
     int32_t *order;         /* requests in the order they finished (b->done of them) */
     uint8_t *refused;       /* per URL: an answer was not a clean 206; send no more */
+    lsio_http_batch *prev_live, *next_live; /* the transport's live batches */
 };
 
 struct lsio_http {
@@ -56,7 +63,16 @@ struct lsio_http {
     uint64_t sent;
     CURL **pool;            /* easy handles kept for reuse */
     int npool, cappool;
+    int64_t until;          /* when the running lsio_http_* call must give the loop back */
+    int paused;             /* transfers paused for that (resumed by the next call) */
+    lsio_http_batch *batches;
 };
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 
 /* -- small parsers of untrusted header values ------------------------------------------ */
 
@@ -231,6 +247,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
         r->flags |= LSIO_HTTP_OVERFLOW;
         return 0;
     }
+    lsio_http *h = s->b->h;
+    if (!s->paused && now_ns() > h->until) {  /* the loop's turn is over: land it later */
+        s->paused = 1;
+        h->paused++;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     memcpy(r->body + r->got, data, len);
     r->got += (int64_t)len;
     return len;
@@ -358,6 +380,9 @@ lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
     if (b == NULL) return NULL;
     b->signs = signs;
     b->h = h;
+    b->next_live = h->batches;  /* live: its paused transfers are resumed */
+    if (h->batches) h->batches->prev_live = b;
+    h->batches = b;
     b->reqs = reqs;
     b->n = n;
     b->urls = urls;
@@ -557,11 +582,15 @@ static void refill(lsio_http_batch *b) {
 }
 
 static void pump(lsio_http *h);
+static void again(lsio_http *h);
 
 int lsio_http_batch_start(lsio_http_batch *b) {
+    lsio_http *h = b->h;
+    h->until = now_ns() + DRIVE_BUDGET_NS;
     refill(b);
-    b->h->timer_ms = 0;  /* the handles just added start now */
-    pump(b->h);
+    h->timer_ms = 0;  /* the handles just added start now */
+    pump(h);
+    again(h);
     return b->n - b->done;
 }
 
@@ -572,12 +601,33 @@ int lsio_http_batch_finished(lsio_http_batch *b, int32_t **order) {
     return b->done;
 }
 
+static void unpause_slot(slot *s) {
+    if (s->paused) {
+        s->paused = 0;
+        s->b->h->paused--;
+    }
+}
+
+/* Let the transfers paused by an earlier call land their bodies again, while the time
+ * lasts (one that runs out of it pauses again). */
+static void resume(lsio_http *h) {
+    for (lsio_http_batch *b = h->batches; b != NULL && h->paused > 0; b = b->next_live) {
+        for (int k = 0; k < b->nslots && now_ns() < h->until; k++) {
+            slot *s = &b->slots[k];
+            if (s->i < 0 || !s->paused) continue;
+            unpause_slot(s);
+            curl_easy_pause(s->easy, CURLPAUSE_CONT);  /* may land data, or pause again */
+        }
+    }
+}
+
 static void finish(slot *s, CURLcode code) {
     lsio_http_batch *b = s->b;
     lsio_http_req *r = &b->reqs[s->i];
     curl_multi_remove_handle(b->h->multi, s->easy);
     curl_slist_free_all(s->own);
     s->own = NULL;
+    unpause_slot(s);
     r->code = (int32_t)code;
     r->flags |= LSIO_HTTP_DONE;
     if (code == CURLE_OK && r->status == 206 && s->headers_done && r->got == s->expect &&
@@ -609,42 +659,64 @@ static void reap(lsio_http *h) {
     }
 }
 
-/* Collect finished transfers, and while that started new ones (libcurl then asks for a
- * timeout of 0), let libcurl run them: a transfer can finish inside any libcurl call (an
- * answer already in the socket buffer), and then no socket will ever wake the loop for it. */
+/* Collect finished transfers, and while libcurl asks to be called again at once (a timeout
+ * of 0: handles just added, or a transfer that stopped reading a busy socket to come back),
+ * call it, until the time budget runs out (the loop's timer then calls again): a transfer
+ * can finish inside any libcurl call (an answer already in the socket buffer), and then no
+ * socket will ever wake the loop for it. */
 static void pump(lsio_http *h) {
     int running;
     reap(h);
-    for (int round = 0; round < DRIVE_ROUNDS && h->timer_ms == 0; round++) {
+    for (int round = 0; round < DRIVE_ROUNDS && h->timer_ms == 0 && now_ns() < h->until;
+         round++) {
         h->timer_ms = -1;
         curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         reap(h);
     }
 }
 
+/* Transfers left paused: ask the loop to call again at once (a timer of 0). */
+static void again(lsio_http *h) {
+    if (h->paused > 0 && h->timer_ms != 0) {
+        h->timer_ms = 0;
+        h->timer_gen++;
+    }
+}
+
 int lsio_http_on_timer(lsio_http *h) {
+    h->until = now_ns() + DRIVE_BUDGET_NS;
+    resume(h);
     h->timer_ms = 0;
     pump(h);
+    again(h);
     return 0;
 }
 
 int lsio_http_drive(lsio_http *h) {
     struct epoll_event ev[MAX_EVENTS];
     int total = 0, running;
-    for (int round = 0; round < DRIVE_ROUNDS; round++) {
+    int64_t until = h->until = now_ns() + DRIVE_BUDGET_NS;
+    resume(h);
+    for (int round = 0; round < DRIVE_ROUNDS && now_ns() < until; round++) {
         int k = epoll_wait(h->epfd, ev, MAX_EVENTS, 0);
         if (k <= 0) break;
-        for (int j = 0; j < k; j++) {
+        int j = 0;
+        for (; j < k; j++) {
             int mask = 0;
             if (ev[j].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) mask |= CURL_CSELECT_IN;
             if (ev[j].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
             if (ev[j].events & EPOLLERR) mask |= CURL_CSELECT_ERR;
             curl_multi_socket_action(h->multi, ev[j].data.fd, mask, &running);
+            if (now_ns() > until) {
+                j++;
+                break;
+            }
         }
-        total += k;
+        total += j;
         pump(h);
-        if (k < MAX_EVENTS) break;
+        if (k < MAX_EVENTS || now_ns() > until) break;
     }
+    again(h);
     return total;
 }
 
@@ -657,6 +729,7 @@ void lsio_http_batch_cancel(lsio_http_batch *b) {
         curl_multi_remove_handle(b->h->multi, s->easy);
         curl_slist_free_all(s->own);
         s->own = NULL;
+        unpause_slot(s);
         r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_CANCELLED;
         if (r->body != NULL && r->body != r->dest) free(r->body);
         r->body = NULL;
@@ -684,6 +757,9 @@ void lsio_http_free_body(char *body) { free(body); }
 void lsio_http_batch_free(lsio_http_batch *b) {
     if (b == NULL) return;
     if (b->done < b->n && b->slots != NULL) lsio_http_batch_cancel(b);
+    if (b->prev_live) b->prev_live->next_live = b->next_live;
+    else if (b->h->batches == b) b->h->batches = b->next_live;
+    if (b->next_live) b->next_live->prev_live = b->prev_live;
     for (int i = 0; i < b->n && b->reqs != NULL; i++) {
         lsio_http_req *r = &b->reqs[i];
         if (r->body != NULL && r->body != r->dest) {
