@@ -421,6 +421,7 @@ lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
         r->total = r->content_length = -1;
         r->body = NULL;
         r->etag[0] = r->modified[0] = r->retry_after[0] = 0;
+        r->ttfb_us = r->total_us = 0;
     }
     return b;
 fail:
@@ -630,6 +631,11 @@ static void finish(slot *s, CURLcode code) {
     unpause_slot(s);
     r->code = (int32_t)code;
     r->flags |= LSIO_HTTP_DONE;
+    curl_off_t t = 0;
+    if (curl_easy_getinfo(s->easy, CURLINFO_STARTTRANSFER_TIME_T, &t) == CURLE_OK)
+        r->ttfb_us = (int64_t)t;
+    if (curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME_T, &t) == CURLE_OK)
+        r->total_us = (int64_t)t;
     if (code == CURLE_OK && r->status == 206 && s->headers_done && r->got == s->expect &&
         !(r->flags & LSIO_HTTP_LONG_VALIDATOR))
         r->flags |= LSIO_HTTP_OK;

@@ -55,6 +55,8 @@ typedef struct {
     char etag[96];          /* NUL-terminated, "" if not sent (LSIO_HTTP_VALIDATOR) */
     char modified[96];      /* Last-Modified, likewise */
     char retry_after[32];   /* Retry-After, likewise */
+    int64_t ttfb_us;        /* from the request's start to its answer's first byte */
+    int64_t total_us;       /* to its end */
 } lsio_http_req;
 
 typedef struct {

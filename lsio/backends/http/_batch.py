@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..._defaults import RATE_MIN_BYTES
+from ._cost import cost_of
 from ._curl import (
     AVAILABLE,
     BAD_RANGE,
@@ -41,7 +43,7 @@ from ._curl import (
     transport_for,
 )
 from ._protocol import HttpError, Retry, range_header, status_error
-from ._read import Read
+from ._read import Read, origin
 from ._version import Validators, VersionChanged
 
 if TYPE_CHECKING:
@@ -49,6 +51,10 @@ if TYPE_CHECKING:
     from ._client import HttpClient
 
 __all__ = ["eligible", "get_many", "plain", "probe_many"]
+
+TTFB_SAMPLES = 8
+"""Small answers per wake-up whose time to first byte goes to their host's record (it keeps
+a window of the latest; every answer's would cost a Python call each)."""
 
 MIN_BATCH = 2
 """Fewer reads than this go the coroutine way: a batch's fixed cost (arrays, a C call, a
@@ -259,6 +265,21 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
     return blocks, signs
 
 
+def _timed(client: HttpClient, reads: list[Read], idx: Any, sel: Any, ok: list[bool]) -> None:
+    """What the served answers tell their host's record (:mod:`._cost`: time to first byte,
+    and the stream rate of bodies worth timing), as the aiohttp road's answers do: every
+    big body, and a few small ones per wake-up (their times to first byte)."""
+    served = np.asarray(ok)
+    big = served & (sel["got"] >= RATE_MIN_BYTES)
+    some = np.flatnonzero(served & ~big)[:TTFB_SAMPLES]
+    for k in sorted(np.flatnonzero(big).tolist() + some.tolist()):
+        r = reads[int(idx[k])]
+        ttfb, total = int(sel["ttfb_us"][k]) / 1e6, int(sel["total_us"][k]) / 1e6
+        if 0 < ttfb <= total:
+            cost_of(origin(client.urls[r.file])).answer(ttfb, int(sel["got"][k]),
+                                                         total - ttfb)
+
+
 def _object_block(client: HttpClient, f: int, pin: str | None
                   ) -> tuple[bytes | None, Sign | None]:
     """The header block of object ``f``'s requests, and how C signs each range of it (S3;
@@ -283,6 +304,7 @@ def _settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
     sel = reqs[idx]
     ok = ((sel["flags"] & OK) != 0).tolist()
     got, total = sel["got"].tolist(), sel["total"].tolist()
+    _timed(client, reads, idx, sel, ok)
     etag, modified = sel["etag"].tolist(), sel["modified"].tolist()
     for k, i in enumerate(idx.tolist()):
         r = reads[i]

@@ -49,7 +49,7 @@ def _request_dtype() -> np.dtype[Any]:
     fields = {"start": "i8", "length": "i8", "dest": "u8", "url": "i4", "headers": "i4",
               "flags": "i4", "status": "i4", "code": "i4", "own_range": "i4", "got": "i8",
               "total": "i8", "content_length": "i8", "body": "u8", "etag": "S96",
-              "modified": "S96", "retry_after": "S32"}
+              "modified": "S96", "retry_after": "S32", "ttfb_us": "i8", "total_us": "i8"}
     if not AVAILABLE:
         return np.dtype([(k, v) for k, v in fields.items()])
     return np.dtype({"names": list(fields), "formats": list(fields.values()),
