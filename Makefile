@@ -22,7 +22,7 @@ sysdeps:
 # Rebuilt when the build inputs change (the cffi binding is compiled by `pip install`).
 C_SOURCES := $(wildcard lsio/_c/*.c)
 C_HEADERS := $(wildcard lsio/_c/*.h)
-BUILD_INPUTS := pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py \
+BUILD_INPUTS := pyproject.toml setup.py lsio/_uring_build.py lsio/_codec_build.py lsio/_curl_build.py \
 	lsio/_cbuild.py lsio/_probe_build.py $(C_SOURCES) $(C_HEADERS)
 
 # scripts/python.sh finds the interpreter (or fails, naming the missing version).
@@ -135,6 +135,7 @@ bench: setup
 	$(PY) -m benchmarks.bench_fixed --out docs/benchmarks.md --json docs/bench_fixed.json
 	$(PY) -m benchmarks.bench_local --out docs/benchmarks.md --json docs/bench_local.json
 	$(PY) -m benchmarks.bench_http --out docs/benchmarks.md --json docs/bench_http.json
+	$(PY) -m benchmarks.bench_transport --out docs/benchmarks.md --json docs/bench_transport.json
 	$(PY) -m benchmarks.bench_zarr --out docs/benchmarks.md --json docs/bench_zarr.json
 	$(PY) -m benchmarks.bench_dask --out docs/benchmarks.md --json docs/bench_dask.json
 	$(PY) -m benchmarks.bench_remote --out docs/benchmarks.md --json docs/bench_remote.json

@@ -1,0 +1,353 @@
+/* uring_http: the ceiling of an io_uring HTTP/1.1 client (plain HTTP only).
+ *
+ *   uring_http HOST PORT PATHS_FILE [CONNECTIONS=64] [ROUNDS=5] [--slot BYTES] [--verify ROOT]
+ *              [--warmup ROUNDS]
+ *
+ * Opens CONNECTIONS keep-alive TCP connections (blocking connect, at setup, untimed), then per
+ * round issues one GET per line of PATHS_FILE ("GET /path HTTP/1.1", Host, Range: bytes=0-1048575),
+ * one in flight per connection, entirely through one io_uring: a SEND linked to a RECV for each
+ * request, then RECVs until the body is complete. The first RECV lands in a per-connection
+ * buffer; the response parser reads the status line, Content-Length and Content-Range up to the
+ * end of the headers, copies the body bytes already there into the request's slot of one big
+ * output buffer, and receives the rest straight into that slot.
+ *
+ * Prints one JSON line per measured round: wall time, process CPU time, requests/s, CPU us per
+ * request, bytes. Does not do: TLS, chunked bodies, redirects, retries, reconnects.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF 16384
+#define OP_SEND 0u
+#define OP_RECV 1u
+
+typedef struct {
+    int fd;
+    int req;             /* request in flight, -1: idle */
+    char out[1200];      /* the request being sent */
+    int out_len, out_off;
+    char *in;            /* header buffer */
+    int in_len;
+    int headers_done;
+    int64_t body_len, body_got;
+} conn;
+
+typedef struct {
+    char **paths;
+    int n;
+    size_t slot;
+    char *out;           /* n * slot */
+    int64_t *got;        /* body bytes per request, -1: failed */
+    int next, done;
+    const char *host;
+    struct io_uring ring;
+    conn *conns;
+    int nconns;
+    long submits;
+} bench;
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static double now(clockid_t c) {
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static struct io_uring_sqe *sqe_get(bench *b) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+    if (sqe == NULL) {  /* the SQ ring is full: flush it */
+        io_uring_submit(&b->ring);
+        b->submits++;
+        sqe = io_uring_get_sqe(&b->ring);
+        if (sqe == NULL) die("io_uring_get_sqe");
+    }
+    return sqe;
+}
+
+static void queue_send(bench *b, int k, int link_recv) {
+    conn *c = &b->conns[k];
+    struct io_uring_sqe *sqe = sqe_get(b);
+    io_uring_prep_send(sqe, c->fd, c->out + c->out_off, (size_t)(c->out_len - c->out_off),
+                       MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ((uint64_t)k << 1) | OP_SEND);
+    if (link_recv) {
+        sqe->flags |= IOSQE_IO_LINK;
+        sqe = sqe_get(b);
+        io_uring_prep_recv(sqe, c->fd, c->in, RBUF - 1, 0);
+        io_uring_sqe_set_data64(sqe, ((uint64_t)k << 1) | OP_RECV);
+    }
+}
+
+static void queue_recv(bench *b, int k) {
+    conn *c = &b->conns[k];
+    struct io_uring_sqe *sqe = sqe_get(b);
+    if (!c->headers_done) {
+        io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, (size_t)(RBUF - 1 - c->in_len), 0);
+    } else {  /* the rest of the body, straight into the request's slot */
+        char *dest = b->out + (size_t)c->req * b->slot + c->body_got;
+        io_uring_prep_recv(sqe, c->fd, dest, (size_t)(c->body_len - c->body_got), 0);
+    }
+    io_uring_sqe_set_data64(sqe, ((uint64_t)k << 1) | OP_RECV);
+}
+
+static void start_next(bench *b, int k) {
+    conn *c = &b->conns[k];
+    if (b->next >= b->n) {
+        c->req = -1;
+        return;
+    }
+    c->req = b->next++;
+    c->out_len = snprintf(c->out, sizeof c->out,
+                          "GET %s HTTP/1.1\r\nHost: %s\r\nRange: bytes=0-1048575\r\n\r\n",
+                          b->paths[c->req], b->host);
+    c->out_off = 0;
+    c->in_len = 0;
+    c->headers_done = 0;
+    c->body_len = -1;
+    c->body_got = 0;
+    queue_send(b, k, 1);
+}
+
+static void fail(bench *b, int k, const char *why) {
+    conn *c = &b->conns[k];
+    fprintf(stderr, "request %d (%s): %s\n", c->req, c->req >= 0 ? b->paths[c->req] : "-", why);
+    exit(3);
+}
+
+/* The header value of `name` in the line [p, end), or NULL. */
+static const char *header_value(const char *p, const char *end, const char *name) {
+    size_t n = strlen(name);
+    if ((size_t)(end - p) <= n || p[n] != ':' || strncasecmp(p, name, n) != 0) return NULL;
+    p += n + 1;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    return p;
+}
+
+/* Parse the headers in c->in[0, c->in_len) if complete: 1 done, 0 need more, -1 bad. */
+static int parse_headers(bench *b, conn *c, const char **why) {
+    c->in[c->in_len] = 0;
+    char *eoh = memmem(c->in, (size_t)c->in_len, "\r\n\r\n", 4);
+    if (eoh == NULL) {
+        if (c->in_len >= RBUF - 1) { *why = "headers too long"; return -1; }
+        return 0;
+    }
+    const char *p = c->in, *end = eoh + 2;
+    if (c->in_len < 12 || memcmp(p, "HTTP/1.", 7) != 0) { *why = "no status line"; return -1; }
+    int status = atoi(p + 9);
+    if (status != 206 && status != 200) { *why = "status not 200/206"; return -1; }
+    int64_t clen = -1, cr_first = -1, cr_last = -1;
+    p = memchr(p, '\n', (size_t)(end - p)) + 1;
+    while (p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        const char *v;
+        if ((v = header_value(p, eol, "content-length")) != NULL) {
+            clen = strtoll(v, NULL, 10);
+        } else if ((v = header_value(p, eol, "content-range")) != NULL) {
+            if (sscanf(v, "bytes %ld-%ld/", &cr_first, &cr_last) != 2) {
+                *why = "bad Content-Range"; return -1;
+            }
+        } else if (header_value(p, eol, "transfer-encoding") != NULL) {
+            *why = "chunked bodies are not supported"; return -1;
+        }
+        p = eol + 2;
+    }
+    if (clen < 0) { *why = "no Content-Length"; return -1; }
+    if (status == 206 && (cr_first != 0 || cr_last - cr_first + 1 != clen)) {
+        *why = "Content-Range does not match"; return -1;
+    }
+    if ((size_t)clen > b->slot) { *why = "body larger than its slot"; return -1; }
+    c->headers_done = 1;
+    c->body_len = clen;
+    char *body = eoh + 4;
+    int64_t have = c->in + c->in_len - body;
+    if (have > clen) { *why = "bytes past the body (not asked for)"; return -1; }
+    memcpy(b->out + (size_t)c->req * b->slot, body, (size_t)have);
+    c->body_got = have;
+    return 1;
+}
+
+static void complete(bench *b, int k) {
+    conn *c = &b->conns[k];
+    b->got[c->req] = c->body_got;
+    b->done++;
+    start_next(b, k);
+}
+
+static void on_cqe(bench *b, struct io_uring_cqe *cqe) {
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    int k = (int)(ud >> 1);
+    conn *c = &b->conns[k];
+    int res = cqe->res;
+    if ((ud & 1) == OP_SEND) {
+        if (res < 0) fail(b, k, strerror(-res));
+        c->out_off += res;
+        if (c->out_off < c->out_len) queue_send(b, k, 1);  /* short: its linked recv is cancelled */
+        return;
+    }
+    if (res == -ECANCELED) return;  /* a recv linked to a short send: re-armed with the rest */
+    if (res < 0) fail(b, k, strerror(-res));
+    if (res == 0) fail(b, k, "connection closed");
+    if (c->out_off < c->out_len) fail(b, k, "answer before the request was sent");
+    if (!c->headers_done) {
+        c->in_len += res;
+        const char *why = NULL;
+        int r = parse_headers(b, c, &why);
+        if (r < 0) fail(b, k, why);
+        if (r == 0) { queue_recv(b, k); return; }
+    } else {
+        c->body_got += res;
+    }
+    if (c->body_got == c->body_len) complete(b, k);
+    else queue_recv(b, k);
+}
+
+static void run_round(bench *b) {
+    b->next = b->done = 0;
+    for (int k = 0; k < b->nconns; k++) start_next(b, k);
+    struct io_uring_cqe *cqes[256];
+    while (b->done < b->n) {
+        int r = io_uring_submit_and_wait(&b->ring, 1);
+        b->submits++;
+        if (r < 0 && r != -EINTR) { errno = -r; die("io_uring_submit_and_wait"); }
+        unsigned got;
+        while ((got = io_uring_peek_batch_cqe(&b->ring, cqes, 256)) > 0) {
+            for (unsigned j = 0; j < got; j++) on_cqe(b, cqes[j]);
+            io_uring_cq_advance(&b->ring, got);
+        }
+    }
+}
+
+static int connect_to(const char *host, const char *port) {
+    struct addrinfo hints, *ai;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &ai) != 0) die("getaddrinfo");
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) die("connect");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static char **read_lines(const char *file, int *n) {
+    FILE *f = fopen(file, "r");
+    if (f == NULL) die(file);
+    int cap = 1024;
+    char **v = malloc((size_t)cap * sizeof *v);
+    char line[1024];
+    *n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (line[0] == 0) continue;
+        if (*n == cap) v = realloc(v, (size_t)(cap *= 2) * sizeof *v);
+        v[(*n)++] = strdup(line);
+    }
+    fclose(f);
+    return v;
+}
+
+/* Compare a few slots with the files under root. */
+static int verify(bench *b, const char *root) {
+    int bad = 0;
+    char *disk = malloc(b->slot);
+    for (int i = 0; i < b->n; i += b->n / 7 + 1) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s%s", root, b->paths[i]);
+        FILE *f = fopen(path, "rb");
+        if (f == NULL) die(path);
+        size_t len = fread(disk, 1, b->slot, f);
+        fclose(f);
+        if ((int64_t)len != b->got[i] || memcmp(disk, b->out + (size_t)i * b->slot, len) != 0) {
+            fprintf(stderr, "verify: %s differs\n", path);
+            bad++;
+        }
+    }
+    free(disk);
+    return bad;
+}
+
+int main(int argc, char **argv) {
+    const char *pos[5] = {0};
+    int npos = 0, warmup = 1;
+    size_t slot = 4096;
+    const char *verify_root = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--slot") == 0 && i + 1 < argc) slot = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--verify") == 0 && i + 1 < argc) verify_root = argv[++i];
+        else if (strcmp(argv[i], "--warmup") == 0 && i + 1 < argc) warmup = atoi(argv[++i]);
+        else if (npos < 5) pos[npos++] = argv[i];
+    }
+    if (npos < 3) {
+        fprintf(stderr, "usage: %s HOST PORT PATHS [CONNECTIONS] [ROUNDS] [--slot B] "
+                        "[--verify ROOT] [--warmup R]\n", argv[0]);
+        return 1;
+    }
+    bench b;
+    memset(&b, 0, sizeof b);
+    b.host = pos[0];
+    b.paths = read_lines(pos[2], &b.n);
+    b.nconns = npos > 3 ? atoi(pos[3]) : 64;
+    int rounds = npos > 4 ? atoi(pos[4]) : 5;
+    if (b.nconns > b.n) b.nconns = b.n;
+    b.slot = slot;
+    b.out = malloc((size_t)b.n * slot);
+    b.got = malloc((size_t)b.n * sizeof *b.got);
+    b.conns = calloc((size_t)b.nconns, sizeof *b.conns);
+    if (b.out == NULL || b.got == NULL || b.conns == NULL) die("malloc");
+    memset(b.out, 0, (size_t)b.n * slot);  /* fault the pages in before timing */
+
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    unsigned entries = 2 * (unsigned)b.nconns + 8;
+    int r = io_uring_queue_init_params(entries, &b.ring, &p);
+    if (r < 0) {  /* an older kernel */
+        memset(&p, 0, sizeof p);
+        r = io_uring_queue_init_params(entries, &b.ring, &p);
+    }
+    if (r < 0) { errno = -r; die("io_uring_queue_init"); }
+    for (int k = 0; k < b.nconns; k++) {
+        b.conns[k].fd = connect_to(pos[0], pos[1]);
+        b.conns[k].in = malloc(RBUF);
+    }
+    for (int w = 0; w < warmup; w++) run_round(&b);
+    for (int round = 0; round < rounds; round++) {
+        memset(b.got, 0xff, (size_t)b.n * sizeof *b.got);
+        long submits0 = b.submits;
+        double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+        run_round(&b);
+        double w1 = now(CLOCK_MONOTONIC), c1 = now(CLOCK_PROCESS_CPUTIME_ID);
+        int64_t bytes = 0;
+        for (int i = 0; i < b.n; i++) bytes += b.got[i];
+        int bad = verify_root ? verify(&b, verify_root) : 0;
+        printf("{\"impl\": \"io_uring\", \"round\": %d, \"n\": %d, \"connections\": %d, "
+               "\"wall_s\": %.6f, \"cpu_s\": %.6f, \"rps\": %.1f, \"cpu_us_per_req\": %.3f, "
+               "\"bytes\": %ld, \"submits\": %ld, \"verify_bad\": %d}\n",
+               round, b.n, b.nconns, w1 - w0, c1 - c0, b.n / (w1 - w0), (c1 - c0) * 1e6 / b.n,
+               (long)bytes, b.submits - submits0, bad);
+        fflush(stdout);
+        if (bad) return 4;
+    }
+    io_uring_queue_exit(&b.ring);
+    return 0;
+}
