@@ -186,6 +186,9 @@ class ProbingBuildExt(build_ext):  # type: ignore[misc,unused-ignore]  # untyped
             if needs is not None:
                 info[ext.name] = None if problem is None else \
                     f"{problem} at build time; install {needs.packages}"
+            if ext.name in OPTIONAL_IN_WHEEL and os.environ.get("LSIO_VENDOR_PREFIX"):
+                info[ext.name] = "not carried by the portable wheel (it links the system's " \
+                                 "libcurl): HTTP goes through aiohttp"
             if problem is None:
                 continue
             if ext.name == "lsio._uring" and os.environ.get("LSIO_REQUIRE_URING") == "1":

@@ -32,9 +32,10 @@ work with them (77: PEP 639 licence fields; cffi 1.17: Python 3.13)."""
 RUN_NEEDS = ("numpy", "aiohttp", "tqdm", "zarr", "numcodecs")
 """Installed beside them at this run's versions, to run the installed lsio (and a zarr read)."""
 HIDDEN = ("liburing", "liburing.h", "blosc.h", "blosc-export.h", "zstd.h", "zstd_errors.h",
-          "zdict.h")
-"""What ``/usr/include`` lacks in the namespace: liburing-dev's, libblosc-dev's and
-libzstd-dev's headers."""
+          "zdict.h", "openssl")
+"""What ``/usr/include`` lacks in the namespace: liburing-dev's, libblosc-dev's,
+libzstd-dev's and libssl-dev's headers (the C HTTP transport needs OpenSSL's besides
+libcurl's, which live under the multiarch directory)."""
 
 # Runs as root in a fresh mount namespace: /usr/include without HIDDEN, then the command.
 HIDE = r"""
@@ -148,7 +149,8 @@ def test_without_headers_builds_threads_and_says_why(sdist: tuple[Path, Path],
     _clean_log(log)
     assert not list((target / "lsio").glob("*.so"))
     built = json.loads((target / "lsio" / "_build.json").read_text())
-    assert set(built) == {"lsio._uring", "lsio._codecs"} and all(built.values())
+    assert set(built) == {"lsio._uring", "lsio._codecs", "lsio._curl"} and all(built.values())
+    assert "lsio: not building lsio._curl: openssl/hmac.h not found" in log
 
     out = _check(sdist[0], target, tmp_path)
     assert out["backend"] == out["reader"] == "threads"
@@ -185,7 +187,7 @@ def test_with_headers_builds_both_and_ships_every_file(sdist: tuple[Path, Path],
     assert "lsio: not building" not in log
     _clean_log(log)
     built = json.loads((target / "lsio" / "_build.json").read_text())
-    assert built == {"lsio._uring": None, "lsio._codecs": None}
+    assert built == {"lsio._uring": None, "lsio._codecs": None, "lsio._curl": None}
     tracked = subprocess.run(["git", "ls-files", "lsio"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.split()
     assert tracked and [f for f in tracked if not (target / f).is_file()] == []
