@@ -45,7 +45,7 @@ from typing import Any
 
 from tests.servers import Azurite, MotoServer
 
-from .harness import log, stall_text
+from .harness import log, pick_names, stall_text
 from .remoteprobe import (
     CONTENDERS,
     OBSTORE_CONCURRENCY,
@@ -122,13 +122,6 @@ class RemoteSeries(Series):
 # --------------------------------------------------------------------------- CLI
 
 
-def _names(text: str, known: Sequence[str], what: str, ap: argparse.ArgumentParser) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or any(n not in known for n in names):
-        ap.error(f"unknown {what} in {text!r}; known: {list(known)}")
-    return names
-
-
 def parse_args(argv: Sequence[str]) -> Config:
     ap = argparse.ArgumentParser(description="lsio vs obstore on moto (S3) and azurite (Azure)")
     ap.add_argument("--quick", action="store_true", help="small data sets (smoke run)")
@@ -148,8 +141,8 @@ def parse_args(argv: Sequence[str]) -> Config:
     ap.add_argument("--json", type=Path, default=None, dest="json_path")
     a = ap.parse_args(argv)
     all_specs = specs(a.quick)
-    keys = _names(a.workload, list(all_specs), "workload", ap)
-    servers = _names(a.servers, SERVERS, "server", ap)
+    keys = pick_names(a.workload, list(all_specs), "workload", ap)
+    servers = pick_names(a.servers, SERVERS, "server", ap)
     repeats = a.repeats if a.repeats is not None else (1 if a.quick else 3)
     if repeats < 1:
         ap.error("--repeats must be >= 1")

@@ -42,7 +42,7 @@ from pathlib import Path
 from tests.servers import Nginx
 
 from .bench_http import nginx_version
-from .harness import log, stall_text
+from .harness import log, pick_names, stall_text
 from .http_contenders import HttpWorkload
 from .report import Sample, machine_details_with, replace_section
 from .transport_contenders import CONCURRENCY, CONTENDERS, WRK, Measured, run_wrk, runs_on, specs
@@ -77,13 +77,6 @@ class Config:
 # --------------------------------------------------------------------------- CLI
 
 
-def _names(text: str, known: Sequence[str], what: str, ap: argparse.ArgumentParser) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or any(n not in known for n in names):
-        ap.error(f"unknown {what} in {text!r}; known: {list(known)}")
-    return names
-
-
 def parse_args(argv: Sequence[str]) -> Config:
     ap = argparse.ArgumentParser(description="lsio's HTTP transports vs aiohttp, obstore, wrk")
     ap.add_argument("--quick", action="store_true", help="sizes ~50x smaller, one round")
@@ -96,8 +89,8 @@ def parse_args(argv: Sequence[str]) -> Config:
     ap.add_argument("--json", type=Path, default=None, dest="json_path")
     a = ap.parse_args(argv)
     all_specs = specs(a.quick)
-    keys = _names(a.workload, list(all_specs), "workload", ap)
-    names = _names(a.contenders, CONTENDERS, "contender", ap)
+    keys = pick_names(a.workload, list(all_specs), "workload", ap)
+    names = pick_names(a.contenders, CONTENDERS, "contender", ap)
     repeats = a.repeats if a.repeats is not None else (1 if a.quick else 5)
     wrk_seconds = a.wrk_seconds if a.wrk_seconds is not None else (1 if a.quick else 3)
     if repeats < 1 or wrk_seconds < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -16,6 +17,16 @@ from .contenders import Payload, RunFn, SelfTimed
 from .workloads import Workload
 
 HEARTBEAT_S = 0.001  # LoopStall's period
+
+
+def pick_names(text: str, known: Sequence[str], what: str, ap: argparse.ArgumentParser
+               ) -> list[str]:
+    """The comma-separated names of ``text`` (``--workload a,b``), each one of ``known``;
+    ``ap.error`` names an unknown one."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or any(n not in known for n in names):
+        ap.error(f"unknown {what} in {text!r}; known: {list(known)}")
+    return names
 
 
 def log(msg: str) -> None:

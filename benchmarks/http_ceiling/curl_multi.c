@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define MAX_EVENTS 128
 
 typedef struct bench bench;
@@ -50,17 +52,6 @@ struct bench {
     int nslots;
     const char *cafile;
 };
-
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static double now(clockid_t c) {
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata) {
     slot *s = userdata;
@@ -177,43 +168,6 @@ static void run_round(bench *b) {
     }
 }
 
-static char **read_lines(const char *file, int *n) {
-    FILE *f = fopen(file, "r");
-    if (f == NULL) die(file);
-    int cap = 1024;
-    char **v = malloc((size_t)cap * sizeof *v);
-    char line[1024];
-    *n = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\r\n")] = 0;
-        if (line[0] == 0) continue;
-        if (*n == cap) v = realloc(v, (size_t)(cap *= 2) * sizeof *v);
-        v[(*n)++] = strdup(line);
-    }
-    fclose(f);
-    return v;
-}
-
-static int verify(bench *b, const char *root) {
-    int bad = 0;
-    char *disk = malloc(b->slotsize);
-    for (int i = 0; i < b->n; i += b->n / 7 + 1) {
-        char path[2048];
-        snprintf(path, sizeof path, "%s%s", root, b->paths[i]);
-        FILE *f = fopen(path, "rb");
-        if (f == NULL) die(path);
-        size_t len = fread(disk, 1, b->slotsize, f);
-        fclose(f);
-        if ((int64_t)len != b->got[i] ||
-            memcmp(disk, b->out + (size_t)i * b->slotsize, len) != 0) {
-            fprintf(stderr, "verify: %s differs\n", path);
-            bad++;
-        }
-    }
-    free(disk);
-    return bad;
-}
-
 int main(int argc, char **argv) {
     const char *pos[5] = {0};
     int npos = 0, warmup = 1;
@@ -299,7 +253,8 @@ int main(int argc, char **argv) {
         double w1 = now(CLOCK_MONOTONIC), c1 = now(CLOCK_PROCESS_CPUTIME_ID);
         int64_t bytes = 0;
         for (int i = 0; i < b.n; i++) bytes += b.got[i];
-        int bad = verify_root ? verify(&b, verify_root) : 0;
+        int bad = verify_root
+            ? verify_slots(b.n, b.paths, b.slotsize, b.out, b.got, verify_root) : 0;
         printf("{\"impl\": \"%s\", \"round\": %d, \"n\": %d, \"connections\": %d, "
                "\"wall_s\": %.6f, \"cpu_s\": %.6f, \"rps\": %.1f, \"cpu_us_per_req\": %.3f, "
                "\"bytes\": %ld, \"verify_bad\": %d}\n",

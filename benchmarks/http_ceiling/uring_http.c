@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define RBUF 16384
 #define OP_SEND 0u
 #define OP_RECV 1u
@@ -58,17 +60,6 @@ typedef struct {
     int nconns;
     long submits;
 } bench;
-
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static double now(clockid_t c) {
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static struct io_uring_sqe *sqe_get(bench *b) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
@@ -249,43 +240,6 @@ static int connect_to(const char *host, const char *port) {
     return fd;
 }
 
-static char **read_lines(const char *file, int *n) {
-    FILE *f = fopen(file, "r");
-    if (f == NULL) die(file);
-    int cap = 1024;
-    char **v = malloc((size_t)cap * sizeof *v);
-    char line[1024];
-    *n = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\r\n")] = 0;
-        if (line[0] == 0) continue;
-        if (*n == cap) v = realloc(v, (size_t)(cap *= 2) * sizeof *v);
-        v[(*n)++] = strdup(line);
-    }
-    fclose(f);
-    return v;
-}
-
-/* Compare a few slots with the files under root. */
-static int verify(bench *b, const char *root) {
-    int bad = 0;
-    char *disk = malloc(b->slot);
-    for (int i = 0; i < b->n; i += b->n / 7 + 1) {
-        char path[2048];
-        snprintf(path, sizeof path, "%s%s", root, b->paths[i]);
-        FILE *f = fopen(path, "rb");
-        if (f == NULL) die(path);
-        size_t len = fread(disk, 1, b->slot, f);
-        fclose(f);
-        if ((int64_t)len != b->got[i] || memcmp(disk, b->out + (size_t)i * b->slot, len) != 0) {
-            fprintf(stderr, "verify: %s differs\n", path);
-            bad++;
-        }
-    }
-    free(disk);
-    return bad;
-}
-
 int main(int argc, char **argv) {
     const char *pos[5] = {0};
     int npos = 0, warmup = 1;
@@ -339,7 +293,8 @@ int main(int argc, char **argv) {
         double w1 = now(CLOCK_MONOTONIC), c1 = now(CLOCK_PROCESS_CPUTIME_ID);
         int64_t bytes = 0;
         for (int i = 0; i < b.n; i++) bytes += b.got[i];
-        int bad = verify_root ? verify(&b, verify_root) : 0;
+        int bad = verify_root
+            ? verify_slots(b.n, b.paths, b.slot, b.out, b.got, verify_root) : 0;
         printf("{\"impl\": \"io_uring\", \"round\": %d, \"n\": %d, \"connections\": %d, "
                "\"wall_s\": %.6f, \"cpu_s\": %.6f, \"rps\": %.1f, \"cpu_us_per_req\": %.3f, "
                "\"bytes\": %ld, \"submits\": %ld, \"verify_bad\": %d}\n",
