@@ -278,8 +278,9 @@ class HttpBackend:
             by_c.update(ops)
             finished(ops)
 
-        await _batch.get_many(client, [r for r in map(make, (j for j in jobs if isinstance(
-            j, int))) if _batch.plain(client, r)], call.concurrency, served)
+        await _batch.get_many(client, [r async for r in _batch.paced(map(make, (
+            j for j in jobs if isinstance(j, int)))) if _batch.plain(client, r)],
+                              call.concurrency, served)
         job_errs: dict[int, str] = {}
         job_err = np.zeros(len(jobs), np.int32)
 

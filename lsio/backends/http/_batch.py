@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -50,15 +50,29 @@ if TYPE_CHECKING:
     from ..._url import HttpOptions
     from ._client import HttpClient
 
-__all__ = ["eligible", "get_many", "plain", "probe_many"]
+__all__ = ["eligible", "get_many", "paced", "plain", "probe_many"]
+
+T = TypeVar("T")
 
 TTFB_SAMPLES = 8
 """Small answers per wake-up whose time to first byte goes to their host's record (it keeps
 a window of the latest; every answer's would cost a Python call each)."""
 
+PACE = 1024
+"""Requests a Python loop of a batch handles before it lets the event loop run (a loop of
+20 000 would hold it for tens of milliseconds)."""
+
 MIN_BATCH = 2
 """Fewer reads than this go the coroutine way: a batch's fixed cost (arrays, a C call, a
 future) is worth it from two requests on."""
+
+
+async def paced(items: Iterable[T]) -> AsyncIterator[T]:
+    """``items``, with a turn of the event loop every :data:`PACE` of them."""
+    for k, item in enumerate(items):
+        if k % PACE == PACE - 1:
+            await asyncio.sleep(0)
+        yield item
 
 
 def eligible(client: HttpClient, file: int) -> bool:
@@ -133,12 +147,13 @@ async def probe_many(client: HttpClient, files: list[int], probe_size: int,
     ``files`` through the C transport where it may; the probes it served are kept by the
     client (:meth:`HttpClient.keep_probe`). Returns the files whose probe is still to be
     sent, with the probe the transport tried (its ``failed`` says how that went), if any."""
-    probes = [Read(-1, f, 0, probe_size, None) for f in files if eligible(client, f)]
+    probes = [Read(-1, f, 0, probe_size, None) async for f in paced(files)
+              if eligible(client, f)]
     left = await get_many(client, probes, concurrency)
     todo: dict[int, Read | None] = dict.fromkeys(files)
     for r in left:
         todo[r.file] = r
-    for r in probes:
+    async for r in paced(probes):
         if r.got < 0:
             continue
         try:
@@ -184,7 +199,7 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
     reqs["start"] = np.fromiter((r.start for r in reads), np.int64, n)
     reqs["length"] = np.fromiter((r.length for r in reads), np.int64, n)
     reqs["url"] = url_index
-    reqs["dest"] = [0 if r.dest is None else address(r.dest) for r in reads]
+    reqs["dest"] = [0 if r.dest is None else address(r.dest) async for r in paced(reads)]
     pins = [client.versions.if_match(f) for f in uniq.tolist()]
     blocks, signs = await _headers(client, reads, reqs, url_index, pins)
     tls, request_timeout, connect_timeout = key
@@ -221,7 +236,9 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
     shared: dict[int, int] = {}  # by object
     same: dict[bytes, int] = {}  # by content (never for signed blocks)
     plain: dict[tuple[int, int, str | None], bytes | None] = {}  # unsigned, by what makes it
-    for i, r in enumerate(reads):
+    i = -1
+    async for r in paced(reads):
+        i += 1
         f = r.file
         k = shared.get(f)
         if k is None:
