@@ -160,6 +160,9 @@ async def run_pipeline(road: Bulk, reqs: Requests, pipeline: PipelineArg,
     finally:
         await reads.stop()
         await run.close()
+    # every step has run now: a step of the window before the last may have failed after the
+    # last window was done (that window's own wait is not awaited once the last is read)
+    run.raise_first()
     outputs.stats = counters.stats(n, reqs.paths, lengths)
     outputs.errors = np.zeros(n, bool)
     if keep:

@@ -65,7 +65,7 @@ def test_route_steers_local_calls(data_dir: Path) -> None:
 # -- callbacks that raise -----------------------------------------------------------------------
 
 CALLBACKS = r"""
-import asyncio, gc, json, os, sys, time
+import asyncio, gc, json, os, sys, threading, time
 import numpy as np
 import lsio
 
@@ -92,9 +92,12 @@ def raising(when):
     # progress tells (chunks_done, chunks_total, bytes); a step counts its calls)
     err = Boom(f"the caller's own, at the {when} call")
     calls = [0]
+    lock = threading.Lock()  # steps run on the workers at once: no increment may be lost
     def fn(*args):
-        calls[0] += 1
-        last = args[0] == args[1] if args else calls[0] == len(requests)
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        last = args[0] == args[1] if args else n == len(requests)
         if when == "first" or last:
             raise err
     return fn, err
