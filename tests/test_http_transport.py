@@ -184,6 +184,22 @@ async def test_the_c_transport_serves_calls(objects: tuple[Nginx, dict[str, byte
     assert (t.sent - before >= len(names)) if transport == "auto" else t.sent == before
 
 
+async def test_concurrent_calls_count_their_own_requests(
+        objects: tuple[Nginx, dict[str, bytes]]) -> None:
+    """Calls on one loop share its transport; each call's ``stats.operations`` counts the
+    requests it sent, not the other's sent meanwhile."""
+    nginx, data = objects
+    names = list(data)
+    reader = lsio.Reader(http=lsio.HttpOptions(multi_range=False, max_transfer_ratio=1.0))
+    a = [(nginx.url(n), 10, 100) for n in names[:30]]
+    b = [(nginx.url(n), 500, 100) for n in names[10:]]
+    got_a, got_b = await asyncio.gather(reader.read_many(a), reader.read_many(b))
+    assert [bytes(g) for g in got_a] == [data[n][10:110] for n in names[:30]]
+    assert [bytes(g) for g in got_b] == [data[n][500:600] for n in names[10:]]
+    assert got_a.stats.transport == got_b.stats.transport == "curl"
+    assert (got_a.stats.operations, got_b.stats.operations) == (len(a), len(b))
+
+
 async def test_big_bodies_never_hold_the_loop(nginx: Nginx) -> None:
     """libcurl drains a busy socket in one call: 16 connections streaming 8 MiB ranges into
     fresh memory held the loop for the whole 128 MiB (~0.1-0.6 s). The transport pauses a

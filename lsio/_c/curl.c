@@ -44,6 +44,7 @@ struct lsio_http_batch {
     lsio_http *h;
     lsio_http_req *reqs;
     int n, next, done, active, cancelled;
+    int sent;               /* requests handed to libcurl */
     char **urls;
     int nurls;
     struct curl_slist **lists;
@@ -578,6 +579,7 @@ static int launch(lsio_http_batch *b, slot *s) {
         return -1;
     }
     b->active++;
+    b->sent++;
     h->sent++;
     return 0;
 }
@@ -604,6 +606,8 @@ int lsio_http_batch_start(lsio_http_batch *b) {
 }
 
 int lsio_http_batch_left(lsio_http_batch *b) { return b->n - b->done; }
+
+int lsio_http_batch_sent(lsio_http_batch *b) { return b->sent; }
 
 int lsio_http_batch_finished(lsio_http_batch *b, int32_t **order) {
     *order = b->order;

@@ -100,6 +100,7 @@ lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
                                      int concurrency);
 int lsio_http_batch_start(lsio_http_batch *b);
 int lsio_http_batch_left(lsio_http_batch *b);
+int lsio_http_batch_sent(lsio_http_batch *b);
 int lsio_http_batch_finished(lsio_http_batch *b, int32_t **order);
 void lsio_http_batch_cancel(lsio_http_batch *b);
 void lsio_http_batch_free(lsio_http_batch *b);

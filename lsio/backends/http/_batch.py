@@ -85,7 +85,7 @@ def eligible(client: HttpClient, file: int) -> bool:
         if AVAILABLE and client.options.transport != "aiohttp":
             for f, url in enumerate(client.urls):
                 o = client.file_options[f]
-                ok[f] = (url.scheme in ("http", "https") and client._proxy(url) is None
+                ok[f] = (url.scheme in ("http", "https") and client.proxy(url) is None
                          and (o.ssl is None or o.ssl is False)
                          and not any(_unsafe(k) or _unsafe(v) for k, v in o.headers.items()))
     return ok[file]
@@ -129,12 +129,8 @@ async def get_many(client: HttpClient, reads: Sequence[Read], concurrency: int,
             key = keys[id(o)] = (_tls(o), o.request_timeout, o.connect_timeout)
         groups.setdefault(key, []).append(r)
     left: list[Read] = []
-    runs = [_run(client, transport, g, key, concurrency, served, left)
-            for key, g in groups.items()]
-    if len(runs) > 1:
-        await asyncio.gather(*runs)
-    else:
-        await runs[0]
+    for key, group in groups.items():  # one after another: the call's cap holds across them
+        await _run(client, transport, group, key, concurrency, served, left)
     return left
 
 
@@ -203,7 +199,7 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
     pins = [client.versions.if_match(f) for f in uniq.tolist()]
     blocks, signs = await _headers(client, reads, reqs, url_index, pins)
     tls, request_timeout, connect_timeout = key
-    sent_before = transport.sent
+    sent = [0]
     final: dict[int, HttpError] = {}  # an object's error that its other requests share
 
     def finished(idx: Any, bodies: dict[int, memoryview]) -> None:
@@ -213,11 +209,10 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
 
     try:
         await transport.run(reqs, urls, blocks, tls, (request_timeout, connect_timeout),
-                            concurrency, finished, signs if any(signs) else ())
-    finally:
-        sent = transport.sent - sent_before
-        client.requests += sent
-        client.c_requests += sent
+                            concurrency, finished, signs if any(signs) else (), sent)
+    finally:  # this batch's own: other calls on the loop share the transport
+        client.requests += sent[0]
+        client.c_requests += sent[0]
 
 
 async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: Any,
@@ -249,12 +244,12 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, url_index: 
             if auth is None:  # the options' and the service's headers, and the pin
                 what = (id(client.file_options[f]), id(client.headers[f]), pin)
                 if what not in plain:
-                    plain[what] = _block(client._headers(f, url, None, pin))
+                    plain[what] = _block(client.headers_for(f, url, None, pin))
                 block = plain[what]
             elif hasattr(auth, "sigv4") or getattr(auth, "BEARER", False):
                 block, sign = _object_block(client, f, pin)
             else:  # signed with its range, here
-                block = _block(client._headers(f, url, range_header(r.start, r.length), pin))
+                block = _block(client.headers_for(f, url, range_header(r.start, r.length), pin))
                 own[i] = 1
                 if block is not None:
                     head[i] = len(blocks)
@@ -303,9 +298,9 @@ def _object_block(client: HttpClient, f: int, pin: str | None
     ``None``: a bearer token, the same for every request)."""
     auth, url = client.auths[f], client.urls[f]
     if getattr(auth, "BEARER", False):
-        return _block(client._headers(f, url, None, pin)), None
+        return _block(client.headers_for(f, url, None, pin)), None
     p = auth.sigv4("GET", str(url),  # type: ignore[union-attr]
-                   client._headers(f, url, None, pin, sign=False))
+                   client.headers_for(f, url, None, pin, sign=False))
     return _block(p.headers), Sign(p.key, p.sts_prefix, p.pre, p.post(True),
                                    p.auth_prefix(True))
 

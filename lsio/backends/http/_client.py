@@ -109,7 +109,8 @@ class HttpClient(Answers):
         self.sizes = [UNKNOWN_SIZE] * len(paths)
         self.session = session_now(options.connections_per_host)
         """This loop's session, once :meth:`start` found or made it."""
-        self._proxy = Proxies(options.trust_env)
+        self.proxy = Proxies(options.trust_env)
+        """The proxy of each URL (``None``: none)."""
         self.timeout = _timeout(options.request_timeout, options.connect_timeout)
         self.versions = Versions(paths)
         """Each object's first answer: later requests of the call must get the same
@@ -197,8 +198,10 @@ class HttpClient(Answers):
         return provider
 
     # -- one request ---------------------------------------------------------------------
-    def _headers(self, file: int, url: URL, rng: str | None, pin: str | None = None,
-                 *, sign: bool = True) -> dict[str, str]:
+    def headers_for(self, file: int, url: URL, rng: str | None, pin: str | None = None,
+                    *, sign: bool = True) -> dict[str, str]:
+        """The headers of a GET of ``url`` for ``file`` (``sign=False``: without the
+        credentials' own, for a signer that signs elsewhere)."""
         headers = {"Accept-Encoding": "identity"}
         if rng is not None:
             headers["Range"] = rng
@@ -257,10 +260,10 @@ class HttpClient(Answers):
         for _ in range(REDIRECTS + 1):
             self.requests += 1
             try:
-                resp = await self.session.get(url, headers=self._headers(file, url, rng, pin),
+                resp = await self.session.get(url, headers=self.headers_for(file, url, rng, pin),
                                               allow_redirects=False, timeout=timeout,
                                               ssl=_ssl(o),
-                                              proxy=self._proxy(url))
+                                              proxy=self.proxy(url))
             except Exception as exc:
                 mapped = aiohttp_error(exc, url, o.request_timeout)
                 if mapped is None:

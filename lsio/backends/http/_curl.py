@@ -169,7 +169,7 @@ class Transport:
     async def run(self, reqs: npt.NDArray[Any], urls: Sequence[bytes],
                   headers: Sequence[bytes], tls: Tls, timeouts: tuple[float, float],
                   concurrency: int, on_finished: Finished,
-                  signs: Sequence[Sign | None] = ()) -> None:
+                  signs: Sequence[Sign | None] = (), sent: list[int] | None = None) -> None:
         """Run the requests ``reqs`` (a :data:`REQ` array, filled: ``url``/``headers``
         index ``urls``/``headers``; a header block is lines joined by ``\\n``); their results
         land in ``reqs``. ``signs``: per header block, the SigV4 parts its requests are
@@ -177,7 +177,8 @@ class Transport:
         told of requests as they finish (on the loop, a few per socket wake-up), with the
         memory the transport allocated for those whose ``dest`` is 0 and that worked (by
         index); an error it raises stops the batch and is raised here. Cancelled, it stops
-        every request of the batch before it returns: nothing lands afterwards."""
+        every request of the batch before it returns: nothing lands afterwards. ``sent[0]``
+        is set to the requests the batch sent, however it ends."""
         n = len(reqs)
         if n == 0:
             return
@@ -206,6 +207,8 @@ class Transport:
             await waiter.future
         finally:
             del self._waiting[b]
+            if sent is not None:
+                sent[0] = int(lib.lsio_http_batch_sent(b))
             lib.lsio_http_batch_free(b)  # cancels what is still in flight
 
 
