@@ -133,7 +133,14 @@ class Transport:
         # freed with its loop (never at exit, where a daemon loop may still run it; never
         # in a forked child, whose sockets and TLS state are the parent's)
         self._finalizer = _fork.finalizer(loop, lib.lsio_http_free, h,
-                                          in_child=lambda: _fork.keep(h))
+                                          in_child=self._forget)
+
+    def _forget(self) -> None:
+        """In a forked child whose loop runs on: the sockets are the parent's, which still
+        reads them; a wake-up here must never drive them (it would take the parent's
+        answers). Kept for good, never used."""
+        _fork.keep(self._h)
+        self._h = None
 
     @property
     def sent(self) -> int:
@@ -141,11 +148,15 @@ class Transport:
         return int(lib.lsio_http_sent(self._h))
 
     def _ready(self) -> None:
+        if self._h is None:  # the parent's, in a forked child
+            return
         lib.lsio_http_drive(self._h)
         self._after()
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._h is None:
+            return
         lib.lsio_http_on_timer(self._h)
         self._after()
 
