@@ -10,6 +10,7 @@ aiohttp's server only sends well-formed HTTP.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import threading
@@ -26,7 +27,11 @@ from servers import Nginx, free_port
 import lsio
 from lsio.backends.http import _curl
 
-pytestmark = pytest.mark.skipif(not _curl.AVAILABLE, reason="lsio built without libcurl")
+REQUIRED = os.environ.get("LSIO_REQUIRE_URING") == "1"
+"""``make test`` on Linux: the C transport must be built (its tests fail, never skip)."""
+
+pytestmark = pytest.mark.skipif(not _curl.AVAILABLE and not REQUIRED,
+                                 reason="lsio built without libcurl")
 
 CONNECTIONS = lsio.HttpOptions().connections_per_host
 """The transport a default reader uses is the one of this many connections per host."""
@@ -400,3 +405,10 @@ async def test_a_proxied_url_never_takes_the_c_transport(
     bodies = await run(t, batch_reqs, [nginx.url(n) for n in names])
     assert ok(batch_reqs).all() and bytes(bodies[3]) == data[names[3]][7:2007]
 
+
+
+def test_the_c_transport_is_built_where_the_suite_requires_it() -> None:
+    """Under ``make test`` on Linux (``LSIO_REQUIRE_URING=1``) the system's libcurl and
+    OpenSSL headers are installed: a build that left the transport out fails here."""
+    if REQUIRED:
+        assert _curl.AVAILABLE, "lsio._curl was not built: see lsio/_build.json"
