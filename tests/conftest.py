@@ -193,11 +193,11 @@ def resident_pages(path: str | os.PathLike[str]) -> int:
 
 def make_cold(path: str | os.PathLike[str]) -> None:
     """Evict ``path``'s pages, checked with ``mincore``."""
-    for attempt in range(60):  # up to ~3 s: a page still on a per-CPU LRU list is skipped
+    for attempt in range(120):  # up to ~6 s: a page still on a per-CPU LRU list is skipped
         drop_cache(path)
         if not resident_pages(path):
             return
-        if attempt == 30 and os.geteuid() == 0:
+        if attempt % 30 == 29 and os.geteuid() == 0:  # again while a page stays (seen twice)
             # a page held on another CPU's LRU batch stays until that CPU drains it (seen
             # under CI load); the global drop drains every CPU's batches (clean pages only)
             with open("/proc/sys/vm/drop_caches", "w") as f:
