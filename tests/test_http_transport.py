@@ -10,6 +10,7 @@ aiohttp's server only sends well-formed HTTP.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import socket
@@ -231,6 +232,32 @@ async def test_big_bodies_never_hold_the_loop(nginx: Nginx) -> None:
     assert bytes(results[0]) == content
     assert results.stats.transport in ("curl", "mixed"), results.stats
     assert stall[0] < 0.05, stall[0]
+
+
+async def test_bodies_without_a_destination_share_arenas(nginx: Nginx) -> None:
+    """Bodies the transport allocates: small ones packed in shared arenas (many per arena,
+    several arenas), a big one in memory of its own, a failed request between them taking
+    nothing; every body is the source's bytes, also after the batch is freed and collected."""
+    path = nginx.root / "transport-arenas.bin"
+    content = random_bytes(4 << 20, seed=23)
+    path.write_bytes(content)
+    arena, big = _curl.lib.LSIO_HTTP_ARENA, _curl.lib.LSIO_HTTP_ARENA_BODY
+    ranges = [(0, 4096 * i + i, 4096 + 7 * i) for i in range(600)]  # > 2 arenas of them
+    ranges += [(0, 100, big + 1), (1, 0, 10), (0, 3 << 20, 65_536)]
+    t = _curl.transport_for(CONNECTIONS)
+    assert t is not None
+    reqs = batch(ranges, [None] * len(ranges))
+    bodies = await run(t, reqs, [nginx.url(path.name), nginx.url("transport-missing.bin")])
+    assert ok(reqs).tolist() == [True] * 601 + [False, True]
+    assert sorted(bodies) == [i for i in range(len(ranges)) if i != 601]
+    owners = {id(bodies[i].obj) for i in range(600)}
+    assert 2 < len(owners) <= -(-sum(4096 + 7 * i + 63 for i in range(600)) // arena) + 1
+    assert reqs["arena"][600] == -1 and id(bodies[600].obj) not in owners
+    del reqs
+    gc.collect()
+    for i, (_, start, length) in enumerate(ranges):
+        if i != 601:
+            assert bytes(bodies[i]) == content[start:start + length], i
 
 
 # -- a body shorter than announced -------------------------------------------------------------

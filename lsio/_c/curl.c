@@ -40,6 +40,12 @@ typedef struct slot {
     int paused;             /* its body stopped landing when the call's time ran out */
 } slot;
 
+typedef struct {
+    char *base;
+    int64_t used;
+    int taken;              /* the caller owns it (and frees it) */
+} arena;
+
 struct lsio_http_batch {
     lsio_http *h;
     lsio_http_req *reqs;
@@ -56,6 +62,8 @@ struct lsio_http_batch {
     int nslots;
     int32_t *order;         /* requests in the order they finished (b->done of them) */
     uint8_t *refused;       /* per URL: an answer was not a clean 206; send no more */
+    arena *arenas;          /* small bodies' memory (lsio_http_take_arena) */
+    int narenas, caparenas;
     lsio_http_batch *prev_live, *next_live; /* the transport's live batches */
 };
 
@@ -157,6 +165,41 @@ static void keep_value(char *dst, size_t cap, const char *p, const char *end,
 
 /* -- curl callbacks -------------------------------------------------------------------- */
 
+/* Memory for a body of `len` bytes: in the batch's last arena (a new one when it is
+ * full), or of its own for a big body (*which = -1); NULL if there is none. */
+static char *body_memory(lsio_http_batch *b, int64_t len, int32_t *which) {
+    *which = -1;
+    if (len > LSIO_HTTP_ARENA_BODY) return malloc((size_t)len);
+    int64_t need = (len + 63) & ~(int64_t)63;
+    arena *a = b->narenas ? &b->arenas[b->narenas - 1] : NULL;
+    if (a == NULL || a->used + need > LSIO_HTTP_ARENA) {
+        if (b->narenas == b->caparenas) {
+            int cap = b->caparenas ? 2 * b->caparenas : 8;
+            arena *grown = realloc(b->arenas, (size_t)cap * sizeof *grown);
+            if (grown == NULL) return NULL;
+            b->arenas = grown;
+            b->caparenas = cap;
+        }
+        char *base = NULL;
+        if (posix_memalign((void **)&base, 64, LSIO_HTTP_ARENA) != 0) return NULL;
+        a = &b->arenas[b->narenas++];
+        a->base = base;
+        a->used = 0;
+        a->taken = 0;
+    }
+    char *p = a->base + a->used;
+    a->used += need;
+    *which = (int32_t)(a - b->arenas);
+    return p;
+}
+
+/* Let go of a request's body: memory of its own is freed, a place in an arena left. */
+static void drop_body(lsio_http_req *r) {
+    if (r->body != NULL && r->body != r->dest && r->arena < 0) free(r->body);
+    r->body = NULL;
+    r->arena = -1;
+}
+
 /* The end of an answer's headers: a 206 whose Content-Range is the range asked (or a
  * prefix of it ending at the object's end) goes on; anything else stops here. */
 static int headers_end(slot *s) {
@@ -179,7 +222,7 @@ static int headers_end(slot *s) {
     }
     s->expect = s->cr_end - s->cr_start;
     if (r->dest == NULL) {  /* bounded by the length asked, never by the answer alone */
-        r->body = malloc(s->expect ? (size_t)s->expect : 1);
+        r->body = body_memory(s->b, s->expect, &r->arena);
         if (r->body == NULL) {
             r->flags |= LSIO_HTTP_NOMEM;
             return 0;
@@ -425,6 +468,7 @@ lsio_http_batch *lsio_http_batch_new(lsio_http *h, lsio_http_req *reqs, int n,
         r->got = 0;
         r->total = r->content_length = -1;
         r->body = NULL;
+        r->arena = -1;
         r->etag[0] = r->modified[0] = r->retry_after[0] = 0;
         r->ttfb_us = r->total_us = 0;
     }
@@ -653,10 +697,7 @@ static void finish(slot *s, CURLcode code) {
         r->flags |= LSIO_HTTP_OK;
     else {
         if (r->flags & LSIO_HTTP_NOT_PARTIAL) b->refused[r->url] = 1;
-        if (r->body != NULL && r->body != r->dest) {
-            free(r->body);
-            r->body = NULL;
-        }
+        drop_body(r);
     }
     b->order[b->done++] = s->i;
     s->i = -1;
@@ -749,8 +790,7 @@ void lsio_http_batch_cancel(lsio_http_batch *b) {
         s->own = NULL;
         unpause_slot(s);
         r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_CANCELLED;
-        if (r->body != NULL && r->body != r->dest) free(r->body);
-        r->body = NULL;
+        drop_body(r);
         b->order[b->done++] = s->i;
         s->i = -1;
         b->active--;
@@ -765,9 +805,16 @@ char *lsio_http_take_body(lsio_http_batch *b, int i) {
     if (i < 0 || i >= b->n) return NULL;
     lsio_http_req *r = &b->reqs[i];
     char *body = r->body;
-    if (body == r->dest) return NULL;
+    if (body == r->dest || r->arena >= 0) return NULL;
     r->body = NULL;
     return body;
+}
+
+char *lsio_http_take_arena(lsio_http_batch *b, int k, int64_t *size) {
+    if (k < 0 || k >= b->narenas || b->arenas[k].taken) return NULL;
+    b->arenas[k].taken = 1;
+    *size = LSIO_HTTP_ARENA;
+    return b->arenas[k].base;
 }
 
 void lsio_http_free_body(char *body) { free(body); }
@@ -778,13 +825,10 @@ void lsio_http_batch_free(lsio_http_batch *b) {
     if (b->prev_live) b->prev_live->next_live = b->next_live;
     else if (b->h->batches == b) b->h->batches = b->next_live;
     if (b->next_live) b->next_live->prev_live = b->prev_live;
-    for (int i = 0; i < b->n && b->reqs != NULL; i++) {
-        lsio_http_req *r = &b->reqs[i];
-        if (r->body != NULL && r->body != r->dest) {
-            free(r->body);
-            r->body = NULL;
-        }
-    }
+    for (int i = 0; i < b->n && b->reqs != NULL; i++) drop_body(&b->reqs[i]);
+    for (int k = 0; k < b->narenas; k++)
+        if (!b->arenas[k].taken) free(b->arenas[k].base);
+    free(b->arenas);
     for (int k = 0; k < b->nslots && b->slots != NULL; k++)
         if (b->slots[k].easy != NULL) easy_put(b->h, b->slots[k].easy);
     for (int k = 0; k < b->nlists && b->lists != NULL; k++) curl_slist_free_all(b->lists[k]);

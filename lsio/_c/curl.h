@@ -40,7 +40,8 @@ typedef struct {
     /* filled by the caller */
     int64_t start;          /* first byte: the request asks Range: bytes=start-(start+length-1) */
     int64_t length;         /* bytes asked, >= 1 */
-    char *dest;             /* where the body lands; NULL: malloc'ed once the answer is known */
+    char *dest;             /* where the body lands; NULL: memory the transport allocates once
+                               the answer tells the body's length (see lsio_http_take_arena) */
     int32_t url;            /* index into the batch's URLs */
     int32_t headers;        /* index into the batch's header blocks, -1 for none */
     /* filled by the transport */
@@ -51,7 +52,9 @@ typedef struct {
     int64_t got;            /* body bytes landed */
     int64_t total;          /* Content-Range's complete length, -1 if '*' */
     int64_t content_length; /* -1 if not sent */
-    char *body;             /* dest, or memory the transport allocated (lsio_http_take_body) */
+    char *body;             /* dest, or memory the transport allocated: in an arena (below)
+                               or, for a big body, its own (lsio_http_take_body) */
+    int32_t arena;          /* the batch's arena holding body, -1 if none */
     char etag[96];          /* NUL-terminated, "" if not sent (LSIO_HTTP_VALIDATOR) */
     char modified[96];      /* Last-Modified, likewise */
     char retry_after[32];   /* Retry-After, likewise */
@@ -105,6 +108,17 @@ int lsio_http_batch_finished(lsio_http_batch *b, int32_t **order);
 void lsio_http_batch_cancel(lsio_http_batch *b);
 void lsio_http_batch_free(lsio_http_batch *b);
 char *lsio_http_take_body(lsio_http_batch *b, int i);
+char *lsio_http_take_arena(lsio_http_batch *b, int k, int64_t *size);
 void lsio_http_free_body(char *body);
+
+/* Small bodies of a batch's requests without a destination share arenas (blocks of
+ * LSIO_HTTP_ARENA bytes, bodies 64-byte aligned): one allocation, and one owner on the
+ * caller's side, per many bodies. The caller takes an arena (lsio_http_take_arena, then
+ * frees it with lsio_http_free_body) once a finished body is in it; the transport may still
+ * place later bodies in its free part until the batch is freed, so the caller keeps it alive
+ * until lsio_http_batch_free returns. Arenas not taken are freed with the batch. */
+#define LSIO_HTTP_ARENA 1048576
+/* Bodies longer than this get memory of their own. */
+#define LSIO_HTTP_ARENA_BODY 262144
 
 #endif
