@@ -1,6 +1,6 @@
 """Smoke test of the HTTP ceiling study (benchmarks/http_ceiling/run.py): both C clients
-compile warning-free, read every byte from nginx over HTTP (and libcurl over HTTPS), and the
-report's figures are there."""
+compile warning-free, read every byte from nginx over HTTP and over HTTPS (io_uring with
+OpenSSL over a BIO pair, libcurl with its own), and the report's figures are there."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ def test_http_ceiling_quick(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {m.group(1): float(m.group(2).replace(",", "")) for m in re.finditer(
-        r"^\| (io_uring sockets|libcurl multi, HTTP \(|wrk|libcurl multi, HTTPS)[^|]*\| \d+ "
-        r"\| ([\d,]+) \|", proc.stdout, re.M)}
-    assert len(rows) == 4 and all(v > 0 for v in rows.values()), proc.stdout
-    ratio = re.search(r"io_uring / curl \(HTTP\): ([\d.]+)", proc.stdout)
-    assert ratio is not None and float(ratio.group(1)) > 0, proc.stdout
+        r"^\| (io_uring sockets, HTTP \(|io_uring sockets, HTTPS|libcurl multi, HTTP \(|wrk"
+        r"|libcurl multi, HTTPS)[^|]*\| \d+ \| ([\d,]+) \|", proc.stdout, re.M)}
+    assert len(rows) == 5 and all(v > 0 for v in rows.values()), proc.stdout
+    for scheme in ("HTTP", "HTTPS"):
+        ratio = re.search(rf"io_uring / curl \({scheme}\): ([\d.]+)", proc.stdout)
+        assert ratio is not None and float(ratio.group(1)) > 0, proc.stdout
+    assert re.search(r"io_uring negotiated TLSv1\.[23]", proc.stdout), proc.stdout

@@ -1,17 +1,21 @@
 """The HTTP transport ceiling: io_uring sockets vs libcurl's multi interface, C against C.
 
     .venv/bin/python -m benchmarks.http_ceiling.run [--n 5000] [--alternations 5] [--rounds 3]
+        [--size 4096] [--bio-copy] [--perf]
 
 Creates N files of 4 KiB under /var/tmp/lsio-bench-ceiling (reused when present), starts nginx
-(tests/servers.py's Nginx, one worker, pinned to CPU 0), compiles ``uring_http.c`` and
-``curl_multi.c`` with gcc -O2, and runs them pinned to CPU 1, alternating (each invocation: one
-warm-up round, then ``--rounds`` measured rounds of N GETs over 64 keep-alive connections).
-Then wrk (-t1 -c64, 3 s, a Lua script cycling over the paths) for reference, with wrk's CPU per
-request from its rusage; then curl over HTTPS against nginx with a self-signed certificate.
+(tests/servers.py's Nginx, one worker, pinned to CPU 0), compiles ``uring_http.c``,
+``uring_https.c`` and ``curl_multi.c`` with gcc -O2, and runs them pinned to CPU 1, alternating
+(each invocation: one warm-up round, then ``--rounds`` measured rounds of N GETs over 64
+keep-alive connections). Then wrk (-t1 -c64, 3 s, a Lua script cycling over the paths) for
+reference, with wrk's CPU per request from its rusage. Then nginx again with a self-signed
+certificate, and io_uring over OpenSSL memory BIOs (``uring_https.c``) alternating with curl over
+HTTPS, both verifying the certificate; with ``--bio-copy`` also ``uring_https.c --copy``.
 With ``--perf``, one more run of each under ``perf record`` gives the share of CPU per library.
 
-Prints a markdown table (medians) and writes the raw rounds to
-/var/tmp/lsio-bench-ceiling/results-N-SIZE.json.
+Prints a markdown table (medians and ranges), the CPU-per-request ratios over HTTP and HTTPS,
+and the same ratios over the rounds where both clients ran at equal throughput; writes the raw
+rounds to /var/tmp/lsio-bench-ceiling/results-N-SIZE.json.
 """
 
 from __future__ import annotations
@@ -52,12 +56,13 @@ def make_files(n: int) -> Path:
 
 def compile_all(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    progs = {"io_uring": ("uring_http.c", "-luring"), "curl": ("curl_multi.c", "-lcurl")}
+    progs = {"io_uring": ("uring_http.c", ["-luring"]), "curl": ("curl_multi.c", ["-lcurl"]),
+             "io_uring_https": ("uring_https.c", ["-luring", "-lssl", "-lcrypto"])}
     built = {}
-    for name, (src, lib) in progs.items():
+    for name, (src, libs) in progs.items():
         exe = out / src[:-2]
         subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
-                        str(HERE / src), lib], check=True)
+                        str(HERE / src), *libs], check=True)
         built[name] = exe
     return built
 
@@ -180,6 +185,21 @@ def med(rows: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
 
+def spread(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
+    vals = [r[key] for r in rows]
+    return f"{min(vals):{fmt}}-{max(vals):{fmt}}"
+
+
+def equal_throughput(a: list[dict[str, Any]], b: list[dict[str, Any]]
+                     ) -> tuple[float, float, list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The rounds of a and of b whose req/s lies where both clients' ranges overlap."""
+    lo = max(min(r["rps"] for r in a), min(r["rps"] for r in b))
+    hi = min(max(r["rps"] for r in a), max(r["rps"] for r in b))
+    ina = [r for r in a if lo <= r["rps"] <= hi]
+    inb = [r for r in b if lo <= r["rps"] <= hi]
+    return (lo, hi, ina, inb) if ina and inb else None
+
+
 def main() -> None:
     global SIZE, ROOT
     ap = argparse.ArgumentParser()
@@ -188,6 +208,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per invocation")
     ap.add_argument("--size", type=int, default=4096, help="bytes per file")
     ap.add_argument("--perf", action="store_true", help="also profile one run of each")
+    ap.add_argument("--bio-copy", action="store_true",
+                    help="also run uring_https.c --copy (RECV into a buffer, then BIO_write)")
     ap.add_argument("--root", type=Path, default=ROOT, help="where the files are made")
     args = ap.parse_args()
     SIZE = args.size
@@ -199,7 +221,11 @@ def main() -> None:
     try:
         exes = compile_all(tmp / "bin")
         rows: dict[str, list[dict[str, Any]]] = {"io_uring": [], "curl": [], "wrk": [],
-                                                 "curl_https": []}
+                                                 "io_uring_https": [], "curl_https": []}
+        https = [("io_uring_https", "io_uring_https", ()), ("curl_https", "curl", ())]
+        if args.bio_copy:
+            rows["io_uring_https_copy"] = []
+            https.insert(1, ("io_uring_https_copy", "io_uring_https", ("--copy",)))
         profiles: dict[str, list[tuple[float, str]]] = {}
         with Nginx(ROOT, workers=1) as ng:
             workers = pin_server(ng)
@@ -215,12 +241,14 @@ def main() -> None:
         with Nginx(ROOT, workers=1, tls=(cert, key)) as ng:
             workers = pin_server(ng)
             for _ in range(args.alternations):
-                rows["curl_https"] += run_prog(exes["curl"], ng.port, paths, args.rounds,
-                                               workers, extra=["--https", cert])
+                for name, exe, extra in https:
+                    rows[name] += run_prog(exes[exe], ng.port, paths, args.rounds, workers,
+                                           extra=["--https", cert, *extra])
             if args.perf:
-                run_prog(exes["curl"], ng.port, paths, 10, workers, extra=["--https", cert],
-                         perf=tmp / "curl_https.perf")
-                profiles["curl_https"] = perf_dso(tmp / "curl_https.perf")
+                for name, exe, extra in https:
+                    run_prog(exes[exe], ng.port, paths, 10, workers,
+                             extra=["--https", cert, *extra], perf=tmp / f"{name}.perf")
+                    profiles[name] = perf_dso(tmp / f"{name}.perf")
         load1 = Path("/proc/loadavg").read_text().strip()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -230,23 +258,44 @@ def main() -> None:
          "profiles": profiles}, indent=1))
     print(f"loadavg before: {load0}; after: {load1}; N={args.n} x {SIZE} B, 64 connections, "
           f"nginx 1 worker on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}\n")
-    print("| client | rounds | req/s (median) | client CPU us/req (median) "
-          "| nginx CPU us/req | nginx busy |")
-    print("|---|---|---|---|---|---|")
-    for name, label in (("io_uring", "io_uring sockets, HTTP (uring_http.c)"),
-                        ("curl", "libcurl multi, HTTP (curl_multi.c)"),
-                        ("wrk", "wrk -t1 -c64, HTTP (reference)"),
-                        ("curl_https", "libcurl multi, HTTPS (curl_multi.c --https)")):
+    print("| client | rounds | req/s (median) | client CPU us/req (median) | req/s range "
+          "| CPU us/req range | nginx CPU us/req | nginx busy |")
+    print("|---|---|---|---|---|---|---|---|")
+    labels = (("io_uring", "io_uring sockets, HTTP (uring_http.c)"),
+              ("curl", "libcurl multi, HTTP (curl_multi.c)"),
+              ("wrk", "wrk -t1 -c64, HTTP (reference)"),
+              ("io_uring_https", "io_uring sockets, HTTPS (uring_https.c)"),
+              ("io_uring_https_copy", "io_uring sockets, HTTPS (uring_https.c --copy)"),
+              ("curl_https", "libcurl multi, HTTPS (curl_multi.c --https)"))
+    for name, label in labels:
+        if name not in rows:
+            continue
         rs = rows[name]
         busy = f"{med(rs, 'nginx_busy'):.0%}" if "nginx_busy" in rs[0] else "-"
         print(f"| {label} | {len(rs)} | {med(rs, 'rps'):,.0f} | {med(rs, 'cpu_us_per_req'):.2f} "
+              f"| {spread(rs, 'rps', ',.0f')} | {spread(rs, 'cpu_us_per_req', '.2f')} "
               f"| {med(rs, 'nginx_cpu_us_per_req'):.2f} | {busy} |")
-    u, c, h = (med(rows[k], "cpu_us_per_req") for k in ("io_uring", "curl", "curl_https"))
+    u, c, us, h = (med(rows[k], "cpu_us_per_req")
+                   for k in ("io_uring", "curl", "io_uring_https", "curl_https"))
+    tls = sorted({r.get("tls", "") for r in rows["io_uring_https"]})
     print(f"\nCPU per request, io_uring / curl (HTTP): {u / c:.2f} (curl / io_uring: {c / u:.2f})")
-    print(f"curl HTTPS / HTTP CPU per request: {h / c:.2f}; the TLS share of curl's HTTPS cost "
-          f"(HTTPS - HTTP) / HTTPS: {(h - c) / h:.0%}")
-    print(f"hypothetical io_uring over HTTPS (its HTTP cost + curl's TLS increment): "
-          f"{u + h - c:.2f} us/req; curl HTTPS / that: {h / (u + h - c):.2f}")
+    print(f"CPU per request, io_uring / curl (HTTPS): {us / h:.2f} "
+          f"(curl / io_uring: {h / us:.2f}); io_uring negotiated {', '.join(tls)}")
+    print(f"HTTPS / HTTP CPU per request: curl {h / c:.2f} (+{h - c:.2f} us), "
+          f"io_uring {us / u:.2f} (+{us - u:.2f} us); the TLS share of the HTTPS cost: "
+          f"curl {(h - c) / h:.0%}, io_uring {(us - u) / us:.0%}")
+    print(f"the old additive estimate (io_uring HTTP + curl's TLS increment): {u + h - c:.2f} "
+          f"us/req, curl HTTPS / that: {h / (u + h - c):.2f}")
+    for pair in (("io_uring", "curl"), ("io_uring_https", "curl_https")):
+        band = equal_throughput(rows[pair[0]], rows[pair[1]])
+        if band is None:
+            print(f"{pair[0]} vs {pair[1]}: no rounds at equal throughput")
+            continue
+        lo, hi, a, b = band
+        print(f"{pair[0]} vs {pair[1]} at equal throughput ({lo:,.0f}-{hi:,.0f} req/s): "
+              f"{med(a, 'cpu_us_per_req'):.2f} us/req ({len(a)} rounds) vs "
+              f"{med(b, 'cpu_us_per_req'):.2f} ({len(b)} rounds), ratio "
+              f"{med(b, 'cpu_us_per_req') / med(a, 'cpu_us_per_req'):.2f}")
     for name, prof in profiles.items():
         print(f"\nperf, {name} (share of samples by object):")
         for pct, dso in prof:

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "http1.h"
 
 #define RBUF 16384
 #define OP_SEND 0u
@@ -122,54 +123,15 @@ static void fail(bench *b, int k, const char *why) {
     exit(3);
 }
 
-/* The header value of `name` in the line [p, end), or NULL. */
-static const char *header_value(const char *p, const char *end, const char *name) {
-    size_t n = strlen(name);
-    if ((size_t)(end - p) <= n || p[n] != ':' || strncasecmp(p, name, n) != 0) return NULL;
-    p += n + 1;
-    while (p < end && (*p == ' ' || *p == '\t')) p++;
-    return p;
-}
-
-/* Parse the headers in c->in[0, c->in_len) if complete: 1 done, 0 need more, -1 bad. */
+/* Parse the headers in c->in[0, c->in_len) if complete (http1.h), and land the body bytes
+ * already there in the request's slot: 1 done, 0 need more, -1 bad. */
 static int parse_headers(bench *b, conn *c, const char **why) {
-    c->in[c->in_len] = 0;
-    char *eoh = memmem(c->in, (size_t)c->in_len, "\r\n\r\n", 4);
-    if (eoh == NULL) {
-        if (c->in_len >= RBUF - 1) { *why = "headers too long"; return -1; }
-        return 0;
-    }
-    const char *p = c->in, *end = eoh + 2;
-    if (c->in_len < 12 || memcmp(p, "HTTP/1.", 7) != 0) { *why = "no status line"; return -1; }
-    int status = atoi(p + 9);
-    if (status != 206 && status != 200) { *why = "status not 200/206"; return -1; }
-    int64_t clen = -1, cr_first = -1, cr_last = -1;
-    p = memchr(p, '\n', (size_t)(end - p)) + 1;
-    while (p < end) {
-        const char *eol = memchr(p, '\r', (size_t)(end - p));
-        const char *v;
-        if ((v = header_value(p, eol, "content-length")) != NULL) {
-            clen = strtoll(v, NULL, 10);
-        } else if ((v = header_value(p, eol, "content-range")) != NULL) {
-            if (sscanf(v, "bytes %ld-%ld/", &cr_first, &cr_last) != 2) {
-                *why = "bad Content-Range"; return -1;
-            }
-        } else if (header_value(p, eol, "transfer-encoding") != NULL) {
-            *why = "chunked bodies are not supported"; return -1;
-        }
-        p = eol + 2;
-    }
-    if (clen < 0) { *why = "no Content-Length"; return -1; }
-    if (status == 206 && (cr_first != 0 || cr_last - cr_first + 1 != clen)) {
-        *why = "Content-Range does not match"; return -1;
-    }
-    if ((size_t)clen > b->slot) { *why = "body larger than its slot"; return -1; }
+    int body_off;
+    int r = parse_head(c->in, c->in_len, RBUF, b->slot, &c->body_len, &body_off, why);
+    if (r != 1) return r;
     c->headers_done = 1;
-    c->body_len = clen;
-    char *body = eoh + 4;
-    int64_t have = c->in + c->in_len - body;
-    if (have > clen) { *why = "bytes past the body (not asked for)"; return -1; }
-    memcpy(b->out + (size_t)c->req * b->slot, body, (size_t)have);
+    int64_t have = c->in_len - body_off;
+    memcpy(b->out + (size_t)c->req * b->slot, c->in + body_off, (size_t)have);
     c->body_got = have;
     return 1;
 }
@@ -223,21 +185,6 @@ static void run_round(bench *b) {
             io_uring_cq_advance(&b->ring, got);
         }
     }
-}
-
-static int connect_to(const char *host, const char *port) {
-    struct addrinfo hints, *ai;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &ai) != 0) die("getaddrinfo");
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) die("connect");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    freeaddrinfo(ai);
-    return fd;
 }
 
 int main(int argc, char **argv) {
