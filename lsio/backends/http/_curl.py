@@ -193,12 +193,12 @@ class Transport:
         n = len(reqs)
         if n == 0:
             return
-        c_urls = [ffi.new("char[]", u) for u in urls]
+        url_mem, url_arr = _strings(urls)  # (one C string per URL cost ~0.3 us a request)
         c_heads = [ffi.new("char[]", h) for h in headers]
-        url_arr = ffi.new("char *[]", c_urls)
         head_arr = ffi.new("char *[]", c_heads) if c_heads else ffi.NULL
         keep = [ffi.new("char[]", s.encode()) if s else ffi.NULL
                 for s in (tls.cafile, tls.capath, tls.cert, tls.key)]
+        keep.append(url_mem)
         opts = ffi.new("lsio_http_opts *", {
             "verify": int(tls.verify), "cainfo": keep[0], "capath": keep[1],
             "cert": keep[2], "key": keep[3],
@@ -206,7 +206,7 @@ class Transport:
             "connect_timeout_ms": max(1, int(timeouts[1] * 1000))})
         c_reqs = ffi.from_buffer("lsio_http_req[]", reqs, require_writable=True)
         c_signs = _signs(signs, len(c_heads), keep) if signs else ffi.NULL
-        b = lib.lsio_http_batch_new(self._h, c_reqs, n, url_arr, len(c_urls), head_arr,
+        b = lib.lsio_http_batch_new(self._h, c_reqs, n, url_arr, len(urls), head_arr,
                                     len(c_heads), c_signs, opts, max(1, concurrency))
         if b == ffi.NULL:
             raise MemoryError("lsio: no memory for a batch of HTTP requests")
@@ -221,6 +221,17 @@ class Transport:
             if sent is not None:
                 sent[0] = int(lib.lsio_http_batch_sent(b))
             lib.lsio_http_batch_free(b)  # cancels what is still in flight
+
+
+def _strings(texts: Sequence[bytes]) -> tuple[Any, Any]:
+    """``texts`` as C strings: one buffer (keep it alive) and the array of pointers into it."""
+    blob = ffi.from_buffer(b"\0".join(texts) + b"\0")
+    if sum(t.count(b"\0") for t in texts):
+        raise ValueError("lsio: a URL holds a NUL byte")
+    sizes = np.fromiter(map(len, texts), np.uint64, len(texts)) + np.uint64(1)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.uint64)
+    pointers = starts + np.uint64(int(ffi.cast("uintptr_t", blob)))
+    return (blob, pointers), ffi.cast("char **", ffi.from_buffer(pointers))
 
 
 class Sign(NamedTuple):

@@ -68,32 +68,33 @@ def settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
     got, total = sel["got"].tolist(), sel["total"].tolist()
     _timed(client, reads, idx, sel, ok)
     etag, modified = sel["etag"].tolist(), sel["modified"].tolist()
+    check, urls, sizes = client.versions.check_seen, client.urls, client.sizes
     for k, i in enumerate(idx.tolist()):
         r = reads[i]
+        f = r.file
         if not ok[k]:
-            r.failed = (final.get(r.file) if int(reqs["flags"][i]) & SKIPPED else
+            r.failed = (final.get(f) if int(reqs["flags"][i]) & SKIPPED else
                         _failure(client, r, reqs[i], pins[int(url_index[i])]))
             if isinstance(r.failed, HttpError):
-                final.setdefault(r.file, r.failed)
+                final.setdefault(f, r.failed)
             left.append(r)
             continue
-        f = r.file
-        seen = Validators(etag[k].decode("latin-1") or None,
-                          modified[k].decode("latin-1") or None,
-                          None if total[k] < 0 else total[k])
+        e, m, size = etag[k], modified[k], total[k]
         try:
-            client.versions.check_seen(f, client.urls[f], seen)
+            check(f, urls[f], Validators(e.decode("latin-1") if e else None,
+                                         m.decode("latin-1") if m else None,
+                                         size if size >= 0 else None))
         except VersionChanged as exc:
             r.failed = final.setdefault(f, exc)
             left.append(r)
             continue
-        if total[k] >= 0:
-            client.sizes[f] = total[k]
+        if size >= 0:
+            sizes[f] = size
         if r.pieces is not None:  # sparse: its pieces keep their bytes, the gaps go
             r.put(0, bodies[i])
         elif r.dest is None:  # a size probe: the memory the answer sized
             r.dest = bodies[i]
-            r.length = min(r.length, total[k]) if total[k] >= 0 else got[k]
+            r.length = min(r.length, size) if size >= 0 else got[k]
         r.got = got[k]
         done.append(r)
     return done

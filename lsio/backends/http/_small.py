@@ -263,7 +263,9 @@ async def _one_range(client: HttpClient, offset: int, length: int,
     r = Read(0, 0, offset, length, dest)
     client.file_reads = lambda file: [r]  # a 200 answer streams by, keeping the range
     try:
-        got = await client.get(r)
+        if _batch.eligible(client, 0):
+            await _batch.get_many(client, [r], 1)
+        got = r.got if r.got >= 0 else await client.get(r)
     except HttpError as exc:
         if finished is not None and missing_ok and exc.errno == errno.ENOENT:
             finished(0)  # served: as missing
