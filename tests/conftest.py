@@ -117,6 +117,19 @@ def backend(request: pytest.FixtureRequest) -> lsio.Reader:
     return reader
 
 
+@pytest.fixture(params=["as-shipped", "c-first"])
+def road(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The emulator suites (moto, Azurite, the GCS emulator) run twice: as shipped (a
+    call's lone GET goes through aiohttp) and with the C transport taking every range GET
+    it can, lone ones included (``_batch.MIN_BATCH`` 1): then only what it never serves
+    (a suffix, an object sent whole, a redirect, a proxied URL) goes through aiohttp."""
+    from lsio.backends.http import _batch
+
+    if request.param == "c-first":
+        monkeypatch.setattr(_batch, "MIN_BATCH", 1)
+    return str(request.param)
+
+
 def use_moto_credentials(monkeypatch: pytest.MonkeyPatch, moto: MotoServer) -> None:
     """Sign with ``moto``'s keys and nothing else: no profile, config file, endpoint or
     metadata server of the machine's own."""
