@@ -115,7 +115,8 @@ def moto() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def creds(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+def creds(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, road: str) -> MotoServer:
+    """moto's keys; each test twice, as shipped and C first (``conftest.road``)."""
     use_moto_credentials(monkeypatch, moto)
     return moto
 
@@ -180,7 +181,7 @@ class KeyProvider:
 
 
 @pytest.fixture
-def no_env_keys(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+def no_env_keys(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, road: str) -> MotoServer:
     use_moto_credentials(monkeypatch, moto)
     monkeypatch.setenv("LSIO_TEST_KEY", moto.key_id)
     monkeypatch.setenv("LSIO_TEST_SECRET", moto.secret)
