@@ -1,20 +1,27 @@
-"""Remote benchmark at scale: lsio against obstore on two object-store emulators on loopback.
+"""Remote benchmark at scale: lsio (C transport and aiohttp) against obstore on three
+object-store emulators on loopback.
 
-    python -m benchmarks.bench_remote [--quick] [--servers moto,azurite]
+    python -m benchmarks.bench_remote [--quick] [--servers moto,azurite,gcs]
         [--workload objects,sparse,big] [--repeats N] [--data-dir DIR] [--keep-data]
         [--shared-net] [--out docs/benchmarks.md] [--json docs/bench_remote.json]
 
-Servers, started here on 127.0.0.1: moto's S3 server (``tests.servers.MotoServer``, signed
-requests) and Azurite's blob service (``tests.servers.Azurite``, ``azurite-blob`` from npm).
+Servers (``remote_servers``), started here on 127.0.0.1: moto's S3 server
+(``tests.servers.MotoServer``, signed requests), Azurite's blob service
+(``tests.servers.Azurite``, ``azurite-blob`` from npm, shared-key signed requests) and the GCS
+emulator (fake-gcs-server, ``tests.servers.GcsEmulator``'s, in memory; anonymous requests).
 Workloads (``remoteprobe``):
 *objects* (2000 objects of 64 KiB read whole), *sparse* (20 000 random 4 KiB ranges of one
 2 GiB object), *big* (one 512 MiB object read whole); ``--quick`` shrinks them to seconds.
+Contenders: ``lsio`` (default options: the C transport where it can), ``lsio-aiohttp``
+(``HttpOptions(transport="aiohttp")``), ``obstore``, and ``lsio-unbounded`` on *sparse*.
 
 Every measured read runs in a fresh process (``remoteprobe``), contenders alternated
-(lsio obstore lsio obstore ...) for ``--repeats`` rounds (default 3, 1 with ``--quick``). A probe
-reports the read's time, the worst event-loop stall (1 ms heartbeat), its peak RSS growth
-(high-water mark reset after setup), the bytes received on the loopback interface during the
-read, and checks every chunk byte for byte. The benchmark re-runs itself in a private network
+(lsio lsio-aiohttp obstore lsio lsio-aiohttp obstore ...) for ``--repeats`` rounds (default 3,
+1 with ``--quick``). A probe reports the read's time, its CPU time (``time.process_time()``
+around the call), the worst event-loop stall (1 ms heartbeat), its peak RSS growth (high-water
+mark reset after setup), the bytes received on the loopback interface during the read, for lsio
+the GETs it sent and what sent them (``stats.operations``, ``stats.transport``), and checks
+every chunk byte for byte. The benchmark re-runs itself in a private network
 namespace (``unshare --net``, when allowed) so that the loopback counters see only its own
 traffic; ``--shared-net`` keeps the host's (other loopback traffic is then counted too).
 
@@ -35,17 +42,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import Azurite, MotoServer
-
 from .harness import log, pick_names, stall_text
+from .remote_servers import BUCKET, GOOGLE_VARS, PART, Running, serving, settle
 from .remoteprobe import (
     CONTENDERS,
     OBSTORE_CONCURRENCY,
@@ -55,7 +58,6 @@ from .remoteprobe import (
     runs_on,
     specs,
 )
-from .remoteprobe import object_key as key_of
 from .report import (
     STALL_HEADER,
     STALL_NOTE,
@@ -67,13 +69,11 @@ from .report import (
     replace_section,
     series_json,
 )
-from .workloads import MiB, Workload, WorkloadSpec, materialize
+from .workloads import MiB, WorkloadSpec, materialize
 
 DEFAULT_DATA_DIR = Path("/var/tmp/lsio-bench-remote")
 START_MARK = "<!-- bench_remote:start -->"
 END_MARK = "<!-- bench_remote:end -->"
-BUCKET = "bench"
-PART = 64 * MiB  # multipart upload part / block size
 RSS_SLACK = 100 * MiB  # the issue's bound for lsio: growth <= 1.2 x bytes returned + 100 MiB
 RSS_FACTOR = 1.2
 SPARSE_TRANSFER_TARGET = 2.0  # lsio on sparse: bytes transferred <= 2 x requested
@@ -101,6 +101,20 @@ class RemoteSeries(Series):
 
     net_bytes: list[int] = field(default_factory=list)
     rss_growth: list[int] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)  # process CPU time of each read
+    gets: list[int] = field(default_factory=list)  # lsio: GETs sent (stats.operations)
+    transports: list[str] = field(default_factory=list)  # lsio: stats.transport
+
+    @property
+    def cpu_per_chunk_us(self) -> float:
+        """Median CPU microseconds per requested chunk."""
+        return statistics.median(c / s.n_ops for c, s in zip(self.cpu_s, self.samples,
+                                                              strict=True)) * 1e6
+
+    @property
+    def sent_by(self) -> str:
+        """What sent lsio's GETs, over the rounds (``curl/mixed`` if they differ)."""
+        return "/".join(dict.fromkeys(t or "none" for t in self.transports)) or "—"
 
     @property
     def nbytes(self) -> int:
@@ -123,7 +137,8 @@ class RemoteSeries(Series):
 
 
 def parse_args(argv: Sequence[str]) -> Config:
-    ap = argparse.ArgumentParser(description="lsio vs obstore on moto (S3) and azurite (Azure)")
+    ap = argparse.ArgumentParser(
+        description="lsio vs obstore on moto (S3), azurite (Azure) and fake-gcs-server (GCS)")
     ap.add_argument("--quick", action="store_true", help="small data sets (smoke run)")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--workload", default="objects,sparse,big")
@@ -184,159 +199,12 @@ def net_note() -> str:
             "read is counted too")
 
 
-# --------------------------------------------------------------------------- servers + data
-
-
-def _files(workloads: Sequence[Workload]) -> list[Path]:
-    return [Path(p) for wl in workloads for p in wl.paths]
-
-
-def upload_moto(server: MotoServer, workloads: Sequence[Workload], data_dir: Path) -> None:
-    """``put_object`` for small files (8 threads), multipart (`PART`-sized parts) for big."""
-    s3 = server.client()
-    s3.create_bucket(Bucket=BUCKET)
-
-    def put(path: Path) -> None:
-        key = key_of(str(path), data_dir)
-        size = path.stat().st_size
-        if size <= PART:
-            s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
-            return
-        upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-        parts = []
-        with open(path, "rb") as f:
-            for number in range(1, -(-size // PART) + 1):
-                etag = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload,
-                                      PartNumber=number, Body=f.read(PART))["ETag"]
-                parts.append({"PartNumber": number, "ETag": etag})
-        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload,
-                                     MultipartUpload={"Parts": parts})
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, _files(workloads)))
-
-
-def azurite_env(server: Azurite) -> dict[str, str]:
-    """The probe's credentials for azurite, as a user's environment would hold them."""
-    return {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string,
-            "AZURE_STORAGE_ACCOUNT_NAME": server.account,
-            "AZURE_STORAGE_ACCOUNT_KEY": server.key}
-
-
-def upload_azurite(server: Azurite, workloads: Sequence[Workload], data_dir: Path) -> None:
-    """Put Blob for small files (8 threads); obstore's multipart put (Put Block + Put Block
-    List, `PART`-sized blocks) for big ones."""
-    import obstore
-
-    from .remoteprobe import Target, obstore_store
-
-    server.create_container(BUCKET)
-    store = obstore_store(Target("azurite", server.endpoint, BUCKET), azurite_env(server))
-
-    def put(path: Path) -> None:
-        key = key_of(str(path), data_dir)
-        if path.stat().st_size <= PART:
-            server.put_blob(BUCKET, key, path.read_bytes())
-        else:
-            obstore.put(store, key, path, chunk_size=PART, max_concurrency=4)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, _files(workloads)))
-
-
-@dataclass(frozen=True)
-class Running:
-    server: Server
-    endpoint: str
-    env: dict[str, str]  # credentials, as a user's environment would hold them
-    version: str
-    pid: int  # the server's process
-
-
-def _server_pid(server: MotoServer | Azurite) -> int:
-    proc = server._proc  # neither class exposes its process; the benchmark only reads its pid
-    assert proc is not None
-    return proc.pid
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def settle(pid: int, *, limit: float, window: float = 1.0, busy: float = 0.05) -> float:
-    """Wait until process `pid` uses under `busy` of a core over `window` seconds (at most
-    `limit` seconds); return the seconds waited. A server still serving the requests of a
-    failed read (moto copies the whole object for every GET) would slow the next read down."""
-    t0 = time.monotonic()
-    try:
-        used = _cpu_seconds(pid)
-        while time.monotonic() - t0 < limit:
-            time.sleep(window)
-            now = _cpu_seconds(pid)
-            if now - used < busy * window:
-                break
-            used = now
-    except OSError:  # the server is gone
-        pass
-    return time.monotonic() - t0
-
-
-@contextmanager
-def serving(server: Server, workloads: Sequence[Workload], data_dir: Path) -> Iterator[Running]:
-    """Start `server`, upload the workloads' files, yield; stop it (and drop its data)."""
-    t0 = time.perf_counter()
-    if server == "moto":
-        moto = MotoServer().start()
-        try:
-            upload_moto(moto, workloads, data_dir)
-            log(f"moto at {moto.endpoint}: uploaded in {time.perf_counter() - t0:.1f} s")
-            env = {"AWS_ACCESS_KEY_ID": moto.key_id, "AWS_SECRET_ACCESS_KEY": moto.secret,
-                   "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                   "AWS_EC2_METADATA_DISABLED": "true"}
-            yield Running(server, moto.endpoint, env, f"moto {_version('moto')}",
-                          _server_pid(moto))
-        finally:
-            moto.stop()
-        return
-    location = data_dir.parent / f"{data_dir.name}-azurite"  # its blobs, on disk
-    shutil.rmtree(location, ignore_errors=True)
-    try:
-        with Azurite(str(location)) as az:
-            upload_azurite(az, workloads, data_dir)
-            log(f"azurite at {az.endpoint}: uploaded in {time.perf_counter() - t0:.1f} s")
-            yield Running(server, az.endpoint, azurite_env(az), f"azurite {azurite_version()}",
-                          _server_pid(az))
-    finally:
-        shutil.rmtree(location, ignore_errors=True)
-
-
-def _version(pkg: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def azurite_version() -> str:
-    binary = shutil.which("azurite-blob")
-    if binary is None:
-        return "not installed"
-    try:
-        return subprocess.run([binary, "--version"], capture_output=True, text=True,
-                              timeout=30).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"unknown ({e})"
-
-
 # --------------------------------------------------------------------------- running
 
 
 _SCRUB = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-          "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY")
+          "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY",
+          *GOOGLE_VARS)
 
 
 def run_probe(cfg: Config, srv: Running, spec: WorkloadSpec, contender: str) -> RemoteSample:
@@ -360,6 +228,36 @@ def run_probe(cfg: Config, srv: Running, spec: WorkloadSpec, contender: str) -> 
     return RemoteSample(**json.loads(lines[-1]))
 
 
+def record(s: RemoteSeries, rnd: int, r: RemoteSample) -> None:
+    """Add a good read of round `rnd` to its series."""
+    s.samples.append(Sample(round=rnd, seconds=r.seconds, nbytes=r.nbytes, n_ops=r.n_ops,
+                            loop_stall_s=r.loop_stall_s))
+    s.net_bytes.append(r.net_bytes)
+    s.rss_growth.append(r.rss_peak - r.rss_before)
+    s.cpu_s.append(r.cpu_s)
+    if r.gets is not None:
+        s.gets.append(r.gets)
+        s.transports.append(r.transport)
+
+
+def run_round(cfg: Config, srv: Running, spec: WorkloadSpec, s: RemoteSeries, rnd: int) -> None:
+    """One read of `s`'s contender, recorded in `s` (a failure: its error)."""
+    r = run_probe(cfg, srv, spec, s.contender)
+    tag = f"  [{srv.server} {spec.key} {rnd + 1}/{cfg.repeats}] {s.contender}:"
+    if r.error is not None:
+        s.error = r.error
+        log(f"{tag} FAILED: {r.error}")
+        waited = settle(srv.pid, limit=cfg.probe_timeout)
+        log(f"  (waited {waited:.0f} s for {srv.server} to finish the failed read's requests)")
+        return
+    record(s, rnd, r)
+    sent = f", {r.gets} GETs by {r.transport or 'none'}" if r.gets is not None else ""
+    log(f"{tag} {r.seconds:.3f} s, {r.nbytes / r.seconds / 1e6:,.1f} MB/s, "
+        f"CPU {r.cpu_s / r.n_ops * 1e6:,.1f} us/chunk{sent}, "
+        f"transferred {r.net_bytes / r.nbytes:.2f}x, RSS +"
+        f"{(r.rss_peak - r.rss_before) / MiB:,.1f} MiB{stall_text(r.loop_stall_s)}")
+
+
 def run_server(cfg: Config, srv: Running) -> list[RemoteSeries]:
     results: list[RemoteSeries] = []
     for spec in cfg.specs:
@@ -367,25 +265,9 @@ def run_server(cfg: Config, srv: Running) -> list[RemoteSeries]:
         rows = [RemoteSeries(workload=spec.key, state=srv.server, contender=c, mode="remote")
                 for c in CONTENDERS if runs_on(c, spec.key)]
         for rnd in range(cfg.repeats):
-            for s in rows:  # alternated: lsio obstore lsio obstore ...
-                if s.error is not None:
-                    continue
-                r = run_probe(cfg, srv, spec, s.contender)
-                tag = f"  [{srv.server} {spec.key} {rnd + 1}/{cfg.repeats}] {s.contender}:"
-                if r.error is not None:
-                    s.error = r.error
-                    log(f"{tag} FAILED: {r.error}")
-                    waited = settle(srv.pid, limit=cfg.probe_timeout)
-                    log(f"  (waited {waited:.0f} s for {srv.server} to finish the failed "
-                        "read's requests)")
-                    continue
-                s.samples.append(Sample(round=rnd, seconds=r.seconds, nbytes=r.nbytes,
-                                        n_ops=r.n_ops, loop_stall_s=r.loop_stall_s))
-                s.net_bytes.append(r.net_bytes)
-                s.rss_growth.append(r.rss_peak - r.rss_before)
-                log(f"{tag} {r.seconds:.3f} s, {r.nbytes / r.seconds / 1e6:,.1f} MB/s, "
-                    f"transferred {r.net_bytes / r.nbytes:.2f}x, RSS +"
-                    f"{(r.rss_peak - r.rss_before) / MiB:,.1f} MiB{stall_text(r.loop_stall_s)}")
+            for s in rows:  # alternated: lsio lsio-aiohttp obstore lsio ...
+                if s.error is None:
+                    run_round(cfg, srv, spec, s, rnd)
         results += rows
     return results
 
@@ -401,28 +283,46 @@ def _mib(n: float) -> str:
     return f"{n / MiB:,.1f}"
 
 
+HEADER = ("workload", "contender", "MB/s", "vs obstore", "vs lsio-aiohttp",
+          "CPU / chunk (us)", "CPU vs lsio-aiohttp", "GETs", "sent by",
+          "transferred / requested", "peak RSS growth (MiB)", "RSS bound (MiB)", STALL_HEADER,
+          "verified", "runs")
+ALIGN = ("---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---:", "---:",
+         "---:", "---:", "---", "---:")
+
+
+def _ratio(a: float, b: float | None) -> str:
+    return "—" if b is None else f"{a / b:.2f}x"
+
+
+def row_cells(s: RemoteSeries, rows: Sequence[RemoteSeries]) -> list[str]:
+    """The cells of `s`'s row, among the `rows` of its workload (the ratios' references)."""
+    if not s.ok:
+        reason = (s.error or "no runs").splitlines()[0].replace("|", "/")[:160]
+        return [s.workload, s.contender, "FAILED", *["—"] * 10, reason, "0"]
+    ref, old = _find(rows, "obstore"), _find(rows, "lsio-aiohttp")
+    if s.contender != "lsio":  # lsio over lsio-aiohttp: the C transport's gain
+        old = None
+    bound = "—"
+    if s.contender.startswith("lsio"):
+        verdict = "pass" if s.worst_rss_growth <= s.rss_bound else "**fail**"
+        bound = f"{_mib(s.rss_bound)} {verdict}"
+    gets = f"{statistics.median(s.gets):,.0f}" if s.gets else "—"
+    return [s.workload, s.contender, f"{s.mb_per_s:,.1f}",
+            _ratio(s.mb_per_s, ref.mb_per_s if ref else None),
+            _ratio(s.mb_per_s, old.mb_per_s if old else None),
+            f"{s.cpu_per_chunk_us:,.1f}",
+            _ratio(s.cpu_per_chunk_us, old.cpu_per_chunk_us if old else None),
+            gets, s.sent_by if s.transports else "—", f"{s.transfer_ratio:.2f}x",
+            _mib(s.worst_rss_growth), bound, format_stall(s), "yes", str(len(s.samples))]
+
+
 def format_server_table(cfg: Config, server: str, results: Sequence[RemoteSeries]) -> str:
     """One row per workload x contender."""
-    out = ["| workload | contender | MB/s | vs obstore | transferred / requested | "
-           "peak RSS growth (MiB) | RSS bound (MiB) | " f"{STALL_HEADER} | verified | runs |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    out = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(ALIGN) + "|"]
     for spec in cfg.specs:
         rows = [s for s in results if s.state == server and s.workload == spec.key]
-        ref = _find(rows, "obstore")
-        for s in rows:
-            if not s.ok:
-                reason = (s.error or "no runs").splitlines()[0].replace("|", "/")[:160]
-                out.append(f"| {spec.key} | {s.contender} | FAILED | — | — | — | — | — | "
-                           f"{reason} | 0 |")
-                continue
-            ratio = f"{s.mb_per_s / ref.mb_per_s:.2f}x" if ref is not None else "—"
-            bound = "—"
-            if s.contender.startswith("lsio"):
-                verdict = "pass" if s.worst_rss_growth <= s.rss_bound else "**fail**"
-                bound = f"{_mib(s.rss_bound)} {verdict}"
-            out.append(f"| {spec.key} | {s.contender} | {s.mb_per_s:,.1f} | {ratio} | "
-                       f"{s.transfer_ratio:.2f}x | {_mib(s.worst_rss_growth)} | {bound} | "
-                       f"{format_stall(s)} | yes | {len(s.samples)} |")
+        out += ["| " + " | ".join(row_cells(s, rows)) + " |" for s in rows]
     return "\n".join(out)
 
 
@@ -466,56 +366,88 @@ def format_targets(verdicts: Sequence[dict[str, Any]]) -> str:
 
 NOTES = (
     "Method. Each cell is one contender reading one workload in a **fresh process** "
-    "(`benchmarks/remoteprobe.py`), one process per round, the two contenders alternated "
-    "(lsio obstore lsio obstore ...); medians over rounds, worst values for RSS and loop stall. "
+    "(`benchmarks/remoteprobe.py`), one process per round, the contenders alternated "
+    "(lsio lsio-aiohttp obstore lsio lsio-aiohttp obstore ...); medians over rounds, worst "
+    "values for RSS and loop stall. "
     "Times are wall clock around the one call, which opens its own connections (a fresh "
     "process has none); setup (reader, store, request list) is not timed. "
-    "*MB/s*: bytes requested (= returned) / median seconds. "
+    "*MB/s*: bytes requested (= returned) / median seconds. *vs lsio-aiohttp* (lsio's row "
+    "only): lsio over the same read through aiohttp, the C transport's gain. "
+    "*CPU / chunk*: the client process's CPU time during the call (`time.process_time()` "
+    "around it: every thread, user and system, the probe's 1 ms loop heartbeat included) over "
+    "the chunks requested, median over rounds; *CPU vs lsio-aiohttp*: lsio's over "
+    "lsio-aiohttp's (below 1: less CPU). *GETs*: the requests lsio sent "
+    "(`result.stats.operations`: range and size-probe GETs, retries included; obstore's are "
+    "not counted); *sent by*: `result.stats.transport` (`curl`: lsio's C transport, libcurl's "
+    "multi interface; `aiohttp`; `mixed`: some of each, e.g. the one size probe or lone request "
+    "a call sends the coroutine way). "
     "*transferred / requested*: bytes received on the loopback interface during the call "
     "(`/proc/net/dev`, `lo` rx, read by the probe just before and after the call; median over "
     "rounds) over the bytes requested. On loopback every packet is received once whatever its "
     "direction, so this counts the responses, the requests and the TCP/IP headers: measured, "
     "not modelled (`/proc/self/io` would not do: its `rchar` counts `read(2)`, not the "
-    "`recv(2)` both clients use on sockets). The benchmark runs in {net}. "
+    "`recv(2)` every client uses on sockets). The benchmark runs in {net}. "
     "*peak RSS growth*: `VmHWM` after the call (results still alive) minus `VmRSS` after "
     "imports and setup, the high-water mark reset there (`echo 5 > /proc/self/clear_refs`, as "
     "`memprobe`); *RSS bound*: lsio's bound, 1.2 x bytes returned + 100 MiB. "
     "*verified*: every returned chunk was compared byte for byte with the file it was uploaded "
     "from (a failed check makes the row FAILED). "
     "`lsio`: one `lsio.Reader(http=HttpOptions(endpoint_url=...))` (moto; "
-    "`azure_endpoint=...` on azurite), credentials from the environment "
-    "(`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`; `AZURE_STORAGE_CONNECTION_STRING`, "
-    "`AZURE_STORAGE_ACCOUNT_NAME`/`_KEY`), one `read_many` of `s3://` / `az://` URLs "
-    "(`(url, 0, None)` for whole objects); its HTTP stack (aiohttp, ~0.1-0.3 s) is imported "
-    "in setup, as obstore's module is; its first-call costs (credential lookup, one timing "
-    "read per host) are timed. `lsio-unbounded` (sparse only): the same with "
-    "`max_transfer_ratio=None`. `obstore`: `S3Store` / `AzureStore` with the "
-    "endpoint, key and `allow_http`; many objects: `get_async(...)` + `bytes_async()` per "
+    "`azure_endpoint=...` on azurite, `gcs_endpoint=...` on the GCS emulator), default "
+    "options otherwise (`transport=\"auto\"`: the C transport where it can), credentials from "
+    "the environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`; "
+    "`AZURE_STORAGE_CONNECTION_STRING`, `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY`; none for GCS: an "
+    "empty `CLOUDSDK_CONFIG` and `NO_GCE_CHECK=true`, so no Google credentials are found and "
+    "the requests go anonymous, as to a public bucket), one `read_many` of `s3://` / `az://` / "
+    "`gs://` URLs (`(url, 0, None)` for whole objects); its HTTP module is imported in setup, "
+    "as obstore's module is; its first-call costs (credential lookup, one timing read per "
+    "host) are timed. `lsio-aiohttp`: the same with `transport=\"aiohttp\"`, the road before "
+    "the C transport. `lsio-unbounded` (sparse only): the same as `lsio` with "
+    "`max_transfer_ratio=None`. `obstore`: `S3Store` / `AzureStore` with the endpoint, key and "
+    "`allow_http`; `GCSStore(bucket, base_url=<emulator>, skip_signature=True)` with "
+    "`allow_http` (obstore's documented settings; it GETs `<base_url>/<bucket>/<key>`, which "
+    "fake-gcs-server serves only for its public host: the emulator is started with "
+    "`-public-host 127.0.0.1:<port>`, which changes nothing for lsio's JSON-API downloads). "
+    "Many objects: `get_async(...)` + `bytes_async()` per "
     f"object, {OBSTORE_CONCURRENCY} in flight (an `asyncio.Semaphore` around a `gather`); "
     "sparse: one `get_ranges_async(store, key, starts=, lengths=)` (obstore merges ranges at "
     "most 1 MiB apart, its default); big: `get_async(...)` + `bytes_async()`. "
     "Data: random bytes (numpy, fixed seed) written to {data}, uploaded before the runs: moto "
     f"by `put_object` (multipart with {PART // MiB} MiB parts above that size), azurite by Put "
-    f"Blob (obstore's multipart `put`, {PART // MiB} MiB blocks, above it). Servers: moto's S3 "
-    "server in one process (threaded werkzeug; SigV4 checked) and `azurite-blob` (`--loose`, "
-    "blobs on disk), both on 127.0.0.1. moto keeps each object in one spooled temporary file "
-    "and, for every GET, ranged or not, copies the whole object out of it (one GET at a time "
-    "per object: a lock) before it slices the range: a ranged GET of the 2 GiB object costs a "
-    "2 GiB copy, so on moto the sparse and big rows measure how many GETs a client sends more "
-    "than the client, and GETs queued behind others can pass the 30 s per-request deadline "
-    "both clients have by default (the row is then FAILED, with the client's error). After a "
-    "failed read the benchmark waits until the server's process is idle again (the server "
-    "goes on serving the abandoned requests) before the next one.")
+    f"Blob (obstore's multipart `put`, {PART // MiB} MiB blocks, above it), the GCS emulator "
+    "by one simple media upload per object, its body streamed from the file (fake-gcs-server "
+    "has no multipart upload and holds every object in memory: the 2 GiB object takes about "
+    "20 s and 4.5 GiB of the emulator's RSS). Servers: moto's S3 "
+    "server in one process (threaded werkzeug; SigV4 checked), `azurite-blob` (`--loose`, "
+    "blobs on disk; shared key checked) and fake-gcs-server (Go, `-backend memory`, HTTP; no "
+    "credentials checked), all on 127.0.0.1. moto keeps each object in one spooled temporary "
+    "file and, for every GET, ranged or not, copies the whole object out of it (one GET at a "
+    "time per object: a lock) before it slices the range: a ranged GET of the 2 GiB object "
+    "costs a 2 GiB copy, so on moto the sparse and big rows measure how many GETs a client "
+    "sends more than the client, and GETs queued behind others can pass the 30 s per-request "
+    "deadline both clients have by default (the row is then FAILED, with the client's error). "
+    "After a failed read the benchmark waits until the server's process is idle again (the "
+    "server goes on serving the abandoned requests) before the next one.")
+
+
+def c_transport() -> str:
+    """Whether this lsio has its C transport (``lsio._curl`` built, libcurl initialised)."""
+    try:
+        from lsio.backends.http._curl import AVAILABLE
+    except Exception as e:  # a broken build: the probes' lsio rows say what sent their GETs
+        return f"not importable ({type(e).__name__}: {e})"
+    return "built" if AVAILABLE else "not built (lsio sends every GET through aiohttp)"
 
 
 def render(cfg: Config, results: list[RemoteSeries], verdicts: list[dict[str, Any]],
            details: dict[str, str], versions: dict[str, str], net: str,
            argv: Sequence[str]) -> str:
-    parts = ["## Remote at scale (moto, azurite): lsio vs obstore (`benchmarks/bench_remote.py`)",
+    parts = ["## Remote at scale (moto, azurite, GCS emulator): lsio vs obstore "
+             "(`benchmarks/bench_remote.py`)",
              "", f"Command: `python -m benchmarks.bench_remote {shlex.join(argv)}`  ",
              f"{cfg.repeats} round(s), each read in a fresh process; workloads: "
-             + "; ".join(f"*{s.key}*: {s.title}" for s in cfg.specs) + ".", "",
-             format_machine(details), ""]
+             + "; ".join(f"*{s.key}*: {s.title}" for s in cfg.specs) + ".  ",
+             f"lsio's C transport: {c_transport()}.", "", format_machine(details), ""]
     for server in cfg.servers:
         parts += [f"### {server} ({versions.get(server, 'not started')})", "",
                   format_server_table(cfg, server, results), "",
@@ -533,7 +465,8 @@ def dump_json(path: Path, cfg: Config, results: list[RemoteSeries],
         "config": {"quick": cfg.quick, "repeats": cfg.repeats, "data_dir": str(cfg.data_dir),
                    "servers": list(cfg.servers), "contenders": list(CONTENDERS),
                    "reference": "obstore", "obstore_concurrency": OBSTORE_CONCURRENCY,
-                   "part": PART, "network": net, "servers_versions": versions},
+                   "part": PART, "network": net, "servers_versions": versions,
+                   "c_transport": c_transport()},
         "workloads": {s.key: dataclasses.asdict(s) for s in cfg.specs},
         "series": series_json(list(results)),
         "targets": verdicts,

@@ -6,14 +6,19 @@ on the wire, every byte checked.
 
 Credentials come from the environment the parent sets (``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` for moto; ``AZURE_STORAGE_CONNECTION_STRING``,
-``AZURE_STORAGE_ACCOUNT_NAME`` / ``AZURE_STORAGE_ACCOUNT_KEY`` for azurite), as a user's would.
-Prints one JSON object (a :class:`RemoteSample`), also when the contender fails (``error``).
+``AZURE_STORAGE_ACCOUNT_NAME`` / ``AZURE_STORAGE_ACCOUNT_KEY`` for azurite; for the GCS
+emulator none: an empty ``$CLOUDSDK_CONFIG`` and ``NO_GCE_CHECK=true``, so lsio finds no Google
+credentials and sends anonymous requests, as the tests' ``no_credentials`` fixture), as a user's
+would. Prints one JSON object (a :class:`RemoteSample`), also when the contender fails
+(``error``).
 
 Steps: build the contender (reader / store, request list), reset the RSS high-water mark
 (``memprobe``), read the loopback interface's receive counter (``/proc/net/dev``), run the one
-read on an asyncio loop with a 1 ms heartbeat (``harness.time_run``), read the counter and the
+read on an asyncio loop with a 1 ms heartbeat (``harness.time_run``), ``time.process_time()``
+around the call (every thread of the process, the heartbeat included), read the counter and the
 peak RSS again (results still alive), then check every returned chunk byte for byte against the
-local file the object was uploaded from.
+local file the object was uploaded from. For lsio, the result's ``stats.operations`` (GETs sent)
+and ``stats.transport`` (what sent them: ``curl``, ``aiohttp`` or ``mixed``) are reported too.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tests.reference import expected_bytes
 
@@ -37,13 +43,15 @@ from .memprobe import _peak, _reset_peak
 from .workloads import GiB, KiB, MiB, Workload, WorkloadSpec, materialize
 
 if TYPE_CHECKING:
-    from obstore.store import AzureStore, ClientConfig, S3Store
+    from obstore.store import AzureStore, ClientConfig, GCSStore, S3Store
 
-Server = Literal["moto", "azurite"]
-SERVERS: tuple[Server, ...] = ("moto", "azurite")
-CONTENDERS = ("lsio", "obstore", "lsio-unbounded")
-"""``lsio-unbounded``: lsio with ``HttpOptions(max_transfer_ratio=None)``, merging through gaps
-as the host's cost says with no bound on the bytes fetched (as obstore does); sparse only."""
+Server = Literal["moto", "azurite", "gcs"]
+SERVERS: tuple[Server, ...] = ("moto", "azurite", "gcs")
+CONTENDERS = ("lsio", "lsio-aiohttp", "obstore", "lsio-unbounded")
+"""``lsio-aiohttp``: lsio with ``HttpOptions(transport="aiohttp")``, the road before the C
+transport. ``lsio-unbounded``: lsio with ``HttpOptions(max_transfer_ratio=None)``, merging
+through gaps as the host's cost says with no bound on the bytes fetched (as obstore does);
+sparse only."""
 
 
 def runs_on(contender: str, workload: str) -> bool:
@@ -96,6 +104,9 @@ class RemoteSample:
     rss_before: int = 0
     rss_peak: int = 0
     net_bytes: int = 0  # loopback bytes received during the read (both directions, headers)
+    cpu_s: float = 0.0  # process CPU time of the read (every thread)
+    gets: int | None = None  # GETs lsio sent (its stats.operations); None: not counted
+    transport: str = ""  # what sent lsio's GETs (its stats.transport)
     error: str | None = None
 
 
@@ -105,29 +116,33 @@ class Target:
 
     server: Server
     endpoint: str
-    bucket: str  # S3 bucket or Azure container
+    bucket: str  # S3 bucket, Azure container or GCS bucket
 
 
 # --------------------------------------------------------------------------- contenders
 
+SCHEMES: dict[Server, str] = {"moto": "s3", "azurite": "az", "gcs": "gs"}
+
 
 def _lsio_url(t: Target, key: str) -> str:
-    return f"{'s3' if t.server == 'moto' else 'az'}://{t.bucket}/{key}"
+    return f"{SCHEMES[t.server]}://{t.bucket}/{key}"
 
 
 async def lsio_setup(wl: Workload, keys: Sequence[str], t: Target, *,
-                     bounded: bool = True) -> RunFn:
+                     bounded: bool = True, transport: str = "auto") -> RunFn:
     """One ``lsio.Reader``, one ``read_many`` of ``(url, offset, length)`` (``(url, 0, None)``
     for whole objects)."""
     import lsio
     import lsio.backends.http  # noqa: F401 - imported in setup, as obstore's module is
 
     ratio = lsio.HttpOptions().max_transfer_ratio if bounded else None
+    knobs: dict[str, Any] = {"max_transfer_ratio": ratio, "transport": transport}
     if t.server == "moto":
-        options = lsio.HttpOptions(endpoint_url=t.endpoint, region="us-east-1",
-                                   max_transfer_ratio=ratio)
-    else:  # account and key from the environment
-        options = lsio.HttpOptions(azure_endpoint=t.endpoint, max_transfer_ratio=ratio)
+        options = lsio.HttpOptions(endpoint_url=t.endpoint, region="us-east-1", **knobs)
+    elif t.server == "azurite":  # account and key from the environment
+        options = lsio.HttpOptions(azure_endpoint=t.endpoint, **knobs)
+    else:  # no credentials found: anonymous requests, as to a public bucket
+        options = lsio.HttpOptions(gcs_endpoint=t.endpoint, **knobs)
     reader = lsio.Reader(http=options)
     requests: list[tuple[str, int, int | None]] = [
         (_lsio_url(t, k), r.offset, r.length if wl.spec.kind == "ranges" else None)
@@ -139,10 +154,12 @@ async def lsio_setup(wl: Workload, keys: Sequence[str], t: Target, *,
     return run
 
 
-def obstore_store(t: Target, env: Mapping[str, str]) -> S3Store | AzureStore:
+def obstore_store(t: Target, env: Mapping[str, str]) -> S3Store | AzureStore | GCSStore:
     """The obstore store of `t`, credentials from `env` (the keys the probe's environment
-    holds)."""
-    from obstore.store import AzureStore, S3Store
+    holds). GCS: ``base_url`` the emulator, ``skip_signature`` (no credentials, as lsio's
+    anonymous requests); obstore GETs ``{base_url}/{bucket}/{key}``, which fake-gcs-server
+    serves when started with ``-public-host`` its own address (``bench_remote`` does)."""
+    from obstore.store import AzureStore, GCSStore, S3Store
 
     http: ClientConfig = {"allow_http": True}
     if t.server == "moto":
@@ -150,15 +167,18 @@ def obstore_store(t: Target, env: Mapping[str, str]) -> S3Store | AzureStore:
                        access_key_id=env["AWS_ACCESS_KEY_ID"],
                        secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                        client_options=http)
+    if t.server == "gcs":
+        return GCSStore(t.bucket, base_url=t.endpoint, skip_signature=True,
+                        client_options=http)
     return AzureStore(t.bucket, endpoint=t.endpoint,
                       account_name=env["AZURE_STORAGE_ACCOUNT_NAME"],
                       account_key=env["AZURE_STORAGE_ACCOUNT_KEY"], client_options=http)
 
 
 async def obstore_setup(wl: Workload, keys: Sequence[str], t: Target) -> RunFn:
-    """``S3Store`` / ``AzureStore``: one ``get_ranges_async`` for ranges (obstore merges ranges
-    up to 1 MiB apart, its default), else ``get_async`` + ``bytes_async`` per object,
-    `OBSTORE_CONCURRENCY` at a time."""
+    """``S3Store`` / ``AzureStore`` / ``GCSStore``: one ``get_ranges_async`` for ranges
+    (obstore merges ranges up to 1 MiB apart, its default), else ``get_async`` +
+    ``bytes_async`` per object, `OBSTORE_CONCURRENCY` at a time."""
     import obstore
 
     store = obstore_store(t, os.environ)
@@ -189,7 +209,12 @@ async def lsio_unbounded_setup(wl: Workload, keys: Sequence[str], t: Target) -> 
     return await lsio_setup(wl, keys, t, bounded=False)
 
 
-SETUPS = {"lsio": lsio_setup, "obstore": obstore_setup, "lsio-unbounded": lsio_unbounded_setup}
+async def lsio_aiohttp_setup(wl: Workload, keys: Sequence[str], t: Target) -> RunFn:
+    return await lsio_setup(wl, keys, t, transport="aiohttp")
+
+
+SETUPS = {"lsio": lsio_setup, "lsio-aiohttp": lsio_aiohttp_setup, "obstore": obstore_setup,
+          "lsio-unbounded": lsio_unbounded_setup}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -221,24 +246,48 @@ def check_all(wl: Workload, payload: Payload) -> int:
     return nbytes
 
 
+def cpu_timed(fn: RunFn, cpu: list[float]) -> RunFn:
+    """`fn`, with the process's CPU time of the call (``time.process_time()``: every thread)
+    appended to `cpu`."""
+    async def run() -> Payload:
+        c0 = time.process_time()
+        try:
+            return await fn()
+        finally:
+            cpu.append(time.process_time() - c0)
+
+    return run
+
+
+def sent(payload: Any) -> tuple[int | None, str]:
+    """(GETs, transport) from an lsio result's ``stats``; (None, "") for obstore's."""
+    stats = getattr(payload, "stats", None)
+    if stats is None:
+        return None, ""
+    return int(stats.operations), str(getattr(stats, "transport", ""))
+
+
 def probe(t: Target, data_dir: Path, workload: str, quick: bool, contender: str) -> RemoteSample:
     wl = materialize(specs(quick)[workload], data_dir, create=False)
     keys = [object_key(r.path, data_dir) for r in wl.requests]
     base = RemoteSample(t.server, workload, contender)
+    cpu: list[float] = []
     with asyncio.Runner() as runner:
         try:
             fn = runner.run(SETUPS[contender](wl, keys, t))
             before = _reset_peak()
             rx0 = loopback_rx_bytes()
-            timed = time_run(runner, fn)
+            timed = time_run(runner, cpu_timed(fn, cpu))
             rx1 = loopback_rx_bytes()
             peak = _peak()
             nbytes = check_all(wl, timed.payload)
         except Exception as e:  # reported as a failed row by the parent
             return dataclasses.replace(base, error=f"{type(e).__name__}: {e}")
+    gets, transport = sent(timed.payload)
     return dataclasses.replace(base, seconds=timed.seconds, nbytes=nbytes, n_ops=wl.n_ops,
                                loop_stall_s=timed.loop_stall, rss_before=before,
-                               rss_peak=peak, net_bytes=rx1 - rx0)
+                               rss_peak=peak, net_bytes=rx1 - rx0, cpu_s=cpu[0], gets=gets,
+                               transport=transport)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
