@@ -46,7 +46,7 @@ from ._protocol import (
     range_header,
     size_probes,
 )
-from ._read import Read, origin, workers
+from ._read import PlanReads, Read, origin, workers
 from ._session import read_body
 
 if TYPE_CHECKING:
@@ -247,14 +247,12 @@ class HttpBackend:
         p = plan
         done = np.zeros(p.nops, np.int64)
         err = np.zeros(p.nops, np.int32)
-        make = _plan_reads(p, [memoryview(b).cast("B") for b in buffers])
+        make = PlanReads(p, [memoryview(b).cast("B") for b in buffers])
         finished = _progress_batcher(run.on_progress, done, err)
         client.file_reads = lambda file: [make(op) for op in range(
             int(p.file_op_start[file]), int(p.file_op_end[file]))]
 
         async def single(op: int) -> None:
-            if op in by_c:  # served by the C transport (done and told already)
-                return
             r = make(op)
             done[op] = r.got if r.got >= 0 else await client.get(r)
             finished([op])
@@ -278,9 +276,9 @@ class HttpBackend:
             by_c.update(ops)
             finished(ops)
 
-        await _batch.get_many(client, [r async for r in _batch.paced(map(make, (
-            j for j in jobs if isinstance(j, int)))) if _batch.plain(client, r)],
-                              call.concurrency, served)
+        singles = [j for j in jobs if isinstance(j, int)]
+        await _batch.get_many(client, [r async for r in make.many(singles)
+                                       if _batch.plain(client, r)], call.concurrency, served)
         job_errs: dict[int, str] = {}
         job_err = np.zeros(len(jobs), np.int32)
 
@@ -288,45 +286,15 @@ class HttpBackend:
             job = jobs[j]
             await (single(job) if isinstance(job, int) else multi(job))
 
-        await workers(range(len(jobs)), one, call.concurrency, job_err, job_errs,
-                      run.missing_ok, run.keep_going)
+        await asyncio.sleep(0)  # (a batch's end and what follows take milliseconds)
+        left = [j for j, job in enumerate(jobs)  # (a worker would run through the served
+                if not isinstance(job, int) or job not in by_c]  # ones without a pause)
+        await workers(left, one, call.concurrency, job_err, job_errs, run.missing_ok,
+                      run.keep_going)
         detail = _spread(jobs, job_err, job_errs, err)
         sent, again, by = call.tally()
         return ReadResult(done, err, None, detail, operations=sent, retries=again,
                           transport=by)
-
-
-def _plan_reads(p: Plan, views: list[memoryview]) -> Callable[[int], Read]:
-    """``make(op)``: the plan's read ``op`` as a :class:`Read` into its destination
-    (made once per op)."""
-    made: dict[int, Read] = {}
-
-    def make(op: int) -> Read:
-        r = made.get(op)
-        if r is not None:
-            return r
-        length = int(p.op_length[op])
-        base, at = int(p.op_base[op]), int(p.op_buf[op])
-        start = int(p.op_offset[op])
-        if p.op_piece is None:
-            r = Read(op, int(p.op_file[op]), start, length, views[base][at:at + length])
-        else:  # sparse: only the pieces' bytes are kept
-            assert p.piece_offset is not None and p.piece_length is not None
-            assert p.piece_buf is not None
-            arena = views[base]
-            lo, hi = int(p.op_piece[op]), int(p.op_piece[op + 1])
-            pieces = [(o - start, arena[b:b + n]) for o, n, b in zip(
-                p.piece_offset[lo:hi].tolist(), p.piece_length[lo:hi].tolist(),
-                p.piece_buf[lo:hi].tolist(), strict=True)]
-            if len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == length:
-                r = Read(op, int(p.op_file[op]), start, length, pieces[0][1])
-            else:
-                r = Read(op, int(p.op_file[op]), start, length, None, pieces=pieces,
-                         starts=[q[0] for q in pieces])
-        made[op] = r
-        return r
-
-    return make
 
 
 def _spread(jobs: list[int | list[int]], job_err: npt.NDArray[np.int32],

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from ._curl import AVAILABLE, REQ, Sign, Tls, address, ca_locations, transport_for
 from ._protocol import HttpError, range_header
-from ._read import Read
+from ._read import PACE, Read
 from ._settle import settle
 
 if TYPE_CHECKING:
@@ -33,13 +33,9 @@ if TYPE_CHECKING:
     from ..._url import HttpOptions
     from ._client import HttpClient
 
-__all__ = ["eligible", "get_many", "paced", "plain", "probe_many"]
+__all__ = ["eligible", "get_many", "plain", "probe_many"]
 
 T = TypeVar("T")
-
-PACE = 1024
-"""Requests a Python loop of a batch handles before it lets the event loop run (a loop of
-20 000 would hold it for tens of milliseconds)."""
 
 MIN_BATCH = 2
 """Fewer reads than this go the coroutine way: a batch's fixed cost (arrays, a C call, a
@@ -47,14 +43,6 @@ future) is worth it from two requests on. (A call of one 4 KiB range on loopback
 ~300 us of CPU through aiohttp and ~450 us as a batch of one, nearly all of it numpy's
 per-operation cost on one-element arrays.) The tests set it to 1 to run everything the C
 transport can serve through it."""
-
-
-async def paced(items: Iterable[T]) -> AsyncIterator[T]:
-    """``items``, with a turn of the event loop every :data:`PACE` of them."""
-    for k, item in enumerate(items):
-        if k % PACE == PACE - 1:
-            await asyncio.sleep(0)
-        yield item
 
 
 async def slices(items: Sequence[T]) -> AsyncIterator[Sequence[T]]:
@@ -124,12 +112,17 @@ async def get_many(client: HttpClient, reads: Sequence[Read], concurrency: int,
     assert transport is not None
     groups: dict[tuple[Tls, float, float], list[Read]] = {}
     keys: dict[int, tuple[Tls, float, float]] = {}  # by the options' identity
-    for r in reads:
-        o = client.file_options[r.file]
-        key = keys.get(id(o))
-        if key is None:
-            key = keys[id(o)] = (_tls(o), o.request_timeout, o.connect_timeout)
-        groups.setdefault(key, []).append(r)
+    o = client.options
+    if all(f is o for f in client.file_options):  # one options for all: one group
+        groups[(_tls(o), o.request_timeout, o.connect_timeout)] = list(reads)
+    else:
+        async for some in slices(reads):
+            for r in some:
+                o = client.file_options[r.file]
+                key = keys.get(id(o))
+                if key is None:
+                    key = keys[id(o)] = (_tls(o), o.request_timeout, o.connect_timeout)
+                groups.setdefault(key, []).append(r)
     left: list[Read] = []
     for key, group in groups.items():  # one after another: the call's cap holds across them
         await _run(client, transport, group, key, concurrency, served, left)
@@ -199,11 +192,12 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
                left: list[Read]) -> None:
     """One batch: the reads of one TLS setting and deadline pair; those it does not serve
     are appended to ``left``."""
-    rows: list[tuple[int, int, int, int]] = []  # file, start, length, destination
+    tables = [np.zeros((0, 4), np.int64)]  # file, start, length, destination
     async for part in slices(reads):
-        rows += [(r.file, r.start, r.length, 0 if r.dest is None else address(r.dest))
-                 for r in part]
-    table = np.array(rows, np.int64).reshape(-1, 4)
+        tables.append(np.array([(r.file, r.start, r.length,
+                                 0 if r.dest is None else address(r.dest)) for r in part],
+                               np.int64).reshape(-1, 4))
+    table = np.concatenate(tables)
     uniq, url_index = np.unique(table[:, 0], return_inverse=True)
     objects = uniq.tolist()
     urls = [_encoded(client.urls[f]) for f in objects]
@@ -211,6 +205,7 @@ async def _run(client: HttpClient, transport: Any, reads: list[Read],
     reqs["start"], reqs["length"], reqs["dest"] = table[:, 1], table[:, 2], table[:, 3]
     reqs["url"] = url_index
     pins = [client.versions.if_match(f) for f in objects]
+    await asyncio.sleep(0)  # (the batch's arrays take milliseconds for 20 000 requests)
     blocks, signs = await _headers(client, reads, reqs, objects, url_index, pins)
     tls, request_timeout, connect_timeout = key
     sent = [0]

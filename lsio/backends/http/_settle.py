@@ -27,19 +27,26 @@ TTFB_SAMPLES = 8
 """Small answers per wake-up whose time to first byte goes to their host's record (it keeps
 a window of the latest; every answer's would cost a Python call each)."""
 
-def _timed(client: HttpClient, reads: list[Read], idx: Any, sel: Any, ok: list[bool]) -> None:
+def _timed(client: HttpClient, reads: list[Read], idx: Any, sel: _Rows, ok: list[bool]
+           ) -> None:
     """What the served answers tell their host's record (:mod:`._cost`: time to first byte,
     and the stream rate of bodies worth timing), as the aiohttp road's answers do: every
     big body, and a few small ones per wake-up (their times to first byte)."""
     served = np.asarray(ok)
-    big = served & (sel["got"] >= RATE_MIN_BYTES)
+    got = sel["got"]
+    big = served & (got >= RATE_MIN_BYTES)
     some = np.flatnonzero(served & ~big)[:TTFB_SAMPLES]
-    for k in sorted(np.flatnonzero(big).tolist() + some.tolist()):
-        r = reads[int(idx[k])]
-        ttfb, total = int(sel["ttfb_us"][k]) / 1e6, int(sel["total_us"][k]) / 1e6
+    ks = np.sort(np.concatenate((np.flatnonzero(big), some)))
+    if not len(ks):
+        return
+    rows = idx[ks]  # (each field read once, for these rows only)
+    reqs = sel.reqs
+    for i, n, first, whole in zip(rows.tolist(), reqs["got"][rows].tolist(),
+                                  reqs["ttfb_us"][rows].tolist(),
+                                  reqs["total_us"][rows].tolist(), strict=True):
+        ttfb, total = first / 1e6, whole / 1e6
         if 0 < ttfb <= total:
-            cost_of(origin(client.urls[r.file])).answer(ttfb, int(sel["got"][k]),
-                                                         total - ttfb)
+            cost_of(origin(client.urls[reads[i].file])).answer(ttfb, n, total - ttfb)
 
 
 class _Rows:
