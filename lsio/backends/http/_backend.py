@@ -46,7 +46,7 @@ from ._protocol import (
     range_header,
     size_probes,
 )
-from ._read import PlanReads, Read, origin, workers
+from ._read import PACE, PlanReads, Read, origin, workers
 from ._session import read_body
 
 if TYPE_CHECKING:
@@ -135,6 +135,8 @@ class HttpBackend:
         call = _Call(client, self.options.concurrency or tune.queue_depth, tune.max_read,
                      missing_ok)
         await client.start()
+        if len(reqs.paths) > PACE:  # (resolving thousands of URLs takes milliseconds)
+            await asyncio.sleep(0)
         need, suffix = size_probes(reqs, tune.max_read)
         n = len(reqs.paths)
         err = np.zeros(n, np.int32)

@@ -138,7 +138,10 @@ async def probe_many(client: HttpClient, files: list[int], probe_size: int,
     ``files`` through the C transport where it may; the probes it served are kept by the
     client (:meth:`HttpClient.keep_probe`). Returns the files whose probe is still to be
     sent, with the probe the transport tried (its ``failed`` says how that went), if any."""
-    ok = client.c_files if client.c_files is not None else _eligible_files(client)
+    ok = client.c_files
+    if ok is None:
+        ok = _eligible_files(client)
+        await asyncio.sleep(0)
     probes: list[Read] = []
     async for some in slices(files):
         probes += [Read(-1, f, 0, probe_size, None) for f in some if ok[f]]
