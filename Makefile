@@ -138,7 +138,7 @@ bench: setup
 	$(PY) -m benchmarks.bench_transport --out docs/benchmarks.md --json docs/bench_transport.json
 	$(PY) -m benchmarks.bench_zarr --out docs/benchmarks.md --json docs/bench_zarr.json
 	$(PY) -m benchmarks.bench_dask --out docs/benchmarks.md --json docs/bench_dask.json
-	$(PY) -m benchmarks.bench_remote --out docs/benchmarks.md --json docs/bench_remote.json
+	$(PY) -m benchmarks.bench_remote --skip moto:sparse --out docs/benchmarks.md --json docs/bench_remote.json
 	$(PY) -m benchmarks.bench_interop --out docs/benchmarks.md --json docs/bench_interop.json
 	$(PY) -m benchmarks.bench_virtual --out docs/benchmarks.md --json docs/bench_virtual.json
 	$(PY) -m benchmarks.bench_stall --size-mib 1024 --samples 9 --state cold --json docs/bench_stall.json
