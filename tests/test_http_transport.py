@@ -260,6 +260,35 @@ async def test_bodies_without_a_destination_share_arenas(nginx: Nginx) -> None:
             assert bytes(bodies[i]) == content[start:start + length], i
 
 
+async def test_arenas_are_not_held_past_their_bodies(nginx: Nginx) -> None:
+    """A batch holds an arena only while bodies may still land in it: with its bodies
+    dropped as they come (a sparse read keeps only its pieces), a long batch holds a
+    few arenas at a time, not all it filled."""
+    path = nginx.root / "transport-arenas-held.bin"
+    content = random_bytes(4 << 20, seed=29)
+    path.write_bytes(content)
+    ranges = [(0, 4096 * i, 4096 + i) for i in range(900)]  # ~4 arenas of bodies
+    t = _curl.transport_for(CONNECTIONS)
+    assert t is not None
+    reqs = batch(ranges, [None] * len(ranges))
+    held: list[int] = []
+    arenas: set[int] = set()
+
+    def finished(done: Any, got: dict[int, memoryview]) -> None:
+        arenas.update(reqs["arena"][done].tolist())  # (cleared when the batch is freed)
+        for i, body in got.items():  # what a sparse read does: copy, then let go
+            _, start, length = ranges[i]
+            assert bytes(body) == content[start:start + length]
+        (w,) = t._waiting.values()
+        held.append(sum(a is not None for a in w.arenas))
+
+    await t.run(reqs, [nginx.url(path.name).encode()], [], _curl.Tls(), (20.0, 10.0), 8,
+                finished)
+    assert ok(reqs).all()
+    assert len(arenas - {-1}) >= 4, arenas
+    assert max(held) <= 2, held
+
+
 # -- a body shorter than announced -------------------------------------------------------------
 
 def truncated(head: bytes) -> Iterable[bytes]:

@@ -44,6 +44,7 @@ typedef struct {
     char *base;
     int64_t used;
     int taken;              /* the caller owns it (and frees it) */
+    int landing;            /* bodies placed in it whose requests have not finished */
 } arena;
 
 struct lsio_http_batch {
@@ -186,11 +187,18 @@ static char *body_memory(lsio_http_batch *b, int64_t len, int32_t *which) {
         a->base = base;
         a->used = 0;
         a->taken = 0;
+        a->landing = 0;
     }
     char *p = a->base + a->used;
     a->used += need;
+    a->landing++;
     *which = (int32_t)(a - b->arenas);
     return p;
+}
+
+/* A request with a body in an arena finished (or was cancelled): nothing more lands there. */
+static void landed(lsio_http_batch *b, lsio_http_req *r) {
+    if (r->arena >= 0 && r->arena < b->narenas) b->arenas[r->arena].landing--;
 }
 
 /* Let go of a request's body: memory of its own is freed, a place in an arena left. */
@@ -685,6 +693,7 @@ static void finish(slot *s, CURLcode code) {
     curl_slist_free_all(s->own);
     s->own = NULL;
     unpause_slot(s);
+    landed(b, r);
     r->code = (int32_t)code;
     r->flags |= LSIO_HTTP_DONE;
     curl_off_t t = 0;
@@ -790,6 +799,7 @@ void lsio_http_batch_cancel(lsio_http_batch *b) {
         s->own = NULL;
         unpause_slot(s);
         r->flags |= LSIO_HTTP_DONE | LSIO_HTTP_CANCELLED;
+        landed(b, r);
         drop_body(r);
         b->order[b->done++] = s->i;
         s->i = -1;
@@ -808,6 +818,11 @@ char *lsio_http_take_body(lsio_http_batch *b, int i) {
     if (body == r->dest || r->arena >= 0) return NULL;
     r->body = NULL;
     return body;
+}
+
+int lsio_http_arena_busy(lsio_http_batch *b, int k) {
+    if (k < 0 || k >= b->narenas) return 0;
+    return k == b->narenas - 1 || b->arenas[k].landing > 0;
 }
 
 char *lsio_http_take_arena(lsio_http_batch *b, int k, int64_t *size) {

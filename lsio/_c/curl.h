@@ -109,14 +109,18 @@ void lsio_http_batch_cancel(lsio_http_batch *b);
 void lsio_http_batch_free(lsio_http_batch *b);
 char *lsio_http_take_body(lsio_http_batch *b, int i);
 char *lsio_http_take_arena(lsio_http_batch *b, int k, int64_t *size);
+int lsio_http_arena_busy(lsio_http_batch *b, int k);
 void lsio_http_free_body(char *body);
 
 /* Small bodies of a batch's requests without a destination share arenas (blocks of
  * LSIO_HTTP_ARENA bytes, bodies 64-byte aligned): one allocation, and one owner on the
  * caller's side, per many bodies. The caller takes an arena (lsio_http_take_arena, then
  * frees it with lsio_http_free_body) once a finished body is in it; the transport may still
- * place later bodies in its free part until the batch is freed, so the caller keeps it alive
- * until lsio_http_batch_free returns. Arenas not taken are freed with the batch. */
+ * land bodies in it while lsio_http_arena_busy says so (the batch's last arena, or one with
+ * requests in flight), so the caller keeps it alive until then (or until
+ * lsio_http_batch_free returns), and only as long as it keeps views of it after that: the
+ * bodies of a long batch that are copied elsewhere are not all held to its end. Arenas not
+ * taken are freed with the batch. */
 #define LSIO_HTTP_ARENA 1048576
 /* Bodies longer than this get memory of their own. */
 #define LSIO_HTTP_ARENA_BODY 262144

@@ -266,7 +266,7 @@ class _Waiter:
     the arenas its bodies are in (kept until the batch is freed: C may still place bodies
     in them)."""
 
-    __slots__ = ("arenas", "bases", "future", "on_finished", "order", "reqs", "told")
+    __slots__ = ("arenas", "bases", "future", "held", "on_finished", "order", "reqs", "told")
 
     def __init__(self, future: asyncio.Future[None], reqs: npt.NDArray[Any],
                  on_finished: Finished) -> None:
@@ -275,8 +275,12 @@ class _Waiter:
         self.on_finished = on_finished
         self.told = 0
         self.order = ffi.new("int32_t **")
-        self.arenas: list[memoryview] = []
+        self.arenas: list[memoryview | None] = []
         self.bases: list[int] = []
+        self.held: list[int] = []
+        """Arenas taken that C may still land bodies in (the others live on only through
+        the views of their bodies: a long batch's bodies copied elsewhere, the pieces of
+        sparse reads, are not all kept to its end)."""
 
     def wake(self, b: Any) -> None:
         if self.future.done():
@@ -291,6 +295,7 @@ class _Waiter:
             except BaseException as exc:  # noqa: BLE001 - raised in the batch's caller
                 self.future.set_exception(exc)
                 return
+            self._let_go(b)
         if done == len(self.reqs):
             self.future.set_result(None)
 
@@ -314,13 +319,25 @@ class _Waiter:
         for i, k, a, n in zip(mine.tolist(), which.tolist(), at.tolist(), got.tolist(),
                               strict=True):
             if k >= 0:
-                bodies[i] = arenas[k][a:a + n]
+                view = arenas[k]
+                assert view is not None  # (held while bodies may land in it)
+                bodies[i] = view[a:a + n]
                 continue
             p = lib.lsio_http_take_body(b, i)
             if p != ffi.NULL:
                 owned = ffi.gc(p, lib.lsio_http_free_body)
                 bodies[i] = memoryview(ffi.buffer(owned, n)).cast("B")
         return bodies
+
+    def _let_go(self, b: Any) -> None:
+        """Stop holding the arenas no body will land in any more."""
+        held = []
+        for k in self.held:
+            if lib.lsio_http_arena_busy(b, k):
+                held.append(k)
+            else:
+                self.arenas[k] = None
+        self.held = held
 
     def _take(self, b: Any, k: int) -> None:
         """Own arena ``k`` of batch ``b`` (the next not taken; freed when no view of it is
@@ -329,6 +346,7 @@ class _Waiter:
         p = lib.lsio_http_take_arena(b, k, size)
         if p == ffi.NULL:
             raise MemoryError("lsio: an HTTP body arena was lost")
+        self.held.append(k)
         self.bases.append(int(ffi.cast("uintptr_t", p)))
         self.arenas.append(memoryview(ffi.buffer(ffi.gc(p, lib.lsio_http_free_body),
                                                  size[0])).cast("B"))
