@@ -494,9 +494,12 @@ class GcsEmulator:
     with single ranges (206 + Content-Range, 416 past the end), and listings with
     ``maxResults`` / ``nextPageToken``. It checks no credentials."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, public: bool = False) -> None:
         self.port = 0
         self.endpoint = ""
+        self.public = public
+        """Its public host is its own address: path-style GETs (``/{bucket}/{object}``,
+        obstore's) are served too."""
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> GcsEmulator:
@@ -506,9 +509,10 @@ class GcsEmulator:
         for _attempt in range(3):
             self.port = free_port()
             self.endpoint = f"http://127.0.0.1:{self.port}"
+            public = ["-public-host", f"127.0.0.1:{self.port}"] if self.public else []
             self._proc = subprocess.Popen(
                 [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-                 "-port", str(self.port), "-external-url", self.endpoint,
+                 "-port", str(self.port), "-external-url", self.endpoint, *public,
                  "-log-level", "error"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 15

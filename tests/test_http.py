@@ -415,7 +415,8 @@ def test_multipart_parser() -> None:
 
 @pytest.mark.parametrize("value,parsed", [
     ("bytes 0-9/100", (0, 10, 100)), ("bytes 5-5/*", (5, 6, None)),
-    ("bytes */100", (-1, -1, 100)), ("bytes=0-9/100", None), ("", None), (None, None)])
+    ("bytes */100", (-1, -1, 100)), ("bytes=0-9/100", None), ("", None), (None, None),
+    ("bytes 1-0/1", (1, 1, 1)), ("bytes 1-0/2", None), ("bytes 1-0/*", None)])
 def test_content_range(value: str | None, parsed: object) -> None:
     assert _protocol.content_range(value) == parsed
 

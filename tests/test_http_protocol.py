@@ -135,7 +135,8 @@ _REFERENCE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|(0--1)|\*)/(\d+|\*)", re.I)
 
 def reference_content_range(value: str | None) -> tuple[int, int, int | None] | None:
     """The parser written plainly: the regex, then RFC 9110's rules (first <= last <
-    total), sizes below ``UNKNOWN_SIZE``, and an empty object's ``bytes 0--1/0``."""
+    total), sizes below ``UNKNOWN_SIZE``, an empty object's ``bytes 0--1/0`` and the empty
+    range at an object's end ``bytes N-(N-1)/N``."""
     if not value:
         return None
     m = _REFERENCE.fullmatch(value.strip())
@@ -151,6 +152,8 @@ def reference_content_range(value: str | None) -> tuple[int, int, int | None] | 
     if a is None:
         return None if total is None else (-1, -1, total)
     first, last = int(a), int(b)
+    if last == first - 1 and total == first:  # Azurite's "bytes N-(N-1)/N": none at the end
+        return (first, first, first)
     if first > last or (total is not None and last >= total):
         return None
     return (first, last + 1, total)

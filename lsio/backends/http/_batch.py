@@ -275,21 +275,31 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, objects: li
                     same[block] = len(blocks) - 1
     head = of_object[url_index]
     own = (head == -3).astype(np.int32)
-    async for part in slices(np.flatnonzero(own).tolist()):
-        for i in part:
-            r = reads[i]
-            url, pin = client.urls[r.file], pins[int(url_index[i])]
-            block = _block(client.headers_for(r.file, url, range_header(r.start, r.length),
-                                              pin))
-            head[i] = -2 if block is None else len(blocks)
-            if block is not None:
-                blocks.append(block)
-                signs.append(None)
+    await _signed_each(client, reads, np.flatnonzero(own).tolist(), head,
+                       [pins[j] for j in url_index[own != 0].tolist()], blocks, signs)
     usable = head != -2
     reqs["headers"] = np.where(usable, head, -1)
     reqs["own_range"] = own
     reqs["length"] = np.where(usable, reqs["length"], 0)
     return blocks, signs
+
+
+async def _signed_each(client: HttpClient, reads: list[Read], each: list[int], head: Any,
+                       pins: list[str | None], blocks: list[bytes],
+                       signs: list[Sign | None]) -> None:
+    """A header block of its own for each request ``each`` (its signature covers its
+    ``Range``: Azure's shared key; ``pins``: each one's version pin), appended to
+    ``blocks``; ``head`` says which (-2: none libcurl can take)."""
+    k = -1
+    async for part in slices(each):
+        for i in part:
+            r, k = reads[i], k + 1
+            block = _block(client.headers_for(r.file, client.urls[r.file],
+                                              range_header(r.start, r.length), pins[k]))
+            head[i] = -2 if block is None else len(blocks)
+            if block is not None:
+                blocks.append(block)
+                signs.append(None)
 
 
 def _object_block(client: HttpClient, f: int, pin: str | None

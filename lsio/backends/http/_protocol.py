@@ -81,8 +81,9 @@ def retry_after(value: str | None) -> float | None:
 def content_range(value: str | None) -> tuple[int, int, int | None] | None:
     """``bytes a-b/total`` -> (a, b + 1, total or None); ``bytes */total`` -> (-1, -1,
     total); an empty object's ``bytes 0--1/0`` (Azurite's answer to a range of an empty blob)
-    -> (0, 0, 0). ``None`` if the value is not a valid one: malformed, a range ending before
-    it starts (``bytes 150-99/N``) or running past its total, or a number of
+    -> (0, 0, 0), and ``bytes N-(N-1)/N`` (Azurite's to a range starting at the end of an
+    object of N bytes) -> (N, N, N). ``None`` if the value is not a valid one: malformed, a
+    range ending before it starts (``bytes 150-99/N``) or running past its total, or a number of
     :data:`UNKNOWN_SIZE` or more (no object is that big, and sizes must not collide with
     it). The one parser of ``Content-Range`` for every path (ranges, size probes, multipart
     parts)."""
@@ -122,6 +123,8 @@ _MAX_DIGITS = len(str(UNKNOWN_SIZE))
 def _checked(a: str, b: str, size: str) -> tuple[int, int, int | None] | None:
     """(a, b + 1, total or None) of ``bytes a-b/size`` if it is a range of its object."""
     first, last = _number(a), _number(b)
+    if first is not None and last == first - 1 and size != "*" and _number(size) == first:
+        return (first, first, first)  # bytes N-(N-1)/N: nothing from the end on (Azurite)
     if first is None or last is None or first > last or last + 1 >= UNKNOWN_SIZE:
         return None
     if size == "*":
