@@ -137,3 +137,24 @@ def time_run(runner: asyncio.Runner, fn: RunFn, *, watch_loop: bool = True) -> T
     if isinstance(payload, SelfTimed):
         return Timed(payload.seconds, payload, None)
     return Timed(elapsed, payload, stall.worst if stall is not None else None)
+
+
+def cpu_timed(fn: RunFn, cpu: list[float]) -> RunFn:
+    """`fn`, with the process's CPU time of the call (``time.process_time()``: every thread)
+    appended to `cpu`."""
+    async def run() -> Payload:
+        c0 = time.process_time()
+        try:
+            return await fn()
+        finally:
+            cpu.append(time.process_time() - c0)
+
+    return run
+
+
+def sent(payload: Any) -> tuple[int | None, str]:
+    """(GETs, transport) from an lsio result's ``stats``; (None, "") for the others'."""
+    stats = getattr(payload, "stats", None)
+    if stats is None:
+        return None, ""
+    return int(stats.operations), str(getattr(stats, "transport", ""))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.servers import Azurite, GcsEmulator, MotoServer, fake_gcs_binary, free_port
+from tests.servers import Azurite, GcsEmulator, MotoServer
 
 from .harness import log
 from .remoteprobe import Server
@@ -102,26 +102,11 @@ def upload_azurite(server: Azurite, workloads: Sequence[Workload], data_dir: Pat
 
 class PublicGcs(GcsEmulator):
     """:class:`GcsEmulator` (fake-gcs-server, HTTP, objects in memory), its public host its
-    own address, so that path-style GETs (``/{bucket}/{object}``, obstore's) are served too."""
+    own address, so that path-style GETs (``/{bucket}/{object}``, obstore's) are served too;
+    objects uploaded from files."""
 
-    def start(self) -> PublicGcs:
-        for _attempt in range(3):
-            self.port = free_port()
-            self.endpoint = f"http://127.0.0.1:{self.port}"
-            self._proc = subprocess.Popen(
-                [fake_gcs_binary(), "-scheme", "http", "-backend", "memory", "-host",
-                 "127.0.0.1", "-port", str(self.port), "-external-url", self.endpoint,
-                 "-public-host", f"127.0.0.1:{self.port}", "-log-level", "error"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 15
-            while self._proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1):
-                        return self
-                except OSError:
-                    time.sleep(0.05)
-            self.stop()
-        raise RuntimeError("fake-gcs-server did not start")
+    def __init__(self) -> None:
+        super().__init__(public=True)
 
     def put_file(self, bucket: str, name: str, path: Path) -> None:
         """One simple media upload, the body streamed from `path` (not read into memory)."""

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tests.reference import expected_bytes
 
 from .contenders import Payload, RunFn
-from .harness import as_view, time_run
+from .harness import as_view, cpu_timed, sent, time_run
 from .memprobe import _peak, _reset_peak
 from .workloads import GiB, KiB, MiB, Workload, WorkloadSpec, materialize
 
@@ -244,27 +243,6 @@ def check_all(wl: Workload, payload: Payload) -> int:
             raise RuntimeError(f"chunk {i} ({r.path} @ {r.offset}) differs from the source")
         nbytes += got.nbytes
     return nbytes
-
-
-def cpu_timed(fn: RunFn, cpu: list[float]) -> RunFn:
-    """`fn`, with the process's CPU time of the call (``time.process_time()``: every thread)
-    appended to `cpu`."""
-    async def run() -> Payload:
-        c0 = time.process_time()
-        try:
-            return await fn()
-        finally:
-            cpu.append(time.process_time() - c0)
-
-    return run
-
-
-def sent(payload: Any) -> tuple[int | None, str]:
-    """(GETs, transport) from an lsio result's ``stats``; (None, "") for obstore's."""
-    stats = getattr(payload, "stats", None)
-    if stats is None:
-        return None, ""
-    return int(stats.operations), str(getattr(stats, "transport", ""))
 
 
 def probe(t: Target, data_dir: Path, workload: str, quick: bool, contender: str) -> RemoteSample:

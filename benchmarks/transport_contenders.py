@@ -27,7 +27,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .contenders import Payload, RunFn
-from .harness import time_run, verify
+from .harness import cpu_timed, sent, time_run, verify
 from .http_contenders import HttpWorkload
 from .remoteprobe import check_all
 from .workloads import GiB, KiB, MiB, WorkloadSpec, materialize
@@ -200,26 +199,6 @@ def runs_on(contender: str, workload: str) -> bool:
 # --------------------------------------------------------------------------- one read
 
 
-def _timed_cpu(fn: RunFn, cpu: list[float]) -> RunFn:
-    """`fn`, with the process's CPU time of the call appended to `cpu`."""
-    async def run() -> Payload:
-        c0 = time.process_time()
-        try:
-            return await fn()
-        finally:
-            cpu.append(time.process_time() - c0)
-
-    return run
-
-
-def _sent(payload: Any) -> tuple[int | None, str]:
-    """(GETs, transport) from an lsio result's ``stats``; (None, "") for the others."""
-    stats = getattr(payload, "stats", None)
-    if stats is None:
-        return None, ""
-    return int(stats.operations), str(getattr(stats, "transport", ""))
-
-
 def measure(contender: str, hw: HttpWorkload, check_everything: bool) -> Measured:
     base = Measured(contender, hw.wl.key, affinity=tuple(sorted(os.sched_getaffinity(0))))
     cpu: list[float] = []
@@ -232,13 +211,13 @@ def measure(contender: str, hw: HttpWorkload, check_everything: bool) -> Measure
                 check_all(hw.wl, warm)
             else:
                 verify(hw.wl, warm)
-            timed = time_run(runner, _timed_cpu(fn, cpu))
+            timed = time_run(runner, cpu_timed(fn, cpu))
             nbytes, n_ops = verify(hw.wl, timed.payload)
         except Exception as e:  # reported as a FAILED row by the benchmark
             return dataclasses.replace(base, error=f"{type(e).__name__}: {e}")
         finally:
             runner.run(stack.aclose())
-    gets, transport = _sent(timed.payload)
+    gets, transport = sent(timed.payload)
     return dataclasses.replace(base, seconds=timed.seconds, cpu_s=cpu[0], n_ops=n_ops,
                                nbytes=nbytes, loop_stall_s=timed.loop_stall, gets=gets,
                                transport=transport)

@@ -1,9 +1,11 @@
-/* What the two io_uring clients (uring_http.c, uring_https.c) share: the blocking connect at
- * setup and the parser of an HTTP/1.1 response head. Include it after defining _GNU_SOURCE
+/* What the two io_uring clients (uring_http.c, uring_https.c) share: the ring's set-up, the
+ * blocking connect at setup and the parser of an HTTP/1.1 response head. Include it after defining _GNU_SOURCE
  * (memmem). */
 #ifndef CEILING_HTTP1_H
 #define CEILING_HTTP1_H
 
+#include <errno.h>
+#include <liburing.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,6 +17,23 @@
 #include <sys/socket.h>
 
 #include "common.h"
+
+/* A ring of `entries` for one issuing thread, its completions reaped when it waits (what an
+ * older kernel refuses: a plain ring). */
+static void ring_init(struct io_uring *ring, unsigned entries) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    int r = io_uring_queue_init_params(entries, ring, &p);
+    if (r < 0) {
+        memset(&p, 0, sizeof p);
+        r = io_uring_queue_init_params(entries, ring, &p);
+    }
+    if (r < 0) {
+        errno = -r;
+        die("io_uring_queue_init");
+    }
+}
 
 static int connect_to(const char *host, const char *port) {
     struct addrinfo hints, *ai;

@@ -217,16 +217,7 @@ int main(int argc, char **argv) {
     if (b.out == NULL || b.got == NULL || b.conns == NULL) die("malloc");
     memset(b.out, 0, (size_t)b.n * slot);  /* fault the pages in before timing */
 
-    struct io_uring_params p;
-    memset(&p, 0, sizeof p);
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    unsigned entries = 2 * (unsigned)b.nconns + 8;
-    int r = io_uring_queue_init_params(entries, &b.ring, &p);
-    if (r < 0) {  /* an older kernel */
-        memset(&p, 0, sizeof p);
-        r = io_uring_queue_init_params(entries, &b.ring, &p);
-    }
-    if (r < 0) { errno = -r; die("io_uring_queue_init"); }
+    ring_init(&b.ring, 2 * (unsigned)b.nconns + 8);
     for (int k = 0; k < b.nconns; k++) {
         b.conns[k].fd = connect_to(pos[0], pos[1]);
         b.conns[k].in = malloc(RBUF);
