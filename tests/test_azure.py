@@ -386,6 +386,27 @@ async def test_entra_refresh_failure_keeps_the_token(fs: FaultServer) -> None:
     assert info.value.filename == "az://cont/f.bin"
 
 
+async def test_a_failing_token_service_is_asked_once_per_batch(fs: FaultServer) -> None:
+    """A call of many objects whose token cannot be fetched fails naming an object, and the
+    C batch asks the token service once, not once per object: the call asks it at most once
+    more than the same call on aiohttp alone."""
+    class Broken(FakeCredential):
+        def get_token(self, *scopes: str) -> Any:
+            self.scopes.append(scopes)
+            raise RuntimeError("token service unreachable")
+
+    names = [f"az://cont/o{i}.bin" for i in range(40)]
+    asked = {}
+    for transport in ("aiohttp", "auto"):
+        broken = Broken([3600.0])
+        with pytest.raises(PermissionError, match="could not be fetched") as info:
+            await fault_reader(fs, "ok", azure_credential=broken, retries=1,
+                               transport=transport).read_many([(n, 0, 10) for n in names])
+        assert info.value.filename in names
+        asked[transport] = len(broken.scopes)
+    assert 1 <= asked["auto"] <= asked["aiohttp"] + 1, asked
+
+
 async def test_azure_credential_must_be_synchronous(fs: FaultServer) -> None:
     class AsyncCredential:
         async def get_token(self, *scopes: str) -> Any:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..._url import HttpOptions
     from ._client import HttpClient
 
-__all__ = ["eligible", "get_many", "plain", "probe_many"]
+__all__ = ["MIN_BATCH", "eligible", "get_many", "plain", "probe_many"]
 
 T = TypeVar("T")
 
@@ -242,15 +242,20 @@ async def _headers(client: HttpClient, reads: list[Read], reqs: Any, objects: li
     of_object = np.full(len(objects), -1, np.int32)  # -2: none usable, -3: one per range
     same: dict[bytes, int] = {}  # by content (never for signed blocks)
     plain: dict[tuple[int, int, str | None], bytes | None] = {}  # unsigned, by what makes it
+    unready: set[int] = set()  # credentials whose refresh failed: not asked again here
     async for part in slices(range(len(objects))):
         for j in part:
             f = objects[j]
             auth, url, pin = client.auths[f], client.urls[f], pins[j]
+            if auth is not None and id(auth) in unready:
+                of_object[j] = -2
+                continue
             if auth is not None:
                 try:
                     await auth.ready()
                 except Exception:  # noqa: BLE001 - HttpClient.get asks again, and says why
-                    of_object[j] = -2  # (retried if it may pass, named if not)
+                    unready.add(id(auth))  # (retried if it may pass, named if not)
+                    of_object[j] = -2
                     continue
             sign: Sign | None = None
             if auth is None:  # the options' and the service's headers, and the pin
