@@ -160,9 +160,12 @@ class PlanReads:
                 assert p.piece_offset is not None and p.piece_length is not None
                 assert p.piece_buf is not None
                 lo = p.op_piece[some]
-                simple = ((p.op_piece[some + 1] - lo == 1) & (p.piece_length[lo] == length)
-                          & (p.piece_offset[lo] == p.op_offset[some]))
-                at = np.where(simple, p.piece_buf[lo], at)
+                simple = p.op_piece[some + 1] - lo == 1
+                one = np.where(simple, lo, 0)  # (a read of no piece indexes nothing)
+                if len(p.piece_length):
+                    simple &= ((p.piece_length[one] == length)
+                               & (p.piece_offset[one] == p.op_offset[some]))
+                    at = np.where(simple, p.piece_buf[one], at)
             for op, plain, f, start, n, base, a in zip(
                     some.tolist(), simple.tolist(), p.op_file[some].tolist(),
                     p.op_offset[some].tolist(), length.tolist(), p.op_base[some].tolist(),
