@@ -263,8 +263,7 @@ Finished = Callable[[npt.NDArray[np.int32], dict[int, memoryview]], None]
 
 class _Waiter:
     """A running batch: its future, its requests, how many finished ones it was told, and
-    the arenas its bodies are in (kept until the batch is freed: C may still place bodies
-    in them)."""
+    the arenas its bodies are in (each held while C may still land bodies in it)."""
 
     __slots__ = ("arenas", "bases", "future", "held", "on_finished", "order", "reqs", "told")
 

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..._defaults import RATE_MIN_BYTES
 from ._cost import cost_of
@@ -27,39 +28,23 @@ TTFB_SAMPLES = 8
 """Small answers per wake-up whose time to first byte goes to their host's record (it keeps
 a window of the latest; every answer's would cost a Python call each)."""
 
-def _timed(client: HttpClient, reads: list[Read], idx: Any, sel: _Rows, ok: list[bool]
-           ) -> None:
+def _timed(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
+           served: npt.NDArray[np.bool_], got: npt.NDArray[np.int64]) -> None:
     """What the served answers tell their host's record (:mod:`._cost`: time to first byte,
     and the stream rate of bodies worth timing), as the aiohttp road's answers do: every
     big body, and a few small ones per wake-up (their times to first byte)."""
-    served = np.asarray(ok)
-    got = sel["got"]
     big = served & (got >= RATE_MIN_BYTES)
     some = np.flatnonzero(served & ~big)[:TTFB_SAMPLES]
     ks = np.sort(np.concatenate((np.flatnonzero(big), some)))
     if not len(ks):
         return
     rows = idx[ks]  # (each field read once, for these rows only)
-    reqs = sel.reqs
-    for i, n, first, whole in zip(rows.tolist(), reqs["got"][rows].tolist(),
+    for i, n, first, whole in zip(rows.tolist(), got[ks].tolist(),
                                   reqs["ttfb_us"][rows].tolist(),
                                   reqs["total_us"][rows].tolist(), strict=True):
         ttfb, total = first / 1e6, whole / 1e6
         if 0 < ttfb <= total:
             cost_of(origin(client.urls[reads[i].file])).answer(ttfb, n, total - ttfb)
-
-
-class _Rows:
-    """Fields of a batch's rows ``idx``, each taken as its own array (copying whole rows of
-    a structured array is ~10x slower)."""
-
-    __slots__ = ("idx", "reqs")
-
-    def __init__(self, reqs: Any, idx: Any) -> None:
-        self.reqs, self.idx = reqs, idx
-
-    def __getitem__(self, field: str) -> Any:
-        return self.reqs[field][self.idx]
 
 
 def settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
@@ -70,11 +55,12 @@ def settle(client: HttpClient, reads: list[Read], reqs: Any, idx: Any,
     otherwise gets that answer's error when it is final (a missing object, a changed
     version), else is sent again. Returns the served reads."""
     done: list[Read] = []
-    sel = _Rows(reqs, idx)
-    ok = ((sel["flags"] & OK) != 0).tolist()
-    got, total = sel["got"].tolist(), sel["total"].tolist()
-    _timed(client, reads, idx, sel, ok)
-    etag, modified = sel["etag"].tolist(), sel["modified"].tolist()
+    # (each field read for these rows on its own: copying whole rows of the structured
+    # array is ~10x slower)
+    served, got_arr = (reqs["flags"][idx] & OK) != 0, reqs["got"][idx]
+    _timed(client, reads, reqs, idx, served, got_arr)
+    ok, got, total = served.tolist(), got_arr.tolist(), reqs["total"][idx].tolist()
+    etag, modified = reqs["etag"][idx].tolist(), reqs["modified"][idx].tolist()
     check, urls, sizes = client.versions.check_seen, client.urls, client.sizes
     for k, i in enumerate(idx.tolist()):
         r = reads[i]
